@@ -1,0 +1,56 @@
+//! Packet views for vswitch: the bottom layer every other crate builds on.
+//!
+//! Frames are plain byte slices. Headers are read and rewritten in place through the typed views of
+//! smoltcp's `wire` module (re-exported here so that every crate uses the same ones), checksums are
+//! updated incrementally ([`checksum`], RFC 1624), and [`classify`] gives the pipeline a one-pass
+//! summary of a frame's layers without copying anything.
+//!
+//! [`build`] makes well-formed frames with etherparse, an implementation independent of the views,
+//! for tests, benches and fixtures.
+
+pub mod build;
+pub mod checksum;
+mod classify;
+mod mac;
+
+pub use classify::{Classified, Ipv4Info, L3, L4, Malformed, classify, tcp_flags};
+pub use mac::MacAddr;
+pub use smoltcp::wire::{
+    ArpOperation, ArpPacket, EthernetFrame, EthernetProtocol, Icmpv4Message, Icmpv4Packet,
+    IpProtocol, Ipv4Packet, TcpPacket, UdpPacket,
+};
+pub use std::net::Ipv4Addr;
+
+/// Length of an Ethernet II header without VLAN tags.
+pub const ETH_HEADER_LEN: usize = 14;
+/// Shortest frame the switch accepts: an Ethernet header and nothing else would be a runt; real
+/// NICs pad to 60 bytes (without FCS), but TAP and veth deliver unpadded frames, so only frames too
+/// short for an Ethernet header are runts.
+pub const MIN_FRAME_LEN: usize = ETH_HEADER_LEN;
+/// EtherType of IPv4.
+pub const ETHERTYPE_IPV4: u16 = 0x0800;
+/// EtherType of ARP.
+pub const ETHERTYPE_ARP: u16 = 0x0806;
+/// EtherType of an 802.1Q VLAN tag.
+pub const ETHERTYPE_VLAN: u16 = 0x8100;
+/// EtherType of IPv6.
+pub const ETHERTYPE_IPV6: u16 = 0x86dd;
+
+/// Destination MAC of a frame; `None` if the frame is shorter than an Ethernet header.
+#[inline]
+pub fn dst_mac(frame: &[u8]) -> Option<MacAddr> {
+    frame.get(0..6).and_then(MacAddr::from_slice)
+}
+
+/// Source MAC of a frame; `None` if the frame is shorter than an Ethernet header.
+#[inline]
+pub fn src_mac(frame: &[u8]) -> Option<MacAddr> {
+    frame.get(6..12).and_then(MacAddr::from_slice)
+}
+
+/// EtherType (after the source MAC, VLAN tags not skipped); `None` for a runt.
+#[inline]
+pub fn ethertype(frame: &[u8]) -> Option<u16> {
+    let b = frame.get(12..14)?;
+    Some(u16::from_be_bytes([b[0], b[1]]))
+}
