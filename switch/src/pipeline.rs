@@ -1,0 +1,268 @@
+//! The pipeline: a batch of frames in, frames with egress ports out.
+//!
+//! Pure and deterministic: no syscalls, no clock (the caller passes `now` in nanoseconds), no
+//! threads. pcap replay, the in-memory bench and the real packet loops all drive this same code,
+//! so a fixture that passes here describes what the real switch does.
+//!
+//! Stages per frame: ingress checks → learning → (gateway) → L2 forwarding or flooding.
+//! Every received frame ends in exactly one of: forwarded, local, or dropped with a reason.
+
+use crate::config::{Config, ConfigError, NetworkId, PortId, Topology};
+use crate::counters::{BridgeCounters, DropReason, PortCounters};
+use crate::fdb::{Fdb, FdbRow, Learned};
+use packet::{ETH_HEADER_LEN, MIN_FRAME_LEN, dst_mac, src_mac};
+use serde::Serialize;
+
+/// Nanoseconds per second.
+pub const NANOS_PER_SEC: u64 = 1_000_000_000;
+
+/// A frame and the port it came in on or goes out of.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Packet {
+    /// Ingress port (input) or egress port (output).
+    pub port: PortId,
+    /// The Ethernet frame, without FCS.
+    pub data: Vec<u8>,
+}
+
+/// The switch pipeline for one topology.
+#[derive(Debug)]
+pub struct Pipeline {
+    topo: Topology,
+    fdb: Fdb,
+    ports: Vec<PortCounters>,
+    bridge: BridgeCounters,
+    max_frame: usize,
+}
+
+/// Everything observable about a pipeline at one instant, for `--json` output and replay summaries.
+#[derive(Debug, Serialize)]
+pub struct Snapshot {
+    /// Per-port counters, by port name, in topology order.
+    pub ports: Vec<PortSnapshot>,
+    /// Bridge-wide events.
+    pub bridge: BridgeCounters,
+    /// Live FDB entries.
+    pub fdb: Vec<FdbRowNamed>,
+}
+
+/// One port's counters with its name.
+#[derive(Debug, Serialize)]
+pub struct PortSnapshot {
+    /// Port name.
+    pub name: String,
+    /// Network name.
+    pub network: String,
+    /// Counters.
+    #[serde(flatten)]
+    pub counters: PortCounters,
+}
+
+/// An FDB row with names instead of ids.
+#[derive(Debug, Serialize)]
+pub struct FdbRowNamed {
+    /// Network name.
+    pub network: String,
+    /// MAC address.
+    pub mac: String,
+    /// Port name.
+    pub port: String,
+    /// Seconds since last seen.
+    pub age_secs: f64,
+}
+
+impl Pipeline {
+    /// Builds a pipeline from a parsed config.
+    pub fn new(config: &Config) -> Result<Pipeline, ConfigError> {
+        let topo = Topology::new(config)?;
+        let aging = topo.bridge.aging_secs.saturating_mul(NANOS_PER_SEC);
+        let fdb = Fdb::new(topo.ports.len(), aging, topo.bridge.max_macs_per_port);
+        // One VLAN tag may ride on an MTU-sized payload.
+        let max_frame = usize::from(topo.bridge.mtu) + ETH_HEADER_LEN + 4;
+        Ok(Pipeline {
+            ports: vec![PortCounters::default(); topo.ports.len()],
+            topo,
+            fdb,
+            bridge: BridgeCounters::default(),
+            max_frame,
+        })
+    }
+
+    /// The topology this pipeline runs.
+    pub fn topology(&self) -> &Topology {
+        &self.topo
+    }
+
+    /// Counters of one port.
+    pub fn port_counters(&self, port: PortId) -> Option<&PortCounters> {
+        self.ports.get(usize::from(port.0))
+    }
+
+    /// Bridge-wide counters.
+    pub fn bridge_counters(&self) -> &BridgeCounters {
+        &self.bridge
+    }
+
+    /// Live FDB entries.
+    pub fn fdb_rows(&self, now: u64) -> Vec<FdbRow> {
+        self.fdb.rows(now)
+    }
+
+    /// Processes a batch: drains `input`, appends what leaves to `output`.
+    pub fn process(&mut self, now: u64, input: &mut Vec<Packet>, output: &mut Vec<Packet>) {
+        self.bridge.fdb_aged += self.fdb.sweep(now) as u64;
+        for pkt in input.drain(..) {
+            self.process_one(now, pkt, output);
+        }
+    }
+
+    fn drop(&mut self, port: PortId, reason: DropReason) {
+        if let Some(c) = self.ports.get_mut(usize::from(port.0)) {
+            c.drops.add(reason);
+        }
+    }
+
+    fn process_one(&mut self, now: u64, pkt: Packet, output: &mut Vec<Packet>) {
+        let ingress = pkt.port;
+        let Some(port) = self.topo.ports.get(usize::from(ingress.0)) else {
+            self.bridge.unknown_port += 1;
+            return;
+        };
+        let network = port.network;
+        let len = pkt.data.len();
+        let counters = &mut self.ports[usize::from(ingress.0)];
+        counters.rx_frames += 1;
+        counters.rx_bytes += len as u64;
+        if len < MIN_FRAME_LEN {
+            return self.drop(ingress, DropReason::Runt);
+        }
+        if len > self.max_frame {
+            return self.drop(ingress, DropReason::Oversize);
+        }
+        let (Some(src), Some(dst)) = (src_mac(&pkt.data), dst_mac(&pkt.data)) else {
+            return self.drop(ingress, DropReason::Runt);
+        };
+        if src.is_multicast() || src.is_zero() {
+            return self.drop(ingress, DropReason::InvalidSrcMac);
+        }
+        match self.fdb.learn(network, src, ingress, now) {
+            Learned::New => self.bridge.fdb_learned += 1,
+            Learned::Moved { .. } => self.bridge.fdb_moved += 1,
+            Learned::CapReached => self.bridge.fdb_cap_reached += 1,
+            Learned::Refreshed => {}
+        }
+        let net = &self.topo.networks[usize::from(network.0)];
+        if !net.icc {
+            // Without inter-container communication a port's frames may only reach the gateway,
+            // which the L3 stage serves; nothing is bridged to another container port.
+            return self.drop(ingress, DropReason::IccBlocked);
+        }
+        if dst.is_multicast() {
+            return self.flood(network, pkt, output);
+        }
+        match self.fdb.lookup(network, dst, now) {
+            Some(egress) if egress == ingress => self.drop(ingress, DropReason::SamePort),
+            Some(egress) => {
+                self.ports[usize::from(ingress.0)].forwarded += 1;
+                self.emit(
+                    Packet {
+                        port: egress,
+                        data: pkt.data,
+                    },
+                    output,
+                );
+            }
+            None => self.flood(network, pkt, output),
+        }
+    }
+
+    /// Sends a copy to every port of `network` but the ingress port.
+    fn flood(&mut self, network: NetworkId, pkt: Packet, output: &mut Vec<Packet>) {
+        let ingress = pkt.port;
+        let ports = &self.topo.networks[usize::from(network.0)].ports;
+        let mut targets = ports.iter().copied().filter(|&p| p != ingress);
+        let Some(mut next) = targets.next() else {
+            return self.drop(ingress, DropReason::NoEgress);
+        };
+        self.ports[usize::from(ingress.0)].forwarded += 1;
+        let mut data = pkt.data;
+        // Clone for all targets but the last, which takes the original buffer.
+        loop {
+            match targets.next() {
+                Some(after) => {
+                    let copy = data.clone();
+                    self.bridge.flooded_copies += 1;
+                    count_tx(&mut self.ports, next, copy.len());
+                    output.push(Packet {
+                        port: next,
+                        data: copy,
+                    });
+                    next = after;
+                }
+                None => {
+                    self.bridge.flooded_copies += 1;
+                    count_tx(&mut self.ports, next, data.len());
+                    output.push(Packet {
+                        port: next,
+                        data: std::mem::take(&mut data),
+                    });
+                    return;
+                }
+            }
+        }
+    }
+
+    fn emit(&mut self, pkt: Packet, output: &mut Vec<Packet>) {
+        count_tx(&mut self.ports, pkt.port, pkt.data.len());
+        output.push(pkt);
+    }
+
+    /// Counters, FDB and names, for JSON output.
+    pub fn snapshot(&self, now: u64) -> Snapshot {
+        let name = |p: PortId| {
+            self.topo
+                .port(p)
+                .map(|p| p.name.clone())
+                .unwrap_or_default()
+        };
+        let net_name = |n: NetworkId| {
+            self.topo
+                .networks
+                .get(usize::from(n.0))
+                .map(|n| n.name.clone())
+                .unwrap_or_default()
+        };
+        Snapshot {
+            ports: self
+                .topo
+                .ports
+                .iter()
+                .zip(&self.ports)
+                .map(|(p, c)| PortSnapshot {
+                    name: p.name.clone(),
+                    network: net_name(p.network),
+                    counters: *c,
+                })
+                .collect(),
+            bridge: self.bridge,
+            fdb: self
+                .fdb
+                .rows(now)
+                .into_iter()
+                .map(|r| FdbRowNamed {
+                    network: net_name(r.network),
+                    mac: r.mac,
+                    port: name(r.port),
+                    age_secs: r.age_ns as f64 / NANOS_PER_SEC as f64,
+                })
+                .collect(),
+        }
+    }
+}
+
+fn count_tx(ports: &mut [PortCounters], port: PortId, len: usize) {
+    if let Some(c) = ports.get_mut(usize::from(port.0)) {
+        c.tx_frames += 1;
+        c.tx_bytes += len as u64;
+    }
+}
