@@ -31,6 +31,180 @@ pub struct Config {
     /// Ports and the network each belongs to.
     #[serde(default, rename = "port")]
     pub ports: Vec<PortConfig>,
+    /// The port toward the outside, with the address used for masquerade and published ports.
+    #[serde(default)]
+    pub uplink: Option<UplinkConfig>,
+    /// Source NAT settings.
+    #[serde(default)]
+    pub nat: NatConfig,
+    /// Connection tracking limits and timeouts.
+    #[serde(default)]
+    pub conntrack: ConntrackConfig,
+    /// Published ports: DNAT from the uplink address to a container.
+    #[serde(default, rename = "publish")]
+    pub published: Vec<PublishConfig>,
+}
+
+/// The uplink: where routed traffic leaves and published ports arrive.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkConfig {
+    /// Name of the [[port]] (with no network) that is the uplink.
+    pub port: String,
+    /// IPv4 address of vswitch on the uplink: masquerade source and published-port address.
+    pub address: Ipv4Addr,
+    /// The uplink's on-link subnet; destinations inside it are reached directly.
+    #[serde(default)]
+    pub subnet: Option<Ipv4Net>,
+    /// MAC of vswitch on the uplink; derived from `address` when absent.
+    #[serde(default)]
+    pub mac: Option<MacAddr>,
+    /// Router for everything off-link (resolved by ARP unless `next_hop_mac` is given).
+    #[serde(default)]
+    pub next_hop: Option<Ipv4Addr>,
+    /// Static MAC of the next hop: no ARP on the uplink at all.
+    #[serde(default)]
+    pub next_hop_mac: Option<MacAddr>,
+    /// MTU of the uplink; larger DF packets get ICMP fragmentation-needed.
+    #[serde(default = "default_mtu")]
+    pub mtu: u16,
+}
+
+fn default_mtu() -> u16 {
+    1500
+}
+
+/// Source NAT settings.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatConfig {
+    /// First source port handed out by masquerade.
+    pub port_first: u16,
+    /// Last source port handed out by masquerade.
+    pub port_last: u16,
+}
+
+impl Default for NatConfig {
+    fn default() -> Self {
+        // Linux's default ip_local_port_range.
+        NatConfig {
+            port_first: 32768,
+            port_last: 60999,
+        }
+    }
+}
+
+/// Conntrack limits and timeouts, in seconds (Linux defaults).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConntrackConfig {
+    /// Most connections tracked at once; when full, unassured ones are evicted first.
+    pub max_entries: usize,
+    /// TCP: after the first SYN.
+    pub tcp_syn_sent_secs: u64,
+    /// TCP: after SYN/ACK.
+    pub tcp_syn_recv_secs: u64,
+    /// TCP: established.
+    pub tcp_established_secs: u64,
+    /// TCP: one FIN seen.
+    pub tcp_fin_wait_secs: u64,
+    /// TCP: FIN acknowledged.
+    pub tcp_close_wait_secs: u64,
+    /// TCP: both FINs seen.
+    pub tcp_last_ack_secs: u64,
+    /// TCP: closed, waiting out late segments.
+    pub tcp_time_wait_secs: u64,
+    /// TCP: after RST.
+    pub tcp_close_secs: u64,
+    /// UDP: no reply yet.
+    pub udp_unreplied_secs: u64,
+    /// UDP: replied stream.
+    pub udp_assured_secs: u64,
+    /// ICMP echo.
+    pub icmp_secs: u64,
+}
+
+impl Default for ConntrackConfig {
+    fn default() -> Self {
+        let t = conntrack::Timeouts::default();
+        let s = |ns: u64| ns / 1_000_000_000;
+        ConntrackConfig {
+            max_entries: conntrack::Config::DEFAULT_MAX_ENTRIES,
+            tcp_syn_sent_secs: s(t.tcp_syn_sent),
+            tcp_syn_recv_secs: s(t.tcp_syn_recv),
+            tcp_established_secs: s(t.tcp_established),
+            tcp_fin_wait_secs: s(t.tcp_fin_wait),
+            tcp_close_wait_secs: s(t.tcp_close_wait),
+            tcp_last_ack_secs: s(t.tcp_last_ack),
+            tcp_time_wait_secs: s(t.tcp_time_wait),
+            tcp_close_secs: s(t.tcp_close),
+            udp_unreplied_secs: s(t.udp_unreplied),
+            udp_assured_secs: s(t.udp_assured),
+            icmp_secs: s(t.icmp),
+        }
+    }
+}
+
+impl ConntrackConfig {
+    /// The table configuration in the conntrack crate's units (nanoseconds).
+    pub fn to_table_config(&self) -> conntrack::Config {
+        let ns = |secs: u64| secs.saturating_mul(1_000_000_000);
+        conntrack::Config {
+            max_entries: self.max_entries,
+            timeouts: conntrack::Timeouts {
+                tcp_syn_sent: ns(self.tcp_syn_sent_secs),
+                tcp_syn_recv: ns(self.tcp_syn_recv_secs),
+                tcp_established: ns(self.tcp_established_secs),
+                tcp_fin_wait: ns(self.tcp_fin_wait_secs),
+                tcp_close_wait: ns(self.tcp_close_wait_secs),
+                tcp_last_ack: ns(self.tcp_last_ack_secs),
+                tcp_time_wait: ns(self.tcp_time_wait_secs),
+                tcp_close: ns(self.tcp_close_secs),
+                udp_unreplied: ns(self.udp_unreplied_secs),
+                udp_assured: ns(self.udp_assured_secs),
+                icmp: ns(self.icmp_secs),
+            },
+        }
+    }
+}
+
+/// Transport protocol of a published port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum L4Proto {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl L4Proto {
+    /// IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            L4Proto::Tcp => 6,
+            L4Proto::Udp => 17,
+        }
+    }
+}
+
+/// A published port: traffic to uplink address:host_port goes to container_ip:container_port.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishConfig {
+    /// tcp or udp.
+    #[serde(default = "default_proto")]
+    pub proto: L4Proto,
+    /// Port on the uplink address.
+    pub host_port: u16,
+    /// Container address (inside some network's subnet).
+    pub container_ip: Ipv4Addr,
+    /// Port in the container.
+    pub container_port: u16,
+}
+
+fn default_proto() -> L4Proto {
+    L4Proto::Tcp
 }
 
 /// Settings shared by every network's bridge.
@@ -103,8 +277,9 @@ pub struct PortConfig {
     pub name: String,
     /// Backend kind.
     pub kind: PortKind,
-    /// Name of the network this port belongs to.
-    pub network: String,
+    /// Name of the network this port belongs to; absent only for the uplink port.
+    #[serde(default)]
+    pub network: Option<String>,
 }
 
 /// Why a topology file was rejected.
@@ -142,6 +317,37 @@ pub enum ConfigError {
     /// A gateway without a subnet.
     #[error("network {0:?} has a gateway but no subnet: add subnet = \"A.B.C.D/N\"")]
     GatewayWithoutSubnet(String),
+    /// A port has no network and is not the uplink.
+    #[error("port {0:?} has no network: set network = \"NAME\", or name it in [uplink] port")]
+    PortWithoutNetwork(String),
+    /// The uplink port also names a network.
+    #[error("uplink port {0:?} must not belong to a network: remove its network = line")]
+    UplinkInNetwork(String),
+    /// The uplink names a port that does not exist.
+    #[error("[uplink] port {0:?} is not a [[port]] of this file")]
+    UnknownUplinkPort(String),
+    /// The NAT port range is empty or includes port 0.
+    #[error("nat port range {0}-{1} is empty or includes port 0: use e.g. 32768-60999")]
+    BadPortRange(u16, u16),
+    /// Published ports need an uplink.
+    #[error("[[publish]] needs an [uplink] with an address")]
+    PublishWithoutUplink,
+    /// A published port's container address is in no network's subnet.
+    #[error("[[publish]] {proto:?} {host_port}: container_ip {ip} is in no network's subnet")]
+    PublishOutsideNetworks {
+        /// Protocol.
+        proto: L4Proto,
+        /// Host port.
+        host_port: u16,
+        /// The address.
+        ip: Ipv4Addr,
+    },
+    /// Two published ports share a host port.
+    #[error("host port {1} ({0:?}) is published twice: each host port can go to one container")]
+    DuplicatePublish(L4Proto, u16),
+    /// Two networks have overlapping subnets.
+    #[error("networks {0:?} and {1:?} have overlapping subnets: give each its own")]
+    OverlappingSubnets(String, String),
     /// Too many ports or networks for 16-bit ids.
     #[error("too many {0}: at most 65535")]
     TooMany(&'static str),
@@ -181,8 +387,40 @@ pub struct Port {
     pub name: String,
     /// Backend kind.
     pub kind: PortKind,
-    /// Network it belongs to.
-    pub network: NetworkId,
+    /// Network it belongs to (`None` for the uplink).
+    pub network: Option<NetworkId>,
+}
+
+/// The uplink as the pipeline sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Uplink {
+    /// Its port.
+    pub port: PortId,
+    /// vswitch's address on it.
+    pub address: Ipv4Addr,
+    /// vswitch's MAC on it.
+    pub mac: MacAddr,
+    /// On-link subnet.
+    pub subnet: Option<Ipv4Net>,
+    /// Off-link router.
+    pub next_hop: Option<Ipv4Addr>,
+    /// Static next-hop MAC.
+    pub next_hop_mac: Option<MacAddr>,
+    /// MTU.
+    pub mtu: u16,
+}
+
+/// A published port, checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Published {
+    /// IP protocol number (6 or 17).
+    pub protocol: u8,
+    /// Port on the uplink address.
+    pub host_port: u16,
+    /// Container address.
+    pub container_ip: Ipv4Addr,
+    /// Container port.
+    pub container_port: u16,
 }
 
 /// A checked topology with dense ids.
@@ -194,6 +432,14 @@ pub struct Topology {
     pub networks: Vec<Network>,
     /// Ports by id.
     pub ports: Vec<Port>,
+    /// The uplink, if any.
+    pub uplink: Option<Uplink>,
+    /// NAT port range (first, last).
+    pub nat_ports: (u16, u16),
+    /// Conntrack table settings.
+    pub conntrack: conntrack::Config,
+    /// Published ports.
+    pub published: Vec<Published>,
 }
 
 /// The MAC Docker derives from an IPv4 address: 02:42 followed by the four octets.
@@ -247,33 +493,118 @@ impl Topology {
                 icc: n.icc,
             });
         }
+        for (i, a) in networks.iter().enumerate() {
+            for b in &networks[i + 1..] {
+                if let (Some(x), Some(y)) = (a.subnet, b.subnet) {
+                    if x.contains(&y.network()) || y.contains(&x.network()) {
+                        return Err(ConfigError::OverlappingSubnets(
+                            a.name.clone(),
+                            b.name.clone(),
+                        ));
+                    }
+                }
+            }
+        }
+        let uplink_name = config.uplink.as_ref().map(|u| u.port.as_str());
         let mut seen = HashSet::new();
         let mut ports = Vec::with_capacity(config.ports.len());
         for (i, p) in config.ports.iter().enumerate() {
             if !seen.insert(p.name.as_str()) {
                 return Err(ConfigError::DuplicatePort(p.name.clone()));
             }
-            let net = networks
-                .iter()
-                .position(|n| n.name == p.network)
-                .ok_or_else(|| ConfigError::UnknownNetwork {
-                    port: p.name.clone(),
-                    network: p.network.clone(),
-                })?;
-            // Both casts are in range: lengths were checked against u16::MAX above.
-            let (net_id, port_id) = (NetworkId(net as u16), PortId(i as u16));
-            networks[net].ports.push(port_id);
+            // The cast is in range: lengths were checked against u16::MAX above.
+            let port_id = PortId(i as u16);
+            let is_uplink = uplink_name == Some(p.name.as_str());
+            let network = match (&p.network, is_uplink) {
+                (Some(_), true) => return Err(ConfigError::UplinkInNetwork(p.name.clone())),
+                (None, false) => return Err(ConfigError::PortWithoutNetwork(p.name.clone())),
+                (None, true) => None,
+                (Some(name), false) => {
+                    let net = networks
+                        .iter()
+                        .position(|n| &n.name == name)
+                        .ok_or_else(|| ConfigError::UnknownNetwork {
+                            port: p.name.clone(),
+                            network: name.clone(),
+                        })?;
+                    networks[net].ports.push(port_id);
+                    Some(NetworkId(net as u16))
+                }
+            };
             ports.push(Port {
                 name: p.name.clone(),
                 kind: p.kind,
-                network: net_id,
+                network,
+            });
+        }
+        let uplink = match &config.uplink {
+            None => None,
+            Some(u) => {
+                let port = ports
+                    .iter()
+                    .position(|p| p.name == u.port)
+                    .ok_or_else(|| ConfigError::UnknownUplinkPort(u.port.clone()))?;
+                Some(Uplink {
+                    port: PortId(port as u16),
+                    address: u.address,
+                    mac: u.mac.unwrap_or_else(|| mac_from_ip(u.address)),
+                    subnet: u.subnet,
+                    next_hop: u.next_hop,
+                    next_hop_mac: u.next_hop_mac,
+                    mtu: u.mtu,
+                })
+            }
+        };
+        let (first, last) = (config.nat.port_first, config.nat.port_last);
+        if first == 0 || first > last {
+            return Err(ConfigError::BadPortRange(first, last));
+        }
+        let mut published = Vec::with_capacity(config.published.len());
+        for p in &config.published {
+            if uplink.is_none() {
+                return Err(ConfigError::PublishWithoutUplink);
+            }
+            let inside = networks
+                .iter()
+                .any(|n| n.subnet.is_some_and(|s| s.contains(&p.container_ip)));
+            if !inside {
+                return Err(ConfigError::PublishOutsideNetworks {
+                    proto: p.proto,
+                    host_port: p.host_port,
+                    ip: p.container_ip,
+                });
+            }
+            let protocol = p.proto.number();
+            if published
+                .iter()
+                .any(|q: &Published| q.protocol == protocol && q.host_port == p.host_port)
+            {
+                return Err(ConfigError::DuplicatePublish(p.proto, p.host_port));
+            }
+            published.push(Published {
+                protocol,
+                host_port: p.host_port,
+                container_ip: p.container_ip,
+                container_port: p.container_port,
             });
         }
         Ok(Topology {
             bridge: config.bridge.clone(),
             networks,
             ports,
+            uplink,
+            nat_ports: (first, last),
+            conntrack: config.conntrack.to_table_config(),
+            published,
         })
+    }
+
+    /// The network whose subnet holds `ip`.
+    pub fn network_of_ip(&self, ip: Ipv4Addr) -> Option<NetworkId> {
+        self.networks
+            .iter()
+            .position(|n| n.subnet.is_some_and(|s| s.contains(&ip)))
+            .map(|i| NetworkId(i as u16))
     }
 
     /// Looks a port up by name.
@@ -324,6 +655,7 @@ mod tests {
         assert_eq!(t.bridge.aging_secs, 30);
         assert_eq!(t.bridge.max_macs_per_port, 1024);
         assert_eq!(t.networks[0].ports, vec![PortId(0)]);
+        assert_eq!(t.ports[1].network, Some(NetworkId(1)));
         assert_eq!(t.networks[1].ports, vec![PortId(1)]);
         assert!(!t.networks[1].icc && t.networks[0].icc);
         let (gw, mac) = t.networks[0].gateway.unwrap();
@@ -355,6 +687,16 @@ mod tests {
             ("[[network]]\nname='n'\nsubnet='10.0.0.300/24'", "invalid"),
             ("[bridge]\naging_secs=0", "greater than zero"),
             ("[bogus]", "unknown field"),
+            ("[[port]]\nname='a'\nkind='tap'", "has no network"),
+            (
+                "[[network]]\nname='a'\nsubnet='10.0.0.0/16'\n[[network]]\nname='b'\nsubnet='10.0.1.0/24'",
+                "overlapping",
+            ),
+            ("[nat]\nport_first=0", "includes port 0"),
+            (
+                "[uplink]\nport='u'\naddress='192.0.2.1'",
+                "is not a [[port]]",
+            ),
         ];
         for (text, want) in cases {
             let err = Config::from_toml(text)

@@ -35,6 +35,24 @@ drop_reasons! {
     SamePort => "same_port", "Destination was learned on the ingress port: never sent back out.";
     NoEgress => "no_egress", "Flooded, but the network has no other port.";
     IccBlocked => "icc_blocked", "Inter-container traffic on a network with icc = false.";
+    Malformed => "malformed", "IPv4/ARP header or transport header truncated or inconsistent.";
+    NotForUs => "not_for_us", "Arrived on the uplink for another host or protocol.";
+    SpoofedSource => "spoofed_source", "Source address impossible for the port it came from.";
+    GatewayUnsupported => "gateway_unsupported", "Addressed to the gateway itself, and not something it answers.";
+    InterNetwork => "inter_network", "Routed toward another network: networks do not route to each other.";
+    InternalNetwork => "internal_network", "Routed out of an internal network (no uplink).";
+    NoRoute => "no_route", "No uplink or next hop for the destination.";
+    TtlExceeded => "ttl_exceeded", "TTL ran out; an ICMP time-exceeded went back.";
+    FragNeeded => "frag_needed", "Too big with DF set; an ICMP fragmentation-needed went back.";
+    NeedsFragmentation => "needs_fragmentation", "Too big for the egress MTU and fragmentation is not implemented.";
+    Unsupported => "unsupported", "No port or identifier to track (non-first fragment, other protocol).";
+    CtInvalid => "ct_invalid", "Invalid for conntrack (e.g. a lone ACK, an inexact RST).";
+    Unsolicited => "unsolicited", "Inbound with no connection and no published port.";
+    IcmpErrorNoFlow => "icmp_error_no_flow", "An ICMP error that quotes no tracked connection.";
+    CtTableFull => "ct_table_full", "Conntrack full of established connections.";
+    PortsExhausted => "ports_exhausted", "No free NAT source port for this destination.";
+    ArpQueueFull => "arp_queue_full", "Waiting for ARP, and the pending queue was full.";
+    ArpUnresolved => "arp_unresolved", "The next hop never answered ARP.";
 }
 
 /// Number of drop reasons.
@@ -89,6 +107,8 @@ pub struct PortCounters {
     pub forwarded: u64,
     /// Received frames the gateway consumed.
     pub local: u64,
+    /// Received frames waiting for ARP now.
+    pub queued: u64,
     /// Received frames dropped, by reason.
     pub drops: DropCounts,
 }
@@ -115,4 +135,14 @@ pub struct BridgeCounters {
     pub fdb_aged: u64,
     /// Frames sent out by flooding (one per copy).
     pub flooded_copies: u64,
+    /// ARP requests the gateway sent.
+    pub arp_requests_sent: u64,
+    /// ARP replies the gateway sent.
+    pub arp_replies_sent: u64,
+    /// ICMP echo replies the gateway sent.
+    pub echo_replies_sent: u64,
+    /// ICMP errors the gateway originated (time exceeded, fragmentation needed).
+    pub icmp_errors_sent: u64,
+    /// Packets translated by NAT.
+    pub nat_translated: u64,
 }

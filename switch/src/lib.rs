@@ -1,5 +1,6 @@
 //! The vswitch pipeline: per-network L2 bridges (FDB with learning, aging, station moves,
-//! flooding), and the stages composed over one batch of frames.
+//! flooding), each network's gateway (ARP, ICMP, routing to the uplink with conntrack and NAT),
+//! and the stages composed over one batch of frames.
 //!
 //! Nothing here reads a clock or makes a syscall: drivers (pcap replay, the bench, the packet
 //! loops) pass frames and `now` in, and take frames out.
@@ -7,7 +8,10 @@
 pub mod config;
 pub mod counters;
 pub mod fdb;
+mod gateway;
+pub mod neighbor;
 pub mod pipeline;
+pub mod synth;
 
 pub use config::{Config, ConfigError, NetworkId, PortId, PortKind, Topology};
 pub use counters::{BridgeCounters, DropReason, PortCounters};

@@ -10,8 +10,14 @@
 use crate::config::{Config, ConfigError, NetworkId, PortId, Topology};
 use crate::counters::{BridgeCounters, DropReason, PortCounters};
 use crate::fdb::{Fdb, FdbRow, Learned};
-use packet::{ETH_HEADER_LEN, MIN_FRAME_LEN, dst_mac, src_mac};
+use crate::neighbor::Neighbors;
+use conntrack::Conntrack;
+use packet::{
+    ETH_HEADER_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, MIN_FRAME_LEN, dst_mac, ethertype, src_mac,
+};
+use rustc_hash::FxHashMap;
 use serde::Serialize;
+use std::net::Ipv4Addr;
 
 /// Nanoseconds per second.
 pub const NANOS_PER_SEC: u64 = 1_000_000_000;
@@ -28,11 +34,19 @@ pub struct Packet {
 /// The switch pipeline for one topology.
 #[derive(Debug)]
 pub struct Pipeline {
-    topo: Topology,
-    fdb: Fdb,
-    ports: Vec<PortCounters>,
-    bridge: BridgeCounters,
+    pub(crate) topo: Topology,
+    pub(crate) fdb: Fdb,
+    pub(crate) ports: Vec<PortCounters>,
+    pub(crate) bridge: BridgeCounters,
     max_frame: usize,
+    /// Connection tracking (and so NAT state) of routed traffic.
+    pub(crate) ct: Conntrack,
+    /// ARP caches and packets waiting for ARP.
+    pub(crate) neighbors: Neighbors,
+    /// Published ports: (IP protocol, host port) → (container address, container port).
+    pub(crate) published: FxHashMap<(u8, u16), (Ipv4Addr, u16)>,
+    /// Clock of the batch being processed.
+    pub(crate) now: u64,
 }
 
 /// Everything observable about a pipeline at one instant, for `--json` output and replay summaries.
@@ -44,6 +58,10 @@ pub struct Snapshot {
     pub bridge: BridgeCounters,
     /// Live FDB entries.
     pub fdb: Vec<FdbRowNamed>,
+    /// Conntrack counters.
+    pub conntrack_counters: conntrack::Counters,
+    /// Tracked connections, in table order.
+    pub conntrack: Vec<conntrack::Entry>,
 }
 
 /// One port's counters with its name.
@@ -79,12 +97,26 @@ impl Pipeline {
         let fdb = Fdb::new(topo.ports.len(), aging, topo.bridge.max_macs_per_port);
         // One VLAN tag may ride on an MTU-sized payload.
         let max_frame = usize::from(topo.bridge.mtu) + ETH_HEADER_LEN + 4;
+        let published = topo
+            .published
+            .iter()
+            .map(|p| {
+                (
+                    (p.protocol, p.host_port),
+                    (p.container_ip, p.container_port),
+                )
+            })
+            .collect();
         Ok(Pipeline {
             ports: vec![PortCounters::default(); topo.ports.len()],
+            ct: Conntrack::new(topo.conntrack),
             topo,
             fdb,
             bridge: BridgeCounters::default(),
             max_frame,
+            neighbors: Neighbors::default(),
+            published,
+            now: 0,
         })
     }
 
@@ -110,13 +142,20 @@ impl Pipeline {
 
     /// Processes a batch: drains `input`, appends what leaves to `output`.
     pub fn process(&mut self, now: u64, input: &mut Vec<Packet>, output: &mut Vec<Packet>) {
+        self.now = now;
         self.bridge.fdb_aged += self.fdb.sweep(now) as u64;
+        self.gateway_housekeeping(now);
         for pkt in input.drain(..) {
             self.process_one(now, pkt, output);
         }
     }
 
-    fn drop(&mut self, port: PortId, reason: DropReason) {
+    /// The conntrack table (for dumps).
+    pub fn conntrack(&self) -> &Conntrack {
+        &self.ct
+    }
+
+    pub(crate) fn drop(&mut self, port: PortId, reason: DropReason) {
         if let Some(c) = self.ports.get_mut(usize::from(port.0)) {
             c.drops.add(reason);
         }
@@ -145,12 +184,34 @@ impl Pipeline {
         if src.is_multicast() || src.is_zero() {
             return self.drop(ingress, DropReason::InvalidSrcMac);
         }
+        let Some(network) = network else {
+            // Only the uplink has no network (the topology checks that).
+            return self.uplink_ingress(now, ingress, pkt.data, output);
+        };
         match self.fdb.learn(network, src, ingress, now) {
             Learned::New => self.bridge.fdb_learned += 1,
             Learned::Moved { .. } => self.bridge.fdb_moved += 1,
             Learned::CapReached => self.bridge.fdb_cap_reached += 1,
             Learned::Refreshed => {}
         }
+        let net = &self.topo.networks[usize::from(network.0)];
+        let mut data = pkt.data;
+        if let Some((_, gw_mac)) = net.gateway {
+            let ty = ethertype(&data);
+            if dst == gw_mac && ty == Some(ETHERTYPE_IPV4) {
+                return self.gateway_ipv4(now, ingress, network, data, output);
+            }
+            if ty == Some(ETHERTYPE_ARP) && (dst == gw_mac || dst.is_broadcast()) {
+                match self.gateway_arp(now, ingress, network, data, output) {
+                    Some(back) => data = back,
+                    None => return,
+                }
+            }
+        }
+        let pkt = Packet {
+            port: ingress,
+            data,
+        };
         let net = &self.topo.networks[usize::from(network.0)];
         if !net.icc {
             // Without inter-container communication a port's frames may only reach the gateway,
@@ -212,7 +273,7 @@ impl Pipeline {
         }
     }
 
-    fn emit(&mut self, pkt: Packet, output: &mut Vec<Packet>) {
+    pub(crate) fn emit(&mut self, pkt: Packet, output: &mut Vec<Packet>) {
         count_tx(&mut self.ports, pkt.port, pkt.data.len());
         output.push(pkt);
     }
@@ -240,7 +301,10 @@ impl Pipeline {
                 .zip(&self.ports)
                 .map(|(p, c)| PortSnapshot {
                     name: p.name.clone(),
-                    network: net_name(p.network),
+                    network: p
+                        .network
+                        .map(net_name)
+                        .unwrap_or_else(|| "(uplink)".to_string()),
                     counters: *c,
                 })
                 .collect(),
@@ -256,6 +320,8 @@ impl Pipeline {
                     age_secs: r.age_ns as f64 / NANOS_PER_SEC as f64,
                 })
                 .collect(),
+            conntrack_counters: self.ct.counters(),
+            conntrack: self.ct.iter().map(|(_, e)| e.clone()).collect(),
         }
     }
 }

@@ -1,0 +1,206 @@
+//! Neighbor (ARP) tables of the gateway: one per network and one for the uplink, plus the
+//! queue of packets waiting for an address to resolve.
+//!
+//! Invariants: a pending queue never holds more than [`MAX_PENDING_PER_IP`] frames, and all
+//! queues together never more than [`MAX_PENDING_TOTAL`]; a queue older than
+//! [`PENDING_TIMEOUT`] is dropped whole by [`Neighbors::expire`]. Entries are refreshed by ARP
+//! traffic and by IPv4 packets the gateway receives (gleaning), and forgotten after
+//! [`NEIGHBOR_TIMEOUT`] without news.
+
+use crate::config::PortId;
+use packet::MacAddr;
+use rustc_hash::FxHashMap;
+use std::net::Ipv4Addr;
+
+/// Where a neighbor lives: a network (by id) or the uplink.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Side {
+    /// A container network.
+    Network(u16),
+    /// The uplink segment.
+    Uplink,
+}
+
+/// Frames held per unresolved address.
+pub const MAX_PENDING_PER_IP: usize = 16;
+/// Frames held in all.
+pub const MAX_PENDING_TOTAL: usize = 1024;
+/// How long a packet may wait for ARP (Linux: 3 probes, 1 s apart).
+pub const PENDING_TIMEOUT: u64 = 3_000_000_000;
+/// Minimum time between two ARP requests for the same address.
+pub const ARP_RETRY: u64 = 1_000_000_000;
+/// Neighbor entries unused for this long are forgotten.
+pub const NEIGHBOR_TIMEOUT: u64 = 300_000_000_000;
+
+/// A frame waiting for its next hop's MAC, with the port it came in on (for counters).
+#[derive(Debug)]
+pub struct Waiting {
+    /// Ingress port of the frame.
+    pub ingress: PortId,
+    /// The frame, already translated; only its destination MAC is missing.
+    pub data: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct Queue {
+    frames: Vec<Waiting>,
+    since: u64,
+    last_request: u64,
+}
+
+/// What happened to a frame offered to [`Neighbors::enqueue`].
+#[derive(Debug)]
+pub enum Enqueued {
+    /// Queued; send an ARP request now.
+    QueuedSendArp,
+    /// Queued; a request went out recently.
+    Queued,
+    /// No room: the frame is handed back to be dropped.
+    Full(Waiting),
+}
+
+/// ARP caches and pending queues.
+#[derive(Debug, Default)]
+pub struct Neighbors {
+    cache: FxHashMap<(Side, Ipv4Addr), (MacAddr, u64)>,
+    pending: FxHashMap<(Side, Ipv4Addr), Queue>,
+    pending_total: usize,
+}
+
+impl Neighbors {
+    /// The MAC of `ip` on `side`, if known and fresh.
+    #[inline]
+    pub fn lookup(&self, side: Side, ip: Ipv4Addr, now: u64) -> Option<MacAddr> {
+        self.cache
+            .get(&(side, ip))
+            .filter(|(_, t)| now.saturating_sub(*t) < NEIGHBOR_TIMEOUT)
+            .map(|(m, _)| *m)
+    }
+
+    /// Records `ip` at `mac` on `side`; returns the frames that were waiting for it.
+    pub fn learn(&mut self, side: Side, ip: Ipv4Addr, mac: MacAddr, now: u64) -> Vec<Waiting> {
+        match self.cache.get_mut(&(side, ip)) {
+            Some(e) if e.0 == mac => e.1 = now,
+            _ => {
+                self.cache.insert((side, ip), (mac, now));
+            }
+        }
+        match self.pending.remove(&(side, ip)) {
+            Some(q) => {
+                self.pending_total -= q.frames.len();
+                q.frames
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// Holds a frame until `ip` on `side` resolves.
+    pub fn enqueue(&mut self, side: Side, ip: Ipv4Addr, frame: Waiting, now: u64) -> Enqueued {
+        if self.pending_total >= MAX_PENDING_TOTAL {
+            return Enqueued::Full(frame);
+        }
+        let q = self.pending.entry((side, ip)).or_insert(Queue {
+            frames: Vec::new(),
+            since: now,
+            last_request: 0,
+        });
+        if q.frames.len() >= MAX_PENDING_PER_IP {
+            return Enqueued::Full(frame);
+        }
+        q.frames.push(frame);
+        self.pending_total += 1;
+        let first = q.frames.len() == 1;
+        if first || now.saturating_sub(q.last_request) >= ARP_RETRY {
+            q.last_request = now;
+            Enqueued::QueuedSendArp
+        } else {
+            Enqueued::Queued
+        }
+    }
+
+    /// Removes queues that waited too long; returns their frames (to be dropped and counted).
+    pub fn expire(&mut self, now: u64) -> Vec<Waiting> {
+        if self.pending.is_empty() {
+            return Vec::new();
+        }
+        let mut dead = Vec::new();
+        let mut keys: Vec<(Side, Ipv4Addr)> = self
+            .pending
+            .iter()
+            .filter(|(_, q)| now.saturating_sub(q.since) >= PENDING_TIMEOUT)
+            .map(|(k, _)| *k)
+            .collect();
+        // Sorted so the drop order (and so the counters' history) is deterministic.
+        keys.sort();
+        for k in keys {
+            if let Some(q) = self.pending.remove(&k) {
+                self.pending_total -= q.frames.len();
+                dead.extend(q.frames);
+            }
+        }
+        dead
+    }
+
+    /// Frames waiting now.
+    pub fn pending_len(&self) -> usize {
+        self.pending_total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(n: u8) -> Waiting {
+        Waiting {
+            ingress: PortId(0),
+            data: vec![n],
+        }
+    }
+
+    #[test]
+    fn queue_then_resolve_releases_in_order() {
+        let mut n = Neighbors::default();
+        let ip = Ipv4Addr::new(10, 0, 0, 2);
+        assert!(matches!(
+            n.enqueue(Side::Uplink, ip, w(1), 0),
+            Enqueued::QueuedSendArp
+        ));
+        assert!(matches!(
+            n.enqueue(Side::Uplink, ip, w(2), 10),
+            Enqueued::Queued
+        ));
+        assert!(matches!(
+            n.enqueue(Side::Uplink, ip, w(3), ARP_RETRY + 10),
+            Enqueued::QueuedSendArp
+        ));
+        let mac = MacAddr([2, 0, 0, 0, 0, 9]);
+        let out = n.learn(Side::Uplink, ip, mac, 20);
+        assert_eq!(
+            out.iter().map(|f| f.data[0]).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        assert_eq!(n.pending_len(), 0);
+        assert_eq!(n.lookup(Side::Uplink, ip, 30), Some(mac));
+        assert_eq!(n.lookup(Side::Network(0), ip, 30), None);
+    }
+
+    #[test]
+    fn bounded_and_expiring() {
+        let mut n = Neighbors::default();
+        let ip = Ipv4Addr::new(10, 0, 0, 2);
+        for i in 0..MAX_PENDING_PER_IP {
+            assert!(!matches!(
+                n.enqueue(Side::Network(1), ip, w(i as u8), 0),
+                Enqueued::Full(_)
+            ));
+        }
+        assert!(matches!(
+            n.enqueue(Side::Network(1), ip, w(99), 0),
+            Enqueued::Full(_)
+        ));
+        assert!(n.expire(PENDING_TIMEOUT - 1).is_empty());
+        assert_eq!(n.expire(PENDING_TIMEOUT).len(), MAX_PENDING_PER_IP);
+        assert_eq!(n.pending_len(), 0);
+    }
+}
