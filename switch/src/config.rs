@@ -495,13 +495,13 @@ impl Topology {
         }
         for (i, a) in networks.iter().enumerate() {
             for b in &networks[i + 1..] {
-                if let (Some(x), Some(y)) = (a.subnet, b.subnet) {
-                    if x.contains(&y.network()) || y.contains(&x.network()) {
-                        return Err(ConfigError::OverlappingSubnets(
-                            a.name.clone(),
-                            b.name.clone(),
-                        ));
-                    }
+                if let (Some(x), Some(y)) = (a.subnet, b.subnet)
+                    && (x.contains(&y.network()) || y.contains(&x.network()))
+                {
+                    return Err(ConfigError::OverlappingSubnets(
+                        a.name.clone(),
+                        b.name.clone(),
+                    ));
                 }
             }
         }

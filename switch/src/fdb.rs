@@ -154,10 +154,8 @@ impl Fdb {
         let per_port = &mut self.per_port;
         self.map.retain(|_, e| {
             let keep = now.saturating_sub(e.last_seen) < aging;
-            if !keep {
-                if let Some(n) = per_port.get_mut(usize::from(e.port.0)) {
-                    *n = n.saturating_sub(1);
-                }
+            if !keep && let Some(n) = per_port.get_mut(usize::from(e.port.0)) {
+                *n = n.saturating_sub(1);
             }
             keep
         });

@@ -182,34 +182,24 @@ impl Pipeline {
         }
         let uplink_ip = self.topo.uplink.as_ref().map(|u| u.address);
         if info.dst == gw_ip || Some(info.dst) == uplink_ip {
+            // The gateway, and the host's uplink address, answer pings themselves.
             if let L4::Icmp { ty: 8, .. } = c.l4 {
-                if info.dst == gw_ip || !self.is_published(&c, &info) {
-                    synth::echo_reply_in_place(&mut data, c.l3_offset, c.l4_offset);
-                    self.bridge.echo_replies_sent += 1;
-                    self.count_local(ingress);
-                    return self.emit(
-                        Packet {
-                            port: ingress,
-                            data,
-                        },
-                        output,
-                    );
-                }
+                synth::echo_reply_in_place(&mut data, c.l3_offset, c.l4_offset);
+                self.bridge.echo_replies_sent += 1;
+                self.count_local(ingress);
+                return self.emit(
+                    Packet {
+                        port: ingress,
+                        data,
+                    },
+                    output,
+                );
             }
             if info.dst == gw_ip {
                 return self.drop(ingress, DropReason::GatewayUnsupported);
             }
         }
         self.route(now, ingress, Side::Network(net.0), data, c, info, output);
-    }
-
-    fn is_published(&self, c: &Classified, info: &Ipv4Info) -> bool {
-        match c.l4 {
-            L4::Tcp { dst_port, .. } | L4::Udp { dst_port, .. } => {
-                self.published.contains_key(&(info.protocol, dst_port))
-            }
-            _ => false,
-        }
     }
 
     /// A frame from the uplink port.
@@ -299,10 +289,10 @@ impl Pipeline {
         if info.frag_offset != 0 {
             return self.drop(ingress, DropReason::Unsupported);
         }
-        if let L4::Icmp { ty, .. } = c.l4 {
-            if nat::is_icmp_error(ty) {
-                return self.route_icmp_error(now, ingress, from, data, c, info, output);
-            }
+        if let L4::Icmp { ty, .. } = c.l4
+            && nat::is_icmp_error(ty)
+        {
+            return self.route_icmp_error(now, ingress, from, data, c, info, output);
         }
         let Some((tuple, seg)) = tuple_of(&info, &c.l4) else {
             return self.drop(ingress, DropReason::Unsupported);

@@ -1,0 +1,681 @@
+//! The gateway and NAT, end to end through the pipeline: frames in, frames out, every rewritten
+//! frame checked by etherparse (an implementation independent of the code under test).
+
+#![allow(clippy::unwrap_used, clippy::too_many_arguments)] // Test helpers: panicking is how a test fails.
+
+use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+use packet::{MacAddr, build, tcp_flags};
+use std::net::Ipv4Addr;
+use switch::{Config, DropReason, Packet, Pipeline, PortId};
+
+const TOPO: &str = r#"
+[[network]]
+name = "bridge"
+subnet = "172.17.0.0/16"
+gateway = "172.17.0.1"
+
+[[network]]
+name = "backend"
+subnet = "172.18.0.0/16"
+gateway = "172.18.0.1"
+icc = false
+
+[[network]]
+name = "vault"
+subnet = "172.19.0.0/16"
+gateway = "172.19.0.1"
+internal = true
+
+[[port]]
+name = "c1"
+kind = "pcap"
+network = "bridge"
+
+[[port]]
+name = "c2"
+kind = "pcap"
+network = "bridge"
+
+[[port]]
+name = "b1"
+kind = "pcap"
+network = "backend"
+
+[[port]]
+name = "b2"
+kind = "pcap"
+network = "backend"
+
+[[port]]
+name = "v1"
+kind = "pcap"
+network = "vault"
+
+[[port]]
+name = "up"
+kind = "pcap"
+
+[uplink]
+port = "up"
+address = "203.0.113.2"
+subnet = "203.0.113.0/24"
+next_hop = "203.0.113.1"
+next_hop_mac = "02:00:00:00:00:fe"
+
+[[publish]]
+proto = "tcp"
+host_port = 8080
+container_ip = "172.17.0.3"
+container_port = 80
+"#;
+
+const C1: PortId = PortId(0);
+const C2: PortId = PortId(1);
+const B1: PortId = PortId(2);
+const B2: PortId = PortId(3);
+const V1: PortId = PortId(4);
+const UP: PortId = PortId(5);
+
+const SEC: u64 = 1_000_000_000;
+
+fn ip(a: u8, b: u8, c: u8, d: u8) -> Ipv4Addr {
+    Ipv4Addr::new(a, b, c, d)
+}
+
+fn mac_of(addr: Ipv4Addr) -> MacAddr {
+    let o = addr.octets();
+    MacAddr([0x02, 0x42, o[0], o[1], o[2], o[3]])
+}
+
+const ROUTER: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xfe]);
+const UPLINK_IP: [u8; 4] = [203, 0, 113, 2];
+
+fn gw_mac(net: u8) -> MacAddr {
+    MacAddr([0x02, 0x42, 172, net, 0, 1])
+}
+
+fn uplink_mac() -> MacAddr {
+    mac_of(UPLINK_IP.into())
+}
+
+struct Rig {
+    p: Pipeline,
+    now: u64,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        Rig::with(TOPO)
+    }
+
+    fn with(topo: &str) -> Rig {
+        Rig {
+            p: Pipeline::new(&Config::from_toml(topo).unwrap()).unwrap(),
+            now: 1_000 * SEC,
+        }
+    }
+
+    fn send(&mut self, port: PortId, data: Vec<u8>) -> Vec<Packet> {
+        self.now += 1_000_000;
+        let mut input = vec![Packet { port, data }];
+        let mut out = Vec::new();
+        self.p.process(self.now, &mut input, &mut out);
+        for pkt in &out {
+            assert_valid(&pkt.data);
+        }
+        self.check_counters();
+        out
+    }
+
+    fn check_counters(&self) {
+        for i in 0..6 {
+            let c = self.p.port_counters(PortId(i)).unwrap();
+            assert_eq!(
+                c.rx_frames,
+                c.forwarded + c.local + c.dropped() + c.queued,
+                "port {i}: {c:?}"
+            );
+        }
+    }
+
+    fn drops(&self, port: PortId, reason: DropReason) -> u64 {
+        self.p.port_counters(port).unwrap().drops.get(reason)
+    }
+}
+
+/// Every IPv4 frame the switch emits must carry valid IP and L4 checksums, as an independent
+/// decoder computes them.
+fn assert_valid(frame: &[u8]) {
+    let Ok(s) = SlicedPacket::from_ethernet(frame) else {
+        return;
+    };
+    let Some(NetSlice::Ipv4(ipv4)) = &s.net else {
+        return;
+    };
+    let h = ipv4.header().to_header();
+    assert_eq!(
+        h.header_checksum,
+        h.calc_header_checksum(),
+        "IPv4 header checksum"
+    );
+    if ipv4.is_payload_fragmented() {
+        return;
+    }
+    let payload = ipv4.payload().payload;
+    match &s.transport {
+        Some(TransportSlice::Tcp(t)) => {
+            let want = t.to_header().calc_checksum_ipv4(&h, t.payload()).unwrap();
+            assert_eq!(t.checksum(), want, "TCP checksum");
+        }
+        Some(TransportSlice::Udp(u)) if u.checksum() != 0 => {
+            let want = u.to_header().calc_checksum_ipv4(&h, u.payload()).unwrap();
+            assert_eq!(u.checksum(), want, "UDP checksum");
+        }
+        Some(TransportSlice::Icmpv4(_)) => {
+            assert_eq!(
+                packet::checksum::internet_checksum(payload),
+                0,
+                "ICMP checksum"
+            );
+        }
+        _ => {}
+    }
+}
+
+fn fields(frame: &[u8]) -> (Ipv4Addr, Ipv4Addr, u16, u16, u8) {
+    let s = SlicedPacket::from_ethernet(frame).unwrap();
+    let Some(NetSlice::Ipv4(ipv4)) = &s.net else {
+        panic!("not IPv4")
+    };
+    let h = ipv4.header();
+    let (sp, dp) = match &s.transport {
+        Some(TransportSlice::Tcp(t)) => (t.source_port(), t.destination_port()),
+        Some(TransportSlice::Udp(u)) => (u.source_port(), u.destination_port()),
+        Some(TransportSlice::Icmpv4(i)) => {
+            let b = i.slice();
+            (u16::from_be_bytes([b[4], b[5]]), 0)
+        }
+        _ => (0, 0),
+    };
+    (h.source_addr(), h.destination_addr(), sp, dp, h.ttl())
+}
+
+fn tcp(
+    from: Ipv4Addr,
+    to_mac: MacAddr,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sp: u16,
+    dp: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+) -> Vec<u8> {
+    build::tcp(mac_of(from), to_mac, src, dst, sp, dp, seq, ack, flags, b"")
+}
+
+#[test]
+fn gateway_answers_arp_and_ping() {
+    let mut r = Rig::new();
+    let c1 = ip(172, 17, 0, 2);
+    let out = r.send(C1, build::arp_request(mac_of(c1), c1, ip(172, 17, 0, 1)));
+    assert_eq!(out.len(), 1, "answered, not flooded");
+    assert_eq!(out[0].port, C1);
+    let arp = &out[0].data;
+    assert_eq!(&arp[20..22], &[0, 2], "ARP reply");
+    assert_eq!(&arp[22..28], &gw_mac(17).0);
+    let out = r.send(
+        C1,
+        build::icmp_echo(
+            mac_of(c1),
+            gw_mac(17),
+            c1,
+            ip(172, 17, 0, 1),
+            true,
+            77,
+            1,
+            b"hi",
+        ),
+    );
+    assert_eq!(out.len(), 1);
+    let (s, d, id, _, _) = fields(&out[0].data);
+    assert_eq!((s, d, id, out[0].data[34]), (ip(172, 17, 0, 1), c1, 77, 0));
+}
+
+#[test]
+fn masquerade_tcp_round_trip_and_states() {
+    let mut r = Rig::new();
+    let c1 = ip(172, 17, 0, 2);
+    let web = ip(198, 51, 100, 10);
+    let out = r.send(
+        C1,
+        tcp(c1, gw_mac(17), c1, web, 40000, 80, 100, 0, tcp_flags::SYN),
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].port, UP);
+    assert_eq!(&out[0].data[0..6], &ROUTER.0, "to the static next hop");
+    assert_eq!(&out[0].data[6..12], &uplink_mac().0);
+    let (s, d, sp, dp, ttl) = fields(&out[0].data);
+    assert_eq!((s, d, dp, ttl), (UPLINK_IP.into(), web, 80, 63));
+    assert_eq!(sp, 40000, "the client's port is kept when free");
+    // The reply comes back to the container.
+    let back = r.send(
+        UP,
+        tcp(
+            web,
+            uplink_mac(),
+            web,
+            UPLINK_IP.into(),
+            80,
+            sp,
+            5000,
+            101,
+            tcp_flags::SYN | tcp_flags::ACK,
+        ),
+    );
+    // The container's MAC was gleaned from its SYN, so the reply goes straight out, no ARP.
+    assert_eq!(back.len(), 1);
+    let reply = &back[0];
+    assert_eq!(reply.port, C1);
+    assert_eq!(
+        &reply.data[0..12],
+        &[mac_of(c1).0, gw_mac(17).0].concat()[..]
+    );
+    let (s, d, sp2, dp2, _) = fields(&reply.data);
+    assert_eq!((s, d, sp2, dp2), (web, c1, 80, 40000));
+    // Handshake completes; entry is established and assured.
+    r.send(
+        C1,
+        tcp(
+            c1,
+            gw_mac(17),
+            c1,
+            web,
+            40000,
+            80,
+            101,
+            5001,
+            tcp_flags::ACK,
+        ),
+    );
+    let e = r.p.conntrack().iter().next().unwrap().1.clone();
+    assert!(e.assured);
+    assert_eq!(format!("{:?}", e.state), "Tcp(Established)");
+    // A lone ACK from outside with no entry is invalid and counted.
+    let stray = r.send(
+        UP,
+        tcp(
+            web,
+            uplink_mac(),
+            web,
+            UPLINK_IP.into(),
+            81,
+            999,
+            1,
+            1,
+            tcp_flags::ACK,
+        ),
+    );
+    assert!(stray.is_empty());
+    assert_eq!(r.drops(UP, DropReason::CtInvalid), 1);
+    // A SYN to a port nobody published is unsolicited.
+    let probe = r.send(
+        UP,
+        tcp(
+            web,
+            uplink_mac(),
+            web,
+            UPLINK_IP.into(),
+            81,
+            999,
+            1,
+            0,
+            tcp_flags::SYN,
+        ),
+    );
+    assert!(probe.is_empty());
+    assert_eq!(r.drops(UP, DropReason::Unsolicited), 1);
+}
+
+#[test]
+fn published_port_keeps_client_address_and_arps_for_the_container() {
+    let mut r = Rig::new();
+    let client = ip(198, 51, 100, 20);
+    let c2 = ip(172, 17, 0, 3);
+    let out = r.send(
+        UP,
+        tcp(
+            client,
+            uplink_mac(),
+            client,
+            UPLINK_IP.into(),
+            5555,
+            8080,
+            1,
+            0,
+            tcp_flags::SYN,
+        ),
+    );
+    // The container never spoke: the gateway ARPs for it on its network (flooded) and holds the SYN.
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert!(
+        out.iter()
+            .all(|p| p.data[12..14] == [8, 6] && (p.port == C1 || p.port == C2))
+    );
+    assert_eq!(r.p.port_counters(UP).unwrap().queued, 1);
+    let out = r.send(
+        C2,
+        build::arp_reply(mac_of(c2), c2, gw_mac(17), ip(172, 17, 0, 1)),
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].port, C2);
+    let (s, d, sp, dp, _) = fields(&out[0].data);
+    assert_eq!(
+        (s, d, sp, dp),
+        (client, c2, 5555, 80),
+        "DNAT keeps the client's address"
+    );
+    // The container's answer leaves from the published address and port.
+    let out = r.send(
+        C2,
+        tcp(
+            c2,
+            gw_mac(17),
+            c2,
+            client,
+            80,
+            5555,
+            9,
+            2,
+            tcp_flags::SYN | tcp_flags::ACK,
+        ),
+    );
+    assert_eq!(out[0].port, UP);
+    let (s, d, sp, dp, _) = fields(&out[0].data);
+    assert_eq!((s, d, sp, dp), (UPLINK_IP.into(), client, 8080, 5555));
+}
+
+#[test]
+fn hairpin_through_the_published_address() {
+    let mut r = Rig::new();
+    let (c1, c2) = (ip(172, 17, 0, 2), ip(172, 17, 0, 3));
+    r.send(C2, build::arp_request(mac_of(c2), c2, ip(172, 17, 0, 1)));
+    let out = r.send(
+        C1,
+        tcp(
+            c1,
+            gw_mac(17),
+            c1,
+            UPLINK_IP.into(),
+            41000,
+            8080,
+            1,
+            0,
+            tcp_flags::SYN,
+        ),
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].port, C2);
+    let (s, d, sp, dp, _) = fields(&out[0].data);
+    assert_eq!(
+        (s, d, dp),
+        (UPLINK_IP.into(), c2, 80),
+        "source masqueraded so the reply returns via us"
+    );
+    let out = r.send(
+        C2,
+        tcp(
+            c2,
+            gw_mac(17),
+            c2,
+            UPLINK_IP.into(),
+            80,
+            sp,
+            7,
+            2,
+            tcp_flags::SYN | tcp_flags::ACK,
+        ),
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].port, C1);
+    let (s, d, sp, dp, _) = fields(&out[0].data);
+    assert_eq!((s, d, sp, dp), (UPLINK_IP.into(), c1, 8080, 41000));
+}
+
+#[test]
+fn icmp_port_unreachable_is_translated_inside_and_out() {
+    let mut r = Rig::new();
+    let c1 = ip(172, 17, 0, 2);
+    let dns = ip(198, 51, 100, 53);
+    let out = r.send(
+        C1,
+        build::udp(mac_of(c1), gw_mac(17), c1, dns, 5353, 53, b"query"),
+    );
+    let sent = out[0].data.clone();
+    let (_, _, mapped, _, _) = fields(&sent);
+    // The far host quotes the packet as it saw it (after NAT and TTL decrement).
+    let err = build::icmp_error(
+        ROUTER,
+        uplink_mac(),
+        dns,
+        UPLINK_IP.into(),
+        3,
+        3,
+        [0; 4],
+        &sent[14..42],
+    );
+    let back = r.send(UP, err);
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].port, C1);
+    let f = &back[0].data;
+    let (s, d, _, _, _) = fields(f);
+    assert_eq!((s, d), (dns, c1));
+    // Inner header: source back to the container's address and port.
+    assert_eq!(&f[42 + 12..42 + 16], &c1.octets());
+    assert_eq!(u16::from_be_bytes([f[62], f[63]]), 5353);
+    assert_eq!(
+        packet::checksum::internet_checksum(&f[42..62]),
+        0,
+        "inner IPv4 checksum"
+    );
+    let _ = mapped;
+    // An error quoting a flow that does not exist is invalid.
+    let mut bogus = sent.clone();
+    bogus[36..38].copy_from_slice(&1u16.to_be_bytes());
+    let back = r.send(
+        UP,
+        build::icmp_error(
+            ROUTER,
+            uplink_mac(),
+            dns,
+            UPLINK_IP.into(),
+            3,
+            3,
+            [0; 4],
+            &bogus[14..42],
+        ),
+    );
+    assert!(back.is_empty());
+    assert_eq!(r.drops(UP, DropReason::IcmpErrorNoFlow), 1);
+}
+
+#[test]
+fn ttl_expiry_and_fragmentation_needed() {
+    let mut r = Rig::new();
+    let c1 = ip(172, 17, 0, 2);
+    let mut f = build::udp(mac_of(c1), gw_mac(17), c1, ip(198, 51, 100, 1), 1, 2, b"x");
+    build::set_ttl(&mut f, 1);
+    let out = r.send(C1, f.clone());
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].port, C1);
+    assert_eq!(out[0].data[34], 11, "time exceeded");
+    assert_eq!(
+        &out[0].data[42..62],
+        &f[14..34],
+        "quotes the packet as received"
+    );
+    assert_eq!(r.drops(C1, DropReason::TtlExceeded), 1);
+    assert!(
+        r.p.conntrack().is_empty(),
+        "nothing tracked for a packet that died"
+    );
+    let mut big = build::udp(
+        mac_of(c1),
+        gw_mac(17),
+        c1,
+        ip(198, 51, 100, 1),
+        1,
+        2,
+        &[0u8; 1450],
+    );
+    build::set_dont_fragment(&mut big);
+    let r2 = Rig::with(&TOPO.replace(
+        "next_hop_mac = \"02:00:00:00:00:fe\"",
+        "next_hop_mac = \"02:00:00:00:00:fe\"\nmtu = 1400",
+    ));
+    let mut r2 = r2;
+    let out = r2.send(C1, big);
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0].data[34], out[0].data[35]), (3, 4));
+    assert_eq!(
+        u16::from_be_bytes([out[0].data[40], out[0].data[41]]),
+        1400,
+        "next-hop MTU"
+    );
+}
+
+#[test]
+fn isolation_icc_internal_and_between_networks() {
+    let mut r = Rig::new();
+    let (b1, b2) = (ip(172, 18, 0, 2), ip(172, 18, 0, 3));
+    // icc = false: b1 cannot reach b2, even by broadcast ARP, but reaches the gateway and out.
+    let out = r.send(B1, build::arp_request(mac_of(b1), b1, b2));
+    assert!(out.is_empty());
+    assert_eq!(r.drops(B1, DropReason::IccBlocked), 1);
+    let out = r.send(
+        B2,
+        build::udp(mac_of(b2), mac_of(b1), b2, b1, 1, 2, b"psst"),
+    );
+    assert!(out.is_empty());
+    let out = r.send(
+        B1,
+        build::udp(
+            mac_of(b1),
+            gw_mac(18),
+            b1,
+            ip(198, 51, 100, 1),
+            1,
+            2,
+            b"out",
+        ),
+    );
+    assert_eq!(out[0].port, UP);
+    // Through the gateway to another network: refused.
+    let out = r.send(
+        B1,
+        build::udp(mac_of(b1), gw_mac(18), b1, ip(172, 17, 0, 2), 1, 2, b"x"),
+    );
+    assert!(out.is_empty());
+    assert_eq!(r.drops(B1, DropReason::InterNetwork), 1);
+    // Internal network: nothing leaves.
+    let v1 = ip(172, 19, 0, 2);
+    let out = r.send(
+        V1,
+        build::udp(mac_of(v1), gw_mac(19), v1, ip(198, 51, 100, 1), 1, 2, b"x"),
+    );
+    assert!(out.is_empty());
+    assert_eq!(r.drops(V1, DropReason::InternalNetwork), 1);
+    // Spoofed source from a container, and a container address arriving on the uplink.
+    let out = r.send(
+        C1,
+        build::udp(mac_of(b1), gw_mac(17), b1, ip(198, 51, 100, 1), 1, 2, b"x"),
+    );
+    assert!(out.is_empty());
+    assert_eq!(r.drops(C1, DropReason::SpoofedSource), 1);
+    let out = r.send(
+        UP,
+        build::udp(
+            ROUTER,
+            uplink_mac(),
+            ip(172, 17, 0, 2),
+            UPLINK_IP.into(),
+            1,
+            2,
+            b"x",
+        ),
+    );
+    assert!(out.is_empty());
+    assert_eq!(r.drops(UP, DropReason::SpoofedSource), 1);
+}
+
+#[test]
+fn same_icmp_id_from_three_hosts_gets_distinct_ids() {
+    let mut r = Rig::new();
+    let far = ip(198, 51, 100, 7);
+    let mut ids = Vec::new();
+    for host in 2..5u8 {
+        let c = ip(172, 17, 0, host);
+        let out = r.send(
+            C1,
+            build::icmp_echo(mac_of(c), gw_mac(17), c, far, true, 42, 1, b"p"),
+        );
+        assert_eq!(out.len(), 1);
+        ids.push(fields(&out[0].data).2);
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    // Each reply returns to its own host.
+    for (i, id) in ids.iter().enumerate() {
+        let back = r.send(
+            UP,
+            build::icmp_echo(
+                ROUTER,
+                uplink_mac(),
+                far,
+                UPLINK_IP.into(),
+                false,
+                *id,
+                1,
+                b"p",
+            ),
+        );
+        assert_eq!(back.len(), 1, "reply {i}");
+        let (_, d, rid, _, _) = fields(&back[0].data);
+        assert_eq!(rid, 42);
+        assert!(d.octets()[3] >= 2 && d.octets()[3] <= 4);
+    }
+}
+
+#[test]
+fn port_exhaustion_and_table_full_are_counted_drops() {
+    let topo = TOPO.replace("[[publish]]", "[nat]\nport_first = 50000\nport_last = 50001\n\n[conntrack]\nmax_entries = 3\n\n[[publish]]");
+    let mut r = Rig::with(&topo);
+    let web = ip(198, 51, 100, 10);
+    for (i, host) in [2u8, 3, 4].iter().enumerate() {
+        let c = ip(172, 17, 0, *host);
+        let out = r.send(
+            C1,
+            tcp(c, gw_mac(17), c, web, 1234, 80, 1, 0, tcp_flags::SYN),
+        );
+        if i < 2 {
+            assert_eq!(out.len(), 1, "host {host}");
+        } else {
+            assert!(out.is_empty(), "only two ports for one destination");
+        }
+    }
+    assert_eq!(r.drops(C1, DropReason::PortsExhausted), 1);
+    // Another destination has its own two ports; the table (3 entries) fills with assured flows.
+    let other = ip(198, 51, 100, 11);
+    let c = ip(172, 17, 0, 2);
+    let out = r.send(C1, build::udp(mac_of(c), gw_mac(17), c, other, 1, 53, b"q"));
+    assert_eq!(out.len(), 1, "third entry fits");
+    assert_eq!(r.p.conntrack().len(), 3);
+    let out = r.send(C1, build::udp(mac_of(c), gw_mac(17), c, other, 2, 53, b"q"));
+    assert_eq!(
+        out.len(),
+        1,
+        "an unassured entry was early-dropped to make room"
+    );
+    assert_eq!(r.p.conntrack().counters().early_dropped, 1);
+}
