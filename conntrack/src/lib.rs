@@ -1,1 +1,34 @@
-//! conntrack
+//! Userspace connection tracking for vswitch.
+//!
+//! Owns the connection table ([`Conntrack`]): flow keys ([`Tuple`]), per-flow
+//! state (TCP state machine after Linux `nf_conntrack_proto_tcp`, UDP and
+//! ICMP echo), timeouts and expiry. Each entry is reachable from its
+//! original and its (possibly NATed) reply tuple with a single hash lookup.
+//!
+//! The crate is pure and deterministic: it never reads a clock (the caller
+//! passes `now` in nanoseconds; backwards jumps are tolerated), spawns
+//! nothing, draws no randomness, and iterates in a stable order. It never
+//! panics on any input.
+//!
+//! Typical per-packet use:
+//! 1. `lookup(&key, now)`; on a hit, `track(id, dir, seg, len, now)` and act
+//!    on the [`Verdict`] (`Reopen`: `remove`, then handle as new);
+//! 2. on a miss, if the packet may create state ([`tcp_may_create`] for
+//!    TCP), `insert(original, reply, mark, now)` and then `track` the same
+//!    packet in [`Direction::Original`] (insert itself counts no packet);
+//! 3. periodically `expire(now, budget)`.
+
+#![forbid(unsafe_code)]
+
+mod config;
+mod table;
+mod tcp;
+mod tuple;
+
+#[cfg(test)]
+mod model_tests;
+
+pub use config::{Config, Timeouts};
+pub use table::{Conntrack, Counters, Entry, EntryId, InsertError, State, Verdict};
+pub use tcp::{TcpSegment, TcpState, tcp_may_create};
+pub use tuple::{Direction, Proto, Tuple};
