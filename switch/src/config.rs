@@ -389,6 +389,9 @@ pub struct Port {
     pub kind: PortKind,
     /// Network it belongs to (`None` for the uplink).
     pub network: Option<NetworkId>,
+    /// False once the port was removed at run time; its id is never reused, so counters and
+    /// logs that name it stay unambiguous.
+    pub active: bool,
 }
 
 /// The uplink as the pipeline sees it.
@@ -534,6 +537,7 @@ impl Topology {
             ports.push(Port {
                 name: p.name.clone(),
                 kind: p.kind,
+                active: true,
                 network,
             });
         }

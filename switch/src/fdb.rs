@@ -162,6 +162,11 @@ impl Fdb {
         before - self.map.len()
     }
 
+    /// Makes room for one more port id.
+    pub fn add_port(&mut self) {
+        self.per_port.push(0);
+    }
+
     /// Forgets every entry on `port` (the port went away).
     pub fn flush_port(&mut self, port: PortId) {
         self.map.retain(|_, e| e.port != port);

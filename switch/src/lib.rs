@@ -15,4 +15,4 @@ pub mod synth;
 
 pub use config::{Config, ConfigError, NetworkId, PortId, PortKind, Topology};
 pub use counters::{BridgeCounters, DropReason, PortCounters};
-pub use pipeline::{NANOS_PER_SEC, Packet, Pipeline, Snapshot};
+pub use pipeline::{NANOS_PER_SEC, Packet, Pipeline, PortError, Snapshot};

@@ -7,7 +7,7 @@
 //! Stages per frame: ingress checks → learning → (gateway) → L2 forwarding or flooding.
 //! Every received frame ends in exactly one of: forwarded, local, or dropped with a reason.
 
-use crate::config::{Config, ConfigError, NetworkId, PortId, Topology};
+use crate::config::{Config, ConfigError, NetworkId, Port, PortId, PortKind, Topology};
 use crate::counters::{BridgeCounters, DropReason, PortCounters};
 use crate::fdb::{Fdb, FdbRow, Learned};
 use crate::neighbor::Neighbors;
@@ -29,6 +29,20 @@ pub struct Packet {
     pub port: PortId,
     /// The Ethernet frame, without FCS.
     pub data: Vec<u8>,
+}
+
+/// Why a port could not be added.
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    /// The name is taken.
+    #[error("a port named {0:?} already exists: pick another name")]
+    Exists(String),
+    /// No such network.
+    #[error("no such network")]
+    NoNetwork,
+    /// 65535 ports were used.
+    #[error("too many ports (65535 ever created): restart the daemon")]
+    TooMany,
 }
 
 /// The switch pipeline for one topology.
@@ -150,6 +164,53 @@ impl Pipeline {
         }
     }
 
+    /// Adds a port to `network` at run time (a container was connected).
+    pub fn add_port(
+        &mut self,
+        name: &str,
+        kind: PortKind,
+        network: NetworkId,
+    ) -> Result<PortId, PortError> {
+        if self.topo.port_by_name(name).is_some() {
+            return Err(PortError::Exists(name.to_string()));
+        }
+        let net = self
+            .topo
+            .networks
+            .get_mut(usize::from(network.0))
+            .ok_or(PortError::NoNetwork)?;
+        let id = PortId(u16::try_from(self.topo.ports.len()).map_err(|_| PortError::TooMany)?);
+        net.ports.push(id);
+        self.topo.ports.push(Port {
+            name: name.to_string(),
+            kind,
+            network: Some(network),
+            active: true,
+        });
+        self.ports.push(PortCounters::default());
+        self.fdb.add_port();
+        Ok(id)
+    }
+
+    /// Removes a port at run time: frames naming it are no longer accepted, its FDB entries go.
+    pub fn remove_port(&mut self, id: PortId) -> bool {
+        let Some(port) = self.topo.ports.get_mut(usize::from(id.0)) else {
+            return false;
+        };
+        if !port.active {
+            return false;
+        }
+        port.active = false;
+        if let Some(n) = port
+            .network
+            .and_then(|n| self.topo.networks.get_mut(usize::from(n.0)))
+        {
+            n.ports.retain(|&p| p != id);
+        }
+        self.fdb.flush_port(id);
+        true
+    }
+
     /// The conntrack table (for dumps).
     pub fn conntrack(&self) -> &Conntrack {
         &self.ct
@@ -163,7 +224,12 @@ impl Pipeline {
 
     fn process_one(&mut self, now: u64, pkt: Packet, output: &mut Vec<Packet>) {
         let ingress = pkt.port;
-        let Some(port) = self.topo.ports.get(usize::from(ingress.0)) else {
+        let Some(port) = self
+            .topo
+            .ports
+            .get(usize::from(ingress.0))
+            .filter(|p| p.active)
+        else {
             self.bridge.unknown_port += 1;
             return;
         };
