@@ -337,6 +337,34 @@ mod tests {
     }
 
     #[test]
+    fn first_udp_fragment_has_ports() {
+        let mut f = build::udp(
+            A,
+            B,
+            [10, 0, 0, 1].into(),
+            [10, 0, 0, 2].into(),
+            7,
+            9,
+            &[1; 100],
+        );
+        // Cut the datagram after 48 payload bytes and mark More Fragments, as a sender would.
+        f.truncate(14 + 20 + 8 + 48);
+        f[16..18].copy_from_slice(&(20u16 + 8 + 48).to_be_bytes());
+        f[20] |= 0x20;
+        let c = classify(&f).unwrap();
+        assert_eq!(
+            c.l4,
+            L4::Udp {
+                src_port: 7,
+                dst_port: 9
+            }
+        );
+        // Without MF the same bytes are a truncated datagram.
+        f[20] &= !0x20;
+        assert_eq!(classify(&f), Err(Malformed::Transport));
+    }
+
+    #[test]
     fn arp_and_other() {
         let f = build::arp_request(A, [10, 0, 0, 1].into(), [10, 0, 0, 2].into());
         assert_eq!(classify(&f).unwrap().l3, L3::Arp);
