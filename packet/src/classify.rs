@@ -209,6 +209,15 @@ fn classify_ipv4(payload: &[u8], l3_offset: usize) -> Result<Classified, Malform
                 payload_len: u32::try_from(seg.len().saturating_sub(hl)).unwrap_or(0),
             }
         }
+        // A first fragment holds only part of the datagram its UDP length field describes, so
+        // only the 8-byte header must fit.
+        17 if info.more_frags => {
+            let h = seg.get(..8).ok_or(Malformed::Transport)?;
+            L4::Udp {
+                src_port: u16::from_be_bytes([h[0], h[1]]),
+                dst_port: u16::from_be_bytes([h[2], h[3]]),
+            }
+        }
         17 => {
             let udp = UdpPacket::new_checked(seg).map_err(|_| Malformed::Transport)?;
             L4::Udp {
