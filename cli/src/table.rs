@@ -42,4 +42,110 @@ pub fn print_replay(s: &Summary, out_dir: &Path) {
             r.network, r.mac, r.port, r.age_secs
         );
     }
+    if !s.state.conntrack.is_empty() {
+        println!();
+        println!("conntrack ({} entries):", s.state.conntrack.len());
+        for e in &s.state.conntrack {
+            if let Ok(v) = serde_json::to_value(e) {
+                println!("  {}", conntrack_line(&v, Some(s.end_time_ns)));
+            }
+        }
+    }
+}
+
+use serde_json::Value;
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(x) => x.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn drops_text(v: &Value) -> String {
+    match v.as_object() {
+        Some(m) if !m.is_empty() => m.iter().map(|(k, n)| format!("{k}={n}")).collect::<Vec<_>>().join(" "),
+        _ => "-".into(),
+    }
+}
+
+/// `vswitch status`.
+pub fn print_status(v: &Value) {
+    println!("vswitch {} up {}s", s(&v["version"]), s(&v["uptime_secs"]));
+    println!();
+    println!("{:<12} {:<18} {:<14} {:<9} {:<5}", "NETWORK", "SUBNET", "GATEWAY", "INTERNAL", "ICC");
+    for n in v["networks"].as_array().into_iter().flatten() {
+        println!("{:<12} {:<18} {:<14} {:<9} {:<5}", s(&n["name"]), s(&n["subnet"]), s(&n["gateway"]), s(&n["internal"]), s(&n["icc"]));
+    }
+    println!();
+    println!("{:<16} {:<12} {:<15} {:<19} {:<8} NETNS", "CONTAINER", "NETWORK", "IPV4", "MAC", "PORT");
+    for c in v["containers"].as_array().into_iter().flatten() {
+        println!("{:<16} {:<12} {:<15} {:<19} {:<8} {}", s(&c["name"]), s(&c["network"]), s(&c["ip"]), s(&c["mac"]), s(&c["port"]), s(&c["netns"]));
+    }
+}
+
+/// `vswitch stats`: one line per port.
+pub fn print_stats(v: &Value) {
+    println!("{:<12} {:<10} {:>10} {:>10} {:>10} {:>7} {:>8}  drops", "PORT", "NETWORK", "RX", "TX", "FORWARDED", "LOCAL", "DROPPED");
+    for p in v["ports"].as_array().into_iter().flatten() {
+        let dropped: u64 = p["drops"].as_object().map(|m| m.values().filter_map(Value::as_u64).sum()).unwrap_or(0);
+        println!(
+            "{:<12} {:<10} {:>10} {:>10} {:>10} {:>7} {:>8}  {}",
+            s(&p["name"]), s(&p["network"]), s(&p["rx_frames"]), s(&p["tx_frames"]), s(&p["forwarded"]), s(&p["local"]), dropped, drops_text(&p["drops"])
+        );
+    }
+}
+
+/// `vswitch fdb show`, like `bridge fdb`.
+pub fn print_fdb(v: &Value) {
+    for r in v.as_array().into_iter().flatten() {
+        println!("{} dev {} network {} age {:.1}s", s(&r["mac"]), s(&r["port"]), s(&r["network"]), r["age_secs"].as_f64().unwrap_or(0.0));
+    }
+}
+
+fn tuple_text(t: &Value) -> String {
+    format!("src={} dst={} sport={} dport={}", s(&t["src"]), s(&t["dst"]), s(&t["src_port"]), s(&t["dst_port"]))
+}
+
+/// One conntrack entry in `conntrack -L` style.
+pub fn conntrack_line(e: &Value, now_ns: Option<u64>) -> String {
+    let proto = s(&e["original"]["proto"]).to_lowercase();
+    let state = match &e["state"] {
+        Value::Object(m) => m.get("state").or_else(|| m.values().find(|v| v.is_string())).map(s).unwrap_or_default(),
+        other => s(other),
+    };
+    let ttl = now_ns.and_then(|now| e["expires_at"].as_u64().map(|x| x.saturating_sub(now) / 1_000_000_000));
+    let mut line = format!("{proto:<5}");
+    if let Some(ttl) = ttl {
+        line.push_str(&format!(" {ttl}"));
+    }
+    if !state.is_empty() && state != "-" {
+        line.push_str(&format!(" {state}"));
+    }
+    line.push_str(&format!(" {} {}", tuple_text(&e["original"]), tuple_text(&e["reply"])));
+    if e["assured"].as_bool() == Some(true) {
+        line.push_str(" [ASSURED]");
+    }
+    line
+}
+
+/// `vswitch conntrack ls`.
+pub fn print_conntrack(v: &Value, proto: Option<&str>) {
+    let entries = v["entries"].as_array().cloned().unwrap_or_default();
+    let mut shown = 0;
+    for e in &entries {
+        let p = s(&e["original"]["proto"]).to_lowercase();
+        if proto.is_some_and(|want| !want.eq_ignore_ascii_case(&p)) {
+            continue;
+        }
+        println!("{}", conntrack_line(e, None));
+        shown += 1;
+    }
+    eprintln!("vswitch conntrack: {shown} flow entries shown");
+}
+
+/// A connected container.
+pub fn print_container(v: &Value) {
+    println!("connected {} to {}: {} ({}) on {} in {}", s(&v["name"]), s(&v["network"]), s(&v["ip"]), s(&v["mac"]), s(&v["port"]), s(&v["netns"]));
 }

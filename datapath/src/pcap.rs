@@ -81,21 +81,25 @@ pub fn read_file(path: &Path) -> Result<Vec<Record>, PcapError> {
 
 fn read_pcap(path: &Path, input: impl Read) -> Result<Vec<Record>, PcapError> {
     let mut reader = PcapReader::new(input).map_err(fmt_err(path))?;
-    let linktype = reader.header().datalink;
+    let header = reader.header();
+    // libpcap masks the FCS bits out of the link-type field; so do we.
+    let linktype = DataLink::from(u32::from(header.datalink) & 0x03FF_FFFF);
     if linktype != DataLink::ETHERNET {
-        return Err(PcapError::LinkType {
-            path: path.to_path_buf(),
-            linktype,
-        });
+        return Err(PcapError::LinkType { path: path.to_path_buf(), linktype });
     }
+    let frac_nanos = match header.ts_resolution {
+        TsResolution::MicroSecond => 1_000,
+        TsResolution::NanoSecond => 1,
+    };
     let mut out = Vec::new();
-    while let Some(pkt) = reader.next_packet() {
+    // Raw records: pcap-file's checked records refuse lengths beyond the snaplen, which is just
+    // what a snaplen-truncated capture holds and what libpcap reads without complaint.
+    while let Some(pkt) = reader.next_raw_packet() {
         let pkt = pkt.map_err(fmt_err(path))?;
-        out.push(Record {
-            timestamp: pkt.timestamp,
-            orig_len: pkt.orig_len,
-            data: pkt.data.into_owned(),
-        });
+        let nanos = u64::from(pkt.ts_frac).saturating_mul(frac_nanos);
+        let timestamp = Duration::from_secs(u64::from(pkt.ts_sec)) + Duration::from_nanos(nanos);
+        let orig_len = pkt.orig_len.max(pkt.incl_len);
+        out.push(Record { timestamp, orig_len, data: pkt.data.into_owned() });
     }
     Ok(out)
 }

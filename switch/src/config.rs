@@ -611,11 +611,19 @@ impl Topology {
             .map(|i| NetworkId(i as u16))
     }
 
-    /// Looks a port up by name.
+    /// Looks a network up by name.
+    pub fn network_by_name(&self, name: &str) -> Option<NetworkId> {
+        self.networks
+            .iter()
+            .position(|n| n.name == name)
+            .map(|i| NetworkId(i as u16))
+    }
+
+    /// Looks an active port up by name.
     pub fn port_by_name(&self, name: &str) -> Option<PortId> {
         self.ports
             .iter()
-            .position(|p| p.name == name)
+            .position(|p| p.active && p.name == name)
             .map(|i| PortId(i as u16))
     }
 

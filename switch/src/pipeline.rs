@@ -211,6 +211,11 @@ impl Pipeline {
         true
     }
 
+    /// Forgets every tracked connection (`vswitch conntrack flush`).
+    pub fn flush_conntrack(&mut self) {
+        self.ct.flush();
+    }
+
     /// The conntrack table (for dumps).
     pub fn conntrack(&self) -> &Conntrack {
         &self.ct
@@ -396,5 +401,42 @@ fn count_tx(ports: &mut [PortCounters], port: PortId, len: usize) {
     if let Some(c) = ports.get_mut(usize::from(port.0)) {
         c.tx_frames += 1;
         c.tx_bytes += len as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use packet::{MacAddr, build};
+
+    fn mac(n: u8) -> MacAddr {
+        MacAddr([2, 0, 0, 0, 0, n])
+    }
+
+    #[test]
+    fn ports_added_and_removed_at_run_time() {
+        let cfg = Config::from_toml("[[network]]\nname='n'\n[[port]]\nname='a'\nkind='tap'\nnetwork='n'").unwrap();
+        let mut p = Pipeline::new(&cfg).unwrap();
+        let net = p.topology().network_by_name("n").unwrap();
+        let b = p.add_port("b", PortKind::AfPacket, net).unwrap();
+        assert!(matches!(p.add_port("b", PortKind::AfPacket, net), Err(PortError::Exists(_))));
+        let frame = build::udp(mac(1), MacAddr::BROADCAST, [10, 0, 0, 1].into(), [10, 0, 0, 255].into(), 1, 2, b"x");
+        let (mut input, mut out) = (vec![Packet { port: PortId(0), data: frame.clone() }], Vec::new());
+        p.process(1, &mut input, &mut out);
+        assert_eq!(out.iter().map(|p| p.port).collect::<Vec<_>>(), vec![b]);
+        // b learns a MAC, then goes away: its entries go and frames naming it are refused.
+        let from_b = build::udp(mac(2), mac(1), [10, 0, 0, 2].into(), [10, 0, 0, 1].into(), 1, 2, b"y");
+        p.process(2, &mut vec![Packet { port: b, data: from_b.clone() }], &mut out);
+        assert!(p.fdb_rows(2).iter().any(|r| r.port == b));
+        assert!(p.remove_port(b));
+        assert!(!p.remove_port(b));
+        assert!(p.fdb_rows(3).iter().all(|r| r.port != b));
+        out.clear();
+        p.process(3, &mut vec![Packet { port: b, data: from_b }, Packet { port: PortId(0), data: frame }], &mut out);
+        assert!(out.is_empty(), "no other port is left to flood to");
+        assert_eq!(p.bridge_counters().unknown_port, 1);
+        assert_eq!(p.port_counters(PortId(0)).unwrap().drops.get(DropReason::NoEgress), 1);
+        // The name can be used again, with a fresh id.
+        assert_ne!(p.add_port("b", PortKind::AfPacket, net).unwrap(), b);
     }
 }

@@ -1,0 +1,107 @@
+//! The control protocol: one JSON request per line on a Unix socket, one JSON response line back.
+//!
+//! Requests are a tagged enum (`{"cmd":"connect","network":"bridge","netns":"/run/netns/c1"}`);
+//! responses are `{"ok":true,"result":...}` or `{"ok":false,"error":"what to do"}`. A request
+//! line longer than [`MAX_REQUEST`] or that is not valid JSON gets an error response; the
+//! connection and the daemon carry on.
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, BufReader, Write};
+use std::net::Ipv4Addr;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+/// Longest request line accepted.
+pub const MAX_REQUEST: usize = 64 * 1024;
+
+/// A control request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Daemon status: uptime, ports, containers.
+    Status,
+    /// Per-port counters and drops by reason.
+    Stats,
+    /// The FDB.
+    Fdb,
+    /// Tracked connections.
+    Conntrack,
+    /// Forget every tracked connection.
+    ConntrackFlush,
+    /// Attach a container's network namespace to a network.
+    Connect {
+        /// Network name.
+        network: String,
+        /// Path of the namespace (/run/netns/NAME or /proc/PID/ns/net).
+        netns: String,
+        /// Container name (defaults to the namespace's file name).
+        #[serde(default)]
+        name: Option<String>,
+        /// Interface name inside the namespace (default eth0).
+        #[serde(default)]
+        ifname: Option<String>,
+        /// Address to use (default: lowest free).
+        #[serde(default)]
+        ip: Option<Ipv4Addr>,
+    },
+    /// Detach a container.
+    Disconnect {
+        /// Network name.
+        network: String,
+        /// Container name.
+        name: String,
+    },
+    /// Stop the daemon (removing the links it created).
+    Shutdown,
+}
+
+/// A control response.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Response {
+    /// Whether the request succeeded.
+    pub ok: bool,
+    /// The result when ok.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    /// What went wrong, and what to do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Response {
+    /// A success.
+    pub fn ok(result: serde_json::Value) -> Response {
+        Response { ok: true, result: Some(result), error: None }
+    }
+
+    /// A failure.
+    pub fn err(error: impl std::fmt::Display) -> Response {
+        Response { ok: false, result: None, error: Some(error.to_string()) }
+    }
+}
+
+/// Sends one request and waits for the response.
+pub fn call(socket: &Path, req: &Request) -> Result<serde_json::Value> {
+    let stream = UnixStream::connect(socket).with_context(|| {
+        format!("cannot reach the daemon at {}: is `vswitch daemon` running (and are you allowed to open its socket)?", socket.display())
+    })?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut w = &stream;
+    let mut line = serde_json::to_string(req)?;
+    line.push('\n');
+    w.write_all(line.as_bytes())?;
+    let mut reader = BufReader::new(&stream);
+    let mut answer = String::new();
+    reader.read_line(&mut answer).context("reading the daemon's answer")?;
+    if answer.is_empty() {
+        bail!("the daemon closed the connection without answering");
+    }
+    let resp: Response = serde_json::from_str(&answer).context("the daemon's answer is not valid JSON")?;
+    match (resp.ok, resp.result, resp.error) {
+        (true, Some(v), _) => Ok(v),
+        (true, None, _) => Ok(serde_json::Value::Null),
+        (false, _, e) => bail!("{}", e.unwrap_or_else(|| "request failed".into())),
+    }
+}

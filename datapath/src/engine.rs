@@ -1,0 +1,241 @@
+//! The packet loop: real ports in, the pipeline, real ports out.
+//!
+//! One [`Engine`] owns one [`Pipeline`] and the ports it serves, and runs on one thread:
+//! wait for readiness (mio/epoll), read a batch of up to [`BATCH`] frames from each ready port,
+//! run the batch through the pipeline with the monotonic clock, write the output grouped by
+//! port. No lock on the per-packet path: the control plane talks to the loop by sending it
+//! closures ([`Command`]) that run between batches, on the loop's own thread.
+//!
+//! Buffers are recycled: frames are read into vectors from a pool, and every vector the
+//! pipeline hands back after transmission returns to the pool.
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::time::{Duration, Instant};
+use switch::{Packet, Pipeline, PortId};
+
+/// Frames read from one port per wake-up.
+pub const BATCH: usize = 64;
+/// Capacity of a pooled frame buffer: an MTU-sized frame with a VLAN tag, rounded up.
+const BUF_CAPACITY: usize = 2048;
+/// The waker's token; port tokens are their ids.
+const WAKE: Token = Token(usize::MAX);
+
+/// A port backend the loop can read and write (TAP, AF_PACKET ring, ...).
+pub trait PortIo: Send {
+    /// The descriptor to wait on for readability.
+    fn fd(&self) -> BorrowedFd<'_>;
+    /// Reads up to `max` frames without blocking, calling `f` for each; returns how many.
+    fn rx(&mut self, max: usize, f: &mut dyn FnMut(&[u8])) -> usize;
+    /// Writes frames; returns how many the kernel took.
+    fn tx(&mut self, frames: &[&[u8]]) -> std::io::Result<usize>;
+}
+
+/// Work for the loop thread, sent by the control plane.
+pub type Command = Box<dyn FnOnce(&mut Engine) + Send>;
+
+/// A handle to send commands to a running engine.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: Sender<Command>,
+    waker: std::sync::Arc<Waker>,
+}
+
+impl EngineHandle {
+    /// Runs `f` on the loop thread and waits for its result. `None` if the loop has stopped.
+    pub fn call<T: Send + 'static>(&self, f: impl FnOnce(&mut Engine) -> T + Send + 'static) -> Option<T> {
+        let (rtx, rrx) = crossbeam_channel::bounded(1);
+        let cmd: Command = Box::new(move |e| {
+            let _ = rtx.send(f(e));
+        });
+        self.tx.send(cmd).ok()?;
+        self.waker.wake().ok()?;
+        rrx.recv_timeout(Duration::from_secs(10)).ok()
+    }
+}
+
+/// Per-port transmit error counts (the pipeline counted the frame as sent; the kernel refused).
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct IoCounters {
+    /// Frames the kernel did not take on transmit.
+    pub tx_errors: u64,
+    /// Wake-ups of the loop.
+    pub wakeups: u64,
+    /// Batches processed.
+    pub batches: u64,
+}
+
+/// One packet loop.
+pub struct Engine {
+    pipeline: Pipeline,
+    ports: Vec<Option<Box<dyn PortIo>>>,
+    poll: Poll,
+    commands: Receiver<Command>,
+    start: Instant,
+    pool: Vec<Vec<u8>>,
+    /// Ports that returned a full batch: read again before sleeping.
+    hot: Vec<usize>,
+    running: bool,
+    io: IoCounters,
+}
+
+impl Engine {
+    /// An engine around `pipeline`, and the handle to command it.
+    pub fn new(pipeline: Pipeline) -> std::io::Result<(Engine, EngineHandle)> {
+        let poll = Poll::new()?;
+        let waker = std::sync::Arc::new(Waker::new(poll.registry(), WAKE)?);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let engine = Engine {
+            pipeline,
+            ports: Vec::new(),
+            poll,
+            commands: rx,
+            start: Instant::now(),
+            pool: Vec::new(),
+            hot: Vec::new(),
+            running: true,
+            io: IoCounters::default(),
+        };
+        Ok((engine, EngineHandle { tx, waker }))
+    }
+
+    /// The pipeline (for status and dumps from commands).
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    /// The pipeline, mutably (to add or remove ports).
+    pub fn pipeline_mut(&mut self) -> &mut Pipeline {
+        &mut self.pipeline
+    }
+
+    /// Loop counters.
+    pub fn io_counters(&self) -> IoCounters {
+        self.io
+    }
+
+    /// Nanoseconds since the engine started: the pipeline's clock.
+    pub fn now(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Serves `port` with `io` from now on.
+    pub fn attach(&mut self, port: PortId, io: Box<dyn PortIo>) -> std::io::Result<()> {
+        let idx = usize::from(port.0);
+        let raw = io.fd().as_raw_fd();
+        self.poll.registry().register(&mut SourceFd(&raw), Token(idx), Interest::READABLE)?;
+        if self.ports.len() <= idx {
+            self.ports.resize_with(idx + 1, || None);
+        }
+        self.ports[idx] = Some(io);
+        // Level-triggered sources may already hold frames: read once without waiting.
+        self.hot.push(idx);
+        Ok(())
+    }
+
+    /// Stops serving `port`; returns its backend (dropping it closes the descriptor).
+    pub fn detach(&mut self, port: PortId) -> Option<Box<dyn PortIo>> {
+        let io = self.ports.get_mut(usize::from(port.0))?.take()?;
+        let raw = io.fd().as_raw_fd();
+        let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
+        self.hot.retain(|&p| p != usize::from(port.0));
+        Some(io)
+    }
+
+    /// Asks the loop to return after the current iteration.
+    pub fn stop(&mut self) {
+        self.running = false;
+    }
+
+    /// Runs until [`Engine::stop`] is called by a command.
+    pub fn run(&mut self) -> std::io::Result<()> {
+        let mut events = Events::with_capacity(256);
+        let mut batch: Vec<Packet> = Vec::with_capacity(BATCH * 4);
+        let mut out: Vec<Packet> = Vec::with_capacity(BATCH * 8);
+        let mut ready: Vec<usize> = Vec::with_capacity(64);
+        while self.running {
+            // Housekeeping (ARP and conntrack timers) needs a tick even when idle.
+            let timeout = if self.hot.is_empty() { Some(Duration::from_millis(100)) } else { Some(Duration::ZERO) };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            self.io.wakeups += 1;
+            ready.clear();
+            ready.append(&mut self.hot);
+            for ev in events.iter() {
+                if ev.token() == WAKE {
+                    continue;
+                }
+                if !ready.contains(&ev.token().0) {
+                    ready.push(ev.token().0);
+                }
+            }
+            self.run_commands();
+            for &idx in &ready {
+                self.read_port(idx, &mut batch);
+            }
+            let now = self.now();
+            self.pipeline.process(now, &mut batch, &mut out);
+            self.io.batches += 1;
+            self.transmit(&mut out);
+        }
+        Ok(())
+    }
+
+    fn run_commands(&mut self) {
+        loop {
+            match self.commands.try_recv() {
+                Ok(cmd) => cmd(self),
+                Err(TryRecvError::Empty) => return,
+                Err(TryRecvError::Disconnected) => {
+                    // Every handle is gone: nobody can ever stop us politely, so stop now.
+                    self.running = false;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn read_port(&mut self, idx: usize, batch: &mut Vec<Packet>) {
+        let Some(Some(io)) = self.ports.get_mut(idx) else { return };
+        let pool = &mut self.pool;
+        let port = PortId(idx as u16);
+        let n = io.rx(BATCH, &mut |frame| {
+            let mut buf = pool.pop().unwrap_or_else(|| Vec::with_capacity(BUF_CAPACITY));
+            buf.clear();
+            buf.extend_from_slice(frame);
+            batch.push(Packet { port, data: buf });
+        });
+        if n >= BATCH {
+            self.hot.push(idx);
+        }
+    }
+
+    fn transmit(&mut self, out: &mut Vec<Packet>) {
+        if out.is_empty() {
+            return;
+        }
+        // Group by egress port, keeping each port's order.
+        out.sort_by_key(|p| p.port);
+        let mut start = 0;
+        while start < out.len() {
+            let port = out[start].port;
+            let end = out[start..].iter().position(|p| p.port != port).map_or(out.len(), |n| start + n);
+            if let Some(Some(io)) = self.ports.get_mut(usize::from(port.0)) {
+                let frames: Vec<&[u8]> = out[start..end].iter().map(|p| p.data.as_slice()).collect();
+                let sent = io.tx(&frames).unwrap_or(0);
+                self.io.tx_errors += (frames.len() - sent.min(frames.len())) as u64;
+            }
+            start = end;
+        }
+        for p in out.drain(..) {
+            if self.pool.len() < 4096 {
+                self.pool.push(p.data);
+            }
+        }
+    }
+}
