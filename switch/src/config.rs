@@ -82,6 +82,10 @@ pub struct NatConfig {
     pub port_first: u16,
     /// Last source port handed out by masquerade.
     pub port_last: u16,
+    /// RFC 4787 endpoint-independent mapping for UDP: a container's (address, port) keeps one
+    /// external port for every destination while it is in use. Filtering stays
+    /// address-and-port dependent: only remotes the container sent to get in.
+    pub udp_endpoint_independent: bool,
 }
 
 impl Default for NatConfig {
@@ -90,6 +94,7 @@ impl Default for NatConfig {
         NatConfig {
             port_first: 32768,
             port_last: 60999,
+            udp_endpoint_independent: false,
         }
     }
 }
@@ -439,6 +444,8 @@ pub struct Topology {
     pub uplink: Option<Uplink>,
     /// NAT port range (first, last).
     pub nat_ports: (u16, u16),
+    /// Endpoint-independent UDP mapping.
+    pub udp_eim: bool,
     /// Conntrack table settings.
     pub conntrack: conntrack::Config,
     /// Published ports.
@@ -598,6 +605,7 @@ impl Topology {
             ports,
             uplink,
             nat_ports: (first, last),
+            udp_eim: config.nat.udp_endpoint_independent,
             conntrack: config.conntrack.to_table_config(),
             published,
         })

@@ -18,6 +18,7 @@
 
 use crate::config::{NetworkId, PortId};
 use crate::counters::DropReason;
+use crate::fragments::FragmentPlan;
 use crate::neighbor::{Enqueued, Side, Waiting};
 use crate::pipeline::{Packet, Pipeline};
 use crate::synth;
@@ -77,6 +78,12 @@ fn ip4(b: &[u8]) -> Ipv4Addr {
     <[u8; 4]>::try_from(b)
         .map(Ipv4Addr::from)
         .unwrap_or(Ipv4Addr::UNSPECIFIED)
+}
+
+/// The IPv4 identification field.
+fn ip_ident(data: &[u8], c: &Classified) -> u16 {
+    data.get(c.l3_offset + 4..c.l3_offset + 6)
+        .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]))
 }
 
 fn side_mark(side: Side) -> u32 {
@@ -287,7 +294,7 @@ impl Pipeline {
         output: &mut Vec<Packet>,
     ) {
         if info.frag_offset != 0 {
-            return self.drop(ingress, DropReason::Unsupported);
+            return self.route_fragment(now, ingress, from, data, c, info, output);
         }
         if let L4::Icmp { ty, .. } = c.l4
             && nat::is_icmp_error(ty)
@@ -351,8 +358,58 @@ impl Pipeline {
             return self.drop(ingress, DropReason::Malformed);
         }
         self.bridge.nat_translated += u64::from(plan.target != tuple);
+        if info.more_frags {
+            let key = (info.protocol, info.src, info.dst, ip_ident(&data, &c));
+            let later = FragmentPlan {
+                src: plan.target.src,
+                dst: plan.target.dst,
+                egress: plan.egress,
+            };
+            self.fragments.remember(key, later, now);
+        }
+        if self.topo.udp_eim && tuple.proto == Proto::Udp && dir == Direction::Original {
+            self.eim
+                .touch(Endpoint::new(tuple.src, tuple.src_port), now);
+        }
         synth::decrement_ttl(&mut data, c.l3_offset);
         self.send_to(now, ingress, plan.egress, plan.target.dst, data, output);
+    }
+
+    /// A later fragment: the addresses its first fragment got, or a counted drop.
+    #[allow(clippy::too_many_arguments)]
+    fn route_fragment(
+        &mut self,
+        now: u64,
+        ingress: PortId,
+        from: Side,
+        mut data: Vec<u8>,
+        c: Classified,
+        info: Ipv4Info,
+        output: &mut Vec<Packet>,
+    ) {
+        let key = (info.protocol, info.src, info.dst, ip_ident(&data, &c));
+        let Some(plan) = self.fragments.lookup(&key, now) else {
+            return self.drop(ingress, DropReason::Unsupported);
+        };
+        if info.ttl <= 1 {
+            return self.drop(ingress, DropReason::TtlExceeded);
+        }
+        if !self.fits_egress(ingress, from, plan.egress, &data, &c, &info, output) {
+            return;
+        }
+        if nat::rewrite(
+            &mut data,
+            &c,
+            Endpoint::new(plan.src, 0),
+            Endpoint::new(plan.dst, 0),
+        )
+        .is_err()
+        {
+            return self.drop(ingress, DropReason::Malformed);
+        }
+        self.bridge.nat_translated += 1;
+        synth::decrement_ttl(&mut data, c.l3_offset);
+        self.send_to(now, ingress, plan.egress, plan.dst, data, output);
     }
 
     /// Which tuple a packet of `dir` on entry `id` must carry, and where it goes.
@@ -429,7 +486,7 @@ impl Pipeline {
             let client = match (from, up) {
                 (Side::Network(_), Some(addr)) => {
                     // Hairpin: masquerade the source too, so the reply comes back through us.
-                    let p = self.allocate(t, Endpoint::new(ip, port), addr)?;
+                    let p = self.allocate(t, Endpoint::new(ip, port), addr, t.src_port)?;
                     Endpoint::new(addr, p)
                 }
                 _ => Endpoint::new(t.src, t.src_port),
@@ -455,7 +512,17 @@ impl Pipeline {
                 return Err(DropReason::NoRoute);
             };
             let remote = Endpoint::new(t.dst, t.dst_port);
-            let p = self.allocate(t, remote, addr)?;
+            let inside = Endpoint::new(t.src, t.src_port);
+            let eim = self.topo.udp_eim && t.proto == Proto::Udp;
+            let preferred = if eim {
+                self.eim.lookup(inside, now).unwrap_or(t.src_port)
+            } else {
+                t.src_port
+            };
+            let p = self.allocate(t, remote, addr, preferred)?;
+            if eim {
+                self.eim.insert(inside, p, now);
+            }
             let remote_port = if t.proto == Proto::Icmp {
                 p
             } else {
@@ -478,7 +545,13 @@ impl Pipeline {
 
     /// A source port (or ICMP identifier) on `addr` that no connection to `remote` uses and no
     /// published port claims (so an inside client can never shadow a published port).
-    fn allocate(&self, t: &Tuple, remote: Endpoint, addr: Ipv4Addr) -> Result<u16, DropReason> {
+    fn allocate(
+        &self,
+        t: &Tuple,
+        remote: Endpoint,
+        addr: Ipv4Addr,
+        preferred: u16,
+    ) -> Result<u16, DropReason> {
         let (first, last) = self.topo.nat_ports;
         let range = PortRange { first, last };
         let seed = nat::hash_seed(
@@ -502,7 +575,7 @@ impl Pipeline {
             self.ct.contains(&key)
                 || (t.proto != Proto::Icmp && self.published.contains_key(&(t.proto.number(), p)))
         };
-        nat::allocate_port(range, t.src_port, seed, PORT_TRIES, taken).map_err(|e| match e {
+        nat::allocate_port(range, preferred, seed, PORT_TRIES, taken).map_err(|e| match e {
             NatError::PortsExhausted { .. } => DropReason::PortsExhausted,
             _ => DropReason::PortsExhausted,
         })
@@ -749,5 +822,7 @@ impl Pipeline {
             }
         }
         self.ct.expire(now, 256);
+        self.eim.expire(now, 64);
+        self.fragments.expire(now);
     }
 }

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod counters;
 pub mod fdb;
+pub mod fragments;
 mod gateway;
 pub mod neighbor;
 pub mod pipeline;

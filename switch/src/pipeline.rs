@@ -10,6 +10,7 @@
 use crate::config::{Config, ConfigError, NetworkId, Port, PortId, PortKind, Topology};
 use crate::counters::{BridgeCounters, DropReason, PortCounters};
 use crate::fdb::{Fdb, FdbRow, Learned};
+use crate::fragments::Fragments;
 use crate::neighbor::Neighbors;
 use conntrack::Conntrack;
 use packet::{
@@ -61,6 +62,10 @@ pub struct Pipeline {
     pub(crate) published: FxHashMap<(u8, u16), (Ipv4Addr, u16)>,
     /// Clock of the batch being processed.
     pub(crate) now: u64,
+    /// Translations of fragmented datagrams, for their later fragments.
+    pub(crate) fragments: Fragments,
+    /// Endpoint-independent UDP mappings (used when the topology asks for them).
+    pub(crate) eim: nat::EimTable,
 }
 
 /// Everything observable about a pipeline at one instant, for `--json` output and replay summaries.
@@ -131,6 +136,9 @@ impl Pipeline {
             neighbors: Neighbors::default(),
             published,
             now: 0,
+            fragments: Fragments::default(),
+            // RFC 4787 REQ-5: a mapping lives at least 2 minutes; 5 is recommended.
+            eim: nat::EimTable::new(300 * NANOS_PER_SEC),
         })
     }
 
@@ -415,27 +423,80 @@ mod tests {
 
     #[test]
     fn ports_added_and_removed_at_run_time() {
-        let cfg = Config::from_toml("[[network]]\nname='n'\n[[port]]\nname='a'\nkind='tap'\nnetwork='n'").unwrap();
+        let cfg =
+            Config::from_toml("[[network]]\nname='n'\n[[port]]\nname='a'\nkind='tap'\nnetwork='n'")
+                .unwrap();
         let mut p = Pipeline::new(&cfg).unwrap();
         let net = p.topology().network_by_name("n").unwrap();
         let b = p.add_port("b", PortKind::AfPacket, net).unwrap();
-        assert!(matches!(p.add_port("b", PortKind::AfPacket, net), Err(PortError::Exists(_))));
-        let frame = build::udp(mac(1), MacAddr::BROADCAST, [10, 0, 0, 1].into(), [10, 0, 0, 255].into(), 1, 2, b"x");
-        let (mut input, mut out) = (vec![Packet { port: PortId(0), data: frame.clone() }], Vec::new());
+        assert!(matches!(
+            p.add_port("b", PortKind::AfPacket, net),
+            Err(PortError::Exists(_))
+        ));
+        let frame = build::udp(
+            mac(1),
+            MacAddr::BROADCAST,
+            [10, 0, 0, 1].into(),
+            [10, 0, 0, 255].into(),
+            1,
+            2,
+            b"x",
+        );
+        let (mut input, mut out) = (
+            vec![Packet {
+                port: PortId(0),
+                data: frame.clone(),
+            }],
+            Vec::new(),
+        );
         p.process(1, &mut input, &mut out);
         assert_eq!(out.iter().map(|p| p.port).collect::<Vec<_>>(), vec![b]);
         // b learns a MAC, then goes away: its entries go and frames naming it are refused.
-        let from_b = build::udp(mac(2), mac(1), [10, 0, 0, 2].into(), [10, 0, 0, 1].into(), 1, 2, b"y");
-        p.process(2, &mut vec![Packet { port: b, data: from_b.clone() }], &mut out);
+        let from_b = build::udp(
+            mac(2),
+            mac(1),
+            [10, 0, 0, 2].into(),
+            [10, 0, 0, 1].into(),
+            1,
+            2,
+            b"y",
+        );
+        p.process(
+            2,
+            &mut vec![Packet {
+                port: b,
+                data: from_b.clone(),
+            }],
+            &mut out,
+        );
         assert!(p.fdb_rows(2).iter().any(|r| r.port == b));
         assert!(p.remove_port(b));
         assert!(!p.remove_port(b));
         assert!(p.fdb_rows(3).iter().all(|r| r.port != b));
         out.clear();
-        p.process(3, &mut vec![Packet { port: b, data: from_b }, Packet { port: PortId(0), data: frame }], &mut out);
+        p.process(
+            3,
+            &mut vec![
+                Packet {
+                    port: b,
+                    data: from_b,
+                },
+                Packet {
+                    port: PortId(0),
+                    data: frame,
+                },
+            ],
+            &mut out,
+        );
         assert!(out.is_empty(), "no other port is left to flood to");
         assert_eq!(p.bridge_counters().unknown_port, 1);
-        assert_eq!(p.port_counters(PortId(0)).unwrap().drops.get(DropReason::NoEgress), 1);
+        assert_eq!(
+            p.port_counters(PortId(0))
+                .unwrap()
+                .drops
+                .get(DropReason::NoEgress),
+            1
+        );
         // The name can be used again, with a fresh id.
         assert_ne!(p.add_port("b", PortKind::AfPacket, net).unwrap(), b);
     }

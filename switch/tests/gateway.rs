@@ -679,3 +679,111 @@ fn port_exhaustion_and_table_full_are_counted_drops() {
     );
     assert_eq!(r.p.conntrack().counters().early_dropped, 1);
 }
+
+/// Splits an untagged IPv4 frame into fragments of at most `chunk` payload bytes (a multiple
+/// of 8), as a sending host would.
+fn fragment(frame: &[u8], chunk: usize) -> Vec<Vec<u8>> {
+    let ihl = usize::from(frame[14] & 0x0f) * 4;
+    let payload = &frame[14 + ihl..];
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off < payload.len() {
+        let end = (off + chunk).min(payload.len());
+        let mut f = frame[..14 + ihl].to_vec();
+        f.extend_from_slice(&payload[off..end]);
+        let total = (ihl + end - off) as u16;
+        f[16..18].copy_from_slice(&total.to_be_bytes());
+        let more = if end < payload.len() { 0x2000 } else { 0 };
+        f[20..22].copy_from_slice(&(more | (off / 8) as u16).to_be_bytes());
+        f[24] = 0;
+        f[25] = 0;
+        let c = packet::checksum::internet_checksum(&f[14..14 + ihl]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        out.push(f);
+        off = end;
+    }
+    out
+}
+
+#[test]
+fn fragmented_udp_goes_through_snat_whole() {
+    let mut r = Rig::new();
+    let c1 = ip(172, 17, 0, 2);
+    let far = ip(198, 51, 100, 9);
+    let mut dgram = build::udp(mac_of(c1), gw_mac(17), c1, far, 7000, 9000, &[0x5a; 4000]);
+    dgram[18..20].copy_from_slice(&0x1234u16.to_be_bytes());
+    let frags = fragment(&dgram, 1480);
+    assert_eq!(frags.len(), 3);
+    // A later fragment before its first one cannot be translated: dropped and counted.
+    assert!(r.send(C1, frags[2].clone()).is_empty());
+    assert_eq!(r.drops(C1, DropReason::Unsupported), 1);
+    let mut out = Vec::new();
+    for f in &frags {
+        let o = r.send(C1, f.clone());
+        assert_eq!(o.len(), 1);
+        out.push(o[0].data.clone());
+    }
+    for (i, f) in out.iter().enumerate() {
+        assert_eq!(&f[26..30], &UPLINK_IP, "fragment {i} source");
+        assert_eq!(&f[30..34], &far.octets());
+        assert_eq!(&f[18..20], &[0x12, 0x34], "identification kept");
+        assert_eq!(packet::checksum::internet_checksum(&f[14..34]), 0);
+        if i > 0 {
+            assert_eq!(
+                &f[34..],
+                &frags[i][34..],
+                "later fragments' payload untouched"
+            );
+        }
+    }
+    // Reassembled, the datagram's UDP checksum is valid for the translated addresses.
+    let mut whole = out[0][..34].to_vec();
+    for f in &out {
+        whole.extend_from_slice(&f[34..]);
+    }
+    let total = (whole.len() - 14) as u16;
+    whole[16..18].copy_from_slice(&total.to_be_bytes());
+    let udp = &whole[34..];
+    assert_eq!(
+        packet::checksum::l4_checksum(UPLINK_IP.into(), far, 17, udp),
+        0,
+        "UDP checksum over the reassembled datagram"
+    );
+    assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), 9000);
+}
+
+#[test]
+fn endpoint_independent_udp_mapping_reuses_the_external_port() {
+    let topo = TOPO.replace("[[publish]]", "[nat]\nport_first = 40000\nport_last = 40100\nudp_endpoint_independent = true\n\n[[publish]]");
+    let mut r = Rig::with(&topo);
+    let c1 = ip(172, 17, 0, 2);
+    let mut ports = Vec::new();
+    for far in [ip(198, 51, 100, 1), ip(198, 51, 100, 2), ip(192, 0, 2, 77)] {
+        let out = r.send(
+            C1,
+            build::udp(mac_of(c1), gw_mac(17), c1, far, 5000, 3478, b"stun"),
+        );
+        assert_eq!(out.len(), 1);
+        ports.push(fields(&out[0].data).2);
+    }
+    assert!((40000..=40100).contains(&ports[0]));
+    assert!(
+        ports.iter().all(|p| *p == ports[0]),
+        "one external port for every destination: {ports:?}"
+    );
+    // Filtering stays address-and-port dependent: a stranger gets nothing through.
+    let stranger = ip(203, 0, 113, 99);
+    let out = r.send(
+        UP,
+        build::udp(
+            ROUTER,
+            uplink_mac(),
+            stranger,
+            UPLINK_IP.into(),
+            3478,
+            ports[0],
+            b"hi",
+        ),
+    );
+    assert!(out.is_empty());
+}

@@ -1,0 +1,123 @@
+//! Translation of IPv4 fragments that carry no transport header.
+//!
+//! Only a datagram's first fragment has ports, so conntrack can only match that one. When a
+//! first fragment is translated, the translation of its addresses is remembered under the
+//! fragment key (protocol, source, destination, IP identification) as the packet arrived, and
+//! later fragments of the same datagram get the same addresses. Fragments that arrive before
+//! their first fragment find nothing and are dropped (counted): reassembly is not done here.
+//!
+//! Invariants: at most [`MAX_DATAGRAMS`] datagrams are remembered (oldest forgotten first), each
+//! for [`FRAGMENT_TIMEOUT`] (Linux's ipfrag_time is 30 s).
+
+use crate::neighbor::Side;
+use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
+use std::net::Ipv4Addr;
+
+/// Most datagrams in flight remembered at once.
+pub const MAX_DATAGRAMS: usize = 4096;
+/// How long a datagram's translation is kept after its first fragment.
+pub const FRAGMENT_TIMEOUT: u64 = 30_000_000_000;
+
+/// A datagram as it arrived: protocol, source, destination, identification.
+pub type FragmentKey = (u8, Ipv4Addr, Ipv4Addr, u16);
+
+/// Where a datagram's later fragments go and which addresses they get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FragmentPlan {
+    /// New source address.
+    pub src: Ipv4Addr,
+    /// New destination address.
+    pub dst: Ipv4Addr,
+    /// Egress side.
+    pub egress: Side,
+}
+
+/// Remembered translations of fragmented datagrams.
+#[derive(Debug, Default)]
+pub struct Fragments {
+    map: FxHashMap<FragmentKey, (FragmentPlan, u64)>,
+    order: VecDeque<(FragmentKey, u64)>,
+}
+
+impl Fragments {
+    /// Remembers the translation of the datagram whose first fragment was just translated.
+    pub fn remember(&mut self, key: FragmentKey, plan: FragmentPlan, now: u64) {
+        self.expire(now);
+        if self.map.len() >= MAX_DATAGRAMS
+            && let Some((old, _)) = self.order.pop_front()
+        {
+            self.map.remove(&old);
+        }
+        let expires = now.saturating_add(FRAGMENT_TIMEOUT);
+        self.map.insert(key, (plan, expires));
+        self.order.push_back((key, expires));
+    }
+
+    /// The translation for a later fragment, if its first fragment came by recently.
+    pub fn lookup(&self, key: &FragmentKey, now: u64) -> Option<FragmentPlan> {
+        self.map
+            .get(key)
+            .filter(|(_, exp)| now < *exp)
+            .map(|(p, _)| *p)
+    }
+
+    /// Forgets datagrams whose time is up (O(expired)).
+    pub fn expire(&mut self, now: u64) {
+        while let Some(&(key, exp)) = self.order.front() {
+            if exp > now && self.map.len() <= MAX_DATAGRAMS {
+                break;
+            }
+            self.order.pop_front();
+            // Only remove if the map still holds this very registration (a later one may have
+            // replaced it with a fresh expiry).
+            if self.map.get(&key).is_some_and(|(_, e)| *e == exp) {
+                self.map.remove(&key);
+            }
+        }
+    }
+
+    /// Datagrams remembered.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when none.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remembers_bounded_and_expires() {
+        let mut f = Fragments::default();
+        let plan = FragmentPlan {
+            src: Ipv4Addr::new(1, 1, 1, 1),
+            dst: Ipv4Addr::new(2, 2, 2, 2),
+            egress: Side::Uplink,
+        };
+        let key = (
+            17,
+            Ipv4Addr::new(10, 0, 0, 2),
+            Ipv4Addr::new(8, 8, 8, 8),
+            77,
+        );
+        f.remember(key, plan, 0);
+        assert_eq!(f.lookup(&key, FRAGMENT_TIMEOUT - 1), Some(plan));
+        assert_eq!(f.lookup(&key, FRAGMENT_TIMEOUT), None);
+        for i in 0..(MAX_DATAGRAMS as u32 + 10) {
+            f.remember(
+                (17, Ipv4Addr::from(i), Ipv4Addr::new(8, 8, 8, 8), 1),
+                plan,
+                1,
+            );
+        }
+        assert!(f.len() <= MAX_DATAGRAMS);
+        f.expire(FRAGMENT_TIMEOUT + 2);
+        assert!(f.is_empty());
+    }
+}
