@@ -73,12 +73,20 @@ pub struct Response {
 impl Response {
     /// A success.
     pub fn ok(result: serde_json::Value) -> Response {
-        Response { ok: true, result: Some(result), error: None }
+        Response {
+            ok: true,
+            result: Some(result),
+            error: None,
+        }
     }
 
     /// A failure.
     pub fn err(error: impl std::fmt::Display) -> Response {
-        Response { ok: false, result: None, error: Some(error.to_string()) }
+        Response {
+            ok: false,
+            result: None,
+            error: Some(error.to_string()),
+        }
     }
 }
 
@@ -94,11 +102,14 @@ pub fn call(socket: &Path, req: &Request) -> Result<serde_json::Value> {
     w.write_all(line.as_bytes())?;
     let mut reader = BufReader::new(&stream);
     let mut answer = String::new();
-    reader.read_line(&mut answer).context("reading the daemon's answer")?;
+    reader
+        .read_line(&mut answer)
+        .context("reading the daemon's answer")?;
     if answer.is_empty() {
         bail!("the daemon closed the connection without answering");
     }
-    let resp: Response = serde_json::from_str(&answer).context("the daemon's answer is not valid JSON")?;
+    let resp: Response =
+        serde_json::from_str(&answer).context("the daemon's answer is not valid JSON")?;
     match (resp.ok, resp.result, resp.error) {
         (true, Some(v), _) => Ok(v),
         (true, None, _) => Ok(serde_json::Value::Null),

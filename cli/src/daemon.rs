@@ -73,7 +73,8 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     let text = std::fs::read_to_string(&opts.config)
         .with_context(|| format!("cannot read topology {}", opts.config.display()))?;
     let config = Config::from_toml(&text).with_context(|| opts.config.display().to_string())?;
-    let pipeline = switch::Pipeline::new(&config).with_context(|| opts.config.display().to_string())?;
+    let pipeline =
+        switch::Pipeline::new(&config).with_context(|| opts.config.display().to_string())?;
     let topo = pipeline.topology().clone();
     std::fs::create_dir_all(&opts.state_dir)
         .with_context(|| format!("cannot create state dir {}", opts.state_dir.display()))?;
@@ -87,19 +88,31 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
                 engine.attach(id, Box::new(tap))?;
             }
             PortKind::AfPacket => {
-                let io = AfPacketPort::open(&p.name)
-                    .with_context(|| format!("port {}: cannot open AF_PACKET on interface {:?}", p.name, p.name))?;
+                let io = AfPacketPort::open(&p.name).with_context(|| {
+                    format!(
+                        "port {}: cannot open AF_PACKET on interface {:?}",
+                        p.name, p.name
+                    )
+                })?;
                 engine.attach(id, Box::new(io))?;
             }
-            PortKind::Pcap => bail!("port {}: pcap ports are for `vswitch replay`, not the daemon", p.name),
+            PortKind::Pcap => bail!(
+                "port {}: pcap ports are for `vswitch replay`, not the daemon",
+                p.name
+            ),
         }
     }
-    let loop_thread = std::thread::Builder::new().name("vswitch-loop".into()).spawn(move || engine.run())?;
+    let loop_thread = std::thread::Builder::new()
+        .name("vswitch-loop".into())
+        .spawn(move || engine.run())?;
 
     let pools = topo
         .networks
         .iter()
-        .filter_map(|n| n.subnet.map(|s| (n.name.clone(), ipam::Pool::new(s, n.gateway.map(|g| g.0)))))
+        .filter_map(|n| {
+            n.subnet
+                .map(|s| (n.name.clone(), ipam::Pool::new(s, n.gateway.map(|g| g.0))))
+        })
         .collect();
     let shutdown = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -124,7 +137,9 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
                 let d = Arc::clone(&daemon);
                 std::thread::spawn(move || serve(&d, stream));
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
             Err(e) => tracing::warn!("accept on control socket: {e}"),
         }
     }
@@ -156,11 +171,16 @@ fn bind_socket(path: &Path) -> Result<UnixListener> {
     }
     if path.exists() {
         if UnixStream::connect(path).is_ok() {
-            bail!("{} is in use: another vswitch daemon is running (stop it, or pass --socket)", path.display());
+            bail!(
+                "{} is in use: another vswitch daemon is running (stop it, or pass --socket)",
+                path.display()
+            );
         }
-        std::fs::remove_file(path).with_context(|| format!("removing stale socket {}", path.display()))?;
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing stale socket {}", path.display()))?;
     }
-    let listener = UnixListener::bind(path).with_context(|| format!("cannot bind control socket {}", path.display()))?;
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("cannot bind control socket {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     listener.set_nonblocking(true)?;
     Ok(listener)
@@ -173,10 +193,16 @@ fn serve(d: &Daemon, stream: UnixStream) {
     let mut writer = &stream;
     loop {
         let mut line = String::new();
-        let n = match (&mut reader).take(MAX_REQUEST as u64 + 1).read_line(&mut line) {
+        let n = match (&mut reader)
+            .take(MAX_REQUEST as u64 + 1)
+            .read_line(&mut line)
+        {
             Ok(n) => n,
             Err(e) => {
-                let _ = respond(&mut writer, &Response::err(format!("unreadable request: {e}")));
+                let _ = respond(
+                    &mut writer,
+                    &Response::err(format!("unreadable request: {e}")),
+                );
                 return;
             }
         };
@@ -184,12 +210,17 @@ fn serve(d: &Daemon, stream: UnixStream) {
             return;
         }
         if line.len() > MAX_REQUEST {
-            let _ = respond(&mut writer, &Response::err(format!("request longer than {MAX_REQUEST} bytes")));
+            let _ = respond(
+                &mut writer,
+                &Response::err(format!("request longer than {MAX_REQUEST} bytes")),
+            );
             return;
         }
         let resp = match serde_json::from_str::<Request>(line.trim()) {
             Ok(req) => handle(d, req),
-            Err(e) => Response::err(format!("bad request: {e} (send one JSON object per line, e.g. {{\"cmd\":\"status\"}})")),
+            Err(e) => Response::err(format!(
+                "bad request: {e} (send one JSON object per line, e.g. {{\"cmd\":\"status\"}})"
+            )),
         };
         if respond(&mut writer, &resp).is_err() {
             return;
@@ -211,13 +242,18 @@ fn handle(d: &Daemon, req: Request) -> Response {
 }
 
 fn snapshot(d: &Daemon) -> Result<switch::Snapshot> {
-    d.engine.call(|e| e.pipeline().snapshot(e.now())).context("the packet loop is not running")
+    d.engine
+        .call(|e| e.pipeline().snapshot(e.now()))
+        .context("the packet loop is not running")
 }
 
 fn run_request(d: &Daemon, req: Request) -> Result<serde_json::Value> {
     Ok(match req {
         Request::Status => {
-            let io = d.engine.call(|e| e.io_counters()).context("the packet loop is not running")?;
+            let io = d
+                .engine
+                .call(|e| e.io_counters())
+                .context("the packet loop is not running")?;
             let containers: Vec<Container> = lock(&d.containers).values().cloned().collect();
             json!({
                 "version": env!("CARGO_PKG_VERSION"),
@@ -240,11 +276,21 @@ fn run_request(d: &Daemon, req: Request) -> Result<serde_json::Value> {
             json!({ "counters": s.conntrack_counters, "entries": s.conntrack })
         }
         Request::ConntrackFlush => {
-            d.engine.call(|e| e.pipeline_mut().flush_conntrack()).context("the packet loop is not running")?;
+            d.engine
+                .call(|e| e.pipeline_mut().flush_conntrack())
+                .context("the packet loop is not running")?;
             json!({})
         }
-        Request::Connect { network, netns, name, ifname, ip } => serde_json::to_value(connect(d, &network, &netns, name, ifname, ip)?)?,
-        Request::Disconnect { network, name } => serde_json::to_value(disconnect(d, &network, &name)?)?,
+        Request::Connect {
+            network,
+            netns,
+            name,
+            ifname,
+            ip,
+        } => serde_json::to_value(connect(d, &network, &netns, name, ifname, ip)?)?,
+        Request::Disconnect { network, name } => {
+            serde_json::to_value(disconnect(d, &network, &name)?)?
+        }
         Request::Shutdown => {
             d.shutdown.store(true, Ordering::Relaxed);
             json!({})
@@ -252,8 +298,18 @@ fn run_request(d: &Daemon, req: Request) -> Result<serde_json::Value> {
     })
 }
 
-fn connect(d: &Daemon, network: &str, netns: &str, name: Option<String>, ifname: Option<String>, ip: Option<Ipv4Addr>) -> Result<Container> {
-    let net_id = d.topo.network_by_name(network).with_context(|| format!("no network named {network:?}: see `vswitch status`"))?;
+fn connect(
+    d: &Daemon,
+    network: &str,
+    netns: &str,
+    name: Option<String>,
+    ifname: Option<String>,
+    ip: Option<Ipv4Addr>,
+) -> Result<Container> {
+    let net_id = d
+        .topo
+        .network_by_name(network)
+        .with_context(|| format!("no network named {network:?}: see `vswitch status`"))?;
     let net = &d.topo.networks[usize::from(net_id.0)];
     let (Some(subnet), Some((gateway, _))) = (net.subnet, net.gateway) else {
         bail!("network {network:?} has no subnet and gateway: containers need both");
@@ -262,16 +318,25 @@ fn connect(d: &Daemon, network: &str, netns: &str, name: Option<String>, ifname:
     if !netns_path.exists() {
         bail!("namespace {netns} does not exist (give /run/netns/NAME or /proc/PID/ns/net)");
     }
-    let name = name.unwrap_or_else(|| netns_path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
+    let name = name.unwrap_or_else(|| {
+        netns_path
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    });
     if name.is_empty() {
         bail!("give the container a --name");
     }
     if lock(&d.containers).contains_key(&name) {
-        bail!("a container named {name:?} is already connected: disconnect it first or pick another --name");
+        bail!(
+            "a container named {name:?} is already connected: disconnect it first or pick another --name"
+        );
     }
     let ip = {
         let mut pools = lock(&d.pools);
-        let pool = pools.get_mut(network).context("network has no address pool")?;
+        let pool = pools
+            .get_mut(network)
+            .context("network has no address pool")?;
         match ip {
             Some(ip) => pool.reserve(ip).map(|_| ip)?,
             None => pool.allocate()?,
@@ -317,7 +382,10 @@ fn connect(d: &Daemon, network: &str, netns: &str, name: Option<String>, ifname:
     };
     let port_name = port.clone();
     let attached = d.engine.call(move |e| -> Result<PortId, String> {
-        let id = e.pipeline_mut().add_port(&port_name, PortKind::AfPacket, net_id).map_err(|e| e.to_string())?;
+        let id = e
+            .pipeline_mut()
+            .add_port(&port_name, PortKind::AfPacket, net_id)
+            .map_err(|e| e.to_string())?;
         e.attach(id, Box::new(io)).map_err(|e| e.to_string())?;
         Ok(id)
     });
@@ -326,10 +394,24 @@ fn connect(d: &Daemon, network: &str, netns: &str, name: Option<String>, ifname:
         other => {
             release(d);
             let _ = link::delete_link(&port);
-            bail!("attaching the port failed: {}", other.and_then(|r| r.err()).unwrap_or_else(|| "packet loop not running".into()));
+            bail!(
+                "attaching the port failed: {}",
+                other
+                    .and_then(|r| r.err())
+                    .unwrap_or_else(|| "packet loop not running".into())
+            );
         }
     };
-    let c = Container { name: name.clone(), network: network.to_string(), port, ip, mac: mac.to_string(), netns: netns.to_string(), ifname, port_id };
+    let c = Container {
+        name: name.clone(),
+        network: network.to_string(),
+        port,
+        ip,
+        mac: mac.to_string(),
+        netns: netns.to_string(),
+        ifname,
+        port_id,
+    };
     lock(&d.containers).insert(name, c.clone());
     tracing::info!(container = %c.name, ip = %c.ip, port = %c.port, "connected");
     Ok(c)

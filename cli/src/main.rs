@@ -160,24 +160,54 @@ fn main() -> ExitCode {
         Command::Daemon(args) => run_daemon(args),
         Command::Status(c) => client(&c, &Request::Status, table::print_status),
         Command::Stats(c) => client(&c, &Request::Stats, table::print_stats),
-        Command::Fdb { action: FdbAction::Show(c) } => client(&c, &Request::Fdb, table::print_fdb),
-        Command::Conntrack { action: ConntrackAction::Ls { client: c, proto } } => {
-            client(&c, &Request::Conntrack, |v| table::print_conntrack(v, proto.as_deref()))
-        }
-        Command::Conntrack { action: ConntrackAction::Flush(c) } => client(&c, &Request::ConntrackFlush, |_| println!("flushed")),
-        Command::Network { action: NetworkAction::Connect { network, netns, pid, name, ifname, ip, client: c } } => {
+        Command::Fdb {
+            action: FdbAction::Show(c),
+        } => client(&c, &Request::Fdb, table::print_fdb),
+        Command::Conntrack {
+            action: ConntrackAction::Ls { client: c, proto },
+        } => client(&c, &Request::Conntrack, |v| {
+            table::print_conntrack(v, proto.as_deref())
+        }),
+        Command::Conntrack {
+            action: ConntrackAction::Flush(c),
+        } => client(&c, &Request::ConntrackFlush, |_| println!("flushed")),
+        Command::Network {
+            action:
+                NetworkAction::Connect {
+                    network,
+                    netns,
+                    pid,
+                    name,
+                    ifname,
+                    ip,
+                    client: c,
+                },
+        } => {
             let netns = match (netns, pid) {
                 (Some(p), _) => p,
                 (None, Some(pid)) => PathBuf::from(format!("/proc/{pid}/ns/net")),
                 (None, None) => PathBuf::new(),
             };
             let netns = netns.to_string_lossy().into_owned();
-            let req = Request::Connect { network, netns, name, ifname: Some(ifname), ip };
+            let req = Request::Connect {
+                network,
+                netns,
+                name,
+                ifname: Some(ifname),
+                ip,
+            };
             client(&c, &req, table::print_container)
         }
-        Command::Network { action: NetworkAction::Disconnect { network, name, client: c } } => {
-            client(&c, &Request::Disconnect { network, name }, |v| println!("disconnected {}", v["name"].as_str().unwrap_or("?")))
-        }
+        Command::Network {
+            action:
+                NetworkAction::Disconnect {
+                    network,
+                    name,
+                    client: c,
+                },
+        } => client(&c, &Request::Disconnect { network, name }, |v| {
+            println!("disconnected {}", v["name"].as_str().unwrap_or("?"))
+        }),
         Command::Shutdown(c) => client(&c, &Request::Shutdown, |_| println!("daemon stopping")),
     };
     match result {
@@ -191,11 +221,20 @@ fn main() -> ExitCode {
 
 fn run_daemon(args: DaemonArgs) -> Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let socket = args.socket.unwrap_or_else(|| args.state_dir.join("vswitch.sock"));
-    daemon::run(daemon::DaemonOptions { config: args.config, state_dir: args.state_dir, socket })
+    let socket = args
+        .socket
+        .unwrap_or_else(|| args.state_dir.join("vswitch.sock"));
+    daemon::run(daemon::DaemonOptions {
+        config: args.config,
+        state_dir: args.state_dir,
+        socket,
+    })
 }
 
 fn client(c: &ClientArgs, req: &Request, human: impl FnOnce(&serde_json::Value)) -> Result<()> {

@@ -65,7 +65,11 @@ fn s(v: &Value) -> String {
 
 fn drops_text(v: &Value) -> String {
     match v.as_object() {
-        Some(m) if !m.is_empty() => m.iter().map(|(k, n)| format!("{k}={n}")).collect::<Vec<_>>().join(" "),
+        Some(m) if !m.is_empty() => m
+            .iter()
+            .map(|(k, n)| format!("{k}={n}"))
+            .collect::<Vec<_>>()
+            .join(" "),
         _ => "-".into(),
     }
 }
@@ -74,25 +78,59 @@ fn drops_text(v: &Value) -> String {
 pub fn print_status(v: &Value) {
     println!("vswitch {} up {}s", s(&v["version"]), s(&v["uptime_secs"]));
     println!();
-    println!("{:<12} {:<18} {:<14} {:<9} {:<5}", "NETWORK", "SUBNET", "GATEWAY", "INTERNAL", "ICC");
+    println!(
+        "{:<12} {:<18} {:<14} {:<9} {:<5}",
+        "NETWORK", "SUBNET", "GATEWAY", "INTERNAL", "ICC"
+    );
     for n in v["networks"].as_array().into_iter().flatten() {
-        println!("{:<12} {:<18} {:<14} {:<9} {:<5}", s(&n["name"]), s(&n["subnet"]), s(&n["gateway"]), s(&n["internal"]), s(&n["icc"]));
+        println!(
+            "{:<12} {:<18} {:<14} {:<9} {:<5}",
+            s(&n["name"]),
+            s(&n["subnet"]),
+            s(&n["gateway"]),
+            s(&n["internal"]),
+            s(&n["icc"])
+        );
     }
     println!();
-    println!("{:<16} {:<12} {:<15} {:<19} {:<8} NETNS", "CONTAINER", "NETWORK", "IPV4", "MAC", "PORT");
+    println!(
+        "{:<16} {:<12} {:<15} {:<19} {:<8} NETNS",
+        "CONTAINER", "NETWORK", "IPV4", "MAC", "PORT"
+    );
     for c in v["containers"].as_array().into_iter().flatten() {
-        println!("{:<16} {:<12} {:<15} {:<19} {:<8} {}", s(&c["name"]), s(&c["network"]), s(&c["ip"]), s(&c["mac"]), s(&c["port"]), s(&c["netns"]));
+        println!(
+            "{:<16} {:<12} {:<15} {:<19} {:<8} {}",
+            s(&c["name"]),
+            s(&c["network"]),
+            s(&c["ip"]),
+            s(&c["mac"]),
+            s(&c["port"]),
+            s(&c["netns"])
+        );
     }
 }
 
 /// `vswitch stats`: one line per port.
 pub fn print_stats(v: &Value) {
-    println!("{:<12} {:<10} {:>10} {:>10} {:>10} {:>7} {:>8}  drops", "PORT", "NETWORK", "RX", "TX", "FORWARDED", "LOCAL", "DROPPED");
+    println!(
+        "{:<12} {:<10} {:>10} {:>10} {:>10} {:>7} {:>8}  drops",
+        "PORT", "NETWORK", "RX", "TX", "FORWARDED", "LOCAL", "DROPPED"
+    );
     for p in v["ports"].as_array().into_iter().flatten() {
-        let dropped: u64 = p["drops"].as_object().map(|m| m.values().filter_map(Value::as_u64).sum()).unwrap_or(0);
+        let dropped: u64 = p["drops"]
+            .as_object()
+            .map(|m| m.values().filter_map(Value::as_u64).sum())
+            .unwrap_or(0);
         println!(
             "{:<12} {:<10} {:>10} {:>10} {:>10} {:>7} {:>8}  {}",
-            s(&p["name"]), s(&p["network"]), s(&p["rx_frames"]), s(&p["tx_frames"]), s(&p["forwarded"]), s(&p["local"]), dropped, drops_text(&p["drops"])
+            s(&p["name"]),
+            s(&p["network"]),
+            s(&p["rx_frames"]),
+            s(&p["tx_frames"]),
+            s(&p["forwarded"]),
+            s(&p["local"]),
+            dropped,
+            drops_text(&p["drops"])
         );
     }
 }
@@ -100,22 +138,42 @@ pub fn print_stats(v: &Value) {
 /// `vswitch fdb show`, like `bridge fdb`.
 pub fn print_fdb(v: &Value) {
     for r in v.as_array().into_iter().flatten() {
-        println!("{} dev {} network {} age {:.1}s", s(&r["mac"]), s(&r["port"]), s(&r["network"]), r["age_secs"].as_f64().unwrap_or(0.0));
+        println!(
+            "{} dev {} network {} age {:.1}s",
+            s(&r["mac"]),
+            s(&r["port"]),
+            s(&r["network"]),
+            r["age_secs"].as_f64().unwrap_or(0.0)
+        );
     }
 }
 
 fn tuple_text(t: &Value) -> String {
-    format!("src={} dst={} sport={} dport={}", s(&t["src"]), s(&t["dst"]), s(&t["src_port"]), s(&t["dst_port"]))
+    format!(
+        "src={} dst={} sport={} dport={}",
+        s(&t["src"]),
+        s(&t["dst"]),
+        s(&t["src_port"]),
+        s(&t["dst_port"])
+    )
 }
 
 /// One conntrack entry in `conntrack -L` style.
 pub fn conntrack_line(e: &Value, now_ns: Option<u64>) -> String {
     let proto = s(&e["original"]["proto"]).to_lowercase();
     let state = match &e["state"] {
-        Value::Object(m) => m.get("state").or_else(|| m.values().find(|v| v.is_string())).map(s).unwrap_or_default(),
+        Value::Object(m) => m
+            .get("state")
+            .or_else(|| m.values().find(|v| v.is_string()))
+            .map(s)
+            .unwrap_or_default(),
         other => s(other),
     };
-    let ttl = now_ns.and_then(|now| e["expires_at"].as_u64().map(|x| x.saturating_sub(now) / 1_000_000_000));
+    let ttl = now_ns.and_then(|now| {
+        e["expires_at"]
+            .as_u64()
+            .map(|x| x.saturating_sub(now) / 1_000_000_000)
+    });
     let mut line = format!("{proto:<5}");
     if let Some(ttl) = ttl {
         line.push_str(&format!(" {ttl}"));
@@ -123,7 +181,11 @@ pub fn conntrack_line(e: &Value, now_ns: Option<u64>) -> String {
     if !state.is_empty() && state != "-" {
         line.push_str(&format!(" {state}"));
     }
-    line.push_str(&format!(" {} {}", tuple_text(&e["original"]), tuple_text(&e["reply"])));
+    line.push_str(&format!(
+        " {} {}",
+        tuple_text(&e["original"]),
+        tuple_text(&e["reply"])
+    ));
     if e["assured"].as_bool() == Some(true) {
         line.push_str(" [ASSURED]");
     }
@@ -147,5 +209,13 @@ pub fn print_conntrack(v: &Value, proto: Option<&str>) {
 
 /// A connected container.
 pub fn print_container(v: &Value) {
-    println!("connected {} to {}: {} ({}) on {} in {}", s(&v["name"]), s(&v["network"]), s(&v["ip"]), s(&v["mac"]), s(&v["port"]), s(&v["netns"]));
+    println!(
+        "connected {} to {}: {} ({}) on {} in {}",
+        s(&v["name"]),
+        s(&v["network"]),
+        s(&v["ip"]),
+        s(&v["mac"]),
+        s(&v["port"]),
+        s(&v["netns"])
+    );
 }

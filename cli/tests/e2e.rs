@@ -31,23 +31,36 @@ fn skip() -> bool {
     // SAFETY-free root check: effective uid from /proc.
     let uid = std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2).unwrap_or("1").to_string()));
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2).unwrap_or("1").to_string())
+        });
     if uid.as_deref() != Some("0") {
-        eprintln!("skipping end-to-end test: needs root (network namespaces, veth); CI runs it as root");
+        eprintln!(
+            "skipping end-to-end test: needs root (network namespaces, veth); CI runs it as root"
+        );
         return true;
     }
     false
 }
 
 fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     out
 }
 
 fn ok(cmd: &mut Command) -> String {
     let desc = format!("{cmd:?}");
     let out = run(cmd);
-    assert!(out.status.success(), "{desc} failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{desc} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -75,15 +88,39 @@ impl Lab {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-        let mut lab = Lab { _serial: serial, prefix, namespaces: Vec::new(), procs: Vec::new(), daemon: None, dir, config: String::new() };
+        let mut lab = Lab {
+            _serial: serial,
+            prefix,
+            namespaces: Vec::new(),
+            procs: Vec::new(),
+            daemon: None,
+            dir,
+            config: String::new(),
+        };
         let sw = lab.netns("sw");
         let inet = lab.netns("inet");
-        ip(&["link", "add", "up0", "netns", &sw, "type", "veth", "peer", "name", "eth0", "netns", &inet]);
-        ip(&["-n", &inet, "addr", "add", &format!("{INET_IP}/24"), "dev", "eth0"]);
+        ip(&[
+            "link", "add", "up0", "netns", &sw, "type", "veth", "peer", "name", "eth0", "netns",
+            &inet,
+        ]);
+        ip(&[
+            "-n",
+            &inet,
+            "addr",
+            "add",
+            &format!("{INET_IP}/24"),
+            "dev",
+            "eth0",
+        ]);
         ip(&["-n", &inet, "link", "set", "eth0", "up"]);
         ip(&["-n", &sw, "link", "set", "up0", "up"]);
         // The switch reads whole, checksummed frames: no offloads on the peer that sends to it.
-        lab.exec(&inet, &["ethtool", "-K", "eth0", "tx", "off", "tso", "off", "gso", "off", "gro", "off"]);
+        lab.exec(
+            &inet,
+            &[
+                "ethtool", "-K", "eth0", "tx", "off", "tso", "off", "gso", "off", "gro", "off",
+            ],
+        );
         lab.config = format!(
             r#"
 [[network]]
@@ -149,14 +186,21 @@ subnet = "203.0.113.0/24"
         self.daemon = Some(child);
         let deadline = Instant::now() + Duration::from_secs(15);
         while !self.socket().exists() {
-            assert!(Instant::now() < deadline, "daemon did not start:\n{}", self.daemon_log());
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not start:\n{}",
+                self.daemon_log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     fn stop_daemon(&mut self) {
         if let Some(mut d) = self.daemon.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(d.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(d.id().to_string())
+                .status();
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = d.try_wait() {
@@ -174,8 +218,16 @@ subnet = "203.0.113.0/24"
     }
 
     fn cli(&self, args: &[&str]) -> String {
-        let out = run(Command::new(BIN).args(args).arg("--socket").arg(self.socket()));
-        assert!(out.status.success(), "vswitch {args:?}: {}\ndaemon log:\n{}", String::from_utf8_lossy(&out.stderr), self.daemon_log());
+        let out = run(Command::new(BIN)
+            .args(args)
+            .arg("--socket")
+            .arg(self.socket()));
+        assert!(
+            out.status.success(),
+            "vswitch {args:?}: {}\ndaemon log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.daemon_log()
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -189,7 +241,9 @@ subnet = "203.0.113.0/24"
     fn container(&mut self, tag: &str, network: &str, addr: &str) -> String {
         let ns = self.netns(tag);
         let path = format!("/run/netns/{ns}");
-        self.cli(&["network", "connect", network, "--netns", &path, "--name", tag, "--ip", addr]);
+        self.cli(&[
+            "network", "connect", network, "--netns", &path, "--name", tag, "--ip", addr,
+        ]);
         ns
     }
 
@@ -229,11 +283,25 @@ subnet = "203.0.113.0/24"
         self.spawn(ns, dir, &["python3", script, &port.to_string()]);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let out = self.exec(ns, &["curl", "-s", "-o", "/dev/null", "--max-time", "1", &format!("http://127.0.0.1:{port}/whoami")]);
+            let out = self.exec(
+                ns,
+                &[
+                    "curl",
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "--max-time",
+                    "1",
+                    &format!("http://127.0.0.1:{port}/whoami"),
+                ],
+            );
             if out.status.success() {
                 return;
             }
-            assert!(Instant::now() < deadline, "HTTP server in {ns} did not start");
+            assert!(
+                Instant::now() < deadline,
+                "HTTP server in {ns} did not start"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -259,7 +327,10 @@ impl Drop for Lab {
 
 fn sha256(path: &Path) -> String {
     let out = ok(Command::new("sha256sum").arg(path));
-    out.split_whitespace().next().unwrap_or_default().to_string()
+    out.split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[test]
@@ -270,18 +341,44 @@ fn two_containers_ping_download_and_fdb() {
     let mut lab = Lab::new("");
     let c1 = lab.container("c1", "bridge", "172.17.0.2");
     let c2 = lab.container("c2", "bridge", "172.17.0.3");
-    lab.exec_ok(&c1, &["ping", "-c", "3", "-i", "0.2", "-W", "2", "172.17.0.3"]);
-    lab.exec_ok(&c2, &["ping", "-c", "3", "-i", "0.2", "-W", "2", "172.17.0.2"]);
-    lab.exec_ok(&c1, &["ping", "-c", "2", "-i", "0.2", "-W", "2", "172.17.0.1"]);
+    lab.exec_ok(
+        &c1,
+        &["ping", "-c", "3", "-i", "0.2", "-W", "2", "172.17.0.3"],
+    );
+    lab.exec_ok(
+        &c2,
+        &["ping", "-c", "3", "-i", "0.2", "-W", "2", "172.17.0.2"],
+    );
+    lab.exec_ok(
+        &c1,
+        &["ping", "-c", "2", "-i", "0.2", "-W", "2", "172.17.0.1"],
+    );
 
     // A 12 MB file over HTTP, checked byte for byte.
     let www = lab.dir.join("www");
     std::fs::create_dir_all(&www).unwrap();
-    ok(Command::new("dd").args(["if=/dev/urandom", "bs=1M", "count=12", "status=none"]).arg(format!("of={}", www.join("big.bin").display())));
+    ok(Command::new("dd")
+        .args(["if=/dev/urandom", "bs=1M", "count=12", "status=none"])
+        .arg(format!("of={}", www.join("big.bin").display())));
     lab.http_server(&c2, 8000, &www);
     let got = lab.dir.join("got.bin");
-    lab.exec_ok(&c1, &["curl", "-sS", "--max-time", "60", "-o", got.to_str().unwrap(), "http://172.17.0.3:8000/big.bin"]);
-    assert_eq!(sha256(&got), sha256(&www.join("big.bin")), "download corrupted");
+    lab.exec_ok(
+        &c1,
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "60",
+            "-o",
+            got.to_str().unwrap(),
+            "http://172.17.0.3:8000/big.bin",
+        ],
+    );
+    assert_eq!(
+        sha256(&got),
+        sha256(&www.join("big.bin")),
+        "download corrupted"
+    );
 
     // Both MACs are in the FDB, each on its container's port.
     let status = lab.json(&["status"]);
@@ -289,15 +386,25 @@ fn two_containers_ping_download_and_fdb() {
     for c in status["containers"].as_array().unwrap() {
         let (mac, port) = (c["mac"].as_str().unwrap(), c["port"].as_str().unwrap());
         assert!(
-            fdb.as_array().unwrap().iter().any(|r| r["mac"] == mac && r["port"] == port && r["network"] == "bridge"),
+            fdb.as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["mac"] == mac && r["port"] == port && r["network"] == "bridge"),
             "{mac} on {port} missing from {fdb}"
         );
     }
     // Disconnect removes the link and the container's address is free again.
     lab.cli(&["network", "disconnect", "bridge", "c2"]);
     let links = ip(&["-n", &c2, "link", "show"]);
-    assert!(!links.contains("eth0"), "container end left behind: {links}");
-    assert!(!lab.exec(&c1, &["ping", "-c", "1", "-W", "1", "172.17.0.3"]).status.success());
+    assert!(
+        !links.contains("eth0"),
+        "container end left behind: {links}"
+    );
+    assert!(
+        !lab.exec(&c1, &["ping", "-c", "1", "-W", "1", "172.17.0.3"])
+            .status
+            .success()
+    );
 }
 
 #[test]
@@ -305,7 +412,9 @@ fn masquerade_published_port_and_icmp_errors() {
     if skip() {
         return;
     }
-    let mut lab = Lab::new("\n[[publish]]\nproto = \"tcp\"\nhost_port = 8080\ncontainer_ip = \"172.17.0.3\"\ncontainer_port = 80\n");
+    let mut lab = Lab::new(
+        "\n[[publish]]\nproto = \"tcp\"\nhost_port = 8080\ncontainer_ip = \"172.17.0.3\"\ncontainer_port = 80\n",
+    );
     let c1 = lab.container("c1", "bridge", "172.17.0.2");
     let c2 = lab.container("c2", "bridge", "172.17.0.3");
     let inet = lab.ns("inet");
@@ -314,22 +423,41 @@ fn masquerade_published_port_and_icmp_errors() {
     lab.http_server(&c2, 80, &www);
 
     // SNAT: the far server sees the uplink address, and the reply comes back.
-    assert_eq!(lab.curl(&c1, &format!("http://{INET_IP}:8000/whoami")), UPLINK_IP);
+    assert_eq!(
+        lab.curl(&c1, &format!("http://{INET_IP}:8000/whoami")),
+        UPLINK_IP
+    );
     lab.exec_ok(&c1, &["ping", "-c", "2", "-i", "0.2", "-W", "2", INET_IP]);
     // DNAT: a client outside reaches the container, which sees the client's real address.
-    assert_eq!(lab.curl(&inet, &format!("http://{UPLINK_IP}:8080/whoami")), INET_IP);
+    assert_eq!(
+        lab.curl(&inet, &format!("http://{UPLINK_IP}:8080/whoami")),
+        INET_IP
+    );
     // Hairpin: a container reaches its neighbour through the published address.
-    assert_eq!(lab.curl(&c1, &format!("http://{UPLINK_IP}:8080/whoami")), UPLINK_IP);
+    assert_eq!(
+        lab.curl(&c1, &format!("http://{UPLINK_IP}:8080/whoami")),
+        UPLINK_IP
+    );
     // ICMP port unreachable from the far side reaches the container's socket translated: the
     // kernel matches the quoted (inner) header to the socket, so ECONNREFUSED proves both
     // the outer and the inner header were rewritten.
     let probe = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(3)\ns.connect(('203.0.113.1',9))\ns.send(b'x')\ntry:\n  s.recv(10)\n  print('answer')\nexcept ConnectionRefusedError:\n  print('refused')\nexcept socket.timeout:\n  print('timeout')\n";
-    assert_eq!(lab.exec_ok(&c1, &["python3", "-c", probe]).trim(), "refused");
+    assert_eq!(
+        lab.exec_ok(&c1, &["python3", "-c", probe]).trim(),
+        "refused"
+    );
     // The flows are visible in conntrack.
     let ct = lab.json(&["conntrack", "ls"]);
     let entries = ct["entries"].as_array().unwrap();
-    assert!(entries.iter().any(|e| e["original"]["src"] == "172.17.0.2" && e["reply"]["dst"] == UPLINK_IP), "{ct}");
-    assert!(entries.iter().any(|e| e["original"]["dst"] == UPLINK_IP && e["original"]["dst_port"] == 8080 && e["reply"]["src"] == "172.17.0.3"));
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["original"]["src"] == "172.17.0.2" && e["reply"]["dst"] == UPLINK_IP),
+        "{ct}"
+    );
+    assert!(entries.iter().any(|e| e["original"]["dst"] == UPLINK_IP
+        && e["original"]["dst_port"] == 8080
+        && e["reply"]["src"] == "172.17.0.3"));
     let text = lab.cli(&["conntrack", "ls", "-p", "tcp"]);
     assert!(text.contains("dport=8080"), "{text}");
 }
@@ -345,14 +473,43 @@ fn isolation_between_networks_and_with_icc_off() {
     let q1 = lab.container("q1", "quiet", "172.19.0.2");
     let q2 = lab.container("q2", "quiet", "172.19.0.3");
     lab.exec_ok(&o1, &["ping", "-c", "1", "-W", "2", "172.18.0.1"]);
-    assert!(!lab.exec(&o1, &["ping", "-c", "2", "-i", "0.2", "-W", "1", "172.17.0.2"]).status.success(), "networks must not route to each other");
-    assert!(!lab.exec(&c1, &["ping", "-c", "2", "-i", "0.2", "-W", "1", "172.18.0.2"]).status.success());
-    assert!(!lab.exec(&q1, &["ping", "-c", "2", "-i", "0.2", "-W", "1", "172.19.0.3"]).status.success(), "icc=false");
+    assert!(
+        !lab.exec(
+            &o1,
+            &["ping", "-c", "2", "-i", "0.2", "-W", "1", "172.17.0.2"]
+        )
+        .status
+        .success(),
+        "networks must not route to each other"
+    );
+    assert!(
+        !lab.exec(
+            &c1,
+            &["ping", "-c", "2", "-i", "0.2", "-W", "1", "172.18.0.2"]
+        )
+        .status
+        .success()
+    );
+    assert!(
+        !lab.exec(
+            &q1,
+            &["ping", "-c", "2", "-i", "0.2", "-W", "1", "172.19.0.3"]
+        )
+        .status
+        .success(),
+        "icc=false"
+    );
     lab.exec_ok(&q1, &["ping", "-c", "1", "-W", "2", INET_IP]);
     lab.exec_ok(&q2, &["ping", "-c", "1", "-W", "2", INET_IP]);
     let stats = lab.json(&["stats"]);
     let drops = |port_net: &str, reason: &str| -> u64 {
-        stats["ports"].as_array().unwrap().iter().filter(|p| p["network"] == port_net).filter_map(|p| p["drops"][reason].as_u64()).sum()
+        stats["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["network"] == port_net)
+            .filter_map(|p| p["drops"][reason].as_u64())
+            .sum()
     };
     assert!(drops("other", "inter_network") > 0, "{stats}");
     assert!(drops("quiet", "icc_blocked") > 0, "{stats}");
@@ -371,21 +528,52 @@ fn iperf3_through_the_switch_and_nat() {
     lab.spawn(&c2, &dir, &["iperf3", "-s", "-p", "5201"]);
     lab.spawn(&inet, &dir, &["iperf3", "-s", "-p", "5202"]);
     std::thread::sleep(Duration::from_millis(500));
-    let tcp = lab.exec_ok(&c1, &["iperf3", "-c", "172.17.0.3", "-p", "5201", "-t", "5", "-J"]);
+    let tcp = lab.exec_ok(
+        &c1,
+        &["iperf3", "-c", "172.17.0.3", "-p", "5201", "-t", "5", "-J"],
+    );
     let v: serde_json::Value = serde_json::from_str(&tcp).unwrap();
-    let bps = v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap();
+    let bps = v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap();
     eprintln!("iperf3 TCP container<->container: {:.2} Gbit/s", bps / 1e9);
     assert!(bps > 0.0);
-    let nat = lab.exec_ok(&c1, &["iperf3", "-c", INET_IP, "-p", "5202", "-t", "5", "-J"]);
+    let nat = lab.exec_ok(
+        &c1,
+        &["iperf3", "-c", INET_IP, "-p", "5202", "-t", "5", "-J"],
+    );
     let v: serde_json::Value = serde_json::from_str(&nat).unwrap();
-    let bps = v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap();
-    eprintln!("iperf3 TCP container->internet (NAT): {:.2} Gbit/s", bps / 1e9);
+    let bps = v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap();
+    eprintln!(
+        "iperf3 TCP container->internet (NAT): {:.2} Gbit/s",
+        bps / 1e9
+    );
     assert!(bps > 0.0);
-    let udp = lab.exec_ok(&c1, &["iperf3", "-c", "172.17.0.3", "-p", "5201", "-u", "-b", "20M", "-t", "3", "-J"]);
+    let udp = lab.exec_ok(
+        &c1,
+        &[
+            "iperf3",
+            "-c",
+            "172.17.0.3",
+            "-p",
+            "5201",
+            "-u",
+            "-b",
+            "20M",
+            "-t",
+            "3",
+            "-J",
+        ],
+    );
     let v: serde_json::Value = serde_json::from_str(&udp).unwrap();
     let lost = v["end"]["sum"]["lost_percent"].as_f64().unwrap();
     eprintln!("iperf3 UDP 20 Mbit/s: {lost:.3}% lost");
-    assert!(lost < 1.0, "UDP at a modest rate must not lose packets: {lost}%");
+    assert!(
+        lost < 1.0,
+        "UDP at a modest rate must not lose packets: {lost}%"
+    );
 }
 
 #[test]
@@ -399,14 +587,22 @@ fn restart_removes_links_and_traffic_resumes_after_reconnect() {
     lab.exec_ok(&c1, &["ping", "-c", "1", "-W", "2", "172.17.0.3"]);
     lab.stop_daemon();
     let sw_links = ip(&["-n", &lab.ns("sw"), "link", "show"]);
-    assert!(!sw_links.contains("vsw"), "shutdown must remove the links it created: {sw_links}");
+    assert!(
+        !sw_links.contains("vsw"),
+        "shutdown must remove the links it created: {sw_links}"
+    );
     assert!(!lab.socket().exists(), "socket removed on shutdown");
     lab.start_daemon();
     for (tag, addr) in [("c1", "172.17.0.2"), ("c2", "172.17.0.3")] {
         let path = format!("/run/netns/{}", lab.ns(tag));
-        lab.cli(&["network", "connect", "bridge", "--netns", &path, "--name", tag, "--ip", addr]);
+        lab.cli(&[
+            "network", "connect", "bridge", "--netns", &path, "--name", tag, "--ip", addr,
+        ]);
     }
-    lab.exec_ok(&c2, &["ping", "-c", "2", "-i", "0.2", "-W", "2", "172.17.0.2"]);
+    lab.exec_ok(
+        &c2,
+        &["ping", "-c", "2", "-i", "0.2", "-W", "2", "172.17.0.2"],
+    );
     let _ = c1;
 }
 
@@ -417,7 +613,9 @@ fn control_socket_survives_garbage_and_bad_requests() {
     }
     use std::io::{BufRead, BufReader, Write};
     let lab = Lab::new("");
-    let mode = std::fs::metadata(lab.socket()).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777).unwrap();
+    let mode = std::fs::metadata(lab.socket())
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+        .unwrap();
     assert_eq!(mode, 0o600, "control socket must be private");
     let ask = |line: &[u8]| -> serde_json::Value {
         let mut s = std::os::unix::net::UnixStream::connect(lab.socket()).unwrap();
@@ -427,16 +625,32 @@ fn control_socket_survives_garbage_and_bad_requests() {
         BufReader::new(&s).read_line(&mut answer).unwrap();
         serde_json::from_str(&answer).unwrap()
     };
-    for garbage in [&b"not json"[..], b"{\"cmd\":\"launch_missiles\"}", b"\xff\xfe", b"{\"cmd\":\"connect\",\"network\":\"nope\",\"netns\":\"/nonexistent\"}"] {
+    for garbage in [
+        &b"not json"[..],
+        b"{\"cmd\":\"launch_missiles\"}",
+        b"\xff\xfe",
+        b"{\"cmd\":\"connect\",\"network\":\"nope\",\"netns\":\"/nonexistent\"}",
+    ] {
         let v = ask(garbage);
         assert_eq!(v["ok"], false, "{v}");
         assert!(!v["error"].as_str().unwrap_or_default().is_empty());
     }
     let huge = vec![b'x'; 100_000];
     assert_eq!(ask(&huge)["ok"], false);
-    assert_eq!(ask(b"{\"cmd\":\"status\"}")["ok"], true, "daemon still serves after garbage");
+    assert_eq!(
+        ask(b"{\"cmd\":\"status\"}")["ok"],
+        true,
+        "daemon still serves after garbage"
+    );
     // The CLI turns a daemon error into a non-zero exit with the message.
-    let out = run(Command::new(BIN).args(["network", "connect", "nope", "--netns", "/run/netns/none"]).arg("--socket").arg(lab.socket()));
+    let out = run(Command::new(BIN)
+        .args(["network", "connect", "nope", "--netns", "/run/netns/none"])
+        .arg("--socket")
+        .arg(lab.socket()));
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("nope"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nope"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
