@@ -45,7 +45,10 @@ pub struct EngineHandle {
 
 impl EngineHandle {
     /// Runs `f` on the loop thread and waits for its result. `None` if the loop has stopped.
-    pub fn call<T: Send + 'static>(&self, f: impl FnOnce(&mut Engine) -> T + Send + 'static) -> Option<T> {
+    pub fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Engine) -> T + Send + 'static,
+    ) -> Option<T> {
         let (rtx, rrx) = crossbeam_channel::bounded(1);
         let cmd: Command = Box::new(move |e| {
             let _ = rtx.send(f(e));
@@ -125,7 +128,9 @@ impl Engine {
     pub fn attach(&mut self, port: PortId, io: Box<dyn PortIo>) -> std::io::Result<()> {
         let idx = usize::from(port.0);
         let raw = io.fd().as_raw_fd();
-        self.poll.registry().register(&mut SourceFd(&raw), Token(idx), Interest::READABLE)?;
+        self.poll
+            .registry()
+            .register(&mut SourceFd(&raw), Token(idx), Interest::READABLE)?;
         if self.ports.len() <= idx {
             self.ports.resize_with(idx + 1, || None);
         }
@@ -157,11 +162,15 @@ impl Engine {
         let mut ready: Vec<usize> = Vec::with_capacity(64);
         while self.running {
             // Housekeeping (ARP and conntrack timers) needs a tick even when idle.
-            let timeout = if self.hot.is_empty() { Some(Duration::from_millis(100)) } else { Some(Duration::ZERO) };
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
+            let timeout = if self.hot.is_empty() {
+                Some(Duration::from_millis(100))
+            } else {
+                Some(Duration::ZERO)
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout)
+                && e.kind() != std::io::ErrorKind::Interrupted
+            {
+                return Err(e);
             }
             self.io.wakeups += 1;
             ready.clear();
@@ -201,11 +210,15 @@ impl Engine {
     }
 
     fn read_port(&mut self, idx: usize, batch: &mut Vec<Packet>) {
-        let Some(Some(io)) = self.ports.get_mut(idx) else { return };
+        let Some(Some(io)) = self.ports.get_mut(idx) else {
+            return;
+        };
         let pool = &mut self.pool;
         let port = PortId(idx as u16);
         let n = io.rx(BATCH, &mut |frame| {
-            let mut buf = pool.pop().unwrap_or_else(|| Vec::with_capacity(BUF_CAPACITY));
+            let mut buf = pool
+                .pop()
+                .unwrap_or_else(|| Vec::with_capacity(BUF_CAPACITY));
             buf.clear();
             buf.extend_from_slice(frame);
             batch.push(Packet { port, data: buf });
@@ -224,9 +237,13 @@ impl Engine {
         let mut start = 0;
         while start < out.len() {
             let port = out[start].port;
-            let end = out[start..].iter().position(|p| p.port != port).map_or(out.len(), |n| start + n);
+            let end = out[start..]
+                .iter()
+                .position(|p| p.port != port)
+                .map_or(out.len(), |n| start + n);
             if let Some(Some(io)) = self.ports.get_mut(usize::from(port.0)) {
-                let frames: Vec<&[u8]> = out[start..end].iter().map(|p| p.data.as_slice()).collect();
+                let frames: Vec<&[u8]> =
+                    out[start..end].iter().map(|p| p.data.as_slice()).collect();
                 let sent = io.tx(&frames).unwrap_or(0);
                 self.io.tx_errors += (frames.len() - sent.min(frames.len())) as u64;
             }

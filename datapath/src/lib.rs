@@ -3,5 +3,8 @@
 //! loops will live here too, and this is the one crate where `unsafe` and raw syscalls will be
 //! allowed.
 
+pub mod engine;
+pub mod io;
 pub mod pcap;
+pub mod ports;
 pub mod replay;

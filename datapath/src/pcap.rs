@@ -85,7 +85,10 @@ fn read_pcap(path: &Path, input: impl Read) -> Result<Vec<Record>, PcapError> {
     // libpcap masks the FCS bits out of the link-type field; so do we.
     let linktype = DataLink::from(u32::from(header.datalink) & 0x03FF_FFFF);
     if linktype != DataLink::ETHERNET {
-        return Err(PcapError::LinkType { path: path.to_path_buf(), linktype });
+        return Err(PcapError::LinkType {
+            path: path.to_path_buf(),
+            linktype,
+        });
     }
     let frac_nanos = match header.ts_resolution {
         TsResolution::MicroSecond => 1_000,
@@ -99,7 +102,11 @@ fn read_pcap(path: &Path, input: impl Read) -> Result<Vec<Record>, PcapError> {
         let nanos = u64::from(pkt.ts_frac).saturating_mul(frac_nanos);
         let timestamp = Duration::from_secs(u64::from(pkt.ts_sec)) + Duration::from_nanos(nanos);
         let orig_len = pkt.orig_len.max(pkt.incl_len);
-        out.push(Record { timestamp, orig_len, data: pkt.data.into_owned() });
+        out.push(Record {
+            timestamp,
+            orig_len,
+            data: pkt.data.into_owned(),
+        });
     }
     Ok(out)
 }

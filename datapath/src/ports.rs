@@ -21,12 +21,18 @@ pub struct TapPort {
 impl TapPort {
     /// Creates TAP `name` (up, with `mtu`) in the current namespace.
     pub fn create(name: &str, mtu: u16) -> Result<TapPort, IoError> {
-        Ok(TapPort { tap: Tap::create(name, None, mtu)?, buf: vec![0; TAP_BUF] })
+        Ok(TapPort {
+            tap: Tap::create(name, None, mtu)?,
+            buf: vec![0; TAP_BUF],
+        })
     }
 
     /// Wraps an existing TAP (e.g. one created inside a container's namespace).
     pub fn from_tap(tap: Tap) -> TapPort {
-        TapPort { tap, buf: vec![0; TAP_BUF] }
+        TapPort {
+            tap,
+            buf: vec![0; TAP_BUF],
+        }
     }
 }
 
@@ -81,7 +87,9 @@ impl AfPacketPort {
 
     /// Opens interface `ifname` in the current namespace.
     pub fn open(ifname: &str) -> Result<AfPacketPort, IoError> {
-        Ok(AfPacketPort { sock: AfPacket::open(ifname, &Self::ring_config())? })
+        Ok(AfPacketPort {
+            sock: AfPacket::open(ifname, &Self::ring_config())?,
+        })
     }
 }
 

@@ -24,6 +24,12 @@
 // Test helpers outside #[test] fns, where clippy's allow-unwrap-in-tests does not reach.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::{
+    FrameRef, NAT_SCENARIOS, Seq, dir_files, fixtures_root, port_names, regen_requested,
+    tcpdump_available,
+};
 use datapath::pcap::{Record, read_file, write_file};
 use datapath::replay::{Summary, replay};
 use packet::{MacAddr, build};
@@ -32,10 +38,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-use switch::{Config, DropReason, Topology};
-
-/// Capture clock of the first frame of every scenario (2023-11-14), in seconds since the epoch.
-const BASE_SECS: u64 = 1_700_000_000;
+use switch::{Config, DropReason};
 
 /// Host `n`: locally administered unicast MAC 02:00:00:00:00:nn, IPv4 10.0.0.n.
 fn mac(n: u8) -> MacAddr {
@@ -54,46 +57,6 @@ fn udp(src: u8, dst: Option<u8>, tag: &str) -> Vec<u8> {
         None => (MacAddr::BROADCAST, Ipv4Addr::new(10, 0, 0, 255)),
     };
     build::udp(mac(src), dmac, ip(src), dip, 40000, 50000, tag.as_bytes())
-}
-
-/// A frame of an input: which port it enters and its index in that port's capture.
-type FrameRef = (&'static str, usize);
-
-struct Input {
-    port: &'static str,
-    timestamp: Duration,
-    data: Vec<u8>,
-}
-
-/// The input of a scenario, in sending order, with a capture clock that advances 1 ms per frame
-/// (so that no two frames share a timestamp and the merge order is the sending order).
-struct Seq {
-    now: Duration,
-    frames: Vec<Input>,
-}
-
-impl Seq {
-    fn new() -> Seq {
-        Seq {
-            now: Duration::from_secs(BASE_SECS),
-            frames: Vec::new(),
-        }
-    }
-
-    fn send(&mut self, port: &'static str, data: Vec<u8>) -> FrameRef {
-        let index = self.frames.iter().filter(|f| f.port == port).count();
-        self.frames.push(Input {
-            port,
-            timestamp: self.now,
-            data,
-        });
-        self.now += Duration::from_millis(1);
-        (port, index)
-    }
-
-    fn wait(&mut self, d: Duration) {
-        self.now += d;
-    }
 }
 
 /// What tcpdump must make of one expected output file.
@@ -581,20 +544,7 @@ fn all_scenarios() -> Vec<Scenario> {
 // ---------------------------------------------------------------------------------------------
 // The checker.
 
-fn fixtures_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../pcap-fixtures")
-}
-
-fn regen_requested() -> bool {
-    std::env::var_os("VSWITCH_REGEN_FIXTURES").is_some_and(|v| v == "1")
-}
-
 const REGEN_HINT: &str = "if the description changed on purpose, run: VSWITCH_REGEN_FIXTURES=1 cargo test -p datapath --test golden";
-
-fn port_names(topo: &str) -> Vec<String> {
-    let t = Topology::new(&Config::from_toml(topo).unwrap()).unwrap();
-    t.ports.into_iter().map(|p| p.name).collect()
-}
 
 /// The described input, per port, as capture records.
 fn input_records(sc: &Scenario) -> BTreeMap<&'static str, Vec<Record>> {
@@ -646,16 +596,8 @@ fn expected_records(sc: &Scenario) -> BTreeMap<String, Vec<Record>> {
         .collect()
 }
 
-/// The scenario's `in/` captures, sorted by port name as `vswitch replay --scenario` does.
 fn scenario_inputs(dir: &Path) -> Vec<(String, PathBuf)> {
-    let mut inputs: Vec<(String, PathBuf)> = std::fs::read_dir(dir.join("in"))
-        .unwrap_or_else(|e| panic!("{}: {e}; {REGEN_HINT}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "pcap"))
-        .map(|p| (p.file_stem().unwrap().to_str().unwrap().to_string(), p))
-        .collect();
-    inputs.sort();
-    inputs
+    common::scenario_inputs(dir, REGEN_HINT)
 }
 
 fn run_replay(sc: &Scenario, dir: &Path, out: &Path) -> Summary {
@@ -790,21 +732,6 @@ fn check_counters(sc: &Scenario, summary: &Summary) {
     assert_eq!(summary.frames_in, total_in as u64, "{}", sc.name);
     let total_out: usize = expected.values().map(Vec::len).sum();
     assert_eq!(summary.frames_out, total_out as u64, "{}", sc.name);
-}
-
-fn dir_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .map(|p| {
-            let name = p.file_name().unwrap().to_str().unwrap().to_string();
-            (name, std::fs::read(&p).unwrap())
-        })
-        .collect()
-}
-
-fn tcpdump_available() -> bool {
-    Command::new("tcpdump").arg("--version").output().is_ok()
 }
 
 fn check_with_tcpdump(sc: &Scenario, dir: &Path) {
@@ -989,6 +916,9 @@ fn fixtures_and_descriptions_agree() {
         .map(|e| e.file_name().into_string().unwrap())
         .collect();
     on_disk.sort();
+    // The gateway/NAT scenarios are described (and checked) by golden_nat.rs.
+    described.extend_from_slice(NAT_SCENARIOS);
+    described.sort_unstable();
     assert_eq!(on_disk, described);
     for s in &scenarios {
         let frames = &s.input.frames;
