@@ -72,7 +72,9 @@ container_port = 80
 TOML
 
 step "vswitch daemon (in $P-sw)"
-in_ns sw "$VS" daemon --config "$STATE/topo.toml" --state-dir "$STATE" 2>"$STATE/daemon.log" &
+# Not through the in_ns function: `&` on a function would fork a subshell, and $! would be the
+# subshell rather than the daemon.
+ip netns exec "$P-sw" "$VS" daemon --config "$STATE/topo.toml" --state-dir "$STATE" >/dev/null 2>"$STATE/daemon.log" &
 PIDS+=($!)
 for _ in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.1; done
 [ -S "$SOCK" ] || { cat "$STATE/daemon.log"; exit 1; }
@@ -84,8 +86,8 @@ step "docker run: connect login, payment (bridge) and db (backend)"
 "$VS" network connect backend --netns "/run/netns/$P-db" --name db
 
 step "web servers: internet:8000 and payment:80 (answer /whoami with the client address they see)"
-in_ns internet python3 cli/tests/whoami_server.py 8000 >/dev/null 2>&1 & PIDS+=($!)
-in_ns payment python3 cli/tests/whoami_server.py 80 >/dev/null 2>&1 & PIDS+=($!)
+ip netns exec "$P-internet" python3 cli/tests/whoami_server.py 8000 >/dev/null 2>&1 & PIDS+=($!)
+ip netns exec "$P-payment" python3 cli/tests/whoami_server.py 80 >/dev/null 2>&1 & PIDS+=($!)
 sleep 1
 
 step "login -> payment (same network): ping"
