@@ -158,34 +158,27 @@ fn tuple_text(t: &Value) -> String {
     )
 }
 
-/// One conntrack entry in `conntrack -L` style.
+/// One conntrack entry in `conntrack -L` style: protocol, seconds left, TCP state, original
+/// tuple, `[UNREPLIED]` until a reply was seen, reply tuple, `[ASSURED]`.
 pub fn conntrack_line(e: &Value, now_ns: Option<u64>) -> String {
-    let proto = s(&e["original"]["proto"]).to_lowercase();
-    let state = match &e["state"] {
-        Value::Object(m) => m
-            .get("state")
-            .or_else(|| m.values().find(|v| v.is_string()))
-            .map(s)
-            .unwrap_or_default(),
-        other => s(other),
-    };
-    let ttl = now_ns.and_then(|now| {
+    let state = &e["state"];
+    let proto = s(&state["proto"]);
+    let mut line = format!("{proto:<5}");
+    if let Some(ttl) = now_ns.and_then(|now| {
         e["expires_at"]
             .as_u64()
             .map(|x| x.saturating_sub(now) / 1_000_000_000)
-    });
-    let mut line = format!("{proto:<5}");
-    if let Some(ttl) = ttl {
+    }) {
         line.push_str(&format!(" {ttl}"));
     }
-    if !state.is_empty() && state != "-" {
-        line.push_str(&format!(" {state}"));
+    if let Some(st) = state["state"].as_str() {
+        line.push_str(&format!(" {st}"));
     }
-    line.push_str(&format!(
-        " {} {}",
-        tuple_text(&e["original"]),
-        tuple_text(&e["reply"])
-    ));
+    line.push_str(&format!(" {}", tuple_text(&e["original"])));
+    if state["replied"].as_bool() == Some(false) {
+        line.push_str(" [UNREPLIED]");
+    }
+    line.push_str(&format!(" {}", tuple_text(&e["reply"])));
     if e["assured"].as_bool() == Some(true) {
         line.push_str(" [ASSURED]");
     }
@@ -197,7 +190,7 @@ pub fn print_conntrack(v: &Value, proto: Option<&str>) {
     let entries = v["entries"].as_array().cloned().unwrap_or_default();
     let mut shown = 0;
     for e in &entries {
-        let p = s(&e["original"]["proto"]).to_lowercase();
+        let p = s(&e["state"]["proto"]);
         if proto.is_some_and(|want| !want.eq_ignore_ascii_case(&p)) {
             continue;
         }

@@ -52,9 +52,9 @@ impl std::fmt::Display for EntryId {
     }
 }
 
-/// Protocol state of an entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(tag = "proto", rename_all = "lowercase")]
+/// Protocol state of an entry. Serializes as `{"proto":"tcp","state":"ESTABLISHED"}`,
+/// `{"proto":"udp","replied":true}` or `{"proto":"icmp","replied":false}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
     /// TCP connection state.
     Tcp(TcpState),
@@ -68,6 +68,28 @@ pub enum State {
         /// A reply-direction packet has been seen.
         replied: bool,
     },
+}
+
+impl serde::Serialize for State {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(2))?;
+        match self {
+            State::Tcp(t) => {
+                m.serialize_entry("proto", "tcp")?;
+                m.serialize_entry("state", t.as_str())?;
+            }
+            State::Udp { replied } => {
+                m.serialize_entry("proto", "udp")?;
+                m.serialize_entry("replied", replied)?;
+            }
+            State::Icmp { replied } => {
+                m.serialize_entry("proto", "icmp")?;
+                m.serialize_entry("replied", replied)?;
+            }
+        }
+        m.end()
+    }
 }
 
 /// One tracked connection.

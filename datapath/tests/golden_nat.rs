@@ -972,7 +972,7 @@ fn internal_and_icc() -> Scenario {
                  In: b1 ARPs for b2 and sends it a frame directly, ARPs for its gateway, sends to\n\
                  b2 and to c1 through the gateway, queries 198.51.100.53 (answered on `up`). v1\n\
                  ARPs for v2 (answered), sends to v2, then tries to reach 198.51.100.53.\n\
-                 Out: nothing from b1 reaches b2 (icc_blocked at L2, inter_network through the\n\
+                 Out: nothing from b1 reaches b2 (icc_blocked at L2 and through the\n\
                  gateway) nor c1 (inter_network); the gateway answers b1's ARP; b1's query leaves\n\
                  `up` masqueraded and its answer comes back. v1 and v2 reach each other, but v1's\n\
                  packet to the outside is dropped (internal_network): `up` carries only b1's query.\n",
@@ -1033,8 +1033,8 @@ network = \"vault\"
             ("v1", vec![(rvr, vr)]),
         ],
         drops: vec![
-            ("b1", "icc_blocked", 2),
-            ("b1", "inter_network", 2),
+            ("b1", "icc_blocked", 3),
+            ("b1", "inter_network", 1),
             ("v1", "internal_network", 1),
         ],
         local: vec![("b1", 1)],

@@ -181,11 +181,14 @@ impl Pipeline {
         if !self.in_subnet(net, info.src) {
             return self.drop(ingress, DropReason::SpoofedSource);
         }
-        // Gleaning: the sender is on this network at this MAC.
+        // Gleaning: the sender is on this network at this MAC. Only a new or changed neighbor
+        // costs a write; an entry that ages out is simply learned again from the next packet.
         if let Some(src) = packet::src_mac(&data) {
             let side = Side::Network(net.0);
-            let released = self.neighbors.learn(side, info.src, src, now);
-            self.release(side, src, released, output);
+            if self.neighbors.lookup(side, info.src, now) != Some(src) {
+                let released = self.neighbors.learn(side, info.src, src, now);
+                self.release(side, src, released, output);
+            }
         }
         let uplink_ip = self.topo.uplink.as_ref().map(|u| u.address);
         if info.dst == gw_ip || Some(info.dst) == uplink_ip {
@@ -205,6 +208,28 @@ impl Pipeline {
             if info.dst == gw_ip {
                 return self.drop(ingress, DropReason::GatewayUnsupported);
             }
+        }
+        if self.in_subnet(net, info.dst) {
+            // To a neighbour on the same network, but through the gateway (a host route, say):
+            // routed straight back onto the network, as the kernel would, without NAT.
+            if !self.topo.networks[usize::from(net.0)].icc {
+                return self.drop(ingress, DropReason::IccBlocked);
+            }
+            if info.ttl <= 1 {
+                self.send_icmp_error(
+                    ingress,
+                    Side::Network(net.0),
+                    &data,
+                    &c,
+                    11,
+                    0,
+                    [0; 4],
+                    output,
+                );
+                return self.drop(ingress, DropReason::TtlExceeded);
+            }
+            synth::decrement_ttl(&mut data, c.l3_offset);
+            return self.send_to(now, ingress, Side::Network(net.0), info.dst, data, output);
         }
         self.route(now, ingress, Side::Network(net.0), data, c, info, output);
     }

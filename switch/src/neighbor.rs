@@ -85,6 +85,9 @@ impl Neighbors {
                 self.cache.insert((side, ip), (mac, now));
             }
         }
+        if self.pending.is_empty() {
+            return Vec::new();
+        }
         match self.pending.remove(&(side, ip)) {
             Some(q) => {
                 self.pending_total -= q.frames.len();

@@ -787,3 +787,24 @@ fn endpoint_independent_udp_mapping_reuses_the_external_port() {
     );
     assert!(out.is_empty());
 }
+
+#[test]
+fn same_network_through_the_gateway_is_routed_back_unless_icc_is_off() {
+    let mut r = Rig::new();
+    let (c1, c2) = (ip(172, 17, 0, 2), ip(172, 17, 0, 3));
+    r.send(C2, build::arp_request(mac_of(c2), c2, ip(172, 17, 0, 1)));
+    let out = r.send(C1, build::udp(mac_of(c1), gw_mac(17), c1, c2, 1, 2, b"x"));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].port, C2);
+    let (s, d, sp, dp, ttl) = fields(&out[0].data);
+    assert_eq!(
+        (s, d, sp, dp, ttl),
+        (c1, c2, 1, 2, 63),
+        "routed, not translated"
+    );
+    assert_eq!(&out[0].data[6..12], &gw_mac(17).0);
+    let (b1, b2) = (ip(172, 18, 0, 2), ip(172, 18, 0, 3));
+    let out = r.send(B1, build::udp(mac_of(b1), gw_mac(18), b1, b2, 1, 2, b"x"));
+    assert!(out.is_empty());
+    assert_eq!(r.drops(B1, DropReason::IccBlocked), 1);
+}
