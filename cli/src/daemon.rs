@@ -10,7 +10,7 @@
 
 use crate::control::{MAX_REQUEST, Request, Response};
 use anyhow::{Context, Result, bail};
-use datapath::engine::{Engine, EngineHandle};
+use datapath::engine::{Engine, EngineHandle, PortIo};
 use datapath::io::link::{self, VethSpec};
 use datapath::ports::{AfPacketPort, TapPort};
 use serde::Serialize;
@@ -35,6 +35,8 @@ pub struct DaemonOptions {
     pub state_dir: PathBuf,
     /// Control socket path.
     pub socket: PathBuf,
+    /// Packet-loop threads.
+    pub workers: usize,
 }
 
 /// A container attached by `network connect`.
@@ -58,8 +60,26 @@ pub struct Container {
     port_id: PortId,
 }
 
+/// Fanout group ids for the ports' socket groups: unique per port within the namespace.
+struct FanoutGroups(std::sync::atomic::AtomicU16);
+
+impl FanoutGroups {
+    fn new() -> FanoutGroups {
+        // Start from a per-process offset so two daemons in one namespace do not collide.
+        FanoutGroups(std::sync::atomic::AtomicU16::new(
+            (std::process::id() as u16).wrapping_mul(97),
+        ))
+    }
+
+    fn next(&self) -> u16 {
+        self.0.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
 struct Daemon {
-    engine: EngineHandle,
+    /// One handle per worker; worker 0 first.
+    engines: Vec<EngineHandle>,
+    groups: FanoutGroups,
     topo: Topology,
     containers: Mutex<BTreeMap<String, Container>>,
     pools: Mutex<HashMap<String, ipam::Pool>>,
@@ -73,38 +93,54 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     let text = std::fs::read_to_string(&opts.config)
         .with_context(|| format!("cannot read topology {}", opts.config.display()))?;
     let config = Config::from_toml(&text).with_context(|| opts.config.display().to_string())?;
-    let pipeline =
-        switch::Pipeline::new(&config).with_context(|| opts.config.display().to_string())?;
-    let topo = pipeline.topology().clone();
+    let workers = opts.workers.max(1);
+    let mut pipelines = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        pipelines.push(
+            switch::Pipeline::new(&config).with_context(|| opts.config.display().to_string())?,
+        );
+    }
+    let topo = pipelines[0].topology().clone();
     std::fs::create_dir_all(&opts.state_dir)
         .with_context(|| format!("cannot create state dir {}", opts.state_dir.display()))?;
-    let (mut engine, handle) = Engine::new(pipeline)?;
+    let (mut engines, handles): (Vec<Engine>, Vec<EngineHandle>) =
+        Engine::group(pipelines)?.into_iter().unzip();
+    let groups = FanoutGroups::new();
     for (i, p) in topo.ports.iter().enumerate() {
         let id = PortId(i as u16);
-        match p.kind {
-            PortKind::Tap => {
-                let tap = TapPort::create(&p.name, topo.bridge.mtu)
-                    .with_context(|| format!("port {}: cannot create TAP device", p.name))?;
-                engine.attach(id, Box::new(tap))?;
-            }
-            PortKind::AfPacket => {
-                let io = AfPacketPort::open(&p.name).with_context(|| {
+        let ios: Vec<Box<dyn PortIo>> = match p.kind {
+            PortKind::Tap => TapPort::create_group(&p.name, topo.bridge.mtu, workers)
+                .with_context(|| format!("port {}: cannot create TAP device", p.name))?
+                .into_iter()
+                .map(|t| Box::new(t) as Box<dyn PortIo>)
+                .collect(),
+            PortKind::AfPacket => AfPacketPort::open_group(&p.name, workers, groups.next())
+                .with_context(|| {
                     format!(
                         "port {}: cannot open AF_PACKET on interface {:?}",
                         p.name, p.name
                     )
-                })?;
-                engine.attach(id, Box::new(io))?;
-            }
+                })?
+                .into_iter()
+                .map(|t| Box::new(t) as Box<dyn PortIo>)
+                .collect(),
             PortKind::Pcap => bail!(
                 "port {}: pcap ports are for `vswitch replay`, not the daemon",
                 p.name
             ),
+        };
+        for (engine, io) in engines.iter_mut().zip(ios) {
+            engine.attach(id, io)?;
         }
     }
-    let loop_thread = std::thread::Builder::new()
-        .name("vswitch-loop".into())
-        .spawn(move || engine.run())?;
+    let mut loop_threads = Vec::with_capacity(workers);
+    for (i, mut engine) in engines.into_iter().enumerate() {
+        loop_threads.push(
+            std::thread::Builder::new()
+                .name(format!("vswitch-loop{i}"))
+                .spawn(move || engine.run())?,
+        );
+    }
 
     let pools = topo
         .networks
@@ -119,7 +155,8 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         signal_hook::flag::register(sig, Arc::clone(&shutdown))?;
     }
     let daemon = Arc::new(Daemon {
-        engine: handle,
+        engines: handles,
+        groups,
         topo,
         containers: Mutex::new(BTreeMap::new()),
         pools: Mutex::new(pools),
@@ -144,11 +181,13 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         }
     }
     eprintln!("vswitch daemon: shutting down");
-    daemon.engine.call(|e| e.stop());
-    match loop_thread.join() {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!("packet loop ended with {e}"),
-        Err(_) => tracing::warn!("packet loop panicked"),
+    daemon.call_all(|e| e.stop());
+    for t in loop_threads {
+        match t.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("packet loop ended with {e}"),
+            Err(_) => tracing::warn!("packet loop panicked"),
+        }
     }
     let containers = std::mem::take(&mut *lock(&daemon.containers));
     for c in containers.values() {
@@ -241,18 +280,28 @@ fn handle(d: &Daemon, req: Request) -> Response {
     }
 }
 
+impl Daemon {
+    /// Runs `f` on every worker, in worker order; `None` if any loop has stopped.
+    fn call_all<T: Send + 'static>(
+        &self,
+        f: impl Fn(&mut Engine) -> T + Send + Clone + 'static,
+    ) -> Option<Vec<T>> {
+        self.engines.iter().map(|h| h.call(f.clone())).collect()
+    }
+}
+
 fn snapshot(d: &Daemon) -> Result<switch::Snapshot> {
-    d.engine
-        .call(|e| e.pipeline().snapshot(e.now()))
-        .context("the packet loop is not running")
+    let parts = d
+        .call_all(|e| e.pipeline().snapshot(e.now()))
+        .context("the packet loop is not running")?;
+    switch::affinity::merge_snapshots(parts).context("no packet loop")
 }
 
 fn run_request(d: &Daemon, req: Request) -> Result<serde_json::Value> {
     Ok(match req {
         Request::Status => {
             let io = d
-                .engine
-                .call(|e| e.io_counters())
+                .call_all(|e| e.io_counters())
                 .context("the packet loop is not running")?;
             let containers: Vec<Container> = lock(&d.containers).values().cloned().collect();
             json!({
@@ -263,7 +312,7 @@ fn run_request(d: &Daemon, req: Request) -> Result<serde_json::Value> {
                     "internal": n.internal, "icc": n.icc,
                 })).collect::<Vec<_>>(),
                 "containers": containers,
-                "loop": io,
+                "workers": io,
             })
         }
         Request::Stats => {
@@ -276,8 +325,7 @@ fn run_request(d: &Daemon, req: Request) -> Result<serde_json::Value> {
             json!({ "counters": s.conntrack_counters, "entries": s.conntrack })
         }
         Request::ConntrackFlush => {
-            d.engine
-                .call(|e| e.pipeline_mut().flush_conntrack())
+            d.call_all(|e| e.pipeline_mut().flush_conntrack())
                 .context("the packet loop is not running")?;
             json!({})
         }
@@ -372,33 +420,47 @@ fn connect(
         let _ = link::delete_link(&port);
         return Err(e).context("creating the container's veth pair");
     }
-    let io = match AfPacketPort::open(&port) {
-        Ok(io) => io,
+    let ios = match AfPacketPort::open_group(&port, d.engines.len(), d.groups.next()) {
+        Ok(ios) => ios,
         Err(e) => {
             release(d);
             let _ = link::delete_link(&port);
             return Err(e).context("opening AF_PACKET on the host end");
         }
     };
-    let port_name = port.clone();
-    let attached = d.engine.call(move |e| -> Result<PortId, String> {
-        let id = e
-            .pipeline_mut()
-            .add_port(&port_name, PortKind::AfPacket, net_id)
-            .map_err(|e| e.to_string())?;
-        e.attach(id, Box::new(io)).map_err(|e| e.to_string())?;
-        Ok(id)
-    });
-    let port_id = match attached {
-        Some(Ok(id)) => id,
-        other => {
+    // Every worker adds the same port (so it gets the same id everywhere) with its own socket.
+    let mut ids = Vec::with_capacity(ios.len());
+    let mut failure = None;
+    for (handle, io) in d.engines.iter().zip(ios) {
+        let port_name = port.clone();
+        let attached = handle.call(move |e| -> Result<PortId, String> {
+            let id = e
+                .pipeline_mut()
+                .add_port(&port_name, PortKind::AfPacket, net_id)
+                .map_err(|e| e.to_string())?;
+            e.attach(id, Box::new(io)).map_err(|e| e.to_string())?;
+            Ok(id)
+        });
+        match attached {
+            Some(Ok(id)) => ids.push(id),
+            Some(Err(e)) => failure = Some(e),
+            None => failure = Some("packet loop not running".into()),
+        }
+    }
+    let port_id = match (failure, ids.first()) {
+        (None, Some(&id)) if ids.iter().all(|&i| i == id) => id,
+        (failure, _) => {
+            for &id in &ids {
+                d.call_all(move |e| {
+                    e.detach(id);
+                    e.pipeline_mut().remove_port(id);
+                });
+            }
             release(d);
             let _ = link::delete_link(&port);
             bail!(
                 "attaching the port failed: {}",
-                other
-                    .and_then(|r| r.err())
-                    .unwrap_or_else(|| "packet loop not running".into())
+                failure.unwrap_or_else(|| "workers disagree on the port id".into())
             );
         }
     };
@@ -428,7 +490,7 @@ fn disconnect(d: &Daemon, network: &str, name: &str) -> Result<Container> {
         cs.remove(name).context("container vanished")?
     };
     let id = c.port_id;
-    d.engine.call(move |e| {
+    d.call_all(move |e| {
         e.detach(id);
         e.pipeline_mut().remove_port(id);
     });

@@ -67,6 +67,9 @@ struct DaemonArgs {
     /// Control socket path (default: STATE_DIR/vswitch.sock).
     #[arg(long)]
     socket: Option<PathBuf>,
+    /// Packet-loop threads (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
 }
 
 #[derive(Args, Clone)]
@@ -230,10 +233,14 @@ fn run_daemon(args: DaemonArgs) -> Result<()> {
     let socket = args
         .socket
         .unwrap_or_else(|| args.state_dir.join("vswitch.sock"));
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     daemon::run(daemon::DaemonOptions {
         config: args.config,
         state_dir: args.state_dir,
         socket,
+        workers,
     })
 }
 

@@ -177,6 +177,8 @@ subnet = "203.0.113.0/24"
             .arg(&cfg)
             .arg("--state-dir")
             .arg(&self.dir)
+            // Two packet loops even on a one-core runner: cross-worker handoff is under test too.
+            .args(["--workers", "2"])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -458,6 +460,12 @@ fn masquerade_published_port_and_icmp_errors() {
         && e["reply"]["src"] == "172.17.0.3"));
     let text = lab.cli(&["conntrack", "ls", "-p", "tcp"]);
     assert!(text.contains("dport=8080"), "{text}");
+    let status = lab.json(&["status"]);
+    assert_eq!(
+        status["workers"].as_array().map(Vec::len),
+        Some(2),
+        "{status}"
+    );
 }
 
 #[test]

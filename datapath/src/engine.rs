@@ -8,18 +8,26 @@
 //!
 //! Buffers are recycled: frames are read into vectors from a pool, and every vector the
 //! pipeline hands back after transmission returns to the pool.
+//!
+//! Several workers ([`Engine::group`]) each own a pipeline and their own socket on every port
+//! (the kernel's fanout spreads each port's frames over them). A frame that must meet its
+//! connection's state on another worker ([`switch::affinity::owner`]) is handed to that worker
+//! through a channel and its waker: the only cross-thread traffic on the packet path.
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::{Duration, Instant};
+use switch::affinity::{Owner, owner};
 use switch::{Packet, Pipeline, PortId};
 
 /// Frames read from one port per wake-up.
 pub const BATCH: usize = 64;
 /// Capacity of a pooled frame buffer: an MTU-sized frame with a VLAN tag, rounded up.
 const BUF_CAPACITY: usize = 2048;
+/// Marks "handed-off frames still queued" in the hot list (no port has this index).
+const HANDOFF_PENDING: usize = usize::MAX;
 /// The waker's token; port tokens are their ids.
 const WAKE: Token = Token(usize::MAX);
 
@@ -66,6 +74,10 @@ pub struct IoCounters {
     pub tx_errors: u64,
     /// Wake-ups of the loop.
     pub wakeups: u64,
+    /// Frames handed to another worker.
+    pub handed_off: u64,
+    /// Frames received from another worker.
+    pub handed_in: u64,
     /// Batches processed.
     pub batches: u64,
 }
@@ -82,26 +94,59 @@ pub struct Engine {
     hot: Vec<usize>,
     running: bool,
     io: IoCounters,
+    /// This worker's index and the group's size.
+    worker: usize,
+    workers: usize,
+    /// Frames other workers handed to us.
+    handoff_rx: Receiver<Packet>,
+    /// Where to hand frames to each worker (index = worker), with the waker to ring.
+    peers: Vec<(Sender<Packet>, std::sync::Arc<Waker>)>,
 }
 
 impl Engine {
     /// An engine around `pipeline`, and the handle to command it.
     pub fn new(pipeline: Pipeline) -> std::io::Result<(Engine, EngineHandle)> {
-        let poll = Poll::new()?;
-        let waker = std::sync::Arc::new(Waker::new(poll.registry(), WAKE)?);
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let engine = Engine {
-            pipeline,
-            ports: Vec::new(),
-            poll,
-            commands: rx,
-            start: Instant::now(),
-            pool: Vec::new(),
-            hot: Vec::new(),
-            running: true,
-            io: IoCounters::default(),
-        };
-        Ok((engine, EngineHandle { tx, waker }))
+        let mut group = Self::group(vec![pipeline])?;
+        group
+            .pop()
+            .ok_or_else(|| std::io::Error::other("empty engine group"))
+    }
+
+    /// One engine per pipeline, wired to hand frames to each other; engine `i` is worker `i`.
+    pub fn group(pipelines: Vec<Pipeline>) -> std::io::Result<Vec<(Engine, EngineHandle)>> {
+        let workers = pipelines.len();
+        let mut parts = Vec::with_capacity(workers);
+        for pipeline in pipelines {
+            let poll = Poll::new()?;
+            let waker = std::sync::Arc::new(Waker::new(poll.registry(), WAKE)?);
+            let (handoff_tx, handoff_rx) = crossbeam_channel::unbounded();
+            parts.push((pipeline, poll, waker, handoff_tx, handoff_rx));
+        }
+        let peers: Vec<(Sender<Packet>, std::sync::Arc<Waker>)> = parts
+            .iter()
+            .map(|p| (p.3.clone(), std::sync::Arc::clone(&p.2)))
+            .collect();
+        let mut out = Vec::with_capacity(workers);
+        for (worker, (pipeline, poll, waker, _, handoff_rx)) in parts.into_iter().enumerate() {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let engine = Engine {
+                pipeline,
+                ports: Vec::new(),
+                poll,
+                commands: rx,
+                start: Instant::now(),
+                pool: Vec::new(),
+                hot: Vec::new(),
+                running: true,
+                io: IoCounters::default(),
+                worker,
+                workers,
+                handoff_rx,
+                peers: peers.clone(),
+            };
+            out.push((engine, EngineHandle { tx, waker }));
+        }
+        Ok(out)
     }
 
     /// The pipeline (for status and dumps from commands).
@@ -174,7 +219,7 @@ impl Engine {
             }
             self.io.wakeups += 1;
             ready.clear();
-            ready.append(&mut self.hot);
+            ready.extend(self.hot.drain(..).filter(|&p| p != HANDOFF_PENDING));
             for ev in events.iter() {
                 if ev.token() == WAKE {
                     continue;
@@ -186,6 +231,20 @@ impl Engine {
             self.run_commands();
             for &idx in &ready {
                 self.read_port(idx, &mut batch);
+            }
+            // Frames other workers found to be ours.
+            while batch.len() < BATCH * 16 {
+                match self.handoff_rx.try_recv() {
+                    Ok(p) => {
+                        self.io.handed_in += 1;
+                        batch.push(p);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if !self.handoff_rx.is_empty() {
+                // More waiting: come back without sleeping.
+                self.hot.push(HANDOFF_PENDING);
             }
             let now = self.now();
             self.pipeline.process(now, &mut batch, &mut out);
@@ -215,14 +274,51 @@ impl Engine {
         };
         let pool = &mut self.pool;
         let port = PortId(idx as u16);
+        let (me, workers) = (self.worker, self.workers);
+        let topo = self.pipeline.topology();
+        let peers = &self.peers;
+        let counters = &mut self.io;
+        let mut woken = vec![false; peers.len()];
         let n = io.rx(BATCH, &mut |frame| {
             let mut buf = pool
                 .pop()
                 .unwrap_or_else(|| Vec::with_capacity(BUF_CAPACITY));
             buf.clear();
             buf.extend_from_slice(frame);
-            batch.push(Packet { port, data: buf });
+            match owner(topo, port, frame, workers) {
+                Owner::Any => batch.push(Packet { port, data: buf }),
+                Owner::Worker(w) if w == me => batch.push(Packet { port, data: buf }),
+                Owner::Worker(w) => {
+                    if let Some((tx, _)) = peers.get(w)
+                        && tx.send(Packet { port, data: buf }).is_ok()
+                    {
+                        counters.handed_off += 1;
+                        woken[w] = true;
+                    }
+                }
+                Owner::All => {
+                    for (w, (tx, _)) in peers.iter().enumerate() {
+                        if w != me
+                            && tx
+                                .send(Packet {
+                                    port,
+                                    data: buf.clone(),
+                                })
+                                .is_ok()
+                        {
+                            counters.handed_off += 1;
+                            woken[w] = true;
+                        }
+                    }
+                    batch.push(Packet { port, data: buf });
+                }
+            }
         });
+        for (w, (_, waker)) in self.peers.iter().enumerate() {
+            if woken[w] {
+                let _ = waker.wake();
+            }
+        }
         if n >= BATCH {
             self.hot.push(idx);
         }

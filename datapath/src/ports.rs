@@ -27,6 +27,15 @@ impl TapPort {
         })
     }
 
+    /// One TAP queue per worker (IFF_MULTI_QUEUE when more than one).
+    pub fn create_group(name: &str, mtu: u16, workers: usize) -> Result<Vec<TapPort>, IoError> {
+        if workers <= 1 {
+            return Ok(vec![Self::create(name, mtu)?]);
+        }
+        let queues = Tap::create_queues(name, None, mtu, workers)?;
+        Ok(queues.into_iter().map(Self::from_tap).collect())
+    }
+
     /// Wraps an existing TAP (e.g. one created inside a container's namespace).
     pub fn from_tap(tap: Tap) -> TapPort {
         TapPort {
@@ -90,6 +99,30 @@ impl AfPacketPort {
         Ok(AfPacketPort {
             sock: AfPacket::open(ifname, &Self::ring_config())?,
         })
+    }
+
+    /// One socket per worker on `ifname`, joined in worker order to fanout group `group`, so
+    /// the kernel's symmetric flow hash picks socket (= worker) `hash % workers` and both
+    /// directions of a flow, on any port, land on the same worker.
+    pub fn open_group(
+        ifname: &str,
+        workers: usize,
+        group: u16,
+    ) -> Result<Vec<AfPacketPort>, IoError> {
+        if workers <= 1 {
+            return Ok(vec![Self::open(ifname)?]);
+        }
+        let cfg = RingConfig {
+            fanout_group: Some(group),
+            ..Self::ring_config()
+        };
+        (0..workers)
+            .map(|_| {
+                Ok(AfPacketPort {
+                    sock: AfPacket::open(ifname, &cfg)?,
+                })
+            })
+            .collect()
     }
 }
 

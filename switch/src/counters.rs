@@ -146,3 +146,43 @@ pub struct BridgeCounters {
     /// Packets translated by NAT.
     pub nat_translated: u64,
 }
+
+impl DropCounts {
+    /// Adds another set of counts (merging workers' counters).
+    pub fn merge(&mut self, other: &DropCounts) {
+        for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
+            *a += b;
+        }
+    }
+}
+
+impl PortCounters {
+    /// Adds another port's counters (merging workers' counters).
+    pub fn merge(&mut self, o: &PortCounters) {
+        self.rx_frames += o.rx_frames;
+        self.rx_bytes += o.rx_bytes;
+        self.tx_frames += o.tx_frames;
+        self.tx_bytes += o.tx_bytes;
+        self.forwarded += o.forwarded;
+        self.local += o.local;
+        self.queued += o.queued;
+        self.drops.merge(&o.drops);
+    }
+}
+
+impl BridgeCounters {
+    /// Adds another worker's bridge counters.
+    pub fn merge(&mut self, o: &BridgeCounters) {
+        self.unknown_port += o.unknown_port;
+        self.fdb_learned += o.fdb_learned;
+        self.fdb_moved += o.fdb_moved;
+        self.fdb_cap_reached += o.fdb_cap_reached;
+        self.fdb_aged += o.fdb_aged;
+        self.flooded_copies += o.flooded_copies;
+        self.arp_requests_sent += o.arp_requests_sent;
+        self.arp_replies_sent += o.arp_replies_sent;
+        self.echo_replies_sent += o.echo_replies_sent;
+        self.icmp_errors_sent += o.icmp_errors_sent;
+        self.nat_translated += o.nat_translated;
+    }
+}

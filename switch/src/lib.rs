@@ -5,6 +5,7 @@
 //! Nothing here reads a clock or makes a syscall: drivers (pcap replay, the bench, the packet
 //! loops) pass frames and `now` in, and take frames out.
 
+pub mod affinity;
 pub mod config;
 pub mod counters;
 pub mod fdb;

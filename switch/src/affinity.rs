@@ -1,0 +1,226 @@
+//! Which packet loop must see a frame: flow affinity for several workers.
+//!
+//! Each worker runs its own [`crate::Pipeline`], with its own conntrack table, FDB and ARP cache,
+//! and no locks between them. That is correct only if both directions of a routed connection
+//! reach the same worker, although NAT makes the two directions look different on the wire.
+//! What both directions share is the *remote address*, the far side's, which NAT never changes:
+//! - masquerade: out `container:p → R:q`, back `R:q → uplink:p'`: the remote is `R` both ways;
+//! - published port: in `client:c → uplink:h`, back `container:h' → client:c`: `client`;
+//! - ICMP errors quote the packet they are about, whose remote address is the flow's;
+//! - hairpin (a container to the uplink address): the remote is the uplink address both ways.
+//!
+//! Ports are deliberately left out: later fragments carry none, and NAT's port uniqueness is per
+//! remote, so with every flow to one remote address on one worker no two workers can ever hand
+//! out the same mapping. The price: traffic to a single remote host is served by one worker;
+//! traffic to many hosts spreads.
+//!
+//! Frames that need no shared state (switched between containers) may go to any worker
+//! ([`Owner::Any`]); the kernel's symmetric fanout hash already keeps each L2 flow on one
+//! worker, so FDBs learn both ends. ARP replies go to every worker ([`Owner::All`]) since any of
+//! them may be waiting for that answer; ARP requests on the uplink are answered by worker 0.
+
+use crate::config::{PortId, Topology};
+use crate::pipeline::Snapshot;
+use packet::{ETHERTYPE_ARP, ETHERTYPE_IPV4, dst_mac, ethertype};
+use std::net::Ipv4Addr;
+
+/// Where a frame must be processed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// Any worker (the one that read it).
+    Any,
+    /// This worker.
+    Worker(usize),
+    /// A copy to every worker.
+    All,
+}
+
+fn pick(addr: Ipv4Addr, workers: usize) -> Owner {
+    // A fixed mix (splitmix64 finalizer): the same in every worker, so they all agree.
+    let mut x = u64::from(u32::from(addr));
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^= x >> 31;
+    Owner::Worker((x % workers as u64) as usize)
+}
+
+fn ip_at(b: &[u8], at: usize) -> Option<Ipv4Addr> {
+    b.get(at..at + 4)
+        .map(|x| Ipv4Addr::new(x[0], x[1], x[2], x[3]))
+}
+
+/// The remote address of the IPv4 packet at `l3`: its source when `src_side` (traffic arriving
+/// from outside), else its destination (traffic leaving a container).
+fn remote(frame: &[u8], l3: usize, src_side: bool) -> Option<Ipv4Addr> {
+    let ihl = usize::from(frame.get(l3)? & 0x0f) * 4;
+    let proto = *frame.get(l3 + 9)?;
+    let flags = frame.get(l3 + 6..l3 + 8)?;
+    let first_fragment = flags[0] & 0x1f == 0 && flags[1] == 0;
+    if proto == 1 && first_fragment && matches!(frame.get(l3 + ihl), Some(3 | 4 | 11 | 12)) {
+        // An ICMP error: the quoted packet went the other way, so its remote is on the
+        // opposite side of the quote.
+        return remote(frame, l3 + ihl + 8, !src_side);
+    }
+    ip_at(frame, l3 + if src_side { 12 } else { 16 })
+}
+
+/// Which of `workers` loops must process `frame`, which arrived on `ingress`.
+pub fn owner(topo: &Topology, ingress: PortId, frame: &[u8], workers: usize) -> Owner {
+    if workers <= 1 {
+        return Owner::Any;
+    }
+    let Some(port) = topo.ports.get(usize::from(ingress.0)) else {
+        return Owner::Any;
+    };
+    let Some(ty) = ethertype(frame) else {
+        return Owner::Any;
+    };
+    if ty == ETHERTYPE_ARP {
+        // Operation at offset 20 of an untagged frame: 1 request, 2 reply.
+        return match frame.get(20..22) {
+            Some([0, 2]) => Owner::All,
+            _ if port.network.is_none() => Owner::Worker(0),
+            _ => Owner::Any,
+        };
+    }
+    if ty != ETHERTYPE_IPV4 {
+        return Owner::Any;
+    }
+    match port.network {
+        // From outside: the remote is the source.
+        None => remote(frame, 14, true).map_or(Owner::Worker(0), |a| pick(a, workers)),
+        Some(net) => {
+            let gw_mac = topo
+                .networks
+                .get(usize::from(net.0))
+                .and_then(|n| n.gateway)
+                .map(|g| g.1);
+            if gw_mac.is_none() || dst_mac(frame) != gw_mac {
+                return Owner::Any;
+            }
+            remote(frame, 14, false).map_or(Owner::Any, |a| pick(a, workers))
+        }
+    }
+}
+
+/// One view of several workers' snapshots: counters summed per port, FDB entries merged (the
+/// freshest sighting of each MAC wins), conntrack tables side by side (flows never overlap:
+/// each lives on exactly one worker).
+pub fn merge_snapshots(parts: Vec<Snapshot>) -> Option<Snapshot> {
+    let mut parts = parts.into_iter();
+    let mut all = parts.next()?;
+    for s in parts {
+        for (mine, theirs) in all.ports.iter_mut().zip(&s.ports) {
+            mine.counters.merge(&theirs.counters);
+        }
+        all.bridge.merge(&s.bridge);
+        let c = &mut all.conntrack_counters;
+        let o = &s.conntrack_counters;
+        c.found += o.found;
+        c.new += o.new;
+        c.invalid += o.invalid;
+        c.dropped += o.dropped;
+        c.early_dropped += o.early_dropped;
+        c.expired += o.expired;
+        all.conntrack.extend(s.conntrack);
+        for row in s.fdb {
+            match all
+                .fdb
+                .iter_mut()
+                .find(|r| r.network == row.network && r.mac == row.mac)
+            {
+                Some(r) if r.age_secs > row.age_secs => *r = row,
+                Some(_) => {}
+                None => all.fdb.push(row),
+            }
+        }
+    }
+    all.fdb
+        .sort_by(|a, b| (&a.network, &a.mac).cmp(&(&b.network, &b.mac)));
+    Some(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Config;
+    use packet::{MacAddr, build};
+
+    const TOPO: &str = r#"
+[[network]]
+name = "bridge"
+subnet = "172.17.0.0/16"
+gateway = "172.17.0.1"
+[[port]]
+name = "c1"
+kind = "pcap"
+network = "bridge"
+[[port]]
+name = "up"
+kind = "pcap"
+[uplink]
+port = "up"
+address = "203.0.113.2"
+"#;
+
+    #[test]
+    fn both_directions_of_nat_flows_meet() {
+        let topo = Topology::new(&Config::from_toml(TOPO).unwrap()).unwrap();
+        let (c1, up) = (PortId(0), PortId(1));
+        let gw = MacAddr([0x02, 0x42, 172, 17, 0, 1]);
+        let me = MacAddr([2, 0, 0, 0, 0, 2]);
+        let router = MacAddr([2, 0, 0, 0, 0, 0xfe]);
+        let uplink_mac = MacAddr([0x02, 0x42, 203, 0, 113, 2]);
+        let c = Ipv4Addr::new(172, 17, 0, 2);
+        let u = Ipv4Addr::new(203, 0, 113, 2);
+        for workers in 2..6 {
+            for last in 1..40u8 {
+                let r = Ipv4Addr::new(198, 51, 100, last);
+                let out = build::udp(me, gw, c, r, 1000, 53, b"q");
+                let back = build::udp(router, uplink_mac, r, u, 53, 40000, b"a");
+                let a = owner(&topo, c1, &out, workers);
+                assert!(matches!(a, Owner::Worker(_)));
+                assert_eq!(
+                    a,
+                    owner(&topo, up, &back, workers),
+                    "masquerade, {workers} workers"
+                );
+                // An ICMP error about the outbound packet, as the far side sends it.
+                let quoted = build::udp(uplink_mac, router, u, r, 40000, 53, b"q");
+                let err =
+                    build::icmp_error(router, uplink_mac, r, u, 3, 3, [0; 4], &quoted[14..42]);
+                assert_eq!(
+                    a,
+                    owner(&topo, up, &err, workers),
+                    "ICMP error follows its flow"
+                );
+                // A published port: the client's address decides both ways.
+                let syn = build::tcp(router, uplink_mac, r, u, 5555, 8080, 1, 0, 2, b"");
+                let synack = build::tcp(me, gw, c, r, 80, 5555, 1, 2, 0x12, b"");
+                assert_eq!(
+                    owner(&topo, up, &syn, workers),
+                    owner(&topo, c1, &synack, workers)
+                );
+            }
+        }
+        // Frames between containers, and a single worker: anyone.
+        let l2 = build::udp(
+            me,
+            MacAddr([2, 0, 0, 0, 0, 3]),
+            c,
+            Ipv4Addr::new(172, 17, 0, 3),
+            1,
+            2,
+            b"x",
+        );
+        assert_eq!(owner(&topo, c1, &l2, 4), Owner::Any);
+        assert_eq!(
+            owner(&topo, c1, &build::udp(me, gw, c, u, 1, 2, b"x"), 1),
+            Owner::Any
+        );
+        let reply = build::arp_reply(router, Ipv4Addr::new(203, 0, 113, 1), uplink_mac, u);
+        assert_eq!(owner(&topo, up, &reply, 3), Owner::All);
+    }
+}
