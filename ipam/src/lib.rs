@@ -5,8 +5,14 @@
 //! deterministic. Invariant: an address is in `used` at most once, and only addresses inside
 //! the subnet (or the configured range) are ever returned.
 //!
-//! Persistence across restarts (leases that survive a crash) is the control-plane issue's work;
-//! this crate holds the in-memory logic it will build on.
+//! [`store`] keeps networks, leases and published ports in an embedded transactional database
+//! (redb), one write transaction per operation, so that leases survive restarts and crashes.
+
+pub mod store;
+
+pub use store::{
+    Lease, LeaseMeta, NetworkRecord, NetworkSpec, Proto, Publish, Released, Store, StoreError,
+};
 
 use ipnet::Ipv4Net;
 use std::collections::BTreeSet;

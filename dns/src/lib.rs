@@ -1,0 +1,652 @@
+//! Embedded DNS responder for user-defined networks: query bytes in, a [`Decision`] out.
+//!
+//! Pure and synchronous: no socket, no clock, no allocation beyond the response. The caller
+//! (the gateway's UDP/53 handler) owns I/O, forwarding to upstream resolvers, and the
+//! per-network name table it exposes through [`Zone::lookup`].
+//!
+//! What it answers, like Docker's embedded DNS on user-defined networks:
+//!
+//! | query                                                  | decision                          |
+//! |--------------------------------------------------------|-----------------------------------|
+//! | single label (`web`) or `NAME.DOMAIN`, name known      | A records, TTL 600, AA and RA set |
+//! | same, name known, type AAAA (or anything but A/ANY)    | NOERROR, no answers (IPv4-only)   |
+//! | `NAME.DOMAIN`, name unknown                            | NXDOMAIN, AA set                  |
+//! | `DOMAIN` itself                                        | NOERROR, no answers               |
+//! | single label, name unknown                             | [`Decision::Forward`]             |
+//! | any other name, or a class other than IN/ANY           | [`Decision::Forward`]             |
+//! | shorter than a header (12 bytes), or a response (QR=1) | [`Decision::Drop`]                |
+//! | opcode other than QUERY                                | NOTIMP (header only)              |
+//! | QDCOUNT ≠ 1, or a body that does not parse             | FORMERR (header only)             |
+//!
+//! Drop vs FORMERR follows miekg/dns's default acceptor (which Docker's resolver runs on): a
+//! readable query header gets an error reply so the client fails fast; bytes that are not a
+//! query at all get nothing (never answer a response: that is how reflection loops start).
+//!
+//! Names are matched case-insensitively: labels are lowercased, the trailing dot and the domain
+//! are stripped, and labels are joined with `.` before [`Zone::lookup`] is called. A label with a
+//! byte outside `[A-Za-z0-9_-]` cannot be a container name and is treated as unknown. The
+//! question is echoed as received (case kept, for 0x20-randomizing resolvers).
+//!
+//! Responses echo the id, opcode, question, RD and CD bits. A query with EDNS gets an OPT
+//! record back (version 0, payload 1232, no DNSSEC); the response fits the client's limit
+//! (512 bytes without EDNS, else its advertised size capped at 1232): when the addresses do not
+//! all fit, as many as fit are sent and TC is set (RFC 2181 §9). No SOA is added to negative
+//! answers, so resolvers do not cache NXDOMAIN (Docker does the same). Addresses are answered in
+//! the order `lookup` returns them, duplicates removed: rotate them in the caller for round robin.
+//!
+//! Invariant: [`respond`] never panics on any input, and every [`Decision::Answer`] starts with
+//! the query's id and has QR set (property-tested below).
+
+#![forbid(unsafe_code)]
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use std::net::Ipv4Addr;
+
+/// TTL of the A records we answer (Docker's value).
+pub const TTL: u32 = 600;
+/// UDP payload we advertise and never exceed (the DNS flag day 2020 value).
+pub const MAX_UDP_PAYLOAD: u16 = 1232;
+/// Size limit for a client without EDNS (RFC 1035 §4.2.1).
+const CLASSIC_UDP_PAYLOAD: u16 = 512;
+/// Wire size of one compressed A record: pointer 2, type 2, class 2, ttl 4, rdlength 2, rdata 4.
+const A_RECORD_LEN: usize = 16;
+const HEADER_LEN: usize = 12;
+
+/// What to do with one UDP datagram received on the gateway's port 53.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Send these bytes back to the client: a complete DNS response message.
+    Answer(Vec<u8>),
+    /// Not ours: send the query, unchanged, to the upstream resolvers and relay their reply.
+    Forward,
+    /// Not a DNS query we can read: count it and send nothing.
+    Drop,
+}
+
+/// The names one network can resolve.
+pub struct Zone<'a> {
+    /// Search domain the network is authoritative for (e.g. `"vswitch.internal"`), if any.
+    /// Case and a trailing dot do not matter.
+    pub domain: Option<&'a str>,
+    /// Container name or alias (lowercase, no trailing dot, domain stripped) → its addresses on
+    /// **this** network. `None`: unknown name. `Some(vec![])`: the name exists but has no IPv4
+    /// address (answered NOERROR with no records).
+    pub lookup: &'a dyn Fn(&str) -> Option<Vec<Ipv4Addr>>,
+}
+
+/// The header fields we need, read without trusting the rest of the message.
+struct RawHeader {
+    id: u16,
+    qr: bool,
+    opcode: u8,
+    rd: bool,
+    cd: bool,
+    qdcount: u16,
+}
+
+fn raw_header(b: &[u8]) -> Option<RawHeader> {
+    let h: &[u8; HEADER_LEN] = b.get(..HEADER_LEN)?.try_into().ok()?;
+    Some(RawHeader {
+        id: u16::from_be_bytes([h[0], h[1]]),
+        qr: h[2] & 0x80 != 0,
+        opcode: (h[2] >> 3) & 0x0f,
+        rd: h[2] & 0x01 != 0,
+        cd: h[3] & 0x10 != 0,
+        qdcount: u16::from_be_bytes([h[4], h[5]]),
+    })
+}
+
+/// A header-only error response (no question: the query's may be unreadable).
+fn error_reply(h: &RawHeader, rcode: u8) -> Decision {
+    let flags_hi = 0x80 | (h.opcode << 3) | u8::from(h.rd);
+    let flags_lo = 0x80 /* RA */ | if h.cd { 0x10 } else { 0 } | (rcode & 0x0f);
+    let mut out = vec![0u8; HEADER_LEN];
+    out[..2].copy_from_slice(&h.id.to_be_bytes());
+    out[2] = flags_hi;
+    out[3] = flags_lo;
+    Decision::Answer(out)
+}
+
+/// How the question's name relates to the zone.
+enum Target {
+    /// A name to look up (lowercase labels joined with `.`), and whether it lies in the domain.
+    Lookup { name: String, in_domain: bool },
+    /// The domain apex.
+    Apex,
+    /// In the domain but cannot be a container name.
+    InDomainInvalid,
+    /// Not ours.
+    Other,
+}
+
+fn lower_label(l: &[u8]) -> Option<String> {
+    l.iter()
+        .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_')
+        .then(|| String::from_utf8_lossy(l).to_ascii_lowercase())
+}
+
+fn domain_labels(domain: Option<&str>) -> Vec<String> {
+    domain
+        .map(|d| {
+            d.split('.')
+                .filter(|l| !l.is_empty())
+                .map(str::to_ascii_lowercase)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn classify(name: &Name, domain: &[String]) -> Target {
+    let labels: Vec<&[u8]> = name.iter().collect();
+    let n = labels.len();
+    let in_domain = !domain.is_empty()
+        && n >= domain.len()
+        && labels[n - domain.len()..]
+            .iter()
+            .zip(domain)
+            .all(|(l, d)| l.eq_ignore_ascii_case(d.as_bytes()));
+    let host = if in_domain {
+        &labels[..n - domain.len()]
+    } else if n == 1 {
+        &labels[..]
+    } else {
+        return Target::Other;
+    };
+    if host.is_empty() {
+        return Target::Apex;
+    }
+    let parts: Option<Vec<String>> = host.iter().map(|l| lower_label(l)).collect();
+    match parts {
+        Some(parts) => Target::Lookup {
+            name: parts.join("."),
+            in_domain,
+        },
+        None if in_domain => Target::InDomainInvalid,
+        None => Target::Other,
+    }
+}
+
+/// Decides what to do with one datagram. See the module docs for the table.
+pub fn respond(query: &[u8], zone: &Zone) -> Decision {
+    let Some(h) = raw_header(query) else {
+        return Decision::Drop;
+    };
+    if h.qr {
+        return Decision::Drop;
+    }
+    if h.opcode != u8::from(OpCode::Query) {
+        return error_reply(&h, u16::from(ResponseCode::NotImp) as u8);
+    }
+    // Checked before parsing: a forged QDCOUNT would otherwise size a large allocation.
+    if h.qdcount != 1 {
+        return error_reply(&h, u16::from(ResponseCode::FormErr) as u8);
+    }
+    let Ok(msg) = Message::from_vec(query) else {
+        return error_reply(&h, u16::from(ResponseCode::FormErr) as u8);
+    };
+    let Some(q) = msg.queries.first() else {
+        return error_reply(&h, u16::from(ResponseCode::FormErr) as u8);
+    };
+    if !matches!(q.query_class(), DNSClass::IN | DNSClass::ANY) {
+        return Decision::Forward;
+    }
+    let domain = domain_labels(zone.domain);
+    let (rcode, addrs) = match classify(q.name(), &domain) {
+        Target::Other => return Decision::Forward,
+        Target::Apex => (ResponseCode::NoError, Vec::new()),
+        Target::InDomainInvalid => (ResponseCode::NXDomain, Vec::new()),
+        Target::Lookup { name, in_domain } => match (zone.lookup)(&name) {
+            Some(addrs) => (ResponseCode::NoError, addrs),
+            None if in_domain => (ResponseCode::NXDomain, Vec::new()),
+            None => return Decision::Forward,
+        },
+    };
+    let wants_a = matches!(q.query_type(), RecordType::A | RecordType::ANY);
+    let addrs = if wants_a { dedup(addrs) } else { Vec::new() };
+    build(&msg, q, rcode, &addrs).unwrap_or_else(|| error_reply(&h, 2 /* SERVFAIL */))
+}
+
+fn dedup(mut addrs: Vec<Ipv4Addr>) -> Vec<Ipv4Addr> {
+    let mut seen = std::collections::HashSet::with_capacity(addrs.len());
+    addrs.retain(|a| seen.insert(*a));
+    addrs
+}
+
+/// The response for `query` with `addrs` as A records, cut to the client's size limit.
+fn build(query: &Message, q: &Query, rcode: ResponseCode, addrs: &[Ipv4Addr]) -> Option<Decision> {
+    let mut resp = Message::new(query.metadata.id, MessageType::Response, OpCode::Query);
+    resp.metadata.authoritative = true;
+    resp.metadata.recursion_desired = query.metadata.recursion_desired;
+    resp.metadata.recursion_available = true;
+    resp.metadata.checking_disabled = query.metadata.checking_disabled;
+    resp.metadata.response_code = rcode;
+    resp.add_query(q.clone());
+    let limit = match &query.edns {
+        Some(e) => {
+            let mut edns = Edns::new();
+            edns.set_max_payload(MAX_UDP_PAYLOAD);
+            edns.set_version(0);
+            resp.set_edns(edns);
+            e.max_payload().clamp(CLASSIC_UDP_PAYLOAD, MAX_UDP_PAYLOAD)
+        }
+        None => CLASSIC_UDP_PAYLOAD,
+    } as usize;
+    // Never more records than could fit; then drop from the end until the bytes fit.
+    let mut n = addrs.len().min(limit / A_RECORD_LEN);
+    loop {
+        resp.answers = addrs[..n]
+            .iter()
+            .map(|ip| Record::from_rdata(q.name().clone(), TTL, RData::A(A(*ip))))
+            .collect();
+        resp.metadata.truncation = n < addrs.len();
+        let bytes = resp.to_vec().ok()?;
+        if bytes.len() <= limit || n == 0 {
+            return Some(Decision::Answer(bytes));
+        }
+        n -= 1;
+    }
+}
+
+/// The question's name, lowercase without the trailing dot (`"."` for the root), for logs.
+/// `None` when the bytes are not a message with a question.
+pub fn query_name(query: &[u8]) -> Option<String> {
+    let h = raw_header(query)?;
+    if h.qdcount == 0 || h.qdcount > 16 {
+        return None;
+    }
+    let msg = Message::from_vec(query).ok()?;
+    let name = msg.queries.first()?.name();
+    if name.is_root() {
+        return Some(".".to_string());
+    }
+    let mut s = name.to_ascii().to_ascii_lowercase();
+    if s.ends_with('.') {
+        s.pop();
+    }
+    Some(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn table(name: &str) -> Option<Vec<Ipv4Addr>> {
+        match name {
+            "web" => Some(vec![Ipv4Addr::new(172, 18, 0, 2)]),
+            "db" => Some(vec![
+                Ipv4Addr::new(172, 18, 0, 3),
+                Ipv4Addr::new(172, 18, 0, 4),
+                Ipv4Addr::new(172, 18, 0, 3),
+            ]),
+            "my.app" => Some(vec![Ipv4Addr::new(172, 18, 0, 9)]),
+            "nov4" => Some(vec![]),
+            "many" => Some(
+                (0..200u32)
+                    .map(|i| Ipv4Addr::from(0xac12_0000 + i))
+                    .collect(),
+            ),
+            _ => None,
+        }
+    }
+
+    fn zone(domain: Option<&'static str>) -> Zone<'static> {
+        Zone {
+            domain,
+            lookup: &table,
+        }
+    }
+
+    fn query_bytes(id: u16, name: &str, t: RecordType, edns: Option<u16>) -> Vec<u8> {
+        let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+        m.metadata.recursion_desired = true;
+        // from_ascii keeps case (FromStr goes through IDNA, which lowercases)
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), t));
+        if let Some(p) = edns {
+            let mut e = Edns::new();
+            e.set_max_payload(p);
+            m.set_edns(e);
+        }
+        m.to_vec().unwrap()
+    }
+
+    fn answer(d: Decision) -> Message {
+        match d {
+            Decision::Answer(b) => Message::from_vec(&b).unwrap(),
+            other => panic!("expected an answer, got {other:?}"),
+        }
+    }
+
+    fn a_records(m: &Message) -> Vec<Ipv4Addr> {
+        m.answers
+            .iter()
+            .map(|r| match &r.data {
+                RData::A(a) => a.0,
+                other => panic!("not an A record: {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn bare_name_gets_a_records() {
+        let q = query_bytes(0x1234, "web.", RecordType::A, None);
+        let m = answer(respond(&q, &zone(None)));
+        assert_eq!(m.metadata.id, 0x1234);
+        assert_eq!(m.metadata.message_type, MessageType::Response);
+        assert!(m.metadata.authoritative && m.metadata.recursion_available);
+        assert!(m.metadata.recursion_desired, "RD echoed");
+        assert!(!m.metadata.truncation);
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(m.queries.len(), 1);
+        assert_eq!(m.queries[0].name().to_ascii(), "web.");
+        assert_eq!(a_records(&m), vec![Ipv4Addr::new(172, 18, 0, 2)]);
+        assert_eq!(m.answers[0].ttl, TTL);
+        assert_eq!(m.answers[0].name.to_ascii(), "web.");
+    }
+
+    #[test]
+    fn case_insensitive_and_question_echoed_as_sent() {
+        let q = query_bytes(7, "WeB", RecordType::A, None);
+        let m = answer(respond(&q, &zone(Some("vswitch.internal"))));
+        assert_eq!(a_records(&m), vec![Ipv4Addr::new(172, 18, 0, 2)]);
+        assert_eq!(m.queries[0].name().to_ascii(), "WeB.");
+        let q = query_bytes(8, "WEB.VSwitch.Internal.", RecordType::A, None);
+        let m = answer(respond(&q, &zone(Some("vswitch.internal."))));
+        assert_eq!(a_records(&m), vec![Ipv4Addr::new(172, 18, 0, 2)]);
+    }
+
+    #[test]
+    fn multiple_addresses_deduplicated_in_order() {
+        let q = query_bytes(1, "db.vswitch.internal", RecordType::A, None);
+        let m = answer(respond(&q, &zone(Some("vswitch.internal"))));
+        assert_eq!(
+            a_records(&m),
+            vec![Ipv4Addr::new(172, 18, 0, 3), Ipv4Addr::new(172, 18, 0, 4)]
+        );
+    }
+
+    #[test]
+    fn dotted_container_name_inside_domain() {
+        let q = query_bytes(1, "my.app.vswitch.internal", RecordType::A, None);
+        let m = answer(respond(&q, &zone(Some("vswitch.internal"))));
+        assert_eq!(a_records(&m), vec![Ipv4Addr::new(172, 18, 0, 9)]);
+        // outside the domain a two-label name is not ours
+        let q = query_bytes(1, "my.app", RecordType::A, None);
+        assert_eq!(
+            respond(&q, &zone(Some("vswitch.internal"))),
+            Decision::Forward
+        );
+    }
+
+    #[test]
+    fn known_name_other_types_get_nodata() {
+        for t in [RecordType::AAAA, RecordType::MX, RecordType::TXT] {
+            let q = query_bytes(2, "web", t, None);
+            let m = answer(respond(&q, &zone(None)));
+            assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{t}");
+            assert!(m.answers.is_empty());
+            assert_eq!(m.queries[0].query_type(), t);
+        }
+        let q = query_bytes(2, "web", RecordType::ANY, None);
+        assert_eq!(a_records(&answer(respond(&q, &zone(None)))).len(), 1);
+        // a name with no IPv4 address: NODATA for A too
+        let q = query_bytes(2, "nov4", RecordType::A, None);
+        let m = answer(respond(&q, &zone(None)));
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert!(m.answers.is_empty());
+    }
+
+    #[test]
+    fn unknown_names() {
+        let z = zone(Some("vswitch.internal"));
+        // single label: upstream may know it (search domains, LAN names)
+        let q = query_bytes(3, "ghost", RecordType::A, None);
+        assert_eq!(respond(&q, &z), Decision::Forward);
+        // inside the domain: we are authoritative
+        let q = query_bytes(3, "ghost.vswitch.internal", RecordType::A, None);
+        let m = answer(respond(&q, &z));
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+        assert!(m.metadata.authoritative && m.answers.is_empty());
+        let q = query_bytes(3, "ghost.vswitch.internal", RecordType::AAAA, None);
+        assert_eq!(
+            answer(respond(&q, &z)).metadata.response_code,
+            ResponseCode::NXDomain
+        );
+        // a label that cannot be a container name (a space, a dot inside the label)
+        for bad in [&b"we b"[..], b"we.b"] {
+            let raw = |labels: Vec<&[u8]>| {
+                let mut m = Message::new(3, MessageType::Query, OpCode::Query);
+                m.add_query(Query::query(
+                    Name::from_labels(labels).unwrap(),
+                    RecordType::A,
+                ));
+                m.to_vec().unwrap()
+            };
+            let q = raw(vec![bad, b"vswitch", b"internal"]);
+            assert_eq!(
+                answer(respond(&q, &z)).metadata.response_code,
+                ResponseCode::NXDomain
+            );
+            assert_eq!(respond(&raw(vec![bad]), &z), Decision::Forward);
+        }
+        // the apex exists
+        let q = query_bytes(3, "vswitch.internal", RecordType::SOA, None);
+        let m = answer(respond(&q, &z));
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        // without a domain, suffixed names are someone else's
+        let q = query_bytes(3, "web.vswitch.internal", RecordType::A, None);
+        assert_eq!(respond(&q, &zone(None)), Decision::Forward);
+    }
+
+    #[test]
+    fn other_names_and_classes_are_forwarded() {
+        let z = zone(Some("vswitch.internal"));
+        for name in [
+            "example.com",
+            "web.example.com",
+            "2.0.18.172.in-addr.arpa",
+            "internal",
+        ] {
+            let q = query_bytes(4, name, RecordType::A, None);
+            assert_eq!(respond(&q, &z), Decision::Forward, "{name}");
+        }
+        let mut m = Message::new(4, MessageType::Query, OpCode::Query);
+        let mut qq = Query::query(Name::from_ascii("web.").unwrap(), RecordType::A);
+        qq.set_query_class(DNSClass::CH);
+        m.add_query(qq);
+        assert_eq!(respond(&m.to_vec().unwrap(), &z), Decision::Forward);
+        // root
+        let q = query_bytes(4, ".", RecordType::NS, None);
+        assert_eq!(respond(&q, &z), Decision::Forward);
+    }
+
+    #[test]
+    fn lookup_sees_normalised_names_only() {
+        let seen = std::cell::RefCell::new(Vec::new());
+        let f = |n: &str| {
+            seen.borrow_mut().push(n.to_string());
+            None
+        };
+        let z = Zone {
+            domain: Some("Vswitch.Internal."),
+            lookup: &f,
+        };
+        for name in ["Web.", "WEB.vswitch.INTERNAL.", "a.B.vswitch.internal"] {
+            respond(&query_bytes(1, name, RecordType::A, None), &z);
+        }
+        assert_eq!(*seen.borrow(), vec!["web", "web", "a.b"]);
+    }
+
+    #[test]
+    fn unreadable_input_is_dropped() {
+        let z = zone(None);
+        assert_eq!(respond(&[], &z), Decision::Drop);
+        assert_eq!(respond(&[0; 11], &z), Decision::Drop);
+        // a response (QR=1) is never answered
+        let mut q = query_bytes(5, "web", RecordType::A, None);
+        q[2] |= 0x80;
+        assert_eq!(respond(&q, &z), Decision::Drop);
+    }
+
+    fn header_only(d: Decision) -> [u8; 12] {
+        match d {
+            Decision::Answer(b) => b.as_slice().try_into().unwrap(),
+            other => panic!("expected a header-only answer, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn readable_but_bad_queries_get_error_replies() {
+        let z = zone(None);
+        let q = query_bytes(0xbeef, "web", RecordType::A, None);
+        // NOTIFY (opcode 4) → NOTIMP, opcode echoed
+        let mut n = q.clone();
+        n[2] = (n[2] & !0x78) | (4 << 3);
+        let r = header_only(respond(&n, &z));
+        assert_eq!(&r[..2], &[0xbe, 0xef]);
+        assert_eq!(r[2], 0x80 | (4 << 3) | 0x01);
+        assert_eq!(r[3] & 0x0f, 4);
+        let parsed = Message::from_vec(&r).unwrap();
+        assert_eq!(parsed.metadata.response_code, ResponseCode::NotImp);
+        // QDCOUNT 0 and 2 → FORMERR
+        for qd in [0u8, 2] {
+            let mut b = q.clone();
+            b[5] = qd;
+            let r = header_only(respond(&b, &z));
+            assert_eq!(r[3] & 0x0f, 1, "qdcount {qd}");
+        }
+        // header fine, question truncated → FORMERR
+        let r = header_only(respond(&q[..15], &z));
+        assert_eq!(r[3] & 0x0f, 1);
+        // forged huge counts do not make us allocate or panic
+        let mut b = q.clone();
+        b[6..12].copy_from_slice(&[0xff; 6]);
+        assert_eq!(header_only(respond(&b, &z))[3] & 0x0f, 1);
+    }
+
+    #[test]
+    fn edns_is_echoed_and_bounds_the_size() {
+        let z = zone(None);
+        let q = query_bytes(9, "web", RecordType::A, Some(4096));
+        let m = answer(respond(&q, &z));
+        let e = m.edns.as_ref().unwrap();
+        assert_eq!(e.max_payload(), MAX_UDP_PAYLOAD);
+        assert_eq!(e.version(), 0);
+
+        // 200 addresses: without EDNS cut to 512 bytes with TC
+        let q = query_bytes(9, "many", RecordType::A, None);
+        let Decision::Answer(b) = respond(&q, &z) else {
+            panic!()
+        };
+        assert!(b.len() <= 512, "{}", b.len());
+        let m = Message::from_vec(&b).unwrap();
+        assert!(m.metadata.truncation);
+        let n512 = m.answers.len();
+        assert!(n512 > 20, "{n512}");
+        assert_eq!(a_records(&m)[0], Ipv4Addr::new(172, 18, 0, 0));
+        // with EDNS 4096: capped at 1232
+        let q = query_bytes(9, "many", RecordType::A, Some(4096));
+        let Decision::Answer(b) = respond(&q, &z) else {
+            panic!()
+        };
+        assert!(b.len() <= 1232 && b.len() > 1100, "{}", b.len());
+        let m = Message::from_vec(&b).unwrap();
+        assert!(m.metadata.truncation && m.answers.len() > n512);
+        // EDNS below 512 is treated as 512
+        let q = query_bytes(9, "many", RecordType::A, Some(100));
+        let Decision::Answer(b) = respond(&q, &z) else {
+            panic!()
+        };
+        assert!(b.len() <= 512 && b.len() > 400);
+    }
+
+    #[test]
+    fn query_name_for_logs() {
+        assert_eq!(
+            query_name(&query_bytes(1, "Web.Example.COM.", RecordType::A, None)).as_deref(),
+            Some("web.example.com")
+        );
+        assert_eq!(
+            query_name(&query_bytes(1, ".", RecordType::NS, None)).as_deref(),
+            Some(".")
+        );
+        assert_eq!(query_name(&[1, 2, 3]), None);
+        assert_eq!(query_name(&[0; 12]), None);
+    }
+
+    fn label() -> impl Strategy<Value = String> {
+        "[a-zA-Z0-9][a-zA-Z0-9-]{0,15}"
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..700)) {
+            let z = zone(Some("vswitch.internal"));
+            if let Decision::Answer(b) = respond(&bytes, &z) {
+                prop_assert!(b.len() >= HEADER_LEN);
+                prop_assert_eq!(&b[..2], &bytes[..2]);
+                prop_assert!(b[2] & 0x80 != 0);
+            }
+            let _ = query_name(&bytes);
+        }
+
+        #[test]
+        fn mutated_queries_never_panic(
+            name in label(), pos in 0usize..64, byte in any::<u8>(), cut in 0usize..64
+        ) {
+            let mut q = query_bytes(77, &name, RecordType::A, Some(1232));
+            let i = pos % q.len();
+            q[i] = byte;
+            q.truncate(q.len().saturating_sub(cut % 8));
+            let z = zone(Some("vswitch.internal"));
+            if let Decision::Answer(b) = respond(&q, &z) {
+                prop_assert_eq!(&b[..2], &q[..2]);
+            }
+        }
+
+        #[test]
+        fn valid_queries_get_a_matching_response(
+            id in any::<u16>(),
+            rd in any::<bool>(),
+            labels in proptest::collection::vec(label(), 1..4),
+            in_domain in any::<bool>(),
+            known in any::<bool>(),
+            t in prop::sample::select(vec![
+                RecordType::A, RecordType::AAAA, RecordType::ANY, RecordType::MX, RecordType::PTR
+            ]),
+            edns in proptest::option::of(0u16..9000),
+        ) {
+            let mut name = if known { "web".to_string() } else { labels.join(".") };
+            if in_domain {
+                name.push_str(".vswitch.internal");
+            }
+            let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+            m.metadata.recursion_desired = rd;
+            m.add_query(Query::query(Name::from_ascii(format!("{name}.")).unwrap(), t));
+            if let Some(p) = edns {
+                let mut e = Edns::new();
+                e.set_max_payload(p);
+                m.set_edns(e);
+            }
+            let q = m.to_vec().unwrap();
+            match respond(&q, &zone(Some("vswitch.internal"))) {
+                Decision::Answer(b) => {
+                    let r = Message::from_vec(&b).unwrap();
+                    prop_assert_eq!(r.metadata.id, id);
+                    prop_assert_eq!(r.metadata.message_type, MessageType::Response);
+                    prop_assert_eq!(r.metadata.recursion_desired, rd);
+                    prop_assert_eq!(&r.queries, &m.queries);
+                    prop_assert_eq!(r.edns.is_some(), edns.is_some());
+                    prop_assert!(b.len() <= 512 || edns.is_some());
+                }
+                Decision::Forward => {
+                    prop_assert!(!in_domain);
+                    prop_assert!(!known || name.contains('.'));
+                }
+                Decision::Drop => prop_assert!(false, "a valid query was dropped"),
+            }
+        }
+    }
+}
