@@ -53,8 +53,72 @@ pub enum Request {
         /// Container name.
         name: String,
     },
+    /// Create a network.
+    NetworkCreate {
+        /// Name.
+        name: String,
+        /// Subnet (default: next free /16 of the pool).
+        #[serde(default)]
+        subnet: Option<ipnet::Ipv4Net>,
+        /// Gateway (default: first host).
+        #[serde(default)]
+        gateway: Option<Ipv4Addr>,
+        /// Allocate from this range only.
+        #[serde(default)]
+        ip_range: Option<ipnet::Ipv4Net>,
+        /// No uplink.
+        #[serde(default)]
+        internal: bool,
+        /// Inter-container communication.
+        #[serde(default = "yes")]
+        icc: bool,
+        /// MTU.
+        #[serde(default)]
+        mtu: Option<u16>,
+        /// Labels.
+        #[serde(default)]
+        labels: std::collections::BTreeMap<String, String>,
+    },
+    /// List networks.
+    NetworkLs,
+    /// Inspect networks (JSON shaped like `docker network inspect`).
+    NetworkInspect {
+        /// Network names.
+        names: Vec<String>,
+    },
+    /// Remove a network without containers.
+    NetworkRm {
+        /// Name.
+        name: String,
+    },
+    /// Publish a host port to a container.
+    PortPublish {
+        /// Network of the container.
+        network: String,
+        /// Container name.
+        container: String,
+        /// Port on the uplink address.
+        host_port: u16,
+        /// Port in the container.
+        container_port: u16,
+        /// tcp or udp.
+        proto: String,
+    },
+    /// List published ports.
+    PortLs,
+    /// Remove a published port.
+    PortRm {
+        /// tcp or udp.
+        proto: String,
+        /// Host port.
+        host_port: u16,
+    },
     /// Stop the daemon (removing the links it created).
     Shutdown,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A control response.

@@ -1,21 +1,28 @@
 //! `vswitch daemon`: the switch on real ports, in the foreground.
 //!
-//! Threads: one packet loop ([`datapath::engine::Engine`]) owning the pipeline; one accept loop
-//! on the control socket, which also watches for SIGTERM/SIGINT; one short-lived thread per
-//! control connection. Control requests reach the pipeline only as closures run by the packet
-//! loop between batches, so nothing on the packet path takes a lock.
+//! Threads: one packet loop per worker ([`datapath::engine::Engine`]), each owning a pipeline;
+//! one accept loop on the control socket, which also watches for SIGTERM/SIGINT; one short-lived
+//! thread per control connection. Control requests reach the pipelines only as closures run by
+//! the packet loops between batches, so nothing on the packet path takes a lock.
 //!
-//! On shutdown the daemon stops the loop and deletes the veth pairs it created for containers
-//! (`network connect`), leaving the namespaces as they were before.
+//! State (networks, leases, published ports) lives in `STATE_DIR/state.redb` ([`ipam::Store`]):
+//! each change is committed before the datapath is touched, and undone if the datapath refuses,
+//! so a crash at any point never hands an address out twice. At start the daemon replays the
+//! store into the pipelines and re-attaches every container whose link survived; leases whose
+//! link or namespace is gone are released.
+//!
+//! On SIGTERM/SIGINT the daemon stops the loops and deletes the veth pairs it created, leaving
+//! the namespaces as they were before `network connect` (and releasing those leases).
 
 use crate::control::{MAX_REQUEST, Request, Response};
 use anyhow::{Context, Result, bail};
 use datapath::engine::{Engine, EngineHandle, PortIo};
 use datapath::io::link::{self, VethSpec};
 use datapath::ports::{AfPacketPort, TapPort};
+use ipam::{LeaseMeta, NetworkRecord, NetworkSpec, Proto, Store};
 use serde::Serialize;
 use serde_json::json;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
@@ -24,14 +31,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use switch::config::{Topology, mac_from_ip};
+use switch::runtime::NetworkDef;
 use switch::{Config, PortId, PortKind};
 
 /// Where the daemon keeps its socket and state.
 pub struct DaemonOptions {
     /// Topology file.
     pub config: PathBuf,
-    /// State directory (socket lives here unless `socket` is given).
+    /// State directory (socket and state.redb live here unless `socket` is given).
     pub state_dir: PathBuf,
     /// Control socket path.
     pub socket: PathBuf,
@@ -39,7 +46,7 @@ pub struct DaemonOptions {
     pub workers: usize,
 }
 
-/// A container attached by `network connect`.
+/// A container attached to a network.
 #[derive(Debug, Clone, Serialize)]
 pub struct Container {
     /// Name.
@@ -80,12 +87,75 @@ struct Daemon {
     /// One handle per worker; worker 0 first.
     engines: Vec<EngineHandle>,
     groups: FanoutGroups,
-    topo: Topology,
-    containers: Mutex<BTreeMap<String, Container>>,
-    pools: Mutex<HashMap<String, ipam::Pool>>,
+    store: Store,
+    /// Attached containers by (network, name).
+    containers: Mutex<BTreeMap<(String, String), Container>>,
+    /// Serializes control-plane changes so the store and the pipelines change in step.
+    changes: Mutex<()>,
     next_link: AtomicU32,
     shutdown: Arc<AtomicBool>,
     started: Instant,
+    mtu: u16,
+}
+
+impl Daemon {
+    /// Runs `f` on every worker, in worker order; `None` if any loop has stopped.
+    fn call_all<T: Send + 'static>(
+        &self,
+        f: impl Fn(&mut Engine) -> T + Send + Clone + 'static,
+    ) -> Option<Vec<T>> {
+        self.engines.iter().map(|h| h.call(f.clone())).collect()
+    }
+}
+
+fn def_of(n: &NetworkRecord) -> NetworkDef {
+    NetworkDef {
+        name: n.name.clone(),
+        subnet: n.subnet,
+        gateway: n.gateway,
+        internal: n.internal,
+        icc: n.icc,
+    }
+}
+
+fn proto_number(p: Proto) -> u8 {
+    match p {
+        Proto::Tcp => 6,
+        Proto::Udp => 17,
+    }
+}
+
+/// Makes the store agree with the topology file's networks: the file's `bridge` must be the
+/// default one, other networks are registered (or must match what is registered).
+fn register_config_networks(store: &Store, config: &Config) -> Result<()> {
+    store.ensure_default_bridge()?;
+    for n in &config.networks {
+        let (Some(subnet), Some(gateway)) = (n.subnet, n.gateway) else {
+            continue;
+        };
+        match store.network(&n.name)? {
+            Some(rec) if rec.subnet == subnet && rec.gateway == gateway => {}
+            Some(rec) => bail!(
+                "network {:?} is {} (gateway {}) in the topology file but {} (gateway {}) in the state: make them agree, or remove it with `vswitch network rm`",
+                n.name,
+                subnet,
+                gateway,
+                rec.subnet,
+                rec.gateway
+            ),
+            None => {
+                let mut spec = NetworkSpec::new(n.name.clone());
+                spec.subnet = Some(subnet);
+                spec.gateway = Some(gateway);
+                spec.internal = n.internal;
+                spec.icc = n.icc;
+                store.create_network(spec).with_context(|| {
+                    format!("registering network {:?} of the topology file", n.name)
+                })?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Runs the daemon until SIGTERM/SIGINT or a `shutdown` request.
@@ -93,16 +163,37 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     let text = std::fs::read_to_string(&opts.config)
         .with_context(|| format!("cannot read topology {}", opts.config.display()))?;
     let config = Config::from_toml(&text).with_context(|| opts.config.display().to_string())?;
+    std::fs::create_dir_all(&opts.state_dir)
+        .with_context(|| format!("cannot create state dir {}", opts.state_dir.display()))?;
+    let store_path = opts.state_dir.join("state.redb");
+    let store = Store::open(&store_path)
+        .with_context(|| format!("opening state {}", store_path.display()))?;
+    register_config_networks(&store, &config)?;
+    let checked = store
+        .verify()
+        .context("the state file failed its consistency check")?;
+    tracing::info!(leases = checked, "state verified");
+
     let workers = opts.workers.max(1);
     let mut pipelines = Vec::with_capacity(workers);
     for _ in 0..workers {
-        pipelines.push(
-            switch::Pipeline::new(&config).with_context(|| opts.config.display().to_string())?,
-        );
+        let mut p =
+            switch::Pipeline::new(&config).with_context(|| opts.config.display().to_string())?;
+        for n in store.networks()? {
+            p.add_network(&def_of(&n))
+                .with_context(|| format!("network {:?} from the state", n.name))?;
+        }
+        for (proto, host_port, publ) in store.published()? {
+            p.publish(
+                proto_number(proto),
+                host_port,
+                publ.container_ip,
+                publ.container_port,
+            );
+        }
+        pipelines.push(p);
     }
     let topo = pipelines[0].topology().clone();
-    std::fs::create_dir_all(&opts.state_dir)
-        .with_context(|| format!("cannot create state dir {}", opts.state_dir.display()))?;
     let (mut engines, handles): (Vec<Engine>, Vec<EngineHandle>) =
         Engine::group(pipelines)?.into_iter().unzip();
     let groups = FanoutGroups::new();
@@ -142,14 +233,6 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         );
     }
 
-    let pools = topo
-        .networks
-        .iter()
-        .filter_map(|n| {
-            n.subnet
-                .map(|s| (n.name.clone(), ipam::Pool::new(s, n.gateway.map(|g| g.0))))
-        })
-        .collect();
     let shutdown = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, Arc::clone(&shutdown))?;
@@ -157,13 +240,15 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     let daemon = Arc::new(Daemon {
         engines: handles,
         groups,
-        topo,
+        store,
         containers: Mutex::new(BTreeMap::new()),
-        pools: Mutex::new(pools),
+        changes: Mutex::new(()),
         next_link: AtomicU32::new(0),
         shutdown,
         started: Instant::now(),
+        mtu: topo.bridge.mtu,
     });
+    reattach(&daemon);
 
     let listener = bind_socket(&opts.socket)?;
     tracing::info!(socket = %opts.socket.display(), "vswitch daemon ready");
@@ -181,6 +266,7 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         }
     }
     eprintln!("vswitch daemon: shutting down");
+    let _guard = lock(&daemon.changes);
     daemon.call_all(|e| e.stop());
     for t in loop_threads {
         match t.join() {
@@ -194,9 +280,107 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         if let Err(e) = link::delete_link(&c.port) {
             tracing::warn!("removing {}: {e}", c.port);
         }
+        if let Err(e) = daemon.store.release(&c.network, &c.name) {
+            tracing::warn!("releasing {} on {}: {e}", c.name, c.network);
+        }
     }
     let _ = std::fs::remove_file(&opts.socket);
     Ok(())
+}
+
+/// Re-attaches containers whose link survived a restart; releases the leases of the others.
+fn reattach(d: &Daemon) {
+    let leases = match d.store.all_leases() {
+        Ok(l) => l,
+        Err(e) => return tracing::warn!("reading leases: {e}"),
+    };
+    for (network, ip, lease) in leases {
+        let alive = link::link_exists(&lease.host_ifname) && Path::new(&lease.netns).exists();
+        let attached = alive
+            .then(|| attach_port(d, &network, &lease.host_ifname))
+            .transpose();
+        match attached {
+            Ok(Some(port_id)) => {
+                if let Some(n) = lease
+                    .host_ifname
+                    .strip_prefix("vsw")
+                    .and_then(|n| n.parse::<u32>().ok())
+                {
+                    d.next_link.fetch_max(n + 1, Ordering::Relaxed);
+                }
+                let c = Container {
+                    name: lease.container.clone(),
+                    network: network.clone(),
+                    port: lease.host_ifname.clone(),
+                    ip,
+                    mac: lease.mac.clone(),
+                    netns: lease.netns.clone(),
+                    ifname: lease.ifname.clone(),
+                    port_id,
+                };
+                tracing::info!(container = %c.name, network = %network, ip = %ip, "re-attached");
+                lock(&d.containers).insert((network.clone(), c.name.clone()), c);
+            }
+            other => {
+                if let Err(e) = other {
+                    tracing::warn!("re-attaching {} on {network}: {e:#}", lease.container);
+                }
+                let _ = link::delete_link(&lease.host_ifname);
+                match d.store.release(&network, &lease.container) {
+                    Ok(_) => {
+                        tracing::info!(container = %lease.container, network = %network, "link gone: lease released")
+                    }
+                    Err(e) => tracing::warn!("releasing {}: {e}", lease.container),
+                }
+            }
+        }
+    }
+}
+
+/// Opens the host end `ifname` on every worker and adds it to `network`'s bridge.
+fn attach_port(d: &Daemon, network: &str, ifname: &str) -> Result<PortId> {
+    let net_name = network.to_string();
+    let ids = d
+        .call_all(move |e| e.pipeline().topology().network_by_name(&net_name))
+        .context("packet loop not running")?;
+    let Some(Some(net_id)) = ids.first().copied() else {
+        bail!("network {network:?} is not in the datapath");
+    };
+    let ios = AfPacketPort::open_group(ifname, d.engines.len(), d.groups.next())
+        .context("opening AF_PACKET on the host end")?;
+    let mut ids = Vec::with_capacity(ios.len());
+    let mut failure = None;
+    for (handle, io) in d.engines.iter().zip(ios) {
+        let port_name = ifname.to_string();
+        let attached = handle.call(move |e| -> Result<PortId, String> {
+            let id = e
+                .pipeline_mut()
+                .add_port(&port_name, PortKind::AfPacket, net_id)
+                .map_err(|e| e.to_string())?;
+            e.attach(id, Box::new(io)).map_err(|e| e.to_string())?;
+            Ok(id)
+        });
+        match attached {
+            Some(Ok(id)) => ids.push(id),
+            Some(Err(e)) => failure = Some(e),
+            None => failure = Some("packet loop not running".into()),
+        }
+    }
+    match (failure, ids.first()) {
+        (None, Some(&id)) if ids.iter().all(|&i| i == id) => Ok(id),
+        (failure, _) => {
+            for &id in &ids {
+                d.call_all(move |e| {
+                    e.detach(id);
+                    e.pipeline_mut().remove_port(id);
+                });
+            }
+            bail!(
+                "attaching the port failed: {}",
+                failure.unwrap_or_else(|| "workers disagree on the port id".into())
+            )
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -280,16 +464,6 @@ fn handle(d: &Daemon, req: Request) -> Response {
     }
 }
 
-impl Daemon {
-    /// Runs `f` on every worker, in worker order; `None` if any loop has stopped.
-    fn call_all<T: Send + 'static>(
-        &self,
-        f: impl Fn(&mut Engine) -> T + Send + Clone + 'static,
-    ) -> Option<Vec<T>> {
-        self.engines.iter().map(|h| h.call(f.clone())).collect()
-    }
-}
-
 fn snapshot(d: &Daemon) -> Result<switch::Snapshot> {
     let parts = d
         .call_all(|e| e.pipeline().snapshot(e.now()))
@@ -297,20 +471,61 @@ fn snapshot(d: &Daemon) -> Result<switch::Snapshot> {
     switch::affinity::merge_snapshots(parts).context("no packet loop")
 }
 
+fn network_json(d: &Daemon, n: &NetworkRecord) -> Result<serde_json::Value> {
+    let containers: serde_json::Map<String, serde_json::Value> = d
+        .store
+        .leases(&n.name)?
+        .into_iter()
+        .map(|(ip, l)| {
+            (
+                l.container.clone(),
+                json!({
+                    "Name": l.container,
+                    "MacAddress": l.mac,
+                    "IPv4Address": format!("{ip}/{}", n.subnet.prefix_len()),
+                    "IPv6Address": "",
+                    "Interface": l.host_ifname,
+                }),
+            )
+        })
+        .collect();
+    Ok(json!({
+        "Name": n.name,
+        "Id": n.id,
+        "Created": n.created_unix,
+        "Scope": "local",
+        "Driver": "vswitch",
+        "EnableIPv6": false,
+        "IPAM": { "Driver": "default", "Options": {}, "Config": [{
+            "Subnet": n.subnet.to_string(),
+            "Gateway": n.gateway.to_string(),
+            "IPRange": n.ip_range.map(|r| r.to_string()),
+        }]},
+        "Internal": n.internal,
+        "Containers": containers,
+        "Options": {
+            "com.docker.network.bridge.enable_icc": n.icc.to_string(),
+            "com.docker.network.driver.mtu": n.mtu.to_string(),
+        },
+        "Labels": n.labels,
+    }))
+}
+
 fn run_request(d: &Daemon, req: Request) -> Result<serde_json::Value> {
     Ok(match req {
         Request::Status => {
-            let io = d
-                .call_all(|e| e.io_counters())
-                .context("the packet loop is not running")?;
+            let io = d.call_all(|e| e.io_counters()).context("the packet loop is not running")?;
             let containers: Vec<Container> = lock(&d.containers).values().cloned().collect();
+            let networks: Vec<serde_json::Value> = d
+                .store
+                .networks()?
+                .iter()
+                .map(|n| json!({ "name": n.name, "subnet": n.subnet, "gateway": n.gateway, "internal": n.internal, "icc": n.icc }))
+                .collect();
             json!({
                 "version": env!("CARGO_PKG_VERSION"),
                 "uptime_secs": d.started.elapsed().as_secs(),
-                "networks": d.topo.networks.iter().map(|n| json!({
-                    "name": n.name, "subnet": n.subnet, "gateway": n.gateway.map(|g| g.0),
-                    "internal": n.internal, "icc": n.icc,
-                })).collect::<Vec<_>>(),
+                "networks": networks,
                 "containers": containers,
                 "workers": io,
             })
@@ -325,19 +540,84 @@ fn run_request(d: &Daemon, req: Request) -> Result<serde_json::Value> {
             json!({ "counters": s.conntrack_counters, "entries": s.conntrack })
         }
         Request::ConntrackFlush => {
-            d.call_all(|e| e.pipeline_mut().flush_conntrack())
-                .context("the packet loop is not running")?;
+            d.call_all(|e| e.pipeline_mut().flush_conntrack()).context("the packet loop is not running")?;
             json!({})
         }
-        Request::Connect {
-            network,
-            netns,
-            name,
-            ifname,
-            ip,
-        } => serde_json::to_value(connect(d, &network, &netns, name, ifname, ip)?)?,
-        Request::Disconnect { network, name } => {
-            serde_json::to_value(disconnect(d, &network, &name)?)?
+        Request::Connect { network, netns, name, ifname, ip } => serde_json::to_value(connect(d, &network, &netns, name, ifname, ip)?)?,
+        Request::Disconnect { network, name } => serde_json::to_value(disconnect(d, &network, &name)?)?,
+        Request::NetworkCreate { name, subnet, gateway, ip_range, internal, icc, mtu, labels } => {
+            let _guard = lock(&d.changes);
+            let mut spec = NetworkSpec::new(name);
+            spec.subnet = subnet;
+            spec.gateway = gateway;
+            spec.ip_range = ip_range;
+            spec.internal = internal;
+            spec.icc = icc;
+            spec.mtu = mtu;
+            spec.labels = labels;
+            let rec = d.store.create_network(spec)?;
+            let def = def_of(&rec);
+            let added = d.call_all(move |e| e.pipeline_mut().add_network(&def).map(|_| ()).map_err(|e| e.to_string()));
+            if let Some(Err(e)) = added.as_ref().and_then(|v| v.iter().find(|r| r.is_err())) {
+                let _ = d.store.remove_network(&rec.name);
+                bail!("the datapath refused the network: {e}");
+            }
+            network_json(d, &rec)?
+        }
+        Request::NetworkLs => {
+            let nets = d.store.networks()?;
+            let mut out = Vec::with_capacity(nets.len());
+            for n in &nets {
+                out.push(json!({
+                    "id": n.id.get(..12).unwrap_or(&n.id),
+                    "name": n.name,
+                    "driver": "vswitch",
+                    "subnet": n.subnet,
+                    "gateway": n.gateway,
+                    "internal": n.internal,
+                    "icc": n.icc,
+                    "containers": d.store.leases(&n.name)?.len(),
+                }));
+            }
+            serde_json::Value::Array(out)
+        }
+        Request::NetworkInspect { names } => {
+            let mut out = Vec::with_capacity(names.len());
+            for name in &names {
+                let n = d.store.network(name)?.with_context(|| format!("no such network: {name}"))?;
+                out.push(network_json(d, &n)?);
+            }
+            serde_json::Value::Array(out)
+        }
+        Request::NetworkRm { name } => {
+            let _guard = lock(&d.changes);
+            let rec = d.store.remove_network(&name)?;
+            let n = name.clone();
+            d.call_all(move |e| e.pipeline_mut().remove_network(&n)).context("the packet loop is not running")?;
+            json!({ "name": rec.name, "id": rec.id })
+        }
+        Request::PortPublish { network, container, host_port, container_port, proto } => {
+            let _guard = lock(&d.changes);
+            let proto: Proto = proto.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let p = d.store.publish(proto, host_port, &network, &container, container_port)?;
+            let (ip, cport, num) = (p.container_ip, p.container_port, proto_number(proto));
+            d.call_all(move |e| e.pipeline_mut().publish(num, host_port, ip, cport)).context("the packet loop is not running")?;
+            json!({ "proto": proto.to_string(), "host_port": host_port, "network": p.network, "container": p.container, "container_ip": ip, "container_port": cport })
+        }
+        Request::PortLs => serde_json::Value::Array(
+            d.store
+                .published()?
+                .into_iter()
+                .map(|(proto, host_port, p)| json!({ "proto": proto.to_string(), "host_port": host_port, "network": p.network, "container": p.container, "container_ip": p.container_ip, "container_port": p.container_port }))
+                .collect(),
+        ),
+        Request::PortRm { proto, host_port } => {
+            let _guard = lock(&d.changes);
+            let proto: Proto = proto.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let p = d.store.unpublish(proto, host_port)?.with_context(|| format!("{proto} port {host_port} is not published"))?;
+            let num = proto_number(proto);
+            d.call_all(move |e| e.pipeline_mut().unpublish(num, host_port)).context("the packet loop is not running")?;
+            json!({ "proto": proto.to_string(), "host_port": host_port, "container": p.container })
         }
         Request::Shutdown => {
             d.shutdown.store(true, Ordering::Relaxed);
@@ -354,14 +634,11 @@ fn connect(
     ifname: Option<String>,
     ip: Option<Ipv4Addr>,
 ) -> Result<Container> {
-    let net_id = d
-        .topo
-        .network_by_name(network)
-        .with_context(|| format!("no network named {network:?}: see `vswitch status`"))?;
-    let net = &d.topo.networks[usize::from(net_id.0)];
-    let (Some(subnet), Some((gateway, _))) = (net.subnet, net.gateway) else {
-        bail!("network {network:?} has no subnet and gateway: containers need both");
-    };
+    let _guard = lock(&d.changes);
+    let rec = d
+        .store
+        .network(network)?
+        .with_context(|| format!("no network named {network:?}: see `vswitch network ls`"))?;
     let netns_path = PathBuf::from(netns);
     if !netns_path.exists() {
         bail!("namespace {netns} does not exist (give /run/netns/NAME or /proc/PID/ns/net)");
@@ -375,26 +652,6 @@ fn connect(
     if name.is_empty() {
         bail!("give the container a --name");
     }
-    if lock(&d.containers).contains_key(&name) {
-        bail!(
-            "a container named {name:?} is already connected: disconnect it first or pick another --name"
-        );
-    }
-    let ip = {
-        let mut pools = lock(&d.pools);
-        let pool = pools
-            .get_mut(network)
-            .context("network has no address pool")?;
-        match ip {
-            Some(ip) => pool.reserve(ip).map(|_| ip)?,
-            None => pool.allocate()?,
-        }
-    };
-    let release = |d: &Daemon| {
-        if let Some(p) = lock(&d.pools).get_mut(network) {
-            p.release(ip);
-        }
-    };
     let port = loop {
         let n = d.next_link.fetch_add(1, Ordering::Relaxed);
         let candidate = format!("vsw{n}");
@@ -402,66 +659,45 @@ fn connect(
             break candidate;
         }
     };
-    let peer = format!("{port}p");
-    let mac = mac_from_ip(ip);
     let ifname = ifname.unwrap_or_else(|| "eth0".to_string());
+    // The lease is committed first: whatever happens next, the address is never given twice.
+    let meta = LeaseMeta {
+        netns: netns.to_string(),
+        ifname: ifname.clone(),
+        host_ifname: port.clone(),
+        mac: None,
+    };
+    let (ip, lease) = d.store.allocate(network, &name, ip, meta)?;
+    let undo = |d: &Daemon| {
+        let _ = link::delete_link(&port);
+        let _ = d.store.release(network, &name);
+    };
+    let mac = match lease.mac.parse::<packet::MacAddr>() {
+        Ok(m) => m,
+        Err(e) => {
+            undo(d);
+            bail!("lease has a bad MAC: {e}");
+        }
+    };
     let spec = VethSpec {
         host_ifname: &port,
-        peer_ifname: &peer,
+        peer_ifname: &format!("{port}p"),
         netns: &netns_path,
         container_ifname: &ifname,
         mac: Some(mac.0),
-        mtu: d.topo.bridge.mtu,
-        addr: Some((ip, subnet.prefix_len())),
-        gateway: Some(gateway),
+        mtu: rec.mtu.min(d.mtu),
+        addr: Some((ip, rec.subnet.prefix_len())),
+        gateway: (!rec.internal).then_some(rec.gateway),
     };
     if let Err(e) = link::create_container_veth(&spec) {
-        release(d);
-        let _ = link::delete_link(&port);
+        undo(d);
         return Err(e).context("creating the container's veth pair");
     }
-    let ios = match AfPacketPort::open_group(&port, d.engines.len(), d.groups.next()) {
-        Ok(ios) => ios,
+    let port_id = match attach_port(d, network, &port) {
+        Ok(id) => id,
         Err(e) => {
-            release(d);
-            let _ = link::delete_link(&port);
-            return Err(e).context("opening AF_PACKET on the host end");
-        }
-    };
-    // Every worker adds the same port (so it gets the same id everywhere) with its own socket.
-    let mut ids = Vec::with_capacity(ios.len());
-    let mut failure = None;
-    for (handle, io) in d.engines.iter().zip(ios) {
-        let port_name = port.clone();
-        let attached = handle.call(move |e| -> Result<PortId, String> {
-            let id = e
-                .pipeline_mut()
-                .add_port(&port_name, PortKind::AfPacket, net_id)
-                .map_err(|e| e.to_string())?;
-            e.attach(id, Box::new(io)).map_err(|e| e.to_string())?;
-            Ok(id)
-        });
-        match attached {
-            Some(Ok(id)) => ids.push(id),
-            Some(Err(e)) => failure = Some(e),
-            None => failure = Some("packet loop not running".into()),
-        }
-    }
-    let port_id = match (failure, ids.first()) {
-        (None, Some(&id)) if ids.iter().all(|&i| i == id) => id,
-        (failure, _) => {
-            for &id in &ids {
-                d.call_all(move |e| {
-                    e.detach(id);
-                    e.pipeline_mut().remove_port(id);
-                });
-            }
-            release(d);
-            let _ = link::delete_link(&port);
-            bail!(
-                "attaching the port failed: {}",
-                failure.unwrap_or_else(|| "workers disagree on the port id".into())
-            );
+            undo(d);
+            return Err(e);
         }
     };
     let c = Container {
@@ -469,34 +705,36 @@ fn connect(
         network: network.to_string(),
         port,
         ip,
-        mac: mac.to_string(),
+        mac: lease.mac,
         netns: netns.to_string(),
         ifname,
         port_id,
     };
-    lock(&d.containers).insert(name, c.clone());
+    lock(&d.containers).insert((network.to_string(), name), c.clone());
     tracing::info!(container = %c.name, ip = %c.ip, port = %c.port, "connected");
     Ok(c)
 }
 
 fn disconnect(d: &Daemon, network: &str, name: &str) -> Result<Container> {
-    let c = {
-        let mut cs = lock(&d.containers);
-        match cs.get(name) {
-            Some(c) if c.network == network => {}
-            Some(c) => bail!("{name:?} is connected to {:?}, not {network:?}", c.network),
-            None => bail!("no container named {name:?} is connected (see `vswitch status`)"),
-        }
-        cs.remove(name).context("container vanished")?
-    };
+    let _guard = lock(&d.changes);
+    let c = lock(&d.containers)
+        .remove(&(network.to_string(), name.to_string()))
+        .with_context(|| {
+            format!(
+                "no container named {name:?} is connected to {network:?} (see `vswitch status`)"
+            )
+        })?;
     let id = c.port_id;
     d.call_all(move |e| {
         e.detach(id);
         e.pipeline_mut().remove_port(id);
     });
     link::delete_link(&c.port).with_context(|| format!("deleting {}", c.port))?;
-    if let Some(p) = lock(&d.pools).get_mut(network) {
-        p.release(c.ip);
+    if let Some(released) = d.store.release(network, name)? {
+        for (proto, host_port, _) in released.unpublished {
+            let num = proto_number(proto);
+            d.call_all(move |e| e.pipeline_mut().unpublish(num, host_port));
+        }
     }
     Ok(c)
 }

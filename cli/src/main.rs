@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod bench;
 mod control;
 mod daemon;
 mod table;
@@ -52,8 +53,17 @@ enum Command {
         #[command(subcommand)]
         action: NetworkAction,
     },
+    /// Published ports (DNAT from the uplink address to containers).
+    Port {
+        #[command(subcommand)]
+        action: PortAction,
+    },
     /// Ask the daemon to stop (it removes the links it created).
     Shutdown(ClientArgs),
+    /// Print the version.
+    Version,
+    /// Throughput figures, side by side with the kernel (pipeline in memory; veth lab).
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Args)]
@@ -135,6 +145,75 @@ enum NetworkAction {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Create a network (like `docker network create`).
+    Create {
+        /// Network name.
+        name: String,
+        /// Subnet in CIDR form (default: the next free /16 from 172.18.0.0/16 up).
+        #[arg(long)]
+        subnet: Option<ipnet::Ipv4Net>,
+        /// Gateway address (default: the subnet's first host).
+        #[arg(long)]
+        gateway: Option<Ipv4Addr>,
+        /// Allocate container addresses from this sub-range only.
+        #[arg(long)]
+        ip_range: Option<ipnet::Ipv4Net>,
+        /// No uplink: traffic never leaves the network.
+        #[arg(long)]
+        internal: bool,
+        /// Inter-container communication (`--icc=false` isolates containers from each other).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        icc: bool,
+        /// MTU of the network's links.
+        #[arg(long)]
+        mtu: Option<u16>,
+        /// Label KEY=VALUE (repeatable).
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List networks.
+    Ls(ClientArgs),
+    /// Show networks as JSON shaped like `docker network inspect`.
+    Inspect {
+        /// Network names.
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove a network that has no containers.
+    Rm {
+        /// Network name.
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum PortAction {
+    /// Publish HOSTPORT on the uplink address to CONTAINERPORT of CONTAINER.
+    Publish {
+        /// Network of the container.
+        network: String,
+        /// Container name.
+        container: String,
+        /// HOSTPORT:CONTAINERPORT[/tcp|udp], e.g. 8080:80/tcp.
+        mapping: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List published ports.
+    Ls(ClientArgs),
+    /// Remove a published port: HOSTPORT[/tcp|udp].
+    Rm {
+        /// e.g. 8080/tcp.
+        port: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Args)]
@@ -212,6 +291,97 @@ fn main() -> ExitCode {
             println!("disconnected {}", v["name"].as_str().unwrap_or("?"))
         }),
         Command::Shutdown(c) => client(&c, &Request::Shutdown, |_| println!("daemon stopping")),
+        Command::Version => {
+            println!("vswitch {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Network {
+            action:
+                NetworkAction::Create {
+                    name,
+                    subnet,
+                    gateway,
+                    ip_range,
+                    internal,
+                    icc,
+                    mtu,
+                    labels,
+                    client: c,
+                },
+        } => {
+            let labels = parse_labels(&labels);
+            labels.and_then(|labels| {
+                let req = Request::NetworkCreate {
+                    name,
+                    subnet,
+                    gateway,
+                    ip_range,
+                    internal,
+                    icc,
+                    mtu,
+                    labels,
+                };
+                client(&c, &req, |v| {
+                    println!("{}", v["Id"].as_str().unwrap_or("?"))
+                })
+            })
+        }
+        Command::Network {
+            action: NetworkAction::Ls(c),
+        } => client(&c, &Request::NetworkLs, table::print_networks),
+        Command::Network {
+            action: NetworkAction::Inspect { names, client: c },
+        } => {
+            // Like docker, inspect always prints JSON.
+            let v = control::call(&c.socket, &Request::NetworkInspect { names });
+            v.and_then(|v| {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                Ok(())
+            })
+        }
+        Command::Network {
+            action: NetworkAction::Rm { name, client: c },
+        } => client(&c, &Request::NetworkRm { name }, |v| {
+            println!("{}", v["name"].as_str().unwrap_or("?"))
+        }),
+        Command::Port {
+            action:
+                PortAction::Publish {
+                    network,
+                    container,
+                    mapping,
+                    client: c,
+                },
+        } => parse_mapping(&mapping).and_then(|(host_port, container_port, proto)| {
+            let req = Request::PortPublish {
+                network,
+                container,
+                host_port,
+                container_port,
+                proto,
+            };
+            client(&c, &req, |v| {
+                println!(
+                    "{}/{} -> {}:{} ({})",
+                    v["host_port"],
+                    s(&v["proto"]),
+                    s(&v["container_ip"]),
+                    v["container_port"],
+                    s(&v["container"])
+                )
+            })
+        }),
+        Command::Port {
+            action: PortAction::Ls(c),
+        } => client(&c, &Request::PortLs, table::print_ports),
+        Command::Port {
+            action: PortAction::Rm { port, client: c },
+        } => parse_host_port(&port).and_then(|(host_port, proto)| {
+            client(&c, &Request::PortRm { proto, host_port }, |v| {
+                println!("unpublished {}/{}", v["host_port"], s(&v["proto"]))
+            })
+        }),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -220,6 +390,46 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn s(v: &serde_json::Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_string)
+}
+
+fn parse_labels(labels: &[String]) -> Result<std::collections::BTreeMap<String, String>> {
+    labels
+        .iter()
+        .map(|l| match l.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => bail!("--label {l:?}: expected KEY=VALUE"),
+        })
+        .collect()
+}
+
+/// `8080/tcp` → (8080, "tcp"); the protocol defaults to tcp.
+fn parse_host_port(text: &str) -> Result<(u16, String)> {
+    let (port, proto) = text.split_once('/').unwrap_or((text, "tcp"));
+    let proto = proto.to_ascii_lowercase();
+    if proto != "tcp" && proto != "udp" {
+        bail!("{text:?}: the protocol must be tcp or udp");
+    }
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p != 0)
+        .with_context(|| format!("{text:?}: expected a port 1-65535"))?;
+    Ok((port, proto))
+}
+
+/// `8080:80/udp` → (8080, 80, "udp").
+fn parse_mapping(text: &str) -> Result<(u16, u16, String)> {
+    let (ports, proto) = text.split_once('/').unwrap_or((text, "tcp"));
+    let Some((host, container)) = ports.split_once(':') else {
+        bail!("{text:?}: expected HOSTPORT:CONTAINERPORT[/tcp|udp], e.g. 8080:80/tcp");
+    };
+    let (host_port, proto) = parse_host_port(&format!("{host}/{proto}"))?;
+    let (container_port, _) = parse_host_port(container)?;
+    Ok((host_port, container_port, proto))
 }
 
 fn run_daemon(args: DaemonArgs) -> Result<()> {

@@ -212,3 +212,43 @@ pub fn print_container(v: &Value) {
         s(&v["netns"])
     );
 }
+
+/// `vswitch network ls`.
+pub fn print_networks(v: &Value) {
+    println!(
+        "{:<13} {:<14} {:<8} {:<18} {:<14} {:<9} {:<5} {:>10}",
+        "NETWORK ID", "NAME", "DRIVER", "SUBNET", "GATEWAY", "INTERNAL", "ICC", "CONTAINERS"
+    );
+    for n in v.as_array().into_iter().flatten() {
+        println!(
+            "{:<13} {:<14} {:<8} {:<18} {:<14} {:<9} {:<5} {:>10}",
+            s(&n["id"]),
+            s(&n["name"]),
+            s(&n["driver"]),
+            s(&n["subnet"]),
+            s(&n["gateway"]),
+            s(&n["internal"]),
+            s(&n["icc"]),
+            s(&n["containers"])
+        );
+    }
+}
+
+/// `vswitch port ls`.
+pub fn print_ports(v: &Value) {
+    println!(
+        "{:<6} {:>9}  {:<14} {:<16} {:<15} {:>6}",
+        "PROTO", "HOST PORT", "NETWORK", "CONTAINER", "CONTAINER IP", "PORT"
+    );
+    for p in v.as_array().into_iter().flatten() {
+        println!(
+            "{:<6} {:>9}  {:<14} {:<16} {:<15} {:>6}",
+            s(&p["proto"]),
+            s(&p["host_port"]),
+            s(&p["network"]),
+            s(&p["container"]),
+            s(&p["container_ip"]),
+            s(&p["container_port"])
+        );
+    }
+}

@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod index;
 mod table;
 mod tcp;
 mod tuple;

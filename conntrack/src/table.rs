@@ -4,9 +4,11 @@
 //! - a slab (`Vec<Slot>` + free list threaded through `Slot::next`); an
 //!   [`EntryId`] is a slab index plus the slot's generation, so a stale id
 //!   never reaches a reused slot;
-//! - one `FxHashMap<Tuple, u32>` holding each entry twice, under its original
-//!   and its reply tuple; the value packs `index << 1 | direction`, so one
-//!   lookup yields both the entry and the packet's direction;
+//! - one key index (`index::Index`, open addressing over 8-byte buckets)
+//!   holding each entry twice, under its original and its reply tuple; the
+//!   value packs `index << 1 | direction`, so one lookup yields both the
+//!   entry and the packet's direction. The index stores hash tags, not keys:
+//!   a lookup confirms a tag match against the slab entry's tuple;
 //! - intrusive doubly-linked LRU lists, one per (timeout class, assured).
 //!
 //! Invariants:
@@ -24,9 +26,8 @@
 //! Nothing here reads a clock, allocates randomness or panics on input: all
 //! time arithmetic saturates and slab access goes through `get`.
 
-use rustc_hash::FxHashMap;
-
 use crate::config::{Config, Timeouts};
+use crate::index::{Index, tag_of};
 use crate::tcp::{self, Outcome, TcpSegment, TcpState, TcpTrack};
 use crate::tuple::{Direction, Proto, Tuple};
 
@@ -238,7 +239,7 @@ const EMPTY_LIST: List = List {
 #[derive(Clone, Debug)]
 pub struct Conntrack {
     config: Config,
-    map: FxHashMap<Tuple, u32>,
+    map: Index,
     slots: Vec<Slot>,
     free_head: u32,
     lists: [List; NUM_LISTS],
@@ -267,7 +268,7 @@ impl Conntrack {
         config.max_entries = config.max_entries.min(Config::MAX_ENTRIES_LIMIT);
         Conntrack {
             config,
-            map: FxHashMap::default(),
+            map: Index::default(),
             slots: Vec::new(),
             free_head: NIL,
             lists: [EMPTY_LIST; NUM_LISTS],
@@ -297,7 +298,7 @@ impl Conntrack {
     /// reported as absent.
     pub fn lookup(&mut self, key: &Tuple, now: u64) -> Option<(EntryId, Direction)> {
         self.advance(now);
-        let (idx, dir) = unpack(*self.map.get(key)?);
+        let (idx, dir) = unpack(self.find(key)?);
         let slot = self.slots.get(idx as usize)?;
         let expires_at = slot.entry.as_ref()?.expires_at;
         let generation = slot.generation;
@@ -312,12 +313,23 @@ impl Conntrack {
         Some((id, dir))
     }
 
+    /// The entry stored under `key` (live or expired-but-unreclaimed) and the
+    /// direction `key` travels in. No counters, no side effects, no expiry
+    /// check: a read-only probe, e.g. to pull a batch's entries into the
+    /// cache before processing it (the answer may be stale by then).
+    #[inline]
+    pub fn peek(&self, key: &Tuple) -> Option<(&Entry, Direction)> {
+        let (idx, dir) = unpack(self.find(key)?);
+        let entry = self.slots.get(idx as usize)?.entry.as_ref()?;
+        Some((entry, dir))
+    }
+
     /// Whether `key` belongs to an entry live at the table clock. No
     /// counters, no side effects (the NAT port allocator probes with it).
     /// An expired-but-unreclaimed entry counts as absent: `insert` reclaims
     /// such an entry when it collides with it.
     pub fn contains(&self, key: &Tuple) -> bool {
-        self.map.get(key).is_some_and(|&v| {
+        self.find(key).is_some_and(|v| {
             let (idx, _) = unpack(v);
             self.slots
                 .get(idx as usize)
@@ -349,7 +361,7 @@ impl Conntrack {
     ) -> Result<EntryId, InsertError> {
         self.advance(now);
         for key in [original, reply] {
-            if let Some(&v) = self.map.get(&key) {
+            if let Some(v) = self.find(&key) {
                 let (idx, _) = unpack(v);
                 if !self.reclaim_if_expired(idx) {
                     return Err(InsertError::Exists);
@@ -395,9 +407,10 @@ impl Conntrack {
         };
         let idx = self.alloc(entry);
         let generation = self.slots.get(idx as usize).map_or(0, |s| s.generation);
-        self.map.insert(original, pack(idx, Direction::Original));
+        self.map
+            .insert(tag_of(&original), pack(idx, Direction::Original));
         if reply != original {
-            self.map.insert(reply, pack(idx, Direction::Reply));
+            self.map.insert(tag_of(&reply), pack(idx, Direction::Reply));
         }
         self.link_tail(idx, list);
         self.len += 1;
@@ -493,8 +506,12 @@ impl Conntrack {
             entry.expires_at =
                 clock.saturating_add(class_timeout(&self.config.timeouts, new_list / 2));
             slot.refreshed_at = clock;
-            self.unlink(id.idx);
-            self.link_tail(id.idx, new_list);
+            // Already the tail of its list (one busy flow): moving it there is a no-op.
+            let at_tail = self.lists.get(new_list).is_some_and(|l| l.tail == id.idx);
+            if new_list != old_list || !at_tail {
+                self.unlink(id.idx);
+                self.link_tail(id.idx, new_list);
+            }
         }
         Verdict::Accept
     }
@@ -605,16 +622,33 @@ impl Conntrack {
         })
     }
 
-    /// Approximate memory per entry: one slab slot plus two hash-map
-    /// buckets (key + packed value + one control byte each, at the 7/8 load
-    /// factor of hashbrown). Power-of-two growth can add up to 2x on the map
-    /// part and `Vec` doubling on the slab part.
+    /// Approximate memory per entry: one slab slot plus two index keys (an
+    /// 8-byte bucket each, at the worst load of a quarter, just after the
+    /// index doubled). `Vec` doubling can add up to 2x on the slab part.
     pub const fn entry_memory_bytes() -> usize {
-        let bucket = std::mem::size_of::<(Tuple, u32)>() + 1;
-        std::mem::size_of::<Slot>() + 2 * bucket * 8 / 7
+        std::mem::size_of::<Slot>() + 2 * Index::BYTES_PER_KEY
     }
 
     // ---- internals ----
+
+    /// The index value of `key`: a candidate whose slab entry carries `key`
+    /// in the direction the value names.
+    #[inline]
+    fn find(&self, key: &Tuple) -> Option<u32> {
+        self.map
+            .candidates(tag_of(key))
+            .find(|&v| self.key_at(v) == Some(key))
+    }
+
+    #[inline]
+    fn key_at(&self, v: u32) -> Option<&Tuple> {
+        let (idx, dir) = unpack(v);
+        let e = self.slots.get(idx as usize)?.entry.as_ref()?;
+        Some(match dir {
+            Direction::Original => &e.original,
+            Direction::Reply => &e.reply,
+        })
+    }
 
     fn live_slot_mut(&mut self, id: EntryId) -> Option<&mut Slot> {
         self.slots
@@ -683,12 +717,11 @@ impl Conntrack {
         slot.generation = slot.generation.wrapping_add(1);
         slot.next = self.free_head;
         self.free_head = idx;
-        for key in [entry.original, entry.reply] {
-            // Only drop keys that still point here.
-            if self.map.get(&key).is_some_and(|&v| unpack(v).0 == idx) {
-                self.map.remove(&key);
-            }
-        }
+        // Only drop keys that still point here (values are unique).
+        self.map
+            .remove(tag_of(&entry.original), pack(idx, Direction::Original));
+        self.map
+            .remove(tag_of(&entry.reply), pack(idx, Direction::Reply));
         self.len = self.len.saturating_sub(1);
         Some(entry)
     }
@@ -751,7 +784,7 @@ impl Conntrack {
                     (e.original, Direction::Original),
                     (e.reply, Direction::Reply),
                 ] {
-                    let v = self.map[&key];
+                    let v = self.find(&key).expect("stored key is indexed");
                     assert_eq!(unpack(v).0, cur);
                     if e.original != e.reply {
                         assert_eq!(unpack(v).1, dir);
@@ -769,7 +802,14 @@ impl Conntrack {
             self.len
         );
         assert!(self.len <= self.config.max_entries);
-        for &v in self.map.values() {
+        let keys: usize = self
+            .slots
+            .iter()
+            .filter_map(|s| s.entry.as_ref())
+            .map(|e| if e.original == e.reply { 1 } else { 2 })
+            .sum();
+        assert_eq!(self.map.len(), keys);
+        for v in self.map.values() {
             assert!(self.slots[unpack(v).0 as usize].entry.is_some());
         }
     }

@@ -13,6 +13,7 @@ pub mod fragments;
 mod gateway;
 pub mod neighbor;
 pub mod pipeline;
+pub mod runtime;
 pub mod synth;
 
 pub use config::{Config, ConfigError, NetworkId, PortId, PortKind, Topology};

@@ -62,9 +62,20 @@ pub enum Enqueued {
 /// ARP caches and pending queues.
 #[derive(Debug, Default)]
 pub struct Neighbors {
-    cache: FxHashMap<(Side, Ipv4Addr), (MacAddr, u64)>,
+    /// Keyed by [`cache_key`]: one word hashes in a single step.
+    cache: FxHashMap<u64, (MacAddr, u64)>,
     pending: FxHashMap<(Side, Ipv4Addr), Queue>,
     pending_total: usize,
+}
+
+/// `(side, ip)` packed into one word (injective: the side above the address).
+#[inline]
+fn cache_key(side: Side, ip: Ipv4Addr) -> u64 {
+    let side = match side {
+        Side::Network(n) => u64::from(n),
+        Side::Uplink => 1 << 16,
+    };
+    (side << 32) | u64::from(ip.to_bits())
 }
 
 impl Neighbors {
@@ -72,17 +83,18 @@ impl Neighbors {
     #[inline]
     pub fn lookup(&self, side: Side, ip: Ipv4Addr, now: u64) -> Option<MacAddr> {
         self.cache
-            .get(&(side, ip))
+            .get(&cache_key(side, ip))
             .filter(|(_, t)| now.saturating_sub(*t) < NEIGHBOR_TIMEOUT)
             .map(|(m, _)| *m)
     }
 
     /// Records `ip` at `mac` on `side`; returns the frames that were waiting for it.
     pub fn learn(&mut self, side: Side, ip: Ipv4Addr, mac: MacAddr, now: u64) -> Vec<Waiting> {
-        match self.cache.get_mut(&(side, ip)) {
+        let key = cache_key(side, ip);
+        match self.cache.get_mut(&key) {
             Some(e) if e.0 == mac => e.1 = now,
             _ => {
-                self.cache.insert((side, ip), (mac, now));
+                self.cache.insert(key, (mac, now));
             }
         }
         if self.pending.is_empty() {

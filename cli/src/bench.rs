@@ -1,0 +1,257 @@
+//! `vswitch bench`: throughput figures, side by side with the kernel.
+//!
+//! - `bench pipeline`: an in-memory generator driving the real [`switch::Pipeline`] (no I/O), one
+//!   independent pipeline per worker thread (the daemon is flow-affine per worker, so that is
+//!   the honest model of scaling);
+//! - `bench veth`: a namespace lab measured end to end (trafgen, iperf3) through the vswitch
+//!   daemon and, in the same run, through a Linux bridge and a Linux router doing MASQUERADE.
+//!
+//! Every measurement is bounded in time; Ctrl-C (SIGINT) or SIGTERM stops the run at the next
+//! check, and the lab's `Drop` removes what the run created (a second Ctrl-C exits at once).
+//! Output: a human table on stdout, `--json` for machines, `--plot FILE.svg` for a chart; a
+//! progress bar on stderr when stderr is a terminal.
+
+use anyhow::{Result, bail};
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+mod pipeline;
+mod plot;
+mod veth;
+
+/// Arguments of `vswitch bench`.
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// In-memory generator driving the real pipeline (no I/O): L2, NAT on N live flows, a pcap mix.
+    Pipeline(pipeline::PipelineArgs),
+    /// Namespace lab: vswitch daemon vs Linux bridge vs iptables/nft MASQUERADE (needs root).
+    Veth(veth::VethArgs),
+    /// Fallback packet generator used by `bench veth` when trafgen is missing (internal).
+    #[command(hide = true)]
+    Blast(veth::BlastArgs),
+}
+
+/// Runs `vswitch bench ...`.
+pub fn run(args: BenchArgs) -> Result<()> {
+    install_signal_handlers();
+    match args.mode {
+        Mode::Pipeline(a) => pipeline::run(a),
+        Mode::Veth(a) => veth::run(a),
+        Mode::Blast(a) => veth::blast(a),
+    }
+}
+
+/// Set by SIGINT/SIGTERM: every loop of the bench checks it and winds down.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+fn install_signal_handlers() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    for sig in [SIGINT, SIGTERM] {
+        // The conditional shutdown goes first: a second signal, once STOP is set, exits at once.
+        let _ = signal_hook::flag::register_conditional_shutdown(sig, 130, &STOP);
+        let _ = signal_hook::flag::register(sig, &STOP);
+    }
+}
+
+/// True once the user asked to stop.
+fn stopped() -> bool {
+    STOP.load(Ordering::Relaxed)
+}
+
+/// Fails with "interrupted" once the user asked to stop.
+fn check_stop() -> Result<()> {
+    if stopped() {
+        bail!("interrupted: cleaning up (Ctrl-C again to exit at once)");
+    }
+    Ok(())
+}
+
+/// Sleeps `secs`, waking every 50 ms to honour Ctrl-C.
+fn sleep_checked(secs: f64) -> Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs_f64(secs.max(0.0));
+    loop {
+        check_stop()?;
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return Ok(());
+        }
+        std::thread::sleep((deadline - now).min(std::time::Duration::from_millis(50)));
+    }
+}
+
+/// Median, minimum and maximum of a set of repetitions.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Stat {
+    /// Median (mean of the two middle values for an even count).
+    pub median: f64,
+    /// Smallest.
+    pub min: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+impl Stat {
+    /// Summary of `values` (not empty).
+    fn of(values: &[f64]) -> Stat {
+        let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+        if v.is_empty() {
+            return Stat {
+                median: 0.0,
+                min: 0.0,
+                max: 0.0,
+            };
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        Stat {
+            median,
+            min: v[0],
+            max: v[n - 1],
+        }
+    }
+
+    /// `f(x)` applied to each of the three figures (`f` monotonic increasing).
+    fn map(self, f: impl Fn(f64) -> f64) -> Stat {
+        Stat {
+            median: f(self.median),
+            min: f(self.min),
+            max: f(self.max),
+        }
+    }
+
+    /// "12.3 (12.1–12.5)" with `prec` decimals.
+    fn show(&self, prec: usize) -> String {
+        if self.min == self.max {
+            format!("{:.prec$}", self.median)
+        } else {
+            format!(
+                "{:.prec$} ({:.prec$}–{:.prec$})",
+                self.median, self.min, self.max
+            )
+        }
+    }
+}
+
+/// Where and when a run happened, for the JSON and the docs.
+#[derive(Clone, Debug, Serialize)]
+pub struct Machine {
+    /// UTC date and time of the run (RFC 3339).
+    pub date: String,
+    /// CPU model (from /proc/cpuinfo).
+    pub cpu: String,
+    /// CPUs available to this process.
+    pub cpus: usize,
+    /// Kernel release.
+    pub kernel: String,
+}
+
+impl Machine {
+    fn now() -> Machine {
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, v)| v.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into());
+        Machine {
+            date: utc_now(),
+            cpu,
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            kernel,
+        }
+    }
+}
+
+/// The current UTC time as `YYYY-MM-DDTHH:MM:SSZ` (no date crate needed).
+fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// A progress bar on stderr, hidden when stderr is not a terminal.
+fn progress(len: u64) -> ProgressBar {
+    let target = if std::io::stderr().is_terminal() {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    };
+    let bar = ProgressBar::with_draw_target(Some(len), target);
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
+    {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
+}
+
+/// `--json` and `--plot` shared by both modes.
+#[derive(Args, Clone)]
+struct OutputArgs {
+    /// Print the results as JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// Also draw the results into this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_median_min_max() {
+        let s = Stat::of(&[3.0, 1.0, 2.0]);
+        assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));
+        let s = Stat::of(&[4.0, 1.0, 2.0, 3.0]);
+        assert_eq!(s.median, 2.5);
+    }
+
+    #[test]
+    fn date_format() {
+        let d = utc_now();
+        assert_eq!(d.len(), 20, "{d}");
+        assert!(d.starts_with("20"), "{d}");
+    }
+}

@@ -1,0 +1,882 @@
+//! `vswitch bench pipeline`: the real [`Pipeline::process`] driven from memory, no I/O.
+//!
+//! Workloads (each in batches of 64 frames, the packet loops' batch size):
+//! - `l2`: two ports, each host learned beforehand; every frame is a known unicast forwarded to
+//!   the other port. The output buffers go straight back in as input (no copy).
+//! - `nat`: N live, assured UDP flows masqueraded from a container network to the uplink; each
+//!   batch alternates original (SNAT) and reply (de-NAT) frames, cycling over the flows. NAT
+//!   rewrites in place, so each buffer gets the 42 header bytes of its next frame copied back
+//!   (payload bytes are left as they are: the pipeline never reads them); that copy is measured.
+//! - `pcap`: the frames of a capture (or of a scenario's `in/PORT.pcap` files, merged by time)
+//!   replayed in a loop on the scenario's topology, each frame copied into a recycled buffer.
+//!
+//! With W workers, W threads each run their own pipeline on their own share of the flows
+//! (`nat`: flows / W each) — the daemon is flow-affine per worker, so no state is shared. The
+//! pipeline's clock is the real elapsed time. Each (workload, frame size, workers) case runs a
+//! warm-up, then `--reps` repetitions; the aggregate rate of a repetition is the sum of the
+//! workers' rates. Gbit/s counts Ethernet frame bytes (no FCS, preamble or gap).
+
+use super::{Machine, OutputArgs, Stat, check_stop, progress, stopped};
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use packet::{MacAddr, build};
+use serde::Serialize;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+use switch::{Config, NANOS_PER_SEC, Packet, Pipeline, PortId};
+
+/// Frames per `process` call.
+const BATCH: usize = 64;
+/// Ethernet + IPv4 + UDP headers: the bytes NAT rewrites.
+const HEADERS: usize = 42;
+
+/// Arguments of `vswitch bench pipeline`.
+#[derive(Args)]
+pub struct PipelineArgs {
+    /// Measured seconds per case, split over the repetitions (a warm-up of a tenth of it, at
+    /// most 0.2 s, comes first).
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+    /// Repetitions per case.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    reps: u32,
+    /// Measure with 1, 2, ... up to this many worker threads (default: the CPUs available).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Frame sizes in bytes for the l2 and nat cases.
+    #[arg(long, value_delimiter = ',', default_value = "64,1500")]
+    sizes: Vec<usize>,
+    /// Live NAT flow counts.
+    #[arg(long, value_delimiter = ',', default_value = "1,1000,100000")]
+    flows: Vec<u32>,
+    /// Also measure NAT with 1,000,000 live flows (about 0.5 GB of memory, slower set-up).
+    #[arg(long)]
+    big: bool,
+    /// The pcap mix: a capture file (fed to port p0 of a two-port L2 network) or a scenario
+    /// folder (DIR/topo.toml and DIR/in/PORT.pcap). Default: pcap-fixtures/snat-udp-and-icmp.
+    #[arg(long, value_name = "FILE|DIR")]
+    pcap: Option<PathBuf>,
+    /// Workloads to run.
+    #[arg(long, value_delimiter = ',', default_value = "l2,nat,pcap")]
+    only: Vec<Kind>,
+    #[command(flatten)]
+    out: OutputArgs,
+}
+
+/// A workload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// L2 forwarding between learned MACs.
+    L2,
+    /// NAT on established flows.
+    Nat,
+    /// A capture replayed in a loop.
+    Pcap,
+}
+
+/// One case to measure.
+#[derive(Clone, Debug)]
+struct Case {
+    kind: Kind,
+    /// Live flows (nat), in total over the workers.
+    flows: u32,
+    /// Frame length (l2, nat).
+    frame_len: usize,
+}
+
+impl Case {
+    fn label(&self) -> String {
+        match self.kind {
+            Kind::L2 => format!("l2 {}B", self.frame_len),
+            Kind::Nat => format!("nat {} flows {}B", self.flows, self.frame_len),
+            Kind::Pcap => "pcap mix".to_string(),
+        }
+    }
+}
+
+/// The result of one case with a given number of workers.
+#[derive(Debug, Serialize)]
+pub struct CaseResult {
+    /// Workload.
+    pub case: Kind,
+    /// Live flows in total (nat only).
+    pub flows: Option<u32>,
+    /// Frame length in bytes (the mean, for the pcap mix).
+    pub frame_bytes: f64,
+    /// Worker threads, each with its own pipeline.
+    pub workers: usize,
+    /// Aggregate million packets per second.
+    pub mpps: Stat,
+    /// Aggregate Gbit/s of Ethernet frame bytes.
+    pub gbps: Stat,
+    /// Nanoseconds of one worker per packet (workers / aggregate rate).
+    pub ns_per_packet: Stat,
+    /// Frames processed over all repetitions.
+    pub packets: u64,
+    /// Share of received frames the pipeline dropped (0 for l2 and nat; the pcap mix has some).
+    pub dropped_share: f64,
+}
+
+/// Aggregate rate with W workers over the rate with one, per case.
+#[derive(Debug, Serialize)]
+pub struct Scaling {
+    /// Workload.
+    pub case: Kind,
+    /// Live flows (nat only).
+    pub flows: Option<u32>,
+    /// Frame length in bytes.
+    pub frame_bytes: f64,
+    /// Workers.
+    pub workers: usize,
+    /// Median Mpps with `workers` over median Mpps with one.
+    pub ratio: f64,
+}
+
+/// Everything `bench pipeline` reports.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// Always "pipeline".
+    pub bench: &'static str,
+    /// The machine.
+    pub machine: Machine,
+    /// Measured seconds per case.
+    pub seconds: f64,
+    /// Repetitions per case.
+    pub reps: u32,
+    /// Frames per `process` call.
+    pub batch: usize,
+    /// The pcap mix's source.
+    pub pcap: Option<String>,
+    /// Every case, in run order.
+    pub results: Vec<CaseResult>,
+    /// Scaling ratios (workers > 1).
+    pub scaling: Vec<Scaling>,
+}
+
+/// Runs `vswitch bench pipeline`.
+pub fn run(args: PipelineArgs) -> Result<()> {
+    if !(args.seconds > 0.0 && args.seconds <= 600.0) {
+        bail!("--seconds must be in (0, 600]");
+    }
+    let max_workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, 64);
+    for &s in &args.sizes {
+        if !(60..=1514).contains(&s) {
+            bail!("--sizes: {s} is not a frame length in 60..=1514 bytes (no FCS)");
+        }
+    }
+    let mut cases = Vec::new();
+    if args.only.contains(&Kind::L2) {
+        cases.extend(args.sizes.iter().map(|&frame_len| Case {
+            kind: Kind::L2,
+            flows: 0,
+            frame_len,
+        }));
+    }
+    if args.only.contains(&Kind::Nat) {
+        let mut flows = args.flows.clone();
+        if args.big && !flows.contains(&1_000_000) {
+            flows.push(1_000_000);
+        }
+        for &f in &flows {
+            if !(1..=1_000_000).contains(&f) {
+                bail!("--flows: {f} is not in 1..=1000000");
+            }
+        }
+        for &frame_len in &args.sizes {
+            cases.extend(flows.iter().map(|&flows| Case {
+                kind: Kind::Nat,
+                flows,
+                frame_len,
+            }));
+        }
+    }
+    let mix = if args.only.contains(&Kind::Pcap) {
+        let path = args.pcap.clone().unwrap_or_else(default_scenario);
+        let mix = Mix::load(&path)?;
+        cases.push(Case {
+            kind: Kind::Pcap,
+            flows: 0,
+            frame_len: 0,
+        });
+        Some(Arc::new(mix))
+    } else {
+        None
+    };
+
+    let bar = progress((cases.len() * max_workers) as u64);
+    let per_rep = args.seconds / f64::from(args.reps);
+    let warm = (args.seconds / 10.0).min(0.2);
+    let mut results = Vec::new();
+    for case in &cases {
+        for workers in 1..=max_workers {
+            bar.set_message(format!("{} × {workers} worker(s)", case.label()));
+            let r = measure(case, workers, per_rep, warm, args.reps, mix.clone());
+            let r = match r {
+                Ok(r) => r,
+                Err(e) => {
+                    bar.finish_and_clear();
+                    return Err(e);
+                }
+            };
+            results.push(r);
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    let scaling = scaling(&results);
+    let report = Report {
+        bench: "pipeline",
+        machine: Machine::now(),
+        seconds: args.seconds,
+        reps: args.reps,
+        batch: BATCH,
+        pcap: mix.map(|m| m.source.clone()),
+        results,
+        scaling,
+    };
+    if let Some(path) = &args.out.plot {
+        super::plot::pipeline(&report, path)?;
+    }
+    if args.out.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&report);
+        if let Some(path) = &args.out.plot {
+            println!("plot: {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// The bundled scenario, found from the build tree or the current directory.
+fn default_scenario() -> PathBuf {
+    let rel = "pcap-fixtures/snat-udp-and-icmp";
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel);
+    if built.is_dir() {
+        built
+    } else {
+        PathBuf::from(rel)
+    }
+}
+
+fn scaling(results: &[CaseResult]) -> Vec<Scaling> {
+    let mut out = Vec::new();
+    for r in results.iter().filter(|r| r.workers > 1) {
+        let one = results.iter().find(|o| {
+            o.workers == 1
+                && o.case == r.case
+                && o.flows == r.flows
+                && o.frame_bytes == r.frame_bytes
+        });
+        if let Some(one) = one.filter(|o| o.mpps.median > 0.0) {
+            out.push(Scaling {
+                case: r.case,
+                flows: r.flows,
+                frame_bytes: r.frame_bytes,
+                workers: r.workers,
+                ratio: r.mpps.median / one.mpps.median,
+            });
+        }
+    }
+    out
+}
+
+fn print_table(r: &Report) {
+    println!(
+        "vswitch bench pipeline — {} — {} ({} CPUs), {} reps × {:.2} s per case, batches of {}",
+        r.machine.date,
+        r.machine.cpu,
+        r.machine.cpus,
+        r.reps,
+        r.seconds / f64::from(r.reps),
+        r.batch
+    );
+    println!(
+        "{:<6} {:>8} {:>7} {:>7}  {:<24} {:<22} {:<22} {:>6}",
+        "case",
+        "flows",
+        "frame",
+        "workers",
+        "Mpps med (min–max)",
+        "Gbit/s",
+        "ns/pkt/worker",
+        "drop%"
+    );
+    for c in &r.results {
+        println!(
+            "{:<6} {:>8} {:>6}B {:>7}  {:<24} {:<22} {:<22} {:>6.1}",
+            format!("{:?}", c.case).to_lowercase(),
+            c.flows.map_or("-".into(), |f| f.to_string()),
+            format!("{:.0}", c.frame_bytes),
+            c.workers,
+            c.mpps.show(2),
+            c.gbps.show(2),
+            c.ns_per_packet.show(1),
+            c.dropped_share * 100.0
+        );
+    }
+    if !r.scaling.is_empty() {
+        println!("scaling (median Mpps with W workers / with 1):");
+        for s in &r.scaling {
+            println!(
+                "  {:<5} {:>8} {:>5.0}B  1→{} workers: {:.2}×",
+                format!("{:?}", s.case).to_lowercase(),
+                s.flows.map_or("-".into(), |f| f.to_string()),
+                s.frame_bytes,
+                s.workers,
+                s.ratio
+            );
+        }
+    }
+    if let Some(p) = &r.pcap {
+        println!("pcap mix: {p}");
+    }
+}
+
+/// What a worker thread tells the coordinator.
+enum Msg {
+    /// Set-up done (or failed): bytes per packet.
+    Ready(Result<f64>),
+    /// One repetition: packets processed and seconds taken.
+    Rep(u64, f64),
+    /// After the last repetition: frames received and dropped by the pipeline.
+    Done(u64, u64),
+}
+
+fn measure(
+    case: &Case,
+    workers: usize,
+    per_rep: f64,
+    warm: f64,
+    reps: u32,
+    mix: Option<Arc<Mix>>,
+) -> Result<CaseResult> {
+    check_stop()?;
+    let barrier = Arc::new(Barrier::new(workers + 1));
+    let abort = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel::<Msg>();
+    let mut threads = Vec::with_capacity(workers);
+    for w in 0..workers {
+        let (case, barrier, abort, tx, mix) = (
+            case.clone(),
+            barrier.clone(),
+            abort.clone(),
+            tx.clone(),
+            mix.clone(),
+        );
+        let t = std::thread::Builder::new()
+            .name(format!("bench-w{w}"))
+            .spawn(move || {
+                let built = Workload::new(&case, w, workers, mix);
+                let mut load = match built {
+                    Ok(l) => {
+                        let _ = tx.send(Msg::Ready(Ok(l.bytes_per_packet)));
+                        Some(l)
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Msg::Ready(Err(e)));
+                        None
+                    }
+                };
+                barrier.wait();
+                let Some(load) = load.as_mut() else { return };
+                if abort.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                load.run_for(warm);
+                for _ in 0..reps {
+                    barrier.wait();
+                    let (n, secs) = load.run_for(per_rep);
+                    let _ = tx.send(Msg::Rep(n, secs));
+                }
+                // Every repetition is collected before any Done is sent.
+                barrier.wait();
+                let (rx_frames, dropped) = load.counters();
+                let _ = tx.send(Msg::Done(rx_frames, dropped));
+            })
+            .context("cannot start a worker thread")?;
+        threads.push(t);
+    }
+    drop(tx);
+    let mut bytes = Vec::new();
+    let mut failure = None;
+    for _ in 0..workers {
+        match rx.recv() {
+            Ok(Msg::Ready(Ok(b))) => bytes.push(b),
+            Ok(Msg::Ready(Err(e))) => failure = Some(e),
+            _ => failure = Some(anyhow::anyhow!("a worker thread died during set-up")),
+        }
+    }
+    if failure.is_some() {
+        abort.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    barrier.wait();
+    if let Some(e) = failure {
+        for t in threads {
+            let _ = t.join();
+        }
+        return Err(e.context(format!("setting up {}", case.label())));
+    }
+    let mut rates = Vec::with_capacity(reps as usize);
+    let mut total = 0u64;
+    for _ in 0..reps {
+        barrier.wait();
+        let mut pps = 0.0;
+        for _ in 0..workers {
+            match rx.recv() {
+                Ok(Msg::Rep(n, secs)) => {
+                    total += n;
+                    pps += n as f64 / secs.max(1e-9);
+                }
+                Ok(_) => bail!("worker protocol error while measuring {}", case.label()),
+                Err(_) => bail!("a worker thread died while measuring {}", case.label()),
+            }
+        }
+        rates.push(pps);
+    }
+    barrier.wait();
+    let (mut rx_frames, mut dropped) = (0u64, 0u64);
+    for _ in 0..workers {
+        if let Ok(Msg::Done(r, d)) = rx.recv() {
+            rx_frames += r;
+            dropped += d;
+        }
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    check_stop()?;
+    let bytes_per_packet = bytes.iter().sum::<f64>() / bytes.len().max(1) as f64;
+    let pps = Stat::of(&rates);
+    let w = workers as f64;
+    Ok(CaseResult {
+        case: case.kind,
+        flows: (case.kind == Kind::Nat).then_some(case.flows),
+        frame_bytes: bytes_per_packet,
+        workers,
+        mpps: pps.map(|p| p / 1e6),
+        gbps: pps.map(|p| p * bytes_per_packet * 8.0 / 1e9),
+        // Decreasing in the rate: the slowest repetition gives the largest figure.
+        ns_per_packet: Stat {
+            median: w * 1e9 / pps.median.max(1e-9),
+            min: w * 1e9 / pps.max.max(1e-9),
+            max: w * 1e9 / pps.min.max(1e-9),
+        },
+        packets: total,
+        dropped_share: if rx_frames == 0 {
+            0.0
+        } else {
+            dropped as f64 / rx_frames as f64
+        },
+    })
+}
+
+/// One worker's pipeline and generator.
+struct Workload {
+    pipeline: Pipeline,
+    source: Generator,
+    input: Vec<Packet>,
+    output: Vec<Packet>,
+    start: Instant,
+    base: u64,
+    bytes_per_packet: f64,
+}
+
+enum Generator {
+    /// Outputs go back in as inputs, from the port before their egress.
+    L2 { ports: u16 },
+    /// Header bytes of each flow's original and reply frames, flat.
+    Nat {
+        originals: Vec<u8>,
+        replies: Vec<u8>,
+        flows: usize,
+        next: usize,
+    },
+    /// Frames replayed in order, forever.
+    Mix {
+        mix: Arc<Mix>,
+        next: usize,
+        spare: Vec<Vec<u8>>,
+    },
+}
+
+impl Workload {
+    fn new(case: &Case, worker: usize, workers: usize, mix: Option<Arc<Mix>>) -> Result<Workload> {
+        let base = NANOS_PER_SEC;
+        match case.kind {
+            Kind::L2 => {
+                let ports = 2u16;
+                let (pipeline, input) = l2_learned(ports, case.frame_len, base)?;
+                Ok(Workload::with(
+                    pipeline,
+                    Generator::L2 { ports },
+                    input,
+                    base,
+                    case.frame_len,
+                ))
+            }
+            Kind::Nat => {
+                // Each worker owns its own slice of the flows (at least one).
+                let share = (case.flows as usize / workers).max(1);
+                let first = u32::try_from(worker * share).unwrap_or(0);
+                let count = u32::try_from(share).unwrap_or(1);
+                let pipeline = nat_established(first, count, case.frame_len, base)?;
+                let mut originals = Vec::with_capacity(share * HEADERS);
+                let mut replies = Vec::with_capacity(share * HEADERS);
+                for i in first..first + count {
+                    originals.extend_from_slice(&nat_frame(i, case.frame_len, false)[..HEADERS]);
+                    replies.extend_from_slice(&nat_frame(i, case.frame_len, true)[..HEADERS]);
+                }
+                // Buffers of full length: the payload stays as built, only headers are copied in.
+                let input = (0..BATCH)
+                    .map(|k| Packet {
+                        port: NAT_CONTAINER,
+                        data: nat_frame(first + (k as u32 / 2) % count, case.frame_len, k % 2 == 1),
+                    })
+                    .collect::<Vec<_>>();
+                let mut w = Workload::with(
+                    pipeline,
+                    Generator::Nat {
+                        originals,
+                        replies,
+                        flows: share,
+                        next: 0,
+                    },
+                    Vec::new(),
+                    base,
+                    case.frame_len,
+                );
+                w.output = input;
+                w.refill();
+                Ok(w)
+            }
+            Kind::Pcap => {
+                let mix = mix.context("no pcap mix loaded")?;
+                let config = Config::from_toml(&mix.topology).context("pcap mix topology")?;
+                let pipeline = Pipeline::new(&config).context("pcap mix topology")?;
+                let bpp = mix.frames.iter().map(|(_, f)| f.len()).sum::<usize>() as f64
+                    / mix.frames.len() as f64;
+                let spare = (0..BATCH).map(|_| Vec::with_capacity(1518)).collect();
+                let mut w = Workload::with(
+                    pipeline,
+                    Generator::Mix {
+                        mix,
+                        next: 0,
+                        spare,
+                    },
+                    Vec::new(),
+                    base,
+                    0,
+                );
+                w.bytes_per_packet = bpp;
+                w.refill();
+                Ok(w)
+            }
+        }
+    }
+
+    fn with(
+        pipeline: Pipeline,
+        source: Generator,
+        input: Vec<Packet>,
+        base: u64,
+        frame_len: usize,
+    ) -> Workload {
+        Workload {
+            pipeline,
+            source,
+            input,
+            output: Vec::with_capacity(BATCH * 4),
+            start: Instant::now(),
+            base,
+            bytes_per_packet: frame_len as f64,
+        }
+    }
+
+    /// Moves the output buffers back into the input with the next frames.
+    fn refill(&mut self) {
+        match &mut self.source {
+            Generator::L2 { ports } => {
+                let ports = *ports;
+                self.input.extend(self.output.drain(..).map(|mut p| {
+                    p.port = PortId((p.port.0 + ports - 1) % ports);
+                    p
+                }));
+            }
+            Generator::Nat {
+                originals,
+                replies,
+                flows,
+                next,
+            } => {
+                for (k, mut p) in self.output.drain(..).enumerate() {
+                    let flow = (*next + k / 2) % *flows;
+                    let (port, src) = if k % 2 == 0 {
+                        (NAT_CONTAINER, &originals[flow * HEADERS..][..HEADERS])
+                    } else {
+                        (NAT_UPLINK, &replies[flow * HEADERS..][..HEADERS])
+                    };
+                    p.port = port;
+                    p.data[..HEADERS].copy_from_slice(src);
+                    self.input.push(p);
+                }
+                *next = (*next + BATCH / 2) % *flows;
+            }
+            Generator::Mix { mix, next, spare } => {
+                spare.extend(self.output.drain(..).map(|p| p.data));
+                for _ in 0..BATCH {
+                    let (port, frame) = &mix.frames[*next];
+                    *next = (*next + 1) % mix.frames.len();
+                    let mut data = spare.pop().unwrap_or_default();
+                    data.clear();
+                    data.extend_from_slice(frame);
+                    self.input.push(Packet { port: *port, data });
+                }
+            }
+        }
+    }
+
+    /// Runs batches for `secs`; returns the frames processed and the seconds taken.
+    fn run_for(&mut self, secs: f64) -> (u64, f64) {
+        let t0 = Instant::now();
+        let deadline = t0 + Duration::from_secs_f64(secs);
+        let mut n = 0u64;
+        let mut batches = 0u32;
+        loop {
+            let now = Instant::now();
+            if now >= deadline || (batches.is_multiple_of(256) && stopped()) {
+                return (n, (now - t0).as_secs_f64());
+            }
+            let clock = self.base + u64::try_from((now - self.start).as_nanos()).unwrap_or(0);
+            n += self.input.len() as u64;
+            self.pipeline
+                .process(clock, &mut self.input, &mut self.output);
+            std::hint::black_box(&self.output);
+            self.refill();
+            batches = batches.wrapping_add(1);
+        }
+    }
+
+    /// Frames received and dropped, over all ports.
+    fn counters(&self) -> (u64, u64) {
+        let ports = self.pipeline.topology().ports.len();
+        (0..ports)
+            .filter_map(|p| self.pipeline.port_counters(PortId(p as u16)))
+            .fold((0, 0), |(r, d), c| (r + c.rx_frames, d + c.dropped()))
+    }
+}
+
+/// The MAC of host `i` (locally administered unicast).
+fn host_mac(i: u16) -> MacAddr {
+    let [hi, lo] = i.to_be_bytes();
+    MacAddr([0x02, 0, 0, 0, hi, lo])
+}
+
+/// A pipeline on `ports` ports where host `i` has been learned on port `i`, and a batch where
+/// frame `k` enters port `k % ports` addressed to the host on the next port.
+fn l2_learned(ports: u16, len: usize, now: u64) -> Result<(Pipeline, Vec<Packet>)> {
+    let mut text = String::from("[[network]]\nname = \"lan\"\n");
+    for p in 0..ports {
+        text.push_str(&format!(
+            "\n[[port]]\nname = \"p{p}\"\nkind = \"pcap\"\nnetwork = \"lan\"\n"
+        ));
+    }
+    let mut pipeline = Pipeline::new(&Config::from_toml(&text)?)?;
+    let mut hello: Vec<Packet> = (0..ports)
+        .map(|p| Packet {
+            port: PortId(p),
+            data: build::ethernet(host_mac(p), MacAddr::BROADCAST, 0x88b5, &[0; 46]),
+        })
+        .collect();
+    let mut out = Vec::new();
+    pipeline.process(now, &mut hello, &mut out);
+    let host_ip = |i: u16| Ipv4Addr::new(10, 0, 0, 1 + i as u8);
+    let mut input: Vec<Packet> = (0..BATCH)
+        .map(|k| {
+            let from = (k % usize::from(ports)) as u16;
+            let to = (from + 1) % ports;
+            Packet {
+                port: PortId(from),
+                data: build::udp(
+                    host_mac(from),
+                    host_mac(to),
+                    host_ip(from),
+                    host_ip(to),
+                    40000,
+                    50000,
+                    &vec![0x5a; len - HEADERS],
+                ),
+            }
+        })
+        .collect();
+    // Check once that every frame is a known unicast, forwarded to one port.
+    let mut out = Vec::with_capacity(BATCH);
+    pipeline.process(now, &mut input, &mut out);
+    if out.len() != BATCH {
+        bail!("l2 set-up: {} of {BATCH} frames forwarded", out.len());
+    }
+    input.extend(out.drain(..).map(|mut p| {
+        p.port = PortId((p.port.0 + ports - 1) % ports);
+        p
+    }));
+    Ok((pipeline, input))
+}
+
+const NAT_CONTAINER: PortId = PortId(0);
+const NAT_UPLINK: PortId = PortId(1);
+const NAT_UPLINK_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
+const NAT_GATEWAY_IP: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 1);
+const NAT_ROUTER_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0xfe]);
+
+/// Container network 172.16.0.0/12 on port 0, uplink on port 1 with a static next hop (no ARP),
+/// a conntrack table large enough for a million flows.
+const NAT_TOPOLOGY: &str = r#"
+[[network]]
+name = "bridge"
+subnet = "172.16.0.0/12"
+gateway = "172.16.0.1"
+
+[[port]]
+name = "c"
+kind = "pcap"
+network = "bridge"
+
+[[port]]
+name = "up"
+kind = "pcap"
+
+[uplink]
+port = "up"
+address = "203.0.113.2"
+subnet = "203.0.113.0/24"
+next_hop = "203.0.113.1"
+next_hop_mac = "02:00:00:00:00:fe"
+
+[conntrack]
+max_entries = 2097152
+"#;
+
+/// Frame of flow `i`: UDP 172.16.0.2+i:40000 → 100.64.0.0+i:443 from the container (original),
+/// or the answer from the far host to the uplink address (reply). Same payload both ways, so any
+/// buffer can take either direction's headers.
+fn nat_frame(i: u32, len: usize, reply: bool) -> Vec<u8> {
+    let container = Ipv4Addr::from(u32::from(Ipv4Addr::new(172, 16, 0, 2)) + i);
+    let remote = Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 64, 0, 0)) + i);
+    let payload = vec![0x5a; len - HEADERS];
+    if reply {
+        build::udp(
+            NAT_ROUTER_MAC,
+            switch::config::mac_from_ip(NAT_UPLINK_IP),
+            remote,
+            NAT_UPLINK_IP,
+            443,
+            40000,
+            &payload,
+        )
+    } else {
+        build::udp(
+            host_mac(1),
+            switch::config::mac_from_ip(NAT_GATEWAY_IP),
+            container,
+            remote,
+            40000,
+            443,
+            &payload,
+        )
+    }
+}
+
+/// A pipeline where flows `first..first + count` are live and assured: each was created by its
+/// first packet, answered, and sent again (UDP is assured on the first packet after a reply).
+fn nat_established(first: u32, count: u32, len: usize, now: u64) -> Result<Pipeline> {
+    let mut pipeline = Pipeline::new(&Config::from_toml(NAT_TOPOLOGY)?)?;
+    let mut input = Vec::with_capacity(4096);
+    let mut out = Vec::with_capacity(4096);
+    let end = first + count;
+    for round in 0..3 {
+        let mut start = first;
+        while start < end {
+            check_stop()?;
+            let stop = end.min(start + 4096);
+            input.extend((start..stop).map(|i| Packet {
+                port: if round == 1 {
+                    NAT_UPLINK
+                } else {
+                    NAT_CONTAINER
+                },
+                data: nat_frame(i, len, round == 1),
+            }));
+            pipeline.process(now, &mut input, &mut out);
+            if out.len() != (stop - start) as usize {
+                bail!(
+                    "nat set-up: {} of {} frames forwarded (round {round})",
+                    out.len(),
+                    stop - start
+                );
+            }
+            out.clear();
+            start = stop;
+        }
+    }
+    if pipeline.conntrack().len() != count as usize {
+        bail!(
+            "nat set-up: {} connections tracked, {count} expected",
+            pipeline.conntrack().len()
+        );
+    }
+    Ok(pipeline)
+}
+
+/// The pcap mix: a topology and frames with their ingress ports, in replay order.
+#[derive(Clone)]
+struct Mix {
+    topology: String,
+    frames: Vec<(PortId, Vec<u8>)>,
+    source: String,
+}
+
+impl Mix {
+    fn load(path: &Path) -> Result<Mix> {
+        let (topology, inputs) = if path.is_dir() {
+            let topo = std::fs::read_to_string(path.join("topo.toml"))
+                .with_context(|| format!("{}/topo.toml", path.display()))?;
+            (topo, crate::scenario_inputs(path)?)
+        } else {
+            let topo = "[[network]]\nname = \"lan\"\n\n[[port]]\nname = \"p0\"\nkind = \"pcap\"\nnetwork = \"lan\"\n\n[[port]]\nname = \"p1\"\nkind = \"pcap\"\nnetwork = \"lan\"\n";
+            (
+                topo.to_string(),
+                vec![("p0".to_string(), path.to_path_buf())],
+            )
+        };
+        let config = Config::from_toml(&topology).context("pcap mix topology")?;
+        let topo = switch::Topology::new(&config).context("pcap mix topology")?;
+        let mut records = Vec::new();
+        for (order, (port, file)) in inputs.iter().enumerate() {
+            let id = topo
+                .port_by_name(port)
+                .with_context(|| format!("{}: no port {port:?} in the topology", file.display()))?;
+            for r in datapath::pcap::read_file(file)? {
+                // Snaplen-cut records are skipped: the frame was longer than what was captured.
+                if r.data.len() as u32 == r.orig_len && !r.data.is_empty() {
+                    records.push((r.timestamp, order, id, r.data));
+                }
+            }
+        }
+        records.sort_by_key(|(ts, order, _, _)| (*ts, *order));
+        if records.is_empty() {
+            bail!("{}: no complete frames to replay", path.display());
+        }
+        Ok(Mix {
+            topology,
+            frames: records.into_iter().map(|(_, _, p, d)| (p, d)).collect(),
+            source: path.display().to_string(),
+        })
+    }
+}

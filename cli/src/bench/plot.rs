@@ -1,0 +1,298 @@
+//! `--plot FILE.svg`: the bench results drawn with plotters (SVG backend only, no font files:
+//! text is laid out by plotters' built-in estimate and rendered by the SVG viewer).
+
+use super::Stat;
+use super::pipeline::{Kind, Report as PipelineReport};
+use super::veth::Report as VethReport;
+use anyhow::{Result, anyhow};
+use plotters::prelude::*;
+use std::path::Path;
+
+fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow!("drawing the plot: {e:?}")
+}
+
+/// A min–max whisker at `x` from `lo` to `hi`.
+fn whisker(x: f64, lo: f64, hi: f64, w: f64) -> [PathElement<(f64, f64)>; 3] {
+    [
+        PathElement::new(vec![(x, lo), (x, hi)], BLACK.stroke_width(1)),
+        PathElement::new(vec![(x - w, lo), (x + w, lo)], BLACK.stroke_width(1)),
+        PathElement::new(vec![(x - w, hi), (x + w, hi)], BLACK.stroke_width(1)),
+    ]
+}
+
+/// Left: aggregate Mpps against workers, one line per case. Right: Mpps per case with one worker
+/// and with the most workers, median bars with min–max whiskers.
+pub fn pipeline(r: &PipelineReport, path: &Path) -> Result<()> {
+    let root = SVGBackend::new(path, (1200, 520)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let root = root
+        .titled(
+            &format!(
+                "vswitch bench pipeline — {} — {}",
+                r.machine.cpu, r.machine.date
+            ),
+            ("sans-serif", 18),
+        )
+        .map_err(err)?;
+    let (left, right) = root.split_horizontally(540);
+
+    // Cases in run order, each with its results by worker count.
+    let mut cases: Vec<(String, Vec<(usize, Stat)>)> = Vec::new();
+    for c in &r.results {
+        let label = match c.case {
+            Kind::L2 => format!("l2 {:.0}B", c.frame_bytes),
+            Kind::Nat => format!("nat {} flows {:.0}B", c.flows.unwrap_or(0), c.frame_bytes),
+            Kind::Pcap => format!("pcap mix ~{:.0}B", c.frame_bytes),
+        };
+        match cases.iter_mut().find(|(l, _)| *l == label) {
+            Some((_, v)) => v.push((c.workers, c.mpps)),
+            None => cases.push((label, vec![(c.workers, c.mpps)])),
+        }
+    }
+    let max_workers = r.results.iter().map(|c| c.workers).max().unwrap_or(1);
+    let ymax = r.results.iter().map(|c| c.mpps.max).fold(0.0, f64::max) * 1.15 + 0.1;
+
+    let mut chart = ChartBuilder::on(&left)
+        .caption("scaling: aggregate Mpps by workers", ("sans-serif", 15))
+        .margin(12)
+        .x_label_area_size(35)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0.8f64..(max_workers as f64 + 0.2), 0f64..ymax)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("worker threads (one pipeline each)")
+        .y_desc("Mpps")
+        .x_labels(max_workers + 1)
+        .x_label_formatter(&|x| {
+            if (x - x.round()).abs() < 1e-6 {
+                format!("{x:.0}")
+            } else {
+                String::new()
+            }
+        })
+        .draw()
+        .map_err(err)?;
+    for (i, (label, points)) in cases.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let pts: Vec<(f64, f64)> = points.iter().map(|(w, s)| (*w as f64, s.median)).collect();
+        chart
+            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+            .map_err(err)?
+            .label(label.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
+        chart
+            .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+            .map_err(err)?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .label_font(("sans-serif", 11))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+
+    // Right: bars per case.
+    let n = cases.len().max(1);
+    let mut chart = ChartBuilder::on(&right)
+        .caption(
+            format!("Mpps per case: 1 worker vs {max_workers} (median, min–max)"),
+            ("sans-serif", 15),
+        )
+        .margin(12)
+        .x_label_area_size(110)
+        .y_label_area_size(50)
+        .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0f64..ymax)
+        .map_err(err)?;
+    let labels: Vec<String> = cases.iter().map(|(l, _)| l.clone()).collect();
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(n)
+        .x_label_style(
+            ("sans-serif", 11)
+                .into_font()
+                .transform(FontTransform::Rotate90),
+        )
+        .x_label_formatter(&|x| {
+            let i = x.round();
+            if (x - i).abs() < 1e-6 && i >= 0.0 {
+                labels.get(i as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
+        .y_desc("Mpps")
+        .draw()
+        .map_err(err)?;
+    let one = Palette99::pick(0).to_rgba();
+    let many = Palette99::pick(1).to_rgba();
+    for (i, (_, points)) in cases.iter().enumerate() {
+        let x = i as f64;
+        let mut bars = vec![(
+            x - 0.36,
+            x - 0.02,
+            points.iter().find(|(w, _)| *w == 1),
+            one,
+        )];
+        if max_workers > 1 {
+            bars.push((
+                x + 0.02,
+                x + 0.36,
+                points.iter().find(|(w, _)| *w == max_workers),
+                many,
+            ));
+        }
+        for (x0, x1, p, color) in bars {
+            let Some((_, s)) = p else { continue };
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(x0, 0.0), (x1, s.median)],
+                    color.filled(),
+                )))
+                .map_err(err)?;
+            chart
+                .draw_series(whisker((x0 + x1) / 2.0, s.min, s.max, 0.05))
+                .map_err(err)?;
+        }
+    }
+    chart
+        .draw_series(std::iter::once(Rectangle::new(
+            [(-10.0, -1.0), (-9.0, -1.0)],
+            one.filled(),
+        )))
+        .map_err(err)?
+        .label("1 worker")
+        .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], one.filled()));
+    if max_workers > 1 {
+        chart
+            .draw_series(std::iter::once(Rectangle::new(
+                [(-10.0, -1.0), (-9.0, -1.0)],
+                many.filled(),
+            )))
+            .map_err(err)?
+            .label(format!("{max_workers} workers"))
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], many.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .label_font(("sans-serif", 11))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+/// One panel per test (UDP kpps, TCP Gbit/s, NAT TCP Gbit/s): vswitch and the kernel rows side
+/// by side, median bars with min–max whiskers, each kernel bar labelled with vswitch's ratio.
+pub fn veth(r: &VethReport, path: &Path) -> Result<()> {
+    let root = SVGBackend::new(path, (1200, 460)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let root = root
+        .titled(
+            &format!(
+                "vswitch bench veth — vswitch vs the kernel, same run — {} — {}",
+                r.machine.cpu, r.machine.date
+            ),
+            ("sans-serif", 18),
+        )
+        .map_err(err)?;
+    let panels = root.split_evenly((1, 3));
+    let tests = [
+        ("udp_64B_pps", "64 B UDP (kpps received)", 1e-3),
+        ("tcp_gbps", "TCP container → container (Gbit/s)", 1.0),
+        ("nat_tcp_gbps", "TCP through NAT (Gbit/s)", 1.0),
+    ];
+    for (panel, (test, title, scale)) in panels.iter().zip(tests) {
+        let rows: Vec<_> = r.rows.iter().filter(|x| x.test == test).collect();
+        let vs = rows
+            .iter()
+            .find(|x| x.system == "vswitch")
+            .map(|x| x.value.median);
+        let ymax = rows.iter().map(|x| x.value.max * scale).fold(0.0, f64::max) * 1.2 + 1e-3;
+        let n = rows.len().max(1);
+        let mut chart = ChartBuilder::on(panel)
+            .caption(title, ("sans-serif", 14))
+            .margin(12)
+            .x_label_area_size(70)
+            .y_label_area_size(55)
+            .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0f64..ymax)
+            .map_err(err)?;
+        let labels: Vec<String> = rows
+            .iter()
+            .map(|x| {
+                if x.system == "vswitch" {
+                    "vswitch".to_string()
+                } else {
+                    format!("{} ({})", x.system, short(x.offloads))
+                }
+            })
+            .collect();
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(n)
+            .x_label_style(("sans-serif", 10))
+            .x_label_formatter(&|x| {
+                let i = x.round();
+                if (x - i).abs() < 1e-6 && i >= 0.0 {
+                    labels.get(i as usize).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            })
+            .draw()
+            .map_err(err)?;
+        for (i, row) in rows.iter().enumerate() {
+            let x = i as f64;
+            let s = row.value.map(|v| v * scale);
+            let color = if row.system == "vswitch" {
+                Palette99::pick(0).to_rgba()
+            } else if row.offloads == "off" {
+                Palette99::pick(1).to_rgba()
+            } else {
+                Palette99::pick(3).to_rgba()
+            };
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(x - 0.3, 0.0), (x + 0.3, s.median)],
+                    color.filled(),
+                )))
+                .map_err(err)?;
+            chart
+                .draw_series(whisker(x, s.min, s.max, 0.06))
+                .map_err(err)?;
+            let text = match vs {
+                Some(v) if row.system != "vswitch" && row.value.median > 0.0 => {
+                    format!("{:.1}  (vswitch {:.2}×)", s.median, v / row.value.median)
+                }
+                _ => format!("{:.1}", s.median),
+            };
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    text,
+                    (x - 0.3, s.max + ymax * 0.03),
+                    ("sans-serif", 11),
+                )))
+                .map_err(err)?;
+        }
+    }
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+fn short(offloads: &str) -> &str {
+    if offloads == "off" {
+        "offl. off"
+    } else {
+        "defaults"
+    }
+}
