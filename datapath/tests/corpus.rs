@@ -442,7 +442,18 @@ fn ipv4_sums(frame: &[u8]) -> Option<Result<Sums, String>> {
     })())
 }
 
-/// Replays `records` one frame per `process` call (so every output has one known input) on
+/// (protocol, identification) of an untagged IPv4 frame: what a routed frame keeps, so a frame
+/// released later (after ARP) can be matched to the input it came from.
+/// Keyed with the destination too, since many captures leave the identification at zero (a
+/// routed-back or masqueraded frame keeps its destination).
+fn ip_key(frame: &[u8]) -> Option<(u8, [u8; 2], [u8; 4])> {
+    (frame.get(12..14)? == [0x08, 0x00]).then_some(())?;
+    let dst: [u8; 4] = frame.get(30..34)?.try_into().ok()?;
+    Some((*frame.get(23)?, [*frame.get(18)?, *frame.get(19)?], dst))
+}
+
+/// Replays `records` one frame per `process` call (so every output has one known input, or was
+/// held for ARP and is matched to its input by IPv4 protocol and identification) on
 /// `ingress`, with the destination MAC of every IPv4 frame set to `to_mac` (the gateway's or the
 /// uplink's, so the L3 stage sees all of them). Checks the counter invariant and that every
 /// emitted IPv4 frame is well formed with checksums valid wherever the input's were.
@@ -457,12 +468,18 @@ fn replay_through_gateway(
     let port = topo.port_by_name(ingress).unwrap();
     let (mut input, mut out) = (Vec::with_capacity(1), Vec::new());
     let (mut emitted, mut rewritten) = (0usize, 0usize);
+    let mut seen: std::collections::HashMap<(u8, [u8; 2], [u8; 4]), Option<Sums>> =
+        Default::default();
     for (i, r) in records.iter().enumerate() {
         let mut data = r.data.clone();
         if ipv4_sums(&data).is_some() {
             data[..6].copy_from_slice(&to_mac);
         }
         let before = ipv4_sums(&data);
+        if let Some(k) = ip_key(&data) {
+            seen.entry(k)
+                .or_insert_with(|| before.clone().and_then(Result::ok));
+        }
         input.push(Packet {
             port,
             data: data.clone(),
@@ -478,7 +495,11 @@ fn replay_through_gateway(
             };
             let after =
                 after.map_err(|e| format!("record {i}: emitted a malformed IPv4 frame: {e}"))?;
-            let was = before.clone().and_then(Result::ok);
+            // Frames held for ARP come out later: judge them against their own input.
+            let was = match ip_key(&pkt.data) {
+                Some(k) if ip_key(&data) != Some(k) => seen.get(&k).copied().flatten(),
+                _ => before.clone().and_then(Result::ok),
+            };
             if !after.ip_ok && was.is_none_or(|w| w.ip_ok) {
                 return Err(format!(
                     "record {i}: emitted IPv4 header checksum invalid (input's was valid): {:02x?}",
