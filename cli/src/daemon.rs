@@ -249,6 +249,18 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         mtu: topo.bridge.mtu,
     });
     reattach(&daemon);
+    let upstream = if config.dns.upstream.is_empty() {
+        host_resolvers()
+    } else {
+        config.dns.upstream.clone()
+    };
+    tracing::info!(?upstream, "DNS forwarding");
+    daemon.call_all(move |e| e.pipeline_mut().set_dns_upstream(upstream.clone()));
+    if let Ok(nets) = daemon.store.networks() {
+        for n in nets {
+            refresh_dns(&daemon, &n.name);
+        }
+    }
 
     let listener = bind_socket(&opts.socket)?;
     tracing::info!(socket = %opts.socket.display(), "vswitch daemon ready");
@@ -286,6 +298,40 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     }
     let _ = std::fs::remove_file(&opts.socket);
     Ok(())
+}
+
+/// The host's resolvers: nameserver lines of /etc/resolv.conf, loopback stubs left out (as
+/// Docker does: they would not be reachable from the containers' side).
+fn host_resolvers() -> Vec<Ipv4Addr> {
+    std::fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|a| a.trim().parse::<Ipv4Addr>().ok())
+        .filter(|a| !a.is_loopback())
+        .collect()
+}
+
+/// Gives every worker the current names of `network`'s containers (user-defined networks only:
+/// the default bridge has no embedded DNS, as in Docker).
+fn refresh_dns(d: &Daemon, network: &str) {
+    let Ok(Some(rec)) = d.store.network(network) else {
+        return;
+    };
+    let table = if rec.builtin {
+        None
+    } else {
+        let leases = d.store.leases(network).unwrap_or_default();
+        Some(switch::dns_gateway::DnsTable::new(
+            leases.into_iter().map(|(ip, l)| (l.container, ip)),
+        ))
+    };
+    let name = network.to_string();
+    d.call_all(move |e| {
+        if let Some(id) = e.pipeline().topology().network_by_name(&name) {
+            e.pipeline_mut().set_dns_table(id, table.clone());
+        }
+    });
 }
 
 /// Re-attaches containers whose link survived a restart; releases the leases of the others.
@@ -557,11 +603,13 @@ fn run_request(d: &Daemon, req: Request) -> Result<serde_json::Value> {
             spec.labels = labels;
             let rec = d.store.create_network(spec)?;
             let def = def_of(&rec);
+            let name = rec.name.clone();
             let added = d.call_all(move |e| e.pipeline_mut().add_network(&def).map(|_| ()).map_err(|e| e.to_string()));
             if let Some(Err(e)) = added.as_ref().and_then(|v| v.iter().find(|r| r.is_err())) {
                 let _ = d.store.remove_network(&rec.name);
                 bail!("the datapath refused the network: {e}");
             }
+            refresh_dns(d, &name);
             network_json(d, &rec)?
         }
         Request::NetworkLs => {
@@ -711,6 +759,7 @@ fn connect(
         port_id,
     };
     lock(&d.containers).insert((network.to_string(), name), c.clone());
+    refresh_dns(d, network);
     tracing::info!(container = %c.name, ip = %c.ip, port = %c.port, "connected");
     Ok(c)
 }
@@ -736,5 +785,6 @@ fn disconnect(d: &Daemon, network: &str, name: &str) -> Result<Container> {
             d.call_all(move |e| e.pipeline_mut().unpublish(num, host_port));
         }
     }
+    refresh_dns(d, network);
     Ok(c)
 }

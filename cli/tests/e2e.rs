@@ -839,3 +839,52 @@ fn networks_published_ports_and_state_across_kill_9() {
         }
     }
 }
+
+#[test]
+fn embedded_dns_answers_names_on_the_same_network_with_dig() {
+    if skip() {
+        return;
+    }
+    let mut lab = Lab::new(&format!("\n[dns]\nupstream = [\"{INET_IP}\"]\n"));
+    let inet = lab.ns("inet");
+    let dir = lab.dir.clone();
+    let upstream = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/dns_upstream.py");
+    lab.spawn(&inet, &dir, &["python3", upstream, "53"]);
+    lab.cli(&["network", "create", "web"]);
+    let w1 = lab.container("w1", "web", "172.20.0.10");
+    lab.container("w2", "web", "172.20.0.11");
+    let o1 = lab.container("o1", "other", "172.18.0.2");
+    let c1 = lab.container("c1", "bridge", "172.17.0.2");
+    let dig = |ns: &str, server: &str, args: &[&str]| -> String {
+        let mut cmd = vec!["dig", "+time=2", "+tries=2"];
+        let at = format!("@{server}");
+        cmd.push(&at);
+        cmd.extend_from_slice(args);
+        String::from_utf8_lossy(&lab.exec(ns, &cmd).stdout).into_owned()
+    };
+    assert_eq!(
+        dig(&w1, "172.20.0.1", &["+short", "w2"]).trim(),
+        "172.20.0.11"
+    );
+    assert_eq!(
+        dig(&w1, "172.20.0.1", &["+short", "W2.vswitch.internal"]).trim(),
+        "172.20.0.11"
+    );
+    assert!(dig(&w1, "172.20.0.1", &["nope.vswitch.internal"]).contains("status: NXDOMAIN"));
+    // Other names go to the upstream resolver (the stand-in answers everything with 192.0.2.123).
+    assert_eq!(
+        dig(&w1, "172.20.0.1", &["+short", "example.test"]).trim(),
+        "192.0.2.123"
+    );
+    // Never the names of another network's containers.
+    assert!(dig(&o1, "172.18.0.1", &["w2.vswitch.internal"]).contains("status: NXDOMAIN"));
+    // The default bridge has no embedded DNS, as in Docker.
+    assert!(
+        !lab.exec(&c1, &["dig", "+time=1", "+tries=1", "@172.17.0.1", "w2"])
+            .status
+            .success()
+    );
+    // A disconnected container's name goes away.
+    lab.cli(&["network", "disconnect", "web", "w2"]);
+    assert!(dig(&w1, "172.20.0.1", &["w2.vswitch.internal"]).contains("status: NXDOMAIN"));
+}

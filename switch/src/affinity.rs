@@ -7,7 +7,8 @@
 //! - masquerade: out `container:p → R:q`, back `R:q → uplink:p'`: the remote is `R` both ways;
 //! - published port: in `client:c → uplink:h`, back `container:h' → client:c`: `client`;
 //! - ICMP errors quote the packet they are about, whose remote address is the flow's;
-//! - hairpin (a container to the uplink address): the remote is the uplink address both ways.
+//! - hairpin (a container to the uplink address): the remote is the uplink address both ways;
+//! - DNS queries to a gateway, which may be forwarded to the upstream resolver: the resolver.
 //!
 //! Ports are deliberately left out: later fragments carry none, and NAT's port uniqueness is per
 //! remote, so with every flow to one remote address on one worker no two workers can ever hand
@@ -92,13 +93,23 @@ pub fn owner(topo: &Topology, ingress: PortId, frame: &[u8], workers: usize) -> 
         // From outside: the remote is the source.
         None => remote(frame, 14, true).map_or(Owner::Worker(0), |a| pick(a, workers)),
         Some(net) => {
-            let gw_mac = topo
+            let gateway = topo
                 .networks
                 .get(usize::from(net.0))
-                .and_then(|n| n.gateway)
-                .map(|g| g.1);
-            if gw_mac.is_none() || dst_mac(frame) != gw_mac {
+                .and_then(|n| n.gateway);
+            let Some((gw_ip, gw_mac)) = gateway else {
                 return Owner::Any;
+            };
+            if dst_mac(frame) != Some(gw_mac) {
+                return Owner::Any;
+            }
+            // A DNS query to the gateway may be forwarded upstream: its flow's remote is then
+            // the resolver, whose answers arrive on the uplink.
+            let to_dns = ip_at(frame, 30) == Some(gw_ip)
+                && frame.get(23) == Some(&17)
+                && frame.get(36..38) == Some(&[0, 53][..]);
+            if let (true, Some(&resolver)) = (to_dns, topo.dns_upstream.first()) {
+                return pick(resolver, workers);
             }
             remote(frame, 14, false).map_or(Owner::Any, |a| pick(a, workers))
         }

@@ -43,6 +43,18 @@ pub struct Config {
     /// Published ports: DNAT from the uplink address to a container.
     #[serde(default, rename = "publish")]
     pub published: Vec<PublishConfig>,
+    /// Embedded DNS settings.
+    #[serde(default)]
+    pub dns: DnsConfig,
+}
+
+/// Embedded DNS settings.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// Resolvers that queries for other names are forwarded to; empty means the host's
+    /// (the nameservers of /etc/resolv.conf, loopback ones left out).
+    pub upstream: Vec<Ipv4Addr>,
 }
 
 /// The uplink: where routed traffic leaves and published ports arrive.
@@ -450,6 +462,8 @@ pub struct Topology {
     pub conntrack: conntrack::Config,
     /// Published ports.
     pub published: Vec<Published>,
+    /// Resolvers the embedded DNS forwards to (the first is used).
+    pub dns_upstream: Vec<Ipv4Addr>,
 }
 
 /// The MAC Docker derives from an IPv4 address: 02:42 followed by the four octets.
@@ -608,6 +622,7 @@ impl Topology {
             udp_eim: config.nat.udp_endpoint_independent,
             conntrack: config.conntrack.to_table_config(),
             published,
+            dns_upstream: config.dns.upstream.clone(),
         })
     }
 

@@ -53,6 +53,7 @@ drop_reasons! {
     PortsExhausted => "ports_exhausted", "No free NAT source port for this destination.";
     ArpQueueFull => "arp_queue_full", "Waiting for ARP, and the pending queue was full.";
     ArpUnresolved => "arp_unresolved", "The next hop never answered ARP.";
+    DnsDropped => "dns_dropped", "A DNS query to the gateway that could not be read or forwarded.";
 }
 
 /// Number of drop reasons.
@@ -145,6 +146,8 @@ pub struct BridgeCounters {
     pub icmp_errors_sent: u64,
     /// Packets translated by NAT.
     pub nat_translated: u64,
+    /// DNS queries the gateway answered itself.
+    pub dns_answered: u64,
 }
 
 impl DropCounts {
@@ -184,5 +187,6 @@ impl BridgeCounters {
         self.echo_replies_sent += o.echo_replies_sent;
         self.icmp_errors_sent += o.icmp_errors_sent;
         self.nat_translated += o.nat_translated;
+        self.dns_answered += o.dns_answered;
     }
 }

@@ -18,6 +18,7 @@
 
 use crate::config::{NetworkId, PortId};
 use crate::counters::DropReason;
+use crate::dns_gateway::DnsOutcome;
 use crate::fragments::FragmentPlan;
 use crate::neighbor::{Enqueued, Side, Waiting};
 use crate::pipeline::{Packet, Pipeline};
@@ -190,6 +191,17 @@ impl Pipeline {
                 self.release(side, src, released, output);
             }
         }
+        if info.dst == gw_ip && matches!(c.l4, L4::Udp { dst_port: 53, .. }) && self.serves_dns(net)
+        {
+            return match self.gateway_dns(net, ingress, &mut data, &c, &info, output) {
+                DnsOutcome::Answered => self.count_local(ingress),
+                DnsOutcome::Drop => self.drop(ingress, DropReason::DnsDropped),
+                DnsOutcome::Forward(upstream) => {
+                    let side = Side::Network(net.0);
+                    self.route(now, ingress, side, data, c, info, output, Some(upstream))
+                }
+            };
+        }
         let uplink_ip = self.topo.uplink.as_ref().map(|u| u.address);
         if info.dst == gw_ip || Some(info.dst) == uplink_ip {
             // The gateway, and the host's uplink address, answer pings themselves.
@@ -231,7 +243,16 @@ impl Pipeline {
             synth::decrement_ttl(&mut data, c.l3_offset);
             return self.send_to(now, ingress, Side::Network(net.0), info.dst, data, output);
         }
-        self.route(now, ingress, Side::Network(net.0), data, c, info, output);
+        self.route(
+            now,
+            ingress,
+            Side::Network(net.0),
+            data,
+            c,
+            info,
+            output,
+            None,
+        );
     }
 
     /// A frame from the uplink port.
@@ -300,7 +321,7 @@ impl Pipeline {
                         output,
                     );
                 }
-                self.route(now, ingress, Side::Uplink, data, c, info, output);
+                self.route(now, ingress, Side::Uplink, data, c, info, output, None);
             }
             L3::Other { .. } => self.drop(ingress, DropReason::NotForUs),
         }
@@ -317,6 +338,7 @@ impl Pipeline {
         c: Classified,
         info: Ipv4Info,
         output: &mut Vec<Packet>,
+        redirect: Option<Ipv4Addr>,
     ) {
         if info.frag_offset != 0 {
             return self.route_fragment(now, ingress, from, data, c, info, output);
@@ -335,7 +357,7 @@ impl Pipeline {
         }
         let (id, dir, created) = match self.ct.lookup(&tuple, now) {
             Some((id, dir)) => (id, dir, false),
-            None => match self.new_flow(now, from, &tuple, seg.as_ref()) {
+            None => match self.new_flow(now, from, &tuple, seg.as_ref(), redirect) {
                 Ok(id) => (id, Direction::Original, true),
                 Err(reason) => return self.drop(ingress, reason),
             },
@@ -357,7 +379,7 @@ impl Pipeline {
             }
             Verdict::Reopen => {
                 self.ct.remove(id);
-                let id = match self.new_flow(now, from, &tuple, seg.as_ref()) {
+                let id = match self.new_flow(now, from, &tuple, seg.as_ref(), redirect) {
                     Ok(id) => id,
                     Err(reason) => return self.drop(ingress, reason),
                 };
@@ -487,19 +509,22 @@ impl Pipeline {
     }
 
     /// Creates the conntrack entry for the first packet of a connection, or says why not.
+    /// `redirect` sends the flow to another destination address (the embedded DNS forwarding
+    /// a query to the upstream resolver), masqueraded like any outbound flow.
     fn new_flow(
         &mut self,
         now: u64,
         from: Side,
         t: &Tuple,
         seg: Option<&TcpSegment>,
+        redirect: Option<Ipv4Addr>,
     ) -> Result<EntryId, DropReason> {
         if seg.is_some_and(|s| !tcp_may_create(s)) {
             self.ct.count_invalid();
             return Err(DropReason::CtInvalid);
         }
         let up = self.topo.uplink.as_ref().map(|u| u.address);
-        let reply = if Some(t.dst) == up {
+        let reply = if Some(t.dst) == up && redirect.is_none() {
             // A published port: DNAT, from outside or (hairpin) from a container.
             let Some(&(ip, port)) = self.published.get(&(t.proto.number(), t.dst_port)) else {
                 return Err(if from == Side::Uplink {
@@ -530,13 +555,13 @@ impl Pipeline {
             if self.topo.networks[usize::from(n)].internal {
                 return Err(DropReason::InternalNetwork);
             }
-            if self.topo.network_of_ip(t.dst).is_some() {
+            if redirect.is_none() && self.topo.network_of_ip(t.dst).is_some() {
                 return Err(DropReason::InterNetwork);
             }
             let Some(addr) = up else {
                 return Err(DropReason::NoRoute);
             };
-            let remote = Endpoint::new(t.dst, t.dst_port);
+            let remote = Endpoint::new(redirect.unwrap_or(t.dst), t.dst_port);
             let inside = Endpoint::new(t.src, t.src_port);
             let eim = self.topo.udp_eim && t.proto == Proto::Udp;
             let preferred = if eim {
@@ -555,7 +580,7 @@ impl Pipeline {
             };
             Tuple {
                 proto: t.proto,
-                src: t.dst,
+                src: remote.addr,
                 dst: addr,
                 src_port: remote_port,
                 dst_port: p,

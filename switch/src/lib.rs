@@ -8,6 +8,7 @@
 pub mod affinity;
 pub mod config;
 pub mod counters;
+pub mod dns_gateway;
 pub mod fdb;
 pub mod fragments;
 mod gateway;

@@ -70,6 +70,8 @@ pub struct Pipeline {
     pub(crate) fragments: Fragments,
     /// Endpoint-independent UDP mappings (used when the topology asks for them).
     pub(crate) eim: nat::EimTable,
+    /// Embedded DNS: container names per network that serves DNS.
+    pub(crate) dns: FxHashMap<NetworkId, crate::dns_gateway::DnsTable>,
 }
 
 /// Everything observable about a pipeline at one instant, for `--json` output and replay summaries.
@@ -143,6 +145,7 @@ impl Pipeline {
             fragments: Fragments::default(),
             // RFC 4787 REQ-5: a mapping lives at least 2 minutes; 5 is recommended.
             eim: nat::EimTable::new(300 * NANOS_PER_SEC),
+            dns: FxHashMap::default(),
         })
     }
 

@@ -318,6 +318,14 @@ fn sweep_stale() {
     }
 }
 
+/// Sends `sig` to the process group led by `child` (spawned with `process_group(0)`).
+fn signal_group(child: &Child, sig: &str) {
+    let _ = Command::new("kill")
+        .args([sig, "--", &format!("-{}", child.id())])
+        .stderr(Stdio::null())
+        .status();
+}
+
 /// Kills every process inside `ns` (a namespace this bench created), then deletes it.
 fn delete_netns(ns: &str) {
     if let Ok(pids) = ip(&["netns", "pids", ns]) {
@@ -343,6 +351,9 @@ struct Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         for p in &mut self.procs {
+            if matches!(p.try_wait(), Ok(None)) {
+                signal_group(p, "-KILL");
+            }
             let _ = p.kill();
             let _ = p.wait();
         }
@@ -424,6 +435,7 @@ impl Lab {
                 return Ok(st.success());
             }
             if stopped() || Instant::now() >= deadline {
+                signal_group(&self.procs[i], "-KILL");
                 let _ = self.procs[i].kill();
                 let _ = self.procs[i].wait();
                 check_stop()?;
@@ -433,10 +445,10 @@ impl Lab {
         }
     }
 
+    /// Sends `sig` to the process group of process `i` (it leads its own group, see
+    /// [`Lab::spawn`]): trafgen forks its sender, which must stop too.
     fn signal(&mut self, i: usize, sig: &str) {
-        let _ = Command::new("kill")
-            .args([sig, &self.procs[i].id().to_string()])
-            .status();
+        signal_group(&self.procs[i], sig);
     }
 
     fn socket(&self) -> PathBuf {
