@@ -62,6 +62,11 @@ enum Command {
     Shutdown(ClientArgs),
     /// Print the version.
     Version,
+    /// Print a shell completion script: `vswitch completions bash > /etc/bash_completion.d/vswitch`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Throughput figures, side by side with the kernel (pipeline in memory; veth lab).
     Bench(bench::BenchArgs),
 }
@@ -291,6 +296,11 @@ fn main() -> ExitCode {
             println!("disconnected {}", v["name"].as_str().unwrap_or("?"))
         }),
         Command::Shutdown(c) => client(&c, &Request::Shutdown, |_| println!("daemon stopping")),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "vswitch", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Version => {
             println!("vswitch {}", env!("CARGO_PKG_VERSION"));
             Ok(())

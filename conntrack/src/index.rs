@@ -26,10 +26,14 @@ use crate::tuple::Tuple;
 const EMPTY: u64 = u64::MAX;
 const MIN_BUCKETS: usize = 16;
 
-/// The tag of a key: the well-mixed upper half of its Fx hash.
+/// The tag of a key. Fx hashing leaves some bit ranges poorly mixed (keys
+/// differing only in one address would share home buckets), so the hash is
+/// multiplied once more and the product's upper half, which depends on every
+/// bit, is kept.
 #[inline]
 pub(crate) fn tag_of(key: &Tuple) -> u32 {
-    (FxBuildHasher.hash_one(key) >> 32) as u32
+    let h = FxBuildHasher.hash_one(key);
+    (h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as u32
 }
 
 #[derive(Clone, Debug, Default)]
