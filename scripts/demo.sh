@@ -2,7 +2,8 @@
 # vswitch demo: Docker's default picture, in network namespaces, with vswitch as docker0 + iptables.
 #
 #   internet (203.0.113.1, web server) ── up0 ── vswitch ─┬─ bridge 172.17.0.0/16: login, payment
-#                                                          └─ backend 172.18.0.0/16 (icc=false): db
+#                                                          ├─ backend (icc=false): db
+#                                                          └─ shop: api, cart (names in DNS)
 #
 # Everything lives in namespaces named vsdemo-*, removed on exit (even on failure or Ctrl-C).
 # Traffic stays inside those namespaces. Needs root.
@@ -10,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 [ "$(id -u)" -eq 0 ] || { echo "demo: run as root (it creates network namespaces): sudo bash $0" >&2; exit 1; }
-for tool in ip curl python3 ping; do
+for tool in ip curl python3 ping dig; do
   command -v "$tool" >/dev/null || { echo "demo: needs $tool (apt-get install iproute2 curl python3 iputils-ping)" >&2; exit 1; }
 done
 
@@ -23,7 +24,7 @@ cleanup() {
   set +e
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
   wait 2>/dev/null
-  for ns in login payment db internet sw; do ip netns del "$P-$ns" 2>/dev/null; done
+  for ns in login payment db api cart internet sw; do ip netns del "$P-$ns" 2>/dev/null; done
   rm -rf "$STATE"
 }
 trap cleanup EXIT INT TERM
@@ -35,8 +36,8 @@ VS=$PWD/target/release/vswitch
 step() { printf '\n== %s\n' "$*"; }
 in_ns() { local ns=$1; shift; ip netns exec "$P-$ns" "$@"; }
 
-step "namespaces: sw (vswitch), internet, login, payment, db"
-for ns in sw internet login payment db; do ip netns add "$P-$ns"; ip -n "$P-$ns" link set lo up; done
+step "namespaces: sw (vswitch), internet, login, payment, db, api, cart"
+for ns in sw internet login payment db api cart; do ip netns add "$P-$ns"; ip -n "$P-$ns" link set lo up; done
 ip link add up0 netns "$P-sw" type veth peer name eth0 netns "$P-internet"
 ip -n "$P-internet" addr add 203.0.113.1/24 dev eth0
 ip -n "$P-internet" link set eth0 up
@@ -44,17 +45,6 @@ ip -n "$P-sw" link set up0 up
 in_ns internet ethtool -K eth0 tx off tso off gso off gro off >/dev/null 2>&1 || true
 
 cat > "$STATE/topo.toml" <<TOML
-[[network]]
-name = "bridge"
-subnet = "172.17.0.0/16"
-gateway = "172.17.0.1"
-
-[[network]]
-name = "backend"
-subnet = "172.18.0.0/16"
-gateway = "172.18.0.1"
-icc = false
-
 [[port]]
 name = "up0"
 kind = "af_packet"
@@ -63,12 +53,6 @@ kind = "af_packet"
 port = "up0"
 address = "203.0.113.2"
 subnet = "203.0.113.0/24"
-
-[[publish]]
-proto = "tcp"
-host_port = 8080
-container_ip = "172.17.0.3"
-container_port = 80
 TOML
 
 step "vswitch daemon (in $P-sw)"
@@ -80,10 +64,21 @@ for _ in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.1; done
 [ -S "$SOCK" ] || { cat "$STATE/daemon.log"; exit 1; }
 export VSWITCH_SOCKET=$SOCK
 
-step "docker run: connect login, payment (bridge) and db (backend)"
-"$VS" network connect bridge --netns "/run/netns/$P-login" --name login --ip 172.17.0.2
-"$VS" network connect bridge --netns "/run/netns/$P-payment" --name payment --ip 172.17.0.3
+step "docker network create: backend (icc=false) and shop"
+"$VS" network create backend --icc=false
+"$VS" network create shop --label team=checkout
+"$VS" network ls
+
+step "docker run: connect login, payment (bridge), db (backend), api and cart (shop)"
+"$VS" network connect bridge --netns "/run/netns/$P-login" --name login
+"$VS" network connect bridge --netns "/run/netns/$P-payment" --name payment
 "$VS" network connect backend --netns "/run/netns/$P-db" --name db
+"$VS" network connect shop --netns "/run/netns/$P-api" --name api
+"$VS" network connect shop --netns "/run/netns/$P-cart" --name cart
+
+step "docker run -p 8080:80: publish payment's port 80 on the uplink address"
+"$VS" port publish bridge payment 8080:80/tcp
+"$VS" port ls
 
 step "web servers: internet:8000 and payment:80 (answer /whoami with the client address they see)"
 ip netns exec "$P-internet" python3 cli/tests/whoami_server.py 8000 >/dev/null 2>&1 & PIDS+=($!)
@@ -101,6 +96,13 @@ in_ns internet curl -sS --max-time 5 http://203.0.113.2:8080/whoami; echo
 
 step "db (backend, icc=false) -> login (bridge): must fail"
 if in_ns db ping -c 1 -W 1 172.17.0.2 >/dev/null; then echo "ISOLATION BROKEN"; exit 1; else echo "blocked, as it should be"; fi
+
+step "api -> cart by name: the shop gateway answers DNS"
+in_ns api dig +short @172.19.0.1 cart
+in_ns api ping -c 1 -W 2 "$(in_ns api dig +short @172.19.0.1 cart)" | tail -2
+
+step "vswitch network inspect shop"
+"$VS" network inspect shop
 
 step "vswitch status"
 "$VS" status
