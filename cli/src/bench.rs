@@ -158,6 +158,8 @@ pub struct Machine {
     pub cpus: usize,
     /// Kernel release.
     pub kernel: String,
+    /// 1-minute load average when the run began: other work on the machine skews every figure.
+    pub load_avg_1m: f64,
 }
 
 impl Machine {
@@ -174,7 +176,12 @@ impl Machine {
         let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| "unknown".into());
+        let load_avg_1m = std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|s| s.split_whitespace().next().and_then(|x| x.parse().ok()))
+            .unwrap_or(0.0);
         Machine {
+            load_avg_1m,
             date: utc_now(),
             cpu,
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),

@@ -112,6 +112,12 @@ enum ConntrackAction {
         /// Only this protocol (tcp, udp, icmp).
         #[arg(short = 'p', long)]
         proto: Option<String>,
+        /// Only entries whose original source is this address (conntrack -L --src).
+        #[arg(long)]
+        src: Option<Ipv4Addr>,
+        /// Only entries whose original destination is this address (conntrack -L --dst).
+        #[arg(long)]
+        dst: Option<Ipv4Addr>,
     },
     /// Forget every tracked connection.
     Flush(ClientArgs),
@@ -251,9 +257,15 @@ fn main() -> ExitCode {
             action: FdbAction::Show(c),
         } => client(&c, &Request::Fdb, table::print_fdb),
         Command::Conntrack {
-            action: ConntrackAction::Ls { client: c, proto },
+            action:
+                ConntrackAction::Ls {
+                    client: c,
+                    proto,
+                    src,
+                    dst,
+                },
         } => client(&c, &Request::Conntrack, |v| {
-            table::print_conntrack(v, proto.as_deref())
+            table::print_conntrack(v, proto.as_deref(), src, dst)
         }),
         Command::Conntrack {
             action: ConntrackAction::Flush(c),

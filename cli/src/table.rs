@@ -186,12 +186,23 @@ pub fn conntrack_line(e: &Value, now_ns: Option<u64>) -> String {
 }
 
 /// `vswitch conntrack ls`.
-pub fn print_conntrack(v: &Value, proto: Option<&str>) {
+pub fn print_conntrack(
+    v: &Value,
+    proto: Option<&str>,
+    src: Option<std::net::Ipv4Addr>,
+    dst: Option<std::net::Ipv4Addr>,
+) {
     let entries = v["entries"].as_array().cloned().unwrap_or_default();
     let mut shown = 0;
     for e in &entries {
         let p = s(&e["state"]["proto"]);
         if proto.is_some_and(|want| !want.eq_ignore_ascii_case(&p)) {
+            continue;
+        }
+        if src.is_some_and(|a| e["original"]["src"] != a.to_string().as_str()) {
+            continue;
+        }
+        if dst.is_some_and(|a| e["original"]["dst"] != a.to_string().as_str()) {
             continue;
         }
         println!("{}", conntrack_line(e, None));

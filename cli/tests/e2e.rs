@@ -458,6 +458,15 @@ fn masquerade_published_port_and_icmp_errors() {
     assert!(entries.iter().any(|e| e["original"]["dst"] == UPLINK_IP
         && e["original"]["dst_port"] == 8080
         && e["reply"]["src"] == "172.17.0.3"));
+    let mine = lab.cli(&["conntrack", "ls", "--src", "172.17.0.2"]);
+    assert!(
+        mine.lines().all(|l| l.contains("src=172.17.0.2 ")),
+        "{mine}"
+    );
+    assert!(
+        !mine.contains("dport=8080 src=172.17.0.3"),
+        "the published flow started elsewhere: {mine}"
+    );
     let text = lab.cli(&["conntrack", "ls", "-p", "tcp"]);
     assert!(text.contains("dport=8080"), "{text}");
     let status = lab.json(&["status"]);

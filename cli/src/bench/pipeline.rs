@@ -210,6 +210,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         None
     };
 
+    let machine = Machine::now();
     let bar = progress((cases.len() * max_workers) as u64);
     let per_rep = args.seconds / f64::from(args.reps);
     let warm = (args.seconds / 10.0).min(0.2);
@@ -233,7 +234,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
     let scaling = scaling(&results);
     let report = Report {
         bench: "pipeline",
-        machine: Machine::now(),
+        machine,
         seconds: args.seconds,
         reps: args.reps,
         batch: BATCH,
@@ -290,10 +291,11 @@ fn scaling(results: &[CaseResult]) -> Vec<Scaling> {
 
 fn print_table(r: &Report) {
     println!(
-        "vswitch bench pipeline — {} — {} ({} CPUs), {} reps × {:.2} s per case, batches of {}",
+        "vswitch bench pipeline — {} — {} ({} CPUs, load {:.1}), {} reps × {:.2} s per case, batches of {}",
         r.machine.date,
         r.machine.cpu,
         r.machine.cpus,
+        r.machine.load_avg_1m,
         r.reps,
         r.seconds / f64::from(r.reps),
         r.batch
@@ -527,18 +529,19 @@ impl Workload {
                 let share = (case.flows as usize / workers).max(1);
                 let first = u32::try_from(worker * share).unwrap_or(0);
                 let count = u32::try_from(share).unwrap_or(1);
-                let pipeline = nat_established(first, count, case.frame_len, base)?;
+                let frames = NatFrames::new(case.frame_len);
+                let pipeline = nat_established(&frames, first, count, base)?;
                 let mut originals = Vec::with_capacity(share * HEADERS);
                 let mut replies = Vec::with_capacity(share * HEADERS);
                 for i in first..first + count {
-                    originals.extend_from_slice(&nat_frame(i, case.frame_len, false)[..HEADERS]);
-                    replies.extend_from_slice(&nat_frame(i, case.frame_len, true)[..HEADERS]);
+                    originals.extend_from_slice(&frames.headers(i, false));
+                    replies.extend_from_slice(&frames.headers(i, true));
                 }
                 // Buffers of full length: the payload stays as built, only headers are copied in.
                 let input = (0..BATCH)
                     .map(|k| Packet {
                         port: NAT_CONTAINER,
-                        data: nat_frame(first + (k as u32 / 2) % count, case.frame_len, k % 2 == 1),
+                        data: frames.frame(first, k % 2 == 1),
                     })
                     .collect::<Vec<_>>();
                 let mut w = Workload::with(
@@ -763,25 +766,23 @@ next_hop_mac = "02:00:00:00:00:fe"
 max_entries = 2097152
 "#;
 
-/// Frame of flow `i`: UDP 172.16.0.2+i:40000 → 100.64.0.0+i:443 from the container (original),
-/// or the answer from the far host to the uplink address (reply). Same payload both ways, so any
-/// buffer can take either direction's headers.
-fn nat_frame(i: u32, len: usize, reply: bool) -> Vec<u8> {
-    let container = Ipv4Addr::from(u32::from(Ipv4Addr::new(172, 16, 0, 2)) + i);
-    let remote = Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 64, 0, 0)) + i);
-    let payload = vec![0x5a; len - HEADERS];
-    if reply {
-        build::udp(
-            NAT_ROUTER_MAC,
-            switch::config::mac_from_ip(NAT_UPLINK_IP),
-            remote,
-            NAT_UPLINK_IP,
-            443,
-            40000,
-            &payload,
-        )
-    } else {
-        build::udp(
+/// Frames of the NAT flows. Flow `i` is UDP 172.16.0.2+i:40000 → 100.64.0.0+i:443 from the
+/// container (original), answered by the far host to the uplink address (reply). Both directions
+/// carry the same payload, so any buffer can take either direction's headers, and only the 42
+/// header bytes differ from flow to flow: they are made by patching the addresses of a template
+/// built once (`packet::build`) and recomputing both checksums, the payload's sum computed once.
+struct NatFrames {
+    /// Full frames of flow 0: original, reply.
+    templates: [Vec<u8>; 2],
+    /// One's-complement sum of the payload (constant).
+    payload_sum: u32,
+}
+
+impl NatFrames {
+    fn new(len: usize) -> NatFrames {
+        let payload = vec![0x5a; len - HEADERS];
+        let (container, remote) = Self::addresses(0);
+        let original = build::udp(
             host_mac(1),
             switch::config::mac_from_ip(NAT_GATEWAY_IP),
             container,
@@ -789,13 +790,87 @@ fn nat_frame(i: u32, len: usize, reply: bool) -> Vec<u8> {
             40000,
             443,
             &payload,
+        );
+        let reply = build::udp(
+            NAT_ROUTER_MAC,
+            switch::config::mac_from_ip(NAT_UPLINK_IP),
+            remote,
+            NAT_UPLINK_IP,
+            443,
+            40000,
+            &payload,
+        );
+        NatFrames {
+            templates: [original, reply],
+            payload_sum: sum16(&payload),
+        }
+    }
+
+    fn addresses(i: u32) -> (Ipv4Addr, Ipv4Addr) {
+        (
+            Ipv4Addr::from(u32::from(Ipv4Addr::new(172, 16, 0, 2)) + i),
+            Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 64, 0, 0)) + i),
         )
     }
+
+    /// The 42 header bytes of flow `i` in one direction.
+    fn headers(&self, i: u32, reply: bool) -> [u8; HEADERS] {
+        let mut h = [0u8; HEADERS];
+        h.copy_from_slice(&self.templates[usize::from(reply)][..HEADERS]);
+        let (container, remote) = Self::addresses(i);
+        let (src, dst) = if reply {
+            (remote, NAT_UPLINK_IP)
+        } else {
+            (container, remote)
+        };
+        h[26..30].copy_from_slice(&src.octets());
+        h[30..34].copy_from_slice(&dst.octets());
+        // IPv4 header checksum.
+        h[24..26].copy_from_slice(&[0, 0]);
+        let ip = !fold(sum16(&h[14..34]));
+        h[24..26].copy_from_slice(&ip.to_be_bytes());
+        // UDP checksum: pseudo-header, UDP header, payload (RFC 768; 0 is sent as 0xffff).
+        h[40..42].copy_from_slice(&[0, 0]);
+        let udp_len = u16::from_be_bytes([h[38], h[39]]);
+        let pseudo = sum16(&h[26..34]) + 17 + u32::from(udp_len);
+        let udp = !fold(pseudo + sum16(&h[34..42]) + self.payload_sum);
+        h[40..42].copy_from_slice(&(if udp == 0 { 0xffff } else { udp }).to_be_bytes());
+        h
+    }
+
+    /// A full frame of flow `i`.
+    fn frame(&self, i: u32, reply: bool) -> Vec<u8> {
+        let mut f = self.templates[usize::from(reply)].clone();
+        f[..HEADERS].copy_from_slice(&self.headers(i, reply));
+        f
+    }
+}
+
+/// Sum of big-endian 16-bit words (an odd last byte padded with zero), not yet folded.
+fn sum16(bytes: &[u8]) -> u32 {
+    let mut chunks = bytes.chunks_exact(2);
+    let mut s: u32 = 0;
+    for c in &mut chunks {
+        s = s.wrapping_add(u32::from(u16::from_be_bytes([c[0], c[1]])));
+        // Keep well clear of overflow on long payloads.
+        s = (s & 0xffff) + (s >> 16);
+    }
+    if let [last] = chunks.remainder() {
+        s += u32::from(*last) << 8;
+    }
+    s
+}
+
+fn fold(mut s: u32) -> u16 {
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    s as u16
 }
 
 /// A pipeline where flows `first..first + count` are live and assured: each was created by its
 /// first packet, answered, and sent again (UDP is assured on the first packet after a reply).
-fn nat_established(first: u32, count: u32, len: usize, now: u64) -> Result<Pipeline> {
+fn nat_established(frames: &NatFrames, first: u32, count: u32, now: u64) -> Result<Pipeline> {
     let mut pipeline = Pipeline::new(&Config::from_toml(NAT_TOPOLOGY)?)?;
     let mut input = Vec::with_capacity(4096);
     let mut out = Vec::with_capacity(4096);
@@ -811,7 +886,7 @@ fn nat_established(first: u32, count: u32, len: usize, now: u64) -> Result<Pipel
                 } else {
                     NAT_CONTAINER
                 },
-                data: nat_frame(i, len, round == 1),
+                data: frames.frame(i, round == 1),
             }));
             pipeline.process(now, &mut input, &mut out);
             if out.len() != (stop - start) as usize {
@@ -878,5 +953,41 @@ impl Mix {
             frames: records.into_iter().map(|(_, _, p, d)| (p, d)).collect(),
             source: path.display().to_string(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patched_nat_frames_equal_built_ones() {
+        for len in [64, 65, 1500] {
+            let frames = NatFrames::new(len);
+            for i in [0u32, 1, 255, 65_537, 999_999] {
+                let (container, remote) = NatFrames::addresses(i);
+                let payload = vec![0x5a; len - HEADERS];
+                let original = build::udp(
+                    host_mac(1),
+                    switch::config::mac_from_ip(NAT_GATEWAY_IP),
+                    container,
+                    remote,
+                    40000,
+                    443,
+                    &payload,
+                );
+                let reply = build::udp(
+                    NAT_ROUTER_MAC,
+                    switch::config::mac_from_ip(NAT_UPLINK_IP),
+                    remote,
+                    NAT_UPLINK_IP,
+                    443,
+                    40000,
+                    &payload,
+                );
+                assert_eq!(frames.frame(i, false), original, "len {len} flow {i}");
+                assert_eq!(frames.frame(i, true), reply, "len {len} flow {i}");
+            }
+        }
     }
 }

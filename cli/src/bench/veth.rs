@@ -166,6 +166,7 @@ pub fn run(args: VethArgs) -> Result<()> {
         "vswitch bench blast: one UDP socket send loop (trafgen not installed)".to_string()
     };
     sweep_stale();
+    let machine = Machine::now();
     let mut lab = Lab::new()?;
     let result = measure_all(&mut lab, &args, trafgen, nat_tool);
     let prefix = lab.prefix.clone();
@@ -174,7 +175,7 @@ pub fn run(args: VethArgs) -> Result<()> {
     let ratios = ratios(&rows);
     let report = Report {
         bench: "veth",
-        machine: Machine::now(),
+        machine,
         prefix,
         seconds: args.seconds,
         reps: args.reps,
@@ -218,8 +219,14 @@ fn ratios(rows: &[Row]) -> Vec<Ratio> {
 
 fn print_table(r: &Report) {
     println!(
-        "vswitch bench veth — {} — {} ({} CPUs, kernel {}), {} × {:.1} s per figure",
-        r.machine.date, r.machine.cpu, r.machine.cpus, r.machine.kernel, r.reps, r.seconds
+        "vswitch bench veth — {} — {} ({} CPUs, kernel {}, load {:.1}), {} × {:.1} s per figure",
+        r.machine.date,
+        r.machine.cpu,
+        r.machine.cpus,
+        r.machine.kernel,
+        r.machine.load_avg_1m,
+        r.reps,
+        r.seconds
     );
     println!("UDP generator: {}", r.generator);
     println!(

@@ -1,0 +1,153 @@
+//! Smoke tests of `vswitch bench`: a very short pipeline run (always), and a short veth lab run
+//! when root with iperf3 installed (skipped with a message otherwise, and when
+//! `VSWITCH_SKIP_E2E=1`). They check the JSON shape and that figures are positive, not speed.
+
+#![allow(clippy::unwrap_used)]
+
+use serde_json::Value;
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_vswitch");
+/// One bench at a time: on two cores, they would skew each other.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn run_json(args: &[&str]) -> Value {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "vswitch {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn positive_stat(v: &Value, what: &str) {
+    let (med, min, max) = (
+        v["median"].as_f64().unwrap(),
+        v["min"].as_f64().unwrap(),
+        v["max"].as_f64().unwrap(),
+    );
+    assert!(med > 0.0 && min > 0.0, "{what}: {v}");
+    assert!(min <= med && med <= max, "{what}: {v}");
+}
+
+#[test]
+fn pipeline_bench_json() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = std::env::temp_dir().join(format!("vsbench-smoke-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let plot = dir.join("p.svg");
+    let v = run_json(&[
+        "bench",
+        "pipeline",
+        "--seconds",
+        "0.2",
+        "--workers",
+        "2",
+        "--json",
+        "--plot",
+        plot.to_str().unwrap(),
+    ]);
+    assert_eq!(v["bench"], "pipeline");
+    assert!(v["machine"]["cpu"].is_string());
+    let results = v["results"].as_array().unwrap();
+    // l2 × 2 sizes + nat × 3 flow counts × 2 sizes + pcap, each with 1 and 2 workers.
+    assert_eq!(results.len(), 9 * 2, "{v:#}");
+    for r in results {
+        let case = r["case"].as_str().unwrap();
+        assert!(["l2", "nat", "pcap"].contains(&case), "{r}");
+        for f in ["mpps", "gbps", "ns_per_packet"] {
+            positive_stat(&r[f], &format!("{case} {f}"));
+        }
+        assert!(r["packets"].as_u64().unwrap() > 0, "{r}");
+        if case != "pcap" {
+            assert_eq!(r["dropped_share"].as_f64().unwrap(), 0.0, "{r}");
+        }
+    }
+    for flows in [1, 1000, 100_000] {
+        assert!(
+            results
+                .iter()
+                .any(|r| r["case"] == "nat" && r["flows"] == flows && r["frame_bytes"] == 64.0),
+            "nat {flows} flows missing"
+        );
+    }
+    let scaling = v["scaling"].as_array().unwrap();
+    assert_eq!(scaling.len(), 9);
+    assert!(scaling.iter().all(|s| s["ratio"].as_f64().unwrap() > 0.0));
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("scaling"), "plot");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn skip_veth() -> Option<String> {
+    if std::env::var("VSWITCH_SKIP_E2E").is_ok_and(|v| v == "1") {
+        return Some("VSWITCH_SKIP_E2E=1".into());
+    }
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
+        });
+    if uid.as_deref() != Some("0") {
+        return Some("needs root (network namespaces)".into());
+    }
+    for tool in ["iperf3", "ethtool"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            return Some(format!("{tool} is not installed"));
+        }
+    }
+    None
+}
+
+fn netns_list() -> String {
+    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn veth_bench_json_and_cleanup() {
+    if let Some(why) = skip_veth() {
+        eprintln!("skipping bench veth smoke test: {why}");
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let v = run_json(&["bench", "veth", "--seconds", "1", "--json"]);
+    assert_eq!(v["bench"], "veth");
+    let prefix = v["prefix"].as_str().unwrap();
+    assert!(prefix.starts_with("vsb"), "{prefix}");
+    let rows = v["rows"].as_array().unwrap();
+    let nat = format!("linux-router+{}", v["nat_tool"].as_str().unwrap());
+    for (test, system) in [
+        ("udp_64B_pps", "vswitch"),
+        ("udp_64B_pps", "linux-bridge"),
+        ("tcp_gbps", "vswitch"),
+        ("tcp_gbps", "linux-bridge"),
+        ("nat_tcp_gbps", "vswitch"),
+        ("nat_tcp_gbps", nat.as_str()),
+    ] {
+        let found: Vec<&Value> = rows
+            .iter()
+            .filter(|r| r["test"] == test && r["system"] == system)
+            .collect();
+        let want = if system == "vswitch" { 1 } else { 2 };
+        assert_eq!(found.len(), want, "{test} {system}: {v:#}");
+        for r in found {
+            assert!(r["value"]["median"].as_f64().unwrap() > 0.0, "{r}");
+        }
+    }
+    assert_eq!(v["ratios"].as_array().unwrap().len(), 6, "{v:#}");
+    let left = netns_list();
+    assert!(
+        !left.lines().any(|l| l.starts_with(&format!("{prefix}-"))),
+        "namespaces left behind:\n{left}"
+    );
+}
