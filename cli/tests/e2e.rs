@@ -458,14 +458,25 @@ fn masquerade_published_port_and_icmp_errors() {
     assert!(entries.iter().any(|e| e["original"]["dst"] == UPLINK_IP
         && e["original"]["dst_port"] == 8080
         && e["reply"]["src"] == "172.17.0.3"));
+    // The first src= of a line is the original direction's source.
+    let first_src = |l: &str| {
+        l.split_whitespace()
+            .find(|w| w.starts_with("src="))
+            .map(str::to_string)
+    };
     let mine = lab.cli(&["conntrack", "ls", "--src", "172.17.0.2"]);
     assert!(
-        mine.lines().all(|l| l.contains("src=172.17.0.2 ")),
+        !mine.is_empty()
+            && mine
+                .lines()
+                .all(|l| first_src(l).as_deref() == Some("src=172.17.0.2")),
         "{mine}"
     );
+    let all = lab.cli(&["conntrack", "ls"]);
     assert!(
-        !mine.contains("dport=8080 src=172.17.0.3"),
-        "the published flow started elsewhere: {mine}"
+        all.lines()
+            .any(|l| first_src(l).as_deref() == Some("src=203.0.113.1")),
+        "{all}"
     );
     let text = lab.cli(&["conntrack", "ls", "-p", "tcp"]);
     assert!(text.contains("dport=8080"), "{text}");
