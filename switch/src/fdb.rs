@@ -87,6 +87,7 @@ impl Fdb {
     }
 
     /// Learns that `mac` on `network` is behind `port`.
+    #[inline(always)]
     pub fn learn(&mut self, network: NetworkId, mac: MacAddr, port: PortId, now: u64) -> Learned {
         let k = key(network, mac);
         let aging = self.aging;
@@ -135,7 +136,7 @@ impl Fdb {
     }
 
     /// The port `mac` was learned on, if the entry is alive.
-    #[inline]
+    #[inline(always)]
     pub fn lookup(&self, network: NetworkId, mac: MacAddr, now: u64) -> Option<PortId> {
         self.map
             .get(&key(network, mac))

@@ -23,6 +23,8 @@ use std::net::Ipv4Addr;
 /// Conntrack size from which `process` warms the caches for a whole batch first (below it the
 /// table and the neighbor caches stay in the core's caches anyway).
 const WARM_MIN_ENTRIES: usize = 4096;
+/// Frames warmed at a time.
+const WARM_CHUNK: usize = 32;
 
 /// Nanoseconds per second.
 pub const NANOS_PER_SEC: u64 = 1_000_000_000;
@@ -174,10 +176,31 @@ impl Pipeline {
         self.now = now;
         self.bridge.fdb_aged += self.fdb.sweep(now) as u64;
         self.gateway_housekeeping(now);
-        if self.ct.len() >= WARM_MIN_ENTRIES {
-            self.warm(now, input);
+        if self.ct.len() < WARM_MIN_ENTRIES {
+            for pkt in input.drain(..) {
+                self.process_one(now, pkt, output);
+            }
+            return;
         }
-        for pkt in input.drain(..) {
+        self.process_warmed(now, input, output);
+    }
+
+    /// `process` for a large table: each chunk of frames is warmed (see `warm`) just before it
+    /// is processed, so a large batch does not evict what it warmed before using it.
+    #[inline(never)]
+    fn process_warmed(&mut self, now: u64, input: &mut Vec<Packet>, output: &mut Vec<Packet>) {
+        let mut frames = input.drain(..);
+        let mut warmed = 0;
+        loop {
+            if warmed == 0 {
+                let rest = frames.as_slice();
+                self.warm(now, &rest[..rest.len().min(WARM_CHUNK)]);
+                warmed = WARM_CHUNK;
+            }
+            let Some(pkt) = frames.next() else {
+                break;
+            };
+            warmed = warmed.saturating_sub(1);
             self.process_one(now, pkt, output);
         }
     }
@@ -187,8 +210,9 @@ impl Pipeline {
     /// other and each pass is a short loop, so the CPU overlaps their cache misses across frames
     /// instead of taking them one frame at a time (a software stand-in for a prefetch stage).
     /// Purely a performance hint: a frame this cheap parser misreads only warms the wrong lines.
+    #[inline(never)]
     fn warm(&self, now: u64, input: &[Packet]) {
-        const CHUNK: usize = 32;
+        const CHUNK: usize = WARM_CHUNK;
         let mut sink = 0u64;
         for chunk in input.chunks(CHUNK) {
             let mut keys = [(
@@ -333,6 +357,7 @@ impl Pipeline {
         }
     }
 
+    #[inline(always)]
     fn process_one(&mut self, now: u64, pkt: Packet, output: &mut Vec<Packet>) {
         let ingress = pkt.port;
         let Some(port) = self
