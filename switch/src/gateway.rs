@@ -154,6 +154,26 @@ impl Pipeline {
             .is_some_and(|s| s.contains(&ip))
     }
 
+    /// Answers an echo request addressed to us, back out of the port it came in on.
+    fn answer_ping(
+        &mut self,
+        ingress: PortId,
+        mut data: Vec<u8>,
+        c: &Classified,
+        output: &mut Vec<Packet>,
+    ) {
+        synth::echo_reply_in_place(&mut data, c.l3_offset, c.l4_offset);
+        self.bridge.echo_replies_sent += 1;
+        self.count_local(ingress);
+        self.emit(
+            Packet {
+                port: ingress,
+                data,
+            },
+            output,
+        );
+    }
+
     pub(crate) fn count_local(&mut self, port: PortId) {
         if let Some(c) = self.ports.get_mut(usize::from(port.0)) {
             c.local += 1;
@@ -206,16 +226,7 @@ impl Pipeline {
         if info.dst == gw_ip || Some(info.dst) == uplink_ip {
             // The gateway, and the host's uplink address, answer pings themselves.
             if let L4::Icmp { ty: 8, .. } = c.l4 {
-                synth::echo_reply_in_place(&mut data, c.l3_offset, c.l4_offset);
-                self.bridge.echo_replies_sent += 1;
-                self.count_local(ingress);
-                return self.emit(
-                    Packet {
-                        port: ingress,
-                        data,
-                    },
-                    output,
-                );
+                return self.answer_ping(ingress, data, &c, output);
             }
             if info.dst == gw_ip {
                 return self.drop(ingress, DropReason::GatewayUnsupported);
@@ -260,7 +271,7 @@ impl Pipeline {
         &mut self,
         now: u64,
         ingress: PortId,
-        mut data: Vec<u8>,
+        data: Vec<u8>,
         output: &mut Vec<Packet>,
     ) {
         let Some(up) = self.topo.uplink else {
@@ -310,16 +321,7 @@ impl Pipeline {
                 }
                 if let L4::Icmp { ty: 8, .. } = c.l4 {
                     // The host answers pings to its own address.
-                    synth::echo_reply_in_place(&mut data, c.l3_offset, c.l4_offset);
-                    self.bridge.echo_replies_sent += 1;
-                    self.count_local(ingress);
-                    return self.emit(
-                        Packet {
-                            port: ingress,
-                            data,
-                        },
-                        output,
-                    );
+                    return self.answer_ping(ingress, data, &c, output);
                 }
                 self.route(now, ingress, Side::Uplink, data, c, info, output, None);
             }
