@@ -151,6 +151,10 @@ pub struct Report {
     pub batch: usize,
     /// The pcap mix's source.
     pub pcap: Option<String>,
+    /// CPU capacity found free before the run: the work of `workers` spinning threads over the
+    /// work of one (about the worker count on an idle machine; less when other work holds
+    /// cores, and then scaling cannot show).
+    pub free_cpus: f64,
     /// Every case, in run order.
     pub results: Vec<CaseResult>,
     /// Scaling ratios (workers > 1).
@@ -211,6 +215,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
     };
 
     let machine = Machine::now();
+    let free_cpus = free_cpus(max_workers);
     let bar = progress((cases.len() * max_workers) as u64);
     let per_rep = args.seconds / f64::from(args.reps);
     let warm = (args.seconds / 10.0).min(0.2);
@@ -239,6 +244,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         reps: args.reps,
         batch: BATCH,
         pcap: mix.map(|m| m.source.clone()),
+        free_cpus,
         results,
         scaling,
     };
@@ -254,6 +260,26 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Work done by `n` threads spinning together for 0.1 s over the work of one alone.
+fn free_cpus(n: usize) -> f64 {
+    let spin = || {
+        let deadline = Instant::now() + Duration::from_millis(100);
+        let mut loops = 0u64;
+        while Instant::now() < deadline {
+            for _ in 0..64 {
+                loops = std::hint::black_box(loops + 1);
+            }
+        }
+        loops
+    };
+    let one = spin().max(1);
+    let all: u64 = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n).map(|_| s.spawn(spin)).collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+    });
+    all as f64 / one as f64
 }
 
 /// The bundled scenario, found from the build tree or the current directory.
@@ -337,6 +363,10 @@ fn print_table(r: &Report) {
             );
         }
     }
+    println!(
+        "free CPU capacity before the run: {:.2} of {} (1-minute load {:.1}); scaling is capped by it",
+        r.free_cpus, r.machine.cpus, r.machine.load_avg_1m
+    );
     if let Some(p) = &r.pcap {
         println!("pcap mix: {p}");
     }

@@ -54,7 +54,13 @@ pub fn pipeline(r: &PipelineReport, path: &Path) -> Result<()> {
     let ymax = r.results.iter().map(|c| c.mpps.max).fold(0.0, f64::max) * 1.15 + 0.1;
 
     let mut chart = ChartBuilder::on(&left)
-        .caption("scaling: aggregate Mpps by workers", ("sans-serif", 15))
+        .caption(
+            format!(
+                "scaling: aggregate Mpps by workers (free CPUs at start: {:.2})",
+                r.free_cpus
+            ),
+            ("sans-serif", 15),
+        )
         .margin(12)
         .x_label_area_size(35)
         .y_label_area_size(50)
@@ -105,20 +111,30 @@ pub fn pipeline(r: &PipelineReport, path: &Path) -> Result<()> {
             ("sans-serif", 15),
         )
         .margin(12)
-        .x_label_area_size(110)
+        .x_label_area_size(45)
         .y_label_area_size(50)
         .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0f64..ymax)
         .map_err(err)?;
-    let labels: Vec<String> = cases.iter().map(|(l, _)| l.clone()).collect();
+    let labels: Vec<String> = r
+        .results
+        .iter()
+        .filter(|c| c.workers == 1)
+        .map(|c| match c.case {
+            Kind::L2 => format!("l2/{:.0}", c.frame_bytes),
+            Kind::Nat => format!(
+                "nat{}/{:.0}",
+                short_count(c.flows.unwrap_or(0)),
+                c.frame_bytes
+            ),
+            Kind::Pcap => "pcap".to_string(),
+        })
+        .collect();
     chart
         .configure_mesh()
         .disable_x_mesh()
         .x_labels(n)
-        .x_label_style(
-            ("sans-serif", 11)
-                .into_font()
-                .transform(FontTransform::Rotate90),
-        )
+        .x_label_style(("sans-serif", 10))
+        .x_desc("case (flows) / frame bytes")
         .x_label_formatter(&|x| {
             let i = x.round();
             if (x - i).abs() < 1e-6 && i >= 0.0 {
@@ -209,7 +225,11 @@ pub fn veth(r: &VethReport, path: &Path) -> Result<()> {
     let tests = [
         ("udp_64B_pps", "64 B UDP (kpps received)", 1e-3),
         ("tcp_gbps", "TCP container → container (Gbit/s)", 1.0),
-        ("nat_tcp_gbps", "TCP through NAT (Gbit/s)", 1.0),
+        (
+            "nat_tcp_gbps",
+            "TCP through NAT: vswitch vs iptables (Gbit/s)",
+            1.0,
+        ),
     ];
     for (panel, (test, title, scale)) in panels.iter().zip(tests) {
         let rows: Vec<_> = r.rows.iter().filter(|x| x.test == test).collect();
@@ -222,7 +242,7 @@ pub fn veth(r: &VethReport, path: &Path) -> Result<()> {
         let mut chart = ChartBuilder::on(panel)
             .caption(title, ("sans-serif", 14))
             .margin(12)
-            .x_label_area_size(70)
+            .x_label_area_size(40)
             .y_label_area_size(55)
             .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0f64..ymax)
             .map_err(err)?;
@@ -232,7 +252,8 @@ pub fn veth(r: &VethReport, path: &Path) -> Result<()> {
                 if x.system == "vswitch" {
                     "vswitch".to_string()
                 } else {
-                    format!("{} ({})", x.system, short(x.offloads))
+                    let system = x.system.strip_prefix("linux-router+").unwrap_or(&x.system);
+                    format!("{system} ({})", short(x.offloads))
                 }
             })
             .collect();
@@ -271,10 +292,13 @@ pub fn veth(r: &VethReport, path: &Path) -> Result<()> {
                 .draw_series(whisker(x, s.min, s.max, 0.06))
                 .map_err(err)?;
             let text = match vs {
-                Some(v) if row.system != "vswitch" && row.value.median > 0.0 => {
-                    format!("{:.1}  (vswitch {:.2}×)", s.median, v / row.value.median)
-                }
-                _ => format!("{:.1}", s.median),
+                Some(v) if row.system != "vswitch" && row.value.median > 0.0 => format!(
+                    "{:.p$}  (vswitch {:.2}×)",
+                    s.median,
+                    v / row.value.median,
+                    p = prec(s.median)
+                ),
+                _ => format!("{:.p$}", s.median, p = prec(s.median)),
             };
             chart
                 .draw_series(std::iter::once(Text::new(
@@ -287,6 +311,20 @@ pub fn veth(r: &VethReport, path: &Path) -> Result<()> {
     }
     root.present().map_err(err)?;
     Ok(())
+}
+
+/// 1, 1k, 100k, 1M.
+fn short_count(n: u32) -> String {
+    match n {
+        n if n >= 1_000_000 && n % 1_000_000 == 0 => format!("{}M", n / 1_000_000),
+        n if n >= 1000 && n % 1000 == 0 => format!("{}k", n / 1000),
+        n => n.to_string(),
+    }
+}
+
+/// Decimals worth showing for a bar's value.
+fn prec(v: f64) -> usize {
+    if v < 10.0 { 2 } else { 1 }
 }
 
 fn short(offloads: &str) -> &str {
