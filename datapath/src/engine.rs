@@ -278,7 +278,9 @@ impl Engine {
         let topo = self.pipeline.topology();
         let peers = &self.peers;
         let counters = &mut self.io;
-        let mut woken = vec![false; peers.len()];
+        // Workers to wake, as a bit set (no allocation per read); beyond 64 workers bits are
+        // shared, which only costs a spurious wake-up.
+        let mut woken = 0u64;
         let n = io.rx(BATCH, &mut |frame| {
             let mut buf = pool
                 .pop()
@@ -293,7 +295,7 @@ impl Engine {
                         && tx.send(Packet { port, data: buf }).is_ok()
                     {
                         counters.handed_off += 1;
-                        woken[w] = true;
+                        woken |= 1 << (w % 64);
                     }
                 }
                 Owner::All => {
@@ -307,7 +309,7 @@ impl Engine {
                                 .is_ok()
                         {
                             counters.handed_off += 1;
-                            woken[w] = true;
+                            woken |= 1 << (w % 64);
                         }
                     }
                     batch.push(Packet { port, data: buf });
@@ -315,7 +317,7 @@ impl Engine {
             }
         });
         for (w, (_, waker)) in self.peers.iter().enumerate() {
-            if woken[w] {
+            if woken & (1 << (w % 64)) != 0 {
                 let _ = waker.wake();
             }
         }
