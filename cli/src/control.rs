@@ -13,7 +13,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-/// Longest request line accepted.
+/// Longest request line accepted by default (`limits.control_request_bytes`).
 pub const MAX_REQUEST: usize = 64 * 1024;
 
 /// A control request.
@@ -72,6 +72,9 @@ pub enum Request {
         /// Inter-container communication.
         #[serde(default = "yes")]
         icc: bool,
+        /// Containers may send only from their own MAC and address.
+        #[serde(default = "yes")]
+        anti_spoofing: bool,
         /// MTU.
         #[serde(default)]
         mtu: Option<u16>,
@@ -154,6 +157,29 @@ impl Response {
     }
 }
 
+/// Why a request line was refused; the text is sent back to the client as the error.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The line is longer than the limit.
+    #[error("request longer than {0} bytes: send one JSON object per line")]
+    TooLong(usize),
+    /// Not UTF-8.
+    #[error("request is not UTF-8 text: send one JSON object per line")]
+    NotUtf8,
+    /// Not a known request.
+    #[error("bad request: {0} (send one JSON object per line, e.g. {{\"cmd\":\"status\"}})")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Decodes one request line (with or without its newline); `max` is the longest line accepted.
+pub fn decode_request(line: &[u8], max: usize) -> Result<Request, DecodeError> {
+    if line.len() > max {
+        return Err(DecodeError::TooLong(max));
+    }
+    let text = std::str::from_utf8(line).map_err(|_| DecodeError::NotUtf8)?;
+    Ok(serde_json::from_str(text.trim())?)
+}
+
 /// Sends one request and waits for the response.
 pub fn call(socket: &Path, req: &Request) -> Result<serde_json::Value> {
     let stream = UnixStream::connect(socket).with_context(|| {
@@ -178,5 +204,29 @@ pub fn call(socket: &Path, req: &Request) -> Result<serde_json::Value> {
         (true, Some(v), _) => Ok(v),
         (true, None, _) => Ok(serde_json::Value::Null),
         (false, _, e) => bail!("{}", e.unwrap_or_else(|| "request failed".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_requests_and_names_what_is_wrong() {
+        assert!(matches!(
+            decode_request(b"{\"cmd\":\"status\"}\n", MAX_REQUEST),
+            Ok(Request::Status)
+        ));
+        let long = vec![b' '; 100];
+        assert!(matches!(
+            decode_request(&long, 99),
+            Err(DecodeError::TooLong(99))
+        ));
+        assert!(matches!(
+            decode_request(b"\xff\xfe{}", MAX_REQUEST),
+            Err(DecodeError::NotUtf8)
+        ));
+        let e = decode_request(b"{\"cmd\":\"launch\"}", MAX_REQUEST).unwrap_err();
+        assert!(e.to_string().contains("unknown variant"), "{e}");
     }
 }

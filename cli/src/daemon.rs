@@ -14,7 +14,6 @@
 //! On SIGTERM/SIGINT the daemon stops the loops and deletes the veth pairs it created, leaving
 //! the namespaces as they were before `network connect` (and releasing those leases).
 
-use crate::control::{MAX_REQUEST, Request, Response};
 use anyhow::{Context, Result, bail};
 use datapath::engine::{Engine, EngineHandle, PortIo};
 use datapath::io::link::{self, VethSpec};
@@ -28,11 +27,12 @@ use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use switch::runtime::NetworkDef;
-use switch::{Config, PortId, PortKind};
+use switch::{Config, PortAddress, PortId, PortKind};
+use vswitch::control::{DecodeError, Request, Response, decode_request};
 
 /// Where the daemon keeps its socket and state.
 pub struct DaemonOptions {
@@ -96,6 +96,19 @@ struct Daemon {
     shutdown: Arc<AtomicBool>,
     started: Instant,
     mtu: u16,
+    /// Control clients being served now, and the limits on them (`[limits]`).
+    clients: AtomicUsize,
+    max_clients: usize,
+    max_request: usize,
+}
+
+/// Counts a served control client; the count drops when the client's thread ends, however.
+struct ClientSlot(Arc<Daemon>);
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.0.clients.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Daemon {
@@ -115,6 +128,7 @@ fn def_of(n: &NetworkRecord) -> NetworkDef {
         gateway: n.gateway,
         internal: n.internal,
         icc: n.icc,
+        anti_spoofing: n.anti_spoofing,
     }
 }
 
@@ -149,6 +163,7 @@ fn register_config_networks(store: &Store, config: &Config) -> Result<()> {
                 spec.gateway = Some(gateway);
                 spec.internal = n.internal;
                 spec.icc = n.icc;
+                spec.anti_spoofing = n.anti_spoofing;
                 store.create_network(spec).with_context(|| {
                     format!("registering network {:?} of the topology file", n.name)
                 })?;
@@ -247,6 +262,9 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         shutdown,
         started: Instant::now(),
         mtu: topo.bridge.mtu,
+        clients: AtomicUsize::new(0),
+        max_clients: topo.limits.control_clients.max(1) as usize,
+        max_request: topo.limits.control_request_bytes.max(64) as usize,
     });
     reattach(&daemon);
     let upstream = if config.dns.upstream.is_empty() {
@@ -268,8 +286,13 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     while !daemon.shutdown.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((stream, _)) => {
-                let d = Arc::clone(&daemon);
-                std::thread::spawn(move || serve(&d, stream));
+                if daemon.clients.fetch_add(1, Ordering::Relaxed) >= daemon.max_clients {
+                    daemon.clients.fetch_sub(1, Ordering::Relaxed);
+                    refuse_client(&stream, daemon.max_clients);
+                    continue;
+                }
+                let slot = ClientSlot(Arc::clone(&daemon));
+                std::thread::spawn(move || serve(&slot.0, stream));
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 std::thread::sleep(Duration::from_millis(50))
@@ -343,7 +366,13 @@ fn reattach(d: &Daemon) {
     for (network, ip, lease) in leases {
         let alive = link::link_exists(&lease.host_ifname) && Path::new(&lease.netns).exists();
         let attached = alive
-            .then(|| attach_port(d, &network, &lease.host_ifname))
+            .then(|| {
+                let address = PortAddress {
+                    mac: lease.mac.parse().ok(),
+                    ip: Some(ip),
+                };
+                attach_port(d, &network, &lease.host_ifname, address)
+            })
             .transpose();
         match attached {
             Ok(Some(port_id)) => {
@@ -383,8 +412,9 @@ fn reattach(d: &Daemon) {
     }
 }
 
-/// Opens the host end `ifname` on every worker and adds it to `network`'s bridge.
-fn attach_port(d: &Daemon, network: &str, ifname: &str) -> Result<PortId> {
+/// Opens the host end `ifname` on every worker and adds it to `network`'s bridge, bound to the
+/// container's `address` (enforced when the network has anti-spoofing on).
+fn attach_port(d: &Daemon, network: &str, ifname: &str, address: PortAddress) -> Result<PortId> {
     let net_name = network.to_string();
     let ids = d
         .call_all(move |e| e.pipeline().topology().network_by_name(&net_name))
@@ -401,7 +431,7 @@ fn attach_port(d: &Daemon, network: &str, ifname: &str) -> Result<PortId> {
         let attached = handle.call(move |e| -> Result<PortId, String> {
             let id = e
                 .pipeline_mut()
-                .add_port(&port_name, PortKind::AfPacket, net_id)
+                .add_port(&port_name, PortKind::AfPacket, net_id, address)
                 .map_err(|e| e.to_string())?;
             e.attach(id, Box::new(io)).map_err(|e| e.to_string())?;
             Ok(id)
@@ -455,16 +485,30 @@ fn bind_socket(path: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
+/// Answers a client over the `limits.control_clients` limit and closes it, without blocking
+/// the accept loop on a client that does not read.
+fn refuse_client(stream: &UnixStream, max: usize) {
+    tracing::warn!(max, "control client refused: too many at once");
+    let _ = stream.set_nonblocking(true);
+    let mut w = stream;
+    let _ = respond(
+        &mut w,
+        &Response::err(format!(
+            "the daemon is serving {max} control clients already (limits.control_clients): retry later"
+        )),
+    );
+}
+
 fn serve(d: &Daemon, stream: UnixStream) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     let mut reader = BufReader::new(&stream);
     let mut writer = &stream;
     loop {
-        let mut line = String::new();
+        let mut line = Vec::new();
         let n = match (&mut reader)
-            .take(MAX_REQUEST as u64 + 1)
-            .read_line(&mut line)
+            .take(d.max_request as u64 + 1)
+            .read_until(b'\n', &mut line)
         {
             Ok(n) => n,
             Err(e) => {
@@ -478,18 +522,14 @@ fn serve(d: &Daemon, stream: UnixStream) {
         if n == 0 {
             return;
         }
-        if line.len() > MAX_REQUEST {
-            let _ = respond(
-                &mut writer,
-                &Response::err(format!("request longer than {MAX_REQUEST} bytes")),
-            );
-            return;
-        }
-        let resp = match serde_json::from_str::<Request>(line.trim()) {
+        let resp = match decode_request(&line, d.max_request) {
             Ok(req) => handle(d, req),
-            Err(e) => Response::err(format!(
-                "bad request: {e} (send one JSON object per line, e.g. {{\"cmd\":\"status\"}})"
-            )),
+            Err(e @ DecodeError::TooLong(_)) => {
+                // The rest of the line is still unread: the stream cannot be resynchronised.
+                let _ = respond(&mut writer, &Response::err(e));
+                return;
+            }
+            Err(e) => Response::err(e),
         };
         if respond(&mut writer, &resp).is_err() {
             return;
@@ -551,6 +591,7 @@ fn network_json(d: &Daemon, n: &NetworkRecord) -> Result<serde_json::Value> {
         "Containers": containers,
         "Options": {
             "com.docker.network.bridge.enable_icc": n.icc.to_string(),
+            "vswitch.anti_spoofing": n.anti_spoofing.to_string(),
             "com.docker.network.driver.mtu": n.mtu.to_string(),
         },
         "Labels": n.labels,
@@ -566,7 +607,7 @@ fn run_request(d: &Daemon, req: Request) -> Result<serde_json::Value> {
                 .store
                 .networks()?
                 .iter()
-                .map(|n| json!({ "name": n.name, "subnet": n.subnet, "gateway": n.gateway, "internal": n.internal, "icc": n.icc }))
+                .map(|n| json!({ "name": n.name, "subnet": n.subnet, "gateway": n.gateway, "internal": n.internal, "icc": n.icc, "anti_spoofing": n.anti_spoofing }))
                 .collect();
             json!({
                 "version": env!("CARGO_PKG_VERSION"),
@@ -591,7 +632,7 @@ fn run_request(d: &Daemon, req: Request) -> Result<serde_json::Value> {
         }
         Request::Connect { network, netns, name, ifname, ip } => serde_json::to_value(connect(d, &network, &netns, name, ifname, ip)?)?,
         Request::Disconnect { network, name } => serde_json::to_value(disconnect(d, &network, &name)?)?,
-        Request::NetworkCreate { name, subnet, gateway, ip_range, internal, icc, mtu, labels } => {
+        Request::NetworkCreate { name, subnet, gateway, ip_range, internal, icc, anti_spoofing, mtu, labels } => {
             let _guard = lock(&d.changes);
             let mut spec = NetworkSpec::new(name);
             spec.subnet = subnet;
@@ -599,6 +640,7 @@ fn run_request(d: &Daemon, req: Request) -> Result<serde_json::Value> {
             spec.ip_range = ip_range;
             spec.internal = internal;
             spec.icc = icc;
+            spec.anti_spoofing = anti_spoofing;
             spec.mtu = mtu;
             spec.labels = labels;
             let rec = d.store.create_network(spec)?;
@@ -624,6 +666,7 @@ fn run_request(d: &Daemon, req: Request) -> Result<serde_json::Value> {
                     "gateway": n.gateway,
                     "internal": n.internal,
                     "icc": n.icc,
+                    "anti_spoofing": n.anti_spoofing,
                     "containers": d.store.leases(&n.name)?.len(),
                 }));
             }
@@ -741,7 +784,11 @@ fn connect(
         undo(d);
         return Err(e).context("creating the container's veth pair");
     }
-    let port_id = match attach_port(d, network, &port) {
+    let address = PortAddress {
+        mac: Some(mac),
+        ip: Some(ip),
+    };
+    let port_id = match attach_port(d, network, &port, address) {
         Ok(id) => id,
         Err(e) => {
             undo(d);

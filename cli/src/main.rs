@@ -7,12 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod bench;
-mod control;
 mod daemon;
 mod table;
 
-use control::Request;
 use std::net::Ipv4Addr;
+use vswitch::control::{self, Request};
 
 /// Default control socket, next to the daemon's default state directory.
 const DEFAULT_SOCKET: &str = "/run/vswitch/vswitch.sock";
@@ -175,6 +174,10 @@ enum NetworkAction {
         /// Inter-container communication (`--icc=false` isolates containers from each other).
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         icc: bool,
+        /// Drop frames whose source MAC, IPv4 address or ARP sender is not the container's own
+        /// (`--anti-spoofing=false` lets containers use any address).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        anti_spoofing: bool,
         /// MTU of the network's links.
         #[arg(long)]
         mtu: Option<u16>,
@@ -326,6 +329,7 @@ fn main() -> ExitCode {
                     ip_range,
                     internal,
                     icc,
+                    anti_spoofing,
                     mtu,
                     labels,
                     client: c,
@@ -340,6 +344,7 @@ fn main() -> ExitCode {
                     ip_range,
                     internal,
                     icc,
+                    anti_spoofing,
                     mtu,
                     labels,
                 };

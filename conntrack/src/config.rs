@@ -64,6 +64,12 @@ pub struct Config {
     pub max_entries: usize,
     /// Idle timeouts.
     pub timeouts: Timeouts,
+    /// Most entries one source address (of the original direction) may hold; 0 = no limit.
+    /// Keeps one tenant from filling the table for everyone.
+    pub max_per_source: u32,
+    /// Most source-translated entries (masquerade) toward one destination address; 0 = no
+    /// limit. Keeps the NAT ports toward a popular destination from being used up by a few.
+    pub max_nat_per_destination: u32,
 }
 
 impl Config {
@@ -79,6 +85,8 @@ impl Default for Config {
         Config {
             max_entries: Self::DEFAULT_MAX_ENTRIES,
             timeouts: Timeouts::default(),
+            max_per_source: 0,
+            max_nat_per_destination: 0,
         }
     }
 }

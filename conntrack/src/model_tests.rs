@@ -134,6 +134,7 @@ fn run(max: usize, steps: Vec<(i8, Op)>) -> Result<(), TestCaseError> {
     let mut ct = Conntrack::new(Config {
         max_entries: max,
         timeouts,
+        ..Config::default()
     });
     let mut m = Model::default();
     let mut now: u64 = 1000 * S;

@@ -30,6 +30,8 @@ use crate::config::{Config, Timeouts};
 use crate::index::{Index, tag_of};
 use crate::tcp::{self, Outcome, TcpSegment, TcpState, TcpTrack};
 use crate::tuple::{Direction, Proto, Tuple};
+use rustc_hash::FxHashMap;
+use std::net::Ipv4Addr;
 
 /// Opaque handle to a table entry (slab index + generation).
 ///
@@ -131,6 +133,11 @@ pub struct Counters {
     pub dropped: u64,
     /// Unassured entries evicted to make room.
     pub early_dropped: u64,
+    /// Inserts refused because the source address held `max_per_source` entries.
+    pub source_limited: u64,
+    /// Inserts refused because `max_nat_per_destination` translated entries went to that
+    /// destination already.
+    pub destination_limited: u64,
     /// Entries removed because they timed out (by `expire`, or lazily).
     pub expired: u64,
 }
@@ -147,6 +154,12 @@ pub enum InsertError {
     /// The original or the reply tuple already belongs to a live entry.
     #[error("conntrack entry already exists for this original or reply tuple")]
     Exists,
+    /// The source address holds as many entries as `max_per_source` allows.
+    #[error("source {0} has {1} tracked connections, the per-source limit")]
+    SourceLimit(std::net::Ipv4Addr, u32),
+    /// As many translated entries go to this destination as `max_nat_per_destination` allows.
+    #[error("destination {0} has {1} translated connections, the per-destination limit")]
+    DestinationLimit(std::net::Ipv4Addr, u32),
 }
 
 /// What the caller should do with a tracked packet.
@@ -246,6 +259,29 @@ pub struct Conntrack {
     len: usize,
     clock: u64,
     counters: Counters,
+    /// Entries per original source address (kept only when `max_per_source` is set).
+    per_source: FxHashMap<Ipv4Addr, u32>,
+    /// Translated entries per original destination (kept only when `max_nat_per_destination`
+    /// is set).
+    per_destination: FxHashMap<Ipv4Addr, u32>,
+}
+
+/// Whether the entry's source was translated (masquerade, hairpin): the reply is not addressed
+/// to the original source.
+fn source_translated(original: &Tuple, reply: &Tuple) -> bool {
+    reply.dst != original.src || reply.dst_port != original.src_port
+}
+
+/// Adds `delta` (+1 / -1) to `key`'s count, forgetting keys that reach zero.
+fn bump(map: &mut FxHashMap<Ipv4Addr, u32>, key: Ipv4Addr, up: bool) {
+    if up {
+        *map.entry(key).or_insert(0) += 1;
+    } else if let Some(n) = map.get_mut(&key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            map.remove(&key);
+        }
+    }
 }
 
 fn pack(idx: u32, dir: Direction) -> u32 {
@@ -275,6 +311,8 @@ impl Conntrack {
             len: 0,
             clock: 0,
             counters: Counters::default(),
+            per_source: FxHashMap::default(),
+            per_destination: FxHashMap::default(),
         }
     }
 
@@ -368,6 +406,7 @@ impl Conntrack {
                 }
             }
         }
+        self.check_address_limits(&original, &reply)?;
         if self.len >= self.config.max_entries {
             self.expire(self.clock, RECLAIM_BUDGET);
         }
@@ -415,6 +454,7 @@ impl Conntrack {
         self.link_tail(idx, list);
         self.len += 1;
         self.counters.new += 1;
+        self.count_addresses(&original, &reply, true);
         Ok(EntryId { idx, generation })
     }
 
@@ -582,6 +622,8 @@ impl Conntrack {
             self.free_head = u32::try_from(i).unwrap_or(NIL);
         }
         self.len = 0;
+        self.per_source.clear();
+        self.per_destination.clear();
     }
 
     /// Stored entries, including expired ones not yet reclaimed.
@@ -670,6 +712,55 @@ impl Conntrack {
         expired
     }
 
+    /// Refuses an insert that would exceed the per-source or per-destination limit. Expired
+    /// entries still count until reclaimed, so a limited source first gets its own expired
+    /// entries reclaimed (bounded work), then is refused.
+    fn check_address_limits(&mut self, original: &Tuple, reply: &Tuple) -> Result<(), InsertError> {
+        let (src_max, dst_max) = (
+            self.config.max_per_source,
+            self.config.max_nat_per_destination,
+        );
+        let translated = source_translated(original, reply);
+        let over = |t: &Self| {
+            let src_n = t.per_source.get(&original.src).copied().unwrap_or(0);
+            let dst_n = t.per_destination.get(&original.dst).copied().unwrap_or(0);
+            if src_max > 0 && src_n >= src_max {
+                Some(InsertError::SourceLimit(original.src, src_max))
+            } else if dst_max > 0 && translated && dst_n >= dst_max {
+                Some(InsertError::DestinationLimit(original.dst, dst_max))
+            } else {
+                None
+            }
+        };
+        if over(self).is_some() {
+            self.expire(self.clock, RECLAIM_BUDGET);
+        }
+        match over(self) {
+            None => Ok(()),
+            Some(e) => {
+                match e {
+                    InsertError::SourceLimit(..) => self.counters.source_limited += 1,
+                    _ => self.counters.destination_limited += 1,
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn count_addresses(&mut self, original: &Tuple, reply: &Tuple, up: bool) {
+        if self.config.max_per_source > 0 {
+            bump(&mut self.per_source, original.src, up);
+        }
+        if self.config.max_nat_per_destination > 0 && source_translated(original, reply) {
+            bump(&mut self.per_destination, original.dst, up);
+        }
+    }
+
+    /// Entries held by one original source address (0 unless `max_per_source` is set).
+    pub fn source_count(&self, src: Ipv4Addr) -> u32 {
+        self.per_source.get(&src).copied().unwrap_or(0)
+    }
+
     /// Oldest (least recently refreshed) head among the unassured lists;
     /// ties go to the lower class index, so the choice is deterministic.
     fn early_drop_victim(&self) -> Option<u32> {
@@ -723,6 +814,7 @@ impl Conntrack {
         self.map
             .remove(tag_of(&entry.reply), pack(idx, Direction::Reply));
         self.len = self.len.saturating_sub(1);
+        self.count_addresses(&entry.original, &entry.reply, false);
         Some(entry)
     }
 
@@ -812,6 +904,18 @@ impl Conntrack {
         for v in self.map.values() {
             assert!(self.slots[unpack(v).0 as usize].entry.is_some());
         }
+        let mut per_source = FxHashMap::default();
+        let mut per_destination = FxHashMap::default();
+        for e in self.slots.iter().filter_map(|s| s.entry.as_ref()) {
+            if self.config.max_per_source > 0 {
+                bump(&mut per_source, e.original.src, true);
+            }
+            if self.config.max_nat_per_destination > 0 && source_translated(&e.original, &e.reply) {
+                bump(&mut per_destination, e.original.dst, true);
+            }
+        }
+        assert_eq!(per_source, self.per_source);
+        assert_eq!(per_destination, self.per_destination);
     }
 }
 
@@ -1251,6 +1355,62 @@ mod tests {
         assert!(ct.entry(assured).is_some());
         assert_eq!(ct.counters().early_dropped, 1);
         assert_eq!(ct.len(), 3);
+        ct.check_invariants();
+    }
+
+    #[test]
+    fn per_source_limit_refuses_only_that_source() {
+        let mut ct = Conntrack::new(Config {
+            max_per_source: 2,
+            ..Config::default()
+        });
+        let a = ct.insert(tuple(Proto::Udp, 1), tuple(Proto::Udp, 1).reversed(), 0, 0);
+        let b = ct.insert(tuple(Proto::Udp, 2), tuple(Proto::Udp, 2).reversed(), 0, 0);
+        assert!(a.is_ok() && b.is_ok());
+        let t = tuple(Proto::Udp, 3);
+        let err = ct.insert(t, t.reversed(), 0, 0).unwrap_err();
+        assert_eq!(err, InsertError::SourceLimit(t.src, 2));
+        assert_eq!(ct.counters().source_limited, 1);
+        // Another source is not affected.
+        let other = Tuple {
+            src: Ipv4Addr::new(172, 17, 0, 3),
+            ..t
+        };
+        assert!(ct.insert(other, other.reversed(), 0, 0).is_ok());
+        assert_eq!(ct.source_count(t.src), 2);
+        // Once the first source's entries time out, it may open new ones.
+        assert!(ct.insert(t, t.reversed(), 0, 31 * S).is_ok());
+        assert_eq!(ct.source_count(t.src), 1);
+        ct.check_invariants();
+        ct.flush();
+        assert_eq!(ct.source_count(t.src), 0);
+        ct.check_invariants();
+    }
+
+    #[test]
+    fn per_destination_limit_counts_translated_entries_only() {
+        let mut ct = Conntrack::new(Config {
+            max_nat_per_destination: 1,
+            ..Config::default()
+        });
+        let masq = |t: Tuple, port: u16| Tuple {
+            src: t.dst,
+            src_port: t.dst_port,
+            dst: Ipv4Addr::new(192, 0, 2, 1),
+            dst_port: port,
+            proto: t.proto,
+        };
+        let (t1, t2) = (tuple(Proto::Tcp, 1), tuple(Proto::Tcp, 2));
+        // Untranslated entries to the destination do not count.
+        let t0 = tuple(Proto::Tcp, 9);
+        ct.insert(t0, t0.reversed(), 0, 0).unwrap();
+        let id = ct.insert(t1, masq(t1, 40000), 0, 0).unwrap();
+        let err = ct.insert(t2, masq(t2, 40001), 0, 0).unwrap_err();
+        assert_eq!(err, InsertError::DestinationLimit(t1.dst, 1));
+        assert_eq!(ct.counters().destination_limited, 1);
+        ct.check_invariants();
+        assert!(ct.remove(id));
+        assert!(ct.insert(t2, masq(t2, 40001), 0, 0).is_ok());
         ct.check_invariants();
     }
 

@@ -311,6 +311,10 @@ pub struct NetworkRecord {
     pub internal: bool,
     /// Inter-container communication allowed.
     pub icc: bool,
+    /// Containers may send only from their own MAC and address (records written before this
+    /// field existed read as on).
+    #[serde(default = "yes")]
+    pub anti_spoofing: bool,
     /// MTU of the network's links.
     pub mtu: u16,
     /// User labels.
@@ -319,6 +323,10 @@ pub struct NetworkRecord {
     pub created_unix: u64,
     /// The default `bridge` network: cannot be removed, has no embedded DNS.
     pub builtin: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// What `network create` asks for. Build with [`NetworkSpec::new`] (icc defaults to true).
@@ -336,6 +344,8 @@ pub struct NetworkSpec {
     pub internal: bool,
     /// Inter-container communication.
     pub icc: bool,
+    /// Enforce each container's MAC and address on its port.
+    pub anti_spoofing: bool,
     /// MTU; None means 1500.
     pub mtu: Option<u16>,
     /// Labels.
@@ -352,6 +362,7 @@ impl NetworkSpec {
             ip_range: None,
             internal: false,
             icc: true,
+            anti_spoofing: true,
             mtu: None,
             labels: BTreeMap::new(),
         }
@@ -1058,6 +1069,7 @@ fn build_record(
         ip_range: spec.ip_range,
         internal: spec.internal,
         icc: spec.icc,
+        anti_spoofing: spec.anti_spoofing,
         mtu: spec.mtu.unwrap_or(DEFAULT_MTU),
         labels: spec.labels.clone(),
         created_unix: now_unix(),

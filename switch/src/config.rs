@@ -46,6 +46,36 @@ pub struct Config {
     /// Embedded DNS settings.
     #[serde(default)]
     pub dns: DnsConfig,
+    /// Resource limits that keep one tenant from starving the others.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// Resource limits (the ones that belong to a section of their own; the others are
+/// `bridge.max_macs_per_port`, `conntrack.max_entries`, `conntrack.max_per_source` and
+/// `nat.max_ports_per_destination`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Frames held per next-hop address while its ARP is pending.
+    pub arp_queue_per_address: u32,
+    /// Frames held for all pending ARP resolutions together.
+    pub arp_queue_total: u32,
+    /// Control-socket clients served at once; further ones get an error and are closed.
+    pub control_clients: u32,
+    /// Longest control request line, in bytes.
+    pub control_request_bytes: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            arp_queue_per_address: crate::neighbor::MAX_PENDING_PER_IP as u32,
+            arp_queue_total: crate::neighbor::MAX_PENDING_TOTAL as u32,
+            control_clients: 64,
+            control_request_bytes: 64 * 1024,
+        }
+    }
 }
 
 /// Embedded DNS settings.
@@ -98,6 +128,10 @@ pub struct NatConfig {
     /// external port for every destination while it is in use. Filtering stays
     /// address-and-port dependent: only remotes the container sent to get in.
     pub udp_endpoint_independent: bool,
+    /// Most masqueraded connections toward one destination address at once (0 = as many as
+    /// the port range holds), so a few containers cannot use up the ports toward a popular
+    /// server.
+    pub max_ports_per_destination: u32,
 }
 
 impl Default for NatConfig {
@@ -107,6 +141,7 @@ impl Default for NatConfig {
             port_first: 32768,
             port_last: 60999,
             udp_endpoint_independent: false,
+            max_ports_per_destination: 0,
         }
     }
 }
@@ -117,6 +152,9 @@ impl Default for NatConfig {
 pub struct ConntrackConfig {
     /// Most connections tracked at once; when full, unassured ones are evicted first.
     pub max_entries: usize,
+    /// Most connections one source address may have tracked at once (0 = no limit): a
+    /// container flooding SYNs fills its own share, not the table.
+    pub max_per_source: u32,
     /// TCP: after the first SYN.
     pub tcp_syn_sent_secs: u64,
     /// TCP: after SYN/ACK.
@@ -141,12 +179,16 @@ pub struct ConntrackConfig {
     pub icmp_secs: u64,
 }
 
+/// Default `conntrack.max_per_source`: a quarter of the default table.
+pub const DEFAULT_MAX_PER_SOURCE: u32 = (conntrack::Config::DEFAULT_MAX_ENTRIES / 4) as u32;
+
 impl Default for ConntrackConfig {
     fn default() -> Self {
         let t = conntrack::Timeouts::default();
         let s = |ns: u64| ns / 1_000_000_000;
         ConntrackConfig {
             max_entries: conntrack::Config::DEFAULT_MAX_ENTRIES,
+            max_per_source: DEFAULT_MAX_PER_SOURCE,
             tcp_syn_sent_secs: s(t.tcp_syn_sent),
             tcp_syn_recv_secs: s(t.tcp_syn_recv),
             tcp_established_secs: s(t.tcp_established),
@@ -168,6 +210,8 @@ impl ConntrackConfig {
         let ns = |secs: u64| secs.saturating_mul(1_000_000_000);
         conntrack::Config {
             max_entries: self.max_entries,
+            max_per_source: self.max_per_source,
+            max_nat_per_destination: 0,
             timeouts: conntrack::Timeouts {
                 tcp_syn_sent: ns(self.tcp_syn_sent_secs),
                 tcp_syn_recv: ns(self.tcp_syn_recv_secs),
@@ -268,6 +312,9 @@ pub struct NetworkConfig {
     /// Inter-container communication; when false, ports of this network reach only the gateway.
     #[serde(default = "yes")]
     pub icc: bool,
+    /// Ports with an assigned MAC/address may only send from them (see [`PortConfig::mac`]).
+    #[serde(default = "yes")]
+    pub anti_spoofing: bool,
 }
 
 fn yes() -> bool {
@@ -297,6 +344,13 @@ pub struct PortConfig {
     /// Name of the network this port belongs to; absent only for the uplink port.
     #[serde(default)]
     pub network: Option<String>,
+    /// The container's MAC: with anti-spoofing, other source MACs are dropped.
+    #[serde(default)]
+    pub mac: Option<MacAddr>,
+    /// The container's IPv4 address: with anti-spoofing, other sources (but 0.0.0.0) and ARP
+    /// for other addresses are dropped.
+    #[serde(default)]
+    pub ip: Option<Ipv4Addr>,
 }
 
 /// Why a topology file was rejected.
@@ -395,6 +449,17 @@ pub struct Network {
     pub internal: bool,
     /// Inter-container communication allowed.
     pub icc: bool,
+    /// Assigned addresses of its ports are enforced.
+    pub anti_spoofing: bool,
+}
+
+/// The addresses a port was given; under anti-spoofing, the only ones it may send from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortAddress {
+    /// Assigned MAC.
+    pub mac: Option<MacAddr>,
+    /// Assigned IPv4 address.
+    pub ip: Option<Ipv4Addr>,
 }
 
 /// A port as the pipeline sees it.
@@ -409,6 +474,8 @@ pub struct Port {
     /// False once the port was removed at run time; its id is never reused, so counters and
     /// logs that name it stay unambiguous.
     pub active: bool,
+    /// Its assigned addresses.
+    pub address: PortAddress,
 }
 
 /// The uplink as the pipeline sees it.
@@ -464,6 +531,8 @@ pub struct Topology {
     pub published: Vec<Published>,
     /// Resolvers the embedded DNS forwards to (the first is used).
     pub dns_upstream: Vec<Ipv4Addr>,
+    /// Resource limits.
+    pub limits: LimitsConfig,
 }
 
 /// The MAC Docker derives from an IPv4 address: 02:42 followed by the four octets.
@@ -515,6 +584,7 @@ impl Topology {
                 gateway,
                 internal: n.internal,
                 icc: n.icc,
+                anti_spoofing: n.anti_spoofing,
             });
         }
         for (i, a) in networks.iter().enumerate() {
@@ -560,6 +630,10 @@ impl Topology {
                 kind: p.kind,
                 active: true,
                 network,
+                address: PortAddress {
+                    mac: p.mac,
+                    ip: p.ip,
+                },
             });
         }
         let uplink = match &config.uplink {
@@ -620,9 +694,13 @@ impl Topology {
             uplink,
             nat_ports: (first, last),
             udp_eim: config.nat.udp_endpoint_independent,
-            conntrack: config.conntrack.to_table_config(),
+            conntrack: conntrack::Config {
+                max_nat_per_destination: config.nat.max_ports_per_destination,
+                ..config.conntrack.to_table_config()
+            },
             published,
             dns_upstream: config.dns.upstream.clone(),
+            limits: config.limits.clone(),
         })
     }
 

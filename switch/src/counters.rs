@@ -32,6 +32,9 @@ drop_reasons! {
     Runt => "runt", "Shorter than an Ethernet header.";
     Oversize => "oversize", "Longer than the MTU allows.";
     InvalidSrcMac => "invalid_src_mac", "Source MAC is multicast, broadcast or zero.";
+    SpoofedMac => "spoofed_mac", "Anti-spoofing: source MAC is not the one assigned to the port.";
+    SpoofedIp => "spoofed_ip", "Anti-spoofing: IPv4 source is neither the port's address nor 0.0.0.0 (or hidden behind a VLAN tag).";
+    SpoofedArp => "spoofed_arp", "Anti-spoofing: ARP sender MAC or address is not the port's own.";
     SamePort => "same_port", "Destination was learned on the ingress port: never sent back out.";
     NoEgress => "no_egress", "Flooded, but the network has no other port.";
     IccBlocked => "icc_blocked", "Inter-container traffic on a network with icc = false.";
@@ -50,6 +53,8 @@ drop_reasons! {
     Unsolicited => "unsolicited", "Inbound with no connection and no published port.";
     IcmpErrorNoFlow => "icmp_error_no_flow", "An ICMP error that quotes no tracked connection.";
     CtTableFull => "ct_table_full", "Conntrack full of established connections.";
+    CtSourceLimit => "ct_source_limit", "The source address holds conntrack.max_per_source connections.";
+    NatDestinationLimit => "nat_destination_limit", "nat.max_ports_per_destination masqueraded connections go to that address.";
     PortsExhausted => "ports_exhausted", "No free NAT source port for this destination.";
     ArpQueueFull => "arp_queue_full", "Waiting for ARP, and the pending queue was full.";
     ArpUnresolved => "arp_unresolved", "The next hop never answered ARP.";

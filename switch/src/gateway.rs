@@ -592,6 +592,8 @@ impl Pipeline {
             Ok(id) => Ok(id),
             Err(InsertError::TableFull { .. }) => Err(DropReason::CtTableFull),
             Err(InsertError::Exists) => Err(DropReason::CtInvalid),
+            Err(InsertError::SourceLimit(..)) => Err(DropReason::CtSourceLimit),
+            Err(InsertError::DestinationLimit(..)) => Err(DropReason::NatDestinationLimit),
         }
     }
 

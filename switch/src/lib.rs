@@ -17,6 +17,6 @@ pub mod pipeline;
 pub mod runtime;
 pub mod synth;
 
-pub use config::{Config, ConfigError, NetworkId, PortId, PortKind, Topology};
+pub use config::{Config, ConfigError, NetworkId, PortAddress, PortId, PortKind, Topology};
 pub use counters::{BridgeCounters, DropReason, PortCounters};
 pub use pipeline::{NANOS_PER_SEC, Packet, Pipeline, PortError, Snapshot};

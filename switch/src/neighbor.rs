@@ -60,12 +60,20 @@ pub enum Enqueued {
 }
 
 /// ARP caches and pending queues.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Neighbors {
     /// Keyed by [`cache_key`]: one word hashes in a single step.
     cache: FxHashMap<u64, (MacAddr, u64)>,
     pending: FxHashMap<(Side, Ipv4Addr), Queue>,
     pending_total: usize,
+    max_per_ip: usize,
+    max_total: usize,
+}
+
+impl Default for Neighbors {
+    fn default() -> Self {
+        Neighbors::with_limits(MAX_PENDING_PER_IP, MAX_PENDING_TOTAL)
+    }
 }
 
 /// `(side, ip)` packed into one word (injective: the side above the address).
@@ -79,6 +87,18 @@ fn cache_key(side: Side, ip: Ipv4Addr) -> u64 {
 }
 
 impl Neighbors {
+    /// Empty caches whose pending queues hold at most `per_ip` frames per address and `total`
+    /// in all.
+    pub fn with_limits(per_ip: usize, total: usize) -> Neighbors {
+        Neighbors {
+            cache: FxHashMap::default(),
+            pending: FxHashMap::default(),
+            pending_total: 0,
+            max_per_ip: per_ip,
+            max_total: total,
+        }
+    }
+
     /// The MAC of `ip` on `side`, if known and fresh.
     #[inline]
     pub fn lookup(&self, side: Side, ip: Ipv4Addr, now: u64) -> Option<MacAddr> {
@@ -111,7 +131,7 @@ impl Neighbors {
 
     /// Holds a frame until `ip` on `side` resolves.
     pub fn enqueue(&mut self, side: Side, ip: Ipv4Addr, frame: Waiting, now: u64) -> Enqueued {
-        if self.pending_total >= MAX_PENDING_TOTAL {
+        if self.pending_total >= self.max_total {
             return Enqueued::Full(frame);
         }
         let q = self.pending.entry((side, ip)).or_insert(Queue {
@@ -119,7 +139,7 @@ impl Neighbors {
             since: now,
             last_request: 0,
         });
-        if q.frames.len() >= MAX_PENDING_PER_IP {
+        if q.frames.len() >= self.max_per_ip {
             return Enqueued::Full(frame);
         }
         q.frames.push(frame);

@@ -7,14 +7,17 @@
 //! Stages per frame: ingress checks → learning → (gateway) → L2 forwarding or flooding.
 //! Every received frame ends in exactly one of: forwarded, local, or dropped with a reason.
 
-use crate::config::{Config, ConfigError, NetworkId, Port, PortId, PortKind, Topology};
+use crate::config::{
+    Config, ConfigError, NetworkId, Port, PortAddress, PortId, PortKind, Topology,
+};
 use crate::counters::{BridgeCounters, DropReason, PortCounters};
 use crate::fdb::{Fdb, FdbRow, Learned};
 use crate::fragments::Fragments;
 use crate::neighbor::{Neighbors, Side};
 use conntrack::{Conntrack, Direction, Proto, Tuple};
 use packet::{
-    ETH_HEADER_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, MIN_FRAME_LEN, dst_mac, ethertype, src_mac,
+    ETH_HEADER_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_VLAN, MIN_FRAME_LEN, MacAddr, dst_mac,
+    ethertype, src_mac,
 };
 use rustc_hash::FxHashMap;
 use serde::Serialize;
@@ -137,11 +140,14 @@ impl Pipeline {
         Ok(Pipeline {
             ports: vec![PortCounters::default(); topo.ports.len()],
             ct: Conntrack::new(topo.conntrack),
+            neighbors: Neighbors::with_limits(
+                topo.limits.arp_queue_per_address as usize,
+                topo.limits.arp_queue_total as usize,
+            ),
             topo,
             fdb,
             bridge: BridgeCounters::default(),
             max_frame,
-            neighbors: Neighbors::default(),
             published,
             now: 0,
             fragments: Fragments::default(),
@@ -294,12 +300,14 @@ impl Pipeline {
         ))
     }
 
-    /// Adds a port to `network` at run time (a container was connected).
+    /// Adds a port to `network` at run time (a container was connected); `address` is what
+    /// the port was given, enforced when the network has anti-spoofing on.
     pub fn add_port(
         &mut self,
         name: &str,
         kind: PortKind,
         network: NetworkId,
+        address: PortAddress,
     ) -> Result<PortId, PortError> {
         if self.topo.port_by_name(name).is_some() {
             return Err(PortError::Exists(name.to_string()));
@@ -316,6 +324,7 @@ impl Pipeline {
             kind,
             network: Some(network),
             active: true,
+            address,
         });
         self.ports.push(PortCounters::default());
         self.fdb.add_port();
@@ -370,6 +379,7 @@ impl Pipeline {
             return;
         };
         let network = port.network;
+        let address = port.address;
         let len = pkt.data.len();
         let counters = &mut self.ports[usize::from(ingress.0)];
         counters.rx_frames += 1;
@@ -390,6 +400,13 @@ impl Pipeline {
             // Only the uplink has no network (the topology checks that).
             return self.uplink_ingress(now, ingress, pkt.data, output);
         };
+        if address != PortAddress::default()
+            && self.topo.networks[usize::from(network.0)].anti_spoofing
+            && let Err(reason) = check_source(&address, src, &pkt.data)
+        {
+            // Before learning: a spoofed MAC must not move another container's FDB entry.
+            return self.drop(ingress, reason);
+        }
         match self.fdb.learn(network, src, ingress, now) {
             Learned::New => self.bridge.fdb_learned += 1,
             Learned::Moved { .. } => self.bridge.fdb_moved += 1,
@@ -528,6 +545,50 @@ impl Pipeline {
     }
 }
 
+/// Anti-spoofing: whether a frame from a port with `address` uses only that port's addresses.
+/// Untagged IPv4 and ARP are checked; a VLAN tag is refused outright, since the tag would hide
+/// the inner header from the check. Other EtherTypes (IPv6, LLDP) pass with the MAC check alone.
+/// Short headers are left to the later stages, which count them as malformed.
+/// 802.1ad service tag.
+const ETHERTYPE_QINQ: u16 = 0x88a8;
+
+fn check_source(address: &PortAddress, src: MacAddr, frame: &[u8]) -> Result<(), DropReason> {
+    if address.mac.is_some_and(|m| m != src) {
+        return Err(DropReason::SpoofedMac);
+    }
+    let Some(ip) = address.ip else {
+        return Ok(());
+    };
+    let allowed = |b: Option<&[u8]>| {
+        b.and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(Ipv4Addr::from)
+            .is_none_or(|a| a == ip || a.is_unspecified())
+    };
+    match ethertype(frame) {
+        Some(ETHERTYPE_IPV4) => {
+            let at = ETH_HEADER_LEN + 12;
+            if !allowed(frame.get(at..at + 4)) {
+                return Err(DropReason::SpoofedIp);
+            }
+        }
+        Some(ETHERTYPE_ARP) => {
+            // Sender hardware address at 8, sender protocol address at 14 of the ARP header.
+            let sha = frame.get(ETH_HEADER_LEN + 8..ETH_HEADER_LEN + 14);
+            let spa = frame.get(ETH_HEADER_LEN + 14..ETH_HEADER_LEN + 18);
+            let mac_ok = match (address.mac, sha.and_then(MacAddr::from_slice)) {
+                (Some(m), Some(s)) => m == s,
+                _ => true,
+            };
+            if !mac_ok || !allowed(spa) {
+                return Err(DropReason::SpoofedArp);
+            }
+        }
+        Some(ETHERTYPE_VLAN | ETHERTYPE_QINQ) => return Err(DropReason::SpoofedIp),
+        _ => {}
+    }
+    Ok(())
+}
+
 fn count_tx(ports: &mut [PortCounters], port: PortId, len: usize) {
     if let Some(c) = ports.get_mut(usize::from(port.0)) {
         c.tx_frames += 1;
@@ -596,9 +657,11 @@ mod tests {
                 .unwrap();
         let mut p = Pipeline::new(&cfg).unwrap();
         let net = p.topology().network_by_name("n").unwrap();
-        let b = p.add_port("b", PortKind::AfPacket, net).unwrap();
+        let b = p
+            .add_port("b", PortKind::AfPacket, net, PortAddress::default())
+            .unwrap();
         assert!(matches!(
-            p.add_port("b", PortKind::AfPacket, net),
+            p.add_port("b", PortKind::AfPacket, net, PortAddress::default()),
             Err(PortError::Exists(_))
         ));
         let frame = build::udp(
@@ -666,6 +729,10 @@ mod tests {
             1
         );
         // The name can be used again, with a fresh id.
-        assert_ne!(p.add_port("b", PortKind::AfPacket, net).unwrap(), b);
+        assert_ne!(
+            p.add_port("b", PortKind::AfPacket, net, PortAddress::default())
+                .unwrap(),
+            b
+        );
     }
 }

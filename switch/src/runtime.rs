@@ -23,6 +23,8 @@ pub struct NetworkDef {
     pub internal: bool,
     /// Inter-container communication.
     pub icc: bool,
+    /// Enforce the ports' assigned addresses.
+    pub anti_spoofing: bool,
 }
 
 impl Pipeline {
@@ -64,6 +66,7 @@ impl Pipeline {
             gateway: Some((def.gateway, mac_from_ip(def.gateway))),
             internal: def.internal,
             icc: def.icc,
+            anti_spoofing: def.anti_spoofing,
         });
         Ok(id)
     }
@@ -115,6 +118,7 @@ mod tests {
             gateway: gw.into(),
             internal: false,
             icc: true,
+            anti_spoofing: true,
         }
     }
 
@@ -149,7 +153,9 @@ mod tests {
             Err(ConfigError::GatewayOutsideSubnet { .. })
         ));
         assert_eq!(p.topology().network_of_ip([172, 18, 3, 3].into()), Some(id));
-        let port = p.add_port("c", crate::PortKind::AfPacket, id).unwrap();
+        let port = p
+            .add_port("c", crate::PortKind::AfPacket, id, Default::default())
+            .unwrap();
         assert!(!p.remove_network("web"), "still has a port");
         p.remove_port(port);
         assert!(p.remove_network("web"));

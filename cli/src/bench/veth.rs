@@ -20,7 +20,6 @@
 //! lab's `Drop` kills what it started and deletes them, also after an error or Ctrl-C.
 
 use super::{Machine, OutputArgs, Stat, check_stop, progress, sleep_checked, stopped};
-use crate::control::{self, Request};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde::Serialize;
@@ -29,6 +28,7 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use vswitch::control::{self, Request};
 
 /// Arguments of `vswitch bench veth`.
 #[derive(Args)]
