@@ -1,0 +1,319 @@
+//! Parsing frames from the switch into what the gateway acts on, and building the frames it
+//! answers with outside smoltcp (ARP, UDP, ICMP echo replies, RSTs for refused SYNs).
+//!
+//! Every function here takes untrusted bytes: lengths are checked through smoltcp's `new_checked`
+//! views and nothing indexes past them.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use packet::{ETH_HEADER_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, MacAddr};
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, Icmpv4Message, Icmpv4Packet,
+    IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, TcpPacket, TcpSeqNumber, UdpPacket, UdpRepr,
+};
+
+use crate::GatewayConfig;
+
+/// Why a received frame was dropped; each maps to one counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DropReason {
+    Malformed,
+    NotForUs,
+    Unsupported,
+}
+
+/// What a received frame asks for.
+#[derive(Debug)]
+pub(crate) enum Parsed<'a> {
+    /// An ARP request to answer (`None`: some other ARP, ignored).
+    Arp(Option<ArpRepr>),
+    /// A TCP segment from U; `syn_only` for a connection request (SYN without ACK).
+    Tcp {
+        src: SocketAddrV4,
+        dst: SocketAddrV4,
+        syn_only: bool,
+        seq: u32,
+        seg_len: u32,
+    },
+    /// A UDP datagram from U.
+    Udp {
+        src: SocketAddrV4,
+        dst: SocketAddrV4,
+        payload: &'a [u8],
+    },
+    /// An ICMP echo request from U; `message` is the whole ICMP message.
+    IcmpEcho {
+        dst: Ipv4Addr,
+        ident: u16,
+        message: &'a [u8],
+    },
+}
+
+fn unicast(a: Ipv4Addr) -> bool {
+    !(a.is_broadcast() || a.is_multicast() || a.is_unspecified())
+}
+
+/// Classifies one frame from the switch.
+pub(crate) fn parse<'a>(frame: &'a [u8], cfg: &GatewayConfig) -> Result<Parsed<'a>, DropReason> {
+    let eth = EthernetFrame::new_checked(frame).map_err(|_| DropReason::Malformed)?;
+    let dst_mac = MacAddr(eth.dst_addr().0);
+    let ethertype = u16::from(eth.ethertype());
+    if dst_mac != cfg.gateway_mac && !(dst_mac.is_broadcast() && ethertype == ETHERTYPE_ARP) {
+        return Err(DropReason::NotForUs);
+    }
+    match ethertype {
+        ETHERTYPE_ARP => {
+            let arp = ArpPacket::new_checked(eth.payload()).map_err(|_| DropReason::Malformed)?;
+            let repr = ArpRepr::parse(&arp).map_err(|_| DropReason::Malformed)?;
+            match repr {
+                ArpRepr::EthernetIpv4 {
+                    operation: ArpOperation::Request,
+                    source_protocol_addr,
+                    target_protocol_addr,
+                    ..
+                } if source_protocol_addr != target_protocol_addr => Ok(Parsed::Arp(Some(repr))),
+                // Replies and gratuitous ARP need no answer.
+                _ => Ok(Parsed::Arp(None)),
+            }
+        }
+        ETHERTYPE_IPV4 => parse_ipv4(eth.payload(), cfg),
+        _ => Err(DropReason::Unsupported),
+    }
+}
+
+fn parse_ipv4<'a>(bytes: &'a [u8], cfg: &GatewayConfig) -> Result<Parsed<'a>, DropReason> {
+    let ip = Ipv4Packet::new_checked(bytes).map_err(|_| DropReason::Malformed)?;
+    if ip.version() != 4 || !ip.verify_checksum() {
+        return Err(DropReason::Malformed);
+    }
+    if ip.src_addr() != cfg.address {
+        return Err(DropReason::NotForUs);
+    }
+    // The switch hands over whole datagrams (MTU 65520); fragments and broadcasts have no flow.
+    if ip.more_frags() || ip.frag_offset() != 0 || !unicast(ip.dst_addr()) {
+        return Err(DropReason::Unsupported);
+    }
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let payload = ip.payload();
+    match ip.next_header() {
+        IpProtocol::Tcp => {
+            let tcp = TcpPacket::new_checked(payload).map_err(|_| DropReason::Malformed)?;
+            let data_len = payload.len().saturating_sub(usize::from(tcp.header_len()));
+            let seg_len = u32::try_from(data_len).map_err(|_| DropReason::Malformed)?
+                + u32::from(tcp.syn())
+                + u32::from(tcp.fin());
+            Ok(Parsed::Tcp {
+                src: SocketAddrV4::new(src, tcp.src_port()),
+                dst: SocketAddrV4::new(dst, tcp.dst_port()),
+                syn_only: tcp.syn() && !tcp.ack() && !tcp.rst(),
+                seq: tcp.seq_number().0 as u32,
+                seg_len,
+            })
+        }
+        IpProtocol::Udp => {
+            let udp = UdpPacket::new_checked(payload).map_err(|_| DropReason::Malformed)?;
+            if udp.src_port() == 0 || udp.dst_port() == 0 {
+                return Err(DropReason::Malformed);
+            }
+            let len = usize::from(udp.len());
+            let data = payload.get(8..len).ok_or(DropReason::Malformed)?;
+            Ok(Parsed::Udp {
+                src: SocketAddrV4::new(src, udp.src_port()),
+                dst: SocketAddrV4::new(dst, udp.dst_port()),
+                payload: data,
+            })
+        }
+        IpProtocol::Icmp => {
+            let icmp = Icmpv4Packet::new_checked(payload).map_err(|_| DropReason::Malformed)?;
+            if icmp.msg_type() != Icmpv4Message::EchoRequest || icmp.msg_code() != 0 {
+                return Err(DropReason::Unsupported);
+            }
+            Ok(Parsed::IcmpEcho {
+                dst,
+                ident: icmp.echo_ident(),
+                message: payload,
+            })
+        }
+        _ => Err(DropReason::Unsupported),
+    }
+}
+
+/// Answers an ARP request for any address with the gateway's MAC.
+pub(crate) fn arp_reply(cfg: &GatewayConfig, request: &ArpRepr) -> Option<Vec<u8>> {
+    let ArpRepr::EthernetIpv4 {
+        source_hardware_addr,
+        source_protocol_addr,
+        target_protocol_addr,
+        ..
+    } = *request
+    else {
+        return None;
+    };
+    let reply = ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Reply,
+        source_hardware_addr: EthernetAddress(cfg.gateway_mac.0),
+        source_protocol_addr: target_protocol_addr,
+        target_hardware_addr: source_hardware_addr,
+        target_protocol_addr: source_protocol_addr,
+    };
+    let mut frame = vec![0u8; ETH_HEADER_LEN + reply.buffer_len()];
+    frame[0..6].copy_from_slice(&source_hardware_addr.0);
+    frame[6..12].copy_from_slice(&cfg.gateway_mac.0);
+    frame[12..14].copy_from_slice(&ETHERTYPE_ARP.to_be_bytes());
+    let mut arp = ArpPacket::new_unchecked(&mut frame[ETH_HEADER_LEN..]);
+    reply.emit(&mut arp);
+    Some(frame)
+}
+
+/// An IPv4 frame from the gateway to U with `payload_len` bytes of `proto` filled by `fill`;
+/// `None` if it would exceed the MTU.
+fn ipv4_frame(
+    cfg: &GatewayConfig,
+    src: Ipv4Addr,
+    proto: IpProtocol,
+    payload_len: usize,
+    fill: impl FnOnce(&mut [u8]),
+) -> Option<Vec<u8>> {
+    let repr = Ipv4Repr {
+        src_addr: src,
+        dst_addr: cfg.address,
+        next_header: proto,
+        payload_len,
+        hop_limit: 64,
+    };
+    let ip_len = repr.buffer_len() + payload_len;
+    if ip_len > cfg.mtu || ip_len > usize::from(u16::MAX) {
+        return None;
+    }
+    let mut frame = vec![0u8; ETH_HEADER_LEN + ip_len];
+    frame[0..6].copy_from_slice(&cfg.mac.0);
+    frame[6..12].copy_from_slice(&cfg.gateway_mac.0);
+    frame[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+    let mut ip = Ipv4Packet::new_unchecked(&mut frame[ETH_HEADER_LEN..]);
+    repr.emit(&mut ip, &ChecksumCapabilities::default());
+    fill(ip.payload_mut());
+    Some(frame)
+}
+
+/// A UDP datagram from `src` to `dst` (dst's address is U).
+pub(crate) fn udp_frame(
+    cfg: &GatewayConfig,
+    src: SocketAddrV4,
+    dst_port: u16,
+    payload: &[u8],
+) -> Option<Vec<u8>> {
+    let repr = UdpRepr {
+        src_port: src.port(),
+        dst_port,
+    };
+    let len = repr.header_len() + payload.len();
+    ipv4_frame(cfg, *src.ip(), IpProtocol::Udp, len, |buf| {
+        let mut udp = UdpPacket::new_unchecked(buf);
+        repr.emit(
+            &mut udp,
+            &IpAddress::Ipv4(*src.ip()),
+            &IpAddress::Ipv4(cfg.address),
+            payload.len(),
+            |p| p.copy_from_slice(payload),
+            &ChecksumCapabilities::default(),
+        );
+    })
+}
+
+/// An ICMP message from `src` to U: `message` as the host gave it, with the echo identifier set
+/// back to `ident` and the checksum recomputed. `None` if it is not an echo reply.
+pub(crate) fn icmp_echo_reply_frame(
+    cfg: &GatewayConfig,
+    src: Ipv4Addr,
+    ident: u16,
+    message: &[u8],
+) -> Option<Vec<u8>> {
+    let check = Icmpv4Packet::new_checked(message).ok()?;
+    if check.msg_type() != Icmpv4Message::EchoReply {
+        return None;
+    }
+    ipv4_frame(cfg, src, IpProtocol::Icmp, message.len(), |buf| {
+        buf.copy_from_slice(message);
+        let mut icmp = Icmpv4Packet::new_unchecked(buf);
+        icmp.set_echo_ident(ident);
+        icmp.fill_checksum();
+    })
+}
+
+/// The RST+ACK that refuses a SYN from `client` to `server` (RFC 793: SEQ 0, ACK = SEG.SEQ +
+/// SEG.LEN when the incoming segment has no ACK).
+pub(crate) fn tcp_rst(
+    cfg: &GatewayConfig,
+    server: SocketAddrV4,
+    client: SocketAddrV4,
+    seq: u32,
+    seg_len: u32,
+) -> Option<Vec<u8>> {
+    ipv4_frame(cfg, *server.ip(), IpProtocol::Tcp, 20, |buf| {
+        let mut tcp = TcpPacket::new_unchecked(buf);
+        tcp.set_src_port(server.port());
+        tcp.set_dst_port(client.port());
+        tcp.set_seq_number(TcpSeqNumber(0));
+        tcp.set_ack_number(TcpSeqNumber(seq.wrapping_add(seg_len) as i32));
+        tcp.set_header_len(20);
+        tcp.clear_flags();
+        tcp.set_rst(true);
+        tcp.set_ack(true);
+        tcp.set_window_len(0);
+        tcp.set_urgent_at(0);
+        tcp.fill_checksum(
+            &IpAddress::Ipv4(*server.ip()),
+            &IpAddress::Ipv4(*client.ip()),
+        );
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> GatewayConfig {
+        GatewayConfig::new(
+            Ipv4Addr::new(10, 0, 2, 15),
+            MacAddr([2, 0, 0, 0, 0, 1]),
+            MacAddr([2, 0, 0, 0, 0, 2]),
+        )
+    }
+
+    #[test]
+    fn short_and_foreign_frames_are_dropped() {
+        let c = cfg();
+        assert_eq!(parse(&[], &c).err(), Some(DropReason::Malformed));
+        assert_eq!(parse(&[0u8; 13], &c).err(), Some(DropReason::Malformed));
+        let mut f = vec![0u8; 60];
+        f[12] = 0x08;
+        // Unicast to another MAC.
+        assert_eq!(parse(&f, &c).err(), Some(DropReason::NotForUs));
+        f[0..6].copy_from_slice(&c.gateway_mac.0);
+        // IPv4 with a zero header: version 0.
+        assert_eq!(parse(&f, &c).err(), Some(DropReason::Malformed));
+        f[12] = 0x86;
+        f[13] = 0xdd;
+        assert_eq!(parse(&f, &c).err(), Some(DropReason::Unsupported));
+    }
+
+    #[test]
+    fn udp_frame_round_trips() {
+        let c = cfg();
+        let src = SocketAddrV4::new(Ipv4Addr::new(1, 2, 3, 4), 53);
+        let f = udp_frame(&c, src, 4000, b"hello").unwrap_or_default();
+        // Turn it around as if U had sent it, then parse it.
+        let mut back = f.clone();
+        back[0..6].copy_from_slice(&c.gateway_mac.0);
+        let mut ip = Ipv4Packet::new_unchecked(&mut back[ETH_HEADER_LEN..]);
+        ip.set_src_addr(c.address);
+        ip.set_dst_addr(Ipv4Addr::new(1, 2, 3, 4));
+        ip.fill_checksum();
+        match parse(&back, &c) {
+            Ok(Parsed::Udp { payload, .. }) => assert_eq!(payload, b"hello"),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(udp_frame(&c, src, 1, &vec![0u8; 70000]).is_none());
+    }
+}

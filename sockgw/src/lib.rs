@@ -1,0 +1,123 @@
+//! sockgw: the socket gateway that serves the switch's uplink port in rootless mode.
+//!
+//! The switch masquerades container traffic to the uplink address U and sends it out of the
+//! uplink port as Ethernet frames. With no real uplink, [`SocketGateway`] sits on the other end of
+//! that port (a seqpacket socket, one frame per message): it terminates each flow and re-originates
+//! it with an ordinary host socket, the way slirp4netns and pasta do, and turns the host's answers
+//! back into frames addressed to U.
+//!
+//! - TCP is terminated in a smoltcp [`Interface`](smoltcp::iface::Interface) that accepts any
+//!   destination address (`any_ip`). A SYN is held until the host `connect` completes, so a refused
+//!   host connection reaches the container as a RST, not as an accepted-then-reset connection.
+//! - UDP and ICMP echo are relayed datagram by datagram without smoltcp.
+//! - ARP requests are answered with the gateway's MAC for every address.
+//!
+//! Threading: [`SocketGateway::run`] owns everything on the calling thread; only the
+//! [`Counters`] are shared (atomics).
+
+mod counters;
+mod device;
+mod frames;
+mod gateway;
+
+pub use counters::{Counters, CountersSnapshot};
+pub use gateway::SocketGateway;
+pub use packet::MacAddr;
+
+use std::net::Ipv4Addr;
+
+/// Default size of each smoltcp TCP buffer (receive and send, per connection). Large enough that
+/// the advertised window (with window scaling) does not throttle a 65520-byte MTU link.
+pub const DEFAULT_TCP_BUFFER: usize = 2 * 1024 * 1024;
+
+/// Idle time after which a UDP or ICMP flow (and its host socket) is closed.
+pub const DATAGRAM_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How long a host `connect` may take before the container's SYN is answered with a RST.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Transport protocol of a published port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Proto {
+    /// TCP: a host listening socket; each accepted connection becomes a flow to U.
+    Tcp,
+    /// UDP: a bound host socket; each client address becomes a flow to U.
+    Udp,
+}
+
+/// A host port published into the switch: traffic to `host_addr:host_port` on the host arrives at
+/// `U:host_port` as a flow from the real client's address and port (the switch's DNAT then takes
+/// it to the container).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// TCP or UDP.
+    pub proto: Proto,
+    /// Host address to listen on (0.0.0.0 for all).
+    pub host_addr: Ipv4Addr,
+    /// Host port to listen on; also the destination port at U.
+    pub host_port: u16,
+}
+
+/// Configuration of a [`SocketGateway`].
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// U: the switch's uplink address; all flows arrive from U.
+    pub address: Ipv4Addr,
+    /// U's MAC (frames from the switch come from it, frames to the switch go to it).
+    pub mac: MacAddr,
+    /// The MAC the gateway answers as (the switch's static next-hop MAC).
+    pub gateway_mac: MacAddr,
+    /// IP MTU of the link, e.g. 65520. Frames may be up to `mtu + 14` bytes.
+    pub mtu: usize,
+    /// Flows to this address go to the host's 127.0.0.1 (off by default).
+    pub host_loopback: Option<Ipv4Addr>,
+    /// Host ports published into the switch.
+    pub published: Vec<Published>,
+    /// Size of each smoltcp TCP buffer per connection (receive and send); see
+    /// [`DEFAULT_TCP_BUFFER`].
+    pub tcp_buffer: usize,
+}
+
+impl GatewayConfig {
+    /// A configuration with MTU 65520, no host loopback, nothing published and
+    /// [`DEFAULT_TCP_BUFFER`].
+    pub fn new(address: Ipv4Addr, mac: MacAddr, gateway_mac: MacAddr) -> Self {
+        GatewayConfig {
+            address,
+            mac,
+            gateway_mac,
+            mtu: 65520,
+            host_loopback: None,
+            published: Vec::new(),
+            tcp_buffer: DEFAULT_TCP_BUFFER,
+        }
+    }
+}
+
+/// How host sockets are made. In rootless mode they must be created in the host's network
+/// namespace by a helper process and passed over; tests and the rootful case create them directly
+/// ([`Direct`]). The gateway sets non-blocking mode itself.
+pub trait HostSockets: Send {
+    /// Creates a socket like `socket(2)`.
+    fn socket(
+        &self,
+        domain: socket2::Domain,
+        ty: socket2::Type,
+        proto: Option<socket2::Protocol>,
+    ) -> std::io::Result<socket2::Socket>;
+}
+
+/// Creates host sockets in the current network namespace.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Direct;
+
+impl HostSockets for Direct {
+    fn socket(
+        &self,
+        domain: socket2::Domain,
+        ty: socket2::Type,
+        proto: Option<socket2::Protocol>,
+    ) -> std::io::Result<socket2::Socket> {
+        socket2::Socket::new(domain, ty, proto)
+    }
+}

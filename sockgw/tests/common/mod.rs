@@ -1,0 +1,229 @@
+//! Test harness: a SocketGateway on one end of a seqpacket socketpair, and on the other a smoltcp
+//! "client" stack that plays the switch's uplink (address U, MAC `mac`).
+#![allow(clippy::unwrap_used, dead_code)]
+
+use std::collections::VecDeque;
+use std::io::ErrorKind;
+use std::net::Ipv4Addr;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixDatagram;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant as StdInstant};
+
+use mio::{Events, Interest, Poll, Token};
+use smoltcp::iface::{Config, Interface, SocketSet};
+use smoltcp::phy::{self, DeviceCapabilities, Medium};
+use smoltcp::time::Instant;
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
+use sockgw::{Counters, Direct, GatewayConfig, MacAddr, SocketGateway};
+
+pub const U: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
+/// The client's default gateway, mapped to the host's 127.0.0.1.
+pub const G: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
+pub const MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x0f]);
+pub const GW_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x02]);
+pub const MTU: usize = 65520;
+
+pub fn config() -> GatewayConfig {
+    let mut c = GatewayConfig::new(U, MAC, GW_MAC);
+    c.host_loopback = Some(G);
+    c
+}
+
+/// The client's device: frames over the seqpacket socket, with a send queue for a full link.
+pub struct SeqDevice {
+    pub link: mio::net::UnixDatagram,
+    tx: VecDeque<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl SeqDevice {
+    pub fn flush(&mut self) {
+        while let Some(f) = self.tx.front() {
+            match self.link.send(f) {
+                Ok(_) => {
+                    self.tx.pop_front();
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) => panic!("link send: {e}"),
+            }
+        }
+    }
+}
+
+pub struct Rx(Vec<u8>);
+pub struct Tx<'a>(&'a mut VecDeque<Vec<u8>>);
+
+impl phy::RxToken for Rx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl phy::TxToken for Tx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut v = vec![0u8; len];
+        let r = f(&mut v);
+        self.0.push_back(v);
+        r
+    }
+}
+
+impl phy::Device for SeqDevice {
+    type RxToken<'a> = Rx;
+    type TxToken<'a> = Tx<'a>;
+
+    fn receive(&mut self, _: Instant) -> Option<(Rx, Tx<'_>)> {
+        match self.link.recv(&mut self.buf) {
+            Ok(n) => Some((Rx(self.buf[..n].to_vec()), Tx(&mut self.tx))),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => None,
+            Err(e) => panic!("link recv: {e}"),
+        }
+    }
+
+    fn transmit(&mut self, _: Instant) -> Option<Tx<'_>> {
+        if self.tx.len() >= 256 {
+            return None;
+        }
+        Some(Tx(&mut self.tx))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ethernet;
+        caps.max_transmission_unit = MTU + 14;
+        caps
+    }
+}
+
+/// The client stack plus the running gateway.
+pub struct Harness {
+    pub iface: Interface,
+    pub dev: SeqDevice,
+    pub sockets: SocketSet<'static>,
+    pub counters: Arc<Counters>,
+    poll: Poll,
+    events: Events,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+pub fn seqpacket_pair() -> (UnixDatagram, UnixDatagram) {
+    let (a, b) =
+        socket2::Socket::pair(socket2::Domain::UNIX, socket2::Type::SEQPACKET, None).unwrap();
+    (
+        UnixDatagram::from(OwnedFd::from(a)),
+        UnixDatagram::from(OwnedFd::from(b)),
+    )
+}
+
+impl Harness {
+    pub fn start(cfg: GatewayConfig) -> (Harness, SocketGateway) {
+        let gw = SocketGateway::new(cfg, Box::new(Direct)).unwrap();
+        (Self::client(gw.counters()), gw)
+    }
+
+    fn client(counters: Arc<Counters>) -> Harness {
+        // Filled in by `run`: the link is made there.
+        let (a, _b) = seqpacket_pair();
+        a.set_nonblocking(true).unwrap();
+        let mut dev = SeqDevice {
+            link: mio::net::UnixDatagram::from_std(a),
+            tx: VecDeque::new(),
+            buf: vec![0u8; MTU + 64],
+        };
+        let mut cfg = Config::new(HardwareAddress::Ethernet(EthernetAddress(MAC.0)));
+        cfg.random_seed = 7;
+        let mut iface = Interface::new(cfg, &mut dev, Instant::now());
+        iface.update_ip_addrs(|a| {
+            a.push(IpCidr::new(IpAddress::Ipv4(U), 24)).unwrap();
+        });
+        iface.routes_mut().add_default_ipv4_route(G).unwrap();
+        Harness {
+            iface,
+            dev,
+            sockets: SocketSet::new(Vec::new()),
+            counters,
+            poll: Poll::new().unwrap(),
+            events: Events::with_capacity(64),
+            stop: Arc::new(AtomicBool::new(false)),
+            thread: None,
+        }
+    }
+
+    /// Connects a fresh link and runs the gateway on a thread.
+    pub fn run(&mut self, gw: SocketGateway) {
+        let (a, b) = seqpacket_pair();
+        a.set_nonblocking(true).unwrap();
+        let mut link = mio::net::UnixDatagram::from_std(a);
+        self.poll
+            .registry()
+            .register(&mut link, Token(0), Interest::READABLE | Interest::WRITABLE)
+            .unwrap();
+        self.dev.link = link;
+        let stop = Arc::clone(&self.stop);
+        self.thread = Some(std::thread::spawn(move || gw.run(b, stop)));
+    }
+
+    /// One turn: smoltcp, the link, then a short wait for the link.
+    pub fn step(&mut self) {
+        self.iface
+            .poll(Instant::now(), &mut self.dev, &mut self.sockets);
+        self.dev.flush();
+        let wait = self
+            .iface
+            .poll_delay(Instant::now(), &self.sockets)
+            .map(|d| Duration::from_micros(d.total_micros()))
+            .unwrap_or(Duration::from_millis(5))
+            .min(Duration::from_millis(5));
+        self.poll.poll(&mut self.events, Some(wait)).unwrap();
+    }
+
+    /// Steps until `done` says so; panics after `limit`.
+    pub fn until(&mut self, limit: Duration, mut done: impl FnMut(&mut Harness) -> bool) {
+        let start = StdInstant::now();
+        while !done(self) {
+            assert!(start.elapsed() < limit, "timed out after {limit:?}");
+            self.step();
+        }
+    }
+
+    /// Sends a raw frame on the link, as the switch would.
+    pub fn send_raw(&mut self, frame: &[u8]) {
+        self.dev.tx.push_back(frame.to_vec());
+        self.dev.flush();
+    }
+
+    /// Stops the gateway and returns its result.
+    pub fn stop(&mut self) -> std::io::Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.thread.take() {
+            Some(t) => t.join().unwrap(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+pub fn pattern(len: usize, salt: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add((i >> 12) as u8) ^ salt)
+        .collect()
+}
+
+pub fn tcp_socket(buf: usize) -> smoltcp::socket::tcp::Socket<'static> {
+    smoltcp::socket::tcp::Socket::new(
+        smoltcp::socket::tcp::SocketBuffer::new(vec![0u8; buf]),
+        smoltcp::socket::tcp::SocketBuffer::new(vec![0u8; buf]),
+    )
+}

@@ -1,0 +1,411 @@
+#![allow(clippy::unwrap_used)]
+//! End-to-end tests: a smoltcp client stack (playing the switch's uplink, address U) talks through
+//! the gateway to services on the host's 127.0.0.1.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use common::*;
+use smoltcp::socket::{tcp, udp};
+use smoltcp::wire::{IpAddress, IpEndpoint};
+use sockgw::{Proto, Published};
+
+const TEN_MB: usize = 10 * 1024 * 1024;
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn counters_add_up(h: &Harness) {
+    let s = h.counters.snapshot();
+    assert_eq!(s.frames_rx, s.rx_handled() + s.rx_dropped(), "{s:#?}");
+}
+
+#[test]
+fn tcp_download_and_upload_10mb() {
+    let (mut h, gw) = Harness::start(config());
+    h.run(gw);
+
+    // Host → client.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let data = pattern(TEN_MB, 0x5a);
+    let to_send = data.clone();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.write_all(&to_send).unwrap();
+    });
+    let handle = h.sockets.add(tcp_socket(4 << 20));
+    let cx = h.iface.context();
+    h.sockets
+        .get_mut::<tcp::Socket>(handle)
+        .connect(cx, (IpAddress::Ipv4(G), port), 49152)
+        .unwrap();
+    let mut got = Vec::with_capacity(TEN_MB);
+    let start = Instant::now();
+    h.until(LIMIT, |h| {
+        let s = h.sockets.get_mut::<tcp::Socket>(handle);
+        while s.can_recv() {
+            s.recv(|b| {
+                got.extend_from_slice(b);
+                (b.len(), ())
+            })
+            .unwrap();
+        }
+        if !s.may_recv() && s.state() == tcp::State::CloseWait {
+            s.close();
+        }
+        got.len() == TEN_MB && !s.is_open()
+    });
+    let down = start.elapsed();
+    server.join().unwrap();
+    assert!(got == data, "downloaded bytes differ");
+
+    // Client → host.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut v = Vec::new();
+        s.read_to_end(&mut v).unwrap();
+        v
+    });
+    let handle = h.sockets.add(tcp_socket(4 << 20));
+    let cx = h.iface.context();
+    h.sockets
+        .get_mut::<tcp::Socket>(handle)
+        .connect(cx, (IpAddress::Ipv4(G), port), 49153)
+        .unwrap();
+    let data = pattern(TEN_MB, 0xa5);
+    let mut sent = 0;
+    let start = Instant::now();
+    h.until(LIMIT, |h| {
+        let s = h.sockets.get_mut::<tcp::Socket>(handle);
+        while sent < data.len() && s.can_send() {
+            sent += s.send_slice(&data[sent..]).unwrap();
+        }
+        if sent == data.len() && s.may_send() {
+            s.close();
+        }
+        server.is_finished()
+    });
+    let up = start.elapsed();
+    let v = server.join().unwrap();
+    assert!(
+        v == data,
+        "uploaded bytes differ ({} of {})",
+        v.len(),
+        data.len()
+    );
+
+    let mbit = |d: Duration| TEN_MB as f64 * 8.0 / d.as_secs_f64() / 1e6;
+    println!(
+        "sockgw throughput: download {:.0} Mbit/s ({down:?}), upload {:.0} Mbit/s ({up:?})",
+        mbit(down),
+        mbit(up)
+    );
+    // Both flows end and are freed.
+    h.until(Duration::from_secs(10), |h| {
+        h.counters.snapshot().tcp_closed == 2
+    });
+    let s = h.counters.snapshot();
+    assert_eq!(s.tcp_opened, 2);
+    assert!(s.bytes_to_host >= TEN_MB as u64 && s.bytes_from_host >= TEN_MB as u64);
+    h.stop().unwrap();
+    counters_add_up(&h);
+}
+
+#[test]
+fn closed_port_is_refused_with_a_reset() {
+    let (mut h, gw) = Harness::start(config());
+    h.run(gw);
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let handle = h.sockets.add(tcp_socket(65536));
+    let cx = h.iface.context();
+    h.sockets
+        .get_mut::<tcp::Socket>(handle)
+        .connect(cx, (IpAddress::Ipv4(G), port), 49200)
+        .unwrap();
+    // smoltcp's SYN-SENT retransmits forever unless reset: CLOSED means a RST came.
+    h.until(Duration::from_secs(5), |h| {
+        h.sockets.get::<tcp::Socket>(handle).state() == tcp::State::Closed
+    });
+    let s = h.counters.snapshot();
+    assert_eq!(s.tcp_refused, 1);
+    assert_eq!(s.tcp_opened, 0);
+}
+
+#[test]
+fn udp_echo() {
+    let (mut h, gw) = Harness::start(config());
+    h.run(gw);
+    let echo = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = echo.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let mut b = [0u8; 2048];
+        for _ in 0..3 {
+            let (n, from) = echo.recv_from(&mut b).unwrap();
+            echo.send_to(&b[..n], from).unwrap();
+        }
+    });
+    let rx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 8], vec![0; 8192]);
+    let tx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 8], vec![0; 8192]);
+    let handle = h.sockets.add(udp::Socket::new(rx, tx));
+    h.sockets
+        .get_mut::<udp::Socket>(handle)
+        .bind(40000)
+        .unwrap();
+    let to = IpEndpoint::new(IpAddress::Ipv4(G), port);
+    for i in 0..3u8 {
+        let msg = [b'p', b'i', b'n', b'g', i];
+        h.sockets
+            .get_mut::<udp::Socket>(handle)
+            .send_slice(&msg, to)
+            .unwrap();
+        let mut reply = None;
+        h.until(Duration::from_secs(5), |h| {
+            let s = h.sockets.get_mut::<udp::Socket>(handle);
+            if let Ok((d, meta)) = s.recv() {
+                reply = Some((d.to_vec(), meta.endpoint));
+            }
+            reply.is_some()
+        });
+        let (d, from) = reply.unwrap();
+        assert_eq!(d, msg);
+        assert_eq!(
+            from, to,
+            "the reply comes from the address the client sent to"
+        );
+    }
+    server.join().unwrap();
+    let s = h.counters.snapshot();
+    assert_eq!(s.udp_opened, 1, "one flow for one 4-tuple");
+    assert_eq!(s.udp_rx, 3);
+}
+
+#[test]
+fn published_tcp_port_shows_the_real_client() {
+    let mut cfg = config();
+    cfg.published.push(Published {
+        proto: Proto::Tcp,
+        host_addr: std::net::Ipv4Addr::LOCALHOST,
+        host_port: 0,
+    });
+    let (mut h, gw) = Harness::start(cfg);
+    let addr = gw.published_addrs().remove(0).unwrap();
+    h.run(gw);
+    // The "container" listens on U:host_port (the switch's DNAT is not in this test).
+    let handle = h.sockets.add(tcp_socket(65536));
+    h.sockets
+        .get_mut::<tcp::Socket>(handle)
+        .listen(addr.port())
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let client = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        tx.send(s.local_addr().unwrap()).unwrap();
+        s.write_all(b"hello from the host").unwrap();
+        let mut reply = Vec::new();
+        s.read_to_end(&mut reply).unwrap();
+        reply
+    });
+    let client_addr = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let mut got = Vec::new();
+    h.until(Duration::from_secs(10), |h| {
+        let s = h.sockets.get_mut::<tcp::Socket>(handle);
+        while s.can_recv() {
+            s.recv(|b| {
+                got.extend_from_slice(b);
+                (b.len(), ())
+            })
+            .unwrap();
+        }
+        got.len() == 19
+    });
+    assert_eq!(got, b"hello from the host");
+    let remote = h
+        .sockets
+        .get::<tcp::Socket>(handle)
+        .remote_endpoint()
+        .unwrap();
+    assert_eq!(
+        remote,
+        IpEndpoint::new(
+            IpAddress::Ipv4(std::net::Ipv4Addr::LOCALHOST),
+            client_addr.port()
+        )
+    );
+    let s = h.sockets.get_mut::<tcp::Socket>(handle);
+    s.send_slice(b"hi back").unwrap();
+    s.close();
+    h.until(Duration::from_secs(10), |_| client.is_finished());
+    assert_eq!(client.join().unwrap(), b"hi back");
+    assert_eq!(h.counters.snapshot().tcp_published, 1);
+}
+
+#[test]
+fn garbage_is_counted_and_service_continues() {
+    let (mut h, gw) = Harness::start(config());
+    h.run(gw);
+    let mut junk: Vec<Vec<u8>> = vec![
+        vec![0u8; 5],
+        vec![0xffu8; 13],
+        packet::build::ethernet(MAC, GW_MAC, 0x0800, &[0x45, 0, 0, 20]),
+        packet::build::ethernet(MAC, GW_MAC, 0x0806, &[1, 2, 3]),
+    ];
+    // A UDP frame with a broken IPv4 header checksum.
+    let mut f = packet::build::udp(MAC, GW_MAC, U, G, 1, 2, b"x");
+    f[24] ^= 0xff;
+    junk.push(f);
+    // IPv4 total length beyond the frame.
+    let mut f = packet::build::udp(MAC, GW_MAC, U, G, 1, 2, b"x");
+    f[16] = 0xff;
+    junk.push(f);
+    // A TCP header cut short.
+    let f = packet::build::tcp(MAC, GW_MAC, U, G, 1, 2, 0, 0, 0x02, b"");
+    let mut cut = f[..14 + 20 + 10].to_vec();
+    cut[16..18].copy_from_slice(&30u16.to_be_bytes());
+    let mut ip = smoltcp::wire::Ipv4Packet::new_unchecked(&mut cut[14..]);
+    ip.fill_checksum();
+    junk.push(cut);
+    // Pseudo-random bytes addressed to the gateway.
+    let mut x = 0x1234_5678u32;
+    for len in [60usize, 200, 1500] {
+        let mut v: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        v[0..6].copy_from_slice(&GW_MAC.0);
+        v[12] = 0x08;
+        v[13] = 0x00;
+        junk.push(v);
+    }
+    // Not for us; IPv6; an ICMP echo (answered only where ping sockets are allowed).
+    junk.push(packet::build::udp(MAC, MAC, U, G, 1, 2, b"x"));
+    junk.push(packet::build::ethernet(MAC, GW_MAC, 0x86dd, &[0x60; 40]));
+    junk.push(packet::build::icmp_echo(
+        MAC, GW_MAC, U, G, true, 7, 1, b"abc",
+    ));
+    let n = junk.len() as u64;
+    for j in &junk {
+        h.send_raw(j);
+    }
+    // Wait for the frames to be fully handled, not just received (frames_rx is counted first).
+    h.until(Duration::from_secs(5), |h| {
+        let s = h.counters.snapshot();
+        s.rx_handled() + s.rx_dropped() >= n
+    });
+    let s = h.counters.snapshot();
+    assert!(s.drop_malformed >= 9, "{s:#?}");
+    assert_eq!(s.drop_not_for_us, 1);
+    assert!(s.drop_unsupported >= 1);
+    assert_eq!(s.icmp_rx + s.drop_icmp_unavailable, 1);
+
+    // ARP for any address is answered with the gateway's MAC.
+    let before = s.arp_replies;
+    h.send_raw(&packet::build::arp_request(
+        MAC,
+        U,
+        std::net::Ipv4Addr::new(192, 0, 2, 1),
+    ));
+    h.until(Duration::from_secs(5), |h| {
+        h.counters.snapshot().arp_replies > before
+    });
+
+    // Still serving: a TCP round trip through a loopback echo server.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut b = [0u8; 4];
+        s.read_exact(&mut b).unwrap();
+        s.write_all(&b).unwrap();
+    });
+    let handle = h.sockets.add(tcp_socket(65536));
+    let cx = h.iface.context();
+    h.sockets
+        .get_mut::<tcp::Socket>(handle)
+        .connect(cx, (IpAddress::Ipv4(G), port), 49300)
+        .unwrap();
+    let mut sent = false;
+    let mut got = Vec::new();
+    h.until(Duration::from_secs(10), |h| {
+        let s = h.sockets.get_mut::<tcp::Socket>(handle);
+        if !sent && s.can_send() {
+            s.send_slice(b"ping").unwrap();
+            sent = true;
+        }
+        if s.can_recv() {
+            s.recv(|b| {
+                got.extend_from_slice(b);
+                (b.len(), ())
+            })
+            .unwrap();
+        }
+        got.len() == 4
+    });
+    assert_eq!(got, b"ping");
+    server.join().unwrap();
+    h.stop().unwrap();
+    counters_add_up(&h);
+}
+
+#[test]
+fn published_udp_port_round_trip() {
+    let mut cfg = config();
+    cfg.published.push(Published {
+        proto: Proto::Udp,
+        host_addr: std::net::Ipv4Addr::LOCALHOST,
+        host_port: 0,
+    });
+    let (mut h, gw) = Harness::start(cfg);
+    let addr = gw.published_addrs().remove(0).unwrap();
+    h.run(gw);
+    let rx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 8], vec![0; 8192]);
+    let tx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 8], vec![0; 8192]);
+    let handle = h.sockets.add(udp::Socket::new(rx, tx));
+    h.sockets
+        .get_mut::<udp::Socket>(handle)
+        .bind(addr.port())
+        .unwrap();
+    let host = UdpSocket::bind("127.0.0.1:0").unwrap();
+    host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    host.send_to(b"hello", addr).unwrap();
+    let mut got = None;
+    h.until(Duration::from_secs(5), |h| {
+        if let Ok((d, meta)) = h.sockets.get_mut::<udp::Socket>(handle).recv() {
+            got = Some((d.to_vec(), meta.endpoint));
+        }
+        got.is_some()
+    });
+    let (d, from) = got.unwrap();
+    assert_eq!(d, b"hello");
+    let host_port = host.local_addr().unwrap().port();
+    assert_eq!(
+        from,
+        IpEndpoint::new(IpAddress::Ipv4(std::net::Ipv4Addr::LOCALHOST), host_port),
+        "the container sees the real client"
+    );
+    h.sockets
+        .get_mut::<udp::Socket>(handle)
+        .send_slice(b"reply", from)
+        .unwrap();
+    let (tx, done) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut b = [0u8; 64];
+        let r = host.recv_from(&mut b).map(|(n, a)| (b[..n].to_vec(), a));
+        tx.send(()).unwrap();
+        r
+    });
+    h.until(Duration::from_secs(6), |_| done.try_recv().is_ok());
+    let (d, a) = reader.join().unwrap().unwrap();
+    assert_eq!(d, b"reply");
+    assert_eq!(a, addr, "the reply leaves through the published socket");
+}
