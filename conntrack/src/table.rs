@@ -1100,6 +1100,30 @@ mod tests {
     }
 
     #[test]
+    fn client_rst_in_syn_sent_closes_so_the_retried_syn_reopens() {
+        // The server still holds the tuple in TIME_WAIT: it answers the SYN with a challenge
+        // ACK for the old connection, the client resets with that ACK's number as sequence.
+        let mut ct = table(16);
+        let t = tuple(Proto::Tcp, 9);
+        let id = ct.insert(t, t.reversed(), 0, 0).unwrap();
+        ct.track(id, O, Some(&seg(SYN, 1000, 0)), 60, 0);
+        assert_eq!(
+            ct.track(id, R, Some(&seg(ACK, 777_000, 555_000)), 40, 0),
+            Verdict::Accept,
+            "the challenge ACK is let through untracked"
+        );
+        assert_eq!(
+            ct.track(id, O, Some(&seg(RST, 555_000, 0)), 40, S),
+            Verdict::Accept
+        );
+        assert_eq!(tcp_state(&ct, id), TcpState::Close);
+        assert_eq!(
+            ct.track(id, O, Some(&seg(SYN, 1000, 0)), 60, 2 * S),
+            Verdict::Reopen
+        );
+    }
+
+    #[test]
     fn syn_on_established_then_challenge_ack_rst_and_reopen() {
         let mut ct = table(16);
         let id = handshake(&mut ct, 1, 0);

@@ -313,7 +313,13 @@ pub(crate) fn step(
         },
         Kind::Rst => match state {
             S::None => Outcome::Invalid,
-            S::SynSent if !orig => {
+            // The client gives up its own connection attempt. Typically it answers a challenge
+            // ACK from a server whose socket for this tuple is still in TIME_WAIT; the RST must
+            // reach the server to end that TIME_WAIT (Linux, without tcp_rfc1337), or every
+            // retransmitted SYN meets the same challenge ACK until it times out. Linux's table
+            // takes SYN_SENT + RST (original direction) to CLOSE as well.
+            S::SynSent if orig => accept(S::Close),
+            S::SynSent => {
                 if seg.ack && trk.acks_syn(seg.ack_no) {
                     accept(S::Close)
                 } else {

@@ -39,7 +39,14 @@ pub trait PortIo: Send {
     fn rx(&mut self, max: usize, f: &mut dyn FnMut(&[u8])) -> usize;
     /// Writes frames; returns how many the kernel took.
     fn tx(&mut self, frames: &[&[u8]]) -> std::io::Result<usize>;
+    /// Frames the kernel dropped for lack of receive buffer since the last call.
+    fn rx_kernel_drops(&mut self) -> u64 {
+        0
+    }
 }
+
+/// How often the loop collects the ports' kernel drop counters.
+const KERNEL_STATS_EVERY: Duration = Duration::from_secs(1);
 
 /// Work for the loop thread, sent by the control plane.
 pub type Command = Box<dyn FnOnce(&mut Engine) + Send>;
@@ -101,6 +108,8 @@ pub struct Engine {
     handoff_rx: Receiver<Packet>,
     /// Where to hand frames to each worker (index = worker), with the waker to ring.
     peers: Vec<(Sender<Packet>, std::sync::Arc<Waker>)>,
+    /// When the ports' kernel counters were last collected.
+    stats_at: Instant,
 }
 
 impl Engine {
@@ -143,6 +152,7 @@ impl Engine {
                 workers,
                 handoff_rx,
                 peers: peers.clone(),
+                stats_at: Instant::now(),
             };
             out.push((engine, EngineHandle { tx, waker }));
         }
@@ -246,6 +256,17 @@ impl Engine {
                 // More waiting: come back without sleeping.
                 self.hot.push(HANDOFF_PENDING);
             }
+            if self.stats_at.elapsed() >= KERNEL_STATS_EVERY {
+                self.stats_at = Instant::now();
+                for (idx, io) in self.ports.iter_mut().enumerate() {
+                    if let Some(io) = io {
+                        let drops = io.rx_kernel_drops();
+                        if drops > 0 {
+                            self.pipeline.count_port_io(PortId(idx as u16), drops, 0);
+                        }
+                    }
+                }
+            }
             let now = self.now();
             self.pipeline.process(now, &mut batch, &mut out);
             self.io.batches += 1;
@@ -343,7 +364,11 @@ impl Engine {
                 let frames: Vec<&[u8]> =
                     out[start..end].iter().map(|p| p.data.as_slice()).collect();
                 let sent = io.tx(&frames).unwrap_or(0);
-                self.io.tx_errors += (frames.len() - sent.min(frames.len())) as u64;
+                let failed = (frames.len() - sent.min(frames.len())) as u64;
+                if failed > 0 {
+                    self.io.tx_errors += failed;
+                    self.pipeline.count_port_io(port, 0, failed);
+                }
             }
             start = end;
         }

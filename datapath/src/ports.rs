@@ -138,4 +138,8 @@ impl PortIo for AfPacketPort {
     fn tx(&mut self, frames: &[&[u8]]) -> std::io::Result<usize> {
         self.sock.tx_batch(frames)
     }
+
+    fn rx_kernel_drops(&mut self) -> u64 {
+        self.sock.kernel_stats().map_or(0, |s| u64::from(s.drops))
+    }
 }

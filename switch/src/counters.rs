@@ -117,6 +117,11 @@ pub struct PortCounters {
     pub queued: u64,
     /// Received frames dropped, by reason.
     pub drops: DropCounts,
+    /// Frames the kernel dropped before the switch could read them (receive ring full): the
+    /// packet loop is behind. Not part of `rx_frames`.
+    pub rx_kernel_drops: u64,
+    /// Frames the port's device did not take on transmit (queue full, link down).
+    pub tx_errors: u64,
 }
 
 impl PortCounters {
@@ -175,6 +180,8 @@ impl PortCounters {
         self.local += o.local;
         self.queued += o.queued;
         self.drops.merge(&o.drops);
+        self.rx_kernel_drops += o.rx_kernel_drops;
+        self.tx_errors += o.tx_errors;
     }
 }
 

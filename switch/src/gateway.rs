@@ -374,6 +374,13 @@ impl Pipeline {
         let (id, dir) = match self.ct.track(id, dir, seg.as_ref(), len, now) {
             Verdict::Accept => (id, dir),
             Verdict::Invalid => {
+                tracing::debug!(
+                    ?tuple,
+                    ?dir,
+                    segment = ?seg,
+                    state = ?self.ct.entry(id).map(|e| e.state),
+                    "conntrack: invalid packet dropped"
+                );
                 if created {
                     self.ct.remove(id);
                 }

@@ -350,6 +350,15 @@ impl Pipeline {
         true
     }
 
+    /// Accounts what a port's driver saw outside the pipeline: frames the kernel dropped before
+    /// they were read, and frames the device refused on transmit.
+    pub fn count_port_io(&mut self, port: PortId, rx_kernel_drops: u64, tx_errors: u64) {
+        if let Some(c) = self.ports.get_mut(usize::from(port.0)) {
+            c.rx_kernel_drops += rx_kernel_drops;
+            c.tx_errors += tx_errors;
+        }
+    }
+
     /// Forgets every tracked connection (`vswitch conntrack flush`).
     pub fn flush_conntrack(&mut self) {
         self.ct.flush();

@@ -1,0 +1,334 @@
+//! The namespace lab shared by the end-to-end tests: see e2e.rs for what it guarantees.
+
+#![allow(clippy::unwrap_used, dead_code)] // Test helpers; each test binary uses a subset.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_vswitch");
+pub const INET_IP: &str = "203.0.113.1";
+pub const UPLINK_IP: &str = "203.0.113.2";
+
+pub static LAB_SEQ: AtomicU32 = AtomicU32::new(0);
+/// Labs run one at a time: on two cores, parallel labs would starve each other's packet loops
+/// and turn timeouts into flakes.
+pub static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+pub fn skip() -> bool {
+    if std::env::var("VSWITCH_SKIP_E2E").is_ok_and(|v| v == "1") {
+        eprintln!("skipping end-to-end test: VSWITCH_SKIP_E2E=1");
+        return true;
+    }
+    // Effective uid, read from /proc (no libc call needed in a test).
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2).unwrap_or("1").to_string())
+        });
+    if uid.as_deref() != Some("0") {
+        eprintln!(
+            "skipping end-to-end test: needs root (network namespaces, veth); CI runs it as root"
+        );
+        return true;
+    }
+    false
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+pub fn ok(cmd: &mut Command) -> String {
+    let desc = format!("{cmd:?}");
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{desc} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn ip(args: &[&str]) -> String {
+    ok(Command::new("ip").args(args))
+}
+
+pub struct Lab {
+    pub _serial: std::sync::MutexGuard<'static, ()>,
+    pub prefix: String,
+    pub namespaces: Vec<String>,
+    pub procs: Vec<Child>,
+    pub daemon: Option<Child>,
+    pub dir: PathBuf,
+    pub config: String,
+}
+
+impl Lab {
+    /// A lab with the switch namespace and the "internet" namespace (203.0.113.1/24, linked to
+    /// the switch's uplink port `up0`), and a daemon with `extra` appended to its topology.
+    pub fn new(extra: &str) -> Lab {
+        let n = LAB_SEQ.fetch_add(1, Ordering::Relaxed);
+        let prefix = format!("vse{}x{n}", std::process::id() % 100_000);
+        let dir = std::env::temp_dir().join(format!("{prefix}-state"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let mut lab = Lab {
+            _serial: serial,
+            prefix,
+            namespaces: Vec::new(),
+            procs: Vec::new(),
+            daemon: None,
+            dir,
+            config: String::new(),
+        };
+        let sw = lab.netns("sw");
+        let inet = lab.netns("inet");
+        ip(&[
+            "link", "add", "up0", "netns", &sw, "type", "veth", "peer", "name", "eth0", "netns",
+            &inet,
+        ]);
+        ip(&[
+            "-n",
+            &inet,
+            "addr",
+            "add",
+            &format!("{INET_IP}/24"),
+            "dev",
+            "eth0",
+        ]);
+        ip(&["-n", &inet, "link", "set", "eth0", "up"]);
+        ip(&["-n", &sw, "link", "set", "up0", "up"]);
+        // The switch reads whole, checksummed frames: no offloads on the peer that sends to it.
+        lab.exec(
+            &inet,
+            &[
+                "ethtool", "-K", "eth0", "tx", "off", "tso", "off", "gso", "off", "gro", "off",
+            ],
+        );
+        lab.config = format!(
+            r#"
+[[network]]
+name = "bridge"
+subnet = "172.17.0.0/16"
+gateway = "172.17.0.1"
+
+[[network]]
+name = "other"
+subnet = "172.18.0.0/16"
+gateway = "172.18.0.1"
+
+[[network]]
+name = "quiet"
+subnet = "172.19.0.0/16"
+gateway = "172.19.0.1"
+icc = false
+
+[[port]]
+name = "up0"
+kind = "af_packet"
+
+[uplink]
+port = "up0"
+address = "{UPLINK_IP}"
+subnet = "203.0.113.0/24"
+{extra}
+"#
+        );
+        lab.start_daemon();
+        lab
+    }
+
+    pub fn ns(&self, tag: &str) -> String {
+        format!("{}-{tag}", self.prefix)
+    }
+
+    pub fn netns(&mut self, tag: &str) -> String {
+        let name = self.ns(tag);
+        ip(&["netns", "add", &name]);
+        self.namespaces.push(name.clone());
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        name
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("vswitch.sock")
+    }
+
+    pub fn start_daemon(&mut self) {
+        let cfg = self.dir.join("topo.toml");
+        std::fs::write(&cfg, &self.config).unwrap();
+        let log = std::fs::File::create(self.dir.join("daemon.log")).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns("sw"), BIN, "daemon", "--config"])
+            .arg(&cfg)
+            .arg("--state-dir")
+            .arg(&self.dir)
+            // Two packet loops even on a one-core runner: cross-worker handoff is under test too.
+            .args(["--workers", "2"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.daemon = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !self.socket().exists() {
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not start:\n{}",
+                self.daemon_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn stop_daemon(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(d.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = d.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+    }
+
+    pub fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = run(Command::new(BIN)
+            .args(args)
+            .arg("--socket")
+            .arg(self.socket()));
+        assert!(
+            out.status.success(),
+            "vswitch {args:?}: {}\ndaemon log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.daemon_log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        serde_json::from_str(&self.cli(&all)).unwrap()
+    }
+
+    /// Makes a container namespace and connects it to `network` with `addr`.
+    pub fn container(&mut self, tag: &str, network: &str, addr: &str) -> String {
+        let ns = self.netns(tag);
+        let path = format!("/run/netns/{ns}");
+        self.cli(&[
+            "network", "connect", network, "--netns", &path, "--name", tag, "--ip", addr,
+        ]);
+        ns
+    }
+
+    pub fn exec(&self, ns: &str, cmd: &[&str]) -> Output {
+        run(Command::new("ip").args(["netns", "exec", ns]).args(cmd))
+    }
+
+    pub fn exec_ok(&self, ns: &str, cmd: &[&str]) -> String {
+        let out = self.exec(ns, cmd);
+        assert!(
+            out.status.success(),
+            "in {ns}: {cmd:?} failed\nstdout: {}\nstderr: {}\ndaemon log:\n{}\nstats:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.daemon_log(),
+            self.cli(&["stats"])
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Starts a long-running process inside `ns` (killed when the lab drops).
+    pub fn spawn(&mut self, ns: &str, cwd: &Path, cmd: &[&str]) {
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(cmd)
+            .current_dir(cwd)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.procs.push(child);
+    }
+
+    /// Starts the whoami/file HTTP server in `ns` on `port`, serving `dir`, and waits for it.
+    pub fn http_server(&mut self, ns: &str, port: u16, dir: &Path) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/whoami_server.py");
+        self.spawn(ns, dir, &["python3", script, &port.to_string()]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = self.exec(
+                ns,
+                &[
+                    "curl",
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "--max-time",
+                    "1",
+                    &format!("http://127.0.0.1:{port}/whoami"),
+                ],
+            );
+            if out.status.success() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "HTTP server in {ns} did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn curl(&self, ns: &str, url: &str) -> String {
+        self.exec_ok(ns, &["curl", "-sS", "--max-time", "20", url])
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+        self.stop_daemon();
+        if std::thread::panicking() {
+            // Keep the daemon's log of a failed test (RUST_LOG reaches the daemon).
+            let kept = std::env::temp_dir().join(format!("{}-daemon.log", self.prefix));
+            if std::fs::copy(self.dir.join("daemon.log"), &kept).is_ok() {
+                eprintln!("daemon log kept in {}", kept.display());
+            }
+        }
+        for ns in self.namespaces.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn sha256(path: &Path) -> String {
+    let out = ok(Command::new("sha256sum").arg(path));
+    out.split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
