@@ -17,7 +17,9 @@
 use anyhow::{Context, Result, bail};
 use datapath::engine::{Engine, EngineHandle, PortIo};
 use datapath::io::link::{self, VethSpec};
-use datapath::ports::{AfPacketPort, TapPort};
+use datapath::io::rootless::{HostHelper, Request as HelperRequest};
+use datapath::io::tap::Tap;
+use datapath::ports::{AfPacketPort, HelperSockets, SocketUplinkPort, TapPort};
 use ipam::{LeaseMeta, NetworkRecord, NetworkSpec, Proto, Store};
 use serde::Serialize;
 use serde_json::json;
@@ -36,15 +38,35 @@ use vswitch::control::{DecodeError, Request, Response, decode_request};
 
 /// Where the daemon keeps its socket and state.
 pub struct DaemonOptions {
-    /// Topology file.
-    pub config: PathBuf,
+    /// Topology file (`None`: the embedded rootless topology).
+    pub config: Option<PathBuf>,
     /// State directory (socket and state.redb live here unless `socket` is given).
     pub state_dir: PathBuf,
     /// Control socket path.
     pub socket: PathBuf,
     /// Packet-loop threads.
     pub workers: usize,
+    /// Rootless mode: the helper left in the host's namespaces (host sockets, container TAPs).
+    pub rootless: Option<Arc<HostHelper>>,
 }
+
+/// The rootless default: an uplink of host sockets (the socket gateway), large MTUs like the
+/// rootless tools use; networks come from the state (the default `bridge` at least).
+const ROOTLESS_TOPOLOGY: &str = r#"
+[bridge]
+mtu = 65520
+
+[[port]]
+name = "uplink"
+kind = "socket"
+
+[uplink]
+port = "uplink"
+address = "10.0.2.100"
+subnet = "10.0.2.0/24"
+next_hop = "10.0.2.2"
+mtu = 65520
+"#;
 
 /// A container attached to a network.
 #[derive(Debug, Clone, Serialize)]
@@ -65,6 +87,10 @@ pub struct Container {
     pub ifname: String,
     #[serde(skip)]
     port_id: PortId,
+    /// A TAP inside the container (rootless): it goes away with its descriptor, there is no
+    /// host-side link to delete.
+    #[serde(skip)]
+    tap: bool,
 }
 
 /// Fanout group ids for the ports' socket groups: unique per port within the namespace.
@@ -96,6 +122,7 @@ struct Daemon {
     shutdown: Arc<AtomicBool>,
     started: Instant,
     mtu: u16,
+    rootless: Option<Arc<HostHelper>>,
     /// Control clients being served now, and the limits on them (`[limits]`).
     clients: AtomicUsize,
     max_clients: usize,
@@ -175,9 +202,18 @@ fn register_config_networks(store: &Store, config: &Config) -> Result<()> {
 
 /// Runs the daemon until SIGTERM/SIGINT or a `shutdown` request.
 pub fn run(opts: DaemonOptions) -> Result<()> {
-    let text = std::fs::read_to_string(&opts.config)
-        .with_context(|| format!("cannot read topology {}", opts.config.display()))?;
-    let config = Config::from_toml(&text).with_context(|| opts.config.display().to_string())?;
+    let (text, origin) = match &opts.config {
+        Some(path) => (
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read topology {}", path.display()))?,
+            path.display().to_string(),
+        ),
+        None => (
+            ROOTLESS_TOPOLOGY.to_string(),
+            "the embedded rootless topology".to_string(),
+        ),
+    };
+    let config = Config::from_toml(&text).with_context(|| origin.clone())?;
     std::fs::create_dir_all(&opts.state_dir)
         .with_context(|| format!("cannot create state dir {}", opts.state_dir.display()))?;
     let store_path = opts.state_dir.join("state.redb");
@@ -192,8 +228,7 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     let workers = opts.workers.max(1);
     let mut pipelines = Vec::with_capacity(workers);
     for _ in 0..workers {
-        let mut p =
-            switch::Pipeline::new(&config).with_context(|| opts.config.display().to_string())?;
+        let mut p = switch::Pipeline::new(&config).with_context(|| origin.clone())?;
         for n in store.networks()? {
             p.add_network(&def_of(&n))
                 .with_context(|| format!("network {:?} from the state", n.name))?;
@@ -234,6 +269,16 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
                 "port {}: pcap ports are for `vswitch replay`, not the daemon",
                 p.name
             ),
+            PortKind::Socket => {
+                if workers > 1 {
+                    bail!("port {}: a socket uplink needs --workers 1", p.name);
+                }
+                vec![Box::new(socket_uplink(
+                    &config,
+                    &topo,
+                    opts.rootless.clone(),
+                )?)]
+            }
         };
         for (engine, io) in engines.iter_mut().zip(ios) {
             engine.attach(id, io)?;
@@ -262,6 +307,7 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         shutdown,
         started: Instant::now(),
         mtu: topo.bridge.mtu,
+        rootless: opts.rootless.clone(),
         clients: AtomicUsize::new(0),
         max_clients: topo.limits.control_clients.max(1) as usize,
         max_request: topo.limits.control_request_bytes.max(64) as usize,
@@ -312,7 +358,9 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     }
     let containers = std::mem::take(&mut *lock(&daemon.containers));
     for c in containers.values() {
-        if let Err(e) = link::delete_link(&c.port) {
+        if let Err(e) = link::delete_link(&c.port)
+            && !c.tap
+        {
             tracing::warn!("removing {}: {e}", c.port);
         }
         if let Err(e) = daemon.store.release(&c.network, &c.name) {
@@ -384,6 +432,7 @@ fn reattach(d: &Daemon) {
                     d.next_link.fetch_max(n + 1, Ordering::Relaxed);
                 }
                 let c = Container {
+                    tap: false,
                     name: lease.container.clone(),
                     network: network.clone(),
                     port: lease.host_ifname.clone(),
@@ -412,9 +461,61 @@ fn reattach(d: &Daemon) {
     }
 }
 
+/// Starts the socket gateway that serves a `kind = "socket"` uplink, with host sockets from the
+/// rootless helper (or made directly when running as root).
+fn socket_uplink(
+    config: &Config,
+    topo: &switch::Topology,
+    helper: Option<Arc<HostHelper>>,
+) -> Result<SocketUplinkPort> {
+    let up = topo
+        .uplink
+        .context("a socket port must be the [uplink] port (with an address)")?;
+    let gateway_mac = up
+        .next_hop_mac
+        .unwrap_or(packet::MacAddr([0x02, 0, 0, 0, 0, 0x01]));
+    let mut gw = sockgw::GatewayConfig::new(up.address, up.mac, gateway_mac);
+    gw.mtu = usize::from(up.mtu);
+    gw.host_loopback = config.uplink.as_ref().and_then(|u| u.host_loopback);
+    gw.published = config
+        .published
+        .iter()
+        .map(|p| sockgw::Published {
+            proto: match p.proto {
+                switch::config::L4Proto::Tcp => sockgw::Proto::Tcp,
+                switch::config::L4Proto::Udp => sockgw::Proto::Udp,
+            },
+            host_addr: p.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            host_port: p.host_port,
+        })
+        .collect();
+    let sockets: Box<dyn sockgw::HostSockets> = match helper {
+        Some(h) => Box::new(HelperSockets(h)),
+        None => Box::new(sockgw::Direct),
+    };
+    SocketUplinkPort::start(gw, sockets).context("starting the socket gateway (uplink)")
+}
+
 /// Opens the host end `ifname` on every worker and adds it to `network`'s bridge, bound to the
 /// container's `address` (enforced when the network has anti-spoofing on).
 fn attach_port(d: &Daemon, network: &str, ifname: &str, address: PortAddress) -> Result<PortId> {
+    let ios = AfPacketPort::open_group(ifname, d.engines.len(), d.groups.next())
+        .context("opening AF_PACKET on the host end")?
+        .into_iter()
+        .map(|p| Box::new(p) as Box<dyn PortIo>)
+        .collect();
+    attach_ios(d, network, ifname, address, ios)
+}
+
+/// Adds port `name` to `network`'s bridge on every worker, each with its I/O from `ios`.
+fn attach_ios(
+    d: &Daemon,
+    network: &str,
+    name: &str,
+    address: PortAddress,
+    ios: Vec<Box<dyn PortIo>>,
+) -> Result<PortId> {
+    let ifname = name;
     let net_name = network.to_string();
     let ids = d
         .call_all(move |e| e.pipeline().topology().network_by_name(&net_name))
@@ -422,8 +523,9 @@ fn attach_port(d: &Daemon, network: &str, ifname: &str, address: PortAddress) ->
     let Some(Some(net_id)) = ids.first().copied() else {
         bail!("network {network:?} is not in the datapath");
     };
-    let ios = AfPacketPort::open_group(ifname, d.engines.len(), d.groups.next())
-        .context("opening AF_PACKET on the host end")?;
+    if ios.len() != d.engines.len() {
+        bail!("port {name}: one I/O per packet loop needed");
+    }
     let mut ids = Vec::with_capacity(ios.len());
     let mut failure = None;
     for (handle, io) in d.engines.iter().zip(ios) {
@@ -433,7 +535,7 @@ fn attach_port(d: &Daemon, network: &str, ifname: &str, address: PortAddress) ->
                 .pipeline_mut()
                 .add_port(&port_name, PortKind::AfPacket, net_id, address)
                 .map_err(|e| e.to_string())?;
-            e.attach(id, Box::new(io)).map_err(|e| e.to_string())?;
+            e.attach(id, io).map_err(|e| e.to_string())?;
             Ok(id)
         });
         match attached {
@@ -731,7 +833,8 @@ fn connect(
         .network(network)?
         .with_context(|| format!("no network named {network:?}: see `vswitch network ls`"))?;
     let netns_path = PathBuf::from(netns);
-    if !netns_path.exists() {
+    // A rootless daemon cannot see other user namespaces' files; its helper opens them.
+    if d.rootless.is_none() && !netns_path.exists() {
         bail!("namespace {netns} does not exist (give /run/netns/NAME or /proc/PID/ns/net)");
     }
     let name = name.unwrap_or_else(|| {
@@ -770,25 +873,49 @@ fn connect(
             bail!("lease has a bad MAC: {e}");
         }
     };
-    let spec = VethSpec {
-        host_ifname: &port,
-        peer_ifname: &format!("{port}p"),
-        netns: &netns_path,
-        container_ifname: &ifname,
-        mac: Some(mac.0),
-        mtu: rec.mtu.min(d.mtu),
-        addr: Some((ip, rec.subnet.prefix_len())),
-        gateway: (!rec.internal).then_some(rec.gateway),
-    };
-    if let Err(e) = link::create_container_veth(&spec) {
-        undo(d);
-        return Err(e).context("creating the container's veth pair");
-    }
     let address = PortAddress {
         mac: Some(mac),
         ip: Some(ip),
     };
-    let port_id = match attach_port(d, network, &port, address) {
+    let attached = match &d.rootless {
+        // Rootless: a TAP made inside the container by the helper (no veth can cross into a
+        // namespace owned by another user namespace). The link MTU is the bridge's (large).
+        Some(helper) => container_tap_of(netns)
+            .and_then(|pid| {
+                let req = HelperRequest::ContainerTap {
+                    pid,
+                    ifname: ifname.clone(),
+                    mac: mac.0,
+                    mtu: d.mtu,
+                    addr: (ip, rec.subnet.prefix_len()),
+                    gateway: (!rec.internal).then_some(rec.gateway),
+                };
+                let fd = helper
+                    .call(&req)
+                    .context("creating the container's TAP device")?;
+                Ok(Tap::from_fd(fd, &port)?)
+            })
+            .and_then(|tap| {
+                let ios = vec![Box::new(TapPort::from_tap(tap)) as Box<dyn PortIo>];
+                attach_ios(d, network, &port, address, ios)
+            }),
+        None => {
+            let spec = VethSpec {
+                host_ifname: &port,
+                peer_ifname: &format!("{port}p"),
+                netns: &netns_path,
+                container_ifname: &ifname,
+                mac: Some(mac.0),
+                mtu: rec.mtu.min(d.mtu),
+                addr: Some((ip, rec.subnet.prefix_len())),
+                gateway: (!rec.internal).then_some(rec.gateway),
+            };
+            link::create_container_veth(&spec)
+                .context("creating the container's veth pair")
+                .and_then(|()| attach_port(d, network, &port, address))
+        }
+    };
+    let port_id = match attached {
         Ok(id) => id,
         Err(e) => {
             undo(d);
@@ -796,6 +923,7 @@ fn connect(
         }
     };
     let c = Container {
+        tap: d.rootless.is_some(),
         name: name.clone(),
         network: network.to_string(),
         port,
@@ -809,6 +937,18 @@ fn connect(
     refresh_dns(d, network);
     tracing::info!(container = %c.name, ip = %c.ip, port = %c.port, "connected");
     Ok(c)
+}
+
+/// The process whose namespaces a rootless container lives in: `/proc/PID/ns/net` (what
+/// `network connect --pid PID` sends).
+fn container_tap_of(netns: &str) -> Result<u32> {
+    netns
+        .strip_prefix("/proc/")
+        .and_then(|rest| rest.strip_suffix("/ns/net"))
+        .and_then(|pid| pid.parse().ok())
+        .context(
+            "a rootless daemon attaches containers by process: use `network connect --pid PID`",
+        )
 }
 
 fn disconnect(d: &Daemon, network: &str, name: &str) -> Result<Container> {
@@ -825,7 +965,9 @@ fn disconnect(d: &Daemon, network: &str, name: &str) -> Result<Container> {
         e.detach(id);
         e.pipeline_mut().remove_port(id);
     });
-    link::delete_link(&c.port).with_context(|| format!("deleting {}", c.port))?;
+    if !c.tap {
+        link::delete_link(&c.port).with_context(|| format!("deleting {}", c.port))?;
+    }
     if let Some(released) = d.store.release(network, name)? {
         for (proto, host_port, _) in released.unpublished {
             let num = proto_number(proto);

@@ -72,24 +72,31 @@ enum Command {
 
 #[derive(Args)]
 struct DaemonArgs {
-    /// Topology file (TOML).
+    /// Topology file (TOML); with --rootless it may be left out for the embedded one (a socket
+    /// uplink, the default `bridge` network).
+    #[arg(long, required_unless_present = "rootless")]
+    config: Option<PathBuf>,
+    /// Directory for the daemon's state and socket (default /run/vswitch; rootless:
+    /// $XDG_STATE_HOME/vswitch).
     #[arg(long)]
-    config: PathBuf,
-    /// Directory for the daemon's state and socket.
-    #[arg(long, default_value = "/run/vswitch")]
-    state_dir: PathBuf,
-    /// Control socket path (default: STATE_DIR/vswitch.sock).
+    state_dir: Option<PathBuf>,
+    /// Control socket path (default: STATE_DIR/vswitch.sock; rootless:
+    /// $XDG_RUNTIME_DIR/vswitch/vswitch.sock).
     #[arg(long)]
     socket: Option<PathBuf>,
-    /// Packet-loop threads (default: one per core).
+    /// Packet-loop threads (default: one per core; rootless: 1).
     #[arg(long)]
     workers: Option<usize>,
+    /// Run as an unprivileged user: in a user + network namespace of vswitch's own, with an
+    /// uplink of host sockets and containers attached by `network connect --pid PID`.
+    #[arg(long)]
+    rootless: bool,
 }
 
 #[derive(Args, Clone)]
 struct ClientArgs {
     /// Control socket of the daemon.
-    #[arg(long, global = true, default_value = DEFAULT_SOCKET, env = "VSWITCH_SOCKET")]
+    #[arg(long, global = true, default_value_os_t = default_socket(), env = "VSWITCH_SOCKET")]
     socket: PathBuf,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
@@ -460,6 +467,16 @@ fn parse_mapping(text: &str) -> Result<(u16, u16, String)> {
 }
 
 fn run_daemon(args: DaemonArgs) -> Result<()> {
+    // First, while the process is still single-threaded: the helper that stays in the host's
+    // namespaces is forked, then this process leaves them.
+    let rootless = if args.rootless {
+        let helper =
+            datapath::io::rootless::HostHelper::spawn().context("starting the rootless helper")?;
+        datapath::io::rootless::enter_private_namespaces()?;
+        Some(std::sync::Arc::new(helper))
+    } else {
+        None
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -467,18 +484,52 @@ fn run_daemon(args: DaemonArgs) -> Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let socket = args
-        .socket
-        .unwrap_or_else(|| args.state_dir.join("vswitch.sock"));
-    let workers = args
-        .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let (state_dir, socket) = if rootless.is_some() {
+        let runtime = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
+        let state = std::env::var_os("XDG_STATE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")));
+        let state_dir = match (args.state_dir, state) {
+            (Some(d), _) => d,
+            (None, Some(s)) => s.join("vswitch"),
+            (None, None) => bail!("set XDG_STATE_HOME or HOME, or pass --state-dir"),
+        };
+        let socket = match (args.socket, runtime) {
+            (Some(s), _) => s,
+            (None, Some(r)) => r.join("vswitch").join("vswitch.sock"),
+            (None, None) => bail!("set XDG_RUNTIME_DIR (e.g. /run/user/$UID), or pass --socket"),
+        };
+        (state_dir, socket)
+    } else {
+        let state_dir = args
+            .state_dir
+            .unwrap_or_else(|| PathBuf::from("/run/vswitch"));
+        let socket = args
+            .socket
+            .unwrap_or_else(|| state_dir.join("vswitch.sock"));
+        (state_dir, socket)
+    };
+    let workers = if rootless.is_some() {
+        1
+    } else {
+        args.workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    };
     daemon::run(daemon::DaemonOptions {
         config: args.config,
-        state_dir: args.state_dir,
+        state_dir,
         socket,
         workers,
+        rootless,
     })
+}
+
+/// The rootless daemon's socket when one is running for this user, else the system daemon's.
+fn default_socket() -> PathBuf {
+    std::env::var_os("XDG_RUNTIME_DIR")
+        .map(|r| PathBuf::from(r).join("vswitch").join("vswitch.sock"))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
 }
 
 fn client(c: &ClientArgs, req: &Request, human: impl FnOnce(&serde_json::Value)) -> Result<()> {

@@ -143,3 +143,109 @@ impl PortIo for AfPacketPort {
         self.sock.kernel_stats().map_or(0, |s| u64::from(s.drops))
     }
 }
+
+/// The uplink served by the socket gateway ([`sockgw`], rootless mode): frames go over a
+/// SOCK_SEQPACKET pair to the gateway's thread, which re-originates the flows with host sockets.
+pub struct SocketUplinkPort {
+    link: std::os::unix::net::UnixDatagram,
+    buf: Vec<u8>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SocketUplinkPort {
+    /// Starts the gateway on its own thread and returns the switch's end of the link.
+    pub fn start(
+        config: sockgw::GatewayConfig,
+        sockets: Box<dyn sockgw::HostSockets>,
+    ) -> std::io::Result<SocketUplinkPort> {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+        let buf_len = config.mtu + 18;
+        let gateway = sockgw::SocketGateway::new(config, sockets)?;
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(std::io::Error::from)?;
+        let link = std::os::unix::net::UnixDatagram::from(ours);
+        link.set_nonblocking(true)?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let their_stop = std::sync::Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("vswitch-sockgw".into())
+            .spawn(move || {
+                let link = std::os::unix::net::UnixDatagram::from(theirs);
+                if let Err(e) = gateway.run(link, their_stop) {
+                    tracing::error!("socket gateway stopped: {e}");
+                }
+            })?;
+        Ok(SocketUplinkPort {
+            link,
+            buf: vec![0; buf_len],
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for SocketUplinkPort {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // Closing our end wakes the gateway, which sees the hang-up and returns.
+        let _ = self.link.shutdown(std::net::Shutdown::Both);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl PortIo for SocketUplinkPort {
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.link.as_fd()
+    }
+
+    fn rx(&mut self, max: usize, f: &mut dyn FnMut(&[u8])) -> usize {
+        let mut n = 0;
+        while n < max {
+            match self.link.recv(&mut self.buf) {
+                Ok(len) if len > 0 => {
+                    f(&self.buf[..len]);
+                    n += 1;
+                }
+                _ => break,
+            }
+        }
+        n
+    }
+
+    fn tx(&mut self, frames: &[&[u8]]) -> std::io::Result<usize> {
+        let mut sent = 0;
+        for frame in frames {
+            if self.link.send(frame).is_ok() {
+                sent += 1;
+            }
+        }
+        Ok(sent)
+    }
+}
+
+/// Host sockets made by the rootless helper in the host's network namespace.
+pub struct HelperSockets(pub std::sync::Arc<crate::io::rootless::HostHelper>);
+
+impl sockgw::HostSockets for HelperSockets {
+    fn socket(
+        &self,
+        domain: socket2::Domain,
+        ty: socket2::Type,
+        proto: Option<socket2::Protocol>,
+    ) -> std::io::Result<socket2::Socket> {
+        let fd = self.0.socket(
+            domain.into(),
+            i32::from(ty) | libc::SOCK_CLOEXEC,
+            proto.map_or(0, i32::from),
+        )?;
+        Ok(socket2::Socket::from(fd))
+    }
+}

@@ -110,6 +110,11 @@ pub struct UplinkConfig {
     /// MTU of the uplink; larger DF packets get ICMP fragmentation-needed.
     #[serde(default = "default_mtu")]
     pub mtu: u16,
+    /// Socket uplink only: connections to this address reach the host's own loopback
+    /// (127.0.0.1), like pasta's gateway mapping. Off unless set: it opens the host's local
+    /// services to every container.
+    #[serde(default)]
+    pub host_loopback: Option<Ipv4Addr>,
 }
 
 fn default_mtu() -> u16 {
@@ -262,6 +267,10 @@ pub struct PublishConfig {
     pub container_ip: Ipv4Addr,
     /// Port in the container.
     pub container_port: u16,
+    /// Socket uplink only: the host address the listening socket binds (default 0.0.0.0;
+    /// 127.0.0.1 makes the port reachable from the host only).
+    #[serde(default)]
+    pub host_ip: Option<Ipv4Addr>,
 }
 
 fn default_proto() -> L4Proto {
@@ -331,6 +340,9 @@ pub enum PortKind {
     AfPacket,
     /// A pcap file (replay).
     Pcap,
+    /// The uplink served by the socket gateway (rootless mode): flows leaving through it are
+    /// re-originated with ordinary host sockets.
+    Socket,
 }
 
 /// One port.

@@ -138,8 +138,36 @@ pub fn create_container_veth(spec: &VethSpec) -> Result<(), IoError> {
     })
 }
 
+/// Configures link `ifname` of the current namespace as a container's interface (MAC, MTU, up,
+/// address, default route, `lo` up), as [`create_container_veth`] does for its container end.
+/// `offloads_off` turns its offloads off too (veth; a TAP without a vnet header has none).
+pub fn configure_link_here(
+    ifname: &str,
+    mac: Option<[u8; 6]>,
+    mtu: u16,
+    addr: Option<(Ipv4Addr, u8)>,
+    gateway: Option<Ipv4Addr>,
+    offloads_off: bool,
+) -> Result<(), IoError> {
+    let spec = VethSpec {
+        host_ifname: "",
+        peer_ifname: ifname,
+        netns: Path::new(""),
+        container_ifname: ifname,
+        mac,
+        mtu,
+        addr,
+        gateway,
+    };
+    configure_end(&spec, offloads_off)
+}
+
 /// The container half of [`create_container_veth`]; runs inside the container's namespace.
 fn configure_container_end(spec: &VethSpec) -> Result<(), IoError> {
+    configure_end(spec, true)
+}
+
+fn configure_end(spec: &VethSpec, offloads_off: bool) -> Result<(), IoError> {
     let mut rtnl = Rtnl::new()?;
     let index = ifindex(spec.peer_ifname)?;
     let name = spec.container_ifname;
@@ -158,7 +186,9 @@ fn configure_container_end(spec: &VethSpec) -> Result<(), IoError> {
             format!("renaming {} to {name} / setting its MAC", spec.peer_ifname)
         })?;
     }
-    set_offloads(name, false)?;
+    if offloads_off {
+        set_offloads(name, false)?;
+    }
     rtnl.set_up(index, Some(spec.mtu), name)?;
     let lo = ifindex("lo")?;
     rtnl.set_up(lo, None, "lo")?;

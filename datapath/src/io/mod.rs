@@ -22,6 +22,7 @@
 pub mod afpacket;
 pub mod link;
 pub mod netns;
+pub mod rootless;
 pub mod tap;
 
 #[cfg(test)]

@@ -78,6 +78,29 @@ impl Tap {
         }
     }
 
+    /// Wraps a TAP queue fd made elsewhere (e.g. passed over from inside a container's
+    /// namespace by the rootless helper) and makes it non-blocking.
+    pub fn from_fd(fd: OwnedFd, name: &str) -> Result<Tap, IoError> {
+        // SAFETY: F_GETFL on a descriptor we own; no memory is passed.
+        let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+        let set = if flags < 0 {
+            -1
+        } else {
+            // SAFETY: F_SETFL on a descriptor we own; no memory is passed.
+            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) }
+        };
+        if set < 0 {
+            return Err(IoError::sys(
+                "making the TAP descriptor non-blocking",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(Tap {
+            fd,
+            name: name.to_string(),
+        })
+    }
+
     /// The device's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -103,6 +126,12 @@ impl Tap {
         }
         Ok(n.unsigned_abs())
     }
+}
+
+/// Creates TAP `name` in the calling thread's namespace and returns its queue fd (for the
+/// rootless helper, which passes it to the switch).
+pub(crate) fn open_here(name: &str) -> Result<OwnedFd, IoError> {
+    Ok(open_queue(name, false)?.fd)
 }
 
 /// Opens /dev/net/tun and attaches it to TAP `name` (creating it if absent), in the calling
