@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 mod pipeline;
 mod plot;
+mod rootless;
 mod veth;
 
 /// Arguments of `vswitch bench`.
@@ -36,6 +37,9 @@ enum Mode {
     Pipeline(pipeline::PipelineArgs),
     /// Namespace lab: vswitch daemon vs Linux bridge vs iptables/nft MASQUERADE (needs root).
     Veth(veth::VethArgs),
+    /// TCP from a rootless container to the host: vswitch's socket gateway vs slirp4netns vs
+    /// pasta, same run (needs root for the stand-in host namespace, and a plain user).
+    Rootless(rootless::RootlessArgs),
     /// Fallback packet generator used by `bench veth` when trafgen is missing (internal).
     #[command(hide = true)]
     Blast(veth::BlastArgs),
@@ -47,6 +51,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     match args.mode {
         Mode::Pipeline(a) => pipeline::run(a),
         Mode::Veth(a) => veth::run(a),
+        Mode::Rootless(a) => rootless::run(a),
         Mode::Blast(a) => veth::blast(a),
     }
 }
