@@ -15,6 +15,7 @@
 mod lab;
 
 use lab::{BIN, ip, ok, run, sha256, skip};
+use std::path::Path;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -27,6 +28,10 @@ struct Rootless {
     host: String,
     user: String,
     dir: PathBuf,
+    /// Copies of the binary and scripts the user may run (the checkout may sit under a home
+    /// directory the user cannot enter, such as /root).
+    bin: String,
+    whoami: String,
     procs: Vec<Child>,
     containers: Vec<(String, u32)>,
 }
@@ -65,7 +70,7 @@ impl Rootless {
     }
 
     fn cli(&self, args: &[&str]) -> String {
-        let mut all = vec![BIN];
+        let mut all = vec![self.bin.as_str()];
         all.extend_from_slice(args);
         ok(&mut self.as_user(&all))
     }
@@ -131,7 +136,7 @@ impl Rootless {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr),
             std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default(),
-            String::from_utf8_lossy(&run(&mut self.as_user(&[BIN, "stats"])).stdout)
+            String::from_utf8_lossy(&run(&mut self.as_user(&[&self.bin, "stats"])).stdout)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
@@ -188,6 +193,13 @@ fn rootless_containers_reach_the_host_each_other_and_published_ports() {
     for sub in ["run", "state", "www", "got"] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
     }
+    let copy = |from: &str, name: &str| -> String {
+        let to = dir.join(name);
+        std::fs::copy(Path::new(from), &to).unwrap();
+        to.to_string_lossy().into_owned()
+    };
+    let bin = copy(BIN, "vswitch");
+    let whoami = copy(WHOAMI, "whoami_server.py");
     ok(Command::new("chown").args(["-R", &user]).arg(&dir));
     ok(Command::new("chmod").arg("755").arg(&dir));
     ip(&["netns", "add", &host]);
@@ -195,6 +207,8 @@ fn rootless_containers_reach_the_host_each_other_and_published_ports() {
         host: host.clone(),
         user,
         dir: dir.clone(),
+        bin,
+        whoami,
         procs: Vec::new(),
         containers: Vec::new(),
     };
@@ -250,7 +264,7 @@ container_port = 80
     .unwrap();
     let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
     let mut daemon = r.as_user(&[
-        BIN,
+        &r.bin,
         "daemon",
         "--rootless",
         "--config",
@@ -334,7 +348,7 @@ container_port = 80
 
     // Published port: a client on the stand-in host reaches container a's server, which sees
     // the client's real address.
-    let mut web = r.in_container(a, &["python3", WHOAMI, "80"]);
+    let mut web = r.in_container(a, &["python3", &r.whoami, "80"]);
     web.current_dir(&www);
     r.spawn(web);
     let who = Command::new("ip")

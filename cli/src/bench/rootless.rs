@@ -192,8 +192,6 @@ pub fn run(args: RootlessArgs) -> Result<()> {
             args.user
         );
     }
-    let me = std::env::current_exe().context("locating the vswitch binary")?;
-    let me = me.to_string_lossy().into_owned();
     // A previous run that was killed may have left its namespace behind.
     let _ = Command::new("ip")
         .args(["netns", "del", HOST])
@@ -204,7 +202,15 @@ pub fn run(args: RootlessArgs) -> Result<()> {
     for sub in ["run", "state"] {
         std::fs::create_dir_all(dir.join(sub))?;
     }
+    // A copy the user can run: the build may sit under a home the user cannot enter (/root).
+    let me = dir.join("vswitch");
+    std::fs::copy(
+        std::env::current_exe().context("locating the vswitch binary")?,
+        &me,
+    )?;
+    let me = me.to_string_lossy().into_owned();
     sh(Command::new("chown").args(["-R", &args.user]).arg(&dir))?;
+    sh(Command::new("chmod").arg("755").arg(&dir))?;
     sh(Command::new("ip").args(["netns", "add", HOST]))
         .context("creating the stand-in host namespace (needs root)")?;
     let mut lab = Lab {
