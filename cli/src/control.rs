@@ -173,6 +173,7 @@ pub enum DecodeError {
 
 /// Decodes one request line (with or without its newline); `max` is the longest line accepted.
 pub fn decode_request(line: &[u8], max: usize) -> Result<Request, DecodeError> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
     if line.len() > max {
         return Err(DecodeError::TooLong(max));
     }

@@ -338,12 +338,22 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
                     continue;
                 }
                 let slot = ClientSlot(Arc::clone(&daemon));
-                std::thread::spawn(move || serve(&slot.0, stream));
+                let spawned = std::thread::Builder::new()
+                    .name("vswitch-control".into())
+                    .spawn(move || serve(&slot.0, stream));
+                if let Err(e) = spawned {
+                    // The slot was moved into the closure and is released with it.
+                    tracing::warn!("cannot start a control client thread: {e}");
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 std::thread::sleep(Duration::from_millis(50))
             }
-            Err(e) => tracing::warn!("accept on control socket: {e}"),
+            Err(e) => {
+                // E.g. EMFILE: wait instead of spinning on the error.
+                tracing::warn!("accept on control socket: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
         }
     }
     eprintln!("vswitch daemon: shutting down");
@@ -604,6 +614,8 @@ fn refuse_client(stream: &UnixStream, max: usize) {
 fn serve(d: &Daemon, stream: UnixStream) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    // A client that stops reading must not hold its slot (and a thread) for ever.
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(30)));
     let mut reader = BufReader::new(&stream);
     let mut writer = &stream;
     loop {
@@ -790,6 +802,9 @@ fn run_request(d: &Daemon, req: Request) -> Result<serde_json::Value> {
             json!({ "name": rec.name, "id": rec.id })
         }
         Request::PortPublish { network, container, host_port, container_port, proto } => {
+            if d.rootless.is_some() {
+                bail!("a rootless daemon takes published ports from its topology file ([[publish]]) for now: add it there and restart");
+            }
             let _guard = lock(&d.changes);
             let proto: Proto = proto.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
             let p = d.store.publish(proto, host_port, &network, &container, container_port)?;

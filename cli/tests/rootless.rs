@@ -114,8 +114,13 @@ impl Rootless {
             assert!(Instant::now() < deadline, "container {name} did not start");
             std::thread::sleep(Duration::from_millis(50));
         };
-        // Wait until unshare has entered the namespaces (the pid exists before that).
-        std::thread::sleep(Duration::from_millis(200));
+        // Wait until unshare has entered its namespaces (the pid exists before that).
+        let host_ns = std::fs::read_link("/proc/self/ns/user").ok();
+        wait_for("the container's user namespace", || {
+            let ns = std::fs::read_link(format!("/proc/{pid}/ns/user")).ok();
+            ns.is_some() && ns != host_ns
+        });
+        std::thread::sleep(Duration::from_millis(100));
         let pid_s = pid.to_string();
         self.cli(&[
             "network", "connect", network, "--pid", &pid_s, "--name", name, "--ip", addr,
@@ -217,6 +222,9 @@ fn rootless_containers_reach_the_host_each_other_and_published_ports() {
         "-n", &host, "link", "add", "de0", "type", "veth", "peer", "name", "de1",
     ]);
     ip(&["-n", &host, "addr", "add", "192.0.2.1/24", "dev", "de0"]);
+    // A second host address for the published-port client, so that its address differs from
+    // the one the host listens on.
+    ip(&["-n", &host, "addr", "add", "192.0.2.9/24", "dev", "de0"]);
     ip(&["-n", &host, "link", "set", "de0", "up"]);
     // Unprivileged ICMP echo sockets for everyone in the stand-in host (Debian's default on a
     // real host varies).
@@ -353,7 +361,7 @@ container_port = 80
     r.spawn(web);
     let who = Command::new("ip")
         .args(["netns", "exec", &host, "curl", "-sS", "--max-time", "5"])
-        .args(["--interface", "192.0.2.1", "http://192.0.2.1:8080/whoami"])
+        .args(["--interface", "192.0.2.9", "http://192.0.2.1:8080/whoami"])
         .output();
     let mut tries = 0;
     let mut who = who.unwrap();
@@ -362,11 +370,11 @@ container_port = 80
         tries += 1;
         who = Command::new("ip")
             .args(["netns", "exec", &host, "curl", "-sS", "--max-time", "5"])
-            .args(["--interface", "192.0.2.1", "http://192.0.2.1:8080/whoami"])
+            .args(["--interface", "192.0.2.9", "http://192.0.2.1:8080/whoami"])
             .output()
             .unwrap();
     }
-    assert_eq!(String::from_utf8_lossy(&who.stdout).trim(), "192.0.2.1");
+    assert_eq!(String::from_utf8_lossy(&who.stdout).trim(), "192.0.2.9");
 
     // DNS: one container finds the other by name on the user-defined network ("a" would be
     // taken by dig as the query type).

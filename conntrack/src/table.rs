@@ -713,8 +713,9 @@ impl Conntrack {
     }
 
     /// Refuses an insert that would exceed the per-source or per-destination limit. Expired
-    /// entries still count until reclaimed, so a limited source first gets its own expired
-    /// entries reclaimed (bounded work), then is refused.
+    /// entries still count until reclaimed, so an over-limit insert first reclaims a bounded
+    /// number of the table's oldest expired entries (any source's; housekeeping reaches the
+    /// rest), then counts again.
     fn check_address_limits(&mut self, original: &Tuple, reply: &Tuple) -> Result<(), InsertError> {
         let (src_max, dst_max) = (
             self.config.max_per_source,
@@ -1120,6 +1121,26 @@ mod tests {
         assert_eq!(
             ct.track(id, O, Some(&seg(SYN, 1000, 0)), 60, 2 * S),
             Verdict::Reopen
+        );
+    }
+
+    #[test]
+    fn blind_rst_in_syn_sent_does_not_close() {
+        let mut ct = table(16);
+        let t = tuple(Proto::Tcp, 9);
+        let id = ct.insert(t, t.reversed(), 0, 0).unwrap();
+        ct.track(id, O, Some(&seg(SYN, 1000, 0)), 60, 0);
+        ct.track(id, O, Some(&seg(RST, 123_456, 0)), 40, 0);
+        assert_eq!(
+            tcp_state(&ct, id),
+            TcpState::SynSent,
+            "a guessed RST is ignored"
+        );
+        ct.track(id, O, Some(&seg(RST, 1001, 0)), 40, 0);
+        assert_eq!(
+            tcp_state(&ct, id),
+            TcpState::Close,
+            "in sequence with the SYN"
         );
     }
 

@@ -135,6 +135,9 @@ pub(crate) struct TcpTrack {
     /// End of an original-direction SYN we let through on a live entry: a
     /// SYN/ACK acknowledging it means both ends restarted and we resync.
     ignored_syn_end: Option<u32>,
+    /// In SYN_SENT: the ACK number of a reply-direction ACK (a server's challenge ACK for a
+    /// connection it still holds); the client's RST answering it carries this sequence.
+    challenge_ack: Option<u32>,
 }
 
 impl TcpTrack {
@@ -302,6 +305,7 @@ pub(crate) fn step(
                 if orig {
                     Outcome::Invalid
                 } else {
+                    trk.challenge_ack = Some(seg.ack_no);
                     Outcome::Ignore
                 }
             }
@@ -318,7 +322,15 @@ pub(crate) fn step(
             // reach the server to end that TIME_WAIT (Linux, without tcp_rfc1337), or every
             // retransmitted SYN meets the same challenge ACK until it times out. Linux's table
             // takes SYN_SENT + RST (original direction) to CLOSE as well.
-            S::SynSent if orig => accept(S::Close),
+            // Only an RST a real client would send closes: one answering the challenge ACK
+            // (its sequence is that ACK's number), or one in sequence with its own SYN.
+            S::SynSent if orig => {
+                if trk.challenge_ack == Some(seg.seq) || seg.seq == trk.isn.wrapping_add(1) {
+                    accept(S::Close)
+                } else {
+                    Outcome::Ignore
+                }
+            }
             S::SynSent => {
                 if seg.ack && trk.acks_syn(seg.ack_no) {
                     accept(S::Close)

@@ -160,7 +160,8 @@ impl SocketUplinkPort {
         sockets: Box<dyn sockgw::HostSockets>,
     ) -> std::io::Result<SocketUplinkPort> {
         use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
-        let buf_len = config.mtu + 18;
+        // One byte more than the largest frame, so a longer message shows up as oversize.
+        let buf_len = config.mtu + 18 + 1;
         let gateway = sockgw::SocketGateway::new(config, sockets)?;
         let (ours, theirs) = socketpair(
             AddressFamily::Unix,
@@ -169,6 +170,9 @@ impl SocketUplinkPort {
             SockFlag::SOCK_CLOEXEC,
         )
         .map_err(std::io::Error::from)?;
+        // Room for a burst of 64 KiB frames toward the gateway (the default holds about three).
+        nix::sys::socket::setsockopt(&ours, nix::sys::socket::sockopt::SndBuf, &(4 << 20))
+            .map_err(std::io::Error::from)?;
         let link = std::os::unix::net::UnixDatagram::from(ours);
         link.set_nonblocking(true)?;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -210,6 +214,8 @@ impl PortIo for SocketUplinkPort {
         let mut n = 0;
         while n < max {
             match self.link.recv(&mut self.buf) {
+                // A message that fills the buffer was cut: not a frame to forward.
+                Ok(len) if len == self.buf.len() => n += 1,
                 Ok(len) if len > 0 => {
                     f(&self.buf[..len]);
                     n += 1;

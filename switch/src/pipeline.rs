@@ -565,6 +565,9 @@ fn check_source(address: &PortAddress, src: MacAddr, frame: &[u8]) -> Result<(),
     if address.mac.is_some_and(|m| m != src) {
         return Err(DropReason::SpoofedMac);
     }
+    if matches!(ethertype(frame), Some(ETHERTYPE_VLAN | ETHERTYPE_QINQ)) {
+        return Err(DropReason::SpoofedIp);
+    }
     let Some(ip) = address.ip else {
         return Ok(());
     };
@@ -592,7 +595,6 @@ fn check_source(address: &PortAddress, src: MacAddr, frame: &[u8]) -> Result<(),
                 return Err(DropReason::SpoofedArp);
             }
         }
-        Some(ETHERTYPE_VLAN | ETHERTYPE_QINQ) => return Err(DropReason::SpoofedIp),
         _ => {}
     }
     Ok(())

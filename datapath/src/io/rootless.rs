@@ -74,7 +74,13 @@ struct Reply {
 #[derive(Debug)]
 pub struct HostHelper {
     sock: Mutex<OwnedFd>,
+    /// Set when a reply did not come in time: requests and replies can no longer be paired, so
+    /// every later call fails at once instead of reading someone else's answer.
+    broken: std::sync::atomic::AtomicBool,
 }
+
+/// How long a request may take (a TAP set-up in a container is the slowest, well under this).
+const REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 const MAX_MSG: usize = 4096;
 
@@ -168,8 +174,21 @@ impl HostHelper {
             }
             Ok(nix::unistd::ForkResult::Parent { .. }) => {
                 drop(theirs);
+                let timeout = nix::sys::time::TimeVal::new(REPLY_TIMEOUT.as_secs() as _, 0);
+                nix::sys::socket::setsockopt(
+                    &ours,
+                    nix::sys::socket::sockopt::ReceiveTimeout,
+                    &timeout,
+                )
+                .map_err(|e| {
+                    IoError::sys(
+                        "setting the helper's reply timeout",
+                        std::io::Error::from(e),
+                    )
+                })?;
                 Ok(HostHelper {
                     sock: Mutex::new(ours),
+                    broken: std::sync::atomic::AtomicBool::new(false),
                 })
             }
         }
@@ -177,11 +196,24 @@ impl HostHelper {
 
     /// Sends `req` and waits for the descriptor it yields.
     pub fn call(&self, req: &Request) -> std::io::Result<OwnedFd> {
+        use std::sync::atomic::Ordering;
         let sock = self.sock.lock().unwrap_or_else(|p| p.into_inner());
+        if self.broken.load(Ordering::Relaxed) {
+            return Err(io_err(
+                "the rootless helper",
+                "stopped answering earlier; restart the daemon",
+            ));
+        }
         let bytes = serde_json::to_vec(req).map_err(|e| io_err("encoding a request", e))?;
         send_msg(sock.as_raw_fd(), &bytes, None)?;
-        let Some((reply, fd)) = recv_msg(sock.as_raw_fd())? else {
-            return Err(io_err("the rootless helper", "exited"));
+        let received = recv_msg(sock.as_raw_fd());
+        if received.is_err() {
+            // Timed out (or the socket broke): a late answer would be taken for the next one's.
+            self.broken.store(true, Ordering::Relaxed);
+        }
+        let Some((reply, fd)) = received? else {
+            self.broken.store(true, Ordering::Relaxed);
+            return Err(io_err("the rootless helper", "exited; restart the daemon"));
         };
         let reply: Reply =
             serde_json::from_slice(&reply).map_err(|e| io_err("decoding the helper's reply", e))?;
@@ -274,8 +306,17 @@ fn container_tap_in_child(sock: RawFd, bytes: &[u8]) -> Result<(), String> {
             unsafe { libc::_exit(rc) }
         }
         Ok(nix::unistd::ForkResult::Parent { child }) => {
-            let _ = nix::sys::wait::waitpid(child, None);
-            Ok(())
+            // The child replies itself; if it died without doing so, the helper must answer,
+            // or the switch would wait for a reply that never comes.
+            match nix::sys::wait::waitpid(child, None) {
+                Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
+                Ok(status) => Err(format!(
+                    "the process entering the container ended without answering ({status:?})"
+                )),
+                Err(e) => Err(format!(
+                    "waiting for the process entering the container: {e}"
+                )),
+            }
         }
     }
 }
@@ -332,5 +373,12 @@ pub fn enter_private_namespaces() -> Result<(), IoError> {
     write("/proc/self/setgroups", "deny".into())?;
     write("/proc/self/uid_map", format!("0 {uid} 1\n"))?;
     write("/proc/self/gid_map", format!("0 {gid} 1\n"))?;
+    // Each flow of the socket gateway holds a host socket: allow as many as the hard limit.
+    if let Ok((_, hard)) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    {
+        let _ =
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
+    }
     super::link::set_link_up("lo", None)
 }
