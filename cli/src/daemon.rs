@@ -244,6 +244,14 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         pipelines.push(p);
     }
     let topo = pipelines[0].topology().clone();
+    // A socket uplink reaches the host's own resolvers too (its sockets live in the host's
+    // namespace), loopback ones such as systemd-resolved's 127.0.0.53 included.
+    let socket_uplink_port = topo.ports.iter().any(|p| p.kind == PortKind::Socket);
+    let upstream = if config.dns.upstream.is_empty() {
+        host_resolvers(socket_uplink_port)
+    } else {
+        config.dns.upstream.clone()
+    };
     let (mut engines, handles): (Vec<Engine>, Vec<EngineHandle>) =
         Engine::group(pipelines)?.into_iter().unzip();
     let groups = FanoutGroups::new();
@@ -273,9 +281,15 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
                 if workers > 1 {
                     bail!("port {}: a socket uplink needs --workers 1", p.name);
                 }
+                let dns_loopback = upstream
+                    .iter()
+                    .copied()
+                    .filter(|a| a.is_loopback())
+                    .collect();
                 vec![Box::new(socket_uplink(
                     &config,
                     &topo,
+                    dns_loopback,
                     opts.rootless.clone(),
                 )?)]
             }
@@ -313,11 +327,6 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         max_request: topo.limits.control_request_bytes.max(64) as usize,
     });
     reattach(&daemon);
-    let upstream = if config.dns.upstream.is_empty() {
-        host_resolvers()
-    } else {
-        config.dns.upstream.clone()
-    };
     tracing::info!(?upstream, "DNS forwarding");
     daemon.call_all(move |e| e.pipeline_mut().set_dns_upstream(upstream.clone()));
     if let Ok(nets) = daemon.store.networks() {
@@ -383,13 +392,15 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
 
 /// The host's resolvers: nameserver lines of /etc/resolv.conf, loopback stubs left out (as
 /// Docker does: they would not be reachable from the containers' side).
-fn host_resolvers() -> Vec<Ipv4Addr> {
+/// The nameservers of /etc/resolv.conf; loopback ones only when `keep_loopback` (a socket
+/// uplink can reach them, a routed uplink cannot).
+fn host_resolvers(keep_loopback: bool) -> Vec<Ipv4Addr> {
     std::fs::read_to_string("/etc/resolv.conf")
         .unwrap_or_default()
         .lines()
         .filter_map(|l| l.trim().strip_prefix("nameserver"))
         .filter_map(|a| a.trim().parse::<Ipv4Addr>().ok())
-        .filter(|a| !a.is_loopback())
+        .filter(|a| keep_loopback || !a.is_loopback())
         .collect()
 }
 
@@ -476,6 +487,7 @@ fn reattach(d: &Daemon) {
 fn socket_uplink(
     config: &Config,
     topo: &switch::Topology,
+    dns_loopback: Vec<Ipv4Addr>,
     helper: Option<Arc<HostHelper>>,
 ) -> Result<SocketUplinkPort> {
     let up = topo
@@ -487,6 +499,7 @@ fn socket_uplink(
     let mut gw = sockgw::GatewayConfig::new(up.address, up.mac, gateway_mac);
     gw.mtu = usize::from(up.mtu);
     gw.host_loopback = config.uplink.as_ref().and_then(|u| u.host_loopback);
+    gw.dns_loopback = dns_loopback;
     gw.published = config
         .published
         .iter()

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 const SOAK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/soak_client.py");
 const WHOAMI: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/whoami_server.py");
+const UPSTREAM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/dns_upstream.py");
 
 /// The stand-in host namespace, the user's processes in it, and the files; all removed on drop.
 struct Rootless {
@@ -244,6 +245,11 @@ fn rootless_containers_reach_the_host_each_other_and_published_ports() {
 [bridge]
 mtu = 65520
 
+[dns]
+# A resolver on the host's own loopback, like systemd-resolved's 127.0.0.53: the socket
+# uplink reaches it (and nothing else on the host's loopback).
+upstream = ["127.0.0.1"]
+
 [[network]]
 name = "appnet"
 subnet = "10.89.0.0/24"
@@ -305,6 +311,9 @@ container_port = 80
         .args(["netns", "exec", &host, "python3", WHOAMI, "8000"])
         .current_dir(&www);
     r.spawn(server);
+    let mut resolver = Command::new("ip");
+    resolver.args(["netns", "exec", &host, "python3", UPSTREAM, "53"]);
+    r.spawn(resolver);
     let mut udp = Command::new("ip");
     udp.args(["netns", "exec", &host, "python3", SOAK, "serve-udp", "9000"]);
     r.spawn(udp);
@@ -395,6 +404,19 @@ container_port = 80
         ],
     );
     assert_eq!(full.trim(), "10.89.0.2");
+    // Other names go to the host's resolver, on the host's loopback.
+    let forwarded = r.ok_in(
+        b,
+        &[
+            "dig",
+            "+short",
+            "+time=2",
+            "+tries=2",
+            "@10.89.0.1",
+            "example.com",
+        ],
+    );
+    assert_eq!(forwarded.trim(), "192.0.2.123");
     let who = r.ok_in(
         b,
         &["curl", "-sS", "--max-time", "5", "http://10.89.0.2/whoami"],

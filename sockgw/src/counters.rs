@@ -55,6 +55,9 @@ counters! {
     drop_icmp_unavailable,
     /// Received frames dropped: the host socket could not take the datagram.
     drop_host_send,
+    /// Received datagrams dropped: a destination containers may not reach through host
+    /// sockets (the host's loopback unless mapped, broadcast, multicast).
+    drop_forbidden,
     /// Frames to the switch dropped: larger than the MTU.
     drop_too_big,
     /// Frames to the switch dropped: the link refused them (not a full buffer).
@@ -100,6 +103,7 @@ impl CountersSnapshot {
             + self.drop_syn_pending
             + self.drop_icmp_unavailable
             + self.drop_host_send
+            + self.drop_forbidden
     }
 
     /// Received frames that were handled rather than dropped.

@@ -343,13 +343,21 @@ impl SocketGateway {
         Ok(true)
     }
 
-    /// The host address a flow to `dst` is made to.
-    fn host_target(&self, dst: Ipv4Addr) -> Ipv4Addr {
+    /// The host address a flow to `dst:port` is made to, or `None` for a destination a
+    /// container must not reach through host sockets: the host's own loopback (reachable only
+    /// through the `host_loopback` mapping, or a loopback resolver on port 53 that the switch
+    /// forwards DNS to), and addresses no ordinary packet goes to.
+    fn host_target(&self, dst: Ipv4Addr, port: u16) -> Option<Ipv4Addr> {
         if Some(dst) == self.cfg.host_loopback {
-            Ipv4Addr::LOCALHOST
-        } else {
-            dst
+            return Some(Ipv4Addr::LOCALHOST);
         }
+        if dst.is_loopback() {
+            return (port == 53 && self.cfg.dns_loopback.contains(&dst)).then_some(dst);
+        }
+        if dst.is_unspecified() || dst.is_broadcast() || dst.is_multicast() {
+            return None;
+        }
+        Some(dst)
     }
 
     fn token(&mut self) -> usize {
@@ -436,7 +444,11 @@ impl SocketGateway {
     }
 
     fn start_connect(&mut self, key: FlowKey, syn: &[u8], seq: u32, seg_len: u32) {
-        let target = SocketAddrV4::new(self.host_target(*key.outer.ip()), key.outer.port());
+        let Some(addr) = self.host_target(*key.outer.ip(), key.outer.port()) else {
+            // Refused like a closed port (counted as tcp_refused).
+            return self.refuse(key, seq, seg_len);
+        };
+        let target = SocketAddrV4::new(addr, key.outer.port());
         let sock = (|| {
             let s = self
                 .hs
@@ -708,7 +720,10 @@ impl SocketGateway {
         let tok = match self.dgram_by_key.get(&(false, key)) {
             Some(t) => *t,
             None => {
-                let target = SocketAddrV4::new(self.host_target(*dst.ip()), dst.port());
+                let Some(addr) = self.host_target(*dst.ip(), dst.port()) else {
+                    return Counters::inc(&c.drop_forbidden);
+                };
+                let target = SocketAddrV4::new(addr, dst.port());
                 match self.open_dgram(key, DgramKind::Udp, Protocol::UDP, target) {
                     Ok(t) => {
                         Counters::inc(&c.udp_opened);
@@ -749,7 +764,10 @@ impl SocketGateway {
         let tok = match self.dgram_by_key.get(&(true, key)) {
             Some(t) => *t,
             None => {
-                let target = SocketAddrV4::new(self.host_target(dst), 0);
+                let Some(addr) = self.host_target(dst, 0) else {
+                    return Counters::inc(&c.drop_forbidden);
+                };
+                let target = SocketAddrV4::new(addr, 0);
                 match self.open_dgram(key, DgramKind::Icmp { ident }, Protocol::ICMPV4, target) {
                     Ok(t) => {
                         Counters::inc(&c.icmp_opened);

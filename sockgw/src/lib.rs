@@ -71,6 +71,9 @@ pub struct GatewayConfig {
     pub mtu: usize,
     /// Flows to this address go to the host's 127.0.0.1 (off by default).
     pub host_loopback: Option<Ipv4Addr>,
+    /// Loopback resolvers of the host (e.g. systemd-resolved's 127.0.0.53) that flows to port
+    /// 53 may reach: the switch forwards DNS there. Every other loopback destination is refused.
+    pub dns_loopback: Vec<Ipv4Addr>,
     /// Host ports published into the switch.
     pub published: Vec<Published>,
     /// Size of each smoltcp TCP buffer per connection (receive and send); see
@@ -88,6 +91,7 @@ impl GatewayConfig {
             gateway_mac,
             mtu: 65520,
             host_loopback: None,
+            dns_loopback: Vec::new(),
             published: Vec::new(),
             tcp_buffer: DEFAULT_TCP_BUFFER,
         }

@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -408,4 +408,46 @@ fn published_udp_port_round_trip() {
     let (d, a) = reader.join().unwrap().unwrap();
     assert_eq!(d, b"reply");
     assert_eq!(a, addr, "the reply leaves through the published socket");
+}
+
+#[test]
+fn host_loopback_is_reached_only_through_the_mapping() {
+    let (mut h, gw) = Harness::start(config());
+    h.run(gw);
+    let echo = UdpSocket::bind("127.0.0.1:0").unwrap();
+    echo.set_nonblocking(true).unwrap();
+    let port = echo.local_addr().unwrap().port();
+    let rx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 8], vec![0; 8192]);
+    let tx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 8], vec![0; 8192]);
+    let handle = h.sockets.add(udp::Socket::new(rx, tx));
+    h.sockets
+        .get_mut::<udp::Socket>(handle)
+        .bind(40001)
+        .unwrap();
+    // Straight to 127.0.0.1 (a raw packet a container could craft): refused and counted.
+    let direct = IpEndpoint::new(IpAddress::Ipv4(Ipv4Addr::LOCALHOST), port);
+    h.sockets
+        .get_mut::<udp::Socket>(handle)
+        .send_slice(b"sneak", direct)
+        .unwrap();
+    h.until(Duration::from_secs(5), |h| {
+        h.counters.snapshot().drop_forbidden == 1
+    });
+    let mut b = [0u8; 64];
+    assert!(
+        echo.recv_from(&mut b).is_err(),
+        "nothing reached the host's loopback"
+    );
+    // Through the mapped address it arrives.
+    let mapped = IpEndpoint::new(IpAddress::Ipv4(G), port);
+    h.sockets
+        .get_mut::<udp::Socket>(handle)
+        .send_slice(b"hello", mapped)
+        .unwrap();
+    let mut got = None;
+    h.until(Duration::from_secs(5), |_| {
+        got = echo.recv_from(&mut b).ok().map(|(n, _)| b[..n].to_vec());
+        got.is_some()
+    });
+    assert_eq!(got.unwrap(), b"hello");
 }
