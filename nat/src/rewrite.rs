@@ -467,9 +467,10 @@ mod tests {
 
     #[test]
     fn all_zero_echo_reply_checksum_encoding() {
-        // The one frame whose checksum field is 0xffff while valid: an all-zero echo reply.
-        // Rewriting its identifier and back yields 0x0000, the other encoding of the same
-        // ones' complement zero; both verify. (Proptests avoid this single corner.)
+        // The one frame whose checksum field must be 0xffff: an all-zero echo reply. Rewriting
+        // its identifier and back gives 0x0000 by RFC 1624 eqn. 3 alone, with which the message
+        // sums to +0 and fails verification (etherparse's `same_ones` in `verify` cannot see
+        // that), so the update writes 0xffff (found by the nat_rewrite fuzz target).
         let mut f = build::icmp_echo(MAC_A, MAC_B, INT.into(), REMOTE.into(), false, 0, 0, b"");
         assert_eq!(&f[36..38], &[0xff, 0xff]);
         let c = classify(&f).unwrap();
@@ -477,6 +478,8 @@ mod tests {
         verify(&f).unwrap();
         rewrite(&mut f, &c, ep(INT, 0), ep(REMOTE, 0)).unwrap();
         verify(&f).unwrap();
+        assert_eq!(&f[34..], &[0, 0, 0xff, 0xff, 0, 0, 0, 0]);
+        assert_eq!(packet::checksum::internet_checksum(&f[34..]), 0);
     }
 
     fn arb_endpoint() -> impl Strategy<Value = Endpoint> {

@@ -52,7 +52,13 @@ fn fold64(acc: u64) -> u16 {
 /// turning into 0x0000 when nothing it covers changed (both encode ones' complement zero, but
 /// "only fields that differ are touched").
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Delta(u64);
+pub(crate) struct Delta {
+    /// Sum of the terms, folded only by `merge` and `apply`.
+    sum: u64,
+    /// Some word changed, even if the terms fold to ones' complement zero (a word going from
+    /// 0xffff to 0x0000 adds nothing to the sum but may leave the data all zero).
+    changed: bool,
+}
 
 impl Delta {
     /// One 16-bit word changed from `old` to `new`.
@@ -60,7 +66,8 @@ impl Delta {
     pub(crate) fn word(&mut self, old: u16, new: u16) {
         if old != new {
             // Each term is below 2^17, so 2^46 of them fit: no folding until `apply`.
-            self.0 = self.0.wrapping_add(u64::from(!old) + u64::from(new));
+            self.sum = self.sum.wrapping_add(u64::from(!old) + u64::from(new));
+            self.changed = true;
         }
     }
 
@@ -81,20 +88,30 @@ impl Delta {
     /// Adds every term of `other`.
     #[inline]
     pub(crate) fn merge(&mut self, other: Delta) {
-        self.0 = u64::from(fold64(self.0)) + u64::from(fold64(other.0));
+        self.sum = u64::from(fold64(self.sum)) + u64::from(fold64(other.sum));
+        self.changed |= other.changed;
     }
 
-    /// RFC 1624 eqn. 3, `HC' = ~(~HC + ~m + m')`, for all the collected terms.
+    /// RFC 1624 eqn. 3, `HC' = ~(~HC + ~m + m')`, for all the collected terms; a result of
+    /// 0x0000 is written as 0xffff.
     ///
-    /// A delta that folds to ones' complement zero (no change, or changes that cancel out)
-    /// leaves the checksum as it is, so that a rewrite and its inverse restore the exact bytes.
+    /// No change leaves the checksum as it is. Changes that fold to ones' complement zero keep
+    /// its value, written as 0xffff if it was 0x0000: the data may now be all zero (e.g. an
+    /// echo reply whose identifier went from 0xffff to 0), and then only 0xffff verifies.
     #[inline]
     pub(crate) fn apply(self, checksum: u16) -> u16 {
-        let d = fold64(self.0);
-        if d == 0 || d == 0xffff {
+        if !self.changed {
             return checksum;
         }
-        !fold(u32::from(!checksum) + u32::from(d))
+        let d = fold64(self.sum);
+        if d == 0 || d == 0xffff {
+            // The changes cancel out: the checksum keeps its value, but the data may now be all
+            // zero, which only 0xffff verifies.
+            return packet::checksum::nonzero(checksum);
+        }
+        // Never 0x0000: a message that is all zeros but its checksum needs 0xffff, the same
+        // ones' complement value (see packet::checksum::nonzero).
+        packet::checksum::nonzero(!fold(u32::from(!checksum) + u32::from(d)))
     }
 }
 
@@ -135,8 +152,15 @@ mod tests {
         d.word(1, 2);
         d.word(2, 1);
         assert_eq!(d.apply(0xffff), 0xffff);
-        assert_eq!(d.apply(0x0000), 0x0000);
+        assert_eq!(d.apply(0x1234), 0x1234);
+        // Same value, but the data may have become all zero (see `apply`).
+        assert_eq!(d.apply(0x0000), 0xffff);
         assert_eq!(Delta::default().apply(0xffff), 0xffff);
+        assert_eq!(Delta::default().apply(0x0000), 0x0000);
+        // 0xffff -> 0x0000 adds nothing to the sum but is a change.
+        let mut d = Delta::default();
+        d.word(0xffff, 0);
+        assert_eq!(d.apply(0x0000), 0xffff);
     }
 
     #[test]

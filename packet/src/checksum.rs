@@ -73,13 +73,29 @@ pub fn l4_checksum(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, segment: &[u8]) -
 }
 
 /// RFC 1624 eqn. 3 for one changed 16-bit word.
+///
+/// The result is never 0x0000 (see [`nonzero`]).
 #[inline]
 pub fn update_u16(checksum: u16, old: u16, new: u16) -> u16 {
     let acc = u32::from(!checksum) + u32::from(!old) + u32::from(new);
-    !fold(acc)
+    nonzero(!fold(acc))
+}
+
+/// Writes a checksum of +0 (0x0000) as -0 (0xffff), the same ones' complement value.
+///
+/// RFC 1624 eqn. 3 yields 0x0000 when the covered data (without the checksum) sums to -0. That
+/// is what a full computation gives too, unless every covered word is zero: such data sums to
+/// +0, and only a checksum of 0xffff verifies (an ICMP echo reply with identifier 0, sequence 0
+/// and no payload is all zeros). An incremental update cannot tell the two apart, but 0xffff
+/// verifies in both, and a wrong checksum stays wrong by the same amount.
+#[inline]
+pub fn nonzero(checksum: u16) -> u16 {
+    if checksum == 0 { 0xffff } else { checksum }
 }
 
 /// RFC 1624 eqn. 3 for a changed 32-bit value (two words), e.g. an IPv4 address.
+///
+/// The result is never 0x0000 (see [`nonzero`]).
 #[inline]
 pub fn update_u32(checksum: u16, old: u32, new: u32) -> u16 {
     let acc = u32::from(!checksum)
@@ -87,7 +103,7 @@ pub fn update_u32(checksum: u16, old: u32, new: u32) -> u16 {
         + u32::from(!(old as u16))
         + (new >> 16)
         + (new & 0xffff);
-    !fold(acc)
+    nonzero(!fold(acc))
 }
 
 /// RFC 1624 update for a changed IPv4 address.
@@ -131,6 +147,27 @@ mod tests {
         let updated = update_addr(0xb861, old, new);
         h[10..12].copy_from_slice(&updated.to_be_bytes());
         assert_eq!(internet_checksum(&h), 0);
+    }
+
+    // Found by the nat_rewrite fuzz target: an ICMP echo request (type 8, identifier 0,
+    // sequence 0, no payload) turned into the reply is all zeros but its checksum, which must
+    // then be 0xffff; eqn. 3 alone gives 0x0000, which no receiver accepts.
+    #[test]
+    fn update_to_all_zero_data_gives_ffff() {
+        let mut icmp = *b"\x08\x00\xf7\xff\x00\x00\x00\x00";
+        assert_eq!(internet_checksum(&icmp), 0);
+        icmp[0] = 0;
+        let ck = update_u16(0xf7ff, 0x0800, 0x0000);
+        icmp[2..4].copy_from_slice(&ck.to_be_bytes());
+        assert_eq!(internet_checksum(&icmp), 0, "checksum {ck:#06x}");
+        // The same through the 32-bit form: an address field going to 0.0.0.0.
+        let mut data = *b"\x00\x00\x00\x00\x0a\x00\x00\x01";
+        let c = internet_checksum(&data);
+        data[0..2].copy_from_slice(&c.to_be_bytes());
+        let ck = update_u32(c, 0x0a00_0001, 0);
+        data[4..8].copy_from_slice(&[0; 4]);
+        data[0..2].copy_from_slice(&ck.to_be_bytes());
+        assert_eq!(internet_checksum(&data), 0, "checksum {ck:#06x}");
     }
 
     proptest! {
