@@ -123,6 +123,8 @@ struct Daemon {
     started: Instant,
     mtu: u16,
     rootless: Option<Arc<HostHelper>>,
+    /// The socket gateway serving a socket uplink: published ports are its listening sockets.
+    gateway: Option<sockgw::GatewayHandle>,
     /// Control clients being served now, and the limits on them (`[limits]`).
     clients: AtomicUsize,
     max_clients: usize,
@@ -156,6 +158,22 @@ fn def_of(n: &NetworkRecord) -> NetworkDef {
         internal: n.internal,
         icc: n.icc,
         anti_spoofing: n.anti_spoofing,
+    }
+}
+
+fn gateway_proto(p: Proto) -> sockgw::Proto {
+    match p {
+        Proto::Tcp => sockgw::Proto::Tcp,
+        Proto::Udp => sockgw::Proto::Udp,
+    }
+}
+
+/// A port published at run time, as the socket gateway listens for it (all host addresses).
+fn gateway_published(p: Proto, host_port: u16) -> sockgw::Published {
+    sockgw::Published {
+        proto: gateway_proto(p),
+        host_addr: Ipv4Addr::UNSPECIFIED,
+        host_port,
     }
 }
 
@@ -255,6 +273,7 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     let (mut engines, handles): (Vec<Engine>, Vec<EngineHandle>) =
         Engine::group(pipelines)?.into_iter().unzip();
     let groups = FanoutGroups::new();
+    let mut gateway = None;
     for (i, p) in topo.ports.iter().enumerate() {
         let id = PortId(i as u16);
         let ios: Vec<Box<dyn PortIo>> = match p.kind {
@@ -286,12 +305,9 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
                     .copied()
                     .filter(|a| a.is_loopback())
                     .collect();
-                vec![Box::new(socket_uplink(
-                    &config,
-                    &topo,
-                    dns_loopback,
-                    opts.rootless.clone(),
-                )?)]
+                let port = socket_uplink(&config, &topo, dns_loopback, opts.rootless.clone())?;
+                gateway = Some(port.handle());
+                vec![Box::new(port)]
             }
         };
         for (engine, io) in engines.iter_mut().zip(ios) {
@@ -322,11 +338,20 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         started: Instant::now(),
         mtu: topo.bridge.mtu,
         rootless: opts.rootless.clone(),
+        gateway,
         clients: AtomicUsize::new(0),
         max_clients: topo.limits.control_clients.max(1) as usize,
         max_request: topo.limits.control_request_bytes.max(64) as usize,
     });
     reattach(&daemon);
+    // Ports published at run time before a restart: listen for them again.
+    if let Some(g) = &daemon.gateway {
+        for (proto, host_port, _) in daemon.store.published().unwrap_or_default() {
+            if let Err(e) = g.publish(gateway_published(proto, host_port)) {
+                tracing::warn!("cannot listen on host {proto} port {host_port} again: {e}");
+            }
+        }
+    }
     tracing::info!(?upstream, "DNS forwarding");
     daemon.call_all(move |e| e.pipeline_mut().set_dns_upstream(upstream.clone()));
     if let Ok(nets) = daemon.store.networks() {
@@ -815,12 +840,23 @@ fn run_request(d: &Daemon, req: Request) -> Result<serde_json::Value> {
             json!({ "name": rec.name, "id": rec.id })
         }
         Request::PortPublish { network, container, host_port, container_port, proto } => {
-            if d.rootless.is_some() {
-                bail!("a rootless daemon takes published ports from its topology file ([[publish]]) for now: add it there and restart");
-            }
             let _guard = lock(&d.changes);
             let proto: Proto = proto.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
-            let p = d.store.publish(proto, host_port, &network, &container, container_port)?;
+            // With a socket uplink the port is a host listening socket: bind it first, so a
+            // port in use is refused before anything is recorded.
+            if let Some(g) = &d.gateway {
+                g.publish(gateway_published(proto, host_port))
+                    .with_context(|| format!("listening on host {proto} port {host_port}"))?;
+            }
+            let p = match d.store.publish(proto, host_port, &network, &container, container_port) {
+                Ok(p) => p,
+                Err(e) => {
+                    if let Some(g) = &d.gateway {
+                        let _ = g.unpublish(gateway_proto(proto), host_port);
+                    }
+                    return Err(e.into());
+                }
+            };
             let (ip, cport, num) = (p.container_ip, p.container_port, proto_number(proto));
             d.call_all(move |e| e.pipeline_mut().publish(num, host_port, ip, cport)).context("the packet loop is not running")?;
             json!({ "proto": proto.to_string(), "host_port": host_port, "network": p.network, "container": p.container, "container_ip": ip, "container_port": cport })
@@ -837,6 +873,9 @@ fn run_request(d: &Daemon, req: Request) -> Result<serde_json::Value> {
             let proto: Proto = proto.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
             let p = d.store.unpublish(proto, host_port)?.with_context(|| format!("{proto} port {host_port} is not published"))?;
             let num = proto_number(proto);
+            if let Some(g) = &d.gateway {
+                let _ = g.unpublish(gateway_proto(proto), host_port);
+            }
             d.call_all(move |e| e.pipeline_mut().unpublish(num, host_port)).context("the packet loop is not running")?;
             json!({ "proto": proto.to_string(), "host_port": host_port, "container": p.container })
         }
@@ -998,6 +1037,9 @@ fn disconnect(d: &Daemon, network: &str, name: &str) -> Result<Container> {
     }
     if let Some(released) = d.store.release(network, name)? {
         for (proto, host_port, _) in released.unpublished {
+            if let Some(g) = &d.gateway {
+                let _ = g.unpublish(gateway_proto(proto), host_port);
+            }
             let num = proto_number(proto);
             d.call_all(move |e| e.pipeline_mut().unpublish(num, host_port));
         }

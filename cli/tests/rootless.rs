@@ -385,6 +385,26 @@ container_port = 80
     }
     assert_eq!(String::from_utf8_lossy(&who.stdout).trim(), "192.0.2.9");
 
+    // A port published at run time opens a host listening socket at once; removed, it closes.
+    r.cli(&["port", "publish", "appnet", "web", "8081:80/tcp"]);
+    let get = |port: u16| {
+        Command::new("ip")
+            .args(["netns", "exec", &host, "curl", "-sS", "--max-time", "5"])
+            .args(["--interface", "192.0.2.9"])
+            .arg(format!("http://192.0.2.1:{port}/whoami"))
+            .output()
+            .unwrap()
+    };
+    let runtime = get(8081);
+    assert_eq!(
+        String::from_utf8_lossy(&runtime.stdout).trim(),
+        "192.0.2.9",
+        "{}",
+        String::from_utf8_lossy(&runtime.stderr)
+    );
+    r.cli(&["port", "rm", "8081/tcp"]);
+    assert!(!get(8081).status.success(), "unpublished port still open");
+
     // DNS: one container finds the other by name on the user-defined network ("a" would be
     // taken by dig as the query type).
     let answer = r.ok_in(

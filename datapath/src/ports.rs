@@ -147,6 +147,7 @@ impl PortIo for AfPacketPort {
 /// The uplink served by the socket gateway ([`sockgw`], rootless mode): frames go over a
 /// SOCK_SEQPACKET pair to the gateway's thread, which re-originates the flows with host sockets.
 pub struct SocketUplinkPort {
+    handle: sockgw::GatewayHandle,
     link: std::os::unix::net::UnixDatagram,
     buf: Vec<u8>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -163,6 +164,7 @@ impl SocketUplinkPort {
         // One byte more than the largest frame, so a longer message shows up as oversize.
         let buf_len = config.mtu + 18 + 1;
         let gateway = sockgw::SocketGateway::new(config, sockets)?;
+        let handle = gateway.handle();
         let (ours, theirs) = socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -186,11 +188,19 @@ impl SocketUplinkPort {
                 }
             })?;
         Ok(SocketUplinkPort {
+            handle,
             link,
             buf: vec![0; buf_len],
             stop,
             thread: Some(thread),
         })
+    }
+}
+
+impl SocketUplinkPort {
+    /// Publishes and unpublishes host ports of the running gateway.
+    pub fn handle(&self) -> sockgw::GatewayHandle {
+        self.handle.clone()
     }
 }
 

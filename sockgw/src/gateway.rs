@@ -110,6 +110,49 @@ struct DgramFlow {
 enum Listener {
     Tcp(TcpListener, u16),
     Udp(UdpSocket, u16),
+    /// Unpublished: the slot stays so that listener indexes (tokens) never move.
+    Closed,
+}
+
+/// Token of the waker that announces commands.
+const WAKE: Token = Token(usize::MAX);
+
+/// A change to a running gateway, sent through a [`GatewayHandle`].
+#[derive(Debug)]
+pub enum Command {
+    /// Open a host listening socket; the result says whether it could be bound.
+    Publish(Published, std::sync::mpsc::Sender<io::Result<()>>),
+    /// Close the listening socket of this protocol and host port (connections stay).
+    Unpublish(Proto, u16),
+}
+
+/// Changes published ports of a running gateway (from any thread).
+#[derive(Clone, Debug)]
+pub struct GatewayHandle {
+    tx: std::sync::mpsc::Sender<Command>,
+    waker: Arc<mio::Waker>,
+}
+
+impl GatewayHandle {
+    /// Publishes a host port now; fails when it cannot be bound (in use, not allowed).
+    pub fn publish(&self, p: Published) -> io::Result<()> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.send(Command::Publish(p, tx))?;
+        rx.recv_timeout(Duration::from_secs(10))
+            .map_err(|_| io::Error::other("the socket gateway did not answer"))?
+    }
+
+    /// Stops listening on a published host port.
+    pub fn unpublish(&self, proto: Proto, host_port: u16) -> io::Result<()> {
+        self.send(Command::Unpublish(proto, host_port))
+    }
+
+    fn send(&self, c: Command) -> io::Result<()> {
+        self.tx
+            .send(c)
+            .map_err(|_| io::Error::other("the socket gateway has stopped"))?;
+        self.waker.wake()
+    }
 }
 
 /// The socket gateway. Build it with [`SocketGateway::new`], keep [`SocketGateway::counters`],
@@ -128,6 +171,8 @@ pub struct SocketGateway {
     /// Keyed by (is ICMP, key).
     dgram_by_key: HashMap<(bool, FlowKey), usize>,
     listeners: Vec<Listener>,
+    commands: std::sync::mpsc::Receiver<Command>,
+    handle: GatewayHandle,
     /// Clients of published UDP ports: (host port, client) → (listener index, last activity).
     pub_udp: HashMap<(u16, SocketAddrV4), (usize, StdInstant)>,
     next_token: usize,
@@ -179,11 +224,16 @@ impl SocketGateway {
             match &mut l {
                 Listener::Tcp(s, _) => poll.registry().register(s, token, Interest::READABLE)?,
                 Listener::Udp(s, _) => poll.registry().register(s, token, Interest::READABLE)?,
+                Listener::Closed => {}
             }
             listeners.push(l);
         }
 
+        let waker = Arc::new(mio::Waker::new(poll.registry(), WAKE)?);
+        let (tx, commands) = std::sync::mpsc::channel();
         Ok(SocketGateway {
+            commands,
+            handle: GatewayHandle { tx, waker },
             cfg: config,
             hs: sockets,
             counters: Arc::new(Counters::default()),
@@ -202,6 +252,52 @@ impl SocketGateway {
         })
     }
 
+    /// A handle to publish and unpublish host ports while the gateway runs.
+    pub fn handle(&self) -> GatewayHandle {
+        self.handle.clone()
+    }
+
+    fn apply_commands(&mut self) {
+        while let Ok(cmd) = self.commands.try_recv() {
+            match cmd {
+                Command::Publish(p, reply) => {
+                    let token = Token(FIRST_LISTENER + self.listeners.len());
+                    let opened = open_listener(self.hs.as_ref(), &p).and_then(|mut l| {
+                        match &mut l {
+                            Listener::Tcp(s, _) => {
+                                self.poll
+                                    .registry()
+                                    .register(s, token, Interest::READABLE)?
+                            }
+                            Listener::Udp(s, _) => {
+                                self.poll
+                                    .registry()
+                                    .register(s, token, Interest::READABLE)?
+                            }
+                            Listener::Closed => {}
+                        }
+                        self.listeners.push(l);
+                        Ok(())
+                    });
+                    let _ = reply.send(opened);
+                }
+                Command::Unpublish(proto, host_port) => {
+                    for l in &mut self.listeners {
+                        let hit = match (l as &Listener, proto) {
+                            (Listener::Tcp(_, p), Proto::Tcp)
+                            | (Listener::Udp(_, p), Proto::Udp) => *p == host_port,
+                            _ => false,
+                        };
+                        if hit {
+                            // Dropping the socket deregisters it from the poll.
+                            *l = Listener::Closed;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// The gateway's counters; the handle stays valid (and live) while and after `run` runs.
     pub fn counters(&self) -> Arc<Counters> {
         Arc::clone(&self.counters)
@@ -214,6 +310,7 @@ impl SocketGateway {
             .map(|l| match l {
                 Listener::Tcp(s, _) => s.local_addr(),
                 Listener::Udp(s, _) => s.local_addr(),
+                Listener::Closed => Err(io::Error::other("unpublished")),
             })
             .collect()
     }
@@ -259,7 +356,9 @@ impl SocketGateway {
             }
             for ev in events.iter() {
                 let Token(t) = ev.token();
-                if t == LINK.0 {
+                if ev.token() == WAKE {
+                    self.apply_commands();
+                } else if t == LINK.0 {
                     link_readable |= ev.is_readable();
                     link_writable |= ev.is_writable();
                     if ev.is_read_closed() || ev.is_error() {
@@ -609,7 +708,7 @@ impl SocketGateway {
         match self.listeners.get(idx) {
             Some(Listener::Tcp(..)) => self.accept_tcp(idx),
             Some(Listener::Udp(..)) => self.published_udp_in(idx),
-            None => {}
+            Some(Listener::Closed) | None => {}
         }
     }
 

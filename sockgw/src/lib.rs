@@ -21,7 +21,7 @@ mod frames;
 mod gateway;
 
 pub use counters::{Counters, CountersSnapshot};
-pub use gateway::SocketGateway;
+pub use gateway::{Command, GatewayHandle, SocketGateway};
 pub use packet::MacAddr;
 
 use std::net::Ipv4Addr;
