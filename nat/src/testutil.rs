@@ -15,11 +15,15 @@ pub(crate) fn same_ones(a: u16, b: u16) -> bool {
     a == b || (a == 0 && b == 0xffff) || (a == 0xffff && b == 0)
 }
 
-/// Checks the IPv4 header checksum of an untagged Ethernet frame.
+/// Checks the IPv4 header checksum of an untagged Ethernet frame the way a receiver does
+/// (RFC 1071: the header, checksum included, sums to ones' complement zero). A header never sums
+/// to +0, so both encodings of zero, 0x0000 and 0xffff, are valid checksums for it; the
+/// incremental update may write either, a from-scratch computation writes 0x0000.
 pub(crate) fn verify_ip(frame: &[u8]) -> Result<(), String> {
     let ip = Ipv4HeaderSlice::from_slice(&frame[14..]).map_err(|e| e.to_string())?;
     let want = ip.to_header().calc_header_checksum();
-    if want != ip.header_checksum() {
+    let header = &frame[14..14 + usize::from(ip.ihl()) * 4];
+    if packet::checksum::internet_checksum(header) != 0 {
         return Err(format!(
             "IPv4 checksum {:#06x}, expected {want:#06x}",
             ip.header_checksum()

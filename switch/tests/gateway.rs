@@ -153,23 +153,41 @@ fn assert_valid(frame: &[u8]) {
         return;
     };
     let h = ipv4.header().to_header();
+    // As a receiver checks it (RFC 1071): 0x0000 and 0xffff both encode the zero an
+    // incremental update may produce for a header that sums to ones' complement zero.
     assert_eq!(
+        packet::checksum::internet_checksum(ipv4.header().slice()),
+        0,
+        "IPv4 header checksum {:#06x} (from scratch: {:#06x})",
         h.header_checksum,
-        h.calc_header_checksum(),
-        "IPv4 header checksum"
+        h.calc_header_checksum()
     );
     if ipv4.is_payload_fragmented() {
         return;
     }
     let payload = ipv4.payload().payload;
     match &s.transport {
+        // Verified as a receiver does (either encoding of zero is valid, see above); the
+        // from-scratch value is in the message.
         Some(TransportSlice::Tcp(t)) => {
             let want = t.to_header().calc_checksum_ipv4(&h, t.payload()).unwrap();
-            assert_eq!(t.checksum(), want, "TCP checksum");
+            let (src, dst) = (h.source.into(), h.destination.into());
+            assert_eq!(
+                packet::checksum::l4_checksum(src, dst, 6, payload),
+                0,
+                "TCP checksum {:#06x} (from scratch: {want:#06x})",
+                t.checksum()
+            );
         }
         Some(TransportSlice::Udp(u)) if u.checksum() != 0 => {
             let want = u.to_header().calc_checksum_ipv4(&h, u.payload()).unwrap();
-            assert_eq!(u.checksum(), want, "UDP checksum");
+            let (src, dst) = (h.source.into(), h.destination.into());
+            assert_eq!(
+                packet::checksum::l4_checksum(src, dst, 17, payload),
+                0,
+                "UDP checksum {:#06x} (from scratch: {want:#06x})",
+                u.checksum()
+            );
         }
         Some(TransportSlice::Icmpv4(_)) => {
             assert_eq!(
