@@ -108,8 +108,8 @@ pub struct Engine {
     handoff_rx: Receiver<Packet>,
     /// Where to hand frames to each worker (index = worker), with the waker to ring.
     peers: Vec<(Sender<Packet>, std::sync::Arc<Waker>)>,
-    /// When the ports' kernel counters were last collected.
-    stats_at: Instant,
+    /// When the ports' kernel counters were last collected (the loop's clock, ns).
+    stats_at: u64,
 }
 
 impl Engine {
@@ -152,7 +152,7 @@ impl Engine {
                 workers,
                 handoff_rx,
                 peers: peers.clone(),
-                stats_at: Instant::now(),
+                stats_at: 0,
             };
             out.push((engine, EngineHandle { tx, waker }));
         }
@@ -256,8 +256,10 @@ impl Engine {
                 // More waiting: come back without sleeping.
                 self.hot.push(HANDOFF_PENDING);
             }
-            if self.stats_at.elapsed() >= KERNEL_STATS_EVERY {
-                self.stats_at = Instant::now();
+            let now = self.now();
+            // One clock read per batch serves the pipeline and this timer.
+            if now.saturating_sub(self.stats_at) >= KERNEL_STATS_EVERY.as_nanos() as u64 {
+                self.stats_at = now;
                 for (idx, io) in self.ports.iter_mut().enumerate() {
                     if let Some(io) = io {
                         let drops = io.rx_kernel_drops();
@@ -267,7 +269,6 @@ impl Engine {
                     }
                 }
             }
-            let now = self.now();
             self.pipeline.process(now, &mut batch, &mut out);
             self.io.batches += 1;
             self.transmit(&mut out);

@@ -565,7 +565,8 @@ fn check_source(address: &PortAddress, src: MacAddr, frame: &[u8]) -> Result<(),
     if address.mac.is_some_and(|m| m != src) {
         return Err(DropReason::SpoofedMac);
     }
-    if matches!(ethertype(frame), Some(ETHERTYPE_VLAN | ETHERTYPE_QINQ)) {
+    let ty = ethertype(frame);
+    if matches!(ty, Some(ETHERTYPE_VLAN | ETHERTYPE_QINQ)) {
         return Err(DropReason::SpoofedIp);
     }
     let Some(ip) = address.ip else {
@@ -576,7 +577,7 @@ fn check_source(address: &PortAddress, src: MacAddr, frame: &[u8]) -> Result<(),
             .map(Ipv4Addr::from)
             .is_none_or(|a| a == ip || a.is_unspecified())
     };
-    match ethertype(frame) {
+    match ty {
         Some(ETHERTYPE_IPV4) => {
             let at = ETH_HEADER_LEN + 12;
             if !allowed(frame.get(at..at + 4)) {

@@ -233,6 +233,22 @@ impl HostHelper {
     }
 }
 
+/// Sends the reply for `result`, with the descriptor when it is one.
+fn answer(sock: RawFd, result: Result<OwnedFd, String>) -> std::io::Result<()> {
+    let (reply, fd) = match result {
+        Ok(fd) => (
+            Reply {
+                ok: true,
+                error: String::new(),
+            },
+            Some(fd),
+        ),
+        Err(error) => (Reply { ok: false, error }, None),
+    };
+    let bytes = serde_json::to_vec(&reply).unwrap_or_default();
+    send_msg(sock, &bytes, fd.as_ref().map(AsRawFd::as_raw_fd))
+}
+
 /// The helper's loop (in the child).
 fn serve(sock: RawFd) {
     loop {
@@ -263,18 +279,7 @@ fn serve(sock: RawFd) {
                 }
             }
         };
-        let (reply, fd) = match result {
-            Ok(fd) => (
-                Reply {
-                    ok: true,
-                    error: String::new(),
-                },
-                Some(fd),
-            ),
-            Err(error) => (Reply { ok: false, error }, None),
-        };
-        let bytes = serde_json::to_vec(&reply).unwrap_or_default();
-        if send_msg(sock, &bytes, fd.as_ref().map(AsRawFd::as_raw_fd)).is_err() {
+        if answer(sock, result).is_err() {
             return;
         }
     }
@@ -287,21 +292,10 @@ fn container_tap_in_child(sock: RawFd, bytes: &[u8]) -> Result<(), String> {
     match unsafe { nix::unistd::fork() } {
         Err(e) => Err(format!("forking to enter the container: {e}")),
         Ok(nix::unistd::ForkResult::Child) => {
-            let (reply, fd) = match serde_json::from_slice::<Request>(bytes)
+            let result = serde_json::from_slice::<Request>(bytes)
                 .map_err(|e| e.to_string())
-                .and_then(|r| container_tap(&r))
-            {
-                Ok(fd) => (
-                    Reply {
-                        ok: true,
-                        error: String::new(),
-                    },
-                    Some(fd),
-                ),
-                Err(error) => (Reply { ok: false, error }, None),
-            };
-            let out = serde_json::to_vec(&reply).unwrap_or_default();
-            let rc = i32::from(send_msg(sock, &out, fd.as_ref().map(AsRawFd::as_raw_fd)).is_err());
+                .and_then(|r| container_tap(&r));
+            let rc = i32::from(answer(sock, result).is_err());
             // SAFETY: _exit ends the child without running atexit handlers.
             unsafe { libc::_exit(rc) }
         }
