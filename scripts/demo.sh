@@ -11,9 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 [ "$(id -u)" -eq 0 ] || { echo "demo: run as root (it creates network namespaces): sudo bash $0" >&2; exit 1; }
-for tool in ip curl python3 ping dig; do
-  command -v "$tool" >/dev/null || { echo "demo: needs $tool (apt-get install iproute2 curl python3 iputils-ping)" >&2; exit 1; }
-done
+# shellcheck source=scripts/setup.sh
+. scripts/setup.sh
+vswitch_setup demo
 
 P=vsdemo
 STATE=$(mktemp -d /tmp/vsdemo.XXXXXX)
