@@ -2,21 +2,25 @@
 //! flooding), each network's gateway (ARP, ICMP, routing to the uplink with conntrack and NAT),
 //! and the stages composed over one batch of frames.
 //!
+//! Layout: [`pipeline`] composes the L2 stage (`bridge`, over [`fdb`]) and the L3 stage (`l3`:
+//! routing, ICMP errors, fragments, DNS, [`neighbor`] tables) over one frame context (`frame`).
+//!
 //! Nothing here reads a clock or makes a syscall: drivers (pcap replay, the bench, the packet
 //! loops) pass frames and `now` in, and take frames out.
 
 pub mod affinity;
+mod bridge;
 pub mod config;
 pub mod counters;
-pub mod dns_gateway;
 pub mod fdb;
-pub mod fragments;
-mod gateway;
-pub mod neighbor;
+mod frame;
+mod l3;
 pub mod pipeline;
 pub mod runtime;
 pub mod synth;
 
 pub use config::{Config, ConfigError, NetworkId, PortAddress, PortId, PortKind, Topology};
 pub use counters::{BridgeCounters, DropReason, PortCounters};
+pub use l3::dns as dns_gateway;
+pub use l3::{fragments, neighbor};
 pub use pipeline::{NANOS_PER_SEC, Packet, Pipeline, PortError, Snapshot};

@@ -3,10 +3,12 @@
 //!
 //! Invariants kept: network ids are never reused (a removed network keeps its slot, emptied, so
 //! ids held elsewhere stay unambiguous); subnets of live networks never overlap; a published
-//! host port maps to one container.
+//! host port maps to one container (the gateway's table holds one entry per host port).
+//!
+//! Owns [`NetworkDef`] and the topology's side of these changes; the pipeline's public methods
+//! (`add_network`, `publish`, ...) delegate here and to the gateway.
 
-use crate::config::{ConfigError, Network, NetworkId, mac_from_ip};
-use crate::pipeline::Pipeline;
+use crate::config::{ConfigError, Network, NetworkId, Topology, mac_from_ip};
 use ipnet::Ipv4Net;
 use std::net::Ipv4Addr;
 
@@ -27,12 +29,12 @@ pub struct NetworkDef {
     pub anti_spoofing: bool,
 }
 
-impl Pipeline {
+impl Topology {
     /// Adds a network; returns its id, or the existing one if a network of that name with the
     /// same subnet is already there (so replaying the control plane's state is idempotent).
-    pub fn add_network(&mut self, def: &NetworkDef) -> Result<NetworkId, ConfigError> {
-        if let Some(id) = self.topo.network_by_name(&def.name) {
-            let n = &self.topo.networks[usize::from(id.0)];
+    pub(crate) fn add_network(&mut self, def: &NetworkDef) -> Result<NetworkId, ConfigError> {
+        if let Some(id) = self.network_by_name(&def.name) {
+            let n = &self.networks[usize::from(id.0)];
             if n.subnet == Some(def.subnet) {
                 return Ok(id);
             }
@@ -45,7 +47,7 @@ impl Pipeline {
                 subnet: def.subnet,
             });
         }
-        for n in self.topo.networks.iter().filter(|n| !n.name.is_empty()) {
+        for n in self.networks.iter().filter(|n| !n.name.is_empty()) {
             if let Some(s) = n.subnet
                 && (s.contains(&def.subnet.network()) || def.subnet.contains(&s.network()))
             {
@@ -56,10 +58,9 @@ impl Pipeline {
             }
         }
         let id = NetworkId(
-            u16::try_from(self.topo.networks.len())
-                .map_err(|_| ConfigError::TooMany("networks"))?,
+            u16::try_from(self.networks.len()).map_err(|_| ConfigError::TooMany("networks"))?,
         );
-        self.topo.networks.push(Network {
+        self.networks.push(Network {
             name: def.name.clone(),
             ports: Vec::new(),
             subnet: Some(def.subnet),
@@ -72,11 +73,11 @@ impl Pipeline {
     }
 
     /// Removes a network that has no ports left; false if it has ports or does not exist.
-    pub fn remove_network(&mut self, name: &str) -> bool {
-        let Some(id) = self.topo.network_by_name(name) else {
+    pub(crate) fn remove_network(&mut self, name: &str) -> bool {
+        let Some(id) = self.network_by_name(name) else {
             return false;
         };
-        let n = &mut self.topo.networks[usize::from(id.0)];
+        let n = &mut self.networks[usize::from(id.0)];
         if !n.ports.is_empty() {
             return false;
         }
@@ -86,30 +87,12 @@ impl Pipeline {
         n.gateway = None;
         true
     }
-
-    /// Publishes `host_port` (IP protocol 6 or 17) on the uplink address to a container.
-    pub fn publish(
-        &mut self,
-        protocol: u8,
-        host_port: u16,
-        container_ip: Ipv4Addr,
-        container_port: u16,
-    ) {
-        self.published
-            .insert((protocol, host_port), (container_ip, container_port));
-    }
-
-    /// Removes a published port; new connections to it are refused from now on, existing ones
-    /// keep their conntrack entries until they end.
-    pub fn unpublish(&mut self, protocol: u8, host_port: u16) -> bool {
-        self.published.remove(&(protocol, host_port)).is_some()
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Config;
+    use crate::{Config, Pipeline};
 
     fn def(name: &str, subnet: &str, gw: [u8; 4]) -> NetworkDef {
         NetworkDef {

@@ -6,10 +6,19 @@
 //! later fragments of the same datagram get the same addresses. Fragments that arrive before
 //! their first fragment find nothing and are dropped (counted): reassembly is not done here.
 //!
+//! Owns [`Fragments`], the table of remembered translations (the gateway holds one), and the
+//! routing of later fragments through it.
+//!
 //! Invariants: at most [`MAX_DATAGRAMS`] datagrams are remembered (oldest forgotten first), each
 //! for [`FRAGMENT_TIMEOUT`] (Linux's ipfrag_time is 30 s).
 
-use crate::neighbor::Side;
+use super::neighbor::Side;
+use super::route::ip_ident;
+use super::{Datagram, Gateway, icmp_error};
+use crate::counters::DropReason;
+use crate::frame::Frame;
+use crate::synth;
+use nat::Endpoint;
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
@@ -85,6 +94,37 @@ impl Fragments {
     /// True when none.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
+    }
+}
+
+impl Gateway {
+    /// A later fragment: the addresses its first fragment got, or a counted drop.
+    pub(super) fn route_fragment(&mut self, f: &mut Frame<'_>, dg: Datagram) {
+        let (c, info) = (dg.c, dg.info);
+        let key = (info.protocol, info.src, info.dst, ip_ident(&dg.data, &c));
+        let Some(plan) = self.fragments.lookup(&key, f.now) else {
+            return f.drop(DropReason::Unsupported);
+        };
+        if info.ttl <= 1 {
+            return f.drop(DropReason::TtlExceeded);
+        }
+        if !icmp_error::fits_egress(f, plan.egress, &dg) {
+            return;
+        }
+        let mut data = dg.data;
+        if nat::rewrite(
+            &mut data,
+            &c,
+            Endpoint::new(plan.src, 0),
+            Endpoint::new(plan.dst, 0),
+        )
+        .is_err()
+        {
+            return f.drop(DropReason::Malformed);
+        }
+        f.events().nat_translated += 1;
+        synth::decrement_ttl(&mut data, c.l3_offset);
+        self.send_to(f, plan.egress, plan.dst, data);
     }
 }
 

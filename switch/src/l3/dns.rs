@@ -7,11 +7,15 @@
 //! container from the gateway address (conntrack undoes both rewrites). The default `bridge`
 //! network has no embedded DNS, as in Docker.
 //!
+//! Owns [`DnsTable`], the names of one network; the gateway holds one per network that serves
+//! DNS, and the pipeline's `set_dns_table` replaces them.
+//!
 //! Invariant: a network's table only ever holds its own containers, so a name on one network is
 //! never answered on another.
 
+use super::{Datagram, Gateway};
 use crate::config::NetworkId;
-use crate::pipeline::{Packet, Pipeline};
+use crate::frame::Frame;
 use crate::synth;
 use packet::checksum::{internet_checksum, l4_checksum};
 use packet::{Classified, Ipv4Info};
@@ -52,75 +56,45 @@ impl DnsTable {
     }
 }
 
-impl Pipeline {
-    /// Replaces the DNS table of `network` (the control plane calls this on every connect and
-    /// disconnect). A network without a table has no embedded DNS.
-    pub fn set_dns_table(&mut self, network: NetworkId, table: Option<DnsTable>) {
-        match table {
-            Some(t) => {
-                self.dns.insert(network, t);
-            }
-            None => {
-                self.dns.remove(&network);
-            }
-        }
-    }
-
-    /// Resolvers that forwarded queries go to (the first one is used).
-    pub fn set_dns_upstream(&mut self, resolvers: Vec<Ipv4Addr>) {
-        self.topo.dns_upstream = resolvers;
-    }
-
-    /// Whether `network` serves DNS on its gateway.
-    pub(crate) fn serves_dns(&self, network: NetworkId) -> bool {
-        self.dns.contains_key(&network)
-    }
-
-    /// A UDP query to the gateway's port 53: answer it in place, or say where to forward it.
-    pub(crate) fn gateway_dns(
+impl Gateway {
+    /// A UDP query to the gateway's port 53 from a port of `network`: answer it in place (the
+    /// answer goes back out of the ingress port), or say where to forward it.
+    pub(super) fn dns_query(
         &mut self,
+        f: &mut Frame<'_>,
         network: NetworkId,
-        ingress: crate::PortId,
-        data: &mut Vec<u8>,
-        c: &Classified,
-        info: &Ipv4Info,
-        output: &mut Vec<Packet>,
+        dg: &mut Datagram,
     ) -> DnsOutcome {
         let Some(table) = self.dns.get(&network) else {
             return DnsOutcome::Drop;
         };
+        let (c, info) = (&dg.c, &dg.info);
         let payload_at = c.l4_offset + 8;
-        let Some(query) = data.get(payload_at..c.ip_end) else {
+        let Some(query) = dg.data.get(payload_at..c.ip_end) else {
             return DnsOutcome::Drop;
         };
         let lookup = |name: &str| table.lookup(name);
-        let zone = dns::Zone {
+        let zone = ::dns::Zone {
             domain: Some(DOMAIN),
             lookup: &lookup,
         };
-        match dns::respond(query, &zone) {
-            dns::Decision::Answer(answer) => {
-                if build_reply(data, c, info, &answer) {
-                    self.bridge.dns_answered += 1;
-                    self.emit(
-                        Packet {
-                            port: ingress,
-                            data: std::mem::take(data),
-                        },
-                        output,
-                    );
+        match ::dns::respond(query, &zone) {
+            ::dns::Decision::Answer(answer) => {
+                if build_reply(&mut dg.data, c, info, &answer) {
+                    f.events().dns_answered += 1;
+                    f.reply(std::mem::take(&mut dg.data));
                     DnsOutcome::Answered
                 } else {
                     DnsOutcome::Drop
                 }
             }
-            dns::Decision::Forward => match self.topo.dns_upstream.first() {
-                Some(&up) if !self.topo.networks[usize::from(network.0)].internal => {
+            ::dns::Decision::Forward => match f.topo.dns_upstream.first() {
+                Some(&up) if !f.topo.networks[usize::from(network.0)].internal => {
                     DnsOutcome::Forward(up)
                 }
                 _ => DnsOutcome::Drop,
             },
-            dns::Decision::Drop => DnsOutcome::Drop,
+            ::dns::Decision::Drop => DnsOutcome::Drop,
         }
     }
 }

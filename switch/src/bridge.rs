@@ -1,0 +1,191 @@
+//! The L2 stage: one learning bridge per network.
+//!
+//! Owns the forwarding database ([`Fdb`]) of all networks and the frame-size limit. On the way
+//! in it checks a frame (size, source MAC, anti-spoofing) and learns its source; on the way out
+//! it forwards by destination MAC, or floods through [`Frame::flood`].
+//!
+//! Invariants: a frame is checked (and, with anti-spoofing, its source verified) before it is
+//! learned, so a refused frame never moves another port's FDB entry; nothing is ever sent back
+//! out of the port it came in on; with `icc = false` nothing is bridged between container ports.
+
+use crate::config::{NetworkId, PortAddress, PortId, Topology};
+use crate::counters::{BridgeCounters, DropReason};
+use crate::fdb::{Fdb, FdbRow, Learned};
+use crate::frame::Frame;
+use crate::pipeline::NANOS_PER_SEC;
+use packet::{
+    ETH_HEADER_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_VLAN, MIN_FRAME_LEN, MacAddr, dst_mac,
+    ethertype, src_mac,
+};
+use std::net::Ipv4Addr;
+
+/// 802.1ad service tag.
+const ETHERTYPE_QINQ: u16 = 0x88a8;
+
+/// The bridges of all networks.
+#[derive(Debug)]
+pub(crate) struct Bridge {
+    fdb: Fdb,
+    /// Longest frame accepted.
+    max_frame: usize,
+}
+
+impl Bridge {
+    /// Bridges for `topo`, with empty FDBs.
+    pub(crate) fn new(topo: &Topology) -> Bridge {
+        let aging = topo.bridge.aging_secs.saturating_mul(NANOS_PER_SEC);
+        Bridge {
+            fdb: Fdb::new(topo.ports.len(), aging, topo.bridge.max_macs_per_port),
+            // One VLAN tag may ride on an MTU-sized payload.
+            max_frame: usize::from(topo.bridge.mtu) + ETH_HEADER_LEN + 4,
+        }
+    }
+
+    /// The checks every received frame passes first: its size and its source MAC. Returns its
+    /// (source, destination) MACs.
+    #[inline(always)]
+    pub(crate) fn check(&self, data: &[u8]) -> Result<(MacAddr, MacAddr), DropReason> {
+        let len = data.len();
+        if len < MIN_FRAME_LEN {
+            return Err(DropReason::Runt);
+        }
+        if len > self.max_frame {
+            return Err(DropReason::Oversize);
+        }
+        let (Some(src), Some(dst)) = (src_mac(data), dst_mac(data)) else {
+            return Err(DropReason::Runt);
+        };
+        if src.is_multicast() || src.is_zero() {
+            return Err(DropReason::InvalidSrcMac);
+        }
+        Ok((src, dst))
+    }
+
+    /// Learns that `src` is on `ingress` in `network`.
+    #[inline(always)]
+    pub(crate) fn learn(
+        &mut self,
+        now: u64,
+        network: NetworkId,
+        src: MacAddr,
+        ingress: PortId,
+        events: &mut BridgeCounters,
+    ) {
+        match self.fdb.learn(network, src, ingress, now) {
+            Learned::New => events.fdb_learned += 1,
+            Learned::Moved { .. } => events.fdb_moved += 1,
+            Learned::CapReached => events.fdb_cap_reached += 1,
+            Learned::Refreshed => {}
+        }
+    }
+
+    /// Bridges a frame within the ingress network: to the port that learned `dst`, or flooded.
+    #[inline(always)]
+    pub(crate) fn forward(
+        &self,
+        f: &mut Frame<'_>,
+        network: NetworkId,
+        dst: MacAddr,
+        data: Vec<u8>,
+    ) {
+        if !f.topo.networks[usize::from(network.0)].icc {
+            // Without inter-container communication a port's frames may only reach the gateway,
+            // which the L3 stage serves; nothing is bridged to another container port.
+            return f.drop(DropReason::IccBlocked);
+        }
+        if dst.is_multicast() {
+            return flood(f, network, data);
+        }
+        match self.fdb.lookup(network, dst, f.now) {
+            Some(egress) if egress == f.ingress => f.drop(DropReason::SamePort),
+            Some(egress) => {
+                f.forwarded();
+                f.emit(egress, data);
+            }
+            None => flood(f, network, data),
+        }
+    }
+
+    /// The port that learned `mac` in `network`, if its entry is alive at `now`.
+    #[inline]
+    pub(crate) fn lookup(&self, network: NetworkId, mac: MacAddr, now: u64) -> Option<PortId> {
+        self.fdb.lookup(network, mac, now)
+    }
+
+    /// Ages the FDB out; returns how many entries went.
+    pub(crate) fn sweep(&mut self, now: u64) -> usize {
+        self.fdb.sweep(now)
+    }
+
+    /// Makes room for one more port.
+    pub(crate) fn add_port(&mut self) {
+        self.fdb.add_port();
+    }
+
+    /// Forgets every entry learned on `port`.
+    pub(crate) fn flush_port(&mut self, port: PortId) {
+        self.fdb.flush_port(port);
+    }
+
+    /// Live FDB entries.
+    pub(crate) fn rows(&self, now: u64) -> Vec<FdbRow> {
+        self.fdb.rows(now)
+    }
+}
+
+/// Floods a received frame to the other ports of its network.
+fn flood(f: &mut Frame<'_>, network: NetworkId, data: Vec<u8>) {
+    if f.flood(network, Some(f.ingress), data) {
+        f.forwarded();
+    } else {
+        f.drop(DropReason::NoEgress);
+    }
+}
+
+/// Anti-spoofing: whether a frame from a port with `address` uses only that port's addresses.
+/// Untagged IPv4 and ARP are checked; a VLAN tag is refused outright, since the tag would hide
+/// the inner header from the check. Other EtherTypes (IPv6, LLDP) pass with the MAC check alone.
+/// Short headers are left to the later stages, which count them as malformed.
+pub(crate) fn check_source(
+    address: &PortAddress,
+    src: MacAddr,
+    frame: &[u8],
+) -> Result<(), DropReason> {
+    if address.mac.is_some_and(|m| m != src) {
+        return Err(DropReason::SpoofedMac);
+    }
+    let ty = ethertype(frame);
+    if matches!(ty, Some(ETHERTYPE_VLAN | ETHERTYPE_QINQ)) {
+        return Err(DropReason::SpoofedIp);
+    }
+    let Some(ip) = address.ip else {
+        return Ok(());
+    };
+    let allowed = |b: Option<&[u8]>| {
+        b.and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(Ipv4Addr::from)
+            .is_none_or(|a| a == ip || a.is_unspecified())
+    };
+    match ty {
+        Some(ETHERTYPE_IPV4) => {
+            let at = ETH_HEADER_LEN + 12;
+            if !allowed(frame.get(at..at + 4)) {
+                return Err(DropReason::SpoofedIp);
+            }
+        }
+        Some(ETHERTYPE_ARP) => {
+            // Sender hardware address at 8, sender protocol address at 14 of the ARP header.
+            let sha = frame.get(ETH_HEADER_LEN + 8..ETH_HEADER_LEN + 14);
+            let spa = frame.get(ETH_HEADER_LEN + 14..ETH_HEADER_LEN + 18);
+            let mac_ok = match (address.mac, sha.and_then(MacAddr::from_slice)) {
+                (Some(m), Some(s)) => m == s,
+                _ => true,
+            };
+            if !mac_ok || !allowed(spa) {
+                return Err(DropReason::SpoofedArp);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}

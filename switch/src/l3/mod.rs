@@ -1,0 +1,365 @@
+//! The L3 stage: each network's gateway, routing to and from the uplink, conntrack and NAT.
+//!
+//! [`Gateway`] owns all routing state of one pipeline: the conntrack table (and so the NAT
+//! bindings), the endpoint-independent UDP mappings, the neighbor (ARP) tables with the frames
+//! waiting for ARP, the translations remembered for later fragments, the published ports and the
+//! embedded DNS tables. Its fields are private; the pipeline reaches them through the methods
+//! below, and the stages take one [`Frame`] (clock, ingress, topology, output, counters) and,
+//! for routed packets, one [`Datagram`] (the bytes and their parsed header summary).
+//!
+//! What enters here:
+//! - from a container port, ARP asking for the gateway address, and every frame addressed to the
+//!   gateway MAC ([`Gateway::arp`], [`Gateway::ipv4`]);
+//! - everything from the uplink port ([`Gateway::uplink_ingress`]).
+//!
+//! A routed packet is looked up in conntrack by its tuple (one lookup finds either direction);
+//! a miss may create an entry — masquerade (SNAT to the uplink address) for traffic leaving a
+//! network, DNAT for a published port, both for hairpin — and the packet is rewritten to the
+//! tuple the entry says its direction carries on the other side ([`route`]). ICMP errors are
+//! matched by the connection they quote and translated outer and inner ([`icmp_error`]). TTL is
+//! checked before anything is created or rewritten, so time-exceeded and fragmentation-needed
+//! quote the packet as received.
+//!
+//! Invariants: every frame handed to a stage ends in exactly one of forwarded, local, queued for
+//! ARP (later forwarded or dropped as `arp_unresolved`) or a counted drop; a published host port
+//! is never handed out as a masquerade port; a conntrack entry's original direction is only
+//! accepted from the side that created it.
+//!
+//! Threading: the pipeline, and so this conntrack table, is owned by one packet-loop thread.
+//! Several workers each run their own pipeline and receive flow-affine traffic (both directions
+//! of a connection on one worker), so the table needs no lock; see the datapath's notes.
+
+pub mod dns;
+pub mod fragments;
+mod icmp_error;
+pub mod neighbor;
+mod route;
+mod warm;
+
+pub(crate) use warm::WARM_CHUNK;
+
+use self::dns::{DnsOutcome, DnsTable};
+use crate::config::{NetworkId, Topology};
+use crate::counters::DropReason;
+use crate::frame::{Counters, Frame};
+use crate::pipeline::NANOS_PER_SEC;
+use crate::synth;
+use conntrack::Conntrack;
+use fragments::Fragments;
+use neighbor::{Neighbors, Side, Waiting};
+use packet::{ArpPacket, Classified, Ipv4Info, L3, L4, MacAddr, classify};
+use rustc_hash::FxHashMap;
+use std::net::Ipv4Addr;
+
+/// The gateways of all networks and the router between them and the uplink.
+#[derive(Debug)]
+pub(crate) struct Gateway {
+    /// Connection tracking (and so NAT state) of routed traffic.
+    ct: Conntrack,
+    /// ARP caches and packets waiting for ARP.
+    neighbors: Neighbors,
+    /// Published ports: (IP protocol, host port) → (container address, container port).
+    published: FxHashMap<(u8, u16), (Ipv4Addr, u16)>,
+    /// Translations of fragmented datagrams, for their later fragments.
+    fragments: Fragments,
+    /// Endpoint-independent UDP mappings (used when the topology asks for them).
+    eim: nat::EimTable,
+    /// Embedded DNS: container names per network that serves DNS.
+    dns: FxHashMap<NetworkId, DnsTable>,
+}
+
+/// A routed IPv4 packet: its bytes, and the header summary parsed from them. The bytes travel
+/// with the summary (rather than in the [`Frame`]) because they change hands: rewritten, queued
+/// for ARP, emitted.
+pub(crate) struct Datagram {
+    /// The Ethernet frame.
+    data: Vec<u8>,
+    /// Where its headers are.
+    c: Classified,
+    /// Its IPv4 header.
+    info: Ipv4Info,
+}
+
+impl Gateway {
+    /// Empty state for `topo`, with its published ports.
+    pub(crate) fn new(topo: &Topology) -> Gateway {
+        let published = topo
+            .published
+            .iter()
+            .map(|p| {
+                (
+                    (p.protocol, p.host_port),
+                    (p.container_ip, p.container_port),
+                )
+            })
+            .collect();
+        Gateway {
+            ct: Conntrack::new(topo.conntrack),
+            neighbors: Neighbors::with_limits(
+                topo.limits.arp_queue_per_address as usize,
+                topo.limits.arp_queue_total as usize,
+            ),
+            published,
+            fragments: Fragments::default(),
+            // RFC 4787 REQ-5: a mapping lives at least 2 minutes; 5 is recommended.
+            eim: nat::EimTable::new(300 * NANOS_PER_SEC),
+            dns: FxHashMap::default(),
+        }
+    }
+
+    /// The conntrack table.
+    pub(crate) fn conntrack(&self) -> &Conntrack {
+        &self.ct
+    }
+
+    /// Forgets every tracked connection.
+    pub(crate) fn flush_conntrack(&mut self) {
+        self.ct.flush();
+    }
+
+    /// Publishes `host_port` of `protocol` to a container.
+    pub(crate) fn publish(&mut self, protocol: u8, host_port: u16, to: (Ipv4Addr, u16)) {
+        self.published.insert((protocol, host_port), to);
+    }
+
+    /// Removes a published port; false if it was not published.
+    pub(crate) fn unpublish(&mut self, protocol: u8, host_port: u16) -> bool {
+        self.published.remove(&(protocol, host_port)).is_some()
+    }
+
+    /// Replaces (or, with `None`, removes) the DNS table of `network`.
+    pub(crate) fn set_dns_table(&mut self, network: NetworkId, table: Option<DnsTable>) {
+        match table {
+            Some(t) => {
+                self.dns.insert(network, t);
+            }
+            None => {
+                self.dns.remove(&network);
+            }
+        }
+    }
+
+    /// Drops frames whose ARP never resolved; expires conntrack entries a little at a time.
+    pub(crate) fn housekeeping(&mut self, now: u64, counters: &mut Counters) {
+        for w in self.neighbors.expire(now) {
+            if let Some(c) = counters.port(w.ingress) {
+                c.queued = c.queued.saturating_sub(1);
+                c.drops.add(DropReason::ArpUnresolved);
+            }
+        }
+        self.ct.expire(now, 256);
+        self.eim.expire(now, 64);
+        self.fragments.expire(now);
+    }
+
+    /// ARP from a container port of `net`. Returns the frame back if it is not for the gateway.
+    pub(crate) fn arp(
+        &mut self,
+        f: &mut Frame<'_>,
+        net: NetworkId,
+        data: Vec<u8>,
+    ) -> Option<Vec<u8>> {
+        let Some((gw_ip, gw_mac)) = f.topo.networks[usize::from(net.0)].gateway else {
+            return Some(data);
+        };
+        let Ok(arp) = ArpPacket::new_checked(&data[packet::ETH_HEADER_LEN..]) else {
+            return Some(data);
+        };
+        let (sender_ip, target_ip) = (
+            ip4(arp.source_protocol_addr()),
+            ip4(arp.target_protocol_addr()),
+        );
+        let Some(sender_mac) = MacAddr::from_slice(arp.source_hardware_addr()) else {
+            return Some(data);
+        };
+        let op = u16::from(arp.operation());
+        let side = Side::Network(net.0);
+        if in_subnet(f.topo, net, sender_ip) && !sender_mac.is_multicast() {
+            let released = self.neighbors.learn(side, sender_ip, sender_mac, f.now);
+            release(f, side, sender_mac, released);
+        }
+        if target_ip != gw_ip {
+            return Some(data);
+        }
+        f.local();
+        if op == 1 {
+            let reply = synth::arp_reply(gw_mac, gw_ip, sender_mac, sender_ip);
+            f.events().arp_replies_sent += 1;
+            f.reply(reply);
+        }
+        None
+    }
+
+    /// A frame to the gateway MAC from a container port of `net`.
+    pub(crate) fn ipv4(&mut self, f: &mut Frame<'_>, net: NetworkId, data: Vec<u8>) {
+        let c = match classify(&data) {
+            Ok(c) => c,
+            Err(_) => return f.drop(DropReason::Malformed),
+        };
+        let L3::Ipv4(info) = c.l3 else {
+            return f.drop(DropReason::GatewayUnsupported);
+        };
+        let topo = f.topo;
+        let network = &topo.networks[usize::from(net.0)];
+        let Some((gw_ip, _)) = network.gateway else {
+            return f.drop(DropReason::GatewayUnsupported);
+        };
+        if !in_subnet(topo, net, info.src) {
+            return f.drop(DropReason::SpoofedSource);
+        }
+        let side = Side::Network(net.0);
+        // Gleaning: the sender is on this network at this MAC. Only a new or changed neighbor
+        // costs a write; an entry that ages out is simply learned again from the next packet.
+        if let Some(src) = packet::src_mac(&data)
+            && self.neighbors.lookup(side, info.src, f.now) != Some(src)
+        {
+            let released = self.neighbors.learn(side, info.src, src, f.now);
+            release(f, side, src, released);
+        }
+        let mut dg = Datagram { data, c, info };
+        if info.dst == gw_ip
+            && matches!(c.l4, L4::Udp { dst_port: 53, .. })
+            && self.dns.contains_key(&net)
+        {
+            return match self.dns_query(f, net, &mut dg) {
+                DnsOutcome::Answered => f.local(),
+                DnsOutcome::Drop => f.drop(DropReason::DnsDropped),
+                DnsOutcome::Forward(upstream) => self.route(f, dg, Some(upstream)),
+            };
+        }
+        let uplink_ip = topo.uplink.as_ref().map(|u| u.address);
+        if info.dst == gw_ip || Some(info.dst) == uplink_ip {
+            // The gateway, and the host's uplink address, answer pings themselves.
+            if let L4::Icmp { ty: 8, .. } = c.l4 {
+                return answer_ping(f, dg);
+            }
+            if info.dst == gw_ip {
+                return f.drop(DropReason::GatewayUnsupported);
+            }
+        }
+        if in_subnet(topo, net, info.dst) {
+            // To a neighbour on the same network, but through the gateway (a host route, say):
+            // routed straight back onto the network, as the kernel would, without NAT.
+            if !network.icc {
+                return f.drop(DropReason::IccBlocked);
+            }
+            if info.ttl <= 1 {
+                icmp_error::send(f, &dg, icmp_error::Kind::TimeExceeded);
+                return f.drop(DropReason::TtlExceeded);
+            }
+            synth::decrement_ttl(&mut dg.data, c.l3_offset);
+            return self.send_to(f, side, info.dst, dg.data);
+        }
+        self.route(f, dg, None);
+    }
+
+    /// A frame from the uplink port.
+    pub(crate) fn uplink_ingress(&mut self, f: &mut Frame<'_>, data: Vec<u8>) {
+        let Some(up) = f.topo.uplink else {
+            return f.drop(DropReason::NotForUs);
+        };
+        let c = match classify(&data) {
+            Ok(c) => c,
+            Err(_) => return f.drop(DropReason::Malformed),
+        };
+        let dst = packet::dst_mac(&data).unwrap_or(MacAddr::ZERO);
+        match c.l3 {
+            L3::Arp => {
+                let Ok(arp) = ArpPacket::new_checked(&data[packet::ETH_HEADER_LEN..]) else {
+                    return f.drop(DropReason::Malformed);
+                };
+                let sender_ip = ip4(arp.source_protocol_addr());
+                let target_ip = ip4(arp.target_protocol_addr());
+                let sender_mac =
+                    MacAddr::from_slice(arp.source_hardware_addr()).unwrap_or(MacAddr::ZERO);
+                let op = u16::from(arp.operation());
+                if target_ip != up.address || sender_mac.is_multicast() || sender_mac.is_zero() {
+                    return f.drop(DropReason::NotForUs);
+                }
+                let released = self
+                    .neighbors
+                    .learn(Side::Uplink, sender_ip, sender_mac, f.now);
+                release(f, Side::Uplink, sender_mac, released);
+                f.local();
+                if op == 1 {
+                    f.events().arp_replies_sent += 1;
+                    let reply = synth::arp_reply(up.mac, up.address, sender_mac, sender_ip);
+                    f.reply(reply);
+                }
+            }
+            L3::Ipv4(info) => {
+                if dst != up.mac && !dst.is_broadcast() || info.dst != up.address {
+                    return f.drop(DropReason::NotForUs);
+                }
+                if f.topo.network_of_ip(info.src).is_some() {
+                    return f.drop(DropReason::SpoofedSource);
+                }
+                let dg = Datagram { data, c, info };
+                if let L4::Icmp { ty: 8, .. } = c.l4 {
+                    // The host answers pings to its own address.
+                    return answer_ping(f, dg);
+                }
+                self.route(f, dg, None);
+            }
+            L3::Other { .. } => f.drop(DropReason::NotForUs),
+        }
+    }
+}
+
+/// The side the frame in hand came from: its network, or the uplink.
+fn ingress_side(f: &Frame<'_>) -> Side {
+    match f.network {
+        Some(n) => Side::Network(n.0),
+        None => Side::Uplink,
+    }
+}
+
+/// An IPv4 address from ARP's protocol-address bytes (checked to be 4 long by classify).
+fn ip4(b: &[u8]) -> Ipv4Addr {
+    <[u8; 4]>::try_from(b)
+        .map(Ipv4Addr::from)
+        .unwrap_or(Ipv4Addr::UNSPECIFIED)
+}
+
+fn in_subnet(topo: &Topology, net: NetworkId, ip: Ipv4Addr) -> bool {
+    topo.networks[usize::from(net.0)]
+        .subnet
+        .is_some_and(|s| s.contains(&ip))
+}
+
+/// Answers an echo request addressed to us, back out of the port it came in on.
+fn answer_ping(f: &mut Frame<'_>, dg: Datagram) {
+    let Datagram { mut data, c, .. } = dg;
+    synth::echo_reply_in_place(&mut data, c.l3_offset, c.l4_offset);
+    f.events().echo_replies_sent += 1;
+    f.local();
+    f.reply(data);
+}
+
+/// Emits a frame the gateway sends on `side` to `dst_mac`: the uplink port, or into the
+/// network as its bridge would deliver it.
+fn transmit(f: &mut Frame<'_>, side: Side, dst_mac: MacAddr, data: Vec<u8>) {
+    match side {
+        Side::Uplink => {
+            if let Some(port) = f.topo.uplink.as_ref().map(|u| u.port) {
+                f.emit(port, data);
+            }
+        }
+        Side::Network(n) => f.deliver(NetworkId(n), dst_mac, data),
+    }
+}
+
+/// Sends frames that were waiting for `mac` to resolve.
+fn release(f: &mut Frame<'_>, side: Side, mac: MacAddr, frames: Vec<Waiting>) {
+    for w in frames {
+        let mut data = w.data;
+        if let Some(h) = data.get_mut(..6) {
+            h.copy_from_slice(&mac.0);
+        }
+        if let Some(c) = f.port_counters(w.ingress) {
+            c.queued = c.queued.saturating_sub(1);
+            c.forwarded += 1;
+        }
+        transmit(f, side, mac, data);
+    }
+}

@@ -1,0 +1,394 @@
+//! Routing of a datagram that is not an ICMP error: conntrack lookup (or a new entry with its
+//! NAT binding), the rewrite, and the way onto the wire (Ethernet addresses, ARP).
+//!
+//! Owns no state of its own: it works on the [`Gateway`]'s conntrack table, EIM table, published
+//! ports and neighbor tables. Invariants: a new masquerade binding never takes a port that a
+//! published port claims or that another connection to the same remote uses; a packet leaves
+//! only after its TTL was checked (and decremented) and its size checked against the egress MTU.
+
+use super::neighbor::{Enqueued, Side, Waiting};
+use super::{Datagram, Gateway, icmp_error, ingress_side, transmit};
+use crate::config::Topology;
+use crate::counters::DropReason;
+use crate::frame::Frame;
+use crate::l3::fragments::FragmentPlan;
+use crate::synth;
+use conntrack::{
+    Direction, EntryId, InsertError, Proto, TcpSegment, Tuple, Verdict, tcp_may_create,
+};
+use nat::{Endpoint, NatError, PortRange};
+use packet::{Classified, Ipv4Info, L4, MacAddr};
+use std::net::Ipv4Addr;
+
+/// How many candidate ports the allocator tries before giving up.
+const PORT_TRIES: u32 = 65_536;
+
+/// What a routed packet turns into.
+struct Plan {
+    /// The tuple it must carry after translation.
+    target: Tuple,
+    /// Where it goes.
+    egress: Side,
+}
+
+fn tuple_of(info: &Ipv4Info, l4: &L4) -> Option<(Tuple, Option<TcpSegment>)> {
+    let (proto, src_port, dst_port, seg) = match *l4 {
+        L4::Tcp {
+            src_port,
+            dst_port,
+            flags,
+            seq,
+            ack,
+            payload_len,
+        } => (
+            Proto::Tcp,
+            src_port,
+            dst_port,
+            Some(TcpSegment::from_flags(flags, seq, ack, payload_len)),
+        ),
+        L4::Udp { src_port, dst_port } => (Proto::Udp, src_port, dst_port, None),
+        L4::Icmp {
+            ty: 0 | 8, ident, ..
+        } => (Proto::Icmp, ident, ident, None),
+        _ => return None,
+    };
+    Some((
+        Tuple {
+            proto,
+            src: info.src,
+            dst: info.dst,
+            src_port,
+            dst_port,
+        },
+        seg,
+    ))
+}
+
+/// The IPv4 identification field.
+pub(super) fn ip_ident(data: &[u8], c: &Classified) -> u16 {
+    data.get(c.l3_offset + 4..c.l3_offset + 6)
+        .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]))
+}
+
+fn side_mark(side: Side) -> u32 {
+    match side {
+        Side::Network(n) => u32::from(n),
+        Side::Uplink => u32::MAX,
+    }
+}
+
+pub(super) fn endpoints(t: &Tuple) -> (Endpoint, Endpoint) {
+    (
+        Endpoint::new(t.src, t.src_port),
+        Endpoint::new(t.dst, t.dst_port),
+    )
+}
+
+/// The side `ip` lives on: the network whose subnet holds it, else the uplink.
+pub(super) fn side_of(topo: &Topology, ip: Ipv4Addr) -> Side {
+    match topo.network_of_ip(ip) {
+        Some(n) => Side::Network(n.0),
+        None => Side::Uplink,
+    }
+}
+
+impl Gateway {
+    /// Conntrack, NAT and forwarding of a routed IPv4 packet. `redirect` sends a new flow to
+    /// another destination address (see [`Gateway::new_flow`]).
+    pub(super) fn route(
+        &mut self,
+        f: &mut Frame<'_>,
+        mut dg: Datagram,
+        redirect: Option<Ipv4Addr>,
+    ) {
+        let (c, info) = (dg.c, dg.info);
+        if info.frag_offset != 0 {
+            return self.route_fragment(f, dg);
+        }
+        if let L4::Icmp { ty, .. } = c.l4
+            && nat::is_icmp_error(ty)
+        {
+            return self.route_icmp_error(f, dg);
+        }
+        let Some((tuple, seg)) = tuple_of(&info, &c.l4) else {
+            return f.drop(DropReason::Unsupported);
+        };
+        if info.ttl <= 1 {
+            icmp_error::send(f, &dg, icmp_error::Kind::TimeExceeded);
+            return f.drop(DropReason::TtlExceeded);
+        }
+        let (now, from) = (f.now, ingress_side(f));
+        let (id, dir, created) = match self.ct.lookup(&tuple, now) {
+            Some((id, dir)) => (id, dir, false),
+            None => match self.new_flow(f, &tuple, seg.as_ref(), redirect) {
+                Ok(id) => (id, Direction::Original, true),
+                Err(reason) => return f.drop(reason),
+            },
+        };
+        // Packets of an entry's original direction must come from the side that created it.
+        if dir == Direction::Original
+            && self.ct.entry(id).is_some_and(|e| e.mark != side_mark(from))
+        {
+            return f.drop(DropReason::SpoofedSource);
+        }
+        let len = dg.data.len();
+        let (id, dir) = match self.ct.track(id, dir, seg.as_ref(), len, now) {
+            Verdict::Accept => (id, dir),
+            Verdict::Invalid => {
+                tracing::debug!(
+                    ?tuple,
+                    ?dir,
+                    segment = ?seg,
+                    state = ?self.ct.entry(id).map(|e| e.state),
+                    "conntrack: invalid packet dropped"
+                );
+                if created {
+                    self.ct.remove(id);
+                }
+                return f.drop(DropReason::CtInvalid);
+            }
+            Verdict::Reopen => {
+                self.ct.remove(id);
+                let id = match self.new_flow(f, &tuple, seg.as_ref(), redirect) {
+                    Ok(id) => id,
+                    Err(reason) => return f.drop(reason),
+                };
+                if self
+                    .ct
+                    .track(id, Direction::Original, seg.as_ref(), len, now)
+                    != Verdict::Accept
+                {
+                    self.ct.remove(id);
+                    return f.drop(DropReason::CtInvalid);
+                }
+                (id, Direction::Original)
+            }
+        };
+        let Some(plan) = self.plan(f.topo, id, dir) else {
+            return f.drop(DropReason::NoRoute);
+        };
+        if !icmp_error::fits_egress(f, plan.egress, &dg) {
+            return;
+        }
+        let (src, dst) = endpoints(&plan.target);
+        if nat::rewrite(&mut dg.data, &c, src, dst).is_err() {
+            return f.drop(DropReason::Malformed);
+        }
+        f.events().nat_translated += u64::from(plan.target != tuple);
+        if info.more_frags {
+            let key = (info.protocol, info.src, info.dst, ip_ident(&dg.data, &c));
+            let later = FragmentPlan {
+                src: plan.target.src,
+                dst: plan.target.dst,
+                egress: plan.egress,
+            };
+            self.fragments.remember(key, later, now);
+        }
+        if f.topo.udp_eim && tuple.proto == Proto::Udp && dir == Direction::Original {
+            self.eim
+                .touch(Endpoint::new(tuple.src, tuple.src_port), now);
+        }
+        synth::decrement_ttl(&mut dg.data, c.l3_offset);
+        self.send_to(f, plan.egress, plan.target.dst, dg.data);
+    }
+
+    /// Which tuple a packet of `dir` on entry `id` must carry, and where it goes.
+    fn plan(&self, topo: &Topology, id: EntryId, dir: Direction) -> Option<Plan> {
+        let e = self.ct.entry(id)?;
+        let target = match dir {
+            Direction::Original => e.reply.reversed(),
+            Direction::Reply => e.original.reversed(),
+        };
+        Some(Plan {
+            target,
+            egress: side_of(topo, target.dst),
+        })
+    }
+
+    /// Creates the conntrack entry for the first packet of a connection from the frame's
+    /// ingress side, or says why not. `redirect` sends the flow to another destination address
+    /// (the embedded DNS forwarding a query to the upstream resolver), masqueraded like any
+    /// outbound flow.
+    fn new_flow(
+        &mut self,
+        f: &Frame<'_>,
+        t: &Tuple,
+        seg: Option<&TcpSegment>,
+        redirect: Option<Ipv4Addr>,
+    ) -> Result<EntryId, DropReason> {
+        if seg.is_some_and(|s| !tcp_may_create(s)) {
+            self.ct.count_invalid();
+            return Err(DropReason::CtInvalid);
+        }
+        let (now, from, topo) = (f.now, ingress_side(f), f.topo);
+        let up = topo.uplink.as_ref().map(|u| u.address);
+        let reply = if Some(t.dst) == up && redirect.is_none() {
+            // A published port: DNAT, from outside or (hairpin) from a container.
+            let Some(&(ip, port)) = self.published.get(&(t.proto.number(), t.dst_port)) else {
+                return Err(if from == Side::Uplink {
+                    DropReason::Unsolicited
+                } else {
+                    DropReason::GatewayUnsupported
+                });
+            };
+            let client = match (from, up) {
+                (Side::Network(_), Some(addr)) => {
+                    // Hairpin: masquerade the source too, so the reply comes back through us.
+                    let p = self.allocate(topo, t, Endpoint::new(ip, port), addr, t.src_port)?;
+                    Endpoint::new(addr, p)
+                }
+                _ => Endpoint::new(t.src, t.src_port),
+            };
+            Tuple {
+                proto: t.proto,
+                src: ip,
+                dst: client.addr,
+                src_port: port,
+                dst_port: client.port,
+            }
+        } else {
+            let Side::Network(n) = from else {
+                return Err(DropReason::Unsolicited);
+            };
+            if topo.networks[usize::from(n)].internal {
+                return Err(DropReason::InternalNetwork);
+            }
+            if redirect.is_none() && topo.network_of_ip(t.dst).is_some() {
+                return Err(DropReason::InterNetwork);
+            }
+            let Some(addr) = up else {
+                return Err(DropReason::NoRoute);
+            };
+            let remote = Endpoint::new(redirect.unwrap_or(t.dst), t.dst_port);
+            let inside = Endpoint::new(t.src, t.src_port);
+            let eim = topo.udp_eim && t.proto == Proto::Udp;
+            let preferred = if eim {
+                self.eim.lookup(inside, now).unwrap_or(t.src_port)
+            } else {
+                t.src_port
+            };
+            let p = self.allocate(topo, t, remote, addr, preferred)?;
+            if eim {
+                self.eim.insert(inside, p, now);
+            }
+            let remote_port = if t.proto == Proto::Icmp {
+                p
+            } else {
+                t.dst_port
+            };
+            Tuple {
+                proto: t.proto,
+                src: remote.addr,
+                dst: addr,
+                src_port: remote_port,
+                dst_port: p,
+            }
+        };
+        match self.ct.insert(*t, reply, side_mark(from), now) {
+            Ok(id) => Ok(id),
+            Err(InsertError::TableFull { .. }) => Err(DropReason::CtTableFull),
+            Err(InsertError::Exists) => Err(DropReason::CtInvalid),
+            Err(InsertError::SourceLimit(..)) => Err(DropReason::CtSourceLimit),
+            Err(InsertError::DestinationLimit(..)) => Err(DropReason::NatDestinationLimit),
+        }
+    }
+
+    /// A source port (or ICMP identifier) on `addr` that no connection to `remote` uses and no
+    /// published port claims (so an inside client can never shadow a published port).
+    fn allocate(
+        &self,
+        topo: &Topology,
+        t: &Tuple,
+        remote: Endpoint,
+        addr: Ipv4Addr,
+        preferred: u16,
+    ) -> Result<u16, DropReason> {
+        let (first, last) = topo.nat_ports;
+        let range = PortRange { first, last };
+        let seed = nat::hash_seed(
+            t.proto.number(),
+            Endpoint::new(t.src, t.src_port),
+            Endpoint::new(t.dst, t.dst_port),
+        );
+        let taken = |p: u16| {
+            let remote_port = if t.proto == Proto::Icmp {
+                p
+            } else {
+                remote.port
+            };
+            let key = Tuple {
+                proto: t.proto,
+                src: remote.addr,
+                dst: addr,
+                src_port: remote_port,
+                dst_port: p,
+            };
+            self.ct.contains(&key)
+                || (t.proto != Proto::Icmp && self.published.contains_key(&(t.proto.number(), p)))
+        };
+        nat::allocate_port(range, preferred, seed, PORT_TRIES, taken).map_err(|e| match e {
+            NatError::PortsExhausted { .. } => DropReason::PortsExhausted,
+            _ => DropReason::PortsExhausted,
+        })
+    }
+
+    /// Puts a routed, translated packet on the wire toward `dst_ip` on `side`: Ethernet addresses,
+    /// ARP when the next hop is unknown, and the egress port.
+    pub(super) fn send_to(
+        &mut self,
+        f: &mut Frame<'_>,
+        side: Side,
+        dst_ip: Ipv4Addr,
+        mut data: Vec<u8>,
+    ) {
+        let (our_mac, our_ip, next_hop) = match side {
+            Side::Network(n) => match f.topo.networks[usize::from(n)].gateway {
+                Some((ip, mac)) => (mac, ip, dst_ip),
+                None => return f.drop(DropReason::NoRoute),
+            },
+            Side::Uplink => {
+                let Some(up) = f.topo.uplink else {
+                    return f.drop(DropReason::NoRoute);
+                };
+                let on_link = up.subnet.is_some_and(|s| s.contains(&dst_ip));
+                let hop = if on_link { Some(dst_ip) } else { up.next_hop };
+                match (hop, up.next_hop_mac) {
+                    (_, Some(mac)) if !on_link => {
+                        synth::set_macs(&mut data, up.mac, mac);
+                        f.forwarded();
+                        return f.emit(up.port, data);
+                    }
+                    (Some(hop), _) => (up.mac, up.address, hop),
+                    (None, _) => return f.drop(DropReason::NoRoute),
+                }
+            }
+        };
+        match self.neighbors.lookup(side, next_hop, f.now) {
+            Some(mac) => {
+                synth::set_macs(&mut data, our_mac, mac);
+                f.forwarded();
+                transmit(f, side, mac, data);
+            }
+            None => {
+                synth::set_macs(&mut data, our_mac, MacAddr::ZERO);
+                let ingress = f.ingress;
+                match self
+                    .neighbors
+                    .enqueue(side, next_hop, Waiting { ingress, data }, f.now)
+                {
+                    Enqueued::Full(_) => f.drop(DropReason::ArpQueueFull),
+                    queued => {
+                        if let Some(c) = f.port_counters(ingress) {
+                            c.queued += 1;
+                        }
+                        if matches!(queued, Enqueued::QueuedSendArp) {
+                            f.events().arp_requests_sent += 1;
+                            let req = synth::arp_request(our_mac, our_ip, next_hop);
+                            transmit(f, side, MacAddr::BROADCAST, req);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
