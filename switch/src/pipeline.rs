@@ -5,9 +5,10 @@
 //! so a fixture that passes here describes what the real switch does.
 //!
 //! [`Pipeline`] owns the topology and the counters, and composes two components over them: the
-//! L2 [`Bridge`] (FDB, checks, forwarding, flooding) and the L3 [`Gateway`] (conntrack, NAT,
-//! neighbors, fragments, published ports, DNS). Each frame gets one [`Frame`] context that the
-//! stages share.
+//! L2 `Bridge` (FDB, checks, forwarding, flooding) and the L3 `Gateway` (conntrack, NAT,
+//! neighbors, fragments, published ports, DNS). Each received frame gets one `Frame` context
+//! that the stages share; only the pipeline touches the topology's ports and networks (at run
+//! time, through the methods below).
 //!
 //! Stages per frame: ingress checks → learning → (gateway) → L2 forwarding or flooding.
 //! Every received frame ends in exactly one of: forwarded, local, or dropped with a reason.

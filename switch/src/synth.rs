@@ -52,19 +52,32 @@ pub fn arp_request(our_mac: MacAddr, our_ip: Ipv4Addr, target: Ipv4Addr) -> Vec<
     )
 }
 
+/// The first word and the rest of an ICMP header (RFC 792), without the checksum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IcmpHeader {
+    /// Type (3 destination unreachable, 11 time exceeded, ...).
+    pub ty: u8,
+    /// Code within the type.
+    pub code: u8,
+    /// The 4 bytes after the checksum (unused, or the next-hop MTU for fragmentation needed).
+    pub rest: [u8; 4],
+}
+
 /// An ICMP error about `offending` (the IPv4 packet that caused it, from its header on): quotes
 /// the IP header and the first 8 bytes of payload, as RFC 792 asks.
-#[allow(clippy::too_many_arguments)]
 pub fn icmp_error(
     src_mac: MacAddr,
     dst_mac: MacAddr,
     src_ip: Ipv4Addr,
     dst_ip: Ipv4Addr,
-    ty: u8,
-    code: u8,
-    rest_of_header: [u8; 4],
+    header: IcmpHeader,
     offending: &[u8],
 ) -> Vec<u8> {
+    let IcmpHeader {
+        ty,
+        code,
+        rest: rest_of_header,
+    } = header;
     let ihl = offending.first().map_or(20, |b| usize::from(b & 0x0f) * 4);
     let quote = &offending[..offending.len().min(ihl + 8)];
     let total_len = 20 + 8 + quote.len();
@@ -188,9 +201,11 @@ mod tests {
             A,
             [10, 0, 0, 1].into(),
             [10, 0, 0, 2].into(),
-            11,
-            0,
-            [0; 4],
+            IcmpHeader {
+                ty: 11,
+                code: 0,
+                rest: [0; 4],
+            },
             &offending[14..],
         );
         assert_eq!(f.len(), 14 + 20 + 8 + 28);
@@ -203,9 +218,11 @@ mod tests {
             A,
             [10, 0, 0, 1].into(),
             [10, 0, 0, 2].into(),
-            3,
-            4,
-            [0; 4],
+            IcmpHeader {
+                ty: 3,
+                code: 4,
+                rest: [0; 4],
+            },
             &[0xff],
         );
         assert!(ip_ok(&g));

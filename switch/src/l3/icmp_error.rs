@@ -12,7 +12,7 @@ use super::route::{endpoints, side_of};
 use super::{Datagram, Gateway, ingress_side};
 use crate::counters::DropReason;
 use crate::frame::Frame;
-use crate::synth;
+use crate::synth::{self, IcmpHeader};
 use conntrack::{Direction, Proto, Tuple};
 use packet::L3;
 
@@ -87,11 +87,19 @@ impl Gateway {
 /// Sends an ICMP error about `dg` back out of the port it came in on, from the gateway address
 /// of the side it came from.
 pub(super) fn send(f: &mut Frame<'_>, dg: &Datagram, kind: Kind) {
-    let (ty, code, rest) = match kind {
-        Kind::TimeExceeded => (11, 0, [0; 4]),
+    let header = match kind {
+        Kind::TimeExceeded => IcmpHeader {
+            ty: 11,
+            code: 0,
+            rest: [0; 4],
+        },
         Kind::FragNeeded { mtu } => {
             let m = mtu.to_be_bytes();
-            (3, 4, [0, 0, m[0], m[1]])
+            IcmpHeader {
+                ty: 3,
+                code: 4,
+                rest: [0, 0, m[0], m[1]],
+            }
         }
     };
     let (our_mac, our_ip) = match ingress_side(f) {
@@ -109,9 +117,7 @@ pub(super) fn send(f: &mut Frame<'_>, dg: &Datagram, kind: Kind) {
         return;
     };
     let offending = &data[c.l3_offset..c.ip_end.min(data.len())];
-    let err = synth::icmp_error(
-        our_mac, peer_mac, our_ip, info.src, ty, code, rest, offending,
-    );
+    let err = synth::icmp_error(our_mac, peer_mac, our_ip, info.src, header, offending);
     f.events().icmp_errors_sent += 1;
     f.reply(err);
 }
