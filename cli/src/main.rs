@@ -7,11 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod bench;
-mod daemon;
 mod table;
 
+use control::Request;
 use std::net::Ipv4Addr;
-use vswitch::control::{self, Request};
 
 /// Default control socket, next to the daemon's default state directory.
 const DEFAULT_SOCKET: &str = "/run/vswitch/vswitch.sock";
@@ -367,11 +366,12 @@ fn main() -> ExitCode {
             action: NetworkAction::Inspect { names, client: c },
         } => {
             // Like docker, inspect always prints JSON.
-            let v = control::call(&c.socket, &Request::NetworkInspect { names });
-            v.and_then(|v| {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-                Ok(())
-            })
+            control::call(&c.socket, &Request::NetworkInspect { names })
+                .map_err(anyhow::Error::from)
+                .and_then(|v| {
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                    Ok(())
+                })
         }
         Command::Network {
             action: NetworkAction::Rm { name, client: c },
@@ -470,10 +470,7 @@ fn run_daemon(args: DaemonArgs) -> Result<()> {
     // First, while the process is still single-threaded: the helper that stays in the host's
     // namespaces is forked, then this process leaves them.
     let rootless = if args.rootless {
-        let helper =
-            datapath::io::rootless::HostHelper::spawn().context("starting the rootless helper")?;
-        datapath::io::rootless::enter_private_namespaces()?;
-        Some(std::sync::Arc::new(helper))
+        Some(daemon::enter_rootless()?)
     } else {
         None
     };
@@ -484,42 +481,12 @@ fn run_daemon(args: DaemonArgs) -> Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let (state_dir, socket) = if rootless.is_some() {
-        let runtime = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
-        let state = std::env::var_os("XDG_STATE_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")));
-        let state_dir = match (args.state_dir, state) {
-            (Some(d), _) => d,
-            (None, Some(s)) => s.join("vswitch"),
-            (None, None) => bail!("set XDG_STATE_HOME or HOME, or pass --state-dir"),
-        };
-        let socket = match (args.socket, runtime) {
-            (Some(s), _) => s,
-            (None, Some(r)) => r.join("vswitch").join("vswitch.sock"),
-            (None, None) => bail!("set XDG_RUNTIME_DIR (e.g. /run/user/$UID), or pass --socket"),
-        };
-        (state_dir, socket)
-    } else {
-        let state_dir = args
-            .state_dir
-            .unwrap_or_else(|| PathBuf::from("/run/vswitch"));
-        let socket = args
-            .socket
-            .unwrap_or_else(|| state_dir.join("vswitch.sock"));
-        (state_dir, socket)
-    };
-    let workers = if rootless.is_some() {
-        1
-    } else {
-        args.workers
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-    };
+    let (state_dir, socket) = daemon::paths(args.rootless, args.state_dir, args.socket)?;
     daemon::run(daemon::DaemonOptions {
         config: args.config,
         state_dir,
         socket,
-        workers,
+        workers: daemon::workers(args.rootless, args.workers),
         rootless,
     })
 }

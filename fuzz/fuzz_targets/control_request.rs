@@ -1,9 +1,9 @@
-//! `vswitch::control::decode_request` on arbitrary bytes: no panic, and whatever decodes
+//! `control::decode_request` on arbitrary bytes: no panic, and whatever decodes
 //! re-encodes to JSON that decodes to the same request.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vswitch::control::{MAX_REQUEST, decode_request};
+use control::{MAX_REQUEST, decode_request};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(req) = decode_request(data, MAX_REQUEST) else {

@@ -22,13 +22,13 @@
 use super::{Machine, OutputArgs, Stat, check_stop, progress, sleep_checked, stopped};
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use control::Request;
 use serde::Serialize;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use vswitch::control::{self, Request};
 
 /// Arguments of `vswitch bench veth`.
 #[derive(Args)]

@@ -1,17 +1,10 @@
-//! The control protocol: one JSON request per line on a Unix socket, one JSON response line back.
-//!
-//! Requests are a tagged enum (`{"cmd":"connect","network":"bridge","netns":"/run/netns/c1"}`);
-//! responses are `{"ok":true,"result":...}` or `{"ok":false,"error":"what to do"}`. A request
-//! line longer than [`MAX_REQUEST`] or that is not valid JSON gets an error response; the
-//! connection and the daemon carry on.
+//! Requests: one JSON object per line, a tagged enum
+//! (`{"cmd":"connect","network":"bridge","netns":"/run/netns/c1"}`). A line longer than the limit
+//! ([`MAX_REQUEST`] by default), not UTF-8 or not a known request is refused with a
+//! [`DecodeError`] whose text tells the client what to send; the connection carries on.
 
-use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
-use std::io::{BufRead, BufReader, Write};
 use std::net::Ipv4Addr;
-use std::os::unix::net::UnixStream;
-use std::path::Path;
-use std::time::Duration;
 
 /// Longest request line accepted by default (`limits.control_request_bytes`).
 pub const MAX_REQUEST: usize = 64 * 1024;
@@ -124,39 +117,6 @@ fn yes() -> bool {
     true
 }
 
-/// A control response.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Response {
-    /// Whether the request succeeded.
-    pub ok: bool,
-    /// The result when ok.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<serde_json::Value>,
-    /// What went wrong, and what to do.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-impl Response {
-    /// A success.
-    pub fn ok(result: serde_json::Value) -> Response {
-        Response {
-            ok: true,
-            result: Some(result),
-            error: None,
-        }
-    }
-
-    /// A failure.
-    pub fn err(error: impl std::fmt::Display) -> Response {
-        Response {
-            ok: false,
-            result: None,
-            error: Some(error.to_string()),
-        }
-    }
-}
-
 /// Why a request line was refused; the text is sent back to the client as the error.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -179,33 +139,6 @@ pub fn decode_request(line: &[u8], max: usize) -> Result<Request, DecodeError> {
     }
     let text = std::str::from_utf8(line).map_err(|_| DecodeError::NotUtf8)?;
     Ok(serde_json::from_str(text.trim())?)
-}
-
-/// Sends one request and waits for the response.
-pub fn call(socket: &Path, req: &Request) -> Result<serde_json::Value> {
-    let stream = UnixStream::connect(socket).with_context(|| {
-        format!("cannot reach the daemon at {}: is `vswitch daemon` running (and are you allowed to open its socket)?", socket.display())
-    })?;
-    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let mut w = &stream;
-    let mut line = serde_json::to_string(req)?;
-    line.push('\n');
-    w.write_all(line.as_bytes())?;
-    let mut reader = BufReader::new(&stream);
-    let mut answer = String::new();
-    reader
-        .read_line(&mut answer)
-        .context("reading the daemon's answer")?;
-    if answer.is_empty() {
-        bail!("the daemon closed the connection without answering");
-    }
-    let resp: Response =
-        serde_json::from_str(&answer).context("the daemon's answer is not valid JSON")?;
-    match (resp.ok, resp.result, resp.error) {
-        (true, Some(v), _) => Ok(v),
-        (true, None, _) => Ok(serde_json::Value::Null),
-        (false, _, e) => bail!("{}", e.unwrap_or_else(|| "request failed".into())),
-    }
 }
 
 #[cfg(test)]

@@ -1,3 +1,0 @@
-//! The parts of the `vswitch` binary that other programs (fuzz targets, tests) use too.
-
-pub mod control;

@@ -1,0 +1,305 @@
+//! `network connect` / `disconnect`: a container's lease, its link (a veth pair, or a TAP made
+//! inside it by the rootless helper), its port on every packet loop, and re-attaching the
+//! containers whose link survived a restart.
+
+use crate::state::{Container, Daemon, lock, refresh_dns};
+use crate::uplink::{gateway_proto, proto_number};
+use anyhow::{Context, Result, bail};
+use datapath::engine::PortIo;
+use datapath::io::link::{self, VethSpec};
+use datapath::io::rootless::Request as HelperRequest;
+use datapath::io::tap::Tap;
+use datapath::ports::{AfPacketPort, TapPort};
+use ipam::LeaseMeta;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use switch::{PortAddress, PortId, PortKind};
+
+pub(crate) fn connect(
+    d: &Daemon,
+    network: &str,
+    netns: &str,
+    name: Option<String>,
+    ifname: Option<String>,
+    ip: Option<Ipv4Addr>,
+) -> Result<Container> {
+    let _guard = lock(&d.changes);
+    let rec = d
+        .store
+        .network(network)?
+        .with_context(|| format!("no network named {network:?}: see `vswitch network ls`"))?;
+    let netns_path = PathBuf::from(netns);
+    // A rootless daemon cannot see other user namespaces' files; its helper opens them.
+    if d.rootless.is_none() && !netns_path.exists() {
+        bail!("namespace {netns} does not exist (give /run/netns/NAME or /proc/PID/ns/net)");
+    }
+    let name = name.unwrap_or_else(|| {
+        netns_path
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    });
+    if name.is_empty() {
+        bail!("give the container a --name");
+    }
+    let port = loop {
+        let n = d.next_link.fetch_add(1, Ordering::Relaxed);
+        let candidate = format!("vsw{n}");
+        if !link::link_exists(&candidate) {
+            break candidate;
+        }
+    };
+    let ifname = ifname.unwrap_or_else(|| "eth0".to_string());
+    // The lease is committed first: whatever happens next, the address is never given twice.
+    let meta = LeaseMeta {
+        netns: netns.to_string(),
+        ifname: ifname.clone(),
+        host_ifname: port.clone(),
+        mac: None,
+    };
+    let (ip, lease) = d.store.allocate(network, &name, ip, meta)?;
+    let undo = |d: &Daemon| {
+        let _ = link::delete_link(&port);
+        let _ = d.store.release(network, &name);
+    };
+    let mac = match lease.mac.parse::<packet::MacAddr>() {
+        Ok(m) => m,
+        Err(e) => {
+            undo(d);
+            bail!("lease has a bad MAC: {e}");
+        }
+    };
+    let address = PortAddress {
+        mac: Some(mac),
+        ip: Some(ip),
+    };
+    let attached = match &d.rootless {
+        // Rootless: a TAP made inside the container by the helper (no veth can cross into a
+        // namespace owned by another user namespace). The link MTU is the bridge's (large).
+        Some(helper) => container_tap_of(netns)
+            .and_then(|pid| {
+                let req = HelperRequest::ContainerTap {
+                    pid,
+                    ifname: ifname.clone(),
+                    mac: mac.0,
+                    mtu: d.mtu,
+                    addr: (ip, rec.subnet.prefix_len()),
+                    gateway: (!rec.internal).then_some(rec.gateway),
+                };
+                let fd = helper
+                    .call(&req)
+                    .context("creating the container's TAP device")?;
+                Ok(Tap::from_fd(fd, &port)?)
+            })
+            .and_then(|tap| {
+                let ios = vec![Box::new(TapPort::from_tap(tap)) as Box<dyn PortIo>];
+                attach_ios(d, network, &port, address, ios)
+            }),
+        None => {
+            let spec = VethSpec {
+                host_ifname: &port,
+                peer_ifname: &format!("{port}p"),
+                netns: &netns_path,
+                container_ifname: &ifname,
+                mac: Some(mac.0),
+                mtu: rec.mtu.min(d.mtu),
+                addr: Some((ip, rec.subnet.prefix_len())),
+                gateway: (!rec.internal).then_some(rec.gateway),
+            };
+            link::create_container_veth(&spec)
+                .context("creating the container's veth pair")
+                .and_then(|()| attach_port(d, network, &port, address))
+        }
+    };
+    let port_id = match attached {
+        Ok(id) => id,
+        Err(e) => {
+            undo(d);
+            return Err(e);
+        }
+    };
+    let c = Container {
+        tap: d.rootless.is_some(),
+        name: name.clone(),
+        network: network.to_string(),
+        port,
+        ip,
+        mac: lease.mac,
+        netns: netns.to_string(),
+        ifname,
+        port_id,
+    };
+    lock(&d.containers).insert((network.to_string(), name), c.clone());
+    refresh_dns(d, network);
+    tracing::info!(container = %c.name, ip = %c.ip, port = %c.port, "connected");
+    Ok(c)
+}
+
+/// The process whose namespaces a rootless container lives in: `/proc/PID/ns/net` (what
+/// `network connect --pid PID` sends).
+pub(crate) fn container_tap_of(netns: &str) -> Result<u32> {
+    netns
+        .strip_prefix("/proc/")
+        .and_then(|rest| rest.strip_suffix("/ns/net"))
+        .and_then(|pid| pid.parse().ok())
+        .context(
+            "a rootless daemon attaches containers by process: use `network connect --pid PID`",
+        )
+}
+
+pub(crate) fn disconnect(d: &Daemon, network: &str, name: &str) -> Result<Container> {
+    let _guard = lock(&d.changes);
+    let c = lock(&d.containers)
+        .remove(&(network.to_string(), name.to_string()))
+        .with_context(|| {
+            format!(
+                "no container named {name:?} is connected to {network:?} (see `vswitch status`)"
+            )
+        })?;
+    let id = c.port_id;
+    d.call_all(move |e| {
+        e.detach(id);
+        e.pipeline_mut().remove_port(id);
+    });
+    if !c.tap {
+        link::delete_link(&c.port).with_context(|| format!("deleting {}", c.port))?;
+    }
+    if let Some(released) = d.store.release(network, name)? {
+        for (proto, host_port, _) in released.unpublished {
+            if let Some(g) = &d.gateway {
+                let _ = g.unpublish(gateway_proto(proto), host_port);
+            }
+            let num = proto_number(proto);
+            d.call_all(move |e| e.pipeline_mut().unpublish(num, host_port));
+        }
+    }
+    refresh_dns(d, network);
+    Ok(c)
+}
+
+/// Re-attaches containers whose link survived a restart; releases the leases of the others.
+pub(crate) fn reattach(d: &Daemon) {
+    let leases = match d.store.all_leases() {
+        Ok(l) => l,
+        Err(e) => return tracing::warn!("reading leases: {e}"),
+    };
+    for (network, ip, lease) in leases {
+        let alive = link::link_exists(&lease.host_ifname) && Path::new(&lease.netns).exists();
+        let attached = alive
+            .then(|| {
+                let address = PortAddress {
+                    mac: lease.mac.parse().ok(),
+                    ip: Some(ip),
+                };
+                attach_port(d, &network, &lease.host_ifname, address)
+            })
+            .transpose();
+        match attached {
+            Ok(Some(port_id)) => {
+                if let Some(n) = lease
+                    .host_ifname
+                    .strip_prefix("vsw")
+                    .and_then(|n| n.parse::<u32>().ok())
+                {
+                    d.next_link.fetch_max(n + 1, Ordering::Relaxed);
+                }
+                let c = Container {
+                    tap: false,
+                    name: lease.container.clone(),
+                    network: network.clone(),
+                    port: lease.host_ifname.clone(),
+                    ip,
+                    mac: lease.mac.clone(),
+                    netns: lease.netns.clone(),
+                    ifname: lease.ifname.clone(),
+                    port_id,
+                };
+                tracing::info!(container = %c.name, network = %network, ip = %ip, "re-attached");
+                lock(&d.containers).insert((network.clone(), c.name.clone()), c);
+            }
+            other => {
+                if let Err(e) = other {
+                    tracing::warn!("re-attaching {} on {network}: {e:#}", lease.container);
+                }
+                let _ = link::delete_link(&lease.host_ifname);
+                match d.store.release(&network, &lease.container) {
+                    Ok(_) => {
+                        tracing::info!(container = %lease.container, network = %network, "link gone: lease released")
+                    }
+                    Err(e) => tracing::warn!("releasing {}: {e}", lease.container),
+                }
+            }
+        }
+    }
+}
+
+/// Opens the host end `ifname` on every worker and adds it to `network`'s bridge, bound to the
+/// container's `address` (enforced when the network has anti-spoofing on).
+pub(crate) fn attach_port(
+    d: &Daemon,
+    network: &str,
+    ifname: &str,
+    address: PortAddress,
+) -> Result<PortId> {
+    let ios = AfPacketPort::open_group(ifname, d.engines.len(), d.groups.next())
+        .context("opening AF_PACKET on the host end")?
+        .into_iter()
+        .map(|p| Box::new(p) as Box<dyn PortIo>)
+        .collect();
+    attach_ios(d, network, ifname, address, ios)
+}
+
+/// Adds port `name` to `network`'s bridge on every worker, each with its I/O from `ios`.
+pub(crate) fn attach_ios(
+    d: &Daemon,
+    network: &str,
+    name: &str,
+    address: PortAddress,
+    ios: Vec<Box<dyn PortIo>>,
+) -> Result<PortId> {
+    let ifname = name;
+    let net_name = network.to_string();
+    let ids = d
+        .call_all(move |e| e.pipeline().topology().network_by_name(&net_name))
+        .context("packet loop not running")?;
+    let Some(Some(net_id)) = ids.first().copied() else {
+        bail!("network {network:?} is not in the datapath");
+    };
+    if ios.len() != d.engines.len() {
+        bail!("port {name}: one I/O per packet loop needed");
+    }
+    let mut ids = Vec::with_capacity(ios.len());
+    let mut failure = None;
+    for (handle, io) in d.engines.iter().zip(ios) {
+        let port_name = ifname.to_string();
+        let attached = handle.call(move |e| -> Result<PortId, String> {
+            let id = e
+                .pipeline_mut()
+                .add_port(&port_name, PortKind::AfPacket, net_id, address)
+                .map_err(|e| e.to_string())?;
+            e.attach(id, io).map_err(|e| e.to_string())?;
+            Ok(id)
+        });
+        match attached {
+            Some(Ok(id)) => ids.push(id),
+            Some(Err(e)) => failure = Some(e),
+            None => failure = Some("packet loop not running".into()),
+        }
+    }
+    match (failure, ids.first()) {
+        (None, Some(&id)) if ids.iter().all(|&i| i == id) => Ok(id),
+        (failure, _) => {
+            for &id in &ids {
+                d.call_all(move |e| {
+                    e.detach(id);
+                    e.pipeline_mut().remove_port(id);
+                });
+            }
+            bail!(
+                "attaching the port failed: {}",
+                failure.unwrap_or_else(|| "workers disagree on the port id".into())
+            )
+        }
+    }
+}

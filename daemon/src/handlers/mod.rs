@@ -1,0 +1,73 @@
+//! One module per resource the control protocol names: what each request does to the store and
+//! the packet loops. [`run`] only dispatches.
+
+mod container;
+mod network;
+mod port;
+mod status;
+
+pub(crate) use container::reattach;
+
+use crate::state::Daemon;
+use anyhow::Result;
+use control::Request;
+use std::sync::atomic::Ordering;
+
+/// Carries out one request; the value is the response's `result`.
+pub(crate) fn run(d: &Daemon, req: Request) -> Result<serde_json::Value> {
+    Ok(match req {
+        Request::Status => status::status(d)?,
+        Request::Stats => status::stats(d)?,
+        Request::Fdb => status::fdb(d)?,
+        Request::Conntrack => status::conntrack(d)?,
+        Request::ConntrackFlush => status::conntrack_flush(d)?,
+        Request::Connect {
+            network,
+            netns,
+            name,
+            ifname,
+            ip,
+        } => serde_json::to_value(container::connect(d, &network, &netns, name, ifname, ip)?)?,
+        Request::Disconnect { network, name } => {
+            serde_json::to_value(container::disconnect(d, &network, &name)?)?
+        }
+        Request::NetworkCreate {
+            name,
+            subnet,
+            gateway,
+            ip_range,
+            internal,
+            icc,
+            anti_spoofing,
+            mtu,
+            labels,
+        } => {
+            let mut spec = ipam::NetworkSpec::new(name);
+            spec.subnet = subnet;
+            spec.gateway = gateway;
+            spec.ip_range = ip_range;
+            spec.internal = internal;
+            spec.icc = icc;
+            spec.anti_spoofing = anti_spoofing;
+            spec.mtu = mtu;
+            spec.labels = labels;
+            serde_json::to_value(network::create(d, spec)?)?
+        }
+        Request::NetworkLs => network::ls(d)?,
+        Request::NetworkInspect { names } => serde_json::to_value(network::inspect(d, &names)?)?,
+        Request::NetworkRm { name } => network::rm(d, &name)?,
+        Request::PortPublish {
+            network,
+            container,
+            host_port,
+            container_port,
+            proto,
+        } => port::publish(d, &network, &container, host_port, container_port, &proto)?,
+        Request::PortLs => port::ls(d)?,
+        Request::PortRm { proto, host_port } => port::rm(d, &proto, host_port)?,
+        Request::Shutdown => {
+            d.shutdown.store(true, Ordering::Relaxed);
+            serde_json::json!({})
+        }
+    })
+}

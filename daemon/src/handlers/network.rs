@@ -1,0 +1,125 @@
+//! `network create`, `ls`, `inspect` and `rm`: the store first, then every packet loop; a change
+//! the datapath refuses is undone in the store.
+
+use crate::state::{Daemon, def_of, lock, refresh_dns};
+use anyhow::{Context, Result, bail};
+use control::docker::{Endpoint, Ipam, IpamConfig, NetworkInspect};
+use ipam::{NetworkRecord, NetworkSpec};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+/// Creates a network in the store and on every loop; answers as `network inspect` does.
+pub(super) fn create(d: &Daemon, spec: NetworkSpec) -> Result<NetworkInspect> {
+    let _guard = lock(&d.changes);
+    let rec = d.store.create_network(spec)?;
+    let def = def_of(&rec);
+    let added = d.call_all(move |e| {
+        e.pipeline_mut()
+            .add_network(&def)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+    if let Some(Err(e)) = added.as_ref().and_then(|v| v.iter().find(|r| r.is_err())) {
+        let _ = d.store.remove_network(&rec.name);
+        bail!("the datapath refused the network: {e}");
+    }
+    refresh_dns(d, &rec.name);
+    inspect_one(d, &rec)
+}
+
+/// One row per network, with its container count.
+pub(super) fn ls(d: &Daemon) -> Result<Value> {
+    let nets = d.store.networks()?;
+    let mut out = Vec::with_capacity(nets.len());
+    for n in &nets {
+        out.push(json!({
+            "id": n.id.get(..12).unwrap_or(&n.id),
+            "name": n.name,
+            "driver": "vswitch",
+            "subnet": n.subnet,
+            "gateway": n.gateway,
+            "internal": n.internal,
+            "icc": n.icc,
+            "anti_spoofing": n.anti_spoofing,
+            "containers": d.store.leases(&n.name)?.len(),
+        }));
+    }
+    Ok(Value::Array(out))
+}
+
+/// `docker network inspect`-shaped records of the named networks.
+pub(super) fn inspect(d: &Daemon, names: &[String]) -> Result<Vec<NetworkInspect>> {
+    names
+        .iter()
+        .map(|name| {
+            let n = d
+                .store
+                .network(name)?
+                .with_context(|| format!("no such network: {name}"))?;
+            inspect_one(d, &n)
+        })
+        .collect()
+}
+
+/// Removes a network without containers from the store and every loop.
+pub(super) fn rm(d: &Daemon, name: &str) -> Result<Value> {
+    let _guard = lock(&d.changes);
+    let rec = d.store.remove_network(name)?;
+    let n = name.to_string();
+    d.call_all(move |e| e.pipeline_mut().remove_network(&n))
+        .context("the packet loop is not running")?;
+    Ok(json!({ "name": rec.name, "id": rec.id }))
+}
+
+fn inspect_one(d: &Daemon, n: &NetworkRecord) -> Result<NetworkInspect> {
+    let containers = d
+        .store
+        .leases(&n.name)?
+        .into_iter()
+        .map(|(ip, l)| {
+            let endpoint = Endpoint {
+                ipv4_address: format!("{ip}/{}", n.subnet.prefix_len()),
+                ipv6_address: String::new(),
+                interface: l.host_ifname,
+                mac_address: l.mac,
+                name: l.container.clone(),
+            };
+            (l.container, endpoint)
+        })
+        .collect();
+    let options = BTreeMap::from([
+        (
+            "com.docker.network.bridge.enable_icc".to_string(),
+            n.icc.to_string(),
+        ),
+        (
+            "vswitch.anti_spoofing".to_string(),
+            n.anti_spoofing.to_string(),
+        ),
+        (
+            "com.docker.network.driver.mtu".to_string(),
+            n.mtu.to_string(),
+        ),
+    ]);
+    Ok(NetworkInspect {
+        containers,
+        created: n.created_unix,
+        driver: "vswitch".into(),
+        enable_ipv6: false,
+        ipam: Ipam {
+            config: vec![IpamConfig {
+                gateway: n.gateway.to_string(),
+                ip_range: n.ip_range.map(|r| r.to_string()),
+                subnet: n.subnet.to_string(),
+            }],
+            driver: "default".into(),
+            options: BTreeMap::new(),
+        },
+        id: n.id.clone(),
+        internal: n.internal,
+        labels: n.labels.clone(),
+        name: n.name.clone(),
+        options,
+        scope: "local".into(),
+    })
+}

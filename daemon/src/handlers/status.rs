@@ -1,0 +1,60 @@
+//! `status`, `stats`, `fdb show`, `conntrack ls` and `conntrack flush`: snapshots merged over the
+//! packet loops.
+
+use crate::state::{Container, Daemon, lock, snapshot};
+use anyhow::{Context, Result};
+use serde_json::{Value, json};
+
+/// Networks, containers and per-worker loop counters.
+pub(super) fn status(d: &Daemon) -> Result<Value> {
+    let io = d
+        .call_all(|e| e.io_counters())
+        .context("the packet loop is not running")?;
+    let containers: Vec<Container> = lock(&d.containers).values().cloned().collect();
+    let networks: Vec<Value> = d
+        .store
+        .networks()?
+        .iter()
+        .map(|n| {
+            json!({
+                "name": n.name,
+                "subnet": n.subnet,
+                "gateway": n.gateway,
+                "internal": n.internal,
+                "icc": n.icc,
+                "anti_spoofing": n.anti_spoofing,
+            })
+        })
+        .collect();
+    Ok(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_secs": d.started.elapsed().as_secs(),
+        "networks": networks,
+        "containers": containers,
+        "workers": io,
+    }))
+}
+
+/// Per-port counters and drops by reason, bridge and conntrack counters.
+pub(super) fn stats(d: &Daemon) -> Result<Value> {
+    let s = snapshot(d)?;
+    Ok(json!({ "ports": s.ports, "bridge": s.bridge, "conntrack": s.conntrack_counters }))
+}
+
+/// The FDB of every loop, merged.
+pub(super) fn fdb(d: &Daemon) -> Result<Value> {
+    Ok(serde_json::to_value(snapshot(d)?.fdb)?)
+}
+
+/// Tracked connections and the tracker's counters.
+pub(super) fn conntrack(d: &Daemon) -> Result<Value> {
+    let s = snapshot(d)?;
+    Ok(json!({ "counters": s.conntrack_counters, "entries": s.conntrack }))
+}
+
+/// Forgets every tracked connection on every loop.
+pub(super) fn conntrack_flush(d: &Daemon) -> Result<Value> {
+    d.call_all(|e| e.pipeline_mut().flush_conntrack())
+        .context("the packet loop is not running")?;
+    Ok(json!({}))
+}

@@ -1,0 +1,231 @@
+//! Start-up and shut-down: the topology and the state, one pipeline per worker with the stored
+//! networks and published ports, the ports opened on every loop, the loops started, the
+//! containers of the last run re-attached; then the accept loop until SIGTERM/SIGINT or a
+//! `shutdown` request, and the links the daemon made removed.
+
+use crate::state::{Daemon, FanoutGroups, def_of, lock, refresh_dns, register_config_networks};
+use crate::uplink::{
+    ROOTLESS_TOPOLOGY, gateway_published, host_resolvers, proto_number, socket_uplink,
+};
+use crate::{DaemonOptions, handlers, server};
+use anyhow::{Context, Result, bail};
+use datapath::engine::{Engine, EngineHandle, PortIo};
+use datapath::io::link;
+use datapath::ports::{AfPacketPort, TapPort};
+use ipam::Store;
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+use switch::{Config, PortId, PortKind};
+
+type LoopThread = JoinHandle<std::io::Result<()>>;
+
+/// Runs the daemon until SIGTERM/SIGINT or a `shutdown` request.
+pub fn run(opts: DaemonOptions) -> Result<()> {
+    let (config, origin) = load_topology(&opts)?;
+    std::fs::create_dir_all(&opts.state_dir)
+        .with_context(|| format!("cannot create state dir {}", opts.state_dir.display()))?;
+    let store_path = opts.state_dir.join("state.redb");
+    let store = Store::open(&store_path)
+        .with_context(|| format!("opening state {}", store_path.display()))?;
+    register_config_networks(&store, &config)?;
+    let checked = store
+        .verify()
+        .context("the state file failed its consistency check")?;
+    tracing::info!(leases = checked, "state verified");
+
+    let workers = opts.workers.max(1);
+    let pipelines = (0..workers)
+        .map(|_| stored_pipeline(&config, &origin, &store))
+        .collect::<Result<Vec<_>>>()?;
+    let topo = pipelines[0].topology().clone();
+    // A socket uplink reaches the host's own resolvers too (its sockets live in the host's
+    // namespace), loopback ones such as systemd-resolved's 127.0.0.53 included.
+    let socket_uplink_port = topo.ports.iter().any(|p| p.kind == PortKind::Socket);
+    let upstream = if config.dns.upstream.is_empty() {
+        host_resolvers(socket_uplink_port)
+    } else {
+        config.dns.upstream.clone()
+    };
+    let (mut engines, handles): (Vec<Engine>, Vec<EngineHandle>) =
+        Engine::group(pipelines)?.into_iter().unzip();
+    let groups = FanoutGroups::new();
+    let gateway = open_topology_ports(&opts, &config, &topo, &upstream, &groups, &mut engines)?;
+    let loop_threads = engines
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut engine)| {
+            std::thread::Builder::new()
+                .name(format!("vswitch-loop{i}"))
+                .spawn(move || engine.run())
+        })
+        .collect::<std::io::Result<Vec<_>>>()?;
+
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&shutdown))?;
+    }
+    let daemon = Arc::new(Daemon {
+        engines: handles,
+        groups,
+        store,
+        containers: Mutex::new(BTreeMap::new()),
+        changes: Mutex::new(()),
+        next_link: AtomicU32::new(0),
+        shutdown,
+        started: Instant::now(),
+        mtu: topo.bridge.mtu,
+        rootless: opts.rootless.clone(),
+        gateway,
+        clients: AtomicUsize::new(0),
+        max_clients: topo.limits.control_clients.max(1) as usize,
+        max_request: topo.limits.control_request_bytes.max(64) as usize,
+    });
+    restore(&daemon, upstream);
+
+    let listener = server::bind_socket(&opts.socket)?;
+    tracing::info!(socket = %opts.socket.display(), "vswitch daemon ready");
+    eprintln!("vswitch daemon: listening on {}", opts.socket.display());
+    server::accept_until_shutdown(&daemon, &listener);
+    eprintln!("vswitch daemon: shutting down");
+    stop(&daemon, loop_threads);
+    let _ = std::fs::remove_file(&opts.socket);
+    Ok(())
+}
+
+/// The topology file's text parsed, or the embedded rootless one; with where it came from.
+fn load_topology(opts: &DaemonOptions) -> Result<(Config, String)> {
+    let (text, origin) = match &opts.config {
+        Some(path) => (
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read topology {}", path.display()))?,
+            path.display().to_string(),
+        ),
+        None => (
+            ROOTLESS_TOPOLOGY.to_string(),
+            "the embedded rootless topology".to_string(),
+        ),
+    };
+    let config = Config::from_toml(&text).with_context(|| origin.clone())?;
+    Ok((config, origin))
+}
+
+/// A pipeline for one worker, with the store's networks and published ports.
+fn stored_pipeline(config: &Config, origin: &str, store: &Store) -> Result<switch::Pipeline> {
+    let mut p = switch::Pipeline::new(config).with_context(|| origin.to_string())?;
+    for n in store.networks()? {
+        p.add_network(&def_of(&n))
+            .with_context(|| format!("network {:?} from the state", n.name))?;
+    }
+    for (proto, host_port, publ) in store.published()? {
+        p.publish(
+            proto_number(proto),
+            host_port,
+            publ.container_ip,
+            publ.container_port,
+        );
+    }
+    Ok(p)
+}
+
+/// Opens the topology file's ports on every worker; the socket gateway's handle when the
+/// uplink is a socket port.
+fn open_topology_ports(
+    opts: &DaemonOptions,
+    config: &Config,
+    topo: &switch::Topology,
+    upstream: &[Ipv4Addr],
+    groups: &FanoutGroups,
+    engines: &mut [Engine],
+) -> Result<Option<sockgw::GatewayHandle>> {
+    let workers = engines.len();
+    let mut gateway = None;
+    for (i, p) in topo.ports.iter().enumerate() {
+        let id = PortId(i as u16);
+        let ios: Vec<Box<dyn PortIo>> = match p.kind {
+            PortKind::Tap => TapPort::create_group(&p.name, topo.bridge.mtu, workers)
+                .with_context(|| format!("port {}: cannot create TAP device", p.name))?
+                .into_iter()
+                .map(|t| Box::new(t) as Box<dyn PortIo>)
+                .collect(),
+            PortKind::AfPacket => AfPacketPort::open_group(&p.name, workers, groups.next())
+                .with_context(|| {
+                    format!(
+                        "port {}: cannot open AF_PACKET on interface {:?}",
+                        p.name, p.name
+                    )
+                })?
+                .into_iter()
+                .map(|t| Box::new(t) as Box<dyn PortIo>)
+                .collect(),
+            PortKind::Pcap => bail!(
+                "port {}: pcap ports are for `vswitch replay`, not the daemon",
+                p.name
+            ),
+            PortKind::Socket => {
+                if workers > 1 {
+                    bail!("port {}: a socket uplink needs --workers 1", p.name);
+                }
+                let dns_loopback = upstream
+                    .iter()
+                    .copied()
+                    .filter(|a| a.is_loopback())
+                    .collect();
+                let port = socket_uplink(config, topo, dns_loopback, opts.rootless.clone())?;
+                gateway = Some(port.handle());
+                vec![Box::new(port)]
+            }
+        };
+        for (engine, io) in engines.iter_mut().zip(ios) {
+            engine.attach(id, io)?;
+        }
+    }
+    Ok(gateway)
+}
+
+/// What the last run left: containers whose link survived, host listening sockets of ports
+/// published at run time, DNS upstreams and names.
+fn restore(daemon: &Daemon, upstream: Vec<Ipv4Addr>) {
+    handlers::reattach(daemon);
+    if let Some(g) = &daemon.gateway {
+        for (proto, host_port, _) in daemon.store.published().unwrap_or_default() {
+            if let Err(e) = g.publish(gateway_published(proto, host_port)) {
+                tracing::warn!("cannot listen on host {proto} port {host_port} again: {e}");
+            }
+        }
+    }
+    tracing::info!(?upstream, "DNS forwarding");
+    daemon.call_all(move |e| e.pipeline_mut().set_dns_upstream(upstream.clone()));
+    if let Ok(nets) = daemon.store.networks() {
+        for n in nets {
+            refresh_dns(daemon, &n.name);
+        }
+    }
+}
+
+/// Stops the loops, then removes the links the daemon made and releases their leases.
+fn stop(daemon: &Daemon, loop_threads: Vec<LoopThread>) {
+    let _guard = lock(&daemon.changes);
+    daemon.call_all(|e| e.stop());
+    for t in loop_threads {
+        match t.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("packet loop ended with {e}"),
+            Err(_) => tracing::warn!("packet loop panicked"),
+        }
+    }
+    let containers = std::mem::take(&mut *lock(&daemon.containers));
+    for c in containers.values() {
+        if let Err(e) = link::delete_link(&c.port)
+            && !c.tap
+        {
+            tracing::warn!("removing {}: {e}", c.port);
+        }
+        if let Err(e) = daemon.store.release(&c.network, &c.name) {
+            tracing::warn!("releasing {} on {}: {e}", c.name, c.network);
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! The daemon's state and who owns it.
+//!
+//! [`Daemon`] is shared by the accept loop and the control threads behind an `Arc`. Lock order:
+//! `changes` (held for the whole of a change, so the store and the pipelines change in step)
+//! before `containers`; neither is ever held while waiting on a packet loop that waits for them.
+//! The packet loops own the pipelines: the control plane reaches them only by sending closures
+//! ([`Daemon::call_all`]) that run between batches.
+
+use anyhow::{Context, Result, bail};
+use datapath::engine::{Engine, EngineHandle};
+use datapath::io::rootless::HostHelper;
+use ipam::{NetworkRecord, NetworkSpec, Store};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use switch::runtime::NetworkDef;
+use switch::{Config, PortId};
+
+/// A container attached to a network.
+#[derive(Debug, Clone, Serialize)]
+pub struct Container {
+    /// Name.
+    pub name: String,
+    /// Network name.
+    pub network: String,
+    /// Switch port name (= host-side interface).
+    pub port: String,
+    /// Its address.
+    pub ip: Ipv4Addr,
+    /// Its MAC.
+    pub mac: String,
+    /// Namespace path it lives in.
+    pub netns: String,
+    /// Interface inside the namespace.
+    pub ifname: String,
+    #[serde(skip)]
+    pub(crate) port_id: PortId,
+    /// A TAP inside the container (rootless): it goes away with its descriptor, there is no
+    /// host-side link to delete.
+    #[serde(skip)]
+    pub(crate) tap: bool,
+}
+
+/// Fanout group ids for the ports' socket groups: unique per port within the namespace.
+pub(crate) struct FanoutGroups(std::sync::atomic::AtomicU16);
+
+impl FanoutGroups {
+    pub(crate) fn new() -> FanoutGroups {
+        // Start from a per-process offset so two daemons in one namespace do not collide.
+        FanoutGroups(std::sync::atomic::AtomicU16::new(
+            (std::process::id() as u16).wrapping_mul(97),
+        ))
+    }
+
+    pub(crate) fn next(&self) -> u16 {
+        self.0.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+pub(crate) struct Daemon {
+    /// One handle per worker; worker 0 first.
+    pub(crate) engines: Vec<EngineHandle>,
+    pub(crate) groups: FanoutGroups,
+    pub(crate) store: Store,
+    /// Attached containers by (network, name).
+    pub(crate) containers: Mutex<BTreeMap<(String, String), Container>>,
+    /// Serializes control-plane changes so the store and the pipelines change in step.
+    pub(crate) changes: Mutex<()>,
+    pub(crate) next_link: AtomicU32,
+    pub(crate) shutdown: Arc<AtomicBool>,
+    pub(crate) started: Instant,
+    pub(crate) mtu: u16,
+    pub(crate) rootless: Option<Arc<HostHelper>>,
+    /// The socket gateway serving a socket uplink: published ports are its listening sockets.
+    pub(crate) gateway: Option<sockgw::GatewayHandle>,
+    /// Control clients being served now, and the limits on them (`[limits]`).
+    pub(crate) clients: AtomicUsize,
+    pub(crate) max_clients: usize,
+    pub(crate) max_request: usize,
+}
+
+/// Counts a served control client; the count drops when the client's thread ends, however.
+pub(crate) struct ClientSlot(pub(crate) Arc<Daemon>);
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.0.clients.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Daemon {
+    /// Runs `f` on every worker, in worker order; `None` if any loop has stopped.
+    pub(crate) fn call_all<T: Send + 'static>(
+        &self,
+        f: impl Fn(&mut Engine) -> T + Send + Clone + 'static,
+    ) -> Option<Vec<T>> {
+        self.engines.iter().map(|h| h.call(f.clone())).collect()
+    }
+}
+
+pub(crate) fn def_of(n: &NetworkRecord) -> NetworkDef {
+    NetworkDef {
+        name: n.name.clone(),
+        subnet: n.subnet,
+        gateway: n.gateway,
+        internal: n.internal,
+        icc: n.icc,
+        anti_spoofing: n.anti_spoofing,
+    }
+}
+
+/// Makes the store agree with the topology file's networks: the file's `bridge` must be the
+/// default one, other networks are registered (or must match what is registered).
+pub(crate) fn register_config_networks(store: &Store, config: &Config) -> Result<()> {
+    store.ensure_default_bridge()?;
+    for n in &config.networks {
+        let (Some(subnet), Some(gateway)) = (n.subnet, n.gateway) else {
+            continue;
+        };
+        match store.network(&n.name)? {
+            Some(rec) if rec.subnet == subnet && rec.gateway == gateway => {}
+            Some(rec) => bail!(
+                "network {:?} is {} (gateway {}) in the topology file but {} (gateway {}) in the state: make them agree, or remove it with `vswitch network rm`",
+                n.name,
+                subnet,
+                gateway,
+                rec.subnet,
+                rec.gateway
+            ),
+            None => {
+                let mut spec = NetworkSpec::new(n.name.clone());
+                spec.subnet = Some(subnet);
+                spec.gateway = Some(gateway);
+                spec.internal = n.internal;
+                spec.icc = n.icc;
+                spec.anti_spoofing = n.anti_spoofing;
+                store.create_network(spec).with_context(|| {
+                    format!("registering network {:?} of the topology file", n.name)
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Gives every worker the current names of `network`'s containers (user-defined networks only:
+/// the default bridge has no embedded DNS, as in Docker).
+pub(crate) fn refresh_dns(d: &Daemon, network: &str) {
+    let Ok(Some(rec)) = d.store.network(network) else {
+        return;
+    };
+    let table = if rec.builtin {
+        None
+    } else {
+        let leases = d.store.leases(network).unwrap_or_default();
+        Some(switch::dns_gateway::DnsTable::new(
+            leases.into_iter().map(|(ip, l)| (l.container, ip)),
+        ))
+    };
+    let name = network.to_string();
+    d.call_all(move |e| {
+        if let Some(id) = e.pipeline().topology().network_by_name(&name) {
+            e.pipeline_mut().set_dns_table(id, table.clone());
+        }
+    });
+}
+
+pub(crate) fn snapshot(d: &Daemon) -> Result<switch::Snapshot> {
+    let parts = d
+        .call_all(|e| e.pipeline().snapshot(e.now()))
+        .context("the packet loop is not running")?;
+    switch::affinity::merge_snapshots(parts).context("no packet loop")
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panicked holder leaves data that is still consistent for our uses (maps of records).
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
