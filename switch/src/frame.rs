@@ -1,8 +1,8 @@
 //! The frame context: what every stage needs to know about the frame in hand and where its
 //! results go.
 //!
-//! A [`Frame`] is built by the pipeline for one received frame once the bridge has checked and
-//! learned it, and lent to the stages (L2 forwarding, the L3 gateway). It carries the frame's
+//! A [`Frame`] is built by the pipeline for one received frame once the bridge has checked it
+//! (and, on a container port, learned its source), and lent to the stages (L2 forwarding, the L3 gateway). It carries the frame's
 //! metadata (clock, ingress port, ingress network), read access to the topology and the FDB, and
 //! the egress sink: the batch's output list and the counters. Stages never push to the output
 //! list themselves: [`Frame::emit`], [`Frame::flood`] and [`Frame::deliver`] count every frame
@@ -72,8 +72,8 @@ pub(crate) struct Frame<'a> {
     pub(crate) network: Option<NetworkId>,
     /// The topology (ports, networks, uplink).
     pub(crate) topo: &'a Topology,
-    /// The L2 component, for lookups on the way out.
-    pub(crate) bridge: &'a Bridge,
+    /// The L2 component, for [`Frame::deliver`]'s lookups.
+    bridge: &'a Bridge,
     counters: &'a mut Counters,
     output: &'a mut Vec<Packet>,
 }
