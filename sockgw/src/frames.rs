@@ -316,4 +316,155 @@ mod tests {
         }
         assert!(udp_frame(&c, src, 1, &vec![0u8; 70000]).is_none());
     }
+
+    const SYN: u8 = 0x02;
+    const ACK: u8 = 0x10;
+
+    #[test]
+    fn tcp_segments_are_read_with_their_sequence_space() {
+        let c = cfg();
+        let far = Ipv4Addr::new(192, 0, 2, 9);
+        let syn = packet::build::tcp(
+            c.mac,
+            c.gateway_mac,
+            c.address,
+            far,
+            40000,
+            80,
+            7,
+            0,
+            SYN,
+            b"",
+        );
+        match parse(&syn, &c) {
+            Ok(Parsed::Tcp {
+                src,
+                dst,
+                syn_only,
+                seq,
+                seg_len,
+            }) => {
+                assert_eq!(src, SocketAddrV4::new(c.address, 40000));
+                assert_eq!(dst, SocketAddrV4::new(far, 80));
+                assert!(syn_only);
+                assert_eq!((seq, seg_len), (7, 1));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let data = packet::build::tcp(
+            c.mac,
+            c.gateway_mac,
+            c.address,
+            far,
+            40000,
+            80,
+            8,
+            1,
+            ACK,
+            b"abc",
+        );
+        assert!(matches!(
+            parse(&data, &c),
+            Ok(Parsed::Tcp {
+                syn_only: false,
+                seg_len: 3,
+                ..
+            })
+        ));
+        // From another source than U.
+        let spoofed = packet::build::tcp(c.mac, c.gateway_mac, far, far, 1, 80, 0, 0, SYN, b"");
+        assert_eq!(parse(&spoofed, &c).err(), Some(DropReason::NotForUs));
+    }
+
+    #[test]
+    fn only_echo_requests_are_taken_from_icmp() {
+        let c = cfg();
+        let far = Ipv4Addr::new(192, 0, 2, 9);
+        let req =
+            packet::build::icmp_echo(c.mac, c.gateway_mac, c.address, far, true, 0x1234, 1, b"hi");
+        match parse(&req, &c) {
+            Ok(Parsed::IcmpEcho {
+                dst,
+                ident,
+                message,
+            }) => {
+                assert_eq!((dst, ident), (far, 0x1234));
+                assert_eq!(message.len(), 8 + 2, "the whole ICMP message");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let reply =
+            packet::build::icmp_echo(c.mac, c.gateway_mac, c.address, far, false, 1, 1, b"");
+        assert_eq!(parse(&reply, &c).err(), Some(DropReason::Unsupported));
+    }
+
+    #[test]
+    fn echo_replies_get_the_containers_identifier_back() {
+        let c = cfg();
+        let far = Ipv4Addr::new(192, 0, 2, 9);
+        // As the host's ping socket returns it: the kernel's identifier 999, "abc".
+        let mut msg = vec![0u8, 0, 0, 0, 0x03, 0xe7, 0, 5, b'a', b'b', b'c'];
+        let f = icmp_echo_reply_frame(&c, far, 0x1234, &msg).unwrap();
+        let ip = Ipv4Packet::new_checked(&f[ETH_HEADER_LEN..]).unwrap();
+        assert!(ip.verify_checksum());
+        assert_eq!((ip.src_addr(), ip.dst_addr()), (far, c.address));
+        assert_eq!(&f[0..6], &c.mac.0);
+        let icmp = Icmpv4Packet::new_checked(ip.payload()).unwrap();
+        assert_eq!(icmp.msg_type(), Icmpv4Message::EchoReply);
+        assert_eq!((icmp.echo_ident(), icmp.echo_seq_no()), (0x1234, 5));
+        assert!(icmp.verify_checksum());
+        assert_eq!(icmp.data(), b"abc");
+        // Anything but an echo reply is not passed on.
+        msg[0] = 8;
+        assert!(icmp_echo_reply_frame(&c, far, 0x1234, &msg).is_none());
+        assert!(icmp_echo_reply_frame(&c, far, 0x1234, &[0, 0]).is_none());
+    }
+
+    #[test]
+    fn a_refusing_rst_acks_the_syn() {
+        let c = cfg();
+        let server = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 9), 80);
+        let client = SocketAddrV4::new(c.address, 40000);
+        // ACK = SEQ + LEN, wrapping.
+        let f = tcp_rst(&c, server, client, u32::MAX, 1).unwrap();
+        let ip = Ipv4Packet::new_checked(&f[ETH_HEADER_LEN..]).unwrap();
+        assert_eq!((ip.src_addr(), ip.dst_addr()), (*server.ip(), c.address));
+        let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
+        assert_eq!((tcp.src_port(), tcp.dst_port()), (80, 40000));
+        assert!(tcp.rst() && tcp.ack() && !tcp.syn() && !tcp.fin());
+        assert_eq!((tcp.seq_number().0, tcp.ack_number().0), (0, 0));
+        assert!(tcp.verify_checksum(&IpAddress::Ipv4(*server.ip()), &IpAddress::Ipv4(c.address)));
+    }
+
+    #[test]
+    fn arp_requests_for_any_address_are_answered_with_the_gateway_mac() {
+        let c = cfg();
+        let asked = Ipv4Addr::new(198, 51, 100, 1);
+        let req = packet::build::arp_request(c.mac, c.address, asked);
+        let Ok(Parsed::Arp(Some(repr))) = parse(&req, &c) else {
+            panic!("not an ARP request to answer")
+        };
+        let f = arp_reply(&c, &repr).unwrap();
+        assert_eq!(&f[0..6], &c.mac.0);
+        let arp = ArpPacket::new_checked(&f[ETH_HEADER_LEN..]).unwrap();
+        match ArpRepr::parse(&arp).unwrap() {
+            ArpRepr::EthernetIpv4 {
+                operation,
+                source_hardware_addr,
+                source_protocol_addr,
+                target_hardware_addr,
+                target_protocol_addr,
+            } => {
+                assert_eq!(operation, ArpOperation::Reply);
+                assert_eq!(source_hardware_addr, EthernetAddress(c.gateway_mac.0));
+                assert_eq!(source_protocol_addr, asked);
+                assert_eq!(target_hardware_addr, EthernetAddress(c.mac.0));
+                assert_eq!(target_protocol_addr, c.address);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // Gratuitous ARP needs no answer.
+        let gratuitous = packet::build::arp_request(c.mac, c.address, c.address);
+        assert!(matches!(parse(&gratuitous, &c), Ok(Parsed::Arp(None))));
+    }
 }

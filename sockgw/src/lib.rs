@@ -14,14 +14,23 @@
 //!
 //! Threading: [`SocketGateway::run`] owns everything on the calling thread; only the
 //! [`Counters`] are shared (atomics).
+//!
+//! Layout, by role: `event_loop` (the mio loop, the link, commands, timers) owns the shared
+//! state `ctx::Ctx` and lends it to one role per event: `tcp` (flows; `tcp/relay` moves their
+//! bytes), `dgram` (UDP and ICMP echo flows) or `listen` (published ports). `frames` parses and
+//! builds the frames handled outside smoltcp; `device` is smoltcp's view of the link.
 
 mod counters;
+mod ctx;
 mod device;
+mod dgram;
+mod event_loop;
 mod frames;
-mod gateway;
+mod listen;
+mod tcp;
 
 pub use counters::{Counters, CountersSnapshot};
-pub use gateway::{Command, GatewayHandle, SocketGateway};
+pub use event_loop::{Command, GatewayHandle, SocketGateway};
 pub use packet::MacAddr;
 
 use std::net::Ipv4Addr;

@@ -1,0 +1,372 @@
+//! Published ports: the host listening sockets, and the clients of published UDP ports.
+//!
+//! [`Listeners`] owns one slot per port ever published, in order: a TCP listener, a bound UDP
+//! socket, or `Closed` once unpublished. Accepted TCP connections are handed to the event loop
+//! (which gives them to `tcp`); datagrams on a UDP port become frames to U:host_port from the
+//! real client's address, and the container's replies to that client leave through the same
+//! socket.
+//!
+//! Invariants:
+//! - Slot `i` is registered under token `FIRST_LISTENER + i`. Slots are never removed or
+//!   reordered (unpublishing leaves `Closed`), so a token always names the same port.
+//! - A port is bound and listening when published: a port in use fails the publish, not later.
+//! - A UDP client lives in `udp_clients` while it exchanges datagrams; idle longer than
+//!   [`DATAGRAM_IDLE_TIMEOUT`] it is forgotten (counted as `dgram_expired`).
+
+use std::collections::HashMap;
+use std::io::{self, ErrorKind};
+use std::net::{SocketAddr, SocketAddrV4};
+use std::time::Instant as StdInstant;
+
+use mio::net::{TcpListener, TcpStream, UdpSocket};
+use mio::{Interest, Token};
+use socket2::{Domain, Protocol, SockAddr, Type};
+
+use crate::counters::Counters;
+use crate::ctx::{Ctx, FIRST_FLOW, would_block};
+use crate::{DATAGRAM_IDLE_TIMEOUT, HostSockets, Proto, Published, frames};
+
+/// Token of the first listener; slot `i` has `FIRST_LISTENER + i`.
+pub(crate) const FIRST_LISTENER: usize = 1;
+
+enum Listener {
+    Tcp(TcpListener, u16),
+    Udp(UdpSocket, u16),
+    /// Unpublished: the slot stays so that listener indexes (tokens) never move.
+    Closed,
+}
+
+/// What one `accept` on a TCP listener gave.
+pub(crate) enum Accept {
+    /// A connection from `peer` to published port `port`.
+    Conn {
+        stream: TcpStream,
+        peer: SocketAddrV4,
+        port: u16,
+    },
+    /// Nothing usable this time (interrupted, or an IPv6 peer); try again.
+    Again,
+    /// Nothing more to accept now (or not a TCP listener).
+    Done,
+}
+
+/// The published ports of the gateway.
+pub(crate) struct Listeners {
+    slots: Vec<Listener>,
+    /// Clients of published UDP ports: (host port, client) → (slot, last activity).
+    udp_clients: HashMap<(u16, SocketAddrV4), (usize, StdInstant)>,
+    scratch: Vec<u8>,
+}
+
+impl Listeners {
+    pub fn new() -> Self {
+        Listeners {
+            slots: Vec::new(),
+            udp_clients: HashMap::new(),
+            scratch: vec![0u8; 65536],
+        }
+    }
+
+    /// The slot of a listener token, if it is one (tokens below the flows').
+    pub fn slot_of(token: usize) -> Option<usize> {
+        (FIRST_LISTENER..FIRST_FLOW)
+            .contains(&token)
+            .then(|| token - FIRST_LISTENER)
+    }
+
+    /// Opens and registers a host listening socket in a new slot.
+    pub fn publish(&mut self, ctx: &Ctx, p: &Published) -> io::Result<()> {
+        let token = Token(FIRST_LISTENER + self.slots.len());
+        let mut l = open_listener(ctx.hs.as_ref(), p)?;
+        let registry = ctx.poll.registry();
+        match &mut l {
+            Listener::Tcp(s, _) => registry.register(s, token, Interest::READABLE)?,
+            Listener::Udp(s, _) => registry.register(s, token, Interest::READABLE)?,
+            Listener::Closed => {}
+        }
+        self.slots.push(l);
+        Ok(())
+    }
+
+    /// Closes the listening socket(s) of this protocol and port; connections and UDP clients
+    /// already there stay.
+    pub fn unpublish(&mut self, proto: Proto, host_port: u16) {
+        for l in &mut self.slots {
+            let hit = match (l as &Listener, proto) {
+                (Listener::Tcp(_, p), Proto::Tcp) | (Listener::Udp(_, p), Proto::Udp) => {
+                    *p == host_port
+                }
+                _ => false,
+            };
+            if hit {
+                // Dropping the socket deregisters it from the poll.
+                *l = Listener::Closed;
+            }
+        }
+    }
+
+    /// The bound address of each slot, in publishing order.
+    pub fn addrs(&self) -> Vec<io::Result<SocketAddr>> {
+        self.slots
+            .iter()
+            .map(|l| match l {
+                Listener::Tcp(s, _) => s.local_addr(),
+                Listener::Udp(s, _) => s.local_addr(),
+                Listener::Closed => Err(io::Error::other("unpublished")),
+            })
+            .collect()
+    }
+
+    /// True if `slot` is a published TCP port.
+    pub fn is_tcp(&self, slot: usize) -> bool {
+        matches!(self.slots.get(slot), Some(Listener::Tcp(..)))
+    }
+
+    /// Accepts one connection on TCP slot `slot`.
+    pub fn accept(&self, slot: usize) -> Accept {
+        let Some(Listener::Tcp(l, port)) = self.slots.get(slot) else {
+            return Accept::Done;
+        };
+        let port = *port;
+        match l.accept() {
+            Ok((stream, SocketAddr::V4(peer))) => Accept::Conn { stream, peer, port },
+            Ok((_, SocketAddr::V6(_))) => Accept::Again,
+            Err(e) if would_block(&e) => Accept::Done,
+            Err(e) if e.kind() == ErrorKind::Interrupted => Accept::Again,
+            Err(e) => {
+                // ECONNABORTED, EMFILE...: leave the rest for the next event.
+                tracing::debug!("sockgw: accept on port {port}: {e}");
+                Accept::Done
+            }
+        }
+    }
+
+    /// UDP slot `slot` is readable: each datagram becomes a frame from its client to U:port.
+    pub fn udp_in(&mut self, ctx: &mut Ctx, slot: usize) {
+        let buf = &mut self.scratch;
+        while let Some(Listener::Udp(s, port)) = self.slots.get(slot) {
+            let port = *port;
+            let (n, peer) = match s.recv_from(buf) {
+                Ok(x) => x,
+                Err(e) if would_block(&e) => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                // ICMP errors from earlier sends surface here; they end nothing.
+                Err(_) => continue,
+            };
+            let SocketAddr::V4(peer) = peer else {
+                continue;
+            };
+            let now = StdInstant::now();
+            if self.udp_clients.insert((port, peer), (slot, now)).is_none() {
+                Counters::inc(&ctx.counters.udp_opened);
+            }
+            Counters::add(&ctx.counters.bytes_from_host, n as u64);
+            let frame = frames::udp_frame(&ctx.cfg, peer, port, buf.get(..n).unwrap_or(&[]));
+            ctx.queue_reply(frame);
+        }
+    }
+
+    /// A datagram from U:`src_port` to `dst`: if `dst` is a client of published UDP port
+    /// `src_port`, sends it through that port's socket and returns true; otherwise false (an
+    /// ordinary outbound flow).
+    pub fn reply(&mut self, ctx: &Ctx, src_port: u16, dst: SocketAddrV4, payload: &[u8]) -> bool {
+        let Some((slot, last)) = self.udp_clients.get_mut(&(src_port, dst)) else {
+            return false;
+        };
+        *last = StdInstant::now();
+        let sent = match self.slots.get(*slot) {
+            Some(Listener::Udp(s, _)) => s.send_to(payload, SocketAddr::V4(dst)).is_ok(),
+            _ => false,
+        };
+        ctx.count_send(sent, payload.len(), |c| &c.udp_rx);
+        true
+    }
+
+    /// Forgets the UDP clients idle longer than [`DATAGRAM_IDLE_TIMEOUT`] at `now`.
+    pub fn expire(&mut self, ctx: &Ctx, now: StdInstant) {
+        let before = self.udp_clients.len();
+        self.udp_clients
+            .retain(|_, (_, last)| now.duration_since(*last) <= DATAGRAM_IDLE_TIMEOUT);
+        Counters::add(
+            &ctx.counters.dgram_expired,
+            (before - self.udp_clients.len()) as u64,
+        );
+    }
+}
+
+fn open_listener(hs: &dyn HostSockets, p: &Published) -> io::Result<Listener> {
+    let addr = SockAddr::from(SocketAddrV4::new(p.host_addr, p.host_port));
+    match p.proto {
+        Proto::Tcp => {
+            let s = hs.socket(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+            s.set_reuse_address(true)?;
+            s.bind(&addr)?;
+            s.listen(1024)?;
+            s.set_nonblocking(true)?;
+            let port = s
+                .local_addr()?
+                .as_socket()
+                .map_or(p.host_port, |a| a.port());
+            Ok(Listener::Tcp(
+                TcpListener::from_std(std::net::TcpListener::from(s)),
+                port,
+            ))
+        }
+        Proto::Udp => {
+            let s = hs.socket(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+            s.bind(&addr)?;
+            s.set_nonblocking(true)?;
+            let port = s
+                .local_addr()?
+                .as_socket()
+                .map_or(p.host_port, |a| a.port());
+            Ok(Listener::Udp(
+                UdpSocket::from_std(std::net::UdpSocket::from(s)),
+                port,
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+    use std::time::Duration;
+
+    use smoltcp::wire::{Ipv4Packet, UdpPacket};
+
+    use crate::ctx::tests::{U, ctx};
+
+    fn local(proto: Proto, host_port: u16) -> Published {
+        Published {
+            proto,
+            host_addr: Ipv4Addr::LOCALHOST,
+            host_port,
+        }
+    }
+
+    fn accept_within_deadline(l: &Listeners, slot: usize) -> (TcpStream, SocketAddrV4, u16) {
+        let start = StdInstant::now();
+        loop {
+            if let Accept::Conn { stream, peer, port } = l.accept(slot) {
+                return (stream, peer, port);
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "nothing accepted"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn publish_accept_and_unpublish_tcp() {
+        let c = ctx();
+        let mut l = Listeners::new();
+        l.publish(&c, &local(Proto::Tcp, 0)).unwrap();
+        let addr = l.addrs().remove(0).unwrap();
+        assert_eq!(addr.ip(), Ipv4Addr::LOCALHOST);
+        assert_ne!(addr.port(), 0, "port 0 reports the port it got");
+        assert!(l.is_tcp(0));
+        assert!(matches!(l.accept(0), Accept::Done), "nobody connected yet");
+
+        let client = std::net::TcpStream::connect(addr).unwrap();
+        let (_stream, peer, port) = accept_within_deadline(&l, 0);
+        assert_eq!(SocketAddr::V4(peer), client.local_addr().unwrap());
+        assert_eq!(port, addr.port());
+
+        // Unpublishing UDP on the same port leaves the TCP listener alone.
+        l.unpublish(Proto::Udp, addr.port());
+        assert!(l.is_tcp(0));
+        l.unpublish(Proto::Tcp, addr.port());
+        assert!(!l.is_tcp(0));
+        assert!(l.addrs()[0].is_err(), "the slot stays, closed");
+        let refused = std::net::TcpStream::connect(addr).unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::ConnectionRefused);
+
+        // The next port takes the next slot (token), not the closed one.
+        l.publish(&c, &local(Proto::Tcp, 0)).unwrap();
+        assert_eq!(l.addrs().len(), 2);
+        assert!(l.is_tcp(1));
+    }
+
+    #[test]
+    fn a_port_in_use_is_refused() {
+        let c = ctx();
+        let mut l = Listeners::new();
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let e = l.publish(&c, &local(Proto::Tcp, port)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AddrInUse);
+        let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let e = l.publish(&c, &local(Proto::Udp, port)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AddrInUse);
+        assert!(l.addrs().is_empty(), "a failed publish takes no slot");
+    }
+
+    #[test]
+    fn listener_tokens_are_below_the_flows() {
+        assert_eq!(Listeners::slot_of(0), None, "the link");
+        assert_eq!(Listeners::slot_of(FIRST_LISTENER), Some(0));
+        assert_eq!(Listeners::slot_of(FIRST_LISTENER + 5), Some(5));
+        assert_eq!(Listeners::slot_of(FIRST_FLOW), None);
+        assert_eq!(Listeners::slot_of(usize::MAX), None, "the waker");
+    }
+
+    #[test]
+    fn published_udp_clients_get_frames_replies_and_expire() {
+        let mut c = ctx();
+        let mut l = Listeners::new();
+        l.publish(&c, &local(Proto::Udp, 0)).unwrap();
+        let addr = l.addrs().remove(0).unwrap();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let SocketAddr::V4(client_addr) = client.local_addr().unwrap() else {
+            unreachable!()
+        };
+        client.send_to(b"hello", addr).unwrap();
+        client.send_to(b"again", addr).unwrap();
+        let start = StdInstant::now();
+        while c.dev.tx.len() < 2 {
+            assert!(start.elapsed() < Duration::from_secs(10), "no frames");
+            l.udp_in(&mut c, 0);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let s = c.counters.snapshot();
+        assert_eq!(s.udp_opened, 1, "one client");
+        assert_eq!(s.bytes_from_host, 10);
+        let frame = c.dev.tx.pop_front().unwrap();
+        let ip = Ipv4Packet::new_checked(&frame[14..]).unwrap();
+        assert_eq!((ip.src_addr(), ip.dst_addr()), (Ipv4Addr::LOCALHOST, U));
+        let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+        assert_eq!(
+            (udp.src_port(), udp.dst_port()),
+            (client_addr.port(), addr.port()),
+            "from the real client to U:host_port"
+        );
+        assert_eq!(udp.payload(), b"hello");
+
+        // The container's reply leaves through the published socket.
+        assert!(l.reply(&c, addr.port(), client_addr, b"reply"));
+        let mut b = [0u8; 16];
+        let (n, from) = client.recv_from(&mut b).unwrap();
+        assert_eq!((&b[..n], from), (&b"reply"[..], addr));
+        assert_eq!(c.counters.snapshot().udp_rx, 1);
+        // Not a client: an ordinary flow, not handled here.
+        let other = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9);
+        assert!(!l.reply(&c, addr.port(), other, b"x"));
+
+        l.expire(&c, StdInstant::now() + DATAGRAM_IDLE_TIMEOUT / 2);
+        assert_eq!(c.counters.snapshot().dgram_expired, 0);
+        l.expire(
+            &c,
+            StdInstant::now() + DATAGRAM_IDLE_TIMEOUT + Duration::from_secs(1),
+        );
+        assert_eq!(c.counters.snapshot().dgram_expired, 1);
+        assert!(!l.reply(&c, addr.port(), client_addr, b"late"), "forgotten");
+    }
+}
