@@ -9,17 +9,12 @@ use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use common::*;
-use smoltcp::socket::{tcp, udp};
+use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, IpEndpoint};
-use sockgw::{Proto, Published};
+use sockgw::Proto;
 
 const TEN_MB: usize = 10 * 1024 * 1024;
 const LIMIT: Duration = Duration::from_secs(60);
-
-fn counters_add_up(h: &Harness) {
-    let s = h.counters.snapshot();
-    assert_eq!(s.frames_rx, s.rx_handled() + s.rx_dropped(), "{s:#?}");
-}
 
 #[test]
 fn tcp_download_and_upload_10mb() {
@@ -35,23 +30,12 @@ fn tcp_download_and_upload_10mb() {
         let (mut s, _) = listener.accept().unwrap();
         s.write_all(&to_send).unwrap();
     });
-    let handle = h.sockets.add(tcp_socket(4 << 20));
-    let cx = h.iface.context();
-    h.sockets
-        .get_mut::<tcp::Socket>(handle)
-        .connect(cx, (IpAddress::Ipv4(G), port), 49152)
-        .unwrap();
+    let handle = h.tcp_connect(4 << 20, port, 49152);
     let mut got = Vec::with_capacity(TEN_MB);
     let start = Instant::now();
     h.until(LIMIT, |h| {
-        let s = h.sockets.get_mut::<tcp::Socket>(handle);
-        while s.can_recv() {
-            s.recv(|b| {
-                got.extend_from_slice(b);
-                (b.len(), ())
-            })
-            .unwrap();
-        }
+        h.tcp_drain(handle, &mut got);
+        let s = h.tcp(handle);
         if !s.may_recv() && s.state() == tcp::State::CloseWait {
             s.close();
         }
@@ -70,17 +54,12 @@ fn tcp_download_and_upload_10mb() {
         s.read_to_end(&mut v).unwrap();
         v
     });
-    let handle = h.sockets.add(tcp_socket(4 << 20));
-    let cx = h.iface.context();
-    h.sockets
-        .get_mut::<tcp::Socket>(handle)
-        .connect(cx, (IpAddress::Ipv4(G), port), 49153)
-        .unwrap();
+    let handle = h.tcp_connect(4 << 20, port, 49153);
     let data = pattern(TEN_MB, 0xa5);
     let mut sent = 0;
     let start = Instant::now();
     h.until(LIMIT, |h| {
-        let s = h.sockets.get_mut::<tcp::Socket>(handle);
+        let s = h.tcp(handle);
         while sent < data.len() && s.can_send() {
             sent += s.send_slice(&data[sent..]).unwrap();
         }
@@ -112,7 +91,7 @@ fn tcp_download_and_upload_10mb() {
     assert_eq!(s.tcp_opened, 2);
     assert!(s.bytes_to_host >= TEN_MB as u64 && s.bytes_from_host >= TEN_MB as u64);
     h.stop().unwrap();
-    counters_add_up(&h);
+    h.assert_counters_add_up();
 }
 
 #[test]
@@ -123,15 +102,10 @@ fn closed_port_is_refused_with_a_reset() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let handle = h.sockets.add(tcp_socket(65536));
-    let cx = h.iface.context();
-    h.sockets
-        .get_mut::<tcp::Socket>(handle)
-        .connect(cx, (IpAddress::Ipv4(G), port), 49200)
-        .unwrap();
+    let handle = h.tcp_connect(65536, port, 49200);
     // smoltcp's SYN-SENT retransmits forever unless reset: CLOSED means a RST came.
     h.until(Duration::from_secs(5), |h| {
-        h.sockets.get::<tcp::Socket>(handle).state() == tcp::State::Closed
+        h.tcp(handle).state() == tcp::State::Closed
     });
     let s = h.counters.snapshot();
     assert_eq!(s.tcp_refused, 1);
@@ -151,26 +125,14 @@ fn udp_echo() {
             echo.send_to(&b[..n], from).unwrap();
         }
     });
-    let rx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 8], vec![0; 8192]);
-    let tx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 8], vec![0; 8192]);
-    let handle = h.sockets.add(udp::Socket::new(rx, tx));
-    h.sockets
-        .get_mut::<udp::Socket>(handle)
-        .bind(40000)
-        .unwrap();
+    let handle = h.udp_bind(40000);
     let to = IpEndpoint::new(IpAddress::Ipv4(G), port);
     for i in 0..3u8 {
         let msg = [b'p', b'i', b'n', b'g', i];
-        h.sockets
-            .get_mut::<udp::Socket>(handle)
-            .send_slice(&msg, to)
-            .unwrap();
+        h.udp(handle).send_slice(&msg, to).unwrap();
         let mut reply = None;
         h.until(Duration::from_secs(5), |h| {
-            let s = h.sockets.get_mut::<udp::Socket>(handle);
-            if let Ok((d, meta)) = s.recv() {
-                reply = Some((d.to_vec(), meta.endpoint));
-            }
+            reply = h.udp_recv(handle);
             reply.is_some()
         });
         let (d, from) = reply.unwrap();
@@ -188,21 +150,11 @@ fn udp_echo() {
 
 #[test]
 fn published_tcp_port_shows_the_real_client() {
-    let mut cfg = config();
-    cfg.published.push(Published {
-        proto: Proto::Tcp,
-        host_addr: std::net::Ipv4Addr::LOCALHOST,
-        host_port: 0,
-    });
-    let (mut h, gw) = Harness::start(cfg);
+    let (mut h, gw) = Harness::start(config_publishing(Proto::Tcp));
     let addr = gw.published_addrs().remove(0).unwrap();
     h.run(gw);
     // The "container" listens on U:host_port (the switch's DNAT is not in this test).
-    let handle = h.sockets.add(tcp_socket(65536));
-    h.sockets
-        .get_mut::<tcp::Socket>(handle)
-        .listen(addr.port())
-        .unwrap();
+    let handle = h.tcp_listen(65536, addr.port());
     let (tx, rx) = std::sync::mpsc::channel();
     let client = std::thread::spawn(move || {
         let mut s = TcpStream::connect(addr).unwrap();
@@ -215,30 +167,16 @@ fn published_tcp_port_shows_the_real_client() {
     let client_addr = rx.recv_timeout(Duration::from_secs(5)).unwrap();
     let mut got = Vec::new();
     h.until(Duration::from_secs(10), |h| {
-        let s = h.sockets.get_mut::<tcp::Socket>(handle);
-        while s.can_recv() {
-            s.recv(|b| {
-                got.extend_from_slice(b);
-                (b.len(), ())
-            })
-            .unwrap();
-        }
+        h.tcp_drain(handle, &mut got);
         got.len() == 19
     });
     assert_eq!(got, b"hello from the host");
-    let remote = h
-        .sockets
-        .get::<tcp::Socket>(handle)
-        .remote_endpoint()
-        .unwrap();
+    let remote = h.tcp(handle).remote_endpoint().unwrap();
     assert_eq!(
         remote,
-        IpEndpoint::new(
-            IpAddress::Ipv4(std::net::Ipv4Addr::LOCALHOST),
-            client_addr.port()
-        )
+        IpEndpoint::new(IpAddress::Ipv4(Ipv4Addr::LOCALHOST), client_addr.port())
     );
-    let s = h.sockets.get_mut::<tcp::Socket>(handle);
+    let s = h.tcp(handle);
     s.send_slice(b"hi back").unwrap();
     s.close();
     h.until(Duration::from_secs(10), |_| client.is_finished());
@@ -313,7 +251,7 @@ fn garbage_is_counted_and_service_continues() {
     h.send_raw(&packet::build::arp_request(
         MAC,
         U,
-        std::net::Ipv4Addr::new(192, 0, 2, 1),
+        Ipv4Addr::new(192, 0, 2, 1),
     ));
     h.until(Duration::from_secs(5), |h| {
         h.counters.snapshot().arp_replies > before
@@ -328,61 +266,36 @@ fn garbage_is_counted_and_service_continues() {
         s.read_exact(&mut b).unwrap();
         s.write_all(&b).unwrap();
     });
-    let handle = h.sockets.add(tcp_socket(65536));
-    let cx = h.iface.context();
-    h.sockets
-        .get_mut::<tcp::Socket>(handle)
-        .connect(cx, (IpAddress::Ipv4(G), port), 49300)
-        .unwrap();
+    let handle = h.tcp_connect(65536, port, 49300);
     let mut sent = false;
     let mut got = Vec::new();
     h.until(Duration::from_secs(10), |h| {
-        let s = h.sockets.get_mut::<tcp::Socket>(handle);
+        let s = h.tcp(handle);
         if !sent && s.can_send() {
             s.send_slice(b"ping").unwrap();
             sent = true;
         }
-        if s.can_recv() {
-            s.recv(|b| {
-                got.extend_from_slice(b);
-                (b.len(), ())
-            })
-            .unwrap();
-        }
+        h.tcp_drain(handle, &mut got);
         got.len() == 4
     });
     assert_eq!(got, b"ping");
     server.join().unwrap();
     h.stop().unwrap();
-    counters_add_up(&h);
+    h.assert_counters_add_up();
 }
 
 #[test]
 fn published_udp_port_round_trip() {
-    let mut cfg = config();
-    cfg.published.push(Published {
-        proto: Proto::Udp,
-        host_addr: std::net::Ipv4Addr::LOCALHOST,
-        host_port: 0,
-    });
-    let (mut h, gw) = Harness::start(cfg);
+    let (mut h, gw) = Harness::start(config_publishing(Proto::Udp));
     let addr = gw.published_addrs().remove(0).unwrap();
     h.run(gw);
-    let rx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 8], vec![0; 8192]);
-    let tx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 8], vec![0; 8192]);
-    let handle = h.sockets.add(udp::Socket::new(rx, tx));
-    h.sockets
-        .get_mut::<udp::Socket>(handle)
-        .bind(addr.port())
-        .unwrap();
+    let handle = h.udp_bind(addr.port());
     let host = UdpSocket::bind("127.0.0.1:0").unwrap();
     host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     host.send_to(b"hello", addr).unwrap();
     let mut got = None;
     h.until(Duration::from_secs(5), |h| {
-        if let Ok((d, meta)) = h.sockets.get_mut::<udp::Socket>(handle).recv() {
-            got = Some((d.to_vec(), meta.endpoint));
-        }
+        got = h.udp_recv(handle);
         got.is_some()
     });
     let (d, from) = got.unwrap();
@@ -390,13 +303,10 @@ fn published_udp_port_round_trip() {
     let host_port = host.local_addr().unwrap().port();
     assert_eq!(
         from,
-        IpEndpoint::new(IpAddress::Ipv4(std::net::Ipv4Addr::LOCALHOST), host_port),
+        IpEndpoint::new(IpAddress::Ipv4(Ipv4Addr::LOCALHOST), host_port),
         "the container sees the real client"
     );
-    h.sockets
-        .get_mut::<udp::Socket>(handle)
-        .send_slice(b"reply", from)
-        .unwrap();
+    h.udp(handle).send_slice(b"reply", from).unwrap();
     let (tx, done) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
         let mut b = [0u8; 64];
@@ -417,19 +327,10 @@ fn host_loopback_is_reached_only_through_the_mapping() {
     let echo = UdpSocket::bind("127.0.0.1:0").unwrap();
     echo.set_nonblocking(true).unwrap();
     let port = echo.local_addr().unwrap().port();
-    let rx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 8], vec![0; 8192]);
-    let tx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 8], vec![0; 8192]);
-    let handle = h.sockets.add(udp::Socket::new(rx, tx));
-    h.sockets
-        .get_mut::<udp::Socket>(handle)
-        .bind(40001)
-        .unwrap();
+    let handle = h.udp_bind(40001);
     // Straight to 127.0.0.1 (a raw packet a container could craft): refused and counted.
     let direct = IpEndpoint::new(IpAddress::Ipv4(Ipv4Addr::LOCALHOST), port);
-    h.sockets
-        .get_mut::<udp::Socket>(handle)
-        .send_slice(b"sneak", direct)
-        .unwrap();
+    h.udp(handle).send_slice(b"sneak", direct).unwrap();
     h.until(Duration::from_secs(5), |h| {
         h.counters.snapshot().drop_forbidden == 1
     });
@@ -440,10 +341,7 @@ fn host_loopback_is_reached_only_through_the_mapping() {
     );
     // Through the mapped address it arrives.
     let mapped = IpEndpoint::new(IpAddress::Ipv4(G), port);
-    h.sockets
-        .get_mut::<udp::Socket>(handle)
-        .send_slice(b"hello", mapped)
-        .unwrap();
+    h.udp(handle).send_slice(b"hello", mapped).unwrap();
     let mut got = None;
     h.until(Duration::from_secs(5), |_| {
         got = echo.recv_from(&mut b).ok().map(|(n, _)| b[..n].to_vec());

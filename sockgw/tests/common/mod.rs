@@ -13,11 +13,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant as StdInstant};
 
 use mio::{Events, Interest, Poll, Token};
-use smoltcp::iface::{Config, Interface, SocketSet};
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
+use smoltcp::socket::{tcp, udp};
 use smoltcp::time::Instant;
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
-use sockgw::{Counters, Direct, GatewayConfig, MacAddr, SocketGateway};
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint};
+use sockgw::{Counters, Direct, GatewayConfig, MacAddr, Proto, Published, SocketGateway};
 
 pub const U: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
 /// The client's default gateway, mapped to the host's 127.0.0.1.
@@ -29,6 +30,18 @@ pub const MTU: usize = 65520;
 pub fn config() -> GatewayConfig {
     let mut c = GatewayConfig::new(U, MAC, GW_MAC);
     c.host_loopback = Some(G);
+    c
+}
+
+/// [`config`] with one port of `proto` published on 127.0.0.1 (port 0: the kernel picks it; see
+/// `SocketGateway::published_addrs`).
+pub fn config_publishing(proto: Proto) -> GatewayConfig {
+    let mut c = config();
+    c.published.push(Published {
+        proto,
+        host_addr: Ipv4Addr::LOCALHOST,
+        host_port: 0,
+    });
     c
 }
 
@@ -196,6 +209,70 @@ impl Harness {
         self.dev.flush();
     }
 
+    /// The client's TCP socket `h`.
+    pub fn tcp(&mut self, h: SocketHandle) -> &mut tcp::Socket<'static> {
+        self.sockets.get_mut::<tcp::Socket>(h)
+    }
+
+    /// The client's UDP socket `h`.
+    pub fn udp(&mut self, h: SocketHandle) -> &mut udp::Socket<'static> {
+        self.sockets.get_mut::<udp::Socket>(h)
+    }
+
+    /// A client TCP socket with `buf`-byte buffers connecting from U:`local_port` to G:`port`
+    /// (the host's 127.0.0.1:`port`).
+    pub fn tcp_connect(&mut self, buf: usize, port: u16, local_port: u16) -> SocketHandle {
+        let handle = self.sockets.add(tcp_socket(buf));
+        let cx = self.iface.context();
+        self.sockets
+            .get_mut::<tcp::Socket>(handle)
+            .connect(cx, (IpAddress::Ipv4(G), port), local_port)
+            .unwrap();
+        handle
+    }
+
+    /// A client TCP socket listening on `port`.
+    pub fn tcp_listen(&mut self, buf: usize, port: u16) -> SocketHandle {
+        let handle = self.sockets.add(tcp_socket(buf));
+        self.tcp(handle).listen(port).unwrap();
+        handle
+    }
+
+    /// Appends everything socket `h` has received to `into`.
+    pub fn tcp_drain(&mut self, h: SocketHandle, into: &mut Vec<u8>) {
+        let s = self.tcp(h);
+        while s.can_recv() {
+            s.recv(|b| {
+                into.extend_from_slice(b);
+                (b.len(), ())
+            })
+            .unwrap();
+        }
+    }
+
+    /// A client UDP socket bound to `port` (8 datagrams, 8 KiB each way).
+    pub fn udp_bind(&mut self, port: u16) -> SocketHandle {
+        let rx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 8], vec![0; 8192]);
+        let tx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 8], vec![0; 8192]);
+        let handle = self.sockets.add(udp::Socket::new(rx, tx));
+        self.udp(handle).bind(port).unwrap();
+        handle
+    }
+
+    /// The next datagram socket `h` has received, with its sender.
+    pub fn udp_recv(&mut self, h: SocketHandle) -> Option<(Vec<u8>, IpEndpoint)> {
+        self.udp(h)
+            .recv()
+            .ok()
+            .map(|(d, meta)| (d.to_vec(), meta.endpoint))
+    }
+
+    /// Every frame received was handled or counted as dropped.
+    pub fn assert_counters_add_up(&self) {
+        let s = self.counters.snapshot();
+        assert_eq!(s.frames_rx, s.rx_handled() + s.rx_dropped(), "{s:#?}");
+    }
+
     /// Stops the gateway and returns its result.
     pub fn stop(&mut self) -> std::io::Result<()> {
         self.stop.store(true, Ordering::Relaxed);
@@ -221,9 +298,9 @@ pub fn pattern(len: usize, salt: u8) -> Vec<u8> {
         .collect()
 }
 
-pub fn tcp_socket(buf: usize) -> smoltcp::socket::tcp::Socket<'static> {
-    smoltcp::socket::tcp::Socket::new(
-        smoltcp::socket::tcp::SocketBuffer::new(vec![0u8; buf]),
-        smoltcp::socket::tcp::SocketBuffer::new(vec![0u8; buf]),
+pub fn tcp_socket(buf: usize) -> tcp::Socket<'static> {
+    tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0u8; buf]),
+        tcp::SocketBuffer::new(vec![0u8; buf]),
     )
 }
