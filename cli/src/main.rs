@@ -3,10 +3,9 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-mod bench;
 mod table;
 
 use control::Request;
@@ -65,8 +64,14 @@ enum Command {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
-    /// Throughput figures, side by side with the kernel (pipeline in memory; veth lab).
-    Bench(bench::BenchArgs),
+    /// Throughput figures, side by side with the kernel: runs `vswitch-bench` (built beside
+    /// vswitch: `cargo build --release -p vswitch-bench`) with these arguments.
+    #[command(disable_help_flag = true)]
+    Bench {
+        /// pipeline | veth | rootless, and their options (`vswitch bench pipeline --help`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Args)]
@@ -415,7 +420,7 @@ fn main() -> ExitCode {
                 println!("unpublished {}/{}", v["host_port"], s(&v["proto"]))
             })
         }),
-        Command::Bench(args) => bench::run(args),
+        Command::Bench { args } => run_bench(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -491,6 +496,27 @@ fn run_daemon(args: DaemonArgs) -> Result<()> {
     })
 }
 
+/// `vswitch bench ARGS`: the benchmark drivers live in their own binary, out of the product;
+/// this runs the `vswitch-bench` beside this binary (or on PATH) in this process's place.
+fn run_bench(args: &[std::ffi::OsString]) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let me = std::env::current_exe().context("locating the vswitch binary")?;
+    let sibling = me.with_file_name("vswitch-bench");
+    let program = if sibling.exists() {
+        sibling
+    } else {
+        PathBuf::from("vswitch-bench")
+    };
+    let err = std::process::Command::new(&program)
+        .args(args)
+        .env("VSWITCH_BIN", &me)
+        .exec();
+    bail!(
+        "cannot run {}: {err} (build it: cargo build --release -p vswitch-bench)",
+        program.display()
+    )
+}
+
 /// The rootless daemon's socket when one is running for this user, else the system daemon's.
 fn default_socket() -> PathBuf {
     std::env::var_os("XDG_RUNTIME_DIR")
@@ -509,33 +535,12 @@ fn client(c: &ClientArgs, req: &Request, human: impl FnOnce(&serde_json::Value))
     Ok(())
 }
 
-/// Inputs of a scenario folder: `in/PORT.pcap`, sorted by port name.
-fn scenario_inputs(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
-    let in_dir = dir.join("in");
-    let entries = std::fs::read_dir(&in_dir).with_context(|| {
-        format!(
-            "{}: a scenario needs an in/ folder of PORT.pcap files",
-            in_dir.display()
-        )
-    })?;
-    let mut inputs = Vec::new();
-    for entry in entries {
-        let path = entry?.path();
-        let is_capture = matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("pcap" | "pcapng")
-        );
-        if let (true, Some(port)) = (is_capture, path.file_stem().and_then(|s| s.to_str())) {
-            inputs.push((port.to_string(), path.clone()));
-        }
-    }
-    inputs.sort();
-    Ok(inputs)
-}
-
 fn replay(args: ReplayArgs) -> Result<()> {
     let (config_path, mut inputs) = match &args.scenario {
-        Some(dir) => (dir.join("topo.toml"), scenario_inputs(dir)?),
+        Some(dir) => (
+            dir.join("topo.toml"),
+            datapath::replay::scenario_inputs(dir)?,
+        ),
         None => (
             args.config
                 .clone()

@@ -34,14 +34,45 @@ pub enum ReplayError {
         /// The ports that exist.
         known: String,
     },
+    /// A scenario folder has no readable `in/`.
+    #[error("{}: a scenario needs an in/ folder of PORT.pcap files ({source})", path.display())]
+    NoInputs {
+        /// The `in/` folder looked for.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// The output directory or summary could not be written.
-    #[error("{path}: {source}")]
+    #[error("{}: {source}", path.display())]
     Io {
         /// The path.
         path: PathBuf,
         /// The cause.
         source: std::io::Error,
     },
+}
+
+/// Inputs of a scenario folder (`pcap-fixtures/NAME/`): `in/PORT.pcap` (or `.pcapng`), sorted
+/// by port name.
+pub fn scenario_inputs(dir: &Path) -> Result<Vec<(String, PathBuf)>, ReplayError> {
+    let in_dir = dir.join("in");
+    let no_inputs = |source| ReplayError::NoInputs {
+        path: in_dir.clone(),
+        source,
+    };
+    let mut inputs = Vec::new();
+    for entry in std::fs::read_dir(&in_dir).map_err(no_inputs)? {
+        let path = entry.map_err(no_inputs)?.path();
+        let is_capture = matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("pcap" | "pcapng")
+        );
+        if let (true, Some(port)) = (is_capture, path.file_stem().and_then(|s| s.to_str())) {
+            inputs.push((port.to_string(), path.clone()));
+        }
+    }
+    inputs.sort();
+    Ok(inputs)
 }
 
 /// Result of a replay.

@@ -16,7 +16,7 @@
 //! warm-up, then `--reps` repetitions; the aggregate rate of a repetition is the sum of the
 //! workers' rates. Gbit/s counts Ethernet frame bytes (no FCS, preamble or gap).
 
-use super::{Machine, OutputArgs, Stat, check_stop, progress, stopped};
+use crate::harness::{Machine, OutputArgs, Stat, check_stop, progress, stopped};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use packet::{MacAddr, build};
@@ -249,7 +249,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         scaling,
     };
     if let Some(path) = &args.out.plot {
-        super::plot::pipeline(&report, path)?;
+        crate::plot::pipeline(&report, path)?;
     }
     if args.out.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -952,7 +952,7 @@ impl Mix {
         let (topology, inputs) = if path.is_dir() {
             let topo = std::fs::read_to_string(path.join("topo.toml"))
                 .with_context(|| format!("{}/topo.toml", path.display()))?;
-            (topo, crate::scenario_inputs(path)?)
+            (topo, datapath::replay::scenario_inputs(path)?)
         } else {
             let topo = "[[network]]\nname = \"lan\"\n\n[[port]]\nname = \"p0\"\nkind = \"pcap\"\nnetwork = \"lan\"\n\n[[port]]\nname = \"p1\"\nkind = \"pcap\"\nnetwork = \"lan\"\n";
             (

@@ -1,65 +1,18 @@
-//! `vswitch bench`: throughput figures, side by side with the kernel.
-//!
-//! - `bench pipeline`: an in-memory generator driving the real [`switch::Pipeline`] (no I/O), one
-//!   independent pipeline per worker thread (the daemon is flow-affine per worker, so that is
-//!   the honest model of scaling);
-//! - `bench veth`: a namespace lab measured end to end (trafgen, iperf3) through the vswitch
-//!   daemon and, in the same run, through a Linux bridge and a Linux router doing MASQUERADE.
-//!
-//! Every measurement is bounded in time; Ctrl-C (SIGINT) or SIGTERM stops the run at the next
-//! check, and the lab's `Drop` removes what the run created (a second Ctrl-C exits at once).
-//! Output: a human table on stdout, `--json` for machines, `--plot FILE.svg` for a chart; a
-//! progress bar on stderr when stderr is a terminal.
+//! What every driver shares: stopping on Ctrl-C, repetition statistics, the machine a run
+//! happened on, a progress bar, the output options, and where the `vswitch` binary under test is.
 
-use anyhow::{Result, bail};
-use clap::{Args, Subcommand};
+use anyhow::{Context, Result, bail};
+use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-mod pipeline;
-mod plot;
-mod rootless;
-mod veth;
-
-/// Arguments of `vswitch bench`.
-#[derive(Args)]
-pub struct BenchArgs {
-    #[command(subcommand)]
-    mode: Mode,
-}
-
-#[derive(Subcommand)]
-enum Mode {
-    /// In-memory generator driving the real pipeline (no I/O): L2, NAT on N live flows, a pcap mix.
-    Pipeline(pipeline::PipelineArgs),
-    /// Namespace lab: vswitch daemon vs Linux bridge vs iptables/nft MASQUERADE (needs root).
-    Veth(veth::VethArgs),
-    /// TCP from a rootless container to the host: vswitch's socket gateway vs slirp4netns vs
-    /// pasta, same run (needs root for the stand-in host namespace, and a plain user).
-    Rootless(rootless::RootlessArgs),
-    /// Fallback packet generator used by `bench veth` when trafgen is missing (internal).
-    #[command(hide = true)]
-    Blast(veth::BlastArgs),
-}
-
-/// Runs `vswitch bench ...`.
-pub fn run(args: BenchArgs) -> Result<()> {
-    install_signal_handlers();
-    match args.mode {
-        Mode::Pipeline(a) => pipeline::run(a),
-        Mode::Veth(a) => veth::run(a),
-        Mode::Rootless(a) => rootless::run(a),
-        Mode::Blast(a) => veth::blast(a),
-    }
-}
-
 /// Set by SIGINT/SIGTERM: every loop of the bench checks it and winds down.
 static STOP: AtomicBool = AtomicBool::new(false);
 
-fn install_signal_handlers() {
+pub fn install_signal_handlers() {
     use signal_hook::consts::{SIGINT, SIGTERM};
     for sig in [SIGINT, SIGTERM] {
         // The conditional shutdown goes first: a second signal, once STOP is set, exits at once.
@@ -69,12 +22,12 @@ fn install_signal_handlers() {
 }
 
 /// True once the user asked to stop.
-fn stopped() -> bool {
+pub fn stopped() -> bool {
     STOP.load(Ordering::Relaxed)
 }
 
 /// Fails with "interrupted" once the user asked to stop.
-fn check_stop() -> Result<()> {
+pub fn check_stop() -> Result<()> {
     if stopped() {
         bail!("interrupted: cleaning up (Ctrl-C again to exit at once)");
     }
@@ -82,7 +35,7 @@ fn check_stop() -> Result<()> {
 }
 
 /// Sleeps `secs`, waking every 50 ms to honour Ctrl-C.
-fn sleep_checked(secs: f64) -> Result<()> {
+pub fn sleep_checked(secs: f64) -> Result<()> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs_f64(secs.max(0.0));
     loop {
         check_stop()?;
@@ -107,7 +60,7 @@ pub struct Stat {
 
 impl Stat {
     /// Summary of `values` (not empty).
-    fn of(values: &[f64]) -> Stat {
+    pub fn of(values: &[f64]) -> Stat {
         let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
         if v.is_empty() {
             return Stat {
@@ -131,7 +84,7 @@ impl Stat {
     }
 
     /// `f(x)` applied to each of the three figures (`f` monotonic increasing).
-    fn map(self, f: impl Fn(f64) -> f64) -> Stat {
+    pub fn map(self, f: impl Fn(f64) -> f64) -> Stat {
         Stat {
             median: f(self.median),
             min: f(self.min),
@@ -140,7 +93,7 @@ impl Stat {
     }
 
     /// "12.3 (12.1–12.5)" with `prec` decimals.
-    fn show(&self, prec: usize) -> String {
+    pub fn show(&self, prec: usize) -> String {
         if self.min == self.max {
             format!("{:.prec$}", self.median)
         } else {
@@ -168,7 +121,7 @@ pub struct Machine {
 }
 
 impl Machine {
-    fn now() -> Machine {
+    pub fn now() -> Machine {
         let cpu = std::fs::read_to_string("/proc/cpuinfo")
             .ok()
             .and_then(|s| {
@@ -221,7 +174,7 @@ fn utc_now() -> String {
 }
 
 /// A progress bar on stderr, hidden when stderr is not a terminal.
-fn progress(len: u64) -> ProgressBar {
+pub fn progress(len: u64) -> ProgressBar {
     let target = if std::io::stderr().is_terminal() {
         ProgressDrawTarget::stderr()
     } else {
@@ -239,13 +192,30 @@ fn progress(len: u64) -> ProgressBar {
 
 /// `--json` and `--plot` shared by both modes.
 #[derive(Args, Clone)]
-struct OutputArgs {
+pub struct OutputArgs {
     /// Print the results as JSON instead of tables.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
     /// Also draw the results into this SVG file.
     #[arg(long, value_name = "FILE.svg")]
-    plot: Option<PathBuf>,
+    pub plot: Option<PathBuf>,
+}
+
+/// The `vswitch` binary the labs run: `$VSWITCH_BIN`, else the one next to this program (both
+/// are built into the same target folder).
+pub fn vswitch_binary() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("VSWITCH_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let me = std::env::current_exe().context("locating the vswitch-bench binary")?;
+    let sibling = me.with_file_name("vswitch");
+    if !sibling.exists() {
+        bail!(
+            "no vswitch binary beside {}: build it (cargo build --release -p vswitch) or set VSWITCH_BIN",
+            me.display()
+        );
+    }
+    Ok(sibling)
 }
 
 #[cfg(test)]

@@ -1,9 +1,9 @@
 //! `--plot FILE.svg`: the bench results drawn with plotters (SVG backend only, no font files:
 //! text is laid out by plotters' built-in estimate and rendered by the SVG viewer).
 
-use super::Stat;
-use super::pipeline::{Kind, Report as PipelineReport};
-use super::veth::Report as VethReport;
+use crate::harness::Stat;
+use crate::pipeline::{Kind, Report as PipelineReport};
+use crate::veth::Report as VethReport;
 use anyhow::{Result, anyhow};
 use plotters::prelude::*;
 use std::path::Path;

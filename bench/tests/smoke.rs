@@ -1,4 +1,4 @@
-//! Smoke tests of `vswitch bench`: a very short pipeline run (always), and a short veth lab run
+//! Smoke tests of the benchmarks: a very short pipeline run through `vswitch bench` (always), and a short veth lab run
 //! when root with iperf3 installed (skipped with a message otherwise, and when
 //! `VSWITCH_SKIP_E2E=1`). They check the JSON shape and that figures are positive, not speed.
 
@@ -7,15 +7,28 @@
 use serde_json::Value;
 use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_vswitch");
+const BENCH: &str = env!("CARGO_BIN_EXE_vswitch-bench");
+
+/// The product binary built beside the bench (`cargo test --workspace` builds both): its
+/// `vswitch bench ...` runs this crate's binary.
+fn vswitch() -> std::path::PathBuf {
+    let path = std::path::Path::new(BENCH).with_file_name("vswitch");
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (cargo build -p vswitch), or run the whole suite (scripts/test.sh)",
+        path.display()
+    );
+    path
+}
 /// One bench at a time: on two cores, they would skew each other.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn run_json(args: &[&str]) -> Value {
-    let out = Command::new(BIN).args(args).output().unwrap();
+fn run_json(program: &std::path::Path, args: &[&str]) -> Value {
+    let out = Command::new(program).args(args).output().unwrap();
     assert!(
         out.status.success(),
-        "vswitch {args:?} failed:\n{}\n{}",
+        "{} {args:?} failed:\n{}\n{}",
+        program.display(),
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -39,17 +52,21 @@ fn pipeline_bench_json() {
     let dir = std::env::temp_dir().join(format!("vsbench-smoke-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let plot = dir.join("p.svg");
-    let v = run_json(&[
-        "bench",
-        "pipeline",
-        "--seconds",
-        "0.2",
-        "--workers",
-        "2",
-        "--json",
-        "--plot",
-        plot.to_str().unwrap(),
-    ]);
+    // Through the product binary's `vswitch bench`, as a user runs it.
+    let v = run_json(
+        &vswitch(),
+        &[
+            "bench",
+            "pipeline",
+            "--seconds",
+            "0.2",
+            "--workers",
+            "2",
+            "--json",
+            "--plot",
+            plot.to_str().unwrap(),
+        ],
+    );
     assert_eq!(v["bench"], "pipeline");
     assert!(v["machine"]["cpu"].is_string());
     let results = v["results"].as_array().unwrap();
@@ -120,7 +137,10 @@ fn veth_bench_json_and_cleanup() {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let v = run_json(&["bench", "veth", "--seconds", "1", "--json"]);
+    let v = run_json(
+        std::path::Path::new(BENCH),
+        &["veth", "--seconds", "1", "--json"],
+    );
     assert_eq!(v["bench"], "veth");
     let prefix = v["prefix"].as_str().unwrap();
     assert!(prefix.starts_with("vsb"), "{prefix}");

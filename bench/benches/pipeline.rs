@@ -15,7 +15,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use std::hint::black_box;
 use std::time::Duration;
 use switch::{NANOS_PER_SEC, Packet, PortId};
-use vswitch_benches::{
+use vswitch_bench::{
     NAT_CONTAINER_PORT, NAT_UPLINK_PORT, l2_learned, nat_established, nat_original_frame,
     nat_reply_frame,
 };

@@ -19,7 +19,7 @@
 //! TCP Gbit/s container → "internet" through NAT. Every namespace is named `vsb<pid>-*`; the
 //! lab's `Drop` kills what it started and deletes them, also after an error or Ctrl-C.
 
-use super::{Machine, OutputArgs, Stat, check_stop, progress, sleep_checked, stopped};
+use crate::harness::{Machine, OutputArgs, Stat, check_stop, progress, sleep_checked, stopped};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use control::Request;
@@ -185,7 +185,7 @@ pub fn run(args: VethArgs) -> Result<()> {
         ratios,
     };
     if let Some(path) = &args.out.plot {
-        super::plot::veth(&report, path)?;
+        crate::plot::veth(&report, path)?;
     }
     if args.out.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -501,7 +501,7 @@ address = "203.0.113.2"
 subnet = "203.0.113.0/24"
 "#,
         )?;
-        let exe = std::env::current_exe().context("cannot find the vswitch binary")?;
+        let exe = crate::harness::vswitch_binary()?;
         let log = std::fs::File::create(self.dir.join("daemon.log"))?;
         let child = Command::new("ip")
             .args(["netns", "exec", &sw])
@@ -701,15 +701,7 @@ fn udp_rate(lab: &mut Lab, p: &Pair, secs: f64, trafgen: bool) -> Result<(f64, f
         let total = format!("{}", secs + warm + 2.0);
         lab.spawn(
             p.src,
-            &[
-                &exe,
-                "bench",
-                "blast",
-                "--dst",
-                p.dst_ip,
-                "--seconds",
-                &total,
-            ],
+            &[&exe, "blast", "--dst", p.dst_ip, "--seconds", &total],
             None,
         )?
     };

@@ -9,7 +9,7 @@
 //! (10.0.2.2), slirp4netns's 10.0.2.2, pasta's gateway address (192.0.2.254). All three use
 //! MTU 65520. Needs root (for the stand-in host) and the user to run the tools as.
 
-use super::{Machine, progress, stopped};
+use crate::harness::{Machine, progress, stopped};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde::Serialize;
@@ -204,10 +204,7 @@ pub fn run(args: RootlessArgs) -> Result<()> {
     }
     // A copy the user can run: the build may sit under a home the user cannot enter (/root).
     let me = dir.join("vswitch");
-    std::fs::copy(
-        std::env::current_exe().context("locating the vswitch binary")?,
-        &me,
-    )?;
+    std::fs::copy(crate::harness::vswitch_binary()?, &me)?;
     let me = me.to_string_lossy().into_owned();
     sh(Command::new("chown").args(["-R", &args.user]).arg(&dir))?;
     sh(Command::new("chmod").arg("755").arg(&dir))?;
