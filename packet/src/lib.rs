@@ -11,7 +11,9 @@
 pub mod build;
 pub mod checksum;
 mod classify;
+pub mod gso;
 mod mac;
+pub mod offload;
 
 pub use classify::{Classified, Ipv4Info, L3, L4, Malformed, classify, tcp_flags};
 pub use mac::MacAddr;

@@ -1,0 +1,478 @@
+//! A frame's offload state: what the kernel's virtio-net header says about its checksum and its
+//! segmentation, and the header itself as packet sockets and TAP devices carry it.
+//!
+//! Linux moves TCP as GSO super-frames (up to 64 KB, one IP/TCP header, to be cut into
+//! `gso_size`-byte segments later) whose L4 checksum is *partial*: the checksum field holds the
+//! folded pseudo-header sum and the device finishes it from `csum_start`. A packet socket with
+//! `PACKET_VNET_HDR` or a TAP with `IFF_VNET_HDR` hands such frames over whole, each after a
+//! 10-byte `struct virtio_net_hdr` (include/uapi/linux/virtio_net.h), and takes them back the
+//! same way. [`Offload`] is that header parsed and checked against its frame, so nothing later in
+//! the pipeline trusts a field the frame cannot back (a checksum offset past the end, a TCP GSO
+//! type on a UDP frame, a zero segment size).
+//!
+//! Byte order: the header is in the legacy virtio layout, little-endian on the little-endian
+//! hosts vswitch runs on (the kernel's `vio_le()` for packet sockets; TAP without
+//! `TUNSETVNETBE`).
+
+use crate::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN};
+
+/// Length of `struct virtio_net_hdr` (without the `num_buffers` of the mergeable variant).
+pub const VNET_HDR_LEN: usize = 10;
+
+/// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the checksum is partial.
+const F_NEEDS_CSUM: u8 = 1;
+/// `VIRTIO_NET_HDR_F_DATA_VALID`: the checksum was verified by the sender's side.
+const F_DATA_VALID: u8 = 2;
+/// `VIRTIO_NET_HDR_F_RSC_INFO`: coalescing info (only from some NICs; ignored).
+const F_RSC_INFO: u8 = 4;
+
+const GSO_NONE: u8 = 0;
+const GSO_TCPV4: u8 = 1;
+const GSO_UDP: u8 = 3;
+const GSO_TCPV6: u8 = 4;
+const GSO_UDP_L4: u8 = 5;
+const GSO_ECN: u8 = 0x80;
+
+const PROTO_TCP: u8 = 6;
+const PROTO_UDP: u8 = 17;
+
+/// State of a frame's L4 checksum.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Checksum {
+    /// The checksums in the frame are final (or, for a capture, whatever they are).
+    #[default]
+    Complete,
+    /// The field at `start + offset` holds the folded pseudo-header sum; the sum of the bytes
+    /// from `start` to the end is still to be added and complemented.
+    Partial {
+        /// Where summing starts, from the start of the Ethernet frame (the L4 header).
+        start: u16,
+        /// Where the checksum field is, from `start` (16 for TCP, 6 for UDP).
+        offset: u16,
+    },
+    /// The sender's side verified it (the frame came in from a device that checked it).
+    Verified,
+}
+
+/// Segmentation the frame still needs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Gso {
+    /// One frame on the wire.
+    #[default]
+    None,
+    /// A TCP super-frame: cut into segments of `mss` payload bytes.
+    Tcp {
+        /// Payload bytes per segment.
+        mss: u16,
+        /// IPv6 (`TCPV6`) rather than IPv4 (`TCPV4`).
+        ipv6: bool,
+        /// The ECN flag: CWR only on the first segment.
+        ecn: bool,
+    },
+    /// A UDP super-frame (`UDP_L4`, USO): one UDP datagram per `size` payload bytes.
+    Udp {
+        /// Payload bytes per datagram.
+        size: u16,
+    },
+}
+
+impl Gso {
+    /// Payload bytes per segment, `None` for a single frame.
+    pub fn segment_size(self) -> Option<u16> {
+        match self {
+            Gso::None => None,
+            Gso::Tcp { mss, .. } => Some(mss),
+            Gso::Udp { size } => Some(size),
+        }
+    }
+}
+
+/// A frame's offload state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Offload {
+    /// Its L4 checksum.
+    pub checksum: Checksum,
+    /// Its segmentation.
+    pub gso: Gso,
+}
+
+/// Why a virtio-net header was refused (each is a counted drop where a frame comes in).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OffloadError {
+    /// Shorter than the 10-byte header.
+    #[error("virtio-net header shorter than 10 bytes")]
+    Short,
+    /// A flag vswitch does not know.
+    #[error("virtio-net header has unknown flags {0:#04x}")]
+    UnknownFlags(u8),
+    /// A GSO type vswitch cannot carry (UFO, tunnels, SCTP, ...).
+    #[error("GSO type {0:#04x} is not supported")]
+    UnsupportedGso(u8),
+    /// GSO with a segment size of zero.
+    #[error("GSO with a zero segment size")]
+    ZeroSegmentSize,
+    /// A partial checksum whose field lies beyond the frame.
+    #[error("partial checksum field past the end of the frame")]
+    ChecksumOutOfFrame,
+    /// GSO without a partial checksum (the kernel always sets both).
+    #[error("GSO frame without a partial checksum")]
+    GsoWithoutChecksum,
+    /// The GSO type does not match the frame's headers (TCP GSO on a UDP frame, v4 on v6, ...).
+    #[error("GSO type does not match the frame's headers")]
+    GsoMismatch,
+    /// The checksum start does not point at the frame's L4 header.
+    #[error("partial checksum does not start at the L4 header")]
+    ChecksumMismatch,
+}
+
+impl Offload {
+    /// A frame with final checksums that needs no segmentation.
+    pub const NONE: Offload = Offload {
+        checksum: Checksum::Complete,
+        gso: Gso::None,
+    };
+
+    /// True when the frame can go to a receiver that understands no offload (a pcap, a port
+    /// without a virtio-net header) as it is.
+    pub fn is_plain(&self) -> bool {
+        self.gso == Gso::None && !matches!(self.checksum, Checksum::Partial { .. })
+    }
+
+    /// Parses a virtio-net header that came before `frame`, and checks it against the frame's
+    /// own headers.
+    pub fn from_vnet_hdr(hdr: &[u8], frame: &[u8]) -> Result<Offload, OffloadError> {
+        let h: &[u8; VNET_HDR_LEN] = hdr
+            .get(..VNET_HDR_LEN)
+            .and_then(|h| h.try_into().ok())
+            .ok_or(OffloadError::Short)?;
+        let le = |i: usize| u16::from_le_bytes([h[i], h[i + 1]]);
+        let (flags, gso_type, gso_size) = (h[0], h[1], le(4));
+        let (csum_start, csum_offset) = (le(6), le(8));
+        if flags & !(F_NEEDS_CSUM | F_DATA_VALID | F_RSC_INFO) != 0 {
+            return Err(OffloadError::UnknownFlags(flags));
+        }
+        let checksum = if flags & F_NEEDS_CSUM != 0 {
+            let field_end = usize::from(csum_start) + usize::from(csum_offset) + 2;
+            if field_end > frame.len() {
+                return Err(OffloadError::ChecksumOutOfFrame);
+            }
+            Checksum::Partial {
+                start: csum_start,
+                offset: csum_offset,
+            }
+        } else if flags & F_DATA_VALID != 0 {
+            Checksum::Verified
+        } else {
+            Checksum::Complete
+        };
+        let ecn = gso_type & GSO_ECN != 0;
+        let gso = match gso_type & !GSO_ECN {
+            GSO_NONE if !ecn => Gso::None,
+            GSO_TCPV4 => Gso::Tcp {
+                mss: gso_size,
+                ipv6: false,
+                ecn,
+            },
+            GSO_TCPV6 => Gso::Tcp {
+                mss: gso_size,
+                ipv6: true,
+                ecn,
+            },
+            GSO_UDP_L4 if !ecn => Gso::Udp { size: gso_size },
+            // UFO (IP fragmentation of UDP) is gone from Linux's offer; tunnels, SCTP and the
+            // rest are not switched whole.
+            GSO_UDP => return Err(OffloadError::UnsupportedGso(gso_type)),
+            _ => return Err(OffloadError::UnsupportedGso(gso_type)),
+        };
+        let offload = Offload { checksum, gso };
+        offload.check(frame)?;
+        Ok(offload)
+    }
+
+    /// Checks the state against the frame's headers: a GSO type must match the L3/L4 protocol,
+    /// a partial checksum must start at the L4 header and name its checksum field.
+    pub fn check(&self, frame: &[u8]) -> Result<(), OffloadError> {
+        let layout = Layout::of(frame);
+        if let Some(size) = self.gso.segment_size() {
+            if size == 0 {
+                return Err(OffloadError::ZeroSegmentSize);
+            }
+            let Checksum::Partial { .. } = self.checksum else {
+                return Err(OffloadError::GsoWithoutChecksum);
+            };
+            let l = layout.ok_or(OffloadError::GsoMismatch)?;
+            let fits = match self.gso {
+                Gso::Tcp { ipv6, .. } => l.proto == PROTO_TCP && l.ipv6 == ipv6,
+                Gso::Udp { .. } => l.proto == PROTO_UDP,
+                Gso::None => true,
+            };
+            if !fits {
+                return Err(OffloadError::GsoMismatch);
+            }
+        }
+        if let Checksum::Partial { start, offset } = self.checksum {
+            if usize::from(start) + usize::from(offset) + 2 > frame.len() {
+                return Err(OffloadError::ChecksumOutOfFrame);
+            }
+            // Only TCP and UDP checksums are carried partial; anything else (SCTP's CRC, an
+            // offset into the middle of a header) would be finished wrongly.
+            let expected = layout.and_then(|l| match l.proto {
+                PROTO_TCP => Some((l.l4, 16)),
+                PROTO_UDP => Some((l.l4, 6)),
+                _ => None,
+            });
+            if expected != Some((usize::from(start), offset)) {
+                return Err(OffloadError::ChecksumMismatch);
+            }
+        }
+        Ok(())
+    }
+
+    /// The virtio-net header to send before `frame` (whose headers give `hdr_len`).
+    pub fn to_vnet_hdr(&self, frame: &[u8]) -> [u8; VNET_HDR_LEN] {
+        let mut h = [0u8; VNET_HDR_LEN];
+        let (flags, start, offset) = match self.checksum {
+            Checksum::Complete => (0, 0, 0),
+            Checksum::Partial { start, offset } => (F_NEEDS_CSUM, start, offset),
+            Checksum::Verified => (F_DATA_VALID, 0, 0),
+        };
+        let (gso_type, size) = match self.gso {
+            Gso::None => (GSO_NONE, 0),
+            Gso::Tcp { mss, ipv6, ecn } => (
+                if ipv6 { GSO_TCPV6 } else { GSO_TCPV4 } | if ecn { GSO_ECN } else { 0 },
+                mss,
+            ),
+            Gso::Udp { size } => (GSO_UDP_L4, size),
+        };
+        let hdr_len = match self.gso {
+            Gso::None => 0,
+            _ => Layout::of(frame).map_or(0, |l| l.headers_len),
+        };
+        h[0] = flags;
+        h[1] = gso_type;
+        h[2..4].copy_from_slice(&(hdr_len as u16).to_le_bytes());
+        h[4..6].copy_from_slice(&size.to_le_bytes());
+        h[6..8].copy_from_slice(&start.to_le_bytes());
+        h[8..10].copy_from_slice(&offset.to_le_bytes());
+        h
+    }
+}
+
+/// The layers of a TCP or UDP frame over IPv4 or IPv6 (one 802.1Q tag at most, no IPv6
+/// extension headers), as segmentation and checksum completion need them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// Offset of the IP header.
+    pub l3: usize,
+    /// IPv6 rather than IPv4.
+    pub ipv6: bool,
+    /// Offset of the TCP/UDP header.
+    pub l4: usize,
+    /// 6 or 17.
+    pub proto: u8,
+    /// Ethernet + IP + TCP/UDP header bytes.
+    pub headers_len: usize,
+    /// End of the IP packet (the frame may carry padding after it).
+    pub end: usize,
+}
+
+impl Layout {
+    /// `None` for anything else, or headers that do not fit.
+    pub fn of(frame: &[u8]) -> Option<Layout> {
+        let be16 = |i: usize| {
+            frame
+                .get(i..i + 2)
+                .map(|b| u16::from_be_bytes([b[0], b[1]]))
+        };
+        let mut l3 = 14;
+        let mut ethertype = be16(12)?;
+        if ethertype == ETHERTYPE_VLAN {
+            ethertype = be16(16)?;
+            l3 = 18;
+        }
+        let (ipv6, l4, proto, end) = match ethertype {
+            ETHERTYPE_IPV4 => {
+                let vihl = *frame.get(l3)?;
+                let ihl = usize::from(vihl & 0x0f) * 4;
+                if vihl >> 4 != 4 || ihl < 20 {
+                    return None;
+                }
+                let total = usize::from(be16(l3 + 2)?);
+                (false, l3 + ihl, *frame.get(l3 + 9)?, l3 + total)
+            }
+            ETHERTYPE_IPV6 => {
+                if frame.get(l3)? >> 4 != 6 {
+                    return None;
+                }
+                let payload = usize::from(be16(l3 + 4)?);
+                (true, l3 + 40, *frame.get(l3 + 6)?, l3 + 40 + payload)
+            }
+            _ => return None,
+        };
+        let l4_len = match proto {
+            PROTO_TCP => usize::from(frame.get(l4 + 12)? >> 4) * 4,
+            PROTO_UDP => 8,
+            _ => return None,
+        };
+        let headers_len = l4 + l4_len;
+        if (proto == PROTO_TCP && l4_len < 20) || headers_len > end || end > frame.len() {
+            return None;
+        }
+        Some(Layout {
+            l3,
+            ipv6,
+            l4,
+            proto,
+            headers_len,
+            end,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// An IPv4 TCP frame built by etherparse (independent of the code under test).
+    pub(crate) fn tcp_frame(payload: usize) -> Vec<u8> {
+        let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .tcp(1000, 80, 7, 64240)
+            .ack(1)
+            .psh();
+        let mut out = Vec::new();
+        b.write(&mut out, &vec![0x5a; payload]).unwrap();
+        out
+    }
+
+    fn hdr(flags: u8, gso_type: u8, gso_size: u16, start: u16, offset: u16) -> [u8; 10] {
+        let mut h = [0u8; 10];
+        h[0] = flags;
+        h[1] = gso_type;
+        h[4..6].copy_from_slice(&gso_size.to_le_bytes());
+        h[6..8].copy_from_slice(&start.to_le_bytes());
+        h[8..10].copy_from_slice(&offset.to_le_bytes());
+        h
+    }
+
+    #[test]
+    fn a_tcp_super_frame_round_trips_through_its_header() {
+        let f = tcp_frame(4000);
+        let h = hdr(F_NEEDS_CSUM, GSO_TCPV4, 1448, 34, 16);
+        let o = Offload::from_vnet_hdr(&h, &f).unwrap();
+        assert_eq!(
+            o,
+            Offload {
+                checksum: Checksum::Partial {
+                    start: 34,
+                    offset: 16
+                },
+                gso: Gso::Tcp {
+                    mss: 1448,
+                    ipv6: false,
+                    ecn: false
+                },
+            }
+        );
+        assert!(!o.is_plain());
+        let back = o.to_vnet_hdr(&f);
+        // hdr_len: 14 + 20 + 20 header bytes.
+        assert_eq!(u16::from_le_bytes([back[2], back[3]]), 54);
+        assert_eq!(Offload::from_vnet_hdr(&back, &f).unwrap(), o);
+        assert_eq!(Offload::NONE.to_vnet_hdr(&f), [0u8; 10]);
+    }
+
+    #[test]
+    fn headers_the_frame_cannot_back_are_refused() {
+        let f = tcp_frame(100);
+        let cases = [
+            (hdr(0, 0, 0, 0, 0)[..4].to_vec(), OffloadError::Short),
+            (
+                hdr(0x10, 0, 0, 0, 0).to_vec(),
+                OffloadError::UnknownFlags(0x10),
+            ),
+            (
+                hdr(1, GSO_UDP, 1400, 34, 6).to_vec(),
+                OffloadError::UnsupportedGso(3),
+            ),
+            (
+                hdr(1, 0x42, 1400, 34, 16).to_vec(),
+                OffloadError::UnsupportedGso(0x42),
+            ),
+            (
+                hdr(1, GSO_TCPV4, 0, 34, 16).to_vec(),
+                OffloadError::ZeroSegmentSize,
+            ),
+            (
+                hdr(1, 0, 0, 34, 2000).to_vec(),
+                OffloadError::ChecksumOutOfFrame,
+            ),
+            (
+                hdr(1, 0, 0, 0xffff, 0xffff).to_vec(),
+                OffloadError::ChecksumOutOfFrame,
+            ),
+            (
+                hdr(0, GSO_TCPV4, 1400, 0, 0).to_vec(),
+                OffloadError::GsoWithoutChecksum,
+            ),
+            (
+                hdr(1, GSO_TCPV6, 1400, 34, 16).to_vec(),
+                OffloadError::GsoMismatch,
+            ),
+            (
+                hdr(1, GSO_UDP_L4, 1400, 34, 16).to_vec(),
+                OffloadError::GsoMismatch,
+            ),
+            (
+                hdr(1, 0, 0, 30, 16).to_vec(),
+                OffloadError::ChecksumMismatch,
+            ),
+            (hdr(1, 0, 0, 34, 6).to_vec(), OffloadError::ChecksumMismatch),
+        ];
+        for (h, want) in cases {
+            assert_eq!(Offload::from_vnet_hdr(&h, &f), Err(want), "{h:?}");
+        }
+        // GSO on a frame that is not TCP/UDP at all (an ARP-sized garbage frame).
+        let junk = vec![0u8; 60];
+        assert_eq!(
+            Offload::from_vnet_hdr(&hdr(1, GSO_TCPV4, 1400, 34, 16), &junk),
+            Err(OffloadError::GsoMismatch)
+        );
+    }
+
+    #[test]
+    fn plain_and_verified_headers() {
+        let f = tcp_frame(10);
+        assert_eq!(Offload::from_vnet_hdr(&[0; 10], &f).unwrap(), Offload::NONE);
+        let v = Offload::from_vnet_hdr(&hdr(F_DATA_VALID, 0, 0, 0, 0), &f).unwrap();
+        assert_eq!(v.checksum, Checksum::Verified);
+        assert!(v.is_plain());
+        let ecn = Offload::from_vnet_hdr(&hdr(1, GSO_TCPV4 | GSO_ECN, 500, 34, 16), &f).unwrap();
+        assert_eq!(
+            ecn.gso,
+            Gso::Tcp {
+                mss: 500,
+                ipv6: false,
+                ecn: true
+            }
+        );
+        assert_eq!(ecn.to_vnet_hdr(&f)[1], GSO_TCPV4 | GSO_ECN);
+    }
+
+    #[test]
+    fn layout_reads_v4_v6_and_a_vlan_tag() {
+        let f = tcp_frame(10);
+        let l = Layout::of(&f).unwrap();
+        assert_eq!(
+            (l.l3, l.l4, l.proto, l.headers_len, l.end),
+            (14, 34, 6, 54, 64)
+        );
+        let mut tagged = f[..12].to_vec();
+        tagged.extend_from_slice(&[0x81, 0x00, 0x00, 0x14]);
+        tagged.extend_from_slice(&f[12..]);
+        assert_eq!(Layout::of(&tagged).unwrap().l4, 38);
+        assert!(Layout::of(&f[..40]).is_none());
+        assert!(Layout::of(&[0u8; 14]).is_none());
+    }
+}
