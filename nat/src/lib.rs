@@ -33,7 +33,7 @@ mod wire;
 pub use eim::EimTable;
 pub use icmp_error::{InnerPacket, icmp_error_inner, is_icmp_error, rewrite_icmp_error};
 pub use port::{PortRange, allocate_port, hash_seed};
-pub use rewrite::{is_query_reply, is_query_request, rewrite};
+pub use rewrite::{is_query_reply, is_query_request, rewrite, rewrite_offloaded};
 
 use std::fmt;
 use std::net::Ipv4Addr;

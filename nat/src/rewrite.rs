@@ -64,6 +64,25 @@ pub fn rewrite(
     src: Endpoint,
     dst: Endpoint,
 ) -> Result<(), RewriteError> {
+    rewrite_offloaded(frame, c, src, dst, false)
+}
+
+/// [`rewrite`] for a frame whose TCP/UDP checksum may be *partial* (`l4_partial`: the field
+/// holds the pseudo-header sum for the device to finish, as in GSO super-frames). Then the
+/// address changes update the field by the pseudo-header rule, without the final complement,
+/// and the port changes touch nothing there (the device sums the ports with the rest of the
+/// segment). RFC 1624 on a partial field would corrupt it. The IPv4 header checksum is complete
+/// either way and is updated as usual.
+///
+/// # Errors
+/// As [`rewrite`].
+pub fn rewrite_offloaded(
+    frame: &mut [u8],
+    c: &Classified,
+    src: Endpoint,
+    dst: Endpoint,
+    l4_partial: bool,
+) -> Result<(), RewriteError> {
     let L3::Ipv4(_) = c.l3 else {
         return Err(RewriteError::NotIpv4);
     };
@@ -87,6 +106,14 @@ pub fn rewrite(
     let l4 = if frag & 0x1fff != 0 { L4::None } else { c.l4 };
     let mut ignored = Delta::default();
     let done = match l4 {
+        L4::Tcp { .. } | L4::Udp { .. } if l4_partial => {
+            let ck_off = if protocol == 6 {
+                TCP_CHECKSUM
+            } else {
+                UDP_CHECKSUM
+            };
+            rewrite_ports_partial(seg, ck_off, pseudo, src.port, dst.port)
+        }
         L4::Tcp { .. } if protocol == 6 => rewrite_ports(
             seg,
             TCP_CHECKSUM,
@@ -197,6 +224,21 @@ pub(crate) fn rewrite_ports(
     wr16(seg, ck_off, new_ck)?;
     outer.word(ck, new_ck);
     Some(())
+}
+
+/// Ports of a TCP/UDP header whose checksum field is partial: the field takes only the
+/// pseudo-header (address) terms.
+fn rewrite_ports_partial(
+    seg: &mut [u8],
+    ck_off: usize,
+    pseudo: Delta,
+    src_port: u16,
+    dst_port: u16,
+) -> Option<()> {
+    let field = rd16(seg, ck_off)?;
+    wr16(seg, 0, src_port)?;
+    wr16(seg, 2, dst_port)?;
+    wr16(seg, ck_off, pseudo.apply_partial(field))
 }
 
 /// Rewrites the identifier of an ICMP query at the start of `seg` and updates the ICMP
