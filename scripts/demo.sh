@@ -31,7 +31,7 @@ trap cleanup EXIT INT TERM
 
 echo "== building vswitch"
 cargo build --release -q -p vswitch
-VS=$PWD/target/release/vswitch
+VS=${CARGO_TARGET_DIR:-$PWD/target}/release/vswitch
 
 step() { printf '\n== %s\n' "$*"; }
 in_ns() { local ns=$1; shift; ip netns exec "$P-$ns" "$@"; }
@@ -83,7 +83,11 @@ step "docker run -p 8080:80: publish payment's port 80 on the uplink address"
 step "web servers: internet:8000 and payment:80 (answer /whoami with the client address they see)"
 ip netns exec "$P-internet" python3 cli/tests/whoami_server.py 8000 >/dev/null 2>&1 & PIDS+=($!)
 ip netns exec "$P-payment" python3 cli/tests/whoami_server.py 80 >/dev/null 2>&1 & PIDS+=($!)
-sleep 1
+for _ in $(seq 100); do
+  in_ns internet curl -s -o /dev/null --max-time 1 http://127.0.0.1:8000/whoami &&
+    in_ns payment curl -s -o /dev/null --max-time 1 http://127.0.0.1:80/whoami && break
+  sleep 0.1
+done
 
 step "login -> payment (same network): ping"
 in_ns login ping -c 2 -i 0.2 -W 2 172.17.0.3 | tail -2

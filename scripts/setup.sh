@@ -58,8 +58,12 @@ vswitch_setup() {
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null || { echo "vswitch: apt-get update failed" >&2; return 1; }
     # shellcheck disable=SC2086  # one word per package
-    apt-get install -y -qq --no-install-recommends $missing >/dev/null ||
-      { echo "vswitch: apt-get install $missing failed" >&2; return 1; }
+    # apt's own chatter (debconf on a minimal system) goes to a log shown only on failure.
+    local log
+    log=$(mktemp)
+    apt-get install -y -qq --no-install-recommends $missing >"$log" 2>&1 ||
+      { cat "$log" >&2; rm -f "$log"; echo "vswitch: apt-get install $missing failed" >&2; return 1; }
+    rm -f "$log"
     missing=$(vswitch_missing_packages "$job" | tr '\n' ' ')
     if [ -n "${missing% }" ]; then
       echo "vswitch: still missing after install: $missing" >&2

@@ -1,6 +1,7 @@
 """A tiny HTTP server for the end-to-end tests: serves files from the current directory, and
 /whoami answers with the client's address as the server saw it (to prove NAT keeps or hides it)."""
 import http.server
+import socketserver
 import sys
 
 
@@ -19,4 +20,13 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-http.server.ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1])), Handler).serve_forever()
+class Server(http.server.ThreadingHTTPServer):
+    def server_bind(self):
+        # HTTPServer.server_bind looks the host name up (socket.getfqdn) between bind and listen:
+        # in a namespace whose resolver is unreachable that stalls for seconds with the port not
+        # yet listening. The name is only used in CGI variables.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = "localhost", self.server_address[1]
+
+
+Server(("0.0.0.0", int(sys.argv[1])), Handler).serve_forever()
