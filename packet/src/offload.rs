@@ -96,6 +96,54 @@ pub struct Offload {
     pub gso: Gso,
 }
 
+/// What an egress takes besides plain frames: a port with a virtio-net header and the kernel
+/// features it has (a pcap, a port without the header, takes nothing).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Capabilities {
+    /// Partial TCP/UDP checksums (`TUN_F_CSUM`; any packet socket with `PACKET_VNET_HDR`).
+    pub partial_checksum: bool,
+    /// TCP super-frames over IPv4.
+    pub tso4: bool,
+    /// TCP super-frames over IPv6.
+    pub tso6: bool,
+    /// UDP super-frames (USO).
+    pub uso: bool,
+}
+
+impl Capabilities {
+    /// Plain frames only.
+    pub const NONE: Capabilities = Capabilities {
+        partial_checksum: false,
+        tso4: false,
+        tso6: false,
+        uso: false,
+    };
+
+    /// Everything [`Offload`] can describe.
+    pub const ALL: Capabilities = Capabilities {
+        partial_checksum: true,
+        tso4: true,
+        tso6: true,
+        uso: true,
+    };
+
+    /// Whether a frame in state `o` can go out as it is.
+    #[inline]
+    pub fn accepts(&self, o: &Offload) -> bool {
+        let checksum = match o.checksum {
+            Checksum::Partial { .. } => self.partial_checksum,
+            Checksum::Complete | Checksum::Verified => true,
+        };
+        let gso = match o.gso {
+            Gso::None => true,
+            Gso::Tcp { ipv6: false, .. } => self.tso4,
+            Gso::Tcp { ipv6: true, .. } => self.tso6,
+            Gso::Udp { .. } => self.uso,
+        };
+        checksum && gso
+    }
+}
+
 /// Why a virtio-net header was refused (each is a counted drop where a frame comes in).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum OffloadError {
@@ -136,6 +184,17 @@ impl Offload {
     /// without a virtio-net header) as it is.
     pub fn is_plain(&self) -> bool {
         self.gso == Gso::None && !matches!(self.checksum, Checksum::Partial { .. })
+    }
+
+    /// The largest frame this one becomes on the wire: headers plus one segment for a
+    /// super-frame, its length otherwise (what MTU checks compare).
+    pub fn wire_len(&self, frame: &[u8]) -> usize {
+        match self.gso.segment_size() {
+            Some(size) => Layout::of(frame).map_or(frame.len(), |l| {
+                frame.len().min(l.headers_len + usize::from(size))
+            }),
+            None => frame.len(),
+        }
     }
 
     /// Parses a virtio-net header that came before `frame`, and checks it against the frame's
@@ -458,6 +517,27 @@ mod tests {
             }
         );
         assert_eq!(ecn.to_vnet_hdr(&f)[1], GSO_TCPV4 | GSO_ECN);
+    }
+
+    #[test]
+    fn capabilities_and_wire_length() {
+        let f = tcp_frame(4000);
+        let o = Offload::from_vnet_hdr(&hdr(F_NEEDS_CSUM, GSO_TCPV4, 1448, 34, 16), &f).unwrap();
+        assert!(Capabilities::ALL.accepts(&o));
+        assert!(!Capabilities::NONE.accepts(&o));
+        let csum_only = Capabilities {
+            partial_checksum: true,
+            ..Capabilities::NONE
+        };
+        assert!(!csum_only.accepts(&o));
+        let small = Offload {
+            gso: Gso::None,
+            ..o
+        };
+        assert!(csum_only.accepts(&small));
+        assert!(Capabilities::NONE.accepts(&Offload::NONE));
+        assert_eq!(o.wire_len(&f), 54 + 1448);
+        assert_eq!(Offload::NONE.wire_len(&f), f.len());
     }
 
     #[test]
