@@ -5,6 +5,9 @@
 //! updated incrementally ([`checksum`], RFC 1624), and [`classify`] gives the pipeline a one-pass
 //! summary of a frame's layers without copying anything.
 //!
+//! The shared vocabulary lives here too: [`L4Proto`] and [`PortProto`] (the transport of a flow,
+//! and of a published port), and Docker's MAC rule, [`MacAddr::docker`].
+//!
 //! [`build`] makes well-formed frames with etherparse, an implementation independent of the views,
 //! for tests, benches and fixtures.
 
@@ -14,9 +17,11 @@ mod classify;
 pub mod gso;
 mod mac;
 pub mod offload;
+mod proto;
 
 pub use classify::{Classified, Ipv4Info, L3, L4, Malformed, classify, tcp_flags};
 pub use mac::MacAddr;
+pub use proto::{L4Proto, NoPorts, ParseL4ProtoError, ParsePortProtoError, PortProto};
 pub use smoltcp::wire::{
     ArpOperation, ArpPacket, EthernetFrame, EthernetProtocol, Icmpv4Message, Icmpv4Packet,
     IpProtocol, Ipv4Packet, TcpPacket, UdpPacket,

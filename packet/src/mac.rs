@@ -1,6 +1,7 @@
 //! A MAC address small enough to be a hash key and cheap to compare.
 
 use std::fmt;
+use std::net::Ipv4Addr;
 use std::str::FromStr;
 
 /// An Ethernet MAC address.
@@ -35,6 +36,15 @@ impl MacAddr {
     #[inline]
     pub fn is_zero(&self) -> bool {
         *self == Self::ZERO
+    }
+
+    /// The MAC Docker derives from an IPv4 address: 02:42 followed by the address's four octets
+    /// (172.17.0.2 is 02:42:ac:11:00:02). Used for gateways, uplinks and containers whose MAC is
+    /// not set.
+    #[inline]
+    pub const fn docker(ip: Ipv4Addr) -> MacAddr {
+        let [a, b, c, d] = ip.octets();
+        MacAddr([0x02, 0x42, a, b, c, d])
     }
 
     /// The MAC as a u64, for compact keys.
@@ -116,6 +126,19 @@ mod tests {
                 .parse::<MacAddr>()
                 .unwrap()
                 .is_multicast()
+        );
+    }
+
+    #[test]
+    fn docker_rule_on_a_known_address() {
+        let mac = MacAddr::docker(Ipv4Addr::new(172, 17, 0, 2));
+        assert_eq!(mac.0, [0x02, 0x42, 0xac, 0x11, 0x00, 0x02]);
+        assert_eq!(mac.to_string(), "02:42:ac:11:00:02");
+        // Locally administered, unicast.
+        assert_eq!(mac.0[0] & 0x03, 0x02);
+        assert_eq!(
+            MacAddr::docker(Ipv4Addr::new(10, 255, 0, 1)).to_string(),
+            "02:42:0a:ff:00:01"
         );
     }
 
