@@ -7,8 +7,9 @@ use std::hint::black_box;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use conntrack::{Config, Conntrack, Proto, Tuple};
+use conntrack::{Config, Conntrack, Tuple};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use packet::L4Proto;
 
 const SIZES: [usize; 3] = [1_000, 100_000, 1_000_000];
 /// Prime, coprime with every size above: a stride visiting all keys.
@@ -20,7 +21,7 @@ fn key(i: usize, dst_port: u16) -> Tuple {
     let src = Ipv4Addr::from_bits(0x0a00_0000 | (host & 0x00ff_ffff));
     let src_port = 1024 + (i & 0xff) as u16;
     Tuple::new(
-        Proto::Udp,
+        L4Proto::Udp,
         src,
         src_port,
         Ipv4Addr::new(1, 1, 1, 1),

@@ -32,4 +32,4 @@ mod model_tests;
 pub use config::{Config, Timeouts};
 pub use table::{Conntrack, Counters, Entry, EntryId, InsertError, State, Verdict};
 pub use tcp::{TcpSegment, TcpState, tcp_may_create};
-pub use tuple::{Direction, Proto, Tuple};
+pub use tuple::{Direction, Tuple};

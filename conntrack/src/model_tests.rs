@@ -10,7 +10,8 @@ use std::net::Ipv4Addr;
 
 use proptest::prelude::*;
 
-use crate::{Config, Conntrack, Direction, EntryId, InsertError, Proto, Timeouts, Tuple, Verdict};
+use crate::{Config, Conntrack, Direction, EntryId, InsertError, Timeouts, Tuple, Verdict};
+use packet::L4Proto;
 
 const S: u64 = 1_000_000_000;
 const POOL: usize = 12;
@@ -19,9 +20,9 @@ const POOL: usize = 12;
 fn key(i: usize) -> Tuple {
     let i = i % POOL;
     let proto = if matches!(i % 3, 0) {
-        Proto::Icmp
+        L4Proto::Icmp
     } else {
-        Proto::Udp
+        L4Proto::Udp
     };
     let port = (i / 2) as u16;
     if matches!(i % 2, 0) {
@@ -69,7 +70,7 @@ struct ModelEntry {
     id: EntryId,
     orig: Tuple,
     reply: Tuple,
-    proto: Proto,
+    proto: L4Proto,
     replied: bool,
     assured: bool,
     expires_at: u64,
@@ -81,8 +82,8 @@ struct ModelEntry {
 impl ModelEntry {
     fn class(&self) -> u8 {
         match (self.proto, self.assured) {
-            (Proto::Udp, false) => 8,
-            (Proto::Udp, true) => 9,
+            (L4Proto::Udp, false) => 8,
+            (L4Proto::Udp, true) => 9,
             _ => 10,
         }
     }
@@ -218,7 +219,7 @@ fn run(max: usize, steps: Vec<(i8, Op)>) -> Result<(), TestCaseError> {
                 let (clock, seq) = (m.clock, m.seq);
                 let e = &mut m.live[i];
                 match e.proto {
-                    Proto::Udp if e.replied => e.assured = true,
+                    L4Proto::Udp if e.replied => e.assured = true,
                     _ if reply => e.replied = true,
                     _ => {}
                 }

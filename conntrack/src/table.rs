@@ -29,7 +29,8 @@
 use crate::config::{Config, Timeouts};
 use crate::index::{Index, tag_of};
 use crate::tcp::{self, Outcome, TcpSegment, TcpState, TcpTrack};
-use crate::tuple::{Direction, Proto, Tuple};
+use crate::tuple::{Direction, Tuple};
+use packet::L4Proto;
 use rustc_hash::FxHashMap;
 use std::net::Ipv4Addr;
 
@@ -425,9 +426,9 @@ impl Conntrack {
             }
         }
         let state = match original.proto {
-            Proto::Tcp => State::Tcp(TcpState::None),
-            Proto::Udp => State::Udp { replied: false },
-            Proto::Icmp => State::Icmp { replied: false },
+            L4Proto::Tcp => State::Tcp(TcpState::None),
+            L4Proto::Udp => State::Udp { replied: false },
+            L4Proto::Icmp => State::Icmp { replied: false },
         };
         let list = class_of(state, false) * 2;
         let entry = Entry {
@@ -936,7 +937,7 @@ mod tests {
         TcpSegment::from_flags(flags, seq, ack_no, 0)
     }
 
-    fn tuple(proto: Proto, sport: u16) -> Tuple {
+    fn tuple(proto: L4Proto, sport: u16) -> Tuple {
         Tuple::new(
             proto,
             Ipv4Addr::new(172, 17, 0, 2),
@@ -962,7 +963,7 @@ mod tests {
 
     /// Client ISN 1000, server ISN 5000; returns the id in ESTABLISHED.
     fn handshake(ct: &mut Conntrack, sport: u16, now: u64) -> EntryId {
-        let t = tuple(Proto::Tcp, sport);
+        let t = tuple(L4Proto::Tcp, sport);
         let id = ct.insert(t, t.reversed(), 0, now).unwrap();
         assert_eq!(
             ct.track(id, O, Some(&seg(SYN, 1000, 0)), 60, now),
@@ -1080,7 +1081,7 @@ mod tests {
     #[test]
     fn rst_in_syn_sent_must_ack_the_syn() {
         let mut ct = table(16);
-        let t = tuple(Proto::Tcp, 9);
+        let t = tuple(L4Proto::Tcp, 9);
         let id = ct.insert(t, t.reversed(), 0, 0).unwrap();
         ct.track(id, O, Some(&seg(SYN, 1000, 0)), 60, 0);
         assert_eq!(
@@ -1105,7 +1106,7 @@ mod tests {
         // The server still holds the tuple in TIME_WAIT: it answers the SYN with a challenge
         // ACK for the old connection, the client resets with that ACK's number as sequence.
         let mut ct = table(16);
-        let t = tuple(Proto::Tcp, 9);
+        let t = tuple(L4Proto::Tcp, 9);
         let id = ct.insert(t, t.reversed(), 0, 0).unwrap();
         ct.track(id, O, Some(&seg(SYN, 1000, 0)), 60, 0);
         assert_eq!(
@@ -1127,7 +1128,7 @@ mod tests {
     #[test]
     fn blind_rst_in_syn_sent_does_not_close() {
         let mut ct = table(16);
-        let t = tuple(Proto::Tcp, 9);
+        let t = tuple(L4Proto::Tcp, 9);
         let id = ct.insert(t, t.reversed(), 0, 0).unwrap();
         ct.track(id, O, Some(&seg(SYN, 1000, 0)), 60, 0);
         ct.track(id, O, Some(&seg(RST, 123_456, 0)), 40, 0);
@@ -1186,7 +1187,7 @@ mod tests {
             Verdict::Reopen
         );
         assert!(ct.remove(id));
-        let t = tuple(Proto::Tcp, 1);
+        let t = tuple(L4Proto::Tcp, 1);
         let id2 = ct.insert(t, t.reversed(), 0, 2 * S).unwrap();
         assert_ne!(id2, id);
         assert_eq!(
@@ -1224,7 +1225,7 @@ mod tests {
     #[test]
     fn udp_unreplied_then_replied_then_assured() {
         let mut ct = table(16);
-        let t = tuple(Proto::Udp, 5353);
+        let t = tuple(L4Proto::Udp, 5353);
         let id = ct.insert(t, t.reversed(), 7, 0).unwrap();
         assert_eq!(ct.entry(id).unwrap().expires_at, 30 * S);
         ct.track(id, O, None, 100, S);
@@ -1247,7 +1248,7 @@ mod tests {
     fn icmp_replied_on_echo_reply_and_expires() {
         let mut ct = table(16);
         let t = Tuple::new(
-            Proto::Icmp,
+            L4Proto::Icmp,
             Ipv4Addr::new(10, 0, 0, 1),
             42,
             Ipv4Addr::new(8, 8, 8, 8),
@@ -1270,9 +1271,9 @@ mod tests {
     #[test]
     fn lookup_both_directions_and_with_nat_reply() {
         let mut ct = table(16);
-        let orig = tuple(Proto::Tcp, 1234);
+        let orig = tuple(L4Proto::Tcp, 1234);
         let reply = Tuple::new(
-            Proto::Tcp,
+            L4Proto::Tcp,
             orig.dst,
             80,
             Ipv4Addr::new(203, 0, 113, 2),
@@ -1289,7 +1290,7 @@ mod tests {
             Err(InsertError::Exists)
         );
         assert_eq!(
-            ct.insert(tuple(Proto::Tcp, 9), reply, 0, 0),
+            ct.insert(tuple(L4Proto::Tcp, 9), reply, 0, 0),
             Err(InsertError::Exists)
         );
         assert_eq!(ct.len(), 1);
@@ -1303,7 +1304,7 @@ mod tests {
     fn self_reversed_tuple_is_stored_once() {
         let mut ct = table(4);
         let a = Ipv4Addr::new(127, 0, 0, 1);
-        let t = Tuple::new(Proto::Icmp, a, 7, a, 7);
+        let t = Tuple::new(L4Proto::Icmp, a, 7, a, 7);
         assert_eq!(t.reversed(), t);
         let id = ct.insert(t, t.reversed(), 0, 0).unwrap();
         assert_eq!(ct.lookup(&t, 0), Some((id, O)));
@@ -1316,7 +1317,7 @@ mod tests {
     #[test]
     fn lookup_lazily_removes_expired() {
         let mut ct = table(16);
-        let t = tuple(Proto::Udp, 1);
+        let t = tuple(L4Proto::Udp, 1);
         let id = ct.insert(t, t.reversed(), 0, 0).unwrap();
         assert!(ct.lookup(&t, 30 * S - 1).is_some());
         assert_eq!(ct.lookup(&t.reversed(), 30 * S), None);
@@ -1330,7 +1331,7 @@ mod tests {
     #[test]
     fn insert_reclaims_expired_colliding_key() {
         let mut ct = table(16);
-        let t = tuple(Proto::Udp, 1);
+        let t = tuple(L4Proto::Udp, 1);
         ct.insert(t, t.reversed(), 0, 0).unwrap();
         ct.expire(100 * S, 0); // moves the clock only
         assert!(!ct.contains(&t), "expired entry is not 'taken'");
@@ -1346,7 +1347,7 @@ mod tests {
         let mut ct = table(64);
         let mut ids = Vec::new();
         for i in 0..10u16 {
-            let t = tuple(Proto::Udp, i);
+            let t = tuple(L4Proto::Udp, i);
             ids.push(ct.insert(t, t.reversed(), 0, u64::from(i) * S).unwrap());
         }
         // Refresh #0 at t=9s: it moves behind all others.
@@ -1366,7 +1367,7 @@ mod tests {
     #[test]
     fn clock_going_backwards_does_not_underflow_or_expire_early() {
         let mut ct = table(16);
-        let t = tuple(Proto::Udp, 1);
+        let t = tuple(L4Proto::Udp, 1);
         let id = ct.insert(t, t.reversed(), 0, 100 * S).unwrap();
         // Backwards jump: time stands still at 100 s.
         ct.track(id, O, None, 1, 5 * S);
@@ -1377,7 +1378,7 @@ mod tests {
         assert!(ct.lookup(&t, 0).is_some());
         assert_eq!(ct.now(), 100 * S);
         // Saturation at the top of the clock.
-        let u = tuple(Proto::Udp, 2);
+        let u = tuple(L4Proto::Udp, 2);
         let id2 = ct.insert(u, u.reversed(), 0, u64::MAX - 1).unwrap();
         assert_eq!(ct.entry(id2).unwrap().expires_at, u64::MAX);
         ct.check_invariants();
@@ -1387,13 +1388,13 @@ mod tests {
     fn early_drop_takes_oldest_unassured_never_assured() {
         let mut ct = table(3);
         let assured = handshake(&mut ct, 1, 0);
-        let u1 = tuple(Proto::Udp, 10);
-        let u2 = tuple(Proto::Udp, 11);
+        let u1 = tuple(L4Proto::Udp, 10);
+        let u2 = tuple(L4Proto::Udp, 11);
         let a = ct.insert(u1, u1.reversed(), 0, S).unwrap();
         let b = ct.insert(u2, u2.reversed(), 0, 2 * S).unwrap();
         // Refresh `a` so `b` becomes the oldest.
         ct.track(a, O, None, 1, 3 * S);
-        let u3 = tuple(Proto::Udp, 12);
+        let u3 = tuple(L4Proto::Udp, 12);
         let c = ct.insert(u3, u3.reversed(), 0, 4 * S).unwrap();
         assert!(ct.entry(b).is_none(), "oldest unassured dropped");
         assert!(ct.entry(a).is_some() && ct.entry(c).is_some());
@@ -1409,10 +1410,20 @@ mod tests {
             max_per_source: 2,
             ..Config::default()
         });
-        let a = ct.insert(tuple(Proto::Udp, 1), tuple(Proto::Udp, 1).reversed(), 0, 0);
-        let b = ct.insert(tuple(Proto::Udp, 2), tuple(Proto::Udp, 2).reversed(), 0, 0);
+        let a = ct.insert(
+            tuple(L4Proto::Udp, 1),
+            tuple(L4Proto::Udp, 1).reversed(),
+            0,
+            0,
+        );
+        let b = ct.insert(
+            tuple(L4Proto::Udp, 2),
+            tuple(L4Proto::Udp, 2).reversed(),
+            0,
+            0,
+        );
         assert!(a.is_ok() && b.is_ok());
-        let t = tuple(Proto::Udp, 3);
+        let t = tuple(L4Proto::Udp, 3);
         let err = ct.insert(t, t.reversed(), 0, 0).unwrap_err();
         assert_eq!(err, InsertError::SourceLimit(t.src, 2));
         assert_eq!(ct.counters().source_limited, 1);
@@ -1445,9 +1456,9 @@ mod tests {
             dst_port: port,
             proto: t.proto,
         };
-        let (t1, t2) = (tuple(Proto::Tcp, 1), tuple(Proto::Tcp, 2));
+        let (t1, t2) = (tuple(L4Proto::Tcp, 1), tuple(L4Proto::Tcp, 2));
         // Untranslated entries to the destination do not count.
-        let t0 = tuple(Proto::Tcp, 9);
+        let t0 = tuple(L4Proto::Tcp, 9);
         ct.insert(t0, t0.reversed(), 0, 0).unwrap();
         let id = ct.insert(t1, masq(t1, 40000), 0, 0).unwrap();
         let err = ct.insert(t2, masq(t2, 40001), 0, 0).unwrap_err();
@@ -1464,7 +1475,7 @@ mod tests {
         let mut ct = table(2);
         let a = handshake(&mut ct, 1, 0);
         let b = handshake(&mut ct, 2, 0);
-        let u = tuple(Proto::Udp, 10);
+        let u = tuple(L4Proto::Udp, 10);
         let err = ct.insert(u, u.reversed(), 0, S).unwrap_err();
         assert_eq!(err, InsertError::TableFull { max_entries: 2 });
         assert!(err.to_string().contains("conntrack table full (2 entries)"));
@@ -1480,7 +1491,7 @@ mod tests {
     #[test]
     fn zero_capacity_refuses_without_panicking() {
         let mut ct = table(0);
-        let u = tuple(Proto::Udp, 1);
+        let u = tuple(L4Proto::Udp, 1);
         assert!(matches!(
             ct.insert(u, u.reversed(), 0, 0),
             Err(InsertError::TableFull { .. })
@@ -1491,7 +1502,7 @@ mod tests {
     #[test]
     fn flush_empties_and_stales_ids() {
         let mut ct = table(16);
-        let t = tuple(Proto::Udp, 1);
+        let t = tuple(L4Proto::Udp, 1);
         let id = ct.insert(t, t.reversed(), 0, 0).unwrap();
         ct.flush();
         assert!(ct.is_empty());
@@ -1506,7 +1517,7 @@ mod tests {
     #[test]
     fn set_mark_and_memory_estimate() {
         let mut ct = table(4);
-        let t = tuple(Proto::Udp, 1);
+        let t = tuple(L4Proto::Udp, 1);
         let id = ct.insert(t, t.reversed(), 1, 0).unwrap();
         assert!(ct.set_mark(id, 9));
         assert_eq!(ct.entry(id).unwrap().mark, 9);

@@ -1,55 +1,13 @@
-//! Connection keys: the L4 protocol, the 5-tuple and the packet direction.
+//! Connection keys: the 5-tuple (over [`packet::L4Proto`]) and the packet direction.
 //!
 //! Owns the identity of a flow as the table sees it. Invariants: a [`Tuple`]
 //! is a plain value (no normalisation is applied: `a->b` and `b->a` are
 //! different keys), and for ICMP echo both ports carry the echo identifier,
 //! so `reversed()` of an echo request key is the echo reply key.
 
+use packet::L4Proto;
 use std::hash::{Hash, Hasher};
 use std::net::Ipv4Addr;
-
-/// Transport protocols the tracker understands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Proto {
-    /// ICMP echo request/reply (the identifier is used as both ports).
-    Icmp,
-    /// TCP.
-    Tcp,
-    /// UDP.
-    Udp,
-}
-
-impl Proto {
-    /// IANA protocol number (1, 6 or 17).
-    pub const fn number(self) -> u8 {
-        match self {
-            Proto::Icmp => 1,
-            Proto::Tcp => 6,
-            Proto::Udp => 17,
-        }
-    }
-
-    /// Inverse of [`Proto::number`]; `None` for protocols not tracked.
-    pub const fn from_number(n: u8) -> Option<Proto> {
-        match n {
-            1 => Some(Proto::Icmp),
-            6 => Some(Proto::Tcp),
-            17 => Some(Proto::Udp),
-            _ => None,
-        }
-    }
-}
-
-impl std::fmt::Display for Proto {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Proto::Icmp => "icmp",
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-        })
-    }
-}
 
 /// A directional flow key as seen on the wire.
 ///
@@ -57,7 +15,7 @@ impl std::fmt::Display for Proto {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub struct Tuple {
     /// L4 protocol.
-    pub proto: Proto,
+    pub proto: L4Proto,
     /// Source address.
     pub src: Ipv4Addr,
     /// Destination address.
@@ -85,7 +43,7 @@ impl Hash for Tuple {
 impl Tuple {
     /// Convenience constructor.
     pub const fn new(
-        proto: Proto,
+        proto: L4Proto,
         src: Ipv4Addr,
         src_port: u16,
         dst: Ipv4Addr,
@@ -157,22 +115,12 @@ mod tests {
 
     fn t(sp: u16, dp: u16) -> Tuple {
         Tuple::new(
-            Proto::Udp,
+            L4Proto::Udp,
             Ipv4Addr::new(10, 0, 0, 1),
             sp,
             Ipv4Addr::new(10, 0, 0, 2),
             dp,
         )
-    }
-
-    #[test]
-    fn proto_numbers_round_trip() {
-        for p in [Proto::Icmp, Proto::Tcp, Proto::Udp] {
-            assert_eq!(Proto::from_number(p.number()), Some(p));
-        }
-        assert_eq!(Proto::from_number(0), None);
-        assert_eq!(Proto::from_number(58), None);
-        assert_eq!(Proto::Tcp.number(), 6);
     }
 
     #[test]
@@ -192,7 +140,7 @@ mod tests {
         set.insert(t(2, 1));
         set.insert(t(1, 2).reversed());
         let mut tcp = t(1, 2);
-        tcp.proto = Proto::Tcp;
+        tcp.proto = L4Proto::Tcp;
         set.insert(tcp);
         assert_eq!(set.len(), 4);
         assert!(set.contains(&t(1, 2)));

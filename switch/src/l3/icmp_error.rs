@@ -13,8 +13,8 @@ use super::{Datagram, Gateway, ingress_side};
 use crate::counters::DropReason;
 use crate::frame::Frame;
 use crate::synth::{self, IcmpHeader};
-use conntrack::{Direction, Proto, Tuple};
-use packet::L3;
+use conntrack::{Direction, Tuple};
+use packet::{L3, L4Proto};
 
 /// An ICMP error the gateway originates.
 #[derive(Clone, Copy, Debug)]
@@ -36,7 +36,7 @@ impl Gateway {
             self.ct.count_invalid();
             return f.drop(DropReason::IcmpErrorNoFlow);
         };
-        let Some(proto) = Proto::from_number(inner.protocol) else {
+        let Some(proto) = L4Proto::from_number(inner.protocol) else {
             return f.drop(DropReason::IcmpErrorNoFlow);
         };
         // The quoted packet travelled the other way: its reverse is this error's direction.

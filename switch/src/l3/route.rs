@@ -13,11 +13,9 @@ use crate::counters::DropReason;
 use crate::frame::Frame;
 use crate::l3::fragments::FragmentPlan;
 use crate::synth;
-use conntrack::{
-    Direction, EntryId, InsertError, Proto, TcpSegment, Tuple, Verdict, tcp_may_create,
-};
+use conntrack::{Direction, EntryId, InsertError, TcpSegment, Tuple, Verdict, tcp_may_create};
 use nat::{Endpoint, NatError, PortRange};
-use packet::{Classified, Ipv4Info, L4, MacAddr};
+use packet::{Classified, Ipv4Info, L4, L4Proto, MacAddr};
 use std::net::Ipv4Addr;
 
 /// How many candidate ports the allocator tries before giving up.
@@ -41,15 +39,15 @@ fn tuple_of(info: &Ipv4Info, l4: &L4) -> Option<(Tuple, Option<TcpSegment>)> {
             ack,
             payload_len,
         } => (
-            Proto::Tcp,
+            L4Proto::Tcp,
             src_port,
             dst_port,
             Some(TcpSegment::from_flags(flags, seq, ack, payload_len)),
         ),
-        L4::Udp { src_port, dst_port } => (Proto::Udp, src_port, dst_port, None),
+        L4::Udp { src_port, dst_port } => (L4Proto::Udp, src_port, dst_port, None),
         L4::Icmp {
             ty: 0 | 8, ident, ..
-        } => (Proto::Icmp, ident, ident, None),
+        } => (L4Proto::Icmp, ident, ident, None),
         _ => return None,
     };
     Some((
@@ -184,7 +182,7 @@ impl Gateway {
             };
             self.fragments.remember(key, later, now);
         }
-        if f.topo.udp_eim && tuple.proto == Proto::Udp && dir == Direction::Original {
+        if f.topo.udp_eim && tuple.proto == L4Proto::Udp && dir == Direction::Original {
             self.eim
                 .touch(Endpoint::new(tuple.src, tuple.src_port), now);
         }
@@ -261,7 +259,7 @@ impl Gateway {
             };
             let remote = Endpoint::new(redirect.unwrap_or(t.dst), t.dst_port);
             let inside = Endpoint::new(t.src, t.src_port);
-            let eim = topo.udp_eim && t.proto == Proto::Udp;
+            let eim = topo.udp_eim && t.proto == L4Proto::Udp;
             let preferred = if eim {
                 self.eim.lookup(inside, now).unwrap_or(t.src_port)
             } else {
@@ -271,7 +269,7 @@ impl Gateway {
             if eim {
                 self.eim.insert(inside, p, now);
             }
-            let remote_port = if t.proto == Proto::Icmp {
+            let remote_port = if t.proto == L4Proto::Icmp {
                 p
             } else {
                 t.dst_port
@@ -311,7 +309,7 @@ impl Gateway {
             Endpoint::new(t.dst, t.dst_port),
         );
         let taken = |p: u16| {
-            let remote_port = if t.proto == Proto::Icmp {
+            let remote_port = if t.proto == L4Proto::Icmp {
                 p
             } else {
                 remote.port
@@ -324,7 +322,7 @@ impl Gateway {
                 dst_port: p,
             };
             self.ct.contains(&key)
-                || (t.proto != Proto::Icmp && self.published.contains_key(&(t.proto.number(), p)))
+                || (t.proto != L4Proto::Icmp && self.published.contains_key(&(t.proto.number(), p)))
         };
         nat::allocate_port(range, preferred, seed, PORT_TRIES, taken).map_err(|e| match e {
             NatError::PortsExhausted { .. } => DropReason::PortsExhausted,

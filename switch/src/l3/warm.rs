@@ -10,8 +10,8 @@ use super::Gateway;
 use super::neighbor::Side;
 use crate::config::Topology;
 use crate::pipeline::Packet;
-use conntrack::{Direction, Proto, Tuple};
-use packet::ETH_HEADER_LEN;
+use conntrack::{Direction, Tuple};
+use packet::{ETH_HEADER_LEN, L4Proto};
 use std::net::Ipv4Addr;
 
 /// Frames warmed at a time.
@@ -28,7 +28,7 @@ impl Gateway {
         for chunk in input.chunks(CHUNK) {
             let mut keys = [(
                 Tuple::new(
-                    Proto::Udp,
+                    L4Proto::Udp,
                     Ipv4Addr::UNSPECIFIED,
                     0,
                     Ipv4Addr::UNSPECIFIED,
@@ -84,13 +84,13 @@ fn warm_key(topo: &Topology, pkt: &Packet) -> Option<(Tuple, Option<u16>)> {
     if h[12..14] != [0x08, 0x00] || (h[20] & 0x1f) | h[21] != 0 {
         return None;
     }
-    let proto = Proto::from_number(h[23])?;
+    let proto = L4Proto::from_number(h[23])?;
     let src = Ipv4Addr::new(h[26], h[27], h[28], h[29]);
     let dst = Ipv4Addr::new(h[30], h[31], h[32], h[33]);
     let l4 = ETH_HEADER_LEN + usize::from(h[14] & 0x0f) * 4;
     let t = d.get(l4..l4 + 8)?;
     let (src_port, dst_port) = match proto {
-        Proto::Icmp => {
+        L4Proto::Icmp => {
             let id = u16::from_be_bytes([t[4], t[5]]);
             (id, id)
         }
@@ -140,7 +140,7 @@ mod tests {
         assert_eq!(
             key,
             Tuple::new(
-                Proto::Udp,
+                L4Proto::Udp,
                 [10, 0, 0, 1].into(),
                 1111,
                 [10, 0, 0, 2].into(),
