@@ -87,12 +87,6 @@ pub const NAT_SRC_PORT: u16 = 40000;
 /// Destination port of every NAT flow.
 pub const NAT_DST_PORT: u16 = 443;
 
-/// The MAC vswitch derives from an address (02:42 + the four octets), as `switch::config` does.
-fn derived_mac(ip: Ipv4Addr) -> MacAddr {
-    let o = ip.octets();
-    MacAddr([0x02, 0x42, o[0], o[1], o[2], o[3]])
-}
-
 /// A container network 172.16.0.0/12 (gateway 172.16.0.1) on port `c` (port 0), and an uplink
 /// `up` (port 1) with address [`NAT_UPLINK_IP`] and a static next hop, so no ARP is involved.
 pub fn nat_config() -> Config {
@@ -144,7 +138,7 @@ pub fn nat_original_frame(i: u32, len: usize) -> Vec<u8> {
     let payload = vec![0x5a; len.saturating_sub(42)];
     build::udp(
         host_mac(1),
-        derived_mac(NAT_GATEWAY_IP),
+        MacAddr::docker(NAT_GATEWAY_IP),
         nat_container_ip(i),
         nat_remote_ip(i),
         NAT_SRC_PORT,
@@ -159,7 +153,7 @@ pub fn nat_reply_frame(i: u32, len: usize) -> Vec<u8> {
     let payload = vec![0xa5; len.saturating_sub(42)];
     build::udp(
         NAT_ROUTER_MAC,
-        derived_mac(NAT_UPLINK_IP),
+        MacAddr::docker(NAT_UPLINK_IP),
         nat_remote_ip(i),
         NAT_UPLINK_IP,
         NAT_DST_PORT,

@@ -814,7 +814,7 @@ impl NatFrames {
         let (container, remote) = Self::addresses(0);
         let original = build::udp(
             host_mac(1),
-            switch::config::mac_from_ip(NAT_GATEWAY_IP),
+            MacAddr::docker(NAT_GATEWAY_IP),
             container,
             remote,
             40000,
@@ -823,7 +823,7 @@ impl NatFrames {
         );
         let reply = build::udp(
             NAT_ROUTER_MAC,
-            switch::config::mac_from_ip(NAT_UPLINK_IP),
+            MacAddr::docker(NAT_UPLINK_IP),
             remote,
             NAT_UPLINK_IP,
             443,
@@ -999,7 +999,7 @@ mod tests {
                 let payload = vec![0x5a; len - HEADERS];
                 let original = build::udp(
                     host_mac(1),
-                    switch::config::mac_from_ip(NAT_GATEWAY_IP),
+                    MacAddr::docker(NAT_GATEWAY_IP),
                     container,
                     remote,
                     40000,
@@ -1008,7 +1008,7 @@ mod tests {
                 );
                 let reply = build::udp(
                     NAT_ROUTER_MAC,
-                    switch::config::mac_from_ip(NAT_UPLINK_IP),
+                    MacAddr::docker(NAT_UPLINK_IP),
                     remote,
                     NAT_UPLINK_IP,
                     443,

@@ -4,9 +4,7 @@
 //! `shutdown` request, and the links the daemon made removed.
 
 use crate::state::{Daemon, FanoutGroups, def_of, lock, refresh_dns, register_config_networks};
-use crate::uplink::{
-    ROOTLESS_TOPOLOGY, gateway_published, host_resolvers, proto_number, socket_uplink,
-};
+use crate::uplink::{ROOTLESS_TOPOLOGY, gateway_published, host_resolvers, socket_uplink};
 use crate::{DaemonOptions, handlers, server};
 use anyhow::{Context, Result, bail};
 use datapath::engine::{Engine, EngineHandle, PortIo};
@@ -122,7 +120,7 @@ fn stored_pipeline(config: &Config, origin: &str, store: &Store) -> Result<switc
     }
     for (proto, host_port, publ) in store.published()? {
         p.publish(
-            proto_number(proto),
+            proto.number(),
             host_port,
             publ.container_ip,
             publ.container_port,

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use datapath::io::rootless::HostHelper;
 use datapath::ports::{HelperSockets, SocketUplinkPort};
-use ipam::Proto;
+use packet::PortProto;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use switch::Config;
@@ -49,10 +49,7 @@ pub(crate) fn socket_uplink(
         .published
         .iter()
         .map(|p| sockgw::Published {
-            proto: match p.proto {
-                switch::config::L4Proto::Tcp => sockgw::Proto::Tcp,
-                switch::config::L4Proto::Udp => sockgw::Proto::Udp,
-            },
+            proto: p.proto,
             host_addr: p.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
             host_port: p.host_port,
         })
@@ -78,25 +75,11 @@ pub(crate) fn host_resolvers(keep_loopback: bool) -> Vec<Ipv4Addr> {
         .collect()
 }
 
-pub(crate) fn gateway_proto(p: Proto) -> sockgw::Proto {
-    match p {
-        Proto::Tcp => sockgw::Proto::Tcp,
-        Proto::Udp => sockgw::Proto::Udp,
-    }
-}
-
 /// A port published at run time, as the socket gateway listens for it (all host addresses).
-pub(crate) fn gateway_published(p: Proto, host_port: u16) -> sockgw::Published {
+pub(crate) fn gateway_published(proto: PortProto, host_port: u16) -> sockgw::Published {
     sockgw::Published {
-        proto: gateway_proto(p),
+        proto,
         host_addr: Ipv4Addr::UNSPECIFIED,
         host_port,
-    }
-}
-
-pub(crate) fn proto_number(p: Proto) -> u8 {
-    match p {
-        Proto::Tcp => 6,
-        Proto::Udp => 17,
     }
 }

@@ -165,11 +165,11 @@ impl MacPick {
     /// The MAC.
     pub fn mac(self) -> MacAddr {
         match self {
-            MacPick::GwA => switch::config::mac_from_ip(GW_A),
-            MacPick::GwB => switch::config::mac_from_ip(GW_B),
-            MacPick::Uplink => switch::config::mac_from_ip(UPLINK),
+            MacPick::GwA => MacAddr::docker(GW_A),
+            MacPick::GwB => MacAddr::docker(GW_B),
+            MacPick::Uplink => MacAddr::docker(UPLINK),
             MacPick::NextHop => NEXT_HOP_MAC,
-            MacPick::Host(a) => switch::config::mac_from_ip(a.addr()),
+            MacPick::Host(a) => MacAddr::docker(a.addr()),
             MacPick::Broadcast => MacAddr::BROADCAST,
             MacPick::Any(m) => MacAddr(m),
         }

@@ -11,7 +11,7 @@
 pub mod store;
 
 pub use store::{
-    Lease, LeaseMeta, NetworkRecord, NetworkSpec, Proto, Publish, Released, Store, StoreError,
+    Lease, LeaseMeta, NetworkRecord, NetworkSpec, Publish, Released, Store, StoreError,
 };
 
 use ipnet::Ipv4Net;

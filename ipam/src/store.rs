@@ -29,6 +29,7 @@
 
 use crate::IpamError;
 use ipnet::Ipv4Net;
+use packet::{MacAddr, PortProto};
 use redb::{
     Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
 };
@@ -222,7 +223,7 @@ pub enum StoreError {
     )]
     PortInUse {
         /// The protocol.
-        proto: Proto,
+        proto: PortProto,
         /// The host port.
         port: u16,
         /// Where it goes now.
@@ -251,48 +252,6 @@ db_error!(
     redb::StorageError,
     redb::CommitError
 );
-
-/// Transport protocol of a published port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Proto {
-    /// TCP.
-    Tcp,
-    /// UDP.
-    Udp,
-}
-
-impl Proto {
-    /// "tcp" or "udp".
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-        }
-    }
-}
-
-impl fmt::Display for Proto {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A protocol name other than tcp/udp.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown protocol {0:?}: use tcp or udp")]
-pub struct BadProto(pub String);
-
-impl FromStr for Proto {
-    type Err = BadProto;
-    fn from_str(s: &str) -> Result<Proto, BadProto> {
-        match s.to_ascii_lowercase().as_str() {
-            "tcp" => Ok(Proto::Tcp),
-            "udp" => Ok(Proto::Udp),
-            _ => Err(BadProto(s.to_string())),
-        }
-    }
-}
 
 /// A network as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -419,13 +378,7 @@ pub struct Released {
     pub lease: Lease,
     /// Ports that were published to this container on this network, removed in the same
     /// transaction.
-    pub unpublished: Vec<(Proto, u16, Publish)>,
-}
-
-/// `02:42:a:b:c:d` for address a.b.c.d, as Docker derives container MACs.
-pub fn mac_for_ip(ip: Ipv4Addr) -> [u8; 6] {
-    let [a, b, c, d] = ip.octets();
-    [0x02, 0x42, a, b, c, d]
+    pub unpublished: Vec<(PortProto, u16, Publish)>,
 }
 
 /// Makes six random bytes a locally administered unicast MAC (for callers that want random
@@ -575,13 +528,13 @@ fn network_leases(
 
 fn all_published(
     table: &impl ReadableTable<(&'static str, u16), &'static str>,
-) -> Result<Vec<(Proto, u16, Publish)>, StoreError> {
+) -> Result<Vec<(PortProto, u16, Publish)>, StoreError> {
     let mut out = Vec::new();
     for row in table.iter()? {
         let (k, v) = row?;
         let (proto, port) = k.value();
         let key = format!("{proto}/{port}");
-        let proto = Proto::from_str(proto)
+        let proto = PortProto::from_str(proto)
             .map_err(|_| StoreError::Corrupt(format!("published port {key}: bad protocol")))?;
         out.push((proto, port, decode("published port", &key, v.value())?));
     }
@@ -818,7 +771,7 @@ impl Store {
                 }
                 None => lowest_free(&leases, &net)?,
             };
-            let mac = format_mac(meta.mac.unwrap_or_else(|| mac_for_ip(ip)));
+            let mac = format_mac(meta.mac.unwrap_or(MacAddr::docker(ip).0));
             if let Some((_, other)) = network_leases(&leases, network)?
                 .into_iter()
                 .find(|(_, l)| l.mac == mac)
@@ -904,7 +857,7 @@ impl Store {
     /// hold a lease there. Refuses a port already published and internal networks.
     pub fn publish(
         &self,
-        proto: Proto,
+        proto: PortProto,
         host_port: u16,
         network: &str,
         container: &str,
@@ -950,7 +903,11 @@ impl Store {
     }
 
     /// Removes a published port; `Ok(None)` if it was not published.
-    pub fn unpublish(&self, proto: Proto, host_port: u16) -> Result<Option<Publish>, StoreError> {
+    pub fn unpublish(
+        &self,
+        proto: PortProto,
+        host_port: u16,
+    ) -> Result<Option<Publish>, StoreError> {
         self.write(|txn| {
             let key = format!("{proto}/{host_port}");
             match txn
@@ -964,7 +921,7 @@ impl Store {
     }
 
     /// Published ports, by protocol then host port.
-    pub fn published(&self) -> Result<Vec<(Proto, u16, Publish)>, StoreError> {
+    pub fn published(&self) -> Result<Vec<(PortProto, u16, Publish)>, StoreError> {
         all_published(&self.read()?.open_table(PUBLISHED)?)
     }
 
@@ -1446,7 +1403,7 @@ mod tests {
             Err(StoreError::MacInUse { .. })
         ));
         let mut m = meta();
-        m.mac = Some(mac_for_ip(a));
+        m.mac = Some(MacAddr::docker(a).0);
         assert!(matches!(
             s.allocate("n", "y", None, m),
             Err(StoreError::MacInUse { .. })
@@ -1477,30 +1434,30 @@ mod tests {
         let (ip_web, _) = s.allocate("n", "web", None, meta()).unwrap();
         s.allocate("int", "db", None, meta()).unwrap();
 
-        let p = s.publish(Proto::Tcp, 8080, "n", "web", 80).unwrap();
+        let p = s.publish(PortProto::Tcp, 8080, "n", "web", 80).unwrap();
         assert_eq!(p.container_ip, ip_web);
         // same port, other proto is fine
-        s.publish(Proto::Udp, 8080, "n", "web", 53).unwrap();
-        let e = s.publish(Proto::Tcp, 8080, "n", "web", 81).unwrap_err();
+        s.publish(PortProto::Udp, 8080, "n", "web", 53).unwrap();
+        let e = s.publish(PortProto::Tcp, 8080, "n", "web", 81).unwrap_err();
         assert!(
             e.to_string()
                 .starts_with("tcp host port 8080 is already published to \"web\""),
             "{e}"
         );
         assert!(matches!(
-            s.publish(Proto::Tcp, 9000, "n", "ghost", 80),
+            s.publish(PortProto::Tcp, 9000, "n", "ghost", 80),
             Err(StoreError::NotConnected { .. })
         ));
         assert!(matches!(
-            s.publish(Proto::Tcp, 9000, "nope", "web", 80),
+            s.publish(PortProto::Tcp, 9000, "nope", "web", 80),
             Err(StoreError::UnknownNetwork(_))
         ));
         assert!(matches!(
-            s.publish(Proto::Tcp, 9000, "int", "db", 80),
+            s.publish(PortProto::Tcp, 9000, "int", "db", 80),
             Err(StoreError::InternalNetwork(_))
         ));
         assert!(matches!(
-            s.publish(Proto::Tcp, 0, "n", "web", 80),
+            s.publish(PortProto::Tcp, 0, "n", "web", 80),
             Err(StoreError::PortZero)
         ));
         assert_eq!(s.published().unwrap().len(), 2);
@@ -1516,17 +1473,17 @@ mod tests {
             }
         ));
         assert_eq!(
-            s.unpublish(Proto::Udp, 8080)
+            s.unpublish(PortProto::Udp, 8080)
                 .unwrap()
                 .unwrap()
                 .container_port,
             53
         );
-        assert_eq!(s.unpublish(Proto::Udp, 8080).unwrap(), None);
+        assert_eq!(s.unpublish(PortProto::Udp, 8080).unwrap(), None);
         // releasing the container drops its remaining ports in the same transaction
         let rel = s.release("n", "web").unwrap().unwrap();
         assert_eq!(rel.unpublished.len(), 1);
-        assert_eq!(rel.unpublished[0].0, Proto::Tcp);
+        assert_eq!(rel.unpublished[0].0, PortProto::Tcp);
         assert!(s.published().unwrap().is_empty());
         s.remove_network("n").unwrap();
         assert!(matches!(
@@ -1554,7 +1511,7 @@ mod tests {
             s.allocate("n", "a", None, meta()).unwrap();
             s.allocate("bridge", "b", Some(ip("172.17.0.9")), meta())
                 .unwrap();
-            s.publish(Proto::Tcp, 8080, "n", "a", 80).unwrap();
+            s.publish(PortProto::Tcp, 8080, "n", "a", 80).unwrap();
             (
                 s.networks().unwrap(),
                 s.all_leases().unwrap(),
@@ -1589,17 +1546,9 @@ mod tests {
     }
 
     #[test]
-    fn proto_parses() {
-        assert_eq!("TCP".parse::<Proto>().unwrap(), Proto::Tcp);
-        assert_eq!("udp".parse::<Proto>().unwrap(), Proto::Udp);
-        assert!("sctp".parse::<Proto>().is_err());
-        assert_eq!(serde_json::to_string(&Proto::Udp).unwrap(), "\"udp\"");
-    }
-
-    #[test]
     fn macs() {
         assert_eq!(
-            format_mac(mac_for_ip(ip("172.17.0.2"))),
+            format_mac(MacAddr::docker(ip("172.17.0.2")).0),
             "02:42:ac:11:00:02"
         );
         let m = local_mac([0xff; 6]);

@@ -8,7 +8,8 @@
 //! without the variable `child_loop` returns at once. Bounded: 20 kills, about 5 s.
 //! `IPAM_CRASH_SEED` picks the kill schedule (printed on each run).
 
-use ipam::{IpamError, LeaseMeta, NetworkSpec, Proto, Store, StoreError};
+use ipam::{IpamError, LeaseMeta, NetworkSpec, Store, StoreError};
+use packet::PortProto;
 use std::io::Read;
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
@@ -62,7 +63,7 @@ fn child_loop() {
             Ok(_) => {
                 if (r >> 24).is_multiple_of(2) {
                     let port = 10_000 + ((r >> 32) % 64) as u16;
-                    match store.publish(Proto::Tcp, port, NET, &container, 80) {
+                    match store.publish(PortProto::Tcp, port, NET, &container, 80) {
                         Ok(_) | Err(StoreError::PortInUse { .. }) => {}
                         Err(e) => panic!("child: publish: {e}"),
                     }
@@ -79,7 +80,9 @@ fn child_loop() {
         }
         if (r >> 40).is_multiple_of(8) {
             let port = 10_000 + ((r >> 44) % 64) as u16;
-            store.unpublish(Proto::Tcp, port).expect("child: unpublish");
+            store
+                .unpublish(PortProto::Tcp, port)
+                .expect("child: unpublish");
         }
         println!("ops {ops}");
     }

@@ -37,7 +37,8 @@ use crate::dgram::DgramFlows;
 use crate::frames::{self, DropReason, Parsed};
 use crate::listen::{Accept, Listeners};
 use crate::tcp::{Segment, TcpFlows};
-use crate::{GatewayConfig, HostSockets, Proto, Published};
+use crate::{GatewayConfig, HostSockets, Published};
+use packet::PortProto;
 
 const LINK: Token = Token(0);
 /// Token of the waker that announces commands.
@@ -58,7 +59,7 @@ pub enum Command {
     /// Open a host listening socket; the result says whether it could be bound.
     Publish(Published, std::sync::mpsc::Sender<io::Result<()>>),
     /// Close the listening socket of this protocol and host port (connections stay).
-    Unpublish(Proto, u16),
+    Unpublish(PortProto, u16),
 }
 
 /// Changes published ports of a running gateway (from any thread).
@@ -78,7 +79,7 @@ impl GatewayHandle {
     }
 
     /// Stops listening on a published host port.
-    pub fn unpublish(&self, proto: Proto, host_port: u16) -> io::Result<()> {
+    pub fn unpublish(&self, proto: PortProto, host_port: u16) -> io::Result<()> {
         self.send(Command::Unpublish(proto, host_port))
     }
 
@@ -506,7 +507,7 @@ mod tests {
     fn commands_publish_refuse_a_port_in_use_and_unpublish() {
         let mut gw = gateway();
         let p = Published {
-            proto: Proto::Tcp,
+            proto: PortProto::Tcp,
             host_addr: Ipv4Addr::LOCALHOST,
             host_port: 0,
         };
@@ -528,7 +529,7 @@ mod tests {
 
         gw.handle
             .tx
-            .send(Command::Unpublish(Proto::Tcp, port))
+            .send(Command::Unpublish(PortProto::Tcp, port))
             .unwrap();
         gw.apply_commands();
         assert!(gw.published_addrs()[0].is_err());
@@ -541,7 +542,7 @@ mod tests {
         let gw = gateway();
         let h = gw.handle();
         drop(gw);
-        let e = h.unpublish(Proto::Udp, 53).unwrap_err();
+        let e = h.unpublish(PortProto::Udp, 53).unwrap_err();
         assert!(e.to_string().contains("stopped"), "{e}");
     }
 }

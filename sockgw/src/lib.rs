@@ -33,6 +33,7 @@ pub use counters::{Counters, CountersSnapshot};
 pub use event_loop::{Command, GatewayHandle, SocketGateway};
 pub use packet::MacAddr;
 
+use packet::PortProto;
 use std::net::Ipv4Addr;
 
 /// Default size of each smoltcp TCP buffer (receive and send, per connection). Large enough that
@@ -45,22 +46,13 @@ pub const DATAGRAM_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from
 /// How long a host `connect` may take before the container's SYN is answered with a RST.
 pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Transport protocol of a published port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Proto {
-    /// TCP: a host listening socket; each accepted connection becomes a flow to U.
-    Tcp,
-    /// UDP: a bound host socket; each client address becomes a flow to U.
-    Udp,
-}
-
 /// A host port published into the switch: traffic to `host_addr:host_port` on the host arrives at
 /// `U:host_port` as a flow from the real client's address and port (the switch's DNAT then takes
 /// it to the container).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Published {
     /// TCP or UDP.
-    pub proto: Proto,
+    pub proto: PortProto,
     /// Host address to listen on (0.0.0.0 for all).
     pub host_addr: Ipv4Addr,
     /// Host port to listen on; also the destination port at U.

@@ -24,7 +24,8 @@ use socket2::{Domain, Protocol, SockAddr, Type};
 
 use crate::counters::Counters;
 use crate::ctx::{Ctx, FIRST_FLOW, would_block};
-use crate::{DATAGRAM_IDLE_TIMEOUT, HostSockets, Proto, Published, frames};
+use crate::{DATAGRAM_IDLE_TIMEOUT, HostSockets, Published, frames};
+use packet::PortProto;
 
 /// Token of the first listener; slot `i` has `FIRST_LISTENER + i`.
 pub(crate) const FIRST_LISTENER: usize = 1;
@@ -90,10 +91,10 @@ impl Listeners {
 
     /// Closes the listening socket(s) of this protocol and port; connections and UDP clients
     /// already there stay.
-    pub fn unpublish(&mut self, proto: Proto, host_port: u16) {
+    pub fn unpublish(&mut self, proto: PortProto, host_port: u16) {
         for l in &mut self.slots {
             let hit = match (l as &Listener, proto) {
-                (Listener::Tcp(_, p), Proto::Tcp) | (Listener::Udp(_, p), Proto::Udp) => {
+                (Listener::Tcp(_, p), PortProto::Tcp) | (Listener::Udp(_, p), PortProto::Udp) => {
                     *p == host_port
                 }
                 _ => false,
@@ -197,7 +198,7 @@ impl Listeners {
 fn open_listener(hs: &dyn HostSockets, p: &Published) -> io::Result<Listener> {
     let addr = SockAddr::from(SocketAddrV4::new(p.host_addr, p.host_port));
     match p.proto {
-        Proto::Tcp => {
+        PortProto::Tcp => {
             let s = hs.socket(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
             s.set_reuse_address(true)?;
             s.bind(&addr)?;
@@ -212,7 +213,7 @@ fn open_listener(hs: &dyn HostSockets, p: &Published) -> io::Result<Listener> {
                 port,
             ))
         }
-        Proto::Udp => {
+        PortProto::Udp => {
             let s = hs.socket(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
             s.bind(&addr)?;
             s.set_nonblocking(true)?;
@@ -238,7 +239,7 @@ mod tests {
 
     use crate::ctx::tests::{U, ctx};
 
-    fn local(proto: Proto, host_port: u16) -> Published {
+    fn local(proto: PortProto, host_port: u16) -> Published {
         Published {
             proto,
             host_addr: Ipv4Addr::LOCALHOST,
@@ -264,7 +265,7 @@ mod tests {
     fn publish_accept_and_unpublish_tcp() {
         let c = ctx();
         let mut l = Listeners::new();
-        l.publish(&c, &local(Proto::Tcp, 0)).unwrap();
+        l.publish(&c, &local(PortProto::Tcp, 0)).unwrap();
         let addr = l.addrs().remove(0).unwrap();
         assert_eq!(addr.ip(), Ipv4Addr::LOCALHOST);
         assert_ne!(addr.port(), 0, "port 0 reports the port it got");
@@ -277,16 +278,16 @@ mod tests {
         assert_eq!(port, addr.port());
 
         // Unpublishing UDP on the same port leaves the TCP listener alone.
-        l.unpublish(Proto::Udp, addr.port());
+        l.unpublish(PortProto::Udp, addr.port());
         assert!(l.is_tcp(0));
-        l.unpublish(Proto::Tcp, addr.port());
+        l.unpublish(PortProto::Tcp, addr.port());
         assert!(!l.is_tcp(0));
         assert!(l.addrs()[0].is_err(), "the slot stays, closed");
         let refused = std::net::TcpStream::connect(addr).unwrap_err();
         assert_eq!(refused.kind(), ErrorKind::ConnectionRefused);
 
         // The next port takes the next slot (token), not the closed one.
-        l.publish(&c, &local(Proto::Tcp, 0)).unwrap();
+        l.publish(&c, &local(PortProto::Tcp, 0)).unwrap();
         assert_eq!(l.addrs().len(), 2);
         assert!(l.is_tcp(1));
     }
@@ -297,11 +298,11 @@ mod tests {
         let mut l = Listeners::new();
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = taken.local_addr().unwrap().port();
-        let e = l.publish(&c, &local(Proto::Tcp, port)).unwrap_err();
+        let e = l.publish(&c, &local(PortProto::Tcp, port)).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::AddrInUse);
         let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = taken.local_addr().unwrap().port();
-        let e = l.publish(&c, &local(Proto::Udp, port)).unwrap_err();
+        let e = l.publish(&c, &local(PortProto::Udp, port)).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::AddrInUse);
         assert!(l.addrs().is_empty(), "a failed publish takes no slot");
     }
@@ -319,7 +320,7 @@ mod tests {
     fn published_udp_clients_get_frames_replies_and_expire() {
         let mut c = ctx();
         let mut l = Listeners::new();
-        l.publish(&c, &local(Proto::Udp, 0)).unwrap();
+        l.publish(&c, &local(PortProto::Udp, 0)).unwrap();
         let addr = l.addrs().remove(0).unwrap();
         let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         client

@@ -9,9 +9,9 @@ use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use common::*;
+use packet::PortProto;
 use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, IpEndpoint};
-use sockgw::Proto;
 
 const TEN_MB: usize = 10 * 1024 * 1024;
 const LIMIT: Duration = Duration::from_secs(60);
@@ -150,7 +150,7 @@ fn udp_echo() {
 
 #[test]
 fn published_tcp_port_shows_the_real_client() {
-    let (mut h, gw) = Harness::start(config_publishing(Proto::Tcp));
+    let (mut h, gw) = Harness::start(config_publishing(PortProto::Tcp));
     let addr = gw.published_addrs().remove(0).unwrap();
     h.run(gw);
     // The "container" listens on U:host_port (the switch's DNAT is not in this test).
@@ -286,7 +286,7 @@ fn garbage_is_counted_and_service_continues() {
 
 #[test]
 fn published_udp_port_round_trip() {
-    let (mut h, gw) = Harness::start(config_publishing(Proto::Udp));
+    let (mut h, gw) = Harness::start(config_publishing(PortProto::Udp));
     let addr = gw.published_addrs().remove(0).unwrap();
     h.run(gw);
     let handle = h.udp_bind(addr.port());

@@ -5,7 +5,7 @@
 //! Every way a file can be wrong is a [`ConfigError`] that names the offending item.
 
 use ipnet::Ipv4Net;
-use packet::MacAddr;
+use packet::{MacAddr, PortProto};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
@@ -234,33 +234,13 @@ impl ConntrackConfig {
     }
 }
 
-/// Transport protocol of a published port.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum L4Proto {
-    /// TCP.
-    Tcp,
-    /// UDP.
-    Udp,
-}
-
-impl L4Proto {
-    /// IP protocol number.
-    pub fn number(self) -> u8 {
-        match self {
-            L4Proto::Tcp => 6,
-            L4Proto::Udp => 17,
-        }
-    }
-}
-
 /// A published port: traffic to uplink address:host_port goes to container_ip:container_port.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PublishConfig {
     /// tcp or udp.
     #[serde(default = "default_proto")]
-    pub proto: L4Proto,
+    pub proto: PortProto,
     /// Port on the uplink address.
     pub host_port: u16,
     /// Container address (inside some network's subnet).
@@ -273,8 +253,8 @@ pub struct PublishConfig {
     pub host_ip: Option<Ipv4Addr>,
 }
 
-fn default_proto() -> L4Proto {
-    L4Proto::Tcp
+fn default_proto() -> PortProto {
+    PortProto::Tcp
 }
 
 /// Settings shared by every network's bridge.
@@ -419,7 +399,7 @@ pub enum ConfigError {
     #[error("[[publish]] {proto:?} {host_port}: container_ip {ip} is in no network's subnet")]
     PublishOutsideNetworks {
         /// Protocol.
-        proto: L4Proto,
+        proto: PortProto,
         /// Host port.
         host_port: u16,
         /// The address.
@@ -427,7 +407,7 @@ pub enum ConfigError {
     },
     /// Two published ports share a host port.
     #[error("host port {1} ({0:?}) is published twice: each host port can go to one container")]
-    DuplicatePublish(L4Proto, u16),
+    DuplicatePublish(PortProto, u16),
     /// Two networks have overlapping subnets.
     #[error("networks {0:?} and {1:?} have overlapping subnets: give each its own")]
     OverlappingSubnets(String, String),
@@ -547,12 +527,6 @@ pub struct Topology {
     pub limits: LimitsConfig,
 }
 
-/// The MAC Docker derives from an IPv4 address: 02:42 followed by the four octets.
-pub fn mac_from_ip(ip: Ipv4Addr) -> MacAddr {
-    let o = ip.octets();
-    MacAddr([0x02, 0x42, o[0], o[1], o[2], o[3]])
-}
-
 impl Topology {
     /// Checks a parsed config and assigns ids.
     pub fn new(config: &Config) -> Result<Topology, ConfigError> {
@@ -586,7 +560,9 @@ impl Topology {
                     });
                 }
                 (Some(_), None) => return Err(ConfigError::GatewayWithoutSubnet(n.name.clone())),
-                (Some(gw), Some(_)) => Some((gw, n.gateway_mac.unwrap_or_else(|| mac_from_ip(gw)))),
+                (Some(gw), Some(_)) => {
+                    Some((gw, n.gateway_mac.unwrap_or_else(|| MacAddr::docker(gw))))
+                }
                 (None, _) => None,
             };
             networks.push(Network {
@@ -658,7 +634,7 @@ impl Topology {
                 Some(Uplink {
                     port: PortId(port as u16),
                     address: u.address,
-                    mac: u.mac.unwrap_or_else(|| mac_from_ip(u.address)),
+                    mac: u.mac.unwrap_or_else(|| MacAddr::docker(u.address)),
                     subnet: u.subnet,
                     next_hop: u.next_hop,
                     next_hop_mac: u.next_hop_mac,
@@ -822,6 +798,10 @@ mod tests {
                 "[uplink]\nport='u'\naddress='192.0.2.1'",
                 "is not a [[port]]",
             ),
+            (
+                "[[publish]]\nproto='icmp'\nhost_port=1\ncontainer_ip='10.0.0.2'\ncontainer_port=1",
+                "unknown variant `icmp`, expected `tcp` or `udp`",
+            ),
         ];
         for (text, want) in cases {
             let err = Config::from_toml(text)
@@ -830,5 +810,16 @@ mod tests {
             let msg = err.expect_err(text);
             assert!(msg.contains(want), "{text:?}: {msg}");
         }
+    }
+
+    #[test]
+    fn publish_proto_is_tcp_or_udp_text() {
+        let text = "[[publish]]\nhost_port=53\ncontainer_ip='10.0.0.2'\ncontainer_port=53\n\
+                    [[publish]]\nproto='udp'\nhost_port=53\ncontainer_ip='10.0.0.2'\ncontainer_port=53";
+        let c = Config::from_toml(text).unwrap();
+        assert_eq!(c.published[0].proto, PortProto::Tcp);
+        assert_eq!(c.published[1].proto, PortProto::Udp);
+        let back = toml::to_string(&c.published[1]).unwrap();
+        assert!(back.contains("proto = \"udp\""), "{back}");
     }
 }

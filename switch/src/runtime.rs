@@ -8,8 +8,9 @@
 //! Owns [`NetworkDef`] and the topology's side of these changes; the pipeline's public methods
 //! (`add_network`, `publish`, ...) delegate here and to the gateway.
 
-use crate::config::{ConfigError, Network, NetworkId, Topology, mac_from_ip};
+use crate::config::{ConfigError, Network, NetworkId, Topology};
 use ipnet::Ipv4Net;
+use packet::MacAddr;
 use std::net::Ipv4Addr;
 
 /// A network to add at run time.
@@ -64,7 +65,7 @@ impl Topology {
             name: def.name.clone(),
             ports: Vec::new(),
             subnet: Some(def.subnet),
-            gateway: Some((def.gateway, mac_from_ip(def.gateway))),
+            gateway: Some((def.gateway, MacAddr::docker(def.gateway))),
             internal: def.internal,
             icc: def.icc,
             anti_spoofing: def.anti_spoofing,

@@ -6,7 +6,6 @@
 use packet::checksum::internet_checksum;
 use packet::{MacAddr, build};
 use std::net::Ipv4Addr;
-use switch::config::mac_from_ip;
 use switch::{Config, Packet, Pipeline, PortId};
 
 const TOPO: &str = r#"
@@ -31,7 +30,7 @@ fn gateway_echo_reply_to_all_zero_request_verifies() {
     let gw = Ipv4Addr::new(172, 17, 0, 1);
     let req = build::icmp_echo(
         MacAddr([2, 0, 0, 0, 0, 2]),
-        mac_from_ip(gw),
+        MacAddr::docker(gw),
         host,
         gw,
         true,

@@ -3,7 +3,6 @@
 //! containers whose link survived a restart.
 
 use crate::state::{Container, Daemon, lock, refresh_dns};
-use crate::uplink::{gateway_proto, proto_number};
 use anyhow::{Context, Result, bail};
 use datapath::engine::PortIo;
 use datapath::io::link::{self, VethSpec};
@@ -168,9 +167,9 @@ pub(crate) fn disconnect(d: &Daemon, network: &str, name: &str) -> Result<Contai
     if let Some(released) = d.store.release(network, name)? {
         for (proto, host_port, _) in released.unpublished {
             if let Some(g) = &d.gateway {
-                let _ = g.unpublish(gateway_proto(proto), host_port);
+                let _ = g.unpublish(proto, host_port);
             }
-            let num = proto_number(proto);
+            let num = proto.number();
             d.call_all(move |e| e.pipeline_mut().unpublish(num, host_port));
         }
     }

@@ -3,9 +3,9 @@
 //! is recorded).
 
 use crate::state::{Daemon, lock};
-use crate::uplink::{gateway_proto, gateway_published, proto_number};
+use crate::uplink::gateway_published;
 use anyhow::{Context, Result};
-use ipam::Proto;
+use packet::PortProto;
 use serde_json::{Value, json};
 
 /// Publishes `host_port` on the uplink address to `container`'s `container_port`.
@@ -18,7 +18,7 @@ pub(super) fn publish(
     proto: &str,
 ) -> Result<Value> {
     let _guard = lock(&d.changes);
-    let proto: Proto = proto.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let proto: PortProto = proto.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(g) = &d.gateway {
         g.publish(gateway_published(proto, host_port))
             .with_context(|| format!("listening on host {proto} port {host_port}"))?;
@@ -30,12 +30,12 @@ pub(super) fn publish(
         Ok(p) => p,
         Err(e) => {
             if let Some(g) = &d.gateway {
-                let _ = g.unpublish(gateway_proto(proto), host_port);
+                let _ = g.unpublish(proto, host_port);
             }
             return Err(e.into());
         }
     };
-    let (ip, cport, num) = (p.container_ip, p.container_port, proto_number(proto));
+    let (ip, cport, num) = (p.container_ip, p.container_port, proto.number());
     d.call_all(move |e| e.pipeline_mut().publish(num, host_port, ip, cport))
         .context("the packet loop is not running")?;
     Ok(json!({
@@ -71,14 +71,14 @@ pub(super) fn ls(d: &Daemon) -> Result<Value> {
 /// Unpublishes `host_port`/`proto`.
 pub(super) fn rm(d: &Daemon, proto: &str, host_port: u16) -> Result<Value> {
     let _guard = lock(&d.changes);
-    let proto: Proto = proto.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let proto: PortProto = proto.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
     let p = d
         .store
         .unpublish(proto, host_port)?
         .with_context(|| format!("{proto} port {host_port} is not published"))?;
-    let num = proto_number(proto);
+    let num = proto.number();
     if let Some(g) = &d.gateway {
-        let _ = g.unpublish(gateway_proto(proto), host_port);
+        let _ = g.unpublish(proto, host_port);
     }
     d.call_all(move |e| e.pipeline_mut().unpublish(num, host_port))
         .context("the packet loop is not running")?;

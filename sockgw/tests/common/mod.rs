@@ -13,12 +13,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant as StdInstant};
 
 use mio::{Events, Interest, Poll, Token};
+use packet::PortProto;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::socket::{tcp, udp};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint};
-use sockgw::{Counters, Direct, GatewayConfig, MacAddr, Proto, Published, SocketGateway};
+use sockgw::{Counters, Direct, GatewayConfig, MacAddr, Published, SocketGateway};
 
 pub const U: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
 /// The client's default gateway, mapped to the host's 127.0.0.1.
@@ -35,7 +36,7 @@ pub fn config() -> GatewayConfig {
 
 /// [`config`] with one port of `proto` published on 127.0.0.1 (port 0: the kernel picks it; see
 /// `SocketGateway::published_addrs`).
-pub fn config_publishing(proto: Proto) -> GatewayConfig {
+pub fn config_publishing(proto: PortProto) -> GatewayConfig {
     let mut c = config();
     c.published.push(Published {
         proto,
