@@ -100,10 +100,7 @@ fn nat_established_flows(c: &mut Criterion) {
         let replies: Vec<Vec<u8>> = (0..flows).map(|i| nat_reply_frame(i, FRAME_LEN)).collect();
         let mut input: Vec<Packet> = Vec::with_capacity(BATCH);
         let mut output: Vec<Packet> = (0..BATCH)
-            .map(|_| Packet {
-                port: NAT_CONTAINER_PORT,
-                data: Vec::with_capacity(FRAME_LEN),
-            })
+            .map(|_| Packet::new(NAT_CONTAINER_PORT, Vec::with_capacity(FRAME_LEN)))
             .collect();
         let mut first = 0usize;
         refill(&mut input, &mut output, &originals, &replies, first);

@@ -51,9 +51,11 @@ pub fn l2_learned(ports: u16, batch: usize, len: usize, now: u64) -> (Pipeline, 
     let mut pipeline = Pipeline::new(&l2_config(ports)).expect("valid topology");
     // Each host announces itself once (broadcast), which teaches the FDB.
     let mut hello: Vec<Packet> = (0..ports)
-        .map(|p| Packet {
-            port: PortId(p),
-            data: build::ethernet(host_mac(p), MacAddr::BROADCAST, 0x88b5, &[0; 46]),
+        .map(|p| {
+            Packet::new(
+                PortId(p),
+                build::ethernet(host_mac(p), MacAddr::BROADCAST, 0x88b5, &[0; 46]),
+            )
         })
         .collect();
     let mut out = Vec::new();
@@ -63,10 +65,7 @@ pub fn l2_learned(ports: u16, batch: usize, len: usize, now: u64) -> (Pipeline, 
             // `k % ports` fits in u16 because `ports` does.
             let from = (k % usize::from(ports)) as u16;
             let to = (from + 1) % ports;
-            Packet {
-                port: PortId(from),
-                data: udp_frame(from, to, len),
-            }
+            Packet::new(PortId(from), udp_frame(from, to, len))
         })
         .collect();
     (pipeline, input)
@@ -175,14 +174,8 @@ pub fn nat_established(flows: u32, len: usize, now: u64) -> Pipeline {
         while start < flows {
             let end = flows.min(start + step);
             input.extend((start..end).map(|i| match round {
-                1 => Packet {
-                    port: NAT_UPLINK_PORT,
-                    data: nat_reply_frame(i, len),
-                },
-                _ => Packet {
-                    port: NAT_CONTAINER_PORT,
-                    data: nat_original_frame(i, len),
-                },
+                1 => Packet::new(NAT_UPLINK_PORT, nat_reply_frame(i, len)),
+                _ => Packet::new(NAT_CONTAINER_PORT, nat_original_frame(i, len)),
             }));
             pipeline.process(now, &mut input, &mut out);
             assert_eq!(

@@ -569,10 +569,7 @@ impl Workload {
                 }
                 // Buffers of full length: the payload stays as built, only headers are copied in.
                 let input = (0..BATCH)
-                    .map(|k| Packet {
-                        port: NAT_CONTAINER,
-                        data: frames.frame(first, k % 2 == 1),
-                    })
+                    .map(|k| Packet::new(NAT_CONTAINER, frames.frame(first, k % 2 == 1)))
                     .collect::<Vec<_>>();
                 let mut w = Workload::with(
                     pipeline,
@@ -670,7 +667,7 @@ impl Workload {
                     let mut data = spare.pop().unwrap_or_default();
                     data.clear();
                     data.extend_from_slice(frame);
-                    self.input.push(Packet { port: *port, data });
+                    self.input.push(Packet::new(*port, data));
                 }
             }
         }
@@ -723,9 +720,11 @@ fn l2_learned(ports: u16, len: usize, now: u64) -> Result<(Pipeline, Vec<Packet>
     }
     let mut pipeline = Pipeline::new(&Config::from_toml(&text)?)?;
     let mut hello: Vec<Packet> = (0..ports)
-        .map(|p| Packet {
-            port: PortId(p),
-            data: build::ethernet(host_mac(p), MacAddr::BROADCAST, 0x88b5, &[0; 46]),
+        .map(|p| {
+            Packet::new(
+                PortId(p),
+                build::ethernet(host_mac(p), MacAddr::BROADCAST, 0x88b5, &[0; 46]),
+            )
         })
         .collect();
     let mut out = Vec::new();
@@ -735,9 +734,9 @@ fn l2_learned(ports: u16, len: usize, now: u64) -> Result<(Pipeline, Vec<Packet>
         .map(|k| {
             let from = (k % usize::from(ports)) as u16;
             let to = (from + 1) % ports;
-            Packet {
-                port: PortId(from),
-                data: build::udp(
+            Packet::new(
+                PortId(from),
+                build::udp(
                     host_mac(from),
                     host_mac(to),
                     host_ip(from),
@@ -746,7 +745,7 @@ fn l2_learned(ports: u16, len: usize, now: u64) -> Result<(Pipeline, Vec<Packet>
                     50000,
                     &vec![0x5a; len - HEADERS],
                 ),
-            }
+            )
         })
         .collect();
     // Check once that every frame is a known unicast, forwarded to one port.
@@ -910,14 +909,12 @@ fn nat_established(frames: &NatFrames, first: u32, count: u32, now: u64) -> Resu
         while start < end {
             check_stop()?;
             let stop = end.min(start + 4096);
-            input.extend((start..stop).map(|i| Packet {
-                port: if round == 1 {
-                    NAT_UPLINK
-                } else {
-                    NAT_CONTAINER
-                },
-                data: frames.frame(i, round == 1),
-            }));
+            let port = if round == 1 {
+                NAT_UPLINK
+            } else {
+                NAT_CONTAINER
+            };
+            input.extend((start..stop).map(|i| Packet::new(port, frames.frame(i, round == 1))));
             pipeline.process(now, &mut input, &mut out);
             if out.len() != (stop - start) as usize {
                 bail!(

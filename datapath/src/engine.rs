@@ -310,11 +310,11 @@ impl Engine {
             buf.clear();
             buf.extend_from_slice(frame);
             match owner(topo, port, frame, workers) {
-                Owner::Any => batch.push(Packet { port, data: buf }),
-                Owner::Worker(w) if w == me => batch.push(Packet { port, data: buf }),
+                Owner::Any => batch.push(Packet::new(port, buf)),
+                Owner::Worker(w) if w == me => batch.push(Packet::new(port, buf)),
                 Owner::Worker(w) => {
                     if let Some((tx, _)) = peers.get(w)
-                        && tx.send(Packet { port, data: buf }).is_ok()
+                        && tx.send(Packet::new(port, buf)).is_ok()
                     {
                         counters.handed_off += 1;
                         woken |= 1 << (w % 64);
@@ -322,19 +322,12 @@ impl Engine {
                 }
                 Owner::All => {
                     for (w, (tx, _)) in peers.iter().enumerate() {
-                        if w != me
-                            && tx
-                                .send(Packet {
-                                    port,
-                                    data: buf.clone(),
-                                })
-                                .is_ok()
-                        {
+                        if w != me && tx.send(Packet::new(port, buf.clone())).is_ok() {
                             counters.handed_off += 1;
                             woken |= 1 << (w % 64);
                         }
                     }
-                    batch.push(Packet { port, data: buf });
+                    batch.push(Packet::new(port, buf));
                 }
             }
         });

@@ -149,7 +149,7 @@ pub fn replay(
             flush(&mut pipeline, now, &mut batch, &mut out, &mut per_port);
         }
         now = nanos(ts);
-        batch.push(Packet { port, data });
+        batch.push(Packet::new(port, data));
     }
     flush(&mut pipeline, now, &mut batch, &mut out, &mut per_port);
 

@@ -145,10 +145,11 @@ fn replay_checked(config: &Config, records: &[Record]) -> Result<usize, String> 
             .iter()
             .map(|r| r.data.as_slice())
             .collect();
-        batch.extend(records[start..end].iter().map(|r| Packet {
-            port: p1,
-            data: r.data.clone(),
-        }));
+        batch.extend(
+            records[start..end]
+                .iter()
+                .map(|r| Packet::new(p1, r.data.clone())),
+        );
         pipeline.process(now, &mut batch, &mut out);
         if !batch.is_empty() {
             return Err("process left frames in the input batch".into());
@@ -480,10 +481,7 @@ fn replay_through_gateway(
             seen.entry(k)
                 .or_insert_with(|| before.clone().and_then(Result::ok));
         }
-        input.push(Packet {
-            port,
-            data: data.clone(),
-        });
+        input.push(Packet::new(port, data.clone()));
         pipeline.process(nanos(r), &mut input, &mut out);
         for pkt in out.drain(..) {
             emitted += 1;

@@ -86,18 +86,12 @@ fuzz_target!(|data: &[u8]| {
             record::BUILT => {
                 let mut u = Unstructured::new(body);
                 if let Ok(spec) = FrameSpec::arbitrary(&mut u) {
-                    input.push(Packet {
-                        port,
-                        data: spec.build(),
-                    });
+                    input.push(Packet::new(port, spec.build()));
                     frames += 1;
                 }
             }
             _ => {
-                input.push(Packet {
-                    port,
-                    data: body.to_vec(),
-                });
+                input.push(Packet::new(port, body.to_vec()));
                 frames += 1;
             }
         }

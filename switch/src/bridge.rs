@@ -44,12 +44,15 @@ impl Bridge {
     /// The checks every received frame passes first: its size and its source MAC. Returns its
     /// (source, destination) MACs.
     #[inline(always)]
-    pub(crate) fn check(&self, data: &[u8]) -> Result<(MacAddr, MacAddr), DropReason> {
-        let len = data.len();
-        if len < MIN_FRAME_LEN {
+    pub(crate) fn check(
+        &self,
+        data: &[u8],
+        wire_len: usize,
+    ) -> Result<(MacAddr, MacAddr), DropReason> {
+        if data.len() < MIN_FRAME_LEN {
             return Err(DropReason::Runt);
         }
-        if len > self.max_frame {
+        if wire_len > self.max_frame {
             return Err(DropReason::Oversize);
         }
         let (Some(src), Some(dst)) = (src_mac(data), dst_mac(data)) else {
@@ -135,7 +138,8 @@ impl Bridge {
 
 /// Floods a received frame to the other ports of its network.
 fn flood(f: &mut Frame<'_>, network: NetworkId, data: Vec<u8>) {
-    if f.flood(network, Some(f.ingress), data) {
+    let offload = f.offload;
+    if f.flood(network, Some(f.ingress), data, offload) {
         f.forwarded();
     } else {
         f.drop(DropReason::NoEgress);

@@ -468,6 +468,9 @@ pub struct Port {
     pub active: bool,
     /// Its assigned addresses.
     pub address: PortAddress,
+    /// What its driver can send besides plain frames (set by the datapath when it attaches a
+    /// port with a virtio-net header; none for pcap ports).
+    pub offloads: packet::offload::Capabilities,
 }
 
 /// The uplink as the pipeline sees it.
@@ -622,6 +625,7 @@ impl Topology {
                     mac: p.mac,
                     ip: p.ip,
                 },
+                offloads: packet::offload::Capabilities::NONE,
             });
         }
         let uplink = match &config.uplink {

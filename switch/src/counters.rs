@@ -30,7 +30,8 @@ macro_rules! drop_reasons {
 
 drop_reasons! {
     Runt => "runt", "Shorter than an Ethernet header.";
-    Oversize => "oversize", "Longer than the MTU allows.";
+    Oversize => "oversize", "Longer than the MTU allows (a super-frame: its headers and one segment).";
+    BadOffload => "bad_offload", "Its virtio-net offload state does not match its headers, or it could not be segmented.";
     InvalidSrcMac => "invalid_src_mac", "Source MAC is multicast, broadcast or zero.";
     SpoofedMac => "spoofed_mac", "Anti-spoofing: source MAC is not the one assigned to the port.";
     SpoofedIp => "spoofed_ip", "Anti-spoofing: IPv4 source is neither the port's address nor 0.0.0.0 (or hidden behind a VLAN tag).";
@@ -146,6 +147,9 @@ pub struct BridgeCounters {
     pub fdb_aged: u64,
     /// Frames sent out by flooding (one per copy).
     pub flooded_copies: u64,
+    /// Plain frames made in software from offloaded ones, for ports that cannot take them
+    /// (segments of GSO super-frames, frames whose partial checksum was finished).
+    pub gso_segments: u64,
     /// ARP requests the gateway sent.
     pub arp_requests_sent: u64,
     /// ARP replies the gateway sent.
@@ -194,6 +198,7 @@ impl BridgeCounters {
         self.fdb_cap_reached += o.fdb_cap_reached;
         self.fdb_aged += o.fdb_aged;
         self.flooded_copies += o.flooded_copies;
+        self.gso_segments += o.gso_segments;
         self.arp_requests_sent += o.arp_requests_sent;
         self.arp_replies_sent += o.arp_replies_sent;
         self.echo_replies_sent += o.echo_replies_sent;

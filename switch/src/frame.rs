@@ -19,6 +19,7 @@ use crate::config::{NetworkId, PortId, Topology};
 use crate::counters::{BridgeCounters, DropReason, PortCounters};
 use crate::pipeline::Packet;
 use packet::MacAddr;
+use packet::offload::Offload;
 
 /// Every counter of one pipeline.
 #[derive(Debug)]
@@ -72,6 +73,8 @@ pub(crate) struct Frame<'a> {
     pub(crate) network: Option<NetworkId>,
     /// The topology (ports, networks, uplink).
     pub(crate) topo: &'a Topology,
+    /// The frame's offload state: what its own bytes carry wherever they are sent.
+    pub(crate) offload: Offload,
     /// The L2 component, for [`Frame::deliver`]'s lookups.
     bridge: &'a Bridge,
     counters: &'a mut Counters,
@@ -95,10 +98,18 @@ impl<'a> Frame<'a> {
             ingress,
             network,
             topo,
+            offload: Offload::NONE,
             bridge,
             counters,
             output,
         }
+    }
+
+    /// The context for a frame whose bytes carry `offload` (a super-frame, a partial checksum).
+    #[inline(always)]
+    pub(crate) fn carrying(mut self, offload: Offload) -> Frame<'a> {
+        self.offload = offload;
+        self
     }
 
     /// Ends the frame's journey: dropped, counted on its ingress port.
@@ -136,17 +147,52 @@ impl<'a> Frame<'a> {
         &mut self.counters.bridge
     }
 
-    /// Sends `data` out of `port`.
+    /// Sends the frame in hand (its bytes `data`, with the frame's offload state) out of
+    /// `port`.
     #[inline]
     pub(crate) fn emit(&mut self, port: PortId, data: Vec<u8>) {
-        self.counters.tx(port, data.len());
-        self.output.push(Packet { port, data });
+        let offload = self.offload;
+        self.emit_as(port, data, offload);
     }
 
-    /// Sends `data` back out of the ingress port.
+    /// Sends `data`, in offload state `offload`, out of `port`: as it is when the port takes
+    /// that state, else segmented and with its checksums finished in software.
+    #[inline]
+    pub(crate) fn emit_as(&mut self, port: PortId, data: Vec<u8>, offload: Offload) {
+        let accepted = offload == Offload::NONE
+            || offload.is_plain()
+            || self
+                .topo
+                .ports
+                .get(usize::from(port.0))
+                .is_some_and(|p| p.offloads.accepts(&offload));
+        if accepted {
+            self.counters.tx(port, data.len());
+            self.output.push(Packet::with_offload(port, data, offload));
+        } else {
+            self.emit_segmented(port, &data, offload);
+        }
+    }
+
+    /// The software fallback: `data` cut into plain frames for a port that takes no offload.
+    #[inline(never)]
+    fn emit_segmented(&mut self, port: PortId, data: &[u8], offload: Offload) {
+        let mut scratch = Vec::with_capacity(data.len().min(9216));
+        let (counters, output) = (&mut *self.counters, &mut *self.output);
+        let done = packet::gso::segment(data, &offload, None, &mut scratch, &mut |seg| {
+            counters.tx(port, seg.len());
+            counters.bridge.gso_segments += 1;
+            output.push(Packet::new(port, seg.to_vec()));
+        });
+        if done.is_err() {
+            self.counters.drop(self.ingress, DropReason::BadOffload);
+        }
+    }
+
+    /// Sends a frame the gateway made (a plain frame) back out of the ingress port.
     #[inline]
     pub(crate) fn reply(&mut self, data: Vec<u8>) {
-        self.emit(self.ingress, data);
+        self.emit_as(self.ingress, data, Offload::NONE);
     }
 
     /// Sends a copy of `data` to every port of `network` but `except`; the last port takes the
@@ -157,6 +203,7 @@ impl<'a> Frame<'a> {
         network: NetworkId,
         except: Option<PortId>,
         mut data: Vec<u8>,
+        offload: Offload,
     ) -> bool {
         let topo = self.topo;
         let Some(net) = topo.networks.get(usize::from(network.0)) else {
@@ -172,11 +219,11 @@ impl<'a> Frame<'a> {
             match targets.next() {
                 Some(after) => {
                     let copy = data.clone();
-                    self.emit(next, copy);
+                    self.emit_as(next, copy, offload);
                     next = after;
                 }
                 None => {
-                    self.emit(next, std::mem::take(&mut data));
+                    self.emit_as(next, std::mem::take(&mut data), offload);
                     return true;
                 }
             }
@@ -185,16 +232,22 @@ impl<'a> Frame<'a> {
 
     /// Sends `data` into `network` toward `dst_mac` as the bridge would: to the port that
     /// learned it, else (unknown or multicast) flooded to every port of the network.
-    pub(crate) fn deliver(&mut self, network: NetworkId, dst_mac: MacAddr, data: Vec<u8>) {
+    pub(crate) fn deliver(
+        &mut self,
+        network: NetworkId,
+        dst_mac: MacAddr,
+        data: Vec<u8>,
+        offload: Offload,
+    ) {
         let known = if dst_mac.is_multicast() {
             None
         } else {
             self.bridge.lookup(network, dst_mac, self.now)
         };
         match known {
-            Some(port) => self.emit(port, data),
+            Some(port) => self.emit_as(port, data, offload),
             None => {
-                self.flood(network, None, data);
+                self.flood(network, None, data, offload);
             }
         }
     }

@@ -17,13 +17,14 @@ use crate::bridge::{Bridge, check_source};
 use crate::config::{
     Config, ConfigError, NetworkId, Port, PortAddress, PortId, PortKind, Topology,
 };
-use crate::counters::{BridgeCounters, PortCounters};
+use crate::counters::{BridgeCounters, DropReason, PortCounters};
 use crate::fdb::FdbRow;
 use crate::frame::{Counters, Frame};
 use crate::l3::Gateway;
 use crate::l3::dns::DnsTable;
 use crate::runtime::NetworkDef;
 use conntrack::Conntrack;
+use packet::offload::{Capabilities, Offload};
 use packet::{ETHERTYPE_ARP, ETHERTYPE_IPV4, ethertype};
 use serde::Serialize;
 use std::net::Ipv4Addr;
@@ -44,6 +45,32 @@ pub struct Packet {
     pub port: PortId,
     /// The Ethernet frame, without FCS.
     pub data: Vec<u8>,
+    /// Its offload state: a GSO super-frame, a partial checksum (from and to ports with a
+    /// virtio-net header). Output frames carry a state other than plain only to ports whose
+    /// [`Capabilities`] accept it; the pipeline finishes or segments the rest.
+    pub offload: Offload,
+}
+
+impl Packet {
+    /// A plain frame (final checksums, no segmentation pending).
+    #[inline]
+    pub fn new(port: PortId, data: Vec<u8>) -> Packet {
+        Packet {
+            port,
+            data,
+            offload: Offload::NONE,
+        }
+    }
+
+    /// A frame with its offload state.
+    #[inline]
+    pub fn with_offload(port: PortId, data: Vec<u8>, offload: Offload) -> Packet {
+        Packet {
+            port,
+            data,
+            offload,
+        }
+    }
 }
 
 /// Why a port could not be added.
@@ -203,6 +230,7 @@ impl Pipeline {
             network: Some(network),
             active: true,
             address,
+            offloads: Capabilities::NONE,
         });
         self.counters.ports.push(PortCounters::default());
         self.bridge.add_port();
@@ -226,6 +254,19 @@ impl Pipeline {
         }
         self.bridge.flush_port(id);
         true
+    }
+
+    /// Declares what `port`'s driver can send besides plain frames (its virtio-net header's
+    /// features); frames it cannot take are segmented and finished in software on their way
+    /// out. False if there is no such port.
+    pub fn set_port_offloads(&mut self, port: PortId, offloads: Capabilities) -> bool {
+        match self.topo.ports.get_mut(usize::from(port.0)) {
+            Some(p) => {
+                p.offloads = offloads;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Accounts what a port's driver saw outside the pipeline: frames the kernel dropped before
@@ -305,7 +346,17 @@ impl Pipeline {
         let counters = &mut self.counters.ports[usize::from(ingress.0)];
         counters.rx_frames += 1;
         counters.rx_bytes += len as u64;
-        let (src, dst) = match self.bridge.check(&pkt.data) {
+        let offload = pkt.offload;
+        // A super-frame is as long on the wire as its headers and one segment.
+        let wire_len = if offload == Offload::NONE {
+            len
+        } else {
+            if offload.check(&pkt.data).is_err() {
+                return self.counters.drop(ingress, DropReason::BadOffload);
+            }
+            offload.wire_len(&pkt.data)
+        };
+        let (src, dst) = match self.bridge.check(&pkt.data, wire_len) {
             Ok(macs) => macs,
             Err(reason) => return self.counters.drop(ingress, reason),
         };
@@ -320,7 +371,8 @@ impl Pipeline {
                 &self.bridge,
                 &mut self.counters,
                 output,
-            );
+            )
+            .carrying(offload);
             return self.gateway.uplink_ingress(&mut f, pkt.data);
         };
         let net = &topo.networks[usize::from(network.0)];
@@ -341,7 +393,8 @@ impl Pipeline {
             &self.bridge,
             &mut self.counters,
             output,
-        );
+        )
+        .carrying(offload);
         let mut data = pkt.data;
         if let Some((_, gw_mac)) = net.gateway {
             let ty = ethertype(&data);
@@ -444,13 +497,7 @@ mod tests {
             2,
             b"x",
         );
-        let (mut input, mut out) = (
-            vec![Packet {
-                port: PortId(0),
-                data: frame.clone(),
-            }],
-            Vec::new(),
-        );
+        let (mut input, mut out) = (vec![Packet::new(PortId(0), frame.clone())], Vec::new());
         p.process(1, &mut input, &mut out);
         assert_eq!(out.iter().map(|p| p.port).collect::<Vec<_>>(), vec![b]);
         // b learns a MAC, then goes away: its entries go and frames naming it are refused.
@@ -463,14 +510,7 @@ mod tests {
             2,
             b"y",
         );
-        p.process(
-            2,
-            &mut vec![Packet {
-                port: b,
-                data: from_b.clone(),
-            }],
-            &mut out,
-        );
+        p.process(2, &mut vec![Packet::new(b, from_b.clone())], &mut out);
         assert!(p.fdb_rows(2).iter().any(|r| r.port == b));
         assert!(p.remove_port(b));
         assert!(!p.remove_port(b));
@@ -478,16 +518,7 @@ mod tests {
         out.clear();
         p.process(
             3,
-            &mut vec![
-                Packet {
-                    port: b,
-                    data: from_b,
-                },
-                Packet {
-                    port: PortId(0),
-                    data: frame,
-                },
-            ],
+            &mut vec![Packet::new(b, from_b), Packet::new(PortId(0), frame)],
             &mut out,
         );
         assert!(out.is_empty(), "no other port is left to flood to");

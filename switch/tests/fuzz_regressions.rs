@@ -38,10 +38,7 @@ fn gateway_echo_reply_to_all_zero_request_verifies() {
         0,
         b"",
     );
-    let mut input = vec![Packet {
-        port: PortId(0),
-        data: req,
-    }];
+    let mut input = vec![Packet::new(PortId(0), req)];
     let mut output = Vec::new();
     p.process(1_000_000_000, &mut input, &mut output);
     assert_eq!(output.len(), 1, "{output:?}");

@@ -118,7 +118,7 @@ impl Rig {
 
     fn send(&mut self, port: PortId, data: Vec<u8>) -> Vec<Packet> {
         self.now += 1_000_000;
-        let mut input = vec![Packet { port, data }];
+        let mut input = vec![Packet::new(port, data)];
         let mut out = Vec::new();
         self.p.process(self.now, &mut input, &mut out);
         for i in 0..5 {

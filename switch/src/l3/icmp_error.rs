@@ -128,7 +128,12 @@ pub(super) fn fits_egress(f: &mut Frame<'_>, egress: Side, dg: &Datagram) -> boo
         (Side::Uplink, Some(up)) => up.mtu,
         _ => f.topo.bridge.mtu,
     };
-    if dg.info.total_len <= usize::from(mtu) {
+    // A super-frame fits when its segments do (as Linux forwarding checks GSO packets).
+    let on_wire = dg
+        .info
+        .total_len
+        .min(f.offload.wire_len(&dg.data).saturating_sub(dg.c.l3_offset));
+    if on_wire <= usize::from(mtu) {
         return true;
     }
     if dg.info.dont_frag {

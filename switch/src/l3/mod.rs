@@ -47,6 +47,7 @@ use crate::synth;
 use conntrack::Conntrack;
 use fragments::Fragments;
 use neighbor::{Neighbors, Side, Waiting};
+use packet::offload::Offload;
 use packet::{ArpPacket, Classified, Ipv4Info, L3, L4, MacAddr, classify};
 use rustc_hash::FxHashMap;
 use std::net::Ipv4Addr;
@@ -338,14 +339,14 @@ fn answer_ping(f: &mut Frame<'_>, dg: Datagram) {
 
 /// Emits a frame the gateway sends on `side` to `dst_mac`: the uplink port, or into the
 /// network as its bridge would deliver it.
-fn transmit(f: &mut Frame<'_>, side: Side, dst_mac: MacAddr, data: Vec<u8>) {
+fn transmit(f: &mut Frame<'_>, side: Side, dst_mac: MacAddr, data: Vec<u8>, offload: Offload) {
     match side {
         Side::Uplink => {
             if let Some(port) = f.topo.uplink.as_ref().map(|u| u.port) {
-                f.emit(port, data);
+                f.emit_as(port, data, offload);
             }
         }
-        Side::Network(n) => f.deliver(NetworkId(n), dst_mac, data),
+        Side::Network(n) => f.deliver(NetworkId(n), dst_mac, data, offload),
     }
 }
 
@@ -360,6 +361,6 @@ fn release(f: &mut Frame<'_>, side: Side, mac: MacAddr, frames: Vec<Waiting>) {
             c.queued = c.queued.saturating_sub(1);
             c.forwarded += 1;
         }
-        transmit(f, side, mac, data);
+        transmit(f, side, mac, data, w.offload);
     }
 }

@@ -39,6 +39,8 @@ pub struct Waiting {
     pub ingress: PortId,
     /// The frame, already translated; only its destination MAC is missing.
     pub data: Vec<u8>,
+    /// Its offload state.
+    pub offload: packet::offload::Offload,
 }
 
 #[derive(Debug)]
@@ -190,6 +192,7 @@ mod tests {
         Waiting {
             ingress: PortId(0),
             data: vec![n],
+            offload: packet::offload::Offload::NONE,
         }
     }
 

@@ -15,6 +15,7 @@ use crate::l3::fragments::FragmentPlan;
 use crate::synth;
 use conntrack::{Direction, EntryId, InsertError, TcpSegment, Tuple, Verdict, tcp_may_create};
 use nat::{Endpoint, NatError, PortRange};
+use packet::offload::{Checksum, Offload};
 use packet::{Classified, Ipv4Info, L4, L4Proto, MacAddr};
 use std::net::Ipv4Addr;
 
@@ -169,7 +170,8 @@ impl Gateway {
             return;
         }
         let (src, dst) = endpoints(&plan.target);
-        if nat::rewrite(&mut dg.data, &c, src, dst).is_err() {
+        let partial = matches!(f.offload.checksum, Checksum::Partial { .. });
+        if nat::rewrite_offloaded(&mut dg.data, &c, src, dst, partial).is_err() {
             return f.drop(DropReason::Malformed);
         }
         f.events().nat_translated += u64::from(plan.target != tuple);
@@ -365,15 +367,22 @@ impl Gateway {
             Some(mac) => {
                 synth::set_macs(&mut data, our_mac, mac);
                 f.forwarded();
-                transmit(f, side, mac, data);
+                let offload = f.offload;
+                transmit(f, side, mac, data, offload);
             }
             None => {
                 synth::set_macs(&mut data, our_mac, MacAddr::ZERO);
                 let ingress = f.ingress;
-                match self
-                    .neighbors
-                    .enqueue(side, next_hop, Waiting { ingress, data }, f.now)
-                {
+                match self.neighbors.enqueue(
+                    side,
+                    next_hop,
+                    Waiting {
+                        ingress,
+                        data,
+                        offload: f.offload,
+                    },
+                    f.now,
+                ) {
                     Enqueued::Full(_) => f.drop(DropReason::ArpQueueFull),
                     queued => {
                         if let Some(c) = f.port_counters(ingress) {
@@ -382,7 +391,7 @@ impl Gateway {
                         if matches!(queued, Enqueued::QueuedSendArp) {
                             f.events().arp_requests_sent += 1;
                             let req = synth::arp_request(our_mac, our_ip, next_hop);
-                            transmit(f, side, MacAddr::BROADCAST, req);
+                            transmit(f, side, MacAddr::BROADCAST, req, Offload::NONE);
                         }
                     }
                 }

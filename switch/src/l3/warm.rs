@@ -132,10 +132,7 @@ mod tests {
             2222,
             b"x",
         );
-        let pkt = Packet {
-            port: PortId(0),
-            data: frame.clone(),
-        };
+        let pkt = Packet::new(PortId(0), frame.clone());
         let (key, net) = warm_key(&topo, &pkt).unwrap();
         assert_eq!(
             key,
@@ -150,15 +147,9 @@ mod tests {
         assert_eq!(net, Some(0));
         // Every truncation of the frame, and frames on unknown ports: no panic.
         let mut batch: Vec<Packet> = (0..frame.len())
-            .map(|n| Packet {
-                port: PortId(0),
-                data: frame[..n].to_vec(),
-            })
+            .map(|n| Packet::new(PortId(0), frame[..n].to_vec()))
             .collect();
-        batch.push(Packet {
-            port: PortId(9),
-            data: frame,
-        });
+        batch.push(Packet::new(PortId(9), frame));
         gw.warm(&topo, 0, &batch);
     }
 }
