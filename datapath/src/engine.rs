@@ -17,6 +17,7 @@
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
+use packet::offload::{Capabilities, Offload};
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::{Duration, Instant};
 use switch::affinity::{Owner, owner};
@@ -35,12 +36,23 @@ const WAKE: Token = Token(usize::MAX);
 pub trait PortIo: Send {
     /// The descriptor to wait on for readability.
     fn fd(&self) -> BorrowedFd<'_>;
-    /// Reads up to `max` frames without blocking, calling `f` for each; returns how many.
-    fn rx(&mut self, max: usize, f: &mut dyn FnMut(&[u8])) -> usize;
-    /// Writes frames; returns how many the kernel took.
-    fn tx(&mut self, frames: &[&[u8]]) -> std::io::Result<usize>;
-    /// Frames the kernel dropped for lack of receive buffer since the last call.
+    /// Reads up to `max` frames without blocking, calling `f` for each with its offload state
+    /// (plain unless the port carries virtio-net headers); returns how many.
+    fn rx(&mut self, max: usize, f: &mut dyn FnMut(&[u8], Offload)) -> usize;
+    /// Writes frames, each in its offload state (only states [`PortIo::offloads`] accepts; the
+    /// pipeline finishes the rest); returns how many the kernel took.
+    fn tx(&mut self, frames: &[(&[u8], Offload)]) -> std::io::Result<usize>;
+    /// What the port carries besides plain frames (its virtio-net header's features).
+    fn offloads(&self) -> Capabilities {
+        Capabilities::NONE
+    }
+    /// Frames the kernel dropped for lack of receive buffer, or the ring clamped, since the
+    /// last call.
     fn rx_kernel_drops(&mut self) -> u64 {
+        0
+    }
+    /// Frames refused since the last call because their virtio-net header did not match them.
+    fn rx_bad_offload(&mut self) -> u64 {
         0
     }
 }
@@ -189,6 +201,7 @@ impl Engine {
         if self.ports.len() <= idx {
             self.ports.resize_with(idx + 1, || None);
         }
+        self.pipeline.set_port_offloads(port, io.offloads());
         self.ports[idx] = Some(io);
         // Level-triggered sources may already hold frames: read once without waiting.
         self.hot.push(idx);
@@ -266,6 +279,14 @@ impl Engine {
                         if drops > 0 {
                             self.pipeline.count_port_io(PortId(idx as u16), drops, 0);
                         }
+                        let bad = io.rx_bad_offload();
+                        if bad > 0 {
+                            self.pipeline.count_port_drops(
+                                PortId(idx as u16),
+                                switch::DropReason::BadOffload,
+                                bad,
+                            );
+                        }
                     }
                 }
             }
@@ -303,18 +324,18 @@ impl Engine {
         // Workers to wake, as a bit set (no allocation per read); beyond 64 workers bits are
         // shared, which only costs a spurious wake-up.
         let mut woken = 0u64;
-        let n = io.rx(BATCH, &mut |frame| {
+        let n = io.rx(BATCH, &mut |frame, offload| {
             let mut buf = pool
                 .pop()
                 .unwrap_or_else(|| Vec::with_capacity(BUF_CAPACITY));
             buf.clear();
             buf.extend_from_slice(frame);
             match owner(topo, port, frame, workers) {
-                Owner::Any => batch.push(Packet::new(port, buf)),
-                Owner::Worker(w) if w == me => batch.push(Packet::new(port, buf)),
+                Owner::Any => batch.push(Packet::with_offload(port, buf, offload)),
+                Owner::Worker(w) if w == me => batch.push(Packet::with_offload(port, buf, offload)),
                 Owner::Worker(w) => {
                     if let Some((tx, _)) = peers.get(w)
-                        && tx.send(Packet::new(port, buf)).is_ok()
+                        && tx.send(Packet::with_offload(port, buf, offload)).is_ok()
                     {
                         counters.handed_off += 1;
                         woken |= 1 << (w % 64);
@@ -322,12 +343,16 @@ impl Engine {
                 }
                 Owner::All => {
                     for (w, (tx, _)) in peers.iter().enumerate() {
-                        if w != me && tx.send(Packet::new(port, buf.clone())).is_ok() {
+                        if w != me
+                            && tx
+                                .send(Packet::with_offload(port, buf.clone(), offload))
+                                .is_ok()
+                        {
                             counters.handed_off += 1;
                             woken |= 1 << (w % 64);
                         }
                     }
-                    batch.push(Packet::new(port, buf));
+                    batch.push(Packet::with_offload(port, buf, offload));
                 }
             }
         });
@@ -355,8 +380,10 @@ impl Engine {
                 .position(|p| p.port != port)
                 .map_or(out.len(), |n| start + n);
             if let Some(Some(io)) = self.ports.get_mut(usize::from(port.0)) {
-                let frames: Vec<&[u8]> =
-                    out[start..end].iter().map(|p| p.data.as_slice()).collect();
+                let frames: Vec<(&[u8], Offload)> = out[start..end]
+                    .iter()
+                    .map(|p| (p.data.as_slice(), p.offload))
+                    .collect();
                 let sent = io.tx(&frames).unwrap_or(0);
                 let failed = (frames.len() - sent.min(frames.len())) as u64;
                 if failed > 0 {
@@ -367,7 +394,9 @@ impl Engine {
             start = end;
         }
         for p in out.drain(..) {
-            if self.pool.len() < 4096 {
+            // Super-frames' 64 KB buffers are freed rather than pooled: a pool of thousands
+            // of them would pin hundreds of MB.
+            if self.pool.len() < 4096 && p.data.capacity() <= BUF_CAPACITY {
                 self.pool.push(p.data);
             }
         }

@@ -278,6 +278,16 @@ impl Pipeline {
         }
     }
 
+    /// Counts `n` frames a port's driver refused before they reached the pipeline, for
+    /// `reason` (e.g. a virtio-net header that does not match its frame).
+    pub fn count_port_drops(&mut self, port: PortId, reason: DropReason, n: u64) {
+        if let Some(c) = self.counters.port(port) {
+            for _ in 0..n {
+                c.drops.add(reason);
+            }
+        }
+    }
+
     /// Forgets every tracked connection (`vswitch conntrack flush`).
     pub fn flush_conntrack(&mut self) {
         self.gateway.flush_conntrack();

@@ -24,9 +24,12 @@
 //!   and frames with `sll_pkttype == PACKET_OUTGOING` are skipped too, for older kernels.
 //! - VLAN tags: the kernel strips an 802.1Q tag before AF_PACKET sees the frame, leaving the
 //!   tag in `tp_vlan_tci` (TP_STATUS_VLAN_VALID); [`AfPacket::rx_batch_meta`] reports it.
-//! - Partial checksums (TP_STATUS_CSUMNOTREADY) and oversized GSO frames only if offloads are
-//!   on: [`crate::io::link`] turns them off on the veths the switch owns; [`RingStats`] counts
-//!   any that still arrive.
+//! - With `vnet_hdr` (PACKET_VNET_HDR, set before the ring is mapped), each frame is preceded
+//!   in the ring by a 10-byte `struct virtio_net_hdr` (just before the MAC header): GSO
+//!   super-frames up to 64 KB arrive whole, with their segment size, and partial checksums
+//!   with their start and offset ([`FrameMeta::vnet`]). Blocks must hold the largest frame.
+//! - A frame the ring clamped (`tp_snaplen < tp_len`, or TP_STATUS_COPY) is never handed on
+//!   truncated: it is skipped and counted in [`RingStats::truncated`].
 //!
 //! # Fanout
 //! With a fanout group, several sockets (one per worker) on the same interface share its
@@ -37,11 +40,14 @@
 //! so fragments follow their flow instead of hashing on addresses only.
 //!
 //! # TX
-//! [`AfPacket::tx_batch`] hands up to 64 frames per `sendmmsg(2)` call; with `qdisc_bypass` the
-//! frames skip the qdisc layer and go straight to the driver (no traffic shaping, no requeue:
-//! a full device drops).
+//! [`AfPacket::tx_batch`] hands up to 64 frames per `sendmmsg(2)` call, each after its
+//! virtio-net header when `vnet_hdr` is on (the kernel takes GSO frames past the MTU check and
+//! segments them in software if the device cannot); with `qdisc_bypass` the frames skip the
+//! qdisc layer and go straight to the driver (no traffic shaping, no requeue: a full device
+//! drops).
 
 use super::{IoError, ifindex};
+pub use packet::offload::VNET_HDR_LEN;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -74,6 +80,8 @@ pub struct RingConfig {
     pub fanout_group: Option<u16>,
     /// Send with PACKET_QDISC_BYPASS.
     pub qdisc_bypass: bool,
+    /// PACKET_VNET_HDR: a virtio-net header before every frame, both ways.
+    pub vnet_hdr: bool,
 }
 
 impl Default for RingConfig {
@@ -85,6 +93,7 @@ impl Default for RingConfig {
             block_timeout_ms: 1,
             fanout_group: None,
             qdisc_bypass: false,
+            vnet_hdr: false,
         }
     }
 }
@@ -161,6 +170,8 @@ pub struct FrameMeta {
     pub csum_partial: bool,
     /// `sll_pkttype`: PACKET_HOST, _BROADCAST, _MULTICAST, _OTHERHOST.
     pub pkttype: u8,
+    /// The virtio-net header before the frame (all zero without `vnet_hdr`).
+    pub vnet: [u8; VNET_HDR_LEN],
 }
 
 /// An AF_PACKET socket bound to one interface, with a TPACKET_V3 RX ring. Owned by one thread
@@ -180,6 +191,7 @@ pub struct AfPacket {
     pkts_left: u32,
     pkt_off: usize,
     stats: RingStats,
+    vnet_hdr: bool,
 }
 
 // SAFETY: the raw pointer is to a MAP_SHARED mapping owned by this struct alone (unmapped in
@@ -205,6 +217,16 @@ impl AfPacket {
         setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_VERSION, &TPACKET_V3)
             .map_err(|e| IoError::sys(ctx("selecting TPACKET_V3"), e))?;
         ignore_outgoing(&fd).map_err(|e| IoError::sys(ctx("setting PACKET_IGNORE_OUTGOING"), e))?;
+        if cfg.vnet_hdr {
+            // Before PACKET_RX_RING: the kernel refuses it (EBUSY) once a ring exists.
+            setsockopt(
+                &fd,
+                libc::SOL_PACKET,
+                libc::PACKET_VNET_HDR,
+                &1 as &libc::c_int,
+            )
+            .map_err(|e| IoError::sys(ctx("setting PACKET_VNET_HDR"), e))?;
+        }
         if cfg.qdisc_bypass {
             setsockopt(
                 &fd,
@@ -242,6 +264,7 @@ impl AfPacket {
             pkts_left: 0,
             pkt_off: 0,
             stats: RingStats::default(),
+            vnet_hdr: cfg.vnet_hdr,
         };
         // Bind last: the socket was created with protocol 0 and receives nothing until now, so
         // the ring never holds frames from other interfaces.
@@ -315,6 +338,11 @@ impl AfPacket {
                     self.stats.outgoing_skipped += 1;
                     continue;
                 }
+                if meta.wire_len as usize != len {
+                    // Clamped by the ring: forwarding the rest would corrupt the flow.
+                    self.stats.truncated += 1;
+                    continue;
+                }
                 // SAFETY: frame_at checked that [start, start + len) lies within this block,
                 // which is ours until the Release store below; the slice is dropped before that
                 // (it does not escape `f`'s call).
@@ -323,7 +351,6 @@ impl AfPacket {
                 self.stats.bytes += frame.len() as u64;
                 self.stats.csum_partial += u64::from(meta.csum_partial);
                 self.stats.vlan_stripped += u64::from(meta.vlan_tci.is_some());
-                self.stats.truncated += u64::from(meta.wire_len as usize != frame.len());
                 n += 1;
                 f(frame, meta);
             }
@@ -345,7 +372,29 @@ impl AfPacket {
     /// `Ok(k < frames.len())` after a partial send, `Err` (e.g. `WouldBlock`, ENOBUFS when the
     /// device queue is full) only when the first frame was refused.
     pub fn tx_batch(&mut self, frames: &[&[u8]]) -> std::io::Result<usize> {
-        send_batch(&self.fd, frames)
+        send_batch(&self.fd, frames, None)
+    }
+
+    /// [`AfPacket::tx_batch`] for a socket opened with `vnet_hdr`: each frame goes after its
+    /// virtio-net header (`headers[i]` for `frames[i]`).
+    ///
+    /// # Errors
+    /// As [`AfPacket::tx_batch`]; `InvalidInput` if the socket has no `vnet_hdr` or the two
+    /// slices differ in length.
+    pub fn tx_batch_vnet(
+        &mut self,
+        frames: &[&[u8]],
+        headers: &[[u8; VNET_HDR_LEN]],
+    ) -> std::io::Result<usize> {
+        if !self.vnet_hdr || frames.len() != headers.len() {
+            return Err(std::io::ErrorKind::InvalidInput.into());
+        }
+        send_batch(&self.fd, frames, Some(headers))
+    }
+
+    /// Whether frames carry a virtio-net header on this socket.
+    pub fn vnet_hdr(&self) -> bool {
+        self.vnet_hdr
     }
 
     fn block_ptr(&self, index: usize) -> *mut u8 {
@@ -385,6 +434,16 @@ impl AfPacket {
         if end > self.block_size {
             return None;
         }
+        let mut vnet = [0u8; VNET_HDR_LEN];
+        if self.vnet_hdr {
+            // The kernel writes the header right before the MAC header (tpacket_rcv).
+            let at = start.checked_sub(VNET_HDR_LEN).filter(|&a| a >= hdr_end)?;
+            // SAFETY: [at, at + 10) lies within the block (at >= hdr_end > off, start <= end <=
+            // block_size) and the block is ours, as for the header reads above.
+            unsafe {
+                std::ptr::copy_nonoverlapping(block.add(at), vnet.as_mut_ptr(), VNET_HDR_LEN);
+            }
+        }
         // A zero next-offset ends the chain; only the block's last frame may have it.
         let next = if hdr.tp_next_offset == 0 && self.pkts_left > 1 {
             return None;
@@ -401,6 +460,7 @@ impl AfPacket {
                 .then_some(hdr.hv1.tp_vlan_tci as u16),
             csum_partial: hdr.tp_status & libc::TP_STATUS_CSUMNOTREADY != 0,
             pkttype: sll.sll_pkttype,
+            vnet,
         };
         Some((start, end - start, meta, next))
     }
@@ -491,7 +551,7 @@ impl AfPacketSimple {
 
     /// Sends frames with one `sendmmsg` per 64, like [`AfPacket::tx_batch`].
     pub fn send_batch(&self, frames: &[&[u8]]) -> std::io::Result<usize> {
-        send_batch(&self.fd, frames)
+        send_batch(&self.fd, frames, None)
     }
 
     /// The kernel's counters (frames seen, dropped for lack of buffer space); reading resets.
@@ -651,23 +711,40 @@ fn kernel_stats(fd: &OwnedFd) -> std::io::Result<KernelStats> {
 
 /// sendmmsg over `frames`, 64 at a time, on a bound AF_PACKET socket (no address needed: the
 /// kernel sends out of the bound interface).
-fn send_batch(fd: &OwnedFd, frames: &[&[u8]]) -> std::io::Result<usize> {
+fn send_batch(
+    fd: &OwnedFd,
+    frames: &[&[u8]],
+    headers: Option<&[[u8; VNET_HDR_LEN]]>,
+) -> std::io::Result<usize> {
     let mut sent = 0;
-    for chunk in frames.chunks(TX_CHUNK) {
+    for (c, chunk) in frames.chunks(TX_CHUNK).enumerate() {
         // SAFETY: iovec and mmsghdr are plain old data (pointers and integers); all zeroes is
         // valid (null name, no control data).
-        let mut iov: [libc::iovec; TX_CHUNK] = unsafe { std::mem::zeroed() };
+        let mut iov: [[libc::iovec; 2]; TX_CHUNK] = unsafe { std::mem::zeroed() };
         // SAFETY: as above.
         let mut msgs: [libc::mmsghdr; TX_CHUNK] = unsafe { std::mem::zeroed() };
         for (i, frame) in chunk.iter().enumerate() {
             // The kernel only reads through iov_base for a send; the *mut is the C type's.
-            iov[i].iov_base = frame.as_ptr().cast_mut().cast();
-            iov[i].iov_len = frame.len();
-            msgs[i].msg_hdr.msg_iov = &raw mut iov[i];
-            msgs[i].msg_hdr.msg_iovlen = 1;
+            let parts = match headers.and_then(|h| h.get(c * TX_CHUNK + i)) {
+                Some(h) => {
+                    iov[i][0].iov_base = h.as_ptr().cast_mut().cast();
+                    iov[i][0].iov_len = VNET_HDR_LEN;
+                    iov[i][1].iov_base = frame.as_ptr().cast_mut().cast();
+                    iov[i][1].iov_len = frame.len();
+                    2
+                }
+                None => {
+                    iov[i][0].iov_base = frame.as_ptr().cast_mut().cast();
+                    iov[i][0].iov_len = frame.len();
+                    1
+                }
+            };
+            msgs[i].msg_hdr.msg_iov = iov[i].as_mut_ptr();
+            msgs[i].msg_hdr.msg_iovlen = parts;
         }
         // SAFETY: `msgs[..chunk.len()]` are initialised headers whose iovecs point into
-        // `frames`, all alive across the call; the kernel writes only `msg_len` fields.
+        // `frames` and `headers`, all alive across the call; the kernel writes only `msg_len`
+        // fields.
         let rc = unsafe {
             libc::sendmmsg(
                 fd.as_raw_fd(),

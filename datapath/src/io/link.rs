@@ -7,18 +7,16 @@
 //! it, so every function acts on the caller's current namespace, and namespace work goes through
 //! [`in_netns`].
 //!
-//! # Offloads: off on the veth the switch owns, rather than PACKET_VNET_HDR
-//! By default a veth hands AF_PACKET sockets frames with partial checksums (CHECKSUM_PARTIAL:
-//! the L4 checksum field holds only the pseudo-header sum) and, with TSO/GSO, TCP frames up to
-//! 64 KB. A switch that rewrites headers (NAT) and forwards between ports of different MTU would
-//! have to finish those checksums and segment those frames itself. The kernel's way to hand
-//! that information over is PACKET_VNET_HDR (a virtio-net header before each frame). We choose
-//! the simpler contract for now: [`create_container_veth`] turns checksum offload, scatter-gather,
-//! TSO, GSO and GRO **off on both ends** of every veth the switch owns, so the container's stack
-//! computes complete checksums and never emits a frame larger than the MTU, and every frame read
-//! from the ring is complete and ≤ MTU. The cost is TCP throughput (the stack segments and
-//! checksums in software, per MTU-sized frame); PACKET_VNET_HDR is the road back to
-//! kernel-class TCP figures and can be added later without changing the port API.
+//! # Offloads: the kernel's defaults, carried with PACKET_VNET_HDR
+//! A veth hands AF_PACKET sockets frames with partial checksums (CHECKSUM_PARTIAL: the L4
+//! checksum field holds only the pseudo-header sum) and, with TSO/GSO, TCP super-frames up to
+//! 64 KB. The switch's ports read and write them with their virtio-net header
+//! ([`crate::io::afpacket`], `vnet_hdr`), and the pipeline finishes or segments them only where
+//! an egress cannot take them. So [`create_container_veth`] leaves both ends' offloads as the
+//! kernel sets them: a container keeps TSO, checksum offload and GSO as with Docker's bridge.
+//! What a virtio-net header cannot describe (tunnel GSO types from a container's own overlay,
+//! SCTP) the kernel drops before the ring, counted in the port's `rx_kernel_drops`.
+//! [`set_offloads`] remains for links that must not carry them (benchmark peers, tests).
 //!
 //! The ethtool calls use the legacy per-feature commands (ETHTOOL_STXCSUM, _SSG, _STSO, _SGSO,
 //! _SGRO): the kernel maps them onto its feature bits and they need no string-set lookup, unlike
@@ -71,8 +69,8 @@ pub struct VethSpec<'a> {
 /// namespace at `netns` (so it never appears, even briefly, in the caller's namespace, and a
 /// container name like "eth0" cannot clash with the host's), renames the peer to
 /// `container_ifname` there, sets its MAC (if given), MTU, IPv4 address, brings it and `lo` up,
-/// and adds a default route via `gateway`. Brings the host end up with the MTU. Turns offloads
-/// off on both ends (see the module docs).
+/// and adds a default route via `gateway`. Brings the host end up with the MTU. Offloads stay
+/// as the kernel sets them (see the module docs).
 ///
 /// On failure after the pair exists, the pair is deleted again (best effort), so a retry starts
 /// clean.
@@ -129,7 +127,6 @@ pub fn create_container_veth(spec: &VethSpec) -> Result<(), IoError> {
 
     let configure = || -> Result<(), IoError> {
         in_netns(spec.netns, || configure_container_end(spec))??;
-        set_offloads(spec.host_ifname, false)?;
         set_link_up(spec.host_ifname, Some(spec.mtu))
     };
     configure().inspect_err(|_| {
@@ -164,7 +161,7 @@ pub fn configure_link_here(
 
 /// The container half of [`create_container_veth`]; runs inside the container's namespace.
 fn configure_container_end(spec: &VethSpec) -> Result<(), IoError> {
-    configure_end(spec, true)
+    configure_end(spec, false)
 }
 
 fn configure_end(spec: &VethSpec, offloads_off: bool) -> Result<(), IoError> {
@@ -510,12 +507,15 @@ mod tests {
         };
         create_container_veth(&spec).unwrap();
 
-        // Host end: up, MTU, offloads off.
+        // Host end: up, MTU, the kernel's offloads (veth: checksum, SG, TSO, GSO on).
         assert!(link_exists(&host));
         let show = ip(&["link", "show", &host]);
         assert!(show.contains(",UP") && show.contains("mtu 1450"), "{show}");
-        let off = get_offloads(&host).unwrap();
-        assert!(off.all_off(), "host end offloads: {off:?}");
+        let on = get_offloads(&host).unwrap();
+        assert!(
+            on.tx_csum && on.sg && on.tso && on.gso,
+            "host end offloads: {on:?}"
+        );
 
         // Container end, inspected with `ip` from outside.
         let show = ip(&["-n", ns.name(), "addr", "show", "dev", "eth0"]);
@@ -537,10 +537,22 @@ mod tests {
             !link_exists(&peer),
             "the peer must never appear in the caller's netns"
         );
+        // The container keeps the kernel's defaults, as under Docker's bridge.
+        let on = in_netns(ns.path(), || get_offloads("eth0"))
+            .unwrap()
+            .unwrap();
+        assert!(
+            on.tx_csum && on.sg && on.tso && on.gso,
+            "container end offloads: {on:?}"
+        );
+        // set_offloads still turns them off where asked (benchmark peers).
+        in_netns(ns.path(), || set_offloads("eth0", false))
+            .unwrap()
+            .unwrap();
         let off = in_netns(ns.path(), || get_offloads("eth0"))
             .unwrap()
             .unwrap();
-        assert!(off.all_off(), "container end offloads: {off:?}");
+        assert!(off.all_off(), "after set_offloads(false): {off:?}");
         if let Ok(out) = std::process::Command::new("ip")
             .args(["netns", "exec", ns.name(), "ethtool", "-k", "eth0"])
             .output()
