@@ -8,7 +8,8 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use nat::{Endpoint, rewrite};
 use packet::checksum::{internet_checksum, l4_checksum, update_addr};
-use packet::{Ipv4Addr, MacAddr, build, classify};
+use packet::{Ipv4Addr, MacAddr, classify};
+use testkit::frames as build;
 
 const INT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 const EXT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);

@@ -1,9 +1,10 @@
 //! Shared helpers for the criterion benches: topologies and pre-learned pipelines built from
 //! well-formed frames (`packet::build`).
 
-use packet::{MacAddr, build};
+use packet::MacAddr;
 use std::net::Ipv4Addr;
 use switch::{Config, Packet, Pipeline, PortId};
+use testkit::frames as build;
 
 /// The MAC of host `i` (locally administered unicast).
 pub fn host_mac(i: u16) -> MacAddr {

@@ -19,7 +19,7 @@
 use crate::harness::{Machine, OutputArgs, Stat, check_stop, progress, stopped};
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use packet::{MacAddr, build};
+use packet::MacAddr;
 use serde::Serialize;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -27,6 +27,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 use switch::{Config, NANOS_PER_SEC, Packet, Pipeline, PortId};
+use testkit::frames as build;
 
 /// Frames per `process` call.
 const BATCH: usize = 64;

@@ -26,19 +26,16 @@
 
 mod common;
 
-use common::{
-    FrameRef, NAT_SCENARIOS, Seq, dir_files, fixtures_root, port_names, regen_requested,
-    tcpdump_available,
-};
-use datapath::pcap::{Record, read_file, write_file};
-use datapath::replay::{Summary, replay};
-use packet::{MacAddr, build};
-use std::collections::BTreeMap;
+use common::{NAT_SCENARIOS, fixtures_root, harness};
+use packet::MacAddr;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
-use switch::{Config, DropReason};
+use testkit::frames as build;
+use testkit::golden::{
+    Forwarding, FrameRef, Out, Scenario, Seq, TcpdumpCheck, assert_distinct_inputs, fixture_dirs,
+    no_check, regen_requested,
+};
+use testkit::topology::{Topo, lan};
 
 /// Host `n`: locally administered unicast MAC 02:00:00:00:00:nn, IPv4 10.0.0.n.
 fn mac(n: u8) -> MacAddr {
@@ -59,47 +56,21 @@ fn udp(src: u8, dst: Option<u8>, tag: &str) -> Vec<u8> {
     build::udp(mac(src), dmac, ip(src), dip, 40000, 50000, tag.as_bytes())
 }
 
-/// What tcpdump must make of one expected output file.
-struct TcpdumpCheck {
-    port: &'static str,
-    /// Number of decoded lines (one per frame).
-    lines: usize,
-    /// Substrings that must each appear in the decoded text.
-    contains: Vec<&'static str>,
-}
-
-struct Scenario {
-    name: &'static str,
-    readme: &'static str,
-    topo: &'static str,
-    input: Seq,
-    /// Per port, the input frames it must emit, in order. Ports not listed emit nothing.
+/// Outputs of a bridged scenario: per port, input frames that leave it unchanged.
+fn unchanged(
+    input: &Seq,
     expect: Vec<(&'static str, Vec<FrameRef>)>,
-    /// (port, drop reason name, count); reasons not listed must be zero.
-    drops: Vec<(&'static str, &'static str, u64)>,
-    /// Bridge counters by JSON name (only those listed are checked).
-    bridge: Vec<(&'static str, u64)>,
-    tcpdump: TcpdumpCheck,
+) -> Vec<(&'static str, Vec<Out>)> {
+    expect
+        .into_iter()
+        .map(|(port, refs)| (port, refs.into_iter().map(|r| input.same(r)).collect()))
+        .collect()
 }
 
-const THREE_PORTS: &str = r#"[[network]]
-name = "lan"
-
-[[port]]
-name = "p1"
-kind = "pcap"
-network = "lan"
-
-[[port]]
-name = "p2"
-kind = "pcap"
-network = "lan"
-
-[[port]]
-name = "p3"
-kind = "pcap"
-network = "lan"
-"#;
+/// Three pcap ports p1, p2, p3 on network `lan`.
+fn three_ports() -> String {
+    lan(3).build()
+}
 
 fn two_hosts_learn() -> Scenario {
     let mut s = Seq::new();
@@ -114,14 +85,22 @@ fn two_hosts_learn() -> Scenario {
                  Out: the first frame floods to p2 and p3 (unknown unicast, never back to p1);\n\
                  2->1 goes only to p1 (learned from the first frame); the second 1->2 goes only\n\
                  to p2 (learned from the reply). p3 sees only the first flood.\n",
-        topo: THREE_PORTS,
+        topo: three_ports(),
+        expect: unchanged(
+            &s,
+            vec![("p1", vec![b1]), ("p2", vec![a1, a2]), ("p3", vec![a1])],
+        ),
         input: s,
-        expect: vec![("p1", vec![b1]), ("p2", vec![a1, a2]), ("p3", vec![a1])],
         drops: vec![],
         bridge: vec![("fdb_learned", 2), ("flooded_copies", 2), ("fdb_moved", 0)],
+        local: vec![],
+        summary: no_check,
+        forwarding: Forwarding::Bridged,
+        tshark: false,
         tcpdump: TcpdumpCheck {
             port: "p2",
-            lines: 2,
+            verbose: false,
+            lines: Some(2),
             contains: vec![
                 "02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv4 (0x0800)",
                 "10.0.0.1.40000 > 10.0.0.2.50000: UDP, length 10",
@@ -142,41 +121,27 @@ fn arp_broadcast_flood() -> Scenario {
                  .2 on p2 replies (unicast to .1); .3 on p3 asks who-has 10.0.0.1.\n\
                  Out: each request reaches every other port of the network and never its\n\
                  ingress port; the reply reaches only p1, where .1 was learned.\n",
-        topo: r#"[[network]]
-name = "lan"
-
-[[port]]
-name = "p1"
-kind = "pcap"
-network = "lan"
-
-[[port]]
-name = "p2"
-kind = "pcap"
-network = "lan"
-
-[[port]]
-name = "p3"
-kind = "pcap"
-network = "lan"
-
-[[port]]
-name = "p4"
-kind = "pcap"
-network = "lan"
-"#,
+        topo: lan(4).build(),
+        expect: unchanged(
+            &s,
+            vec![
+                ("p1", vec![rep, req2]),
+                ("p2", vec![req, req2]),
+                ("p3", vec![req]),
+                ("p4", vec![req, req2]),
+            ],
+        ),
         input: s,
-        expect: vec![
-            ("p1", vec![rep, req2]),
-            ("p2", vec![req, req2]),
-            ("p3", vec![req]),
-            ("p4", vec![req, req2]),
-        ],
         drops: vec![],
         bridge: vec![("fdb_learned", 3), ("flooded_copies", 6)],
+        local: vec![],
+        summary: no_check,
+        forwarding: Forwarding::Bridged,
+        tshark: false,
         tcpdump: TcpdumpCheck {
             port: "p1",
-            lines: 2,
+            verbose: false,
+            lines: Some(2),
             contains: vec![
                 "02:00:00:00:00:02 > 02:00:00:00:00:01, ethertype ARP (0x0806)",
                 "Reply 10.0.0.2 is-at 02:00:00:00:00:02",
@@ -202,18 +167,26 @@ fn unknown_unicast_then_learned() -> Scenario {
                  broadcasts; then .1 -> .3, .2 (p2) -> .3 and .3 -> .2.\n\
                  Out: both early frames to .3 flood to p2 and p3; the broadcast floods to p1 and\n\
                  p2; once .3 is learned every frame to it goes only to p3, and .3 -> .2 only to p2.\n",
-        topo: THREE_PORTS,
+        topo: three_ports(),
+        expect: unchanged(
+            &s,
+            vec![
+                ("p1", vec![bc]),
+                ("p2", vec![x1, x2, bc, z1]),
+                ("p3", vec![x1, x2, x3, y1]),
+            ],
+        ),
         input: s,
-        expect: vec![
-            ("p1", vec![bc]),
-            ("p2", vec![x1, x2, bc, z1]),
-            ("p3", vec![x1, x2, x3, y1]),
-        ],
         drops: vec![],
         bridge: vec![("fdb_learned", 3), ("flooded_copies", 6)],
+        local: vec![],
+        summary: no_check,
+        forwarding: Forwarding::Bridged,
+        tshark: false,
         tcpdump: TcpdumpCheck {
             port: "p3",
-            lines: 4,
+            verbose: false,
+            lines: Some(4),
             contains: vec![
                 "02:00:00:00:00:01 > 02:00:00:00:00:03",
                 "02:00:00:00:00:02 > 02:00:00:00:00:03",
@@ -239,38 +212,29 @@ fn aging_expiry() -> Scenario {
                  Out: before the pause .2 is learned, so the third frame goes only to p2; after\n\
                  the pause both entries have expired, so 1->2 floods to p2 and p3 again, while\n\
                  2->1 goes only to p1 (.1 was re-learned 1 ms earlier).\n",
-        topo: r#"[bridge]
-aging_secs = 2
-
-[[network]]
-name = "lan"
-
-[[port]]
-name = "p1"
-kind = "pcap"
-network = "lan"
-
-[[port]]
-name = "p2"
-kind = "pcap"
-network = "lan"
-
-[[port]]
-name = "p3"
-kind = "pcap"
-network = "lan"
-"#,
+        topo: Topo::new()
+            .bridge(&[("aging_secs", "2")])
+            .extend(lan(3))
+            .build(),
+        expect: unchanged(
+            &s,
+            vec![
+                ("p1", vec![b1, b2]),
+                ("p2", vec![a1, a2, a3]),
+                ("p3", vec![a1, a3]),
+            ],
+        ),
         input: s,
-        expect: vec![
-            ("p1", vec![b1, b2]),
-            ("p2", vec![a1, a2, a3]),
-            ("p3", vec![a1, a3]),
-        ],
         drops: vec![],
         bridge: vec![("fdb_aged", 2), ("fdb_learned", 4), ("flooded_copies", 4)],
+        local: vec![],
+        summary: no_check,
+        forwarding: Forwarding::Bridged,
+        tshark: false,
         tcpdump: TcpdumpCheck {
             port: "p3",
-            lines: 2,
+            verbose: false,
+            lines: Some(2),
             contains: vec!["02:00:00:00:00:01 > 02:00:00:00:00:02"],
         },
     }
@@ -290,18 +254,26 @@ fn station_move() -> Scenario {
                  and sends a gratuitous ARP; .2 sends to .9 again.\n\
                  Out: the first 2->9 goes only to p1; the gratuitous ARP floods to p1 and p2 and\n\
                  moves .9 to p3 (fdb_moved = 1); the second 2->9 goes only to p3, never p1.\n",
-        topo: THREE_PORTS,
+        topo: three_ports(),
+        expect: unchanged(
+            &s,
+            vec![
+                ("p1", vec![b1, garp]),
+                ("p2", vec![m1, garp]),
+                ("p3", vec![m1, b2]),
+            ],
+        ),
         input: s,
-        expect: vec![
-            ("p1", vec![b1, garp]),
-            ("p2", vec![m1, garp]),
-            ("p3", vec![m1, b2]),
-        ],
         drops: vec![],
         bridge: vec![("fdb_moved", 1), ("fdb_learned", 2)],
+        local: vec![],
+        summary: no_check,
+        forwarding: Forwarding::Bridged,
+        tshark: false,
         tcpdump: TcpdumpCheck {
             port: "p3",
-            lines: 2,
+            verbose: false,
+            lines: Some(2),
             contains: vec![
                 "02:00:00:00:00:09 > ff:ff:ff:ff:ff:ff",
                 "02:00:00:00:00:02 > 02:00:00:00:00:09",
@@ -327,44 +299,32 @@ fn isolated_networks() -> Scenario {
                  an unknown unicast and a broadcast.\n\
                  Out: every frame stays on its own network: floods reach only the other port of\n\
                  the same network, and the shared MACs never count as station moves.\n",
-        topo: r#"[[network]]
-name = "red"
-
-[[network]]
-name = "blue"
-
-[[port]]
-name = "r1"
-kind = "pcap"
-network = "red"
-
-[[port]]
-name = "r2"
-kind = "pcap"
-network = "red"
-
-[[port]]
-name = "b1"
-kind = "pcap"
-network = "blue"
-
-[[port]]
-name = "b2"
-kind = "pcap"
-network = "blue"
-"#,
+        topo: Topo::new()
+            .network("red")
+            .network("blue")
+            .ports("red", &["r1", "r2"])
+            .ports("blue", &["b1", "b2"])
+            .build(),
+        expect: unchanged(
+            &s,
+            vec![
+                ("r1", vec![r_rep, r_bc]),
+                ("r2", vec![r_req]),
+                ("b1", vec![b_uni, b_unk]),
+                ("b2", vec![b_req]),
+            ],
+        ),
         input: s,
-        expect: vec![
-            ("r1", vec![r_rep, r_bc]),
-            ("r2", vec![r_req]),
-            ("b1", vec![b_uni, b_unk]),
-            ("b2", vec![b_req]),
-        ],
         drops: vec![],
         bridge: vec![("fdb_learned", 4), ("fdb_moved", 0), ("flooded_copies", 4)],
+        local: vec![],
+        summary: no_check,
+        forwarding: Forwarding::Bridged,
+        tshark: false,
         tcpdump: TcpdumpCheck {
             port: "r2",
-            lines: 1,
+            verbose: false,
+            lines: Some(1),
             contains: vec!["Request who-has 10.0.0.2 tell 10.0.0.1"],
         },
     }
@@ -392,42 +352,33 @@ fn mac_flood_cap() -> Scenario {
                  Out: all ten reach p2 (forwarded, .2 is known); only .10-.13 are learned, the\n\
                  six others count in bridge.fdb_cap_reached; frames to .10/.13 go only to p1,\n\
                  frames to .14/.19 (never learned) flood to p1 and p3.\n",
-        topo: r#"[bridge]
-max_macs_per_port = 4
-
-[[network]]
-name = "lan"
-
-[[port]]
-name = "p1"
-kind = "pcap"
-network = "lan"
-
-[[port]]
-name = "p2"
-kind = "pcap"
-network = "lan"
-
-[[port]]
-name = "p3"
-kind = "pcap"
-network = "lan"
-"#,
+        topo: Topo::new()
+            .bridge(&[("max_macs_per_port", "4")])
+            .extend(lan(3))
+            .build(),
+        expect: unchanged(
+            &s,
+            vec![
+                ("p1", vec![hello, to10, to13, to14, to19]),
+                ("p2", from_many),
+                ("p3", vec![hello, to14, to19]),
+            ],
+        ),
         input: s,
-        expect: vec![
-            ("p1", vec![hello, to10, to13, to14, to19]),
-            ("p2", from_many),
-            ("p3", vec![hello, to14, to19]),
-        ],
         drops: vec![],
         bridge: vec![
             ("fdb_cap_reached", 6),
             ("fdb_learned", 5),
             ("flooded_copies", 6),
         ],
+        local: vec![],
+        summary: no_check,
+        forwarding: Forwarding::Bridged,
+        tshark: false,
         tcpdump: TcpdumpCheck {
             port: "p3",
-            lines: 3,
+            verbose: false,
+            lines: Some(3),
             contains: vec![
                 "02:00:00:00:00:02 > 02:00:00:00:00:0e",
                 "02:00:00:00:00:02 > 02:00:00:00:00:13",
@@ -469,9 +420,9 @@ fn bad_frames() -> Scenario {
                  .1 to itself and one from .3 to .1 (both behind p1); on p2 an empty record.\n\
                  Out: nothing on any port; each frame is dropped and counted under its reason\n\
                  (runt, oversize, invalid_src_mac, same_port).\n",
-        topo: THREE_PORTS,
+        topo: three_ports(),
+        expect: unchanged(&s, vec![]),
         input: s,
-        expect: vec![],
         drops: vec![
             ("p1", "runt", 1),
             ("p1", "oversize", 1),
@@ -480,9 +431,14 @@ fn bad_frames() -> Scenario {
             ("p2", "runt", 1),
         ],
         bridge: vec![("fdb_learned", 2), ("flooded_copies", 0)],
+        local: vec![],
+        summary: no_check,
+        forwarding: Forwarding::Bridged,
+        tshark: false,
         tcpdump: TcpdumpCheck {
             port: "p3",
-            lines: 0,
+            verbose: false,
+            lines: Some(0),
             contains: vec![],
         },
     }
@@ -514,14 +470,22 @@ fn size_boundaries() -> Scenario {
                  frame from p2 to .1, then a 13-byte frame on p1 and a 1519-byte one on p2.\n\
                  Out: the two frames on the limits pass (flood to p2/p3; unicast to p1); the two\n\
                  just past them are dropped as runt and oversize.\n",
-        topo: THREE_PORTS,
+        topo: three_ports(),
+        expect: unchanged(
+            &s,
+            vec![("p1", vec![max]), ("p2", vec![bare]), ("p3", vec![bare])],
+        ),
         input: s,
-        expect: vec![("p1", vec![max]), ("p2", vec![bare]), ("p3", vec![bare])],
         drops: vec![("p1", "runt", 1), ("p2", "oversize", 1)],
         bridge: vec![("fdb_learned", 2)],
+        local: vec![],
+        summary: no_check,
+        forwarding: Forwarding::Bridged,
+        tshark: false,
         tcpdump: TcpdumpCheck {
             port: "p1",
-            lines: 1,
+            verbose: false,
+            lines: Some(1),
             contains: vec!["02:00:00:00:00:02 > 02:00:00:00:00:01", "length 1518"],
         },
     }
@@ -541,315 +505,10 @@ fn all_scenarios() -> Vec<Scenario> {
     ]
 }
 
-// ---------------------------------------------------------------------------------------------
-// The checker.
-
 const REGEN_HINT: &str = "if the description changed on purpose, run: VSWITCH_REGEN_FIXTURES=1 cargo test -p datapath --test golden";
 
-/// The described input, per port, as capture records.
-fn input_records(sc: &Scenario) -> BTreeMap<&'static str, Vec<Record>> {
-    let mut per_port: BTreeMap<&str, Vec<Record>> = BTreeMap::new();
-    for f in &sc.input.frames {
-        per_port.entry(f.port).or_default().push(Record {
-            timestamp: f.timestamp,
-            orig_len: f.data.len() as u32,
-            data: f.data.clone(),
-        });
-    }
-    per_port
-}
-
-/// The described output, per port of the topology: each frame leaves with the timestamp of the
-/// input frame that caused it, unchanged.
-fn expected_records(sc: &Scenario) -> BTreeMap<String, Vec<Record>> {
-    let inputs = input_records(sc);
-    let ports = port_names(sc.topo);
-    for (port, _) in &sc.expect {
-        assert!(
-            ports.iter().any(|p| p == port),
-            "{}: expectation names unknown port {port}",
-            sc.name
-        );
-    }
-    ports
-        .into_iter()
-        .map(|port| {
-            let refs = sc
-                .expect
-                .iter()
-                .find(|(p, _)| *p == port)
-                .map(|(_, r)| r.as_slice())
-                .unwrap_or_default();
-            let records = refs
-                .iter()
-                .map(|(in_port, i)| {
-                    let r = &inputs[in_port][*i];
-                    Record {
-                        timestamp: r.timestamp,
-                        orig_len: r.data.len() as u32,
-                        data: r.data.clone(),
-                    }
-                })
-                .collect();
-            (port, records)
-        })
-        .collect()
-}
-
-fn scenario_inputs(dir: &Path) -> Vec<(String, PathBuf)> {
-    common::scenario_inputs(dir, REGEN_HINT)
-}
-
-fn run_replay(sc: &Scenario, dir: &Path, out: &Path) -> Summary {
-    let config = Config::from_toml(&std::fs::read_to_string(dir.join("topo.toml")).unwrap())
-        .unwrap_or_else(|e| panic!("{}: {e}", sc.name));
-    replay(&config, &scenario_inputs(dir), out).unwrap_or_else(|e| panic!("{}: {e}", sc.name))
-}
-
-fn regenerate(sc: &Scenario, dir: &Path) {
-    let fresh = |sub: &str| {
-        let p = dir.join(sub);
-        if p.exists() {
-            std::fs::remove_dir_all(&p).unwrap();
-        }
-        std::fs::create_dir_all(&p).unwrap();
-    };
-    fresh("in");
-    std::fs::write(dir.join("topo.toml"), sc.topo).unwrap();
-    std::fs::write(
-        dir.join("README.md"),
-        format!("# {}\n\n{}", sc.name, sc.readme),
-    )
-    .unwrap();
-    for (port, records) in input_records(sc) {
-        write_file(&dir.join("in").join(format!("{port}.pcap")), &records).unwrap();
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    run_replay(sc, dir, tmp.path());
-    // Only an output that matches the reasoned expectation becomes the golden file.
-    check_against_description(sc, tmp.path());
-    fresh("expected");
-    for port in port_names(sc.topo) {
-        let file = format!("{port}.pcap");
-        std::fs::copy(tmp.path().join(&file), dir.join("expected").join(&file)).unwrap();
-    }
-}
-
-fn check_against_description(sc: &Scenario, out: &Path) {
-    for (port, want) in expected_records(sc) {
-        let got = read_file(&out.join(format!("{port}.pcap"))).unwrap();
-        assert_eq!(
-            got.len(),
-            want.len(),
-            "{}: port {port} emitted {} frames, the description says {}",
-            sc.name,
-            got.len(),
-            want.len()
-        );
-        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert_eq!(g, w, "{}: port {port}, output frame {i} differs", sc.name);
-        }
-    }
-}
-
-fn check_counters(sc: &Scenario, summary: &Summary) {
-    let inputs = input_records(sc);
-    let expected = expected_records(sc);
-    for (port, _, _) in &sc.drops {
-        assert!(
-            summary.state.ports.iter().any(|p| p.name == *port),
-            "{}: drop expectation names unknown port {port}",
-            sc.name
-        );
-    }
-    for (_, reason, _) in &sc.drops {
-        assert!(
-            DropReason::ALL.iter().any(|d| d.as_str() == *reason),
-            "{}: unknown drop reason {reason}",
-            sc.name
-        );
-    }
-    for p in &summary.state.ports {
-        let c = &p.counters;
-        let name = p.name.as_str();
-        assert_eq!(
-            c.rx_frames,
-            c.forwarded + c.local + c.dropped(),
-            "{}: port {name}: rx_frames must be forwarded + local + dropped: {c:?}",
-            sc.name
-        );
-        let rx = inputs.get(name).map_or(0, Vec::len) as u64;
-        assert_eq!(c.rx_frames, rx, "{}: port {name} rx_frames", sc.name);
-        let tx = expected.get(name).map_or(0, Vec::len) as u64;
-        assert_eq!(c.tx_frames, tx, "{}: port {name} tx_frames", sc.name);
-        // Frames of this port that left through at least one port, per the description.
-        let mut left: Vec<usize> = sc
-            .expect
-            .iter()
-            .flat_map(|(_, refs)| refs.iter())
-            .filter(|(in_port, _)| *in_port == name)
-            .map(|(_, i)| *i)
-            .collect();
-        left.sort_unstable();
-        left.dedup();
-        assert_eq!(
-            c.forwarded,
-            left.len() as u64,
-            "{}: port {name} forwarded",
-            sc.name
-        );
-        assert_eq!(
-            c.local, 0,
-            "{}: port {name}: no gateway in L2 scenarios",
-            sc.name
-        );
-        for reason in DropReason::ALL {
-            let want: u64 = sc
-                .drops
-                .iter()
-                .filter(|(dp, r, _)| *dp == name && *r == reason.as_str())
-                .map(|(_, _, n)| n)
-                .sum();
-            assert_eq!(
-                c.drops.get(*reason),
-                want,
-                "{}: port {name} drops of {}",
-                sc.name,
-                reason.as_str()
-            );
-        }
-    }
-    let bridge = serde_json::to_value(summary.state.bridge).unwrap();
-    for (name, want) in &sc.bridge {
-        let got = bridge
-            .get(*name)
-            .and_then(serde_json::Value::as_u64)
-            .unwrap_or_else(|| panic!("{}: no bridge counter {name} in {bridge}", sc.name));
-        assert_eq!(got, *want, "{}: bridge.{name}", sc.name);
-    }
-    assert_eq!(bridge["unknown_port"], 0, "{}", sc.name);
-    let total_in: usize = inputs.values().map(Vec::len).sum();
-    assert_eq!(summary.frames_in, total_in as u64, "{}", sc.name);
-    let total_out: usize = expected.values().map(Vec::len).sum();
-    assert_eq!(summary.frames_out, total_out as u64, "{}", sc.name);
-}
-
-fn check_with_tcpdump(sc: &Scenario, dir: &Path) {
-    if !tcpdump_available() {
-        assert!(
-            std::env::var_os("VSWITCH_SKIP_TCPDUMP").is_some_and(|v| v == "1"),
-            "tcpdump is not on PATH: install it (apt-get install -y tcpdump) so an independent \
-             reader decodes the golden files, or set VSWITCH_SKIP_TCPDUMP=1 to skip this check"
-        );
-        return;
-    }
-    let t = &sc.tcpdump;
-    let file = dir.join("expected").join(format!("{}.pcap", t.port));
-    let out = Command::new("tcpdump")
-        .args(["-nn", "-e", "-r"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "{}: tcpdump failed on {}: {stderr}",
-        sc.name,
-        file.display()
-    );
-    assert!(
-        stderr.contains("link-type EN10MB"),
-        "{}: tcpdump does not see an Ethernet capture: {stderr}",
-        sc.name
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(
-        text.lines().count(),
-        t.lines,
-        "{}: tcpdump lines of {}:\n{text}",
-        sc.name,
-        file.display()
-    );
-    for want in &t.contains {
-        assert!(
-            text.contains(want),
-            "{}: tcpdump output of {} lacks {want:?}:\n{text}",
-            sc.name,
-            file.display()
-        );
-    }
-}
-
 fn check(sc: Scenario) {
-    let dir = fixtures_root().join(sc.name);
-    if regen_requested() {
-        regenerate(&sc, &dir);
-    }
-    // The committed fixture is the one described here.
-    let topo = std::fs::read_to_string(dir.join("topo.toml"))
-        .unwrap_or_else(|e| panic!("{}: {e}; {REGEN_HINT}", dir.display()));
-    assert_eq!(
-        topo, sc.topo,
-        "{}: topo.toml differs; {REGEN_HINT}",
-        sc.name
-    );
-    let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
-    assert!(readme.lines().count() >= 3, "{}: README.md", sc.name);
-    let want_in = input_records(&sc);
-    let have_in = scenario_inputs(&dir);
-    assert_eq!(
-        have_in.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
-        want_in.keys().copied().collect::<Vec<_>>(),
-        "{}: in/ files; {REGEN_HINT}",
-        sc.name
-    );
-    for (port, path) in &have_in {
-        assert_eq!(
-            read_file(path).unwrap(),
-            want_in[port.as_str()],
-            "{}: in/{port}.pcap differs from the description; {REGEN_HINT}",
-            sc.name
-        );
-    }
-
-    let (out1, out2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let summary = run_replay(&sc, &dir, out1.path());
-
-    check_against_description(&sc, out1.path());
-
-    // Byte-for-byte equal to the committed expected/ files, one per port and nothing else.
-    let ports = port_names(sc.topo);
-    let mut want_files: Vec<String> = ports.iter().map(|p| format!("{p}.pcap")).collect();
-    want_files.sort();
-    let golden = dir_files(&dir.join("expected"));
-    assert_eq!(
-        golden.keys().cloned().collect::<Vec<_>>(),
-        want_files,
-        "{}: expected/ must hold one capture per port; {REGEN_HINT}",
-        sc.name
-    );
-    let got = dir_files(out1.path());
-    for (file, bytes) in &golden {
-        assert!(
-            got.get(file) == Some(bytes),
-            "{}: output {file} differs from expected/{file}; {REGEN_HINT}",
-            sc.name
-        );
-    }
-
-    check_counters(&sc, &summary);
-
-    // Determinism: a second replay writes the same bytes, summary included.
-    run_replay(&sc, &dir, out2.path());
-    assert_eq!(
-        got,
-        dir_files(out2.path()),
-        "{}: replay is not deterministic",
-        sc.name
-    );
-    assert!(got.contains_key("summary.json"));
-
-    check_with_tcpdump(&sc, &dir);
+    harness(REGEN_HINT).check(sc);
 }
 
 #[test]
@@ -903,34 +562,14 @@ fn golden_size_boundaries() {
 fn fixtures_and_descriptions_agree() {
     let scenarios = all_scenarios();
     let mut described: Vec<&str> = scenarios.iter().map(|s| s.name).collect();
-    described.sort_unstable();
     if regen_requested() {
         for s in &scenarios {
             std::fs::create_dir_all(fixtures_root().join(s.name)).unwrap();
         }
     }
-    let mut on_disk: Vec<String> = std::fs::read_dir(fixtures_root())
-        .unwrap()
-        .map(|e| e.unwrap())
-        .filter(|e| e.file_type().unwrap().is_dir())
-        .map(|e| e.file_name().into_string().unwrap())
-        .collect();
-    on_disk.sort();
     // The gateway/NAT scenarios are described (and checked) by golden_nat.rs.
     described.extend_from_slice(NAT_SCENARIOS);
     described.sort_unstable();
-    assert_eq!(on_disk, described);
-    for s in &scenarios {
-        let frames = &s.input.frames;
-        for (i, a) in frames.iter().enumerate() {
-            for b in &frames[i + 1..] {
-                assert_ne!(a.data, b.data, "{}: two input frames are identical", s.name);
-                assert!(
-                    a.timestamp < b.timestamp,
-                    "{}: timestamps must increase",
-                    s.name
-                );
-            }
-        }
-    }
+    assert_eq!(fixture_dirs(&fixtures_root()), described);
+    assert_distinct_inputs(&scenarios);
 }

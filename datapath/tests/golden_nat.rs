@@ -26,19 +26,16 @@
 
 mod common;
 
-use common::{
-    FrameRef, NAT_SCENARIOS, Seq, dir_files, docker_mac, fixtures_root, port_names,
-    regen_requested, scenario_inputs, tcpdump_available,
-};
-use datapath::pcap::{Record, read_file, write_file};
-use datapath::replay::{Summary, replay};
-use packet::{MacAddr, build, tcp_flags};
+use common::{NAT_SCENARIOS, fixtures_root, harness};
+use packet::{MacAddr, tcp_flags};
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::path::Path;
-use std::process::Command;
-use switch::{Config, DropReason};
+use switch::config::mac_from_ip as docker_mac;
+use testkit::frames as build;
+use testkit::golden::{
+    Forwarding, Scenario, Seq, TcpdumpCheck, assert_distinct_inputs, regen_requested,
+};
+use testkit::topology::{self, Topo};
 
 const REGEN_HINT: &str = "if the description changed on purpose, run: VSWITCH_REGEN_FIXTURES=1 cargo test -p datapath --test golden_nat";
 
@@ -69,58 +66,9 @@ fn gw_mac(gw: Ipv4Addr) -> MacAddr {
 // ---------------------------------------------------------------------------------------------
 // Topologies.
 
-const NETWORK_BRIDGE: &str = r#"[[network]]
-name = "bridge"
-subnet = "172.17.0.0/16"
-gateway = "172.17.0.1"
-"#;
-
-const PORTS_C1_C2: &str = r#"
-[[port]]
-name = "c1"
-kind = "pcap"
-network = "bridge"
-
-[[port]]
-name = "c2"
-kind = "pcap"
-network = "bridge"
-"#;
-
-const PORT_UP: &str = r#"
-[[port]]
-name = "up"
-kind = "pcap"
-"#;
-
-const UPLINK_STATIC: &str = r#"
-[uplink]
-port = "up"
-address = "203.0.113.2"
-subnet = "203.0.113.0/24"
-next_hop = "203.0.113.1"
-next_hop_mac = "02:00:00:00:00:fe"
-"#;
-
-const UPLINK_ARP: &str = r#"
-[uplink]
-port = "up"
-address = "203.0.113.2"
-subnet = "203.0.113.0/24"
-next_hop = "203.0.113.1"
-"#;
-
-const PUBLISH_8080: &str = r#"
-[[publish]]
-proto = "tcp"
-host_port = 8080
-container_ip = "172.17.0.3"
-container_port = 80
-"#;
-
-/// bridge (c1 = .2, c2 = .3) + uplink with a static next hop + 8080 -> 172.17.0.3:80, then `extra`.
+/// The standard topology (bridge c1 c2, static uplink, 8080 published), then `extra`.
 fn standard_topo(extra: &str) -> String {
-    format!("{NETWORK_BRIDGE}{PORTS_C1_C2}{PORT_UP}{UPLINK_STATIC}{PUBLISH_8080}{extra}")
+    topology::standard().build() + extra
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -320,37 +268,7 @@ fn with_ttl(frame: &[u8], ttl: u8) -> Vec<u8> {
 // ---------------------------------------------------------------------------------------------
 // Scenario descriptions.
 
-/// What tcpdump must make of one expected output file.
-struct TcpdumpCheck {
-    port: &'static str,
-    contains: Vec<&'static str>,
-}
-
-/// An expected output frame and the input frame that caused it.
-type Out = (FrameRef, Vec<u8>);
-
-/// A check of summary.json beyond the counters (conntrack table, bridge events).
-type SummaryCheck = fn(&Value);
-
-struct Scenario {
-    name: &'static str,
-    readme: &'static str,
-    topo: String,
-    input: Seq,
-    /// Per port, the frames that must leave it in order, each with the input frame that caused
-    /// it (its timestamp is the output's). Ports not listed emit nothing.
-    expect: Vec<(&'static str, Vec<Out>)>,
-    /// (port, drop reason name, count); reasons not listed must be zero.
-    drops: Vec<(&'static str, &'static str, u64)>,
-    /// (port, frames consumed by the gateway); ports not listed must have local = 0.
-    local: Vec<(&'static str, u64)>,
-    /// Bridge counters by JSON name (only those listed are checked).
-    bridge: Vec<(&'static str, u64)>,
-    summary: SummaryCheck,
-    tcpdump: TcpdumpCheck,
-}
-
-fn no_check(_: &Value) {}
+use testkit::golden::no_check;
 
 /// The conntrack table of a summary.
 fn conntrack(summary: &Value) -> &Vec<Value> {
@@ -449,7 +367,11 @@ fn snat_tcp() -> Scenario {
         local: vec![],
         bridge: vec![("nat_translated", 8)],
         summary,
+        forwarding: Forwarding::Routed,
+        tshark: true,
         tcpdump: TcpdumpCheck {
+            verbose: true,
+            lines: None,
             port: "up",
             contains: vec![
                 "02:42:cb:00:71:02 > 02:00:00:00:00:fe",
@@ -508,9 +430,15 @@ fn snat_udp_and_icmp() -> Scenario {
                  kept); the answer reaches c1 translated back. c1's ping keeps id 1000, c2's gets\n\
                  1001 (1000 is taken toward that host); each reply returns to its own container\n\
                  with id 1000.\n",
-        topo: format!(
-            "{NETWORK_BRIDGE}{PORTS_C1_C2}{PORT_UP}{UPLINK_ARP}\n[nat]\nport_first = 1000\nport_last = 1001\n"
-        ),
+        topo: Topo::new()
+            .routed("bridge", "172.17.0.0/16", "172.17.0.1")
+            .ports("bridge", &["c1", "c2"])
+            .uplink_port("up")
+            .uplink("up")
+            .block("nat", false)
+            .set("port_first", 1000)
+            .set("port_last", 1001)
+            .build(),
         input: s,
         expect: vec![
             (
@@ -538,7 +466,11 @@ fn snat_udp_and_icmp() -> Scenario {
         local: vec![("up", 1)],
         bridge: vec![("arp_requests_sent", 1), ("nat_translated", 6)],
         summary,
+        forwarding: Forwarding::Routed,
+        tshark: true,
         tcpdump: TcpdumpCheck {
+            verbose: true,
+            lines: None,
             port: "up",
             contains: vec![
                 "Request who-has 203.0.113.1 tell 203.0.113.2",
@@ -628,7 +560,11 @@ fn dnat_published() -> Scenario {
         local: vec![("c2", 1)],
         bridge: vec![("arp_requests_sent", 1), ("nat_translated", 4)],
         summary,
+        forwarding: Forwarding::Routed,
+        tshark: true,
         tcpdump: TcpdumpCheck {
+            verbose: true,
+            lines: None,
             port: "c2",
             contains: vec![
                 "Request who-has 172.17.0.3 tell 172.17.0.1",
@@ -688,7 +624,11 @@ fn hairpin() -> Scenario {
         local: vec![("c2", 1)],
         bridge: vec![("nat_translated", 6), ("arp_replies_sent", 1)],
         summary,
+        forwarding: Forwarding::Routed,
+        tshark: true,
         tcpdump: TcpdumpCheck {
+            verbose: true,
+            lines: None,
             port: "c2",
             contains: vec!["203.0.113.2.41000 > 172.17.0.3.80: Flags [S]"],
         },
@@ -781,7 +721,11 @@ fn icmp_error_translation() -> Scenario {
         local: vec![],
         bridge: vec![("nat_translated", 4)],
         summary: no_check,
+        forwarding: Forwarding::Routed,
+        tshark: true,
         tcpdump: TcpdumpCheck {
+            verbose: true,
+            lines: None,
             port: "c1",
             contains: vec![
                 "198.51.100.77 > 172.17.0.2: ICMP 198.51.100.77 udp port 9999 unreachable",
@@ -838,7 +782,11 @@ fn ttl_expiry() -> Scenario {
         local: vec![],
         bridge: vec![("icmp_errors_sent", 2)],
         summary,
+        forwarding: Forwarding::Routed,
+        tshark: true,
         tcpdump: TcpdumpCheck {
+            verbose: true,
+            lines: None,
             port: "c1",
             contains: vec!["172.17.0.1 > 172.17.0.2: ICMP time exceeded in-transit"],
         },
@@ -928,7 +876,11 @@ fn table_full_and_port_exhaustion() -> Scenario {
         local: vec![],
         bridge: vec![],
         summary,
+        forwarding: Forwarding::Routed,
+        tshark: true,
         tcpdump: TcpdumpCheck {
+            verbose: true,
+            lines: None,
             port: "up",
             contains: vec![
                 "203.0.113.2.50000 > 198.51.100.10.80: Flags [S]",
@@ -976,46 +928,13 @@ fn internal_and_icc() -> Scenario {
                  gateway) nor c1 (inter_network); the gateway answers b1's ARP; b1's query leaves\n\
                  `up` masqueraded and its answer comes back. v1 and v2 reach each other, but v1's\n\
                  packet to the outside is dropped (internal_network): `up` carries only b1's query.\n",
-        topo: format!(
-            "{NETWORK_BRIDGE}
-[[network]]
-name = \"backend\"
-subnet = \"172.18.0.0/16\"
-gateway = \"172.18.0.1\"
-icc = false
-
-[[network]]
-name = \"vault\"
-subnet = \"172.19.0.0/16\"
-gateway = \"172.19.0.1\"
-internal = true
-
-[[port]]
-name = \"c1\"
-kind = \"pcap\"
-network = \"bridge\"
-
-[[port]]
-name = \"b1\"
-kind = \"pcap\"
-network = \"backend\"
-
-[[port]]
-name = \"b2\"
-kind = \"pcap\"
-network = \"backend\"
-
-[[port]]
-name = \"v1\"
-kind = \"pcap\"
-network = \"vault\"
-
-[[port]]
-name = \"v2\"
-kind = \"pcap\"
-network = \"vault\"
-{PORT_UP}{UPLINK_STATIC}"
-        ),
+        topo: topology::three_networks()
+            .port("c1", "bridge")
+            .ports("backend", &["b1", "b2"])
+            .ports("vault", &["v1", "v2"])
+            .uplink_port("up")
+            .uplink_static("up")
+            .build(),
         input: s,
         expect: vec![
             (
@@ -1040,7 +959,11 @@ network = \"vault\"
         local: vec![("b1", 1)],
         bridge: vec![],
         summary: no_check,
+        forwarding: Forwarding::Routed,
+        tshark: true,
         tcpdump: TcpdumpCheck {
+            verbose: true,
+            lines: None,
             port: "up",
             contains: vec!["203.0.113.2.33000 > 198.51.100.53.53"],
         },
@@ -1107,7 +1030,11 @@ fn gateway_arp_ping() -> Scenario {
         local: vec![("c1", 3), ("up", 2)],
         bridge: vec![("echo_replies_sent", 3), ("arp_replies_sent", 2)],
         summary: |v| assert!(conntrack(v).is_empty()),
+        forwarding: Forwarding::Routed,
+        tshark: true,
         tcpdump: TcpdumpCheck {
+            verbose: true,
+            lines: None,
             port: "c1",
             contains: vec![
                 "Reply 172.17.0.1 is-at 02:42:ac:11:00:01",
@@ -1132,368 +1059,8 @@ fn all_scenarios() -> Vec<Scenario> {
     ]
 }
 
-// ---------------------------------------------------------------------------------------------
-// The checker.
-
-fn input_records(sc: &Scenario) -> BTreeMap<&'static str, Vec<Record>> {
-    let mut per_port: BTreeMap<&str, Vec<Record>> = BTreeMap::new();
-    for f in &sc.input.frames {
-        per_port.entry(f.port).or_default().push(Record {
-            timestamp: f.timestamp,
-            orig_len: f.data.len() as u32,
-            data: f.data.clone(),
-        });
-    }
-    per_port
-}
-
-/// The described output of every port of the topology.
-fn expected_records(sc: &Scenario) -> BTreeMap<String, Vec<Record>> {
-    let ports = port_names(&sc.topo);
-    for (port, _) in &sc.expect {
-        assert!(
-            ports.iter().any(|p| p == port),
-            "{}: expectation names unknown port {port}",
-            sc.name
-        );
-    }
-    ports
-        .into_iter()
-        .map(|port| {
-            let records = sc
-                .expect
-                .iter()
-                .find(|(p, _)| *p == port)
-                .map(|(_, frames)| {
-                    frames
-                        .iter()
-                        .map(|(cause, data)| Record {
-                            timestamp: sc.input.get(*cause).timestamp,
-                            orig_len: data.len() as u32,
-                            data: data.clone(),
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            (port, records)
-        })
-        .collect()
-}
-
-fn run_replay(sc: &Scenario, dir: &Path, out: &Path) -> Summary {
-    let config = Config::from_toml(&std::fs::read_to_string(dir.join("topo.toml")).unwrap())
-        .unwrap_or_else(|e| panic!("{}: {e}", sc.name));
-    replay(&config, &scenario_inputs(dir, REGEN_HINT), out)
-        .unwrap_or_else(|e| panic!("{}: {e}", sc.name))
-}
-
-fn check_against_description(sc: &Scenario, out: &Path) {
-    for (port, want) in expected_records(sc) {
-        let got = read_file(&out.join(format!("{port}.pcap"))).unwrap();
-        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert!(
-                g == w,
-                "{}: port {port}, output frame {i} differs:\n got  {:02x?}\n want {:02x?}\n(got ts {:?}, want ts {:?})",
-                sc.name,
-                g.data,
-                w.data,
-                g.timestamp,
-                w.timestamp
-            );
-        }
-        assert_eq!(
-            got.len(),
-            want.len(),
-            "{}: port {port} emitted {} frames, the description says {}",
-            sc.name,
-            got.len(),
-            want.len()
-        );
-    }
-}
-
-fn regenerate(sc: &Scenario, dir: &Path) {
-    let fresh = |sub: &str| {
-        let p = dir.join(sub);
-        if p.exists() {
-            std::fs::remove_dir_all(&p).unwrap();
-        }
-        std::fs::create_dir_all(&p).unwrap();
-    };
-    fresh("in");
-    std::fs::write(dir.join("topo.toml"), &sc.topo).unwrap();
-    std::fs::write(
-        dir.join("README.md"),
-        format!("# {}\n\n{}", sc.name, sc.readme),
-    )
-    .unwrap();
-    for (port, records) in input_records(sc) {
-        write_file(&dir.join("in").join(format!("{port}.pcap")), &records).unwrap();
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    run_replay(sc, dir, tmp.path());
-    // Only an output that matches the reasoned expectation becomes the golden file.
-    check_against_description(sc, tmp.path());
-    fresh("expected");
-    for port in port_names(&sc.topo) {
-        let file = format!("{port}.pcap");
-        std::fs::copy(tmp.path().join(&file), dir.join("expected").join(&file)).unwrap();
-    }
-}
-
-fn check_counters(sc: &Scenario, summary: &Summary) {
-    let inputs = input_records(sc);
-    let expected = expected_records(sc);
-    for (port, reason, _) in &sc.drops {
-        assert!(
-            summary.state.ports.iter().any(|p| p.name == *port),
-            "{}: drop expectation names unknown port {port}",
-            sc.name
-        );
-        assert!(
-            DropReason::ALL.iter().any(|d| d.as_str() == *reason),
-            "{}: unknown drop reason {reason}",
-            sc.name
-        );
-    }
-    for p in &summary.state.ports {
-        let c = &p.counters;
-        let name = p.name.as_str();
-        assert_eq!(
-            c.rx_frames,
-            c.forwarded + c.local + c.dropped() + c.queued,
-            "{}: port {name}: rx_frames must be forwarded + local + dropped + queued: {c:?}",
-            sc.name
-        );
-        assert_eq!(
-            c.queued, 0,
-            "{}: port {name}: nothing left waiting",
-            sc.name
-        );
-        let rx = inputs.get(name).map_or(0, Vec::len) as u64;
-        assert_eq!(c.rx_frames, rx, "{}: port {name} rx_frames", sc.name);
-        let tx = expected.get(name).map_or(0, Vec::len) as u64;
-        assert_eq!(c.tx_frames, tx, "{}: port {name} tx_frames", sc.name);
-        let local: u64 = sc
-            .local
-            .iter()
-            .filter(|(lp, _)| *lp == name)
-            .map(|(_, n)| n)
-            .sum();
-        assert_eq!(c.local, local, "{}: port {name} local", sc.name);
-        for reason in DropReason::ALL {
-            let want: u64 = sc
-                .drops
-                .iter()
-                .filter(|(dp, r, _)| *dp == name && *r == reason.as_str())
-                .map(|(_, _, n)| n)
-                .sum();
-            assert_eq!(
-                c.drops.get(*reason),
-                want,
-                "{}: port {name} drops of {}",
-                sc.name,
-                reason.as_str()
-            );
-        }
-    }
-    let bridge = serde_json::to_value(summary.state.bridge).unwrap();
-    for (name, want) in &sc.bridge {
-        let got = bridge
-            .get(*name)
-            .and_then(Value::as_u64)
-            .unwrap_or_else(|| panic!("{}: no bridge counter {name} in {bridge}", sc.name));
-        assert_eq!(got, *want, "{}: bridge.{name}", sc.name);
-    }
-    assert_eq!(bridge["unknown_port"], 0, "{}", sc.name);
-    let total_in: usize = inputs.values().map(Vec::len).sum();
-    assert_eq!(summary.frames_in, total_in as u64, "{}", sc.name);
-    let total_out: usize = expected.values().map(Vec::len).sum();
-    assert_eq!(summary.frames_out, total_out as u64, "{}", sc.name);
-}
-
-fn tshark_available() -> bool {
-    Command::new("tshark").arg("--version").output().is_ok()
-}
-
-/// tshark's checksum verdicts (epan's proto_checksum_enum_e): 0 bad, 1 good, 2 unverified.
-const CHECKSUM_GOOD: &str = "1";
-const CHECKSUM_BAD: &str = "0";
-
-/// Every IPv4 frame of `file` has a good IP header checksum and a good checksum for its own
-/// TCP/UDP/ICMP header, and no checksum anywhere in it (quoted packets included) is bad.
-fn check_with_tshark(name: &str, file: &Path, frames: &[Record]) {
-    let out = Command::new("tshark")
-        .args(["-n", "-r"])
-        .arg(file)
-        .args([
-            "-o",
-            "ip.check_checksum:TRUE",
-            "-o",
-            "tcp.check_checksum:TRUE",
-            "-o",
-            "udp.check_checksum:TRUE",
-            "-T",
-            "fields",
-            "-e",
-            "ip.checksum.status",
-            "-e",
-            "tcp.checksum.status",
-            "-e",
-            "udp.checksum.status",
-            "-e",
-            "icmp.checksum.status",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{name}: tshark failed on {}: {}",
-        file.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(
-        lines.len(),
-        frames.len(),
-        "{name}: {}:\n{text}",
-        file.display()
-    );
-    for (i, (line, rec)) in lines.iter().zip(frames).enumerate() {
-        let cols: Vec<Vec<&str>> = line
-            .split('\t')
-            .map(|c| c.split(',').filter(|s| !s.is_empty()).collect())
-            .collect();
-        let ctx = format!("{name}: {} frame {i}: tshark says {line:?}", file.display());
-        assert!(
-            cols.iter().flatten().all(|s| *s != CHECKSUM_BAD),
-            "{ctx}: a bad checksum"
-        );
-        if rec.data.get(12..14) != Some(&[0x08, 0x00]) {
-            continue;
-        }
-        let col = |k: usize| cols.get(k).and_then(|c| c.first()).copied();
-        assert_eq!(col(0), Some(CHECKSUM_GOOD), "{ctx}: IPv4 header checksum");
-        let l4 = match rec.data[23] {
-            6 => 1,
-            17 => 2,
-            1 => 3,
-            p => panic!("{ctx}: unexpected protocol {p}"),
-        };
-        assert_eq!(col(l4), Some(CHECKSUM_GOOD), "{ctx}: L4 checksum");
-    }
-}
-
-fn check_with_tcpdump(sc: &Scenario, dir: &Path) {
-    if !tcpdump_available() {
-        assert!(
-            std::env::var_os("VSWITCH_SKIP_TCPDUMP").is_some_and(|v| v == "1"),
-            "tcpdump is not on PATH: install it (apt-get install -y tcpdump), or set \
-             VSWITCH_SKIP_TCPDUMP=1 to skip this check"
-        );
-        return;
-    }
-    let t = &sc.tcpdump;
-    let file = dir.join("expected").join(format!("{}.pcap", t.port));
-    let out = Command::new("tcpdump")
-        .args(["-nn", "-e", "-v", "-r"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}: tcpdump failed", sc.name);
-    let text = String::from_utf8(out.stdout).unwrap();
-    for want in &t.contains {
-        assert!(
-            text.contains(want),
-            "{}: tcpdump output of {} lacks {want:?}:\n{text}",
-            sc.name,
-            file.display()
-        );
-    }
-}
-
 fn check(sc: Scenario) {
-    let dir = fixtures_root().join(sc.name);
-    if regen_requested() {
-        regenerate(&sc, &dir);
-    }
-    let topo = std::fs::read_to_string(dir.join("topo.toml"))
-        .unwrap_or_else(|e| panic!("{}: {e}; {REGEN_HINT}", dir.display()));
-    assert_eq!(
-        topo, sc.topo,
-        "{}: topo.toml differs; {REGEN_HINT}",
-        sc.name
-    );
-    let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
-    assert!(readme.lines().count() >= 3, "{}: README.md", sc.name);
-    let want_in = input_records(&sc);
-    let have_in = scenario_inputs(&dir, REGEN_HINT);
-    assert_eq!(
-        have_in.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
-        want_in.keys().copied().collect::<Vec<_>>(),
-        "{}: in/ files; {REGEN_HINT}",
-        sc.name
-    );
-    for (port, path) in &have_in {
-        assert_eq!(
-            read_file(path).unwrap(),
-            want_in[port.as_str()],
-            "{}: in/{port}.pcap differs from the description; {REGEN_HINT}",
-            sc.name
-        );
-    }
-
-    let (out1, out2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let summary = run_replay(&sc, &dir, out1.path());
-    check_against_description(&sc, out1.path());
-
-    let ports = port_names(&sc.topo);
-    let mut want_files: Vec<String> = ports.iter().map(|p| format!("{p}.pcap")).collect();
-    want_files.sort();
-    let golden = dir_files(&dir.join("expected"));
-    assert_eq!(
-        golden.keys().cloned().collect::<Vec<_>>(),
-        want_files,
-        "{}: expected/ must hold one capture per port; {REGEN_HINT}",
-        sc.name
-    );
-    let got = dir_files(out1.path());
-    for (file, bytes) in &golden {
-        assert!(
-            got.get(file) == Some(bytes),
-            "{}: output {file} differs from expected/{file}; {REGEN_HINT}",
-            sc.name
-        );
-    }
-
-    check_counters(&sc, &summary);
-    let json: Value = serde_json::from_slice(&got["summary.json"]).unwrap();
-    (sc.summary)(&json);
-
-    run_replay(&sc, &dir, out2.path());
-    assert_eq!(
-        got,
-        dir_files(out2.path()),
-        "{}: replay is not deterministic",
-        sc.name
-    );
-
-    if tshark_available() {
-        for (port, records) in expected_records(&sc) {
-            if !records.is_empty() {
-                let file = dir.join("expected").join(format!("{port}.pcap"));
-                check_with_tshark(sc.name, &file, &records);
-            }
-        }
-    } else {
-        assert!(
-            std::env::var_os("VSWITCH_SKIP_TSHARK").is_some_and(|v| v == "1"),
-            "tshark is not on PATH: install it (apt-get install -y tshark) so an independent \
-             decoder validates every checksum, or set VSWITCH_SKIP_TSHARK=1 to skip this check"
-        );
-    }
-    check_with_tcpdump(&sc, &dir);
+    harness(REGEN_HINT).check(sc);
 }
 
 #[test]
@@ -1557,16 +1124,6 @@ fn nat_fixtures_and_descriptions_agree() {
                 s.name
             );
         }
-        let frames = &s.input.frames;
-        for (i, a) in frames.iter().enumerate() {
-            for b in &frames[i + 1..] {
-                assert_ne!(a.data, b.data, "{}: two input frames are identical", s.name);
-                assert!(
-                    a.timestamp < b.timestamp,
-                    "{}: timestamps must increase",
-                    s.name
-                );
-            }
-        }
     }
+    assert_distinct_inputs(&scenarios);
 }

@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
     // One broadcast frame through whatever was configured.
     let n = pipe.topology().ports.len();
     let mut input: Vec<Packet> = (0..n.min(4))
-        .map(|p| Packet::new(PortId(p as u16), packet::build::arp_request(
+        .map(|p| Packet::new(PortId(p as u16), testkit::frames::arp_request(
                 packet::MacAddr([2, 0, 0, 0, 0, 1]),
                 [10, 0, 0, 2].into(),
                 [10, 0, 0, 1].into(),

@@ -99,7 +99,7 @@ fuzz_target!(|data: &[u8]| {
     } else {
         u.take_rest().to_vec()
     };
-    let mut frame = packet::build::ethernet(
+    let mut frame = testkit::frames::ethernet(
         packet::MacAddr([2, 0, 0, 0, 0, 1]),
         packet::MacAddr([2, 0, 0, 0, 0, 2]),
         packet::ETHERTYPE_IPV4,

@@ -587,9 +587,9 @@ impl FrameSpec {
             Body::Ipv4(ip, l4) => (packet::ETHERTYPE_IPV4, Self::ipv4(ip, l4)),
             Body::Arp(a) => {
                 let f = if a.request {
-                    packet::build::arp_request(self.src.mac(), a.sender.addr(), a.target.addr())
+                    testkit::frames::arp_request(self.src.mac(), a.sender.addr(), a.target.addr())
                 } else {
-                    packet::build::arp_reply(
+                    testkit::frames::arp_reply(
                         self.src.mac(),
                         a.sender.addr(),
                         a.reply_to.mac(),

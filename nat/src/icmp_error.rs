@@ -266,8 +266,9 @@ mod tests {
     use crate::rewrite;
     use crate::testutil::*;
     use packet::checksum::internet_checksum;
-    use packet::{build, classify};
+    use packet::classify;
     use proptest::prelude::*;
+    use testkit::frames as build;
 
     const INT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
     const EXT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);

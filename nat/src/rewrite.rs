@@ -260,8 +260,9 @@ pub(crate) fn rewrite_ident(seg: &mut [u8], ident: u16, outer: &mut Delta) -> Op
 mod tests {
     use super::*;
     use crate::testutil::*;
-    use packet::{Ipv4Addr, build, classify};
+    use packet::{Ipv4Addr, classify};
     use proptest::prelude::*;
+    use testkit::frames as build;
 
     fn ep(a: [u8; 4], port: u16) -> Endpoint {
         Endpoint::new(Ipv4Addr::from(a), port)

@@ -8,10 +8,8 @@
 //! The shared vocabulary lives here too: [`L4Proto`] and [`PortProto`] (the transport of a flow,
 //! and of a published port), and Docker's MAC rule, [`MacAddr::docker`].
 //!
-//! [`build`] makes well-formed frames with etherparse, an implementation independent of the views,
-//! for tests, benches and fixtures.
+//! Frame builders for tests are in the dev-only `testkit` crate.
 
-pub mod build;
 pub mod checksum;
 mod classify;
 pub mod gso;

@@ -468,7 +468,7 @@ mod tests {
     #[test]
     fn every_frame_lands_in_one_counter() {
         let mut gw = gateway();
-        let arp = packet::build::arp_request(MAC, U, Ipv4Addr::new(192, 0, 2, 1));
+        let arp = testkit::frames::arp_request(MAC, U, Ipv4Addr::new(192, 0, 2, 1));
         gw.on_frame(&arp, arp.len());
         let s = gw.ctx.counters.snapshot();
         assert_eq!((s.arp_rx, s.arp_replies), (1, 1));
@@ -479,10 +479,10 @@ mod tests {
         // A message longer than any frame is malformed, whatever it holds.
         gw.on_frame(&arp, gw.ctx.cfg.mtu + ETH_HEADER_LEN + 5);
         // Not addressed to the gateway's MAC.
-        let other = packet::build::udp(MAC, MAC, U, G, 1, 2, b"x");
+        let other = testkit::frames::udp(MAC, MAC, U, G, 1, 2, b"x");
         gw.on_frame(&other, other.len());
         // A SYN to the host's loopback (not mapped): refused with a RST.
-        let syn = packet::build::tcp(
+        let syn = testkit::frames::tcp(
             MAC,
             GW_MAC,
             U,

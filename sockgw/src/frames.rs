@@ -324,7 +324,7 @@ mod tests {
     fn tcp_segments_are_read_with_their_sequence_space() {
         let c = cfg();
         let far = Ipv4Addr::new(192, 0, 2, 9);
-        let syn = packet::build::tcp(
+        let syn = testkit::frames::tcp(
             c.mac,
             c.gateway_mac,
             c.address,
@@ -351,7 +351,7 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
-        let data = packet::build::tcp(
+        let data = testkit::frames::tcp(
             c.mac,
             c.gateway_mac,
             c.address,
@@ -372,7 +372,7 @@ mod tests {
             })
         ));
         // From another source than U.
-        let spoofed = packet::build::tcp(c.mac, c.gateway_mac, far, far, 1, 80, 0, 0, SYN, b"");
+        let spoofed = testkit::frames::tcp(c.mac, c.gateway_mac, far, far, 1, 80, 0, 0, SYN, b"");
         assert_eq!(parse(&spoofed, &c).err(), Some(DropReason::NotForUs));
     }
 
@@ -380,8 +380,16 @@ mod tests {
     fn only_echo_requests_are_taken_from_icmp() {
         let c = cfg();
         let far = Ipv4Addr::new(192, 0, 2, 9);
-        let req =
-            packet::build::icmp_echo(c.mac, c.gateway_mac, c.address, far, true, 0x1234, 1, b"hi");
+        let req = testkit::frames::icmp_echo(
+            c.mac,
+            c.gateway_mac,
+            c.address,
+            far,
+            true,
+            0x1234,
+            1,
+            b"hi",
+        );
         match parse(&req, &c) {
             Ok(Parsed::IcmpEcho {
                 dst,
@@ -394,7 +402,7 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         let reply =
-            packet::build::icmp_echo(c.mac, c.gateway_mac, c.address, far, false, 1, 1, b"");
+            testkit::frames::icmp_echo(c.mac, c.gateway_mac, c.address, far, false, 1, 1, b"");
         assert_eq!(parse(&reply, &c).err(), Some(DropReason::Unsupported));
     }
 
@@ -440,7 +448,7 @@ mod tests {
     fn arp_requests_for_any_address_are_answered_with_the_gateway_mac() {
         let c = cfg();
         let asked = Ipv4Addr::new(198, 51, 100, 1);
-        let req = packet::build::arp_request(c.mac, c.address, asked);
+        let req = testkit::frames::arp_request(c.mac, c.address, asked);
         let Ok(Parsed::Arp(Some(repr))) = parse(&req, &c) else {
             panic!("not an ARP request to answer")
         };
@@ -464,7 +472,7 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         // Gratuitous ARP needs no answer.
-        let gratuitous = packet::build::arp_request(c.mac, c.address, c.address);
+        let gratuitous = testkit::frames::arp_request(c.mac, c.address, c.address);
         assert!(matches!(parse(&gratuitous, &c), Ok(Parsed::Arp(None))));
     }
 }

@@ -191,19 +191,19 @@ fn garbage_is_counted_and_service_continues() {
     let mut junk: Vec<Vec<u8>> = vec![
         vec![0u8; 5],
         vec![0xffu8; 13],
-        packet::build::ethernet(MAC, GW_MAC, 0x0800, &[0x45, 0, 0, 20]),
-        packet::build::ethernet(MAC, GW_MAC, 0x0806, &[1, 2, 3]),
+        testkit::frames::ethernet(MAC, GW_MAC, 0x0800, &[0x45, 0, 0, 20]),
+        testkit::frames::ethernet(MAC, GW_MAC, 0x0806, &[1, 2, 3]),
     ];
     // A UDP frame with a broken IPv4 header checksum.
-    let mut f = packet::build::udp(MAC, GW_MAC, U, G, 1, 2, b"x");
+    let mut f = testkit::frames::udp(MAC, GW_MAC, U, G, 1, 2, b"x");
     f[24] ^= 0xff;
     junk.push(f);
     // IPv4 total length beyond the frame.
-    let mut f = packet::build::udp(MAC, GW_MAC, U, G, 1, 2, b"x");
+    let mut f = testkit::frames::udp(MAC, GW_MAC, U, G, 1, 2, b"x");
     f[16] = 0xff;
     junk.push(f);
     // A TCP header cut short.
-    let f = packet::build::tcp(MAC, GW_MAC, U, G, 1, 2, 0, 0, 0x02, b"");
+    let f = testkit::frames::tcp(MAC, GW_MAC, U, G, 1, 2, 0, 0, 0x02, b"");
     let mut cut = f[..14 + 20 + 10].to_vec();
     cut[16..18].copy_from_slice(&30u16.to_be_bytes());
     let mut ip = smoltcp::wire::Ipv4Packet::new_unchecked(&mut cut[14..]);
@@ -226,9 +226,9 @@ fn garbage_is_counted_and_service_continues() {
         junk.push(v);
     }
     // Not for us; IPv6; an ICMP echo (answered only where ping sockets are allowed).
-    junk.push(packet::build::udp(MAC, MAC, U, G, 1, 2, b"x"));
-    junk.push(packet::build::ethernet(MAC, GW_MAC, 0x86dd, &[0x60; 40]));
-    junk.push(packet::build::icmp_echo(
+    junk.push(testkit::frames::udp(MAC, MAC, U, G, 1, 2, b"x"));
+    junk.push(testkit::frames::ethernet(MAC, GW_MAC, 0x86dd, &[0x60; 40]));
+    junk.push(testkit::frames::icmp_echo(
         MAC, GW_MAC, U, G, true, 7, 1, b"abc",
     ));
     let n = junk.len() as u64;
@@ -248,7 +248,7 @@ fn garbage_is_counted_and_service_continues() {
 
     // ARP for any address is answered with the gateway's MAC.
     let before = s.arp_replies;
-    h.send_raw(&packet::build::arp_request(
+    h.send_raw(&testkit::frames::arp_request(
         MAC,
         U,
         Ipv4Addr::new(192, 0, 2, 1),

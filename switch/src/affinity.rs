@@ -157,7 +157,8 @@ pub fn merge_snapshots(parts: Vec<Snapshot>) -> Option<Snapshot> {
 mod tests {
     use super::*;
     use crate::Config;
-    use packet::{MacAddr, build};
+    use packet::MacAddr;
+    use testkit::frames as build;
 
     const TOPO: &str = r#"
 [[network]]

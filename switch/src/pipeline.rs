@@ -478,7 +478,8 @@ impl Pipeline {
 mod tests {
     use super::*;
     use crate::DropReason;
-    use packet::{MacAddr, build};
+    use packet::MacAddr;
+    use testkit::frames as build;
 
     fn mac(n: u8) -> MacAddr {
         MacAddr([2, 0, 0, 0, 0, n])

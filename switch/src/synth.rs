@@ -147,7 +147,8 @@ pub fn set_macs(frame: &mut [u8], src: MacAddr, dst: MacAddr) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use packet::{L4, build, classify};
+    use packet::{L4, classify};
+    use testkit::frames as build;
 
     const A: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
     const B: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);

@@ -3,10 +3,11 @@
 
 #![allow(clippy::unwrap_used)] // Tests: panicking is how a test fails.
 
+use packet::MacAddr;
 use packet::checksum::internet_checksum;
-use packet::{MacAddr, build};
 use std::net::Ipv4Addr;
 use switch::{Config, Packet, Pipeline, PortId};
+use testkit::frames as build;
 
 const TOPO: &str = r#"
 [[network]]

@@ -4,9 +4,10 @@
 #![allow(clippy::unwrap_used, clippy::too_many_arguments)] // Test helpers: panicking is how a test fails.
 
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
-use packet::{MacAddr, build, tcp_flags};
+use packet::{MacAddr, tcp_flags};
 use std::net::Ipv4Addr;
 use switch::{Config, DropReason, Packet, Pipeline, PortId};
+use testkit::frames as build;
 
 const TOPO: &str = r#"
 [[network]]

@@ -4,9 +4,10 @@
 
 #![allow(clippy::unwrap_used)] // Test code: panicking is how a test fails.
 
-use packet::{MacAddr, build};
+use packet::MacAddr;
 use std::net::Ipv4Addr;
 use switch::{Config, DropReason, Packet, Pipeline, PortId};
+use testkit::frames as build;
 
 const TOPO: &str = r#"
 [[network]]

@@ -1,19 +1,14 @@
-//! Helpers shared by the golden-pcap checkers (`golden.rs`: L2 scenarios, `golden_nat.rs`:
-//! gateway and NAT scenarios): the input sequencer, fixture paths and the list of scenario folders
-//! each checker owns.
+//! What the golden-pcap checkers (`golden.rs`: L2 scenarios, `golden_nat.rs`: gateway and NAT
+//! scenarios) share beyond `testkit::golden`: the datapath as the harness's [`Driver`], the
+//! fixtures root and the list of scenario folders each checker owns.
 
 // Each test crate compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
 
-use packet::MacAddr;
-use std::collections::BTreeMap;
+use datapath::pcap::{Record as PcapRecord, read_file, write_file};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
-use switch::{Config, Topology};
-
-/// Capture clock of the first frame of every scenario (2023-11-14), in seconds since the epoch.
-pub const BASE_SECS: u64 = 1_700_000_000;
+use switch::{Config, DropReason, Topology};
+use testkit::golden::{Driver, Harness, Outcome, PortCounts, Record};
 
 /// The scenario folders described by `golden_nat.rs` (so that `golden.rs`, which checks that no
 /// folder under `pcap-fixtures/` is orphaned, knows they are owned).
@@ -29,99 +24,87 @@ pub const NAT_SCENARIOS: &[&str] = &[
     "ttl-expiry",
 ];
 
-/// A frame of an input: which port it enters and its index in that port's capture.
-pub type FrameRef = (&'static str, usize);
-
-pub struct Input {
-    pub port: &'static str,
-    pub timestamp: Duration,
-    pub data: Vec<u8>,
-}
-
-/// The input of a scenario, in sending order, with a capture clock that advances 1 ms per frame
-/// (so that no two frames share a timestamp and the merge order is the sending order).
-pub struct Seq {
-    pub now: Duration,
-    pub frames: Vec<Input>,
-}
-
-impl Seq {
-    pub fn new() -> Seq {
-        Seq {
-            now: Duration::from_secs(BASE_SECS),
-            frames: Vec::new(),
-        }
-    }
-
-    pub fn send(&mut self, port: &'static str, data: Vec<u8>) -> FrameRef {
-        let index = self.frames.iter().filter(|f| f.port == port).count();
-        self.frames.push(Input {
-            port,
-            timestamp: self.now,
-            data,
-        });
-        self.now += Duration::from_millis(1);
-        (port, index)
-    }
-
-    pub fn wait(&mut self, d: Duration) {
-        self.now += d;
-    }
-
-    /// The input frame `r` names.
-    pub fn get(&self, r: FrameRef) -> &Input {
-        self.frames
-            .iter()
-            .filter(|f| f.port == r.0)
-            .nth(r.1)
-            .unwrap_or_else(|| panic!("no input frame {r:?}"))
-    }
-}
-
 pub fn fixtures_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../pcap-fixtures")
 }
 
-pub fn regen_requested() -> bool {
-    std::env::var_os("VSWITCH_REGEN_FIXTURES").is_some_and(|v| v == "1")
+/// The harness over `pcap-fixtures/` with `datapath::replay` under test.
+pub fn harness(hint: &'static str) -> Harness<Replay> {
+    Harness {
+        driver: Replay,
+        root: fixtures_root(),
+        hint,
+    }
 }
 
-/// Port names of a topology, in topology order.
-pub fn port_names(topo: &str) -> Vec<String> {
-    let t = Topology::new(&Config::from_toml(topo).unwrap()).unwrap();
-    t.ports.into_iter().map(|p| p.name).collect()
-}
+/// `datapath::replay` and `datapath::pcap` as the golden harness's driver.
+pub struct Replay;
 
-/// The scenario's `in/` captures, sorted by port name as `vswitch replay --scenario` does.
-pub fn scenario_inputs(dir: &Path, hint: &str) -> Vec<(String, PathBuf)> {
-    let mut inputs: Vec<(String, PathBuf)> = std::fs::read_dir(dir.join("in"))
-        .unwrap_or_else(|e| panic!("{}: {e}; {hint}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "pcap"))
-        .map(|p| (p.file_stem().unwrap().to_str().unwrap().to_string(), p))
-        .collect();
-    inputs.sort();
-    inputs
-}
+impl Driver for Replay {
+    fn port_names(&self, topo: &str) -> Vec<String> {
+        let t = Topology::new(&Config::from_toml(topo).unwrap()).unwrap();
+        t.ports.into_iter().map(|p| p.name).collect()
+    }
 
-/// Every file of a folder by name, with its bytes.
-pub fn dir_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .map(|p| {
-            let name = p.file_name().unwrap().to_str().unwrap().to_string();
-            (name, std::fs::read(&p).unwrap())
+    fn inputs(&self, dir: &Path) -> Result<Vec<(String, PathBuf)>, String> {
+        datapath::replay::scenario_inputs(dir).map_err(|e| e.to_string())
+    }
+
+    fn replay(&self, dir: &Path, out: &Path) -> Result<Outcome, String> {
+        let text = std::fs::read_to_string(dir.join("topo.toml")).map_err(|e| e.to_string())?;
+        let config = Config::from_toml(&text).map_err(|e| e.to_string())?;
+        let inputs = self.inputs(dir)?;
+        let summary = datapath::replay::replay(&config, &inputs, out).map_err(|e| e.to_string())?;
+        let ports = summary
+            .state
+            .ports
+            .iter()
+            .map(|p| {
+                let c = &p.counters;
+                PortCounts {
+                    name: p.name.clone(),
+                    rx_frames: c.rx_frames,
+                    tx_frames: c.tx_frames,
+                    forwarded: c.forwarded,
+                    local: c.local,
+                    queued: c.queued,
+                    dropped: c.dropped(),
+                    drops: DropReason::ALL
+                        .iter()
+                        .map(|r| (r.as_str(), c.drops.get(*r)))
+                        .collect(),
+                }
+            })
+            .collect();
+        Ok(Outcome {
+            frames_in: summary.frames_in,
+            frames_out: summary.frames_out,
+            ports,
+            bridge: serde_json::to_value(summary.state.bridge).map_err(|e| e.to_string())?,
         })
-        .collect()
-}
+    }
 
-pub fn tcpdump_available() -> bool {
-    Command::new("tcpdump").arg("--version").output().is_ok()
-}
+    fn read_pcap(&self, path: &Path) -> Vec<Record> {
+        read_file(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .into_iter()
+            .map(|r| Record {
+                timestamp: r.timestamp,
+                orig_len: r.orig_len,
+                data: r.data,
+            })
+            .collect()
+    }
 
-/// The MAC Docker gives an IPv4 address: 02:42 and the four octets.
-pub fn docker_mac(ip: std::net::Ipv4Addr) -> MacAddr {
-    let o = ip.octets();
-    MacAddr([0x02, 0x42, o[0], o[1], o[2], o[3]])
+    fn write_pcap(&self, path: &Path, records: &[Record]) {
+        let records: Vec<PcapRecord> = records
+            .iter()
+            .map(|r| PcapRecord {
+                timestamp: r.timestamp,
+                orig_len: r.orig_len,
+                data: r.data.clone(),
+            })
+            .collect();
+        write_file(path, &records).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
 }

@@ -110,7 +110,8 @@ fn warm_key(topo: &Topology, pkt: &Packet) -> Option<(Tuple, Option<u16>)> {
 mod tests {
     use super::*;
     use crate::{Config, PortId};
-    use packet::{MacAddr, build};
+    use packet::MacAddr;
+    use testkit::frames as build;
 
     fn mac(n: u8) -> MacAddr {
         MacAddr([2, 0, 0, 0, 0, n])

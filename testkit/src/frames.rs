@@ -1,4 +1,5 @@
-//! Frame builders for tests, benches and fixtures.
+//! Frame builders for tests, benches and fixtures (moved here from `packet::build`: only tests,
+//! benches and fuzz seeds used them, and they kept etherparse among the product's dependencies).
 //!
 //! They use etherparse's `PacketBuilder`, an implementation independent of the smoltcp views the
 //! datapath parses with, so a test that builds with one and checks with the other is not
@@ -9,8 +10,8 @@
 //! Each builder panics if the payload makes the IPv4 packet longer than 65535 bytes; callers pass
 //! fixed, small payloads.
 
-use crate::{ETHERTYPE_ARP, MacAddr};
 use etherparse::PacketBuilder;
+use packet::{ETHERTYPE_ARP, MacAddr};
 use std::net::Ipv4Addr;
 
 /// Default TTL of built IPv4 packets.
@@ -41,7 +42,7 @@ pub fn udp(
     finish(|v| b.write(v, payload))
 }
 
-/// A TCP segment in IPv4 in Ethernet; `flags` uses [`crate::tcp_flags`]-style bits (FIN, SYN,
+/// A TCP segment in IPv4 in Ethernet; `flags` uses [`packet::tcp_flags`]-style bits (FIN, SYN,
 /// RST, ACK).
 #[allow(clippy::too_many_arguments)]
 pub fn tcp(
@@ -187,6 +188,6 @@ fn refresh_ipv4_checksum(frame: &mut [u8]) {
     }
     frame[24] = 0;
     frame[25] = 0;
-    let c = crate::checksum::internet_checksum(&frame[14..14 + ihl]);
+    let c = packet::checksum::internet_checksum(&frame[14..14 + ihl]);
     frame[24..26].copy_from_slice(&c.to_be_bytes());
 }
