@@ -19,20 +19,16 @@
 use crate::harness::{Machine, OutputArgs, Stat, check_stop, progress, stopped};
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use packet::MacAddr;
 use serde::Serialize;
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 use switch::{Config, NANOS_PER_SEC, Packet, Pipeline, PortId};
-use testkit::frames as build;
+use testkit::traffic::{self, HEADERS, NatFlows};
 
 /// Frames per `process` call.
 const BATCH: usize = 64;
-/// Ethernet + IPv4 + UDP headers: the bytes NAT rewrites.
-const HEADERS: usize = 42;
 
 /// Arguments of `vswitch bench pipeline`.
 #[derive(Args)]
@@ -560,7 +556,7 @@ impl Workload {
                 let share = (case.flows as usize / workers).max(1);
                 let first = u32::try_from(worker * share).unwrap_or(0);
                 let count = u32::try_from(share).unwrap_or(1);
-                let frames = NatFrames::new(case.frame_len);
+                let frames = NatFlows::new(case.frame_len, vswitch_bench::nat_macs());
                 let pipeline = nat_established(&frames, first, count, base)?;
                 let mut originals = Vec::with_capacity(share * HEADERS);
                 let mut replies = Vec::with_capacity(share * HEADERS);
@@ -570,7 +566,10 @@ impl Workload {
                 }
                 // Buffers of full length: the payload stays as built, only headers are copied in.
                 let input = (0..BATCH)
-                    .map(|k| Packet::new(NAT_CONTAINER, frames.frame(first, k % 2 == 1)))
+                    .map(|k| Packet {
+                        port: NAT_CONTAINER,
+                        data: frames.frame(first, k % 2 == 1),
+                    })
                     .collect::<Vec<_>>();
                 let mut w = Workload::with(
                     pipeline,
@@ -668,7 +667,7 @@ impl Workload {
                     let mut data = spare.pop().unwrap_or_default();
                     data.clear();
                     data.extend_from_slice(frame);
-                    self.input.push(Packet::new(*port, data));
+                    self.input.push(Packet { port: *port, data });
                 }
             }
         }
@@ -704,49 +703,26 @@ impl Workload {
     }
 }
 
-/// The MAC of host `i` (locally administered unicast).
-fn host_mac(i: u16) -> MacAddr {
-    let [hi, lo] = i.to_be_bytes();
-    MacAddr([0x02, 0, 0, 0, hi, lo])
-}
-
 /// A pipeline on `ports` ports where host `i` has been learned on port `i`, and a batch where
 /// frame `k` enters port `k % ports` addressed to the host on the next port.
 fn l2_learned(ports: u16, len: usize, now: u64) -> Result<(Pipeline, Vec<Packet>)> {
-    let mut text = String::from("[[network]]\nname = \"lan\"\n");
-    for p in 0..ports {
-        text.push_str(&format!(
-            "\n[[port]]\nname = \"p{p}\"\nkind = \"pcap\"\nnetwork = \"lan\"\n"
-        ));
-    }
-    let mut pipeline = Pipeline::new(&Config::from_toml(&text)?)?;
+    let mut pipeline = Pipeline::new(&vswitch_bench::l2_config(ports))?;
     let mut hello: Vec<Packet> = (0..ports)
-        .map(|p| {
-            Packet::new(
-                PortId(p),
-                build::ethernet(host_mac(p), MacAddr::BROADCAST, 0x88b5, &[0; 46]),
-            )
+        .map(|p| Packet {
+            port: PortId(p),
+            data: traffic::hello_frame(p),
         })
         .collect();
     let mut out = Vec::new();
     pipeline.process(now, &mut hello, &mut out);
-    let host_ip = |i: u16| Ipv4Addr::new(10, 0, 0, 1 + i as u8);
     let mut input: Vec<Packet> = (0..BATCH)
         .map(|k| {
             let from = (k % usize::from(ports)) as u16;
             let to = (from + 1) % ports;
-            Packet::new(
-                PortId(from),
-                build::udp(
-                    host_mac(from),
-                    host_mac(to),
-                    host_ip(from),
-                    host_ip(to),
-                    40000,
-                    50000,
-                    &vec![0x5a; len - HEADERS],
-                ),
-            )
+            Packet {
+                port: PortId(from),
+                data: traffic::udp_frame(from, to, len),
+            }
         })
         .collect();
     // Check once that every frame is a known unicast, forwarded to one port.
@@ -762,146 +738,16 @@ fn l2_learned(ports: u16, len: usize, now: u64) -> Result<(Pipeline, Vec<Packet>
     Ok((pipeline, input))
 }
 
-const NAT_CONTAINER: PortId = PortId(0);
-const NAT_UPLINK: PortId = PortId(1);
-const NAT_UPLINK_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
-const NAT_GATEWAY_IP: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 1);
-const NAT_ROUTER_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0xfe]);
+const NAT_CONTAINER: PortId = vswitch_bench::NAT_CONTAINER_PORT;
+const NAT_UPLINK: PortId = vswitch_bench::NAT_UPLINK_PORT;
 
-/// Container network 172.16.0.0/12 on port 0, uplink on port 1 with a static next hop (no ARP),
-/// a conntrack table large enough for a million flows.
-const NAT_TOPOLOGY: &str = r#"
-[[network]]
-name = "bridge"
-subnet = "172.16.0.0/12"
-gateway = "172.16.0.1"
-
-[[port]]
-name = "c"
-kind = "pcap"
-network = "bridge"
-
-[[port]]
-name = "up"
-kind = "pcap"
-
-[uplink]
-port = "up"
-address = "203.0.113.2"
-subnet = "203.0.113.0/24"
-next_hop = "203.0.113.1"
-next_hop_mac = "02:00:00:00:00:fe"
-
-[conntrack]
-max_entries = 2097152
-"#;
-
-/// Frames of the NAT flows. Flow `i` is UDP 172.16.0.2+i:40000 → 100.64.0.0+i:443 from the
-/// container (original), answered by the far host to the uplink address (reply). Both directions
-/// carry the same payload, so any buffer can take either direction's headers, and only the 42
-/// header bytes differ from flow to flow: they are made by patching the addresses of a template
-/// built once (`packet::build`) and recomputing both checksums, the payload's sum computed once.
-struct NatFrames {
-    /// Full frames of flow 0: original, reply.
-    templates: [Vec<u8>; 2],
-    /// One's-complement sum of the payload (constant).
-    payload_sum: u32,
-}
-
-impl NatFrames {
-    fn new(len: usize) -> NatFrames {
-        let payload = vec![0x5a; len - HEADERS];
-        let (container, remote) = Self::addresses(0);
-        let original = build::udp(
-            host_mac(1),
-            MacAddr::docker(NAT_GATEWAY_IP),
-            container,
-            remote,
-            40000,
-            443,
-            &payload,
-        );
-        let reply = build::udp(
-            NAT_ROUTER_MAC,
-            MacAddr::docker(NAT_UPLINK_IP),
-            remote,
-            NAT_UPLINK_IP,
-            443,
-            40000,
-            &payload,
-        );
-        NatFrames {
-            templates: [original, reply],
-            payload_sum: sum16(&payload),
-        }
-    }
-
-    fn addresses(i: u32) -> (Ipv4Addr, Ipv4Addr) {
-        (
-            Ipv4Addr::from(u32::from(Ipv4Addr::new(172, 16, 0, 2)) + i),
-            Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 64, 0, 0)) + i),
-        )
-    }
-
-    /// The 42 header bytes of flow `i` in one direction.
-    fn headers(&self, i: u32, reply: bool) -> [u8; HEADERS] {
-        let mut h = [0u8; HEADERS];
-        h.copy_from_slice(&self.templates[usize::from(reply)][..HEADERS]);
-        let (container, remote) = Self::addresses(i);
-        let (src, dst) = if reply {
-            (remote, NAT_UPLINK_IP)
-        } else {
-            (container, remote)
-        };
-        h[26..30].copy_from_slice(&src.octets());
-        h[30..34].copy_from_slice(&dst.octets());
-        // IPv4 header checksum.
-        h[24..26].copy_from_slice(&[0, 0]);
-        let ip = !fold(sum16(&h[14..34]));
-        h[24..26].copy_from_slice(&ip.to_be_bytes());
-        // UDP checksum: pseudo-header, UDP header, payload (RFC 768; 0 is sent as 0xffff).
-        h[40..42].copy_from_slice(&[0, 0]);
-        let udp_len = u16::from_be_bytes([h[38], h[39]]);
-        let pseudo = sum16(&h[26..34]) + 17 + u32::from(udp_len);
-        let udp = !fold(pseudo + sum16(&h[34..42]) + self.payload_sum);
-        h[40..42].copy_from_slice(&(if udp == 0 { 0xffff } else { udp }).to_be_bytes());
-        h
-    }
-
-    /// A full frame of flow `i`.
-    fn frame(&self, i: u32, reply: bool) -> Vec<u8> {
-        let mut f = self.templates[usize::from(reply)].clone();
-        f[..HEADERS].copy_from_slice(&self.headers(i, reply));
-        f
-    }
-}
-
-/// Sum of big-endian 16-bit words (an odd last byte padded with zero), not yet folded.
-fn sum16(bytes: &[u8]) -> u32 {
-    let mut chunks = bytes.chunks_exact(2);
-    let mut s: u32 = 0;
-    for c in &mut chunks {
-        s = s.wrapping_add(u32::from(u16::from_be_bytes([c[0], c[1]])));
-        // Keep well clear of overflow on long payloads.
-        s = (s & 0xffff) + (s >> 16);
-    }
-    if let [last] = chunks.remainder() {
-        s += u32::from(*last) << 8;
-    }
-    s
-}
-
-fn fold(mut s: u32) -> u16 {
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u16
-}
+/// Conntrack entries of the NAT topology: enough for a million flows.
+const NAT_MAX_ENTRIES: u32 = 2_097_152;
 
 /// A pipeline where flows `first..first + count` are live and assured: each was created by its
 /// first packet, answered, and sent again (UDP is assured on the first packet after a reply).
-fn nat_established(frames: &NatFrames, first: u32, count: u32, now: u64) -> Result<Pipeline> {
-    let mut pipeline = Pipeline::new(&Config::from_toml(NAT_TOPOLOGY)?)?;
+fn nat_established(frames: &NatFlows, first: u32, count: u32, now: u64) -> Result<Pipeline> {
+    let mut pipeline = Pipeline::new(&vswitch_bench::nat_config(Some(NAT_MAX_ENTRIES)))?;
     let mut input = Vec::with_capacity(4096);
     let mut out = Vec::with_capacity(4096);
     let end = first + count;
@@ -910,12 +756,14 @@ fn nat_established(frames: &NatFrames, first: u32, count: u32, now: u64) -> Resu
         while start < end {
             check_stop()?;
             let stop = end.min(start + 4096);
-            let port = if round == 1 {
-                NAT_UPLINK
-            } else {
-                NAT_CONTAINER
-            };
-            input.extend((start..stop).map(|i| Packet::new(port, frames.frame(i, round == 1))));
+            input.extend((start..stop).map(|i| Packet {
+                port: if round == 1 {
+                    NAT_UPLINK
+                } else {
+                    NAT_CONTAINER
+                },
+                data: frames.frame(i, round == 1),
+            }));
             pipeline.process(now, &mut input, &mut out);
             if out.len() != (stop - start) as usize {
                 bail!(
@@ -981,41 +829,5 @@ impl Mix {
             frames: records.into_iter().map(|(_, _, p, d)| (p, d)).collect(),
             source: path.display().to_string(),
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn patched_nat_frames_equal_built_ones() {
-        for len in [64, 65, 1500] {
-            let frames = NatFrames::new(len);
-            for i in [0u32, 1, 255, 65_537, 999_999] {
-                let (container, remote) = NatFrames::addresses(i);
-                let payload = vec![0x5a; len - HEADERS];
-                let original = build::udp(
-                    host_mac(1),
-                    MacAddr::docker(NAT_GATEWAY_IP),
-                    container,
-                    remote,
-                    40000,
-                    443,
-                    &payload,
-                );
-                let reply = build::udp(
-                    NAT_ROUTER_MAC,
-                    MacAddr::docker(NAT_UPLINK_IP),
-                    remote,
-                    NAT_UPLINK_IP,
-                    443,
-                    40000,
-                    &payload,
-                );
-                assert_eq!(frames.frame(i, false), original, "len {len} flow {i}");
-                assert_eq!(frames.frame(i, true), reply, "len {len} flow {i}");
-            }
-        }
     }
 }
