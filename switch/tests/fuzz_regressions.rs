@@ -8,25 +8,18 @@ use packet::checksum::internet_checksum;
 use std::net::Ipv4Addr;
 use switch::{Config, Packet, Pipeline, PortId};
 use testkit::frames as build;
-
-const TOPO: &str = r#"
-[[network]]
-name = "bridge"
-subnet = "172.17.0.0/16"
-gateway = "172.17.0.1"
-
-[[port]]
-name = "c1"
-kind = "pcap"
-network = "bridge"
-"#;
+use testkit::topology::Topo;
 
 /// The gateway's echo reply to a request with identifier 0, sequence 0 and no payload is all
 /// zeros but its checksum, which must then be 0xffff (nat_rewrite found the same RFC 1624 edge
 /// in the NAT; the gateway's reply used the same update, `packet::checksum::update_u16`).
 #[test]
 fn gateway_echo_reply_to_all_zero_request_verifies() {
-    let mut p = Pipeline::new(&Config::from_toml(TOPO).unwrap()).unwrap();
+    let topo = Topo::new()
+        .routed("bridge", "172.17.0.0/16", "172.17.0.1")
+        .port("c1", "bridge")
+        .build();
+    let mut p = Pipeline::new(&Config::from_toml(&topo).unwrap()).unwrap();
     let host = Ipv4Addr::new(172, 17, 0, 2);
     let gw = Ipv4Addr::new(172, 17, 0, 1);
     let req = build::icmp_echo(

@@ -6,69 +6,23 @@
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use packet::{MacAddr, tcp_flags};
 use std::net::Ipv4Addr;
+use switch::config::mac_from_ip;
 use switch::{Config, DropReason, Packet, Pipeline, PortId};
 use testkit::frames as build;
+use testkit::topology;
 
-const TOPO: &str = r#"
-[[network]]
-name = "bridge"
-subnet = "172.17.0.0/16"
-gateway = "172.17.0.1"
-
-[[network]]
-name = "backend"
-subnet = "172.18.0.0/16"
-gateway = "172.18.0.1"
-icc = false
-
-[[network]]
-name = "vault"
-subnet = "172.19.0.0/16"
-gateway = "172.19.0.1"
-internal = true
-
-[[port]]
-name = "c1"
-kind = "pcap"
-network = "bridge"
-
-[[port]]
-name = "c2"
-kind = "pcap"
-network = "bridge"
-
-[[port]]
-name = "b1"
-kind = "pcap"
-network = "backend"
-
-[[port]]
-name = "b2"
-kind = "pcap"
-network = "backend"
-
-[[port]]
-name = "v1"
-kind = "pcap"
-network = "vault"
-
-[[port]]
-name = "up"
-kind = "pcap"
-
-[uplink]
-port = "up"
-address = "203.0.113.2"
-subnet = "203.0.113.0/24"
-next_hop = "203.0.113.1"
-next_hop_mac = "02:00:00:00:00:fe"
-
-[[publish]]
-proto = "tcp"
-host_port = 8080
-container_ip = "172.17.0.3"
-container_port = 80
-"#;
+/// bridge (c1, c2), backend with icc = false (b1, b2), internal vault (v1), the static uplink on
+/// `up`, and tcp 8080 published to 172.17.0.3:80.
+fn topo() -> String {
+    topology::three_networks()
+        .ports("bridge", &["c1", "c2"])
+        .ports("backend", &["b1", "b2"])
+        .port("v1", "vault")
+        .uplink_port("up")
+        .uplink_static("up")
+        .publish("tcp", 8080, "172.17.0.3", 80)
+        .build()
+}
 
 const C1: PortId = PortId(0);
 const C2: PortId = PortId(1);
@@ -83,11 +37,6 @@ fn ip(a: u8, b: u8, c: u8, d: u8) -> Ipv4Addr {
     Ipv4Addr::new(a, b, c, d)
 }
 
-fn mac_of(addr: Ipv4Addr) -> MacAddr {
-    let o = addr.octets();
-    MacAddr([0x02, 0x42, o[0], o[1], o[2], o[3]])
-}
-
 const ROUTER: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xfe]);
 const UPLINK_IP: [u8; 4] = [203, 0, 113, 2];
 
@@ -96,7 +45,7 @@ fn gw_mac(net: u8) -> MacAddr {
 }
 
 fn uplink_mac() -> MacAddr {
-    mac_of(UPLINK_IP.into())
+    mac_from_ip(UPLINK_IP.into())
 }
 
 struct Rig {
@@ -106,7 +55,7 @@ struct Rig {
 
 impl Rig {
     fn new() -> Rig {
-        Rig::with(TOPO)
+        Rig::with(&topo())
     }
 
     fn with(topo: &str) -> Rig {
@@ -230,14 +179,28 @@ fn tcp(
     ack: u32,
     flags: u8,
 ) -> Vec<u8> {
-    build::tcp(mac_of(from), to_mac, src, dst, sp, dp, seq, ack, flags, b"")
+    build::tcp(
+        mac_from_ip(from),
+        to_mac,
+        src,
+        dst,
+        sp,
+        dp,
+        seq,
+        ack,
+        flags,
+        b"",
+    )
 }
 
 #[test]
 fn gateway_answers_arp_and_ping() {
     let mut r = Rig::new();
     let c1 = ip(172, 17, 0, 2);
-    let out = r.send(C1, build::arp_request(mac_of(c1), c1, ip(172, 17, 0, 1)));
+    let out = r.send(
+        C1,
+        build::arp_request(mac_from_ip(c1), c1, ip(172, 17, 0, 1)),
+    );
     assert_eq!(out.len(), 1, "answered, not flooded");
     assert_eq!(out[0].port, C1);
     let arp = &out[0].data;
@@ -246,7 +209,7 @@ fn gateway_answers_arp_and_ping() {
     let out = r.send(
         C1,
         build::icmp_echo(
-            mac_of(c1),
+            mac_from_ip(c1),
             gw_mac(17),
             c1,
             ip(172, 17, 0, 1),
@@ -298,7 +261,7 @@ fn masquerade_tcp_round_trip_and_states() {
     assert_eq!(reply.port, C1);
     assert_eq!(
         &reply.data[0..12],
-        &[mac_of(c1).0, gw_mac(17).0].concat()[..]
+        &[mac_from_ip(c1).0, gw_mac(17).0].concat()[..]
     );
     let (s, d, sp2, dp2, _) = fields(&reply.data);
     assert_eq!((s, d, sp2, dp2), (web, c1, 80, 40000));
@@ -384,7 +347,7 @@ fn published_port_keeps_client_address_and_arps_for_the_container() {
     assert_eq!(r.p.port_counters(UP).unwrap().queued, 1);
     let out = r.send(
         C2,
-        build::arp_reply(mac_of(c2), c2, gw_mac(17), ip(172, 17, 0, 1)),
+        build::arp_reply(mac_from_ip(c2), c2, gw_mac(17), ip(172, 17, 0, 1)),
     );
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].port, C2);
@@ -418,7 +381,10 @@ fn published_port_keeps_client_address_and_arps_for_the_container() {
 fn hairpin_through_the_published_address() {
     let mut r = Rig::new();
     let (c1, c2) = (ip(172, 17, 0, 2), ip(172, 17, 0, 3));
-    r.send(C2, build::arp_request(mac_of(c2), c2, ip(172, 17, 0, 1)));
+    r.send(
+        C2,
+        build::arp_request(mac_from_ip(c2), c2, ip(172, 17, 0, 1)),
+    );
     let out = r.send(
         C1,
         tcp(
@@ -468,7 +434,7 @@ fn icmp_port_unreachable_is_translated_inside_and_out() {
     let dns = ip(198, 51, 100, 53);
     let out = r.send(
         C1,
-        build::udp(mac_of(c1), gw_mac(17), c1, dns, 5353, 53, b"query"),
+        build::udp(mac_from_ip(c1), gw_mac(17), c1, dns, 5353, 53, b"query"),
     );
     let sent = out[0].data.clone();
     let (_, _, mapped, _, _) = fields(&sent);
@@ -522,7 +488,15 @@ fn icmp_port_unreachable_is_translated_inside_and_out() {
 fn ttl_expiry_and_fragmentation_needed() {
     let mut r = Rig::new();
     let c1 = ip(172, 17, 0, 2);
-    let mut f = build::udp(mac_of(c1), gw_mac(17), c1, ip(198, 51, 100, 1), 1, 2, b"x");
+    let mut f = build::udp(
+        mac_from_ip(c1),
+        gw_mac(17),
+        c1,
+        ip(198, 51, 100, 1),
+        1,
+        2,
+        b"x",
+    );
     build::set_ttl(&mut f, 1);
     let out = r.send(C1, f.clone());
     assert_eq!(out.len(), 1);
@@ -539,7 +513,7 @@ fn ttl_expiry_and_fragmentation_needed() {
         "nothing tracked for a packet that died"
     );
     let mut big = build::udp(
-        mac_of(c1),
+        mac_from_ip(c1),
         gw_mac(17),
         c1,
         ip(198, 51, 100, 1),
@@ -548,7 +522,7 @@ fn ttl_expiry_and_fragmentation_needed() {
         &[0u8; 1450],
     );
     build::set_dont_fragment(&mut big);
-    let r2 = Rig::with(&TOPO.replace(
+    let r2 = Rig::with(&topo().replace(
         "next_hop_mac = \"02:00:00:00:00:fe\"",
         "next_hop_mac = \"02:00:00:00:00:fe\"\nmtu = 1400",
     ));
@@ -568,18 +542,18 @@ fn isolation_icc_internal_and_between_networks() {
     let mut r = Rig::new();
     let (b1, b2) = (ip(172, 18, 0, 2), ip(172, 18, 0, 3));
     // icc = false: b1 cannot reach b2, even by broadcast ARP, but reaches the gateway and out.
-    let out = r.send(B1, build::arp_request(mac_of(b1), b1, b2));
+    let out = r.send(B1, build::arp_request(mac_from_ip(b1), b1, b2));
     assert!(out.is_empty());
     assert_eq!(r.drops(B1, DropReason::IccBlocked), 1);
     let out = r.send(
         B2,
-        build::udp(mac_of(b2), mac_of(b1), b2, b1, 1, 2, b"psst"),
+        build::udp(mac_from_ip(b2), mac_from_ip(b1), b2, b1, 1, 2, b"psst"),
     );
     assert!(out.is_empty());
     let out = r.send(
         B1,
         build::udp(
-            mac_of(b1),
+            mac_from_ip(b1),
             gw_mac(18),
             b1,
             ip(198, 51, 100, 1),
@@ -592,7 +566,15 @@ fn isolation_icc_internal_and_between_networks() {
     // Through the gateway to another network: refused.
     let out = r.send(
         B1,
-        build::udp(mac_of(b1), gw_mac(18), b1, ip(172, 17, 0, 2), 1, 2, b"x"),
+        build::udp(
+            mac_from_ip(b1),
+            gw_mac(18),
+            b1,
+            ip(172, 17, 0, 2),
+            1,
+            2,
+            b"x",
+        ),
     );
     assert!(out.is_empty());
     assert_eq!(r.drops(B1, DropReason::InterNetwork), 1);
@@ -600,14 +582,30 @@ fn isolation_icc_internal_and_between_networks() {
     let v1 = ip(172, 19, 0, 2);
     let out = r.send(
         V1,
-        build::udp(mac_of(v1), gw_mac(19), v1, ip(198, 51, 100, 1), 1, 2, b"x"),
+        build::udp(
+            mac_from_ip(v1),
+            gw_mac(19),
+            v1,
+            ip(198, 51, 100, 1),
+            1,
+            2,
+            b"x",
+        ),
     );
     assert!(out.is_empty());
     assert_eq!(r.drops(V1, DropReason::InternalNetwork), 1);
     // Spoofed source from a container, and a container address arriving on the uplink.
     let out = r.send(
         C1,
-        build::udp(mac_of(b1), gw_mac(17), b1, ip(198, 51, 100, 1), 1, 2, b"x"),
+        build::udp(
+            mac_from_ip(b1),
+            gw_mac(17),
+            b1,
+            ip(198, 51, 100, 1),
+            1,
+            2,
+            b"x",
+        ),
     );
     assert!(out.is_empty());
     assert_eq!(r.drops(C1, DropReason::SpoofedSource), 1);
@@ -636,7 +634,7 @@ fn same_icmp_id_from_three_hosts_gets_distinct_ids() {
         let c = ip(172, 17, 0, host);
         let out = r.send(
             C1,
-            build::icmp_echo(mac_of(c), gw_mac(17), c, far, true, 42, 1, b"p"),
+            build::icmp_echo(mac_from_ip(c), gw_mac(17), c, far, true, 42, 1, b"p"),
         );
         assert_eq!(out.len(), 1);
         ids.push(fields(&out[0].data).2);
@@ -668,7 +666,7 @@ fn same_icmp_id_from_three_hosts_gets_distinct_ids() {
 
 #[test]
 fn port_exhaustion_and_table_full_are_counted_drops() {
-    let topo = TOPO.replace("[[publish]]", "[nat]\nport_first = 50000\nport_last = 50001\n\n[conntrack]\nmax_entries = 3\n\n[[publish]]");
+    let topo = topo().replace("[[publish]]", "[nat]\nport_first = 50000\nport_last = 50001\n\n[conntrack]\nmax_entries = 3\n\n[[publish]]");
     let mut r = Rig::with(&topo);
     let web = ip(198, 51, 100, 10);
     for (i, host) in [2u8, 3, 4].iter().enumerate() {
@@ -687,10 +685,16 @@ fn port_exhaustion_and_table_full_are_counted_drops() {
     // Another destination has its own two ports; the table (3 entries) fills with assured flows.
     let other = ip(198, 51, 100, 11);
     let c = ip(172, 17, 0, 2);
-    let out = r.send(C1, build::udp(mac_of(c), gw_mac(17), c, other, 1, 53, b"q"));
+    let out = r.send(
+        C1,
+        build::udp(mac_from_ip(c), gw_mac(17), c, other, 1, 53, b"q"),
+    );
     assert_eq!(out.len(), 1, "third entry fits");
     assert_eq!(r.p.conntrack().len(), 3);
-    let out = r.send(C1, build::udp(mac_of(c), gw_mac(17), c, other, 2, 53, b"q"));
+    let out = r.send(
+        C1,
+        build::udp(mac_from_ip(c), gw_mac(17), c, other, 2, 53, b"q"),
+    );
     assert_eq!(
         out.len(),
         1,
@@ -729,7 +733,15 @@ fn fragmented_udp_goes_through_snat_whole() {
     let mut r = Rig::new();
     let c1 = ip(172, 17, 0, 2);
     let far = ip(198, 51, 100, 9);
-    let mut dgram = build::udp(mac_of(c1), gw_mac(17), c1, far, 7000, 9000, &[0x5a; 4000]);
+    let mut dgram = build::udp(
+        mac_from_ip(c1),
+        gw_mac(17),
+        c1,
+        far,
+        7000,
+        9000,
+        &[0x5a; 4000],
+    );
     dgram[18..20].copy_from_slice(&0x1234u16.to_be_bytes());
     let frags = fragment(&dgram, 1480);
     assert_eq!(frags.len(), 3);
@@ -773,14 +785,14 @@ fn fragmented_udp_goes_through_snat_whole() {
 
 #[test]
 fn endpoint_independent_udp_mapping_reuses_the_external_port() {
-    let topo = TOPO.replace("[[publish]]", "[nat]\nport_first = 40000\nport_last = 40100\nudp_endpoint_independent = true\n\n[[publish]]");
+    let topo = topo().replace("[[publish]]", "[nat]\nport_first = 40000\nport_last = 40100\nudp_endpoint_independent = true\n\n[[publish]]");
     let mut r = Rig::with(&topo);
     let c1 = ip(172, 17, 0, 2);
     let mut ports = Vec::new();
     for far in [ip(198, 51, 100, 1), ip(198, 51, 100, 2), ip(192, 0, 2, 77)] {
         let out = r.send(
             C1,
-            build::udp(mac_of(c1), gw_mac(17), c1, far, 5000, 3478, b"stun"),
+            build::udp(mac_from_ip(c1), gw_mac(17), c1, far, 5000, 3478, b"stun"),
         );
         assert_eq!(out.len(), 1);
         ports.push(fields(&out[0].data).2);
@@ -811,8 +823,14 @@ fn endpoint_independent_udp_mapping_reuses_the_external_port() {
 fn same_network_through_the_gateway_is_routed_back_unless_icc_is_off() {
     let mut r = Rig::new();
     let (c1, c2) = (ip(172, 17, 0, 2), ip(172, 17, 0, 3));
-    r.send(C2, build::arp_request(mac_of(c2), c2, ip(172, 17, 0, 1)));
-    let out = r.send(C1, build::udp(mac_of(c1), gw_mac(17), c1, c2, 1, 2, b"x"));
+    r.send(
+        C2,
+        build::arp_request(mac_from_ip(c2), c2, ip(172, 17, 0, 1)),
+    );
+    let out = r.send(
+        C1,
+        build::udp(mac_from_ip(c1), gw_mac(17), c1, c2, 1, 2, b"x"),
+    );
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].port, C2);
     let (s, d, sp, dp, ttl) = fields(&out[0].data);
@@ -823,7 +841,10 @@ fn same_network_through_the_gateway_is_routed_back_unless_icc_is_off() {
     );
     assert_eq!(&out[0].data[6..12], &gw_mac(17).0);
     let (b1, b2) = (ip(172, 18, 0, 2), ip(172, 18, 0, 3));
-    let out = r.send(B1, build::udp(mac_of(b1), gw_mac(18), b1, b2, 1, 2, b"x"));
+    let out = r.send(
+        B1,
+        build::udp(mac_from_ip(b1), gw_mac(18), b1, b2, 1, 2, b"x"),
+    );
     assert!(out.is_empty());
     assert_eq!(r.drops(B1, DropReason::IccBlocked), 1);
 }
@@ -843,9 +864,9 @@ mod round_trip {
             let c = ip(172, 17, 0, host);
             let remote = ip(198, 51, 100, far);
             let frame = match proto {
-                0 => build::udp(mac_of(c), gw_mac(17), c, remote, sport, dport, b"payload"),
-                1 => build::tcp(mac_of(c), gw_mac(17), c, remote, sport, dport, 1, 0, tcp_flags::SYN, b""),
-                _ => build::icmp_echo(mac_of(c), gw_mac(17), c, remote, true, sport, 1, b"ping"),
+                0 => build::udp(mac_from_ip(c), gw_mac(17), c, remote, sport, dport, b"payload"),
+                1 => build::tcp(mac_from_ip(c), gw_mac(17), c, remote, sport, dport, 1, 0, tcp_flags::SYN, b""),
+                _ => build::icmp_echo(mac_from_ip(c), gw_mac(17), c, remote, true, sport, 1, b"ping"),
             };
             let out = r.send(C1, frame);
             prop_assert_eq!(out.len(), 1);
@@ -890,7 +911,7 @@ mod embedded_dns {
 
     #[test]
     fn answers_own_names_forwards_others_and_keeps_networks_apart() {
-        let topo = TOPO.replace(
+        let topo = topo().replace(
             "[[publish]]",
             "[dns]\nupstream = [\"198.51.100.53\"]\n\n[[publish]]",
         );
@@ -906,7 +927,15 @@ mod embedded_dns {
         let gw = ip(172, 17, 0, 1);
         let out = r.send(
             C1,
-            build::udp(mac_of(c1), gw_mac(17), c1, gw, 5353, 53, &query(7, "WEB")),
+            build::udp(
+                mac_from_ip(c1),
+                gw_mac(17),
+                c1,
+                gw,
+                5353,
+                53,
+                &query(7, "WEB"),
+            ),
         );
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].port, C1);
@@ -919,7 +948,7 @@ mod embedded_dns {
         let out = r.send(
             C1,
             build::udp(
-                mac_of(c1),
+                mac_from_ip(c1),
                 gw_mac(17),
                 c1,
                 gw,
@@ -934,7 +963,7 @@ mod embedded_dns {
         let out = r.send(
             B1,
             build::udp(
-                mac_of(b1),
+                mac_from_ip(b1),
                 gw_mac(18),
                 b1,
                 ip(172, 18, 0, 1),
@@ -950,7 +979,7 @@ mod embedded_dns {
         let out = r.send(
             C1,
             build::udp(
-                mac_of(c1),
+                mac_from_ip(c1),
                 gw_mac(17),
                 c1,
                 gw,
@@ -983,7 +1012,7 @@ mod embedded_dns {
         assert!(
             r.send(
                 C1,
-                build::udp(mac_of(c1), gw_mac(17), c1, gw, 5353, 53, b"\x01")
+                build::udp(mac_from_ip(c1), gw_mac(17), c1, gw, 5353, 53, b"\x01")
             )
             .is_empty()
         );

@@ -6,57 +6,32 @@
 
 use packet::MacAddr;
 use std::net::Ipv4Addr;
+use switch::config::mac_from_ip;
 use switch::{Config, DropReason, Packet, Pipeline, PortId};
 use testkit::frames as build;
+use testkit::topology::Topo;
 
-const TOPO: &str = r#"
-[[network]]
-name = "bridge"
-subnet = "172.17.0.0/16"
-gateway = "172.17.0.1"
-
-[[network]]
-name = "open"
-subnet = "172.20.0.0/16"
-gateway = "172.20.0.1"
-anti_spoofing = false
-
-[[port]]
-name = "c1"
-kind = "pcap"
-network = "bridge"
-mac = "02:42:ac:11:00:02"
-ip = "172.17.0.2"
-
-[[port]]
-name = "c2"
-kind = "pcap"
-network = "bridge"
-mac = "02:42:ac:11:00:03"
-ip = "172.17.0.3"
-
-[[port]]
-name = "o1"
-kind = "pcap"
-network = "open"
-mac = "02:42:ac:14:00:02"
-ip = "172.20.0.2"
-
-[[port]]
-name = "o2"
-kind = "pcap"
-network = "open"
-
-[[port]]
-name = "up"
-kind = "pcap"
-
-[uplink]
-port = "up"
-address = "203.0.113.2"
-subnet = "203.0.113.0/24"
-next_hop = "203.0.113.1"
-"#;
+/// bridge (c1, c2 with MAC and address) with anti-spoofing, `open` without it (o1 with MAC and
+/// address, o2 without), and the uplink on `up` with its next hop resolved by ARP.
+fn topo() -> String {
+    Topo::new()
+        .routed("bridge", "172.17.0.0/16", "172.17.0.1")
+        .routed("open", "172.20.0.0/16", "172.20.0.1")
+        .set("anti_spoofing", false)
+        .port("c1", "bridge")
+        .set_str("mac", "02:42:ac:11:00:02")
+        .set_str("ip", "172.17.0.2")
+        .port("c2", "bridge")
+        .set_str("mac", "02:42:ac:11:00:03")
+        .set_str("ip", "172.17.0.3")
+        .port("o1", "open")
+        .set_str("mac", "02:42:ac:14:00:02")
+        .set_str("ip", "172.20.0.2")
+        .port("o2", "open")
+        .uplink_port("up")
+        .uplink("up")
+        .build()
+}
 
 const C1: PortId = PortId(0);
 const C2: PortId = PortId(1);
@@ -69,7 +44,7 @@ const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
 
 fn mac(last: [u8; 4]) -> MacAddr {
-    MacAddr([0x02, 0x42, last[0], last[1], last[2], last[3]])
+    mac_from_ip(Ipv4Addr::from(last))
 }
 
 fn c1_mac() -> MacAddr {
@@ -99,7 +74,7 @@ struct Rig {
 
 impl Rig {
     fn new(extra: &str) -> Rig {
-        let text = format!("{TOPO}\n{extra}");
+        let text = format!("{}\n{extra}", topo());
         Rig {
             p: Pipeline::new(&Config::from_toml(&text).unwrap()).unwrap(),
             now: 1_000 * SEC,
