@@ -10,10 +10,10 @@ use libfuzzer_sys::fuzz_target;
 use std::net::Ipv4Addr;
 use switch::dns_gateway::DnsTable;
 use switch::{Config, NetworkId, Packet, Pipeline, PortId};
-use vswitch_fuzz::{FrameSpec, PORTS, TOPOLOGY, advance, record};
+use vswitch_fuzz::{FrameSpec, PORTS, advance, record, topology};
 
 fn pipeline(eim: bool) -> Pipeline {
-    let text = TOPOLOGY.replace("{EIM}", if eim { "true" } else { "false" });
+    let text = topology(eim);
     let cfg = Config::from_toml(&text).expect("the fuzz topology parses");
     let mut p = Pipeline::new(&cfg).expect("the fuzz topology is valid");
     let backend = p

@@ -8,6 +8,7 @@ use etherparse::{
     Icmpv4Header, Icmpv4Type, IpFragOffset, IpNumber, Ipv4Header, Ipv4Options, TcpHeader, UdpHeader,
 };
 use packet::MacAddr;
+use testkit::topology::Topo;
 use std::net::Ipv4Addr;
 
 /// Gateway of the `bridge` network.
@@ -26,74 +27,31 @@ pub const RESOLVER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 53);
 /// The topology of the `pipeline` target: the addresses of the pcap fixtures (so their captures
 /// are meaningful seeds), a second network with embedded DNS, published ports, a tiny conntrack
 /// table (eviction), a tiny NAT port range (exhaustion) and a tiny per-port MAC limit.
-/// `{EIM}` is replaced by `true` or `false`.
-pub const TOPOLOGY: &str = r#"
-[bridge]
-aging_secs = 60
-max_macs_per_port = 4
+/// `eim` sets `udp_endpoint_independent`.
+pub fn topology(eim: bool) -> String {
+    Topo::new()
+        .bridge(&[("aging_secs", "60"), ("max_macs_per_port", "4")])
+        .routed("bridge", "172.17.0.0/16", "172.17.0.1")
+        .routed("backend", "172.18.0.0/16", "172.18.0.1")
+        .set("icc", false)
+        .ports("bridge", &["c1", "c2"])
+        .port("b1", "backend")
+        .uplink_port("up")
+        .uplink_static("up")
+        .block("nat", false)
+        .set("port_first", 50000)
+        .set("port_last", 50007)
+        .set("udp_endpoint_independent", eim)
+        .block("conntrack", false)
+        .set("max_entries", 64)
+        .block("dns", false)
+        .set("upstream", "[\"198.51.100.53\"]")
+        .publish("tcp", 8080, "172.17.0.3", 80)
+        .publish("udp", 5353, "172.18.0.2", 53)
+        .build()
+}
 
-[[network]]
-name = "bridge"
-subnet = "172.17.0.0/16"
-gateway = "172.17.0.1"
-
-[[network]]
-name = "backend"
-subnet = "172.18.0.0/16"
-gateway = "172.18.0.1"
-icc = false
-
-[[port]]
-name = "c1"
-kind = "pcap"
-network = "bridge"
-
-[[port]]
-name = "c2"
-kind = "pcap"
-network = "bridge"
-
-[[port]]
-name = "b1"
-kind = "pcap"
-network = "backend"
-
-[[port]]
-name = "up"
-kind = "pcap"
-
-[uplink]
-port = "up"
-address = "203.0.113.2"
-subnet = "203.0.113.0/24"
-next_hop = "203.0.113.1"
-next_hop_mac = "02:00:00:00:00:fe"
-
-[nat]
-port_first = 50000
-port_last = 50007
-udp_endpoint_independent = {EIM}
-
-[conntrack]
-max_entries = 64
-
-[dns]
-upstream = ["198.51.100.53"]
-
-[[publish]]
-proto = "tcp"
-host_port = 8080
-container_ip = "172.17.0.3"
-container_port = 80
-
-[[publish]]
-proto = "udp"
-host_port = 5353
-container_ip = "172.18.0.2"
-container_port = 53
-"#;
-
-/// Port names of [`TOPOLOGY`], in id order.
+/// Port names of [`topology`], in id order.
 pub const PORTS: [&str; 4] = ["c1", "c2", "b1", "up"];
 
 /// An address the pipeline has an opinion about, or any address.
