@@ -4,60 +4,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_vswitch");
 pub const INET_IP: &str = "203.0.113.1";
 pub const UPLINK_IP: &str = "203.0.113.2";
 
-pub static LAB_SEQ: AtomicU32 = AtomicU32::new(0);
-/// Labs run one at a time: on two cores, parallel labs would starve each other's packet loops
-/// and turn timeouts into flakes.
-pub static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-pub fn skip() -> bool {
-    if std::env::var("VSWITCH_SKIP_E2E").is_ok_and(|v| v == "1") {
-        eprintln!("skipping end-to-end test: VSWITCH_SKIP_E2E=1");
-        return true;
-    }
-    // Effective uid, read from /proc (no libc call needed in a test).
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2).unwrap_or("1").to_string())
-        });
-    if uid.as_deref() != Some("0") {
-        eprintln!(
-            "skipping end-to-end test: needs root (network namespaces, veth); CI runs it as root"
-        );
-        return true;
-    }
-    false
-}
-
-pub fn run(cmd: &mut Command) -> Output {
-    cmd.output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
-}
-
-pub fn ok(cmd: &mut Command) -> String {
-    let desc = format!("{cmd:?}");
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{desc} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-pub fn ip(args: &[&str]) -> String {
-    ok(Command::new("ip").args(args))
-}
+pub use testkit::lab::{ip, ok, run, sha256, skip};
 
 pub struct Lab {
     pub _serial: std::sync::MutexGuard<'static, ()>,
@@ -73,12 +26,11 @@ impl Lab {
     /// A lab with the switch namespace and the "internet" namespace (203.0.113.1/24, linked to
     /// the switch's uplink port `up0`), and a daemon with `extra` appended to its topology.
     pub fn new(extra: &str) -> Lab {
-        let n = LAB_SEQ.fetch_add(1, Ordering::Relaxed);
-        let prefix = format!("vse{}x{n}", std::process::id() % 100_000);
+        let prefix = testkit::lab::prefix("vse");
         let dir = std::env::temp_dir().join(format!("{prefix}-state"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let serial = testkit::lab::serial();
         let mut lab = Lab {
             _serial: serial,
             prefix,
@@ -323,12 +275,4 @@ impl Drop for Lab {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-pub fn sha256(path: &Path) -> String {
-    let out = ok(Command::new("sha256sum").arg(path));
-    out.split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
 }
