@@ -2,7 +2,7 @@
 //! honest.
 //!
 //! Each scenario is described here in Rust: its topology, its input frames (built with
-//! `packet::build`, i.e. etherparse, independent of the smoltcp views the pipeline parses with),
+//! `testkit::frames`, i.e. etherparse, independent of the smoltcp views the pipeline parses with),
 //! and the output it must produce, written by reasoning about what a learning bridge does and
 //! NOT by running the code under test: for every port, the input frames it must carry in order,
 //! the drop counts by reason, and some bridge event counters.

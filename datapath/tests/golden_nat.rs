@@ -1,7 +1,7 @@
 //! Golden pcap scenarios of the gateway and NAT: the NAT fixtures under `pcap-fixtures/` and the
 //! checker that keeps them honest (the L2 ones are in `golden.rs`).
 //!
-//! Each scenario is described here: its topology, its input frames (built with `packet::build`,
+//! Each scenario is described here: its topology, its input frames (built with `testkit::frames`,
 //! i.e. etherparse) and, for every port, the exact frames that must leave it. Expected frames are
 //! NOT recorded from the code under test: they are built here from what a NAT gateway must
 //! produce (addresses and ports translated, TTL - 1, gateway/uplink/next-hop MACs) by parsing the
