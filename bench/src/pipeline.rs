@@ -25,7 +25,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 use switch::{Config, NANOS_PER_SEC, Packet, Pipeline, PortId};
-use testkit::traffic::{self, HEADERS, NatFlows};
+use testkit::traffic::{HEADERS, NatFlows};
 
 /// Frames per `process` call.
 const BATCH: usize = 64;
@@ -706,25 +706,7 @@ impl Workload {
 /// A pipeline on `ports` ports where host `i` has been learned on port `i`, and a batch where
 /// frame `k` enters port `k % ports` addressed to the host on the next port.
 fn l2_learned(ports: u16, len: usize, now: u64) -> Result<(Pipeline, Vec<Packet>)> {
-    let mut pipeline = Pipeline::new(&vswitch_bench::l2_config(ports))?;
-    let mut hello: Vec<Packet> = (0..ports)
-        .map(|p| Packet {
-            port: PortId(p),
-            data: traffic::hello_frame(p),
-        })
-        .collect();
-    let mut out = Vec::new();
-    pipeline.process(now, &mut hello, &mut out);
-    let mut input: Vec<Packet> = (0..BATCH)
-        .map(|k| {
-            let from = (k % usize::from(ports)) as u16;
-            let to = (from + 1) % ports;
-            Packet {
-                port: PortId(from),
-                data: traffic::udp_frame(from, to, len),
-            }
-        })
-        .collect();
+    let (mut pipeline, mut input) = vswitch_bench::l2_learned(ports, BATCH, len, now);
     // Check once that every frame is a known unicast, forwarded to one port.
     let mut out = Vec::with_capacity(BATCH);
     pipeline.process(now, &mut input, &mut out);

@@ -13,6 +13,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use switch::{Config, Packet, Pipeline};
+use testkit::frames::ones_sum;
+use testkit::topology::{self, Topo};
 
 /// Most frames per `Pipeline::process` call, as in replay.
 const BATCH: usize = 64;
@@ -315,55 +317,20 @@ fn corpus_replays_with_every_frame_accounted_for() {
 /// A gateway + NAT topology for the corpus: network "bridge" with a wide subnet (0.0.0.0/1, so
 /// that the private and many public sources of the corpus count as containers) and its gateway,
 /// an uplink with a static next hop, one published port.
-const GATEWAY_TOPO: &str = r#"
-[[network]]
-name = "bridge"
-subnet = "0.0.0.0/1"
-gateway = "10.0.0.1"
-
-[[port]]
-name = "c1"
-kind = "pcap"
-network = "bridge"
-
-[[port]]
-name = "c2"
-kind = "pcap"
-network = "bridge"
-
-[[port]]
-name = "up"
-kind = "pcap"
-
-[uplink]
-port = "up"
-address = "192.168.1.1"
-subnet = "192.168.1.0/24"
-next_hop = "192.168.1.254"
-next_hop_mac = "02:00:00:00:00:fe"
-
-[[publish]]
-proto = "tcp"
-host_port = 80
-container_ip = "10.0.0.2"
-container_port = 8080
-
-[[publish]]
-proto = "udp"
-host_port = 53
-container_ip = "10.0.0.3"
-container_port = 53
-"#;
-
-/// RFC 1071 sum (independent of the code under test), folded to 16 bits.
-fn ones_sum(mut acc: u32, bytes: &[u8]) -> u32 {
-    for c in bytes.chunks(2) {
-        acc += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-    }
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc
+fn gateway_topo() -> String {
+    Topo::new()
+        .routed("bridge", "0.0.0.0/1", "10.0.0.1")
+        .ports("bridge", &["c1", "c2"])
+        .uplink_port("up")
+        .block("uplink", false)
+        .set_str("port", "up")
+        .set_str("address", "192.168.1.1")
+        .set_str("subnet", "192.168.1.0/24")
+        .set_str("next_hop", "192.168.1.254")
+        .set_str("next_hop_mac", topology::NEXT_HOP_MAC)
+        .publish("tcp", 80, "10.0.0.2", 8080)
+        .publish("udp", 53, "10.0.0.3", 53)
+        .build()
 }
 
 /// What an IPv4 frame's checksums say: header valid, and the L4 checksum valid (`None` where
@@ -534,7 +501,7 @@ fn replay_through_gateway(
 #[test]
 fn corpus_through_the_gateway_stays_well_formed() {
     let Some(dir) = corpus_dir() else { return };
-    let config = Config::from_toml(GATEWAY_TOPO).unwrap();
+    let config = Config::from_toml(&gateway_topo()).unwrap();
     let files = captures(&dir);
     assert!(files.len() >= 400, "only {} captures found", files.len());
     // Gateway MAC of 10.0.0.1 and uplink MAC of 192.168.1.1 (02:42 + the address).

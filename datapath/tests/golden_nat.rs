@@ -31,7 +31,7 @@ use packet::{MacAddr, tcp_flags};
 use serde_json::Value;
 use std::net::Ipv4Addr;
 use switch::config::mac_from_ip as docker_mac;
-use testkit::frames as build;
+use testkit::frames::{self as build, ones_sum};
 use testkit::golden::{
     Forwarding, Scenario, Seq, TcpdumpCheck, assert_distinct_inputs, regen_requested,
 };
@@ -103,18 +103,6 @@ fn ping(from: Ipv4Addr, to: Ipv4Addr, macs: (MacAddr, MacAddr), id: u16, seq: u1
 
 fn pong(from: Ipv4Addr, to: Ipv4Addr, macs: (MacAddr, MacAddr), id: u16, seq: u16) -> Vec<u8> {
     build::icmp_echo(macs.0, macs.1, from, to, false, id, seq, b"vswitch ping")
-}
-
-/// RFC 1071 one's-complement sum of 16-bit words, folded (written here, not taken from the
-/// code under test).
-fn ones_sum(mut acc: u32, bytes: &[u8]) -> u32 {
-    for c in bytes.chunks(2) {
-        acc += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-    }
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc
 }
 
 fn checksum(acc: u32, bytes: &[u8]) -> u16 {
