@@ -6,7 +6,7 @@ use switch::{Config, Packet, Pipeline, PortId};
 use testkit::traffic;
 pub use testkit::traffic::{
     HEADERS, NAT_DST_PORT, NAT_GATEWAY_IP, NAT_ROUTER_MAC, NAT_SRC_PORT, NAT_UPLINK_IP, NatFlows,
-    NatMacs, host_ip, host_mac, nat_container_ip, nat_remote_ip, udp_frame,
+    host_ip, host_mac, nat_container_ip, nat_remote_ip, udp_frame,
 };
 
 /// `ports` pcap ports (p0, p1, ...) on one network with default bridge settings.
@@ -22,10 +22,7 @@ pub fn l2_learned(ports: u16, batch: usize, len: usize, now: u64) -> (Pipeline, 
     let mut pipeline = Pipeline::new(&l2_config(ports)).expect("valid topology");
     // Each host announces itself once (broadcast), which teaches the FDB.
     let mut hello: Vec<Packet> = (0..ports)
-        .map(|p| Packet {
-            port: PortId(p),
-            data: traffic::hello_frame(p),
-        })
+        .map(|p| Packet::new(PortId(p), traffic::hello_frame(p)))
         .collect();
     let mut out = Vec::new();
     pipeline.process(now, &mut hello, &mut out);
@@ -34,21 +31,10 @@ pub fn l2_learned(ports: u16, batch: usize, len: usize, now: u64) -> (Pipeline, 
             // `k % ports` fits in u16 because `ports` does.
             let from = (k % usize::from(ports)) as u16;
             let to = (from + 1) % ports;
-            Packet {
-                port: PortId(from),
-                data: udp_frame(from, to, len),
-            }
+            Packet::new(PortId(from), udp_frame(from, to, len))
         })
         .collect();
     (pipeline, input)
-}
-
-/// The MACs the switch answers with in [`nat_config`], by the product's rule.
-pub fn nat_macs() -> NatMacs {
-    NatMacs {
-        gateway: switch::config::mac_from_ip(NAT_GATEWAY_IP),
-        uplink: switch::config::mac_from_ip(NAT_UPLINK_IP),
-    }
 }
 
 /// A container network 172.16.0.0/12 (gateway 172.16.0.1) on port `c` (port 0), and an uplink
@@ -66,23 +52,13 @@ pub const NAT_UPLINK_PORT: PortId = PortId(traffic::NAT_UPLINK_PORT);
 /// Frame of flow `i` in the original direction: UDP from its container (one MAC for all of
 /// them) to the gateway MAC, `len` bytes.
 pub fn nat_original_frame(i: u32, len: usize) -> Vec<u8> {
-    NatFlows::build(
-        i,
-        false,
-        &vec![0x5a; len.saturating_sub(HEADERS)],
-        nat_macs(),
-    )
+    NatFlows::build(i, false, &vec![0x5a; len.saturating_sub(HEADERS)])
 }
 
 /// Frame of flow `i` in the reply direction: UDP from its far host (via the next hop) to the
 /// uplink address and the mapped port, `len` bytes.
 pub fn nat_reply_frame(i: u32, len: usize) -> Vec<u8> {
-    NatFlows::build(
-        i,
-        true,
-        &vec![0x5a; len.saturating_sub(HEADERS)],
-        nat_macs(),
-    )
+    NatFlows::build(i, true, &vec![0x5a; len.saturating_sub(HEADERS)])
 }
 
 /// A pipeline with `flows` live, assured UDP flows masqueraded from the container network to the
@@ -98,14 +74,8 @@ pub fn nat_established(flows: u32, len: usize, now: u64) -> Pipeline {
         while start < flows {
             let end = flows.min(start + step);
             input.extend((start..end).map(|i| match round {
-                1 => Packet {
-                    port: NAT_UPLINK_PORT,
-                    data: nat_reply_frame(i, len),
-                },
-                _ => Packet {
-                    port: NAT_CONTAINER_PORT,
-                    data: nat_original_frame(i, len),
-                },
+                1 => Packet::new(NAT_UPLINK_PORT, nat_reply_frame(i, len)),
+                _ => Packet::new(NAT_CONTAINER_PORT, nat_original_frame(i, len)),
             }));
             pipeline.process(now, &mut input, &mut out);
             assert_eq!(

@@ -556,7 +556,7 @@ impl Workload {
                 let share = (case.flows as usize / workers).max(1);
                 let first = u32::try_from(worker * share).unwrap_or(0);
                 let count = u32::try_from(share).unwrap_or(1);
-                let frames = NatFlows::new(case.frame_len, vswitch_bench::nat_macs());
+                let frames = NatFlows::new(case.frame_len);
                 let pipeline = nat_established(&frames, first, count, base)?;
                 let mut originals = Vec::with_capacity(share * HEADERS);
                 let mut replies = Vec::with_capacity(share * HEADERS);
@@ -566,10 +566,7 @@ impl Workload {
                 }
                 // Buffers of full length: the payload stays as built, only headers are copied in.
                 let input = (0..BATCH)
-                    .map(|k| Packet {
-                        port: NAT_CONTAINER,
-                        data: frames.frame(first, k % 2 == 1),
-                    })
+                    .map(|k| Packet::new(NAT_CONTAINER, frames.frame(first, k % 2 == 1)))
                     .collect::<Vec<_>>();
                 let mut w = Workload::with(
                     pipeline,
@@ -667,7 +664,7 @@ impl Workload {
                     let mut data = spare.pop().unwrap_or_default();
                     data.clear();
                     data.extend_from_slice(frame);
-                    self.input.push(Packet { port: *port, data });
+                    self.input.push(Packet::new(*port, data));
                 }
             }
         }
@@ -738,13 +735,15 @@ fn nat_established(frames: &NatFlows, first: u32, count: u32, now: u64) -> Resul
         while start < end {
             check_stop()?;
             let stop = end.min(start + 4096);
-            input.extend((start..stop).map(|i| Packet {
-                port: if round == 1 {
-                    NAT_UPLINK
-                } else {
-                    NAT_CONTAINER
-                },
-                data: frames.frame(i, round == 1),
+            input.extend((start..stop).map(|i| {
+                Packet::new(
+                    if round == 1 {
+                        NAT_UPLINK
+                    } else {
+                        NAT_CONTAINER
+                    },
+                    frames.frame(i, round == 1),
+                )
             }));
             pipeline.process(now, &mut input, &mut out);
             if out.len() != (stop - start) as usize {

@@ -30,7 +30,6 @@ use common::{NAT_SCENARIOS, fixtures_root, harness};
 use packet::{MacAddr, tcp_flags};
 use serde_json::Value;
 use std::net::Ipv4Addr;
-use switch::config::mac_from_ip as docker_mac;
 use testkit::frames::{self as build, ones_sum};
 use testkit::golden::{
     Forwarding, Scenario, Seq, TcpdumpCheck, assert_distinct_inputs, regen_requested,
@@ -55,12 +54,12 @@ const FAR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 77);
 const ROUTER_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0xfe]);
 
 fn mac(ip: Ipv4Addr) -> MacAddr {
-    docker_mac(ip)
+    MacAddr::docker(ip)
 }
 
 /// Gateway MAC of a network: derived from its gateway address, as the README says.
 fn gw_mac(gw: Ipv4Addr) -> MacAddr {
-    docker_mac(gw)
+    MacAddr::docker(gw)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use packet::{MacAddr, tcp_flags};
 use std::net::Ipv4Addr;
-use switch::config::mac_from_ip;
 use switch::{Config, DropReason, Packet, Pipeline, PortId};
 use testkit::frames as build;
 use testkit::topology;
@@ -45,7 +44,7 @@ fn gw_mac(net: u8) -> MacAddr {
 }
 
 fn uplink_mac() -> MacAddr {
-    mac_from_ip(UPLINK_IP.into())
+    MacAddr::docker(UPLINK_IP.into())
 }
 
 struct Rig {
@@ -180,7 +179,7 @@ fn tcp(
     flags: u8,
 ) -> Vec<u8> {
     build::tcp(
-        mac_from_ip(from),
+        MacAddr::docker(from),
         to_mac,
         src,
         dst,
@@ -199,7 +198,7 @@ fn gateway_answers_arp_and_ping() {
     let c1 = ip(172, 17, 0, 2);
     let out = r.send(
         C1,
-        build::arp_request(mac_from_ip(c1), c1, ip(172, 17, 0, 1)),
+        build::arp_request(MacAddr::docker(c1), c1, ip(172, 17, 0, 1)),
     );
     assert_eq!(out.len(), 1, "answered, not flooded");
     assert_eq!(out[0].port, C1);
@@ -209,7 +208,7 @@ fn gateway_answers_arp_and_ping() {
     let out = r.send(
         C1,
         build::icmp_echo(
-            mac_from_ip(c1),
+            MacAddr::docker(c1),
             gw_mac(17),
             c1,
             ip(172, 17, 0, 1),
@@ -261,7 +260,7 @@ fn masquerade_tcp_round_trip_and_states() {
     assert_eq!(reply.port, C1);
     assert_eq!(
         &reply.data[0..12],
-        &[mac_from_ip(c1).0, gw_mac(17).0].concat()[..]
+        &[MacAddr::docker(c1).0, gw_mac(17).0].concat()[..]
     );
     let (s, d, sp2, dp2, _) = fields(&reply.data);
     assert_eq!((s, d, sp2, dp2), (web, c1, 80, 40000));
@@ -347,7 +346,7 @@ fn published_port_keeps_client_address_and_arps_for_the_container() {
     assert_eq!(r.p.port_counters(UP).unwrap().queued, 1);
     let out = r.send(
         C2,
-        build::arp_reply(mac_from_ip(c2), c2, gw_mac(17), ip(172, 17, 0, 1)),
+        build::arp_reply(MacAddr::docker(c2), c2, gw_mac(17), ip(172, 17, 0, 1)),
     );
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].port, C2);
@@ -383,7 +382,7 @@ fn hairpin_through_the_published_address() {
     let (c1, c2) = (ip(172, 17, 0, 2), ip(172, 17, 0, 3));
     r.send(
         C2,
-        build::arp_request(mac_from_ip(c2), c2, ip(172, 17, 0, 1)),
+        build::arp_request(MacAddr::docker(c2), c2, ip(172, 17, 0, 1)),
     );
     let out = r.send(
         C1,
@@ -434,7 +433,7 @@ fn icmp_port_unreachable_is_translated_inside_and_out() {
     let dns = ip(198, 51, 100, 53);
     let out = r.send(
         C1,
-        build::udp(mac_from_ip(c1), gw_mac(17), c1, dns, 5353, 53, b"query"),
+        build::udp(MacAddr::docker(c1), gw_mac(17), c1, dns, 5353, 53, b"query"),
     );
     let sent = out[0].data.clone();
     let (_, _, mapped, _, _) = fields(&sent);
@@ -489,7 +488,7 @@ fn ttl_expiry_and_fragmentation_needed() {
     let mut r = Rig::new();
     let c1 = ip(172, 17, 0, 2);
     let mut f = build::udp(
-        mac_from_ip(c1),
+        MacAddr::docker(c1),
         gw_mac(17),
         c1,
         ip(198, 51, 100, 1),
@@ -513,7 +512,7 @@ fn ttl_expiry_and_fragmentation_needed() {
         "nothing tracked for a packet that died"
     );
     let mut big = build::udp(
-        mac_from_ip(c1),
+        MacAddr::docker(c1),
         gw_mac(17),
         c1,
         ip(198, 51, 100, 1),
@@ -542,18 +541,26 @@ fn isolation_icc_internal_and_between_networks() {
     let mut r = Rig::new();
     let (b1, b2) = (ip(172, 18, 0, 2), ip(172, 18, 0, 3));
     // icc = false: b1 cannot reach b2, even by broadcast ARP, but reaches the gateway and out.
-    let out = r.send(B1, build::arp_request(mac_from_ip(b1), b1, b2));
+    let out = r.send(B1, build::arp_request(MacAddr::docker(b1), b1, b2));
     assert!(out.is_empty());
     assert_eq!(r.drops(B1, DropReason::IccBlocked), 1);
     let out = r.send(
         B2,
-        build::udp(mac_from_ip(b2), mac_from_ip(b1), b2, b1, 1, 2, b"psst"),
+        build::udp(
+            MacAddr::docker(b2),
+            MacAddr::docker(b1),
+            b2,
+            b1,
+            1,
+            2,
+            b"psst",
+        ),
     );
     assert!(out.is_empty());
     let out = r.send(
         B1,
         build::udp(
-            mac_from_ip(b1),
+            MacAddr::docker(b1),
             gw_mac(18),
             b1,
             ip(198, 51, 100, 1),
@@ -567,7 +574,7 @@ fn isolation_icc_internal_and_between_networks() {
     let out = r.send(
         B1,
         build::udp(
-            mac_from_ip(b1),
+            MacAddr::docker(b1),
             gw_mac(18),
             b1,
             ip(172, 17, 0, 2),
@@ -583,7 +590,7 @@ fn isolation_icc_internal_and_between_networks() {
     let out = r.send(
         V1,
         build::udp(
-            mac_from_ip(v1),
+            MacAddr::docker(v1),
             gw_mac(19),
             v1,
             ip(198, 51, 100, 1),
@@ -598,7 +605,7 @@ fn isolation_icc_internal_and_between_networks() {
     let out = r.send(
         C1,
         build::udp(
-            mac_from_ip(b1),
+            MacAddr::docker(b1),
             gw_mac(17),
             b1,
             ip(198, 51, 100, 1),
@@ -634,7 +641,7 @@ fn same_icmp_id_from_three_hosts_gets_distinct_ids() {
         let c = ip(172, 17, 0, host);
         let out = r.send(
             C1,
-            build::icmp_echo(mac_from_ip(c), gw_mac(17), c, far, true, 42, 1, b"p"),
+            build::icmp_echo(MacAddr::docker(c), gw_mac(17), c, far, true, 42, 1, b"p"),
         );
         assert_eq!(out.len(), 1);
         ids.push(fields(&out[0].data).2);
@@ -687,13 +694,13 @@ fn port_exhaustion_and_table_full_are_counted_drops() {
     let c = ip(172, 17, 0, 2);
     let out = r.send(
         C1,
-        build::udp(mac_from_ip(c), gw_mac(17), c, other, 1, 53, b"q"),
+        build::udp(MacAddr::docker(c), gw_mac(17), c, other, 1, 53, b"q"),
     );
     assert_eq!(out.len(), 1, "third entry fits");
     assert_eq!(r.p.conntrack().len(), 3);
     let out = r.send(
         C1,
-        build::udp(mac_from_ip(c), gw_mac(17), c, other, 2, 53, b"q"),
+        build::udp(MacAddr::docker(c), gw_mac(17), c, other, 2, 53, b"q"),
     );
     assert_eq!(
         out.len(),
@@ -734,7 +741,7 @@ fn fragmented_udp_goes_through_snat_whole() {
     let c1 = ip(172, 17, 0, 2);
     let far = ip(198, 51, 100, 9);
     let mut dgram = build::udp(
-        mac_from_ip(c1),
+        MacAddr::docker(c1),
         gw_mac(17),
         c1,
         far,
@@ -792,7 +799,15 @@ fn endpoint_independent_udp_mapping_reuses_the_external_port() {
     for far in [ip(198, 51, 100, 1), ip(198, 51, 100, 2), ip(192, 0, 2, 77)] {
         let out = r.send(
             C1,
-            build::udp(mac_from_ip(c1), gw_mac(17), c1, far, 5000, 3478, b"stun"),
+            build::udp(
+                MacAddr::docker(c1),
+                gw_mac(17),
+                c1,
+                far,
+                5000,
+                3478,
+                b"stun",
+            ),
         );
         assert_eq!(out.len(), 1);
         ports.push(fields(&out[0].data).2);
@@ -825,11 +840,11 @@ fn same_network_through_the_gateway_is_routed_back_unless_icc_is_off() {
     let (c1, c2) = (ip(172, 17, 0, 2), ip(172, 17, 0, 3));
     r.send(
         C2,
-        build::arp_request(mac_from_ip(c2), c2, ip(172, 17, 0, 1)),
+        build::arp_request(MacAddr::docker(c2), c2, ip(172, 17, 0, 1)),
     );
     let out = r.send(
         C1,
-        build::udp(mac_from_ip(c1), gw_mac(17), c1, c2, 1, 2, b"x"),
+        build::udp(MacAddr::docker(c1), gw_mac(17), c1, c2, 1, 2, b"x"),
     );
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].port, C2);
@@ -843,7 +858,7 @@ fn same_network_through_the_gateway_is_routed_back_unless_icc_is_off() {
     let (b1, b2) = (ip(172, 18, 0, 2), ip(172, 18, 0, 3));
     let out = r.send(
         B1,
-        build::udp(mac_from_ip(b1), gw_mac(18), b1, b2, 1, 2, b"x"),
+        build::udp(MacAddr::docker(b1), gw_mac(18), b1, b2, 1, 2, b"x"),
     );
     assert!(out.is_empty());
     assert_eq!(r.drops(B1, DropReason::IccBlocked), 1);
@@ -864,9 +879,9 @@ mod round_trip {
             let c = ip(172, 17, 0, host);
             let remote = ip(198, 51, 100, far);
             let frame = match proto {
-                0 => build::udp(mac_from_ip(c), gw_mac(17), c, remote, sport, dport, b"payload"),
-                1 => build::tcp(mac_from_ip(c), gw_mac(17), c, remote, sport, dport, 1, 0, tcp_flags::SYN, b""),
-                _ => build::icmp_echo(mac_from_ip(c), gw_mac(17), c, remote, true, sport, 1, b"ping"),
+                0 => build::udp(MacAddr::docker(c), gw_mac(17), c, remote, sport, dport, b"payload"),
+                1 => build::tcp(MacAddr::docker(c), gw_mac(17), c, remote, sport, dport, 1, 0, tcp_flags::SYN, b""),
+                _ => build::icmp_echo(MacAddr::docker(c), gw_mac(17), c, remote, true, sport, 1, b"ping"),
             };
             let out = r.send(C1, frame);
             prop_assert_eq!(out.len(), 1);
@@ -928,7 +943,7 @@ mod embedded_dns {
         let out = r.send(
             C1,
             build::udp(
-                mac_from_ip(c1),
+                MacAddr::docker(c1),
                 gw_mac(17),
                 c1,
                 gw,
@@ -948,7 +963,7 @@ mod embedded_dns {
         let out = r.send(
             C1,
             build::udp(
-                mac_from_ip(c1),
+                MacAddr::docker(c1),
                 gw_mac(17),
                 c1,
                 gw,
@@ -963,7 +978,7 @@ mod embedded_dns {
         let out = r.send(
             B1,
             build::udp(
-                mac_from_ip(b1),
+                MacAddr::docker(b1),
                 gw_mac(18),
                 b1,
                 ip(172, 18, 0, 1),
@@ -979,7 +994,7 @@ mod embedded_dns {
         let out = r.send(
             C1,
             build::udp(
-                mac_from_ip(c1),
+                MacAddr::docker(c1),
                 gw_mac(17),
                 c1,
                 gw,
@@ -1012,7 +1027,7 @@ mod embedded_dns {
         assert!(
             r.send(
                 C1,
-                build::udp(mac_from_ip(c1), gw_mac(17), c1, gw, 5353, 53, b"\x01")
+                build::udp(MacAddr::docker(c1), gw_mac(17), c1, gw, 5353, 53, b"\x01")
             )
             .is_empty()
         );

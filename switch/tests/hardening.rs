@@ -6,7 +6,6 @@
 
 use packet::MacAddr;
 use std::net::Ipv4Addr;
-use switch::config::mac_from_ip;
 use switch::{Config, DropReason, Packet, Pipeline, PortId};
 use testkit::frames as build;
 use testkit::topology::Topo;
@@ -44,7 +43,7 @@ const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
 
 fn mac(last: [u8; 4]) -> MacAddr {
-    mac_from_ip(Ipv4Addr::from(last))
+    MacAddr::docker(Ipv4Addr::from(last))
 }
 
 fn c1_mac() -> MacAddr {

@@ -11,7 +11,7 @@
 //! - [`lab`]: network-namespace labs with clean-up guards.
 //!
 //! It depends only on low crates (`packet`, etherparse, serde_json, tempfile): what it needs of
-//! the switch or the datapath (replay, port names, the Docker MAC rule) the caller passes in as
+//! the switch or the datapath (replay, port names, pcap files) the caller passes in as
 //! plain data or through a trait, so that a crate's unit tests never link two copies of it.
 
 pub mod frames;

@@ -99,16 +99,6 @@ pub fn nat_remote_ip(i: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 64, 0, 0)) + i)
 }
 
-/// The MACs the switch answers with, which the caller derives with the product's rule
-/// (`switch::config::mac_from_ip`): this crate does not depend on the switch.
-#[derive(Debug, Clone, Copy)]
-pub struct NatMacs {
-    /// The MAC of [`NAT_GATEWAY_IP`].
-    pub gateway: MacAddr,
-    /// The MAC of [`NAT_UPLINK_IP`].
-    pub uplink: MacAddr,
-}
-
 /// Frames of the NAT flows of [`nat_topology`], `len` bytes each (at least [`HEADERS`]).
 #[derive(Debug, Clone)]
 pub struct NatFlows {
@@ -120,24 +110,24 @@ pub struct NatFlows {
 
 impl NatFlows {
     /// Templates for frames of `len` bytes.
-    pub fn new(len: usize, macs: NatMacs) -> NatFlows {
+    pub fn new(len: usize) -> NatFlows {
         let payload = vec![0x5a; len.saturating_sub(HEADERS)];
         NatFlows {
             templates: [
-                Self::build(0, false, &payload, macs),
-                Self::build(0, true, &payload, macs),
+                Self::build(0, false, &payload),
+                Self::build(0, true, &payload),
             ],
             payload_sum: sum16(&payload),
         }
     }
 
     /// Flow `i`'s frame in one direction, built from scratch (what [`NatFlows::frame`] must equal).
-    pub fn build(i: u32, reply: bool, payload: &[u8], macs: NatMacs) -> Vec<u8> {
+    pub fn build(i: u32, reply: bool, payload: &[u8]) -> Vec<u8> {
         let (container, remote) = (nat_container_ip(i), nat_remote_ip(i));
         if reply {
             frames::udp(
                 NAT_ROUTER_MAC,
-                macs.uplink,
+                MacAddr::docker(NAT_UPLINK_IP),
                 remote,
                 NAT_UPLINK_IP,
                 NAT_DST_PORT,
@@ -147,7 +137,7 @@ impl NatFlows {
         } else {
             frames::udp(
                 host_mac(1),
-                macs.gateway,
+                MacAddr::docker(NAT_GATEWAY_IP),
                 container,
                 remote,
                 NAT_SRC_PORT,
@@ -196,18 +186,14 @@ mod tests {
 
     #[test]
     fn patched_nat_frames_equal_built_ones() {
-        let macs = NatMacs {
-            gateway: MacAddr([2, 0x42, 172, 16, 0, 1]),
-            uplink: MacAddr([2, 0x42, 203, 0, 113, 2]),
-        };
         for len in [64, 65, 1500] {
-            let flows = NatFlows::new(len, macs);
+            let flows = NatFlows::new(len);
             let payload = vec![0x5a; len - HEADERS];
             for i in [0u32, 1, 255, 65_537, 999_999] {
                 for reply in [false, true] {
                     assert_eq!(
                         flows.frame(i, reply),
-                        NatFlows::build(i, reply, &payload, macs),
+                        NatFlows::build(i, reply, &payload),
                         "len {len} flow {i} reply {reply}"
                     );
                 }
