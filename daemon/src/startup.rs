@@ -23,6 +23,9 @@ type LoopThread = JoinHandle<std::io::Result<()>>;
 
 /// Runs the daemon until SIGTERM/SIGINT or a `shutdown` request.
 pub fn run(opts: DaemonOptions) -> Result<()> {
+    let kernel = datapath::io::kernel::Kernel::running().context("reading the kernel version")?;
+    kernel.check().map_err(anyhow::Error::msg)?;
+    tracing::info!("{kernel}");
     let (config, origin) = load_topology(&opts)?;
     std::fs::create_dir_all(&opts.state_dir)
         .with_context(|| format!("cannot create state dir {}", opts.state_dir.display()))?;

@@ -6,7 +6,8 @@
 //! - [`afpacket`]: AF_PACKET sockets with a TPACKET_V3 mmap RX ring, batched TX (`sendmmsg`),
 //!   and a per-packet baseline ([`AfPacketSimple`]) to compare them with.
 //! - [`link`][mod@link]: netlink (links, addresses, routes; the veth plumbing Docker does on `docker run`)
-//!   and the ethtool ioctls that turn offloads off.
+//!   and the ethtool ioctls that read and switch offloads.
+//! - [`kernel`]: what the running kernel offers, checked at start-up.
 //!
 //! Invariants kept by the whole module:
 //! - Every file descriptor is an [`std::os::fd::OwnedFd`]; nothing here closes a raw fd by hand.
@@ -20,6 +21,7 @@
 #![allow(unsafe_code)]
 
 pub mod afpacket;
+pub mod kernel;
 pub mod link;
 pub mod netns;
 pub mod rootless;
