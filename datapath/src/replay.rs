@@ -9,6 +9,7 @@
 //! counters and the FDB at the end. Same inputs, same bytes out.
 
 use crate::pcap::{PcapError, Record, read_file, write_file};
+use packet::offload::{Checksum, Gso, Offload};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -42,6 +43,16 @@ pub enum ReplayError {
         /// The cause.
         source: std::io::Error,
     },
+    /// An offload side file (`PORT.offload`) could not be read or has a bad line.
+    #[error("{}:{line}: {why} (lines are `FRAME CHECKSUM GSO`, e.g. `3 partial:34:16 tcp4:1448`; see datapath::replay)", path.display())]
+    BadOffloadFile {
+        /// The side file.
+        path: PathBuf,
+        /// 1-based line number (0: the file itself).
+        line: usize,
+        /// What is wrong.
+        why: String,
+    },
     /// The output directory or summary could not be written.
     #[error("{}: {source}", path.display())]
     Io {
@@ -73,6 +84,106 @@ pub fn scenario_inputs(dir: &Path) -> Result<Vec<(String, PathBuf)>, ReplayError
     }
     inputs.sort();
     Ok(inputs)
+}
+
+/// The offload state of an input's frames, from its side file: `in/PORT.offload` beside
+/// `in/PORT.pcap`. pcap has no field for a frame's virtio-net header, so a capture of GSO
+/// super-frames or partial checksums (as a packet socket with PACKET_VNET_HDR reads them)
+/// carries that state in this text file, one line per offloaded frame:
+///
+/// ```text
+/// # frame  checksum          gso
+/// 3        partial:34:16     tcp4:1448
+/// 4        verified          none
+/// ```
+///
+/// `frame` is the 1-based frame number in the capture (as tcpdump and Wireshark count);
+/// `checksum` is `complete`, `verified` or `partial:START:OFFSET`; `gso` is `none`,
+/// `tcp4:MSS`, `tcp6:MSS` (`+ecn` may follow) or `udp:SIZE`. Frames without a line are plain.
+/// Each state is checked against its frame as a real port's virtio-net header is: a bad one is
+/// a counted drop (`bad_offload`). Output captures hold what the wire would: pcap ports take no
+/// offloads, so the pipeline segments and finishes checksums before writing them.
+pub fn read_offloads(path: &Path) -> Result<Vec<(usize, Offload)>, ReplayError> {
+    let bad = |line: usize, why: String| ReplayError::BadOffloadFile {
+        path: path.to_path_buf(),
+        line,
+        why,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(0, e.to_string()))?;
+    let mut out = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [frame, checksum, gso] = fields[..] else {
+            return Err(bad(
+                i + 1,
+                format!("expected 3 fields, found {}", fields.len()),
+            ));
+        };
+        let frame: usize = frame
+            .parse()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| bad(i + 1, format!("frame number {frame:?} is not 1 or more")))?;
+        let checksum = parse_checksum(checksum).ok_or_else(|| {
+            bad(
+                i + 1,
+                format!("checksum {checksum:?}: complete, verified or partial:START:OFFSET"),
+            )
+        })?;
+        let gso = parse_gso(gso).ok_or_else(|| {
+            bad(
+                i + 1,
+                format!("gso {gso:?}: none, tcp4:MSS, tcp6:MSS (+ecn) or udp:SIZE"),
+            )
+        })?;
+        out.push((frame, Offload { checksum, gso }));
+    }
+    Ok(out)
+}
+
+fn parse_checksum(s: &str) -> Option<Checksum> {
+    match s {
+        "complete" => Some(Checksum::Complete),
+        "verified" => Some(Checksum::Verified),
+        _ => {
+            let rest = s.strip_prefix("partial:")?;
+            let (start, offset) = rest.split_once(':')?;
+            Some(Checksum::Partial {
+                start: start.parse().ok()?,
+                offset: offset.parse().ok()?,
+            })
+        }
+    }
+}
+
+fn parse_gso(s: &str) -> Option<Gso> {
+    if s == "none" {
+        return Some(Gso::None);
+    }
+    let (kind, size) = s.split_once(':')?;
+    let (size, ecn) = match size.strip_suffix("+ecn") {
+        Some(n) => (n, true),
+        None => (size, false),
+    };
+    let size: u16 = size.parse().ok()?;
+    match kind {
+        "tcp4" => Some(Gso::Tcp {
+            mss: size,
+            ipv6: false,
+            ecn,
+        }),
+        "tcp6" => Some(Gso::Tcp {
+            mss: size,
+            ipv6: true,
+            ecn,
+        }),
+        "udp" if !ecn => Some(Gso::Udp { size }),
+        _ => None,
+    }
 }
 
 /// Result of a replay.
@@ -114,7 +225,7 @@ pub fn replay(
 ) -> Result<Summary, ReplayError> {
     let mut pipeline = Pipeline::new(config)?;
     let topo = pipeline.topology().clone();
-    let mut streams: Vec<(PortId, Vec<Record>)> = Vec::with_capacity(inputs.len());
+    let mut streams: Vec<(PortId, Vec<Record>, Vec<Offload>)> = Vec::with_capacity(inputs.len());
     for (name, path) in inputs {
         let port = topo
             .port_by_name(name)
@@ -127,9 +238,28 @@ pub fn replay(
                     .collect::<Vec<_>>()
                     .join(", "),
             })?;
-        streams.push((port, read_file(path)?));
+        let records = read_file(path)?;
+        let mut offloads = vec![Offload::NONE; records.len()];
+        let side = path.with_extension("offload");
+        if side.exists() {
+            for (frame, offload) in read_offloads(&side)? {
+                let slot =
+                    offloads
+                        .get_mut(frame - 1)
+                        .ok_or_else(|| ReplayError::BadOffloadFile {
+                            path: side.clone(),
+                            line: 0,
+                            why: format!(
+                                "frame {frame} is past the capture's {} frames",
+                                records.len()
+                            ),
+                        })?;
+                *slot = offload;
+            }
+        }
+        streams.push((port, records, offloads));
     }
-    let frames_in = streams.iter().map(|(_, r)| r.len() as u64).sum();
+    let frames_in = streams.iter().map(|(_, r, _)| r.len() as u64).sum();
 
     let mut per_port: Vec<Vec<Record>> = vec![Vec::new(); topo.ports.len()];
     let mut next = vec![0usize; streams.len()];
@@ -144,12 +274,13 @@ pub fn replay(
         let Some((ts, i)) = pick else { break };
         let port = streams[i].0;
         let data = std::mem::take(&mut streams[i].1[next[i]].data);
+        let offload = streams[i].2[next[i]];
         next[i] += 1;
         if !batch.is_empty() && (nanos(ts) != now || batch.len() == BATCH) {
             flush(&mut pipeline, now, &mut batch, &mut out, &mut per_port);
         }
         now = nanos(ts);
-        batch.push(Packet::new(port, data));
+        batch.push(Packet::with_offload(port, data, offload));
     }
     flush(&mut pipeline, now, &mut batch, &mut out, &mut per_port);
 
@@ -205,5 +336,56 @@ fn flush(
                 data: pkt.data,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn offload_side_files_parse_and_bad_lines_say_where() {
+        let dir = std::env::temp_dir().join(format!("vsw-offload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("c1.offload");
+        std::fs::write(
+            &good,
+            "# frame checksum gso\n3 partial:34:16 tcp4:1448+ecn\n\n7 verified none # note\n9 complete udp:1200\n",
+        )
+        .unwrap();
+        let got = read_offloads(&good).unwrap();
+        assert_eq!(got.len(), 3);
+        assert_eq!(
+            got[0],
+            (
+                3,
+                Offload {
+                    checksum: Checksum::Partial {
+                        start: 34,
+                        offset: 16
+                    },
+                    gso: Gso::Tcp {
+                        mss: 1448,
+                        ipv6: false,
+                        ecn: true
+                    },
+                }
+            )
+        );
+        assert_eq!(got[1].1.checksum, Checksum::Verified);
+        assert_eq!(got[2].1.gso, Gso::Udp { size: 1200 });
+        for (text, want) in [
+            ("0 complete none\n", "frame number"),
+            ("1 partial:34 none\n", "checksum"),
+            ("1 complete tcp9:5\n", "gso"),
+            ("1 complete\n", "expected 3 fields"),
+        ] {
+            let bad = dir.join("bad.offload");
+            std::fs::write(&bad, text).unwrap();
+            let err = read_offloads(&bad).unwrap_err().to_string();
+            assert!(err.contains(want) && err.contains(":1:"), "{err}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
