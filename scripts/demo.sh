@@ -42,7 +42,6 @@ ip link add up0 netns "$P-sw" type veth peer name eth0 netns "$P-internet"
 ip -n "$P-internet" addr add 203.0.113.1/24 dev eth0
 ip -n "$P-internet" link set eth0 up
 ip -n "$P-sw" link set up0 up
-in_ns internet ethtool -K eth0 tx off tso off gso off gro off >/dev/null 2>&1 || true
 
 cat > "$STATE/topo.toml" <<TOML
 [[port]]
