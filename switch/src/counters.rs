@@ -123,6 +123,10 @@ pub struct PortCounters {
     pub rx_kernel_drops: u64,
     /// Frames the port's device did not take on transmit (queue full, link down).
     pub tx_errors: u64,
+    /// Received GSO super-frames (each counted once in `rx_frames`, whatever its segments).
+    pub rx_gso: u64,
+    /// Sent GSO super-frames (passed whole to a port that takes them).
+    pub tx_gso: u64,
 }
 
 impl PortCounters {
@@ -186,6 +190,8 @@ impl PortCounters {
         self.drops.merge(&o.drops);
         self.rx_kernel_drops += o.rx_kernel_drops;
         self.tx_errors += o.tx_errors;
+        self.rx_gso += o.rx_gso;
+        self.tx_gso += o.tx_gso;
     }
 }
 

@@ -168,6 +168,11 @@ impl<'a> Frame<'a> {
                 .is_some_and(|p| p.offloads.accepts(&offload));
         if accepted {
             self.counters.tx(port, data.len());
+            if offload.gso != packet::offload::Gso::None
+                && let Some(c) = self.counters.port(port)
+            {
+                c.tx_gso += 1;
+            }
             self.output.push(Packet::with_offload(port, data, offload));
         } else {
             self.emit_segmented(port, &data, offload);

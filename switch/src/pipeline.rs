@@ -364,6 +364,9 @@ impl Pipeline {
             if offload.check(&pkt.data).is_err() {
                 return self.counters.drop(ingress, DropReason::BadOffload);
             }
+            if offload.gso != packet::offload::Gso::None {
+                self.counters.ports[usize::from(ingress.0)].rx_gso += 1;
+            }
             offload.wire_len(&pkt.data)
         };
         let (src, dst) = match self.bridge.check(&pkt.data, wire_len) {

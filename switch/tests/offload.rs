@@ -178,6 +178,8 @@ fn a_super_frame_passes_whole_to_a_port_that_takes_it() {
     assert_eq!(out[0].offload, o);
     assert_eq!(out[0].data, f, "L2 forwarding leaves the bytes alone");
     assert_eq!(p.port_counters(C1).unwrap().forwarded, 1);
+    assert_eq!(p.port_counters(C1).unwrap().rx_gso, 1);
+    assert_eq!(p.port_counters(C2).unwrap().tx_gso, 1);
 }
 
 #[test]
@@ -201,6 +203,11 @@ fn a_port_without_offloads_gets_segments_with_final_checksums() {
     }
     assert_eq!(joined, data);
     assert_eq!(p.bridge_counters().gso_segments, 7);
+    assert_eq!(
+        p.port_counters(C2).unwrap().tx_gso,
+        0,
+        "segments are plain frames"
+    );
     assert_eq!(p.port_counters(C2).unwrap().tx_frames, 7);
 }
 
