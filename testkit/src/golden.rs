@@ -58,6 +58,9 @@ pub struct Input {
     pub timestamp: Duration,
     /// The frame.
     pub data: Vec<u8>,
+    /// Its offload state as a line of `in/PORT.offload` would give it (`partial:34:16
+    /// tcp4:1448`; see `datapath::replay::read_offloads`), `None` for a plain frame.
+    pub offload: Option<String>,
 }
 
 /// The input of a scenario, in sending order, with a capture clock that advances 1 ms per frame
@@ -92,9 +95,21 @@ impl Seq {
             port,
             timestamp: self.now,
             data,
+            offload: None,
         });
         self.now += Duration::from_millis(1);
         (port, index)
+    }
+
+    /// Sends `data` into `port` with an offload state (`CHECKSUM GSO`, as a line of the
+    /// port's `in/PORT.offload` side file has them), as a port with a virtio-net header reads
+    /// a GSO super-frame or a partial checksum.
+    pub fn send_offloaded(&mut self, port: &'static str, data: Vec<u8>, state: &str) -> FrameRef {
+        let r = self.send(port, data);
+        if let Some(last) = self.frames.last_mut() {
+            last.offload = Some(state.to_string());
+        }
+        r
     }
 
     /// Advances the clock by `d` (on top of the 1 ms per frame).
@@ -300,6 +315,24 @@ impl<D: Driver> Harness<D> {
         per_port
     }
 
+    /// The side files the description implies: `in/PORT.offload` for every port with an
+    /// offloaded input frame (1-based frame numbers per port).
+    fn offload_files(&self, sc: &Scenario) -> BTreeMap<&'static str, String> {
+        let mut files: BTreeMap<&str, String> = BTreeMap::new();
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        for f in &sc.input.frames {
+            let n = seen.entry(f.port).or_default();
+            *n += 1;
+            if let Some(state) = &f.offload {
+                let text = files.entry(f.port).or_insert_with(|| {
+                    "# frame  checksum  gso (see datapath::replay::read_offloads)\n".to_string()
+                });
+                text.push_str(&format!("{n} {state}\n"));
+            }
+        }
+        files
+    }
+
     /// The described output of every port of the topology: each frame leaves with the timestamp
     /// of the input frame that caused it.
     fn expected_records(&self, sc: &Scenario) -> BTreeMap<String, Vec<Record>> {
@@ -389,6 +422,9 @@ impl<D: Driver> Harness<D> {
         for (port, records) in self.input_records(sc) {
             self.driver
                 .write_pcap(&dir.join("in").join(format!("{port}.pcap")), &records);
+        }
+        for (port, text) in self.offload_files(sc) {
+            std::fs::write(dir.join("in").join(format!("{port}.offload")), text).unwrap();
         }
         let tmp = tempfile::tempdir().unwrap();
         self.run_replay(sc, dir, tmp.path());
@@ -565,6 +601,18 @@ impl<D: Driver> Harness<D> {
                 self.driver.read_pcap(path),
                 want_in[port.as_str()],
                 "{}: in/{port}.pcap differs from the description; {hint}",
+                sc.name
+            );
+        }
+        // Offload side files: exactly those the description implies, with its lines.
+        let want_side = self.offload_files(&sc);
+        for port in want_in.keys() {
+            let side = dir.join("in").join(format!("{port}.offload"));
+            let have = std::fs::read_to_string(&side).ok();
+            assert_eq!(
+                have.as_deref(),
+                want_side.get(port).map(String::as_str),
+                "{}: in/{port}.offload differs from the description; {hint}",
                 sc.name
             );
         }

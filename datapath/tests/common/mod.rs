@@ -5,6 +5,8 @@
 // Each test crate compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
 
+pub mod nat;
+
 use datapath::pcap::{Record as PcapRecord, read_file, write_file};
 use std::path::{Path, PathBuf};
 use switch::{Config, DropReason, Topology};
@@ -23,6 +25,9 @@ pub const NAT_SCENARIOS: &[&str] = &[
     "table-full-and-port-exhaustion",
     "ttl-expiry",
 ];
+
+/// The scenario folders described by `golden_offload.rs`.
+pub const OFFLOAD_SCENARIOS: &[&str] = &["gso-super-frames"];
 
 pub fn fixtures_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../pcap-fixtures")
