@@ -224,7 +224,11 @@ pub(crate) fn reattach(d: &Daemon) {
                 let _ = link::delete_link(&lease.host_ifname);
                 match d.store.release(&network, &lease.container) {
                     Ok(_) => {
-                        tracing::info!(container = %lease.container, network = %network, "link gone: lease released")
+                        tracing::info!(
+                            container = %lease.container,
+                            network = %network,
+                            "link gone: lease released"
+                        )
                     }
                     Err(e) => tracing::warn!("releasing {}: {e}", lease.container),
                 }
