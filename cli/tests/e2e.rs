@@ -43,23 +43,11 @@ fn two_containers_ping_download_and_fdb() {
         .args(["if=/dev/urandom", "bs=1M", "count=12", "status=none"])
         .arg(format!("of={}", www.join("big.bin").display())));
     lab.http_server(&c2, 8000, &www);
-    let got = lab.dir.join("got.bin");
-    lab.exec_ok(
+    lab.download_checked(
         &c1,
-        &[
-            "curl",
-            "-sS",
-            "--max-time",
-            "60",
-            "-o",
-            got.to_str().unwrap(),
-            "http://172.17.0.3:8000/big.bin",
-        ],
-    );
-    assert_eq!(
-        sha256(&got),
-        sha256(&www.join("big.bin")),
-        "download corrupted"
+        "http://172.17.0.3:8000/big.bin",
+        &www.join("big.bin"),
+        "12 MB over L2",
     );
 
     // Both MACs are in the FDB, each on its container's port.
@@ -236,29 +224,12 @@ fn iperf3_through_the_switch_and_nat() {
     lab.spawn(&c2, &dir, &["iperf3", "-s", "-p", "5201"]);
     lab.spawn(&inet, &dir, &["iperf3", "-s", "-p", "5202"]);
     std::thread::sleep(Duration::from_millis(500));
-    let tcp = lab.exec_ok(
-        &c1,
-        &["iperf3", "-c", "172.17.0.3", "-p", "5201", "-t", "5", "-J"],
-    );
-    let v: serde_json::Value = serde_json::from_str(&tcp).unwrap();
-    let bps = v["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .unwrap();
-    eprintln!("iperf3 TCP container<->container: {:.2} Gbit/s", bps / 1e9);
-    assert!(bps > 0.0);
-    let nat = lab.exec_ok(
-        &c1,
-        &["iperf3", "-c", INET_IP, "-p", "5202", "-t", "5", "-J"],
-    );
-    let v: serde_json::Value = serde_json::from_str(&nat).unwrap();
-    let bps = v["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .unwrap();
-    eprintln!(
-        "iperf3 TCP container->internet (NAT): {:.2} Gbit/s",
-        bps / 1e9
-    );
-    assert!(bps > 0.0);
+    let gbps = lab.iperf_gbps(&c1, &["-c", "172.17.0.3", "-p", "5201"]);
+    eprintln!("iperf3 TCP container<->container: {gbps:.2} Gbit/s");
+    assert!(gbps > 0.0);
+    let gbps = lab.iperf_gbps(&c1, &["-c", INET_IP, "-p", "5202"]);
+    eprintln!("iperf3 TCP container->internet (NAT): {gbps:.2} Gbit/s");
+    assert!(gbps > 0.0);
     let udp = lab.exec_ok(
         &c1,
         &[

@@ -13,7 +13,6 @@
 mod lab;
 
 use lab::*;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -29,35 +28,6 @@ fn csum_errors(lab: &Lab, ns: &str) -> u64 {
             }
         })
         .sum()
-}
-
-fn iperf_gbps(lab: &Lab, ns: &str, args: &[&str]) -> f64 {
-    let mut all = vec!["iperf3", "-t", "3", "-J"];
-    all.extend_from_slice(args);
-    let out = lab.exec_ok(ns, &all);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    v["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .unwrap()
-        / 1e9
-}
-
-fn download_checked(lab: &Lab, ns: &str, url: &str, original: &Path, what: &str) {
-    let got = lab.dir.join(format!("got-{what}.bin"));
-    lab.exec_ok(
-        ns,
-        &[
-            "curl",
-            "-sS",
-            "--max-time",
-            "120",
-            "-o",
-            got.to_str().unwrap(),
-            url,
-        ],
-    );
-    assert_eq!(sha256(&got), sha256(original), "{what}: download corrupted");
-    std::fs::remove_file(&got).unwrap();
 }
 
 fn tso_on(lab: &Lab, ns: &str) -> bool {
@@ -99,7 +69,7 @@ fn default_offloads_through_l2_nat_dnat_and_hairpin() {
             vec!["-c", INET_IP, "-p", "5202", "-R"],
         ),
     ] {
-        let gbps = iperf_gbps(&lab, ns, &args);
+        let gbps = lab.iperf_gbps(ns, &args);
         eprintln!("iperf3 TCP {what}: {gbps:.2} Gbit/s");
         assert!(gbps > 0.0, "{what}");
     }
@@ -133,23 +103,20 @@ fn default_offloads_through_l2_nat_dnat_and_hairpin() {
         .arg(format!("of={}", big.display())));
     lab.http_server(&c2, 80, &www);
     lab.http_server(&inet, 8000, &www);
-    download_checked(&lab, &c1, "http://172.17.0.3/big.bin", &big, "L2");
-    download_checked(
-        &lab,
+    lab.download_checked(&c1, "http://172.17.0.3/big.bin", &big, "L2");
+    lab.download_checked(
         &c1,
         &format!("http://{INET_IP}:8000/big.bin"),
         &big,
         "masquerade",
     );
-    download_checked(
-        &lab,
+    lab.download_checked(
         &inet,
         &format!("http://{UPLINK_IP}:8080/big.bin"),
         &big,
         "published port",
     );
-    download_checked(
-        &lab,
+    lab.download_checked(
         &c1,
         &format!("http://{UPLINK_IP}:8080/big.bin"),
         &big,
@@ -186,7 +153,7 @@ fn tcp_completes_over_an_uplink_with_a_smaller_mtu() {
     let dir = lab.dir.clone();
     lab.spawn(&inet, &dir, &["iperf3", "-s", "-p", "5202"]);
     std::thread::sleep(Duration::from_millis(500));
-    let gbps = iperf_gbps(&lab, &c1, &["-c", INET_IP, "-p", "5202"]);
+    let gbps = lab.iperf_gbps(&c1, &["-c", INET_IP, "-p", "5202"]);
     eprintln!("iperf3 TCP c1->internet over a 1400-byte uplink: {gbps:.2} Gbit/s");
     assert!(
         gbps > 0.01,
@@ -200,8 +167,7 @@ fn tcp_completes_over_an_uplink_with_a_smaller_mtu() {
         .args(["if=/dev/urandom", "bs=1M", "count=20", "status=none"])
         .arg(format!("of={}", file.display())));
     lab.http_server(&inet, 8000, &www);
-    download_checked(
-        &lab,
+    lab.download_checked(
         &c1,
         &format!("http://{INET_IP}:8000/f.bin"),
         &file,

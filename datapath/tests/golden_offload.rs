@@ -19,22 +19,12 @@ mod common;
 
 use common::nat::*;
 use common::{OFFLOAD_SCENARIOS, harness};
-use packet::checksum::{fold, pseudo_header_sum};
 use packet::tcp_flags;
 use std::net::Ipv4Addr;
+use testkit::frames::make_partial;
 use testkit::golden::{Forwarding, Scenario, Seq, TcpdumpCheck, no_check};
 
 const REGEN_HINT: &str = "if the description changed on purpose, run: VSWITCH_REGEN_FIXTURES=1 cargo test -p datapath --test golden_offload";
-
-/// `frame` (a complete TCP/IPv4 frame) as a TSO sender hands it over: the TCP checksum field
-/// holds the folded pseudo-header sum (addresses, protocol, the whole L4 length).
-fn partial(mut frame: Vec<u8>) -> Vec<u8> {
-    let ip = |i: usize| Ipv4Addr::new(frame[i], frame[i + 1], frame[i + 2], frame[i + 3]);
-    let l4_len = (frame.len() - 34) as u16;
-    let pseudo = fold(pseudo_header_sum(ip(26), ip(30), 6, l4_len));
-    frame[50..52].copy_from_slice(&pseudo.to_be_bytes());
-    frame
-}
 
 /// The segments a super-frame of `payload` becomes: `mss` bytes each, sequence numbers from
 /// `seq`, IP identifiers from 0 (the super-frame's), each a complete frame.
@@ -79,7 +69,7 @@ fn gso_super_frames() -> Scenario {
 
     // L2: a 3000-byte super-frame (MSS 1000) from c1 to c2 leaves as three segments.
     let (a, b) = ((C1, 41000), (C2, 8000));
-    let sf = partial(tcp(a, b, (c1m, c2m), 7000, 1, tcp_flags::ACK, &data));
+    let sf = make_partial(tcp(a, b, (c1m, c2m), 7000, 1, tcp_flags::ACK, &data));
     let r_l2 = s.send_offloaded("c1", sf, "partial:34:16 tcp4:1000");
     let e_c2: Vec<_> = segments(a, b, (c1m, c2m), 7000, 1, &data, 1000)
         .into_iter()
@@ -95,7 +85,7 @@ fn gso_super_frames() -> Scenario {
     let synack = tcp(w, u, back, 5000, 1001, tcp_flags::SYN | tcp_flags::ACK, b"");
     e_c1.push((s.send("up", synack.clone()), routed(&synack, to_c1, w, c)));
     let nat_data = &data[..2500];
-    let sf = partial(tcp(c, w, (c1m, gm), 1001, 5001, tcp_flags::ACK, nat_data));
+    let sf = make_partial(tcp(c, w, (c1m, gm), 1001, 5001, tcp_flags::ACK, nat_data));
     let r_nat = s.send_offloaded("c1", sf, "partial:34:16 tcp4:1200");
     for seg in segments(c, w, (c1m, gm), 1001, 5001, nat_data, 1200) {
         e_up.push((r_nat, routed(&seg, to_up, u, w)));

@@ -12,32 +12,6 @@ use packet::gso::segment;
 use packet::offload::{Capabilities, Layout, Offload, VNET_HDR_LEN};
 use switch::{Config, Packet, Pipeline, PortId};
 
-const TOPO: &str = r#"
-[[network]]
-name = "bridge"
-subnet = "10.0.0.0/24"
-gateway = "10.0.0.1"
-
-[[port]]
-name = "a"
-kind = "pcap"
-network = "bridge"
-
-[[port]]
-name = "b"
-kind = "pcap"
-network = "bridge"
-
-[[port]]
-name = "up"
-kind = "pcap"
-
-[uplink]
-port = "up"
-address = "203.0.113.2"
-next_hop = "203.0.113.1"
-next_hop_mac = "02:00:00:00:00:fe"
-"#;
 
 fuzz_target!(|data: &[u8]| {
     let Some((header, rest)) = data.split_at_checked(VNET_HDR_LEN + 1) else {
@@ -68,12 +42,13 @@ fuzz_target!(|data: &[u8]| {
         }
     });
 
-    let Ok(config) = Config::from_toml(TOPO) else {
+    let Ok(config) = Config::from_toml(&testkit::topology::standard().build()) else {
         return;
     };
     let Ok(mut pipeline) = Pipeline::new(&config) else {
         return;
     };
+    // c1 (0) and the uplink (2) take plain frames, c2 (1) takes every offload.
     pipeline.set_port_offloads(PortId(1), Capabilities::ALL);
     let mut out = Vec::new();
     for (i, port) in [PortId(0), PortId(2)].into_iter().enumerate() {

@@ -6,7 +6,6 @@
 
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use nat::{Endpoint, rewrite_offloaded};
-use packet::checksum::{fold, pseudo_header_sum};
 use packet::gso::complete_checksum;
 use packet::{Ipv4Addr, classify};
 use proptest::prelude::*;
@@ -20,25 +19,15 @@ fn partial_frame(tcp: bool, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), payload:
         64,
     );
     let mut f = Vec::new();
-    let field = if tcp {
+    if tcp {
         b.tcp(src.1, dst.1, 1, 1000)
             .ack(1)
             .write(&mut f, payload)
             .unwrap();
-        34 + 16
     } else {
         b.udp(src.1, dst.1).write(&mut f, payload).unwrap();
-        34 + 6
-    };
-    let proto = if tcp { 6 } else { 17 };
-    let pseudo = fold(pseudo_header_sum(
-        src.0,
-        dst.0,
-        proto,
-        (f.len() - 34) as u16,
-    ));
-    f[field..field + 2].copy_from_slice(&pseudo.to_be_bytes());
-    f
+    }
+    testkit::frames::make_partial(f)
 }
 
 fn verify(frame: &[u8]) {

@@ -7,41 +7,25 @@
 #![allow(clippy::unwrap_used)]
 
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
-use packet::checksum::{fold, pseudo_header_sum};
 use packet::offload::{Capabilities, Checksum, Gso, Offload};
 use std::net::Ipv4Addr;
 use switch::{Config, DropReason, Packet, Pipeline, PortId};
+use testkit::frames::make_partial;
+use testkit::topology;
 
-const TOPO: &str = r#"
-[bridge]
-mtu = 1500
-
-[[network]]
-name = "bridge"
-subnet = "172.17.0.0/16"
-gateway = "172.17.0.1"
-
-[[port]]
-name = "c1"
-kind = "pcap"
-network = "bridge"
-
-[[port]]
-name = "c2"
-kind = "pcap"
-network = "bridge"
-
-[[port]]
-name = "up"
-kind = "pcap"
-
-[uplink]
-port = "up"
-address = "203.0.113.2"
-next_hop = "203.0.113.1"
-next_hop_mac = "02:00:00:00:00:fe"
-mtu = 1400
-"#;
+/// `bridge` with c1 and c2, the static uplink `up` (next hop by MAC); `mtu` on the uplink.
+fn topo(uplink_mtu: Option<u16>) -> String {
+    let t = topology::Topo::new()
+        .bridge(&[("mtu", "1500")])
+        .routed("bridge", "172.17.0.0/16", "172.17.0.1")
+        .ports("bridge", &["c1", "c2"])
+        .uplink_port("up")
+        .uplink_static("up");
+    match uplink_mtu {
+        Some(m) => t.set("mtu", m).build(),
+        None => t.build(),
+    }
+}
 
 const C1: PortId = PortId(0);
 const C2: PortId = PortId(1);
@@ -53,10 +37,15 @@ const C2_MAC: [u8; 6] = [0x02, 0x42, 172, 17, 0, 3];
 const GW_MAC: [u8; 6] = [0x02, 0x42, 172, 17, 0, 1];
 const C1_IP: [u8; 4] = [172, 17, 0, 2];
 const C2_IP: [u8; 4] = [172, 17, 0, 3];
-const INET: [u8; 4] = [203, 0, 113, 1];
+/// A server on the internet, off-link (through the static next hop).
+const INET: [u8; 4] = [198, 51, 100, 10];
 
 fn pipeline() -> Pipeline {
-    Pipeline::new(&Config::from_toml(TOPO).unwrap()).unwrap()
+    pipeline_with(None)
+}
+
+fn pipeline_with(uplink_mtu: Option<u16>) -> Pipeline {
+    Pipeline::new(&Config::from_toml(&topo(uplink_mtu)).unwrap()).unwrap()
 }
 
 /// A TCP super-frame as a kernel with TSO hands it over: one IPv4/TCP header (DF set) for
@@ -72,13 +61,7 @@ fn super_frame(dst_mac: [u8; 6], dst: [u8; 4], payload: &[u8], mss: u16) -> (Vec
         .psh();
     let mut f = Vec::new();
     b.write(&mut f, payload).unwrap();
-    let pseudo = fold(pseudo_header_sum(
-        C1_IP.into(),
-        dst.into(),
-        6,
-        (f.len() - 34) as u16,
-    ));
-    f[50..52].copy_from_slice(&pseudo.to_be_bytes());
+    let f = make_partial(f);
     let o = Offload {
         checksum: Checksum::Partial {
             start: 34,
@@ -274,7 +257,7 @@ fn masquerade_to_a_port_without_offloads_segments_after_translation() {
 
 #[test]
 fn segments_above_the_uplink_mtu_get_fragmentation_needed() {
-    let mut p = pipeline();
+    let mut p = pipeline_with(Some(1400));
     assert!(p.set_port_offloads(UP, Capabilities::ALL));
     handshake(&mut p);
     // 1448-byte segments make 1488-byte packets: more than the uplink's 1400, with DF.

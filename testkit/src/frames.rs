@@ -192,6 +192,28 @@ fn refresh_ipv4_checksum(frame: &mut [u8]) {
     frame[24..26].copy_from_slice(&c.to_be_bytes());
 }
 
+/// Turns the complete TCP/UDP checksum of an untagged IPv4 frame (no IP options) into what a
+/// sender with checksum offload hands over (CHECKSUM_PARTIAL, or a GSO super-frame from TSO):
+/// the field holds the folded pseudo-header sum of the whole L4 length, for the device to
+/// finish. Computed with [`ones_sum`], independently of the code under test.
+///
+/// # Panics
+/// If the frame is not TCP or UDP over IPv4 without options.
+pub fn make_partial(mut frame: Vec<u8>) -> Vec<u8> {
+    assert!(frame.len() >= 42 && frame[12..14] == [0x08, 0x00] && frame[14] == 0x45);
+    let field = match frame[23] {
+        6 => 34 + 16,
+        17 => 34 + 6,
+        p => panic!("protocol {p} has no partial checksum"),
+    };
+    let mut ph = frame[26..34].to_vec();
+    ph.extend_from_slice(&[0, frame[23]]);
+    ph.extend_from_slice(&((frame.len() - 34) as u16).to_be_bytes());
+    let pseudo = ones_sum(0, &ph) as u16;
+    frame[field..field + 2].copy_from_slice(&pseudo.to_be_bytes());
+    frame
+}
+
 /// RFC 1071 one's-complement sum of 16-bit words added to `acc`, folded to 16 bits: written here,
 /// not taken from the code under test, so tests that verify checksums with it are independent.
 pub fn ones_sum(mut acc: u32, bytes: &[u8]) -> u32 {

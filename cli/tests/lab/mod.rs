@@ -245,6 +245,37 @@ subnet = "203.0.113.0/24"
         }
     }
 
+    /// Runs an iperf3 client (3 s, JSON) in `ns` with `args`; the received rate in Gbit/s.
+    pub fn iperf_gbps(&self, ns: &str, args: &[&str]) -> f64 {
+        let mut all = vec!["iperf3", "-t", "3", "-J"];
+        all.extend_from_slice(args);
+        let out = self.exec_ok(ns, &all);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .unwrap()
+            / 1e9
+    }
+
+    /// Downloads `url` with curl in `ns` and checks it is `original` byte for byte (SHA-256).
+    pub fn download_checked(&self, ns: &str, url: &str, original: &Path, what: &str) {
+        let got = self.dir.join(format!("got-{what}.bin"));
+        self.exec_ok(
+            ns,
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "120",
+                "-o",
+                got.to_str().unwrap(),
+                url,
+            ],
+        );
+        assert_eq!(sha256(&got), sha256(original), "{what}: download corrupted");
+        std::fs::remove_file(&got).unwrap();
+    }
+
     pub fn curl(&self, ns: &str, url: &str) -> String {
         self.exec_ok(ns, &["curl", "-sS", "--max-time", "20", url])
     }
