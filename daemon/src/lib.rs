@@ -25,6 +25,7 @@ mod state;
 mod uplink;
 
 pub use startup::run;
+pub use uplink::ROOTLESS_TOPOLOGY;
 
 use anyhow::{Context, Result, bail};
 use datapath::io::rootless::HostHelper;

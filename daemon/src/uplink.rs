@@ -10,8 +10,10 @@ use std::sync::Arc;
 use switch::Config;
 
 /// The rootless default: an uplink of host sockets (the socket gateway), large MTUs like the
-/// rootless tools use; networks come from the state (the default `bridge` at least).
-pub(crate) const ROOTLESS_TOPOLOGY: &str = r#"
+/// rootless tools use; networks come from the state (the default `bridge` at least). The text
+/// ends with the `[uplink]` table, so that tests and benches can add keys to it (such as
+/// `host_loopback`) and tables after it without writing their own copy.
+pub const ROOTLESS_TOPOLOGY: &str = r#"
 [bridge]
 mtu = 65520
 
