@@ -4,10 +4,12 @@
 //! and `ip`/command helpers that fail with the command's output. Traffic stays inside the
 //! namespaces a lab makes; tests only shell out here, the product never does.
 
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 /// Labs run one at a time: on two cores, parallel labs would starve each other's packet loops
 /// and turn timeouts into flakes.
@@ -84,17 +86,39 @@ pub fn run(cmd: &mut Command) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
+/// Runs `cmd`; its stdout, or an error with its output when it fails or cannot start.
+///
+/// # Errors
+/// When `cmd` cannot start or exits unsuccessfully.
+pub fn try_ok(cmd: &mut Command) -> io::Result<String> {
+    let out = cmd
+        .output()
+        .map_err(|e| io::Error::other(format!("cannot run {cmd:?}: {e}")))?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "{cmd:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Runs `cmd`, panicking with its output when it fails; returns stdout.
 pub fn ok(cmd: &mut Command) -> String {
-    let desc = format!("{cmd:?}");
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{desc} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    try_ok(cmd).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Polls `f` every 50 ms until it holds (true) or `timeout` has passed (false).
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
 }
 
 /// Runs `ip ARGS`, panicking with its output when it fails; returns stdout.

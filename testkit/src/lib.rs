@@ -8,7 +8,9 @@
 //! - [`traffic`]: the one bulk traffic generator (L2 host frames, N NAT flows in both directions)
 //!   of the criterion benches, `vswitch-bench pipeline` and the fuzz seeds;
 //! - [`golden`]: the golden-scenario harness over `pcap-fixtures/`;
-//! - [`lab`]: network-namespace labs with clean-up guards.
+//! - [`lab`]: network-namespace labs with clean-up guards;
+//! - [`rootless`]: the rootless lab (a stand-in host namespace, commands as a plain user,
+//!   rootless containers) of the rootless e2e test and `vswitch-bench rootless`.
 //!
 //! It depends only on low crates (`packet`, etherparse, serde_json, tempfile): what it needs of
 //! the switch or the datapath (replay, port names, pcap files) the caller passes in as
@@ -17,5 +19,6 @@
 pub mod frames;
 pub mod golden;
 pub mod lab;
+pub mod rootless;
 pub mod topology;
 pub mod traffic;
