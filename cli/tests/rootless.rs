@@ -16,122 +16,41 @@ mod lab;
 
 use lab::{BIN, ip, ok, run, sha256, skip};
 use std::path::Path;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
+use testkit::lab::wait_until;
+use testkit::rootless::{RootlessHost, user_exists, with_host_loopback};
 
 const SOAK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/soak_client.py");
 const WHOAMI: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/whoami_server.py");
 const UPSTREAM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/dns_upstream.py");
 
-/// The stand-in host namespace, the user's processes in it, and the files; all removed on drop.
+/// The stand-in host (removed on drop) and the copies of the binary and script the user runs.
 struct Rootless {
-    host: String,
-    user: String,
-    dir: PathBuf,
-    /// Copies of the binary and scripts the user may run (the checkout may sit under a home
-    /// directory the user cannot enter, such as /root).
+    lab: RootlessHost,
     bin: String,
     whoami: String,
-    procs: Vec<Child>,
-    containers: Vec<(String, u32)>,
 }
 
 impl Rootless {
-    fn socket(&self) -> PathBuf {
-        self.dir.join("run/vswitch/vswitch.sock")
-    }
-
-    /// A command run as the user inside the stand-in host, with the user's XDG directories.
-    fn as_user(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args([
-            "netns", "exec", &self.host, "setpriv", "--reuid", &self.user,
-        ])
-        .args(["--regid", &self.user, "--init-groups", "env"])
-        .arg(format!(
-            "XDG_RUNTIME_DIR={}",
-            self.dir.join("run").display()
-        ))
-        .arg(format!(
-            "XDG_STATE_HOME={}",
-            self.dir.join("state").display()
-        ))
-        .arg(format!("HOME={}", self.dir.display()))
-        .args(args);
-        c
-    }
-
-    /// A command run as the user inside container `pid`'s namespaces.
-    fn in_container(&self, pid: u32, args: &[&str]) -> Command {
-        let pid = pid.to_string();
-        let mut all = vec!["nsenter", "-t", &pid, "-U", "-n", "--preserve-credentials"];
-        all.extend_from_slice(args);
-        self.as_user(&all)
-    }
-
     fn cli(&self, args: &[&str]) -> String {
         let mut all = vec![self.bin.as_str()];
         all.extend_from_slice(args);
-        ok(&mut self.as_user(&all))
+        ok(&mut self.lab.as_user(&all))
     }
 
-    fn spawn(&mut self, mut cmd: Command) -> u32 {
-        let child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let pid = child.id();
-        self.procs.push(child);
-        pid
-    }
-
-    /// Starts a rootless container (a user + network namespace holding a `sleep`) and
-    /// connects it to `network` as `name` with `addr`.
+    /// Starts a rootless container and connects it to `network` as `name` with `addr`.
     fn container(&mut self, name: &str, network: &str, addr: &str) -> u32 {
-        let marker = format!("{}-{name}", self.host);
-        let cmd = self.as_user(&[
-            "unshare",
-            "--user",
-            "--map-root-user",
-            "--net",
-            "bash",
-            "-c",
-            &format!("exec -a {marker} sleep 600"),
-        ]);
-        self.spawn(cmd);
-        // The sleep's pid (the namespaces are its own, not the wrapper's).
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let pid = loop {
-            let out = run(Command::new("pgrep").args(["-f", &marker]));
-            if let Some(pid) = String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .filter_map(|l| l.trim().parse::<u32>().ok())
-                .next()
-            {
-                break pid;
-            }
-            assert!(Instant::now() < deadline, "container {name} did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        // Wait until unshare has entered its namespaces (the pid exists before that).
-        let host_ns = std::fs::read_link("/proc/self/ns/user").ok();
-        wait_for("the container's user namespace", || {
-            let ns = std::fs::read_link(format!("/proc/{pid}/ns/user")).ok();
-            ns.is_some() && ns != host_ns
-        });
-        std::thread::sleep(Duration::from_millis(100));
+        let pid = self.lab.container(name).unwrap();
         let pid_s = pid.to_string();
         self.cli(&[
             "network", "connect", network, "--pid", &pid_s, "--name", name, "--ip", addr,
         ]);
-        self.containers.push((name.to_string(), pid));
         pid
     }
 
     fn run_in(&self, pid: u32, args: &[&str]) -> Output {
-        run(&mut self.in_container(pid, args))
+        run(&mut self.lab.in_container(pid, args))
     }
 
     fn ok_in(&self, pid: u32, args: &[&str]) -> String {
@@ -141,42 +60,18 @@ impl Rootless {
             "in container {pid}: {args:?}\nstdout: {}\nstderr: {}\ndaemon log:\n{}\nstats:\n{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr),
-            std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default(),
-            String::from_utf8_lossy(&run(&mut self.as_user(&[&self.bin, "stats"])).stdout)
+            std::fs::read_to_string(self.lab.dir().join("daemon.log")).unwrap_or_default(),
+            String::from_utf8_lossy(&run(&mut self.lab.as_user(&[&self.bin, "stats"])).stdout)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
 
-impl Drop for Rootless {
-    fn drop(&mut self) {
-        for p in &mut self.procs {
-            let _ = p.kill();
-            let _ = p.wait();
-        }
-        for (_, pid) in &self.containers {
-            let _ = Command::new("kill").arg(pid.to_string()).status();
-        }
-        let _ = Command::new("pkill")
-            .args(["-f", &format!("{}-", self.host)])
-            .status();
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.host])
-            .status();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !f() {
-        assert!(Instant::now() < deadline, "{what} did not happen in time");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn user_exists(user: &str) -> bool {
-    run(Command::new("id").arg(user)).status.success()
+fn wait_for(what: &str, f: impl FnMut() -> bool) {
+    assert!(
+        wait_until(Duration::from_secs(15), f),
+        "{what} did not happen in time"
+    );
 }
 
 #[test]
@@ -193,58 +88,33 @@ fn rootless_containers_reach_the_host_each_other_and_published_ports() {
         eprintln!("skipping rootless test: no user {user:?} (useradd -m {user}, as .ci/run does)");
         return;
     }
-    let host = format!("vsr{}", std::process::id() % 100_000);
-    let dir = std::env::temp_dir().join(format!("{host}-rootless"));
-    let _ = std::fs::remove_dir_all(&dir);
-    for sub in ["run", "state", "www", "got"] {
-        std::fs::create_dir_all(dir.join(sub)).unwrap();
-    }
-    let copy = |from: &str, name: &str| -> String {
-        let to = dir.join(name);
-        std::fs::copy(Path::new(from), &to).unwrap();
-        to.to_string_lossy().into_owned()
-    };
-    let bin = copy(BIN, "vswitch");
-    let whoami = copy(WHOAMI, "whoami_server.py");
-    ok(Command::new("chown").args(["-R", &user]).arg(&dir));
-    ok(Command::new("chmod").arg("755").arg(&dir));
-    ip(&["netns", "add", &host]);
+    let lab = RootlessHost::new(&format!("vsr{}", std::process::id() % 100_000), &user).unwrap();
+    let host = lab.host().to_string();
+    let dir = lab.dir().to_path_buf();
+    let www = lab.user_dir("www").unwrap();
+    let got = lab.user_dir("got").unwrap().join("big.bin");
     let mut r = Rootless {
-        host: host.clone(),
-        user,
-        dir: dir.clone(),
-        bin,
-        whoami,
-        procs: Vec::new(),
-        containers: Vec::new(),
+        bin: lab.install(Path::new(BIN), "vswitch").unwrap(),
+        whoami: lab.install(Path::new(WHOAMI), "whoami_server.py").unwrap(),
+        lab,
     };
-    ip(&["-n", &host, "link", "set", "lo", "up"]);
-    ip(&[
-        "-n", &host, "link", "add", "de0", "type", "veth", "peer", "name", "de1",
-    ]);
-    ip(&["-n", &host, "addr", "add", "192.0.2.1/24", "dev", "de0"]);
     // A second host address for the published-port client, so that its address differs from
     // the one the host listens on.
-    ip(&["-n", &host, "addr", "add", "192.0.2.9/24", "dev", "de0"]);
-    ip(&["-n", &host, "link", "set", "de0", "up"]);
+    r.lab
+        .ip(&["addr", "add", "192.0.2.9/24", "dev", "de0"])
+        .unwrap();
     // Unprivileged ICMP echo sockets for everyone in the stand-in host (Debian's default on a
     // real host varies).
-    ok(Command::new("ip").args([
-        "netns",
-        "exec",
-        &host,
-        "sysctl",
-        "-qw",
-        "net.ipv4.ping_group_range=0 2147483647",
-    ]));
+    ok(&mut r
+        .lab
+        .exec(&["sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647"]));
 
+    // The daemon's own rootless topology, with the host's loopback mapped, and more.
     let topo = dir.join("topo.toml");
     std::fs::write(
         &topo,
-        r#"
-[bridge]
-mtu = 65520
-
+        with_host_loopback(daemon::ROOTLESS_TOPOLOGY)
+            + r#"
 [dns]
 # A resolver on the host's own loopback, like systemd-resolved's 127.0.0.53: the socket
 # uplink reaches it (and nothing else on the host's loopback).
@@ -254,18 +124,6 @@ upstream = ["127.0.0.1"]
 name = "appnet"
 subnet = "10.89.0.0/24"
 gateway = "10.89.0.1"
-
-[[port]]
-name = "uplink"
-kind = "socket"
-
-[uplink]
-port = "uplink"
-address = "10.0.2.100"
-subnet = "10.0.2.0/24"
-next_hop = "10.0.2.2"
-host_loopback = "10.0.2.2"
-mtu = 65520
 
 [[publish]]
 proto = "tcp"
@@ -277,17 +135,8 @@ container_port = 80
     )
     .unwrap();
     let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
-    let mut daemon = r.as_user(&[
-        &r.bin,
-        "daemon",
-        "--rootless",
-        "--config",
-        topo.to_str().unwrap(),
-    ]);
-    daemon.stdout(Stdio::null()).stderr(log);
-    r.procs.push(daemon.spawn().unwrap());
-    let sock = r.socket();
-    wait_for("the rootless daemon's socket", || sock.exists());
+    let bin = r.bin.clone();
+    r.lab.start_daemon(&bin, &topo, log).unwrap();
 
     let a = r.container("web", "appnet", "10.89.0.2");
     let b = r.container("client", "appnet", "10.89.0.3");
@@ -302,22 +151,16 @@ container_port = 80
     r.ok_in(a, &["ping", "-c", "2", "-W", "2", "10.0.2.2"]);
 
     // 12 MB from a server on the stand-in host's loopback, byte for byte.
-    let www = dir.join("www");
     ok(Command::new("dd")
         .args(["if=/dev/urandom", "bs=1M", "count=12", "status=none"])
         .arg(format!("of={}", www.join("big.bin").display())));
-    let mut server = Command::new("ip");
-    server
-        .args(["netns", "exec", &host, "python3", WHOAMI, "8000"])
-        .current_dir(&www);
-    r.spawn(server);
-    let mut resolver = Command::new("ip");
-    resolver.args(["netns", "exec", &host, "python3", UPSTREAM, "53"]);
-    r.spawn(resolver);
-    let mut udp = Command::new("ip");
-    udp.args(["netns", "exec", &host, "python3", SOAK, "serve-udp", "9000"]);
-    r.spawn(udp);
-    let got = dir.join("got/big.bin");
+    let mut server = r.lab.exec(&["python3", WHOAMI, "8000"]);
+    server.current_dir(&www);
+    r.lab.spawn(server).unwrap();
+    let resolver = r.lab.exec(&["python3", UPSTREAM, "53"]);
+    r.lab.spawn(resolver).unwrap();
+    let udp = r.lab.exec(&["python3", SOAK, "serve-udp", "9000"]);
+    r.lab.spawn(udp).unwrap();
     let url = "http://10.0.2.2:8000/big.bin";
     wait_for("the host's HTTP server", || {
         r.run_in(
@@ -365,36 +208,28 @@ container_port = 80
 
     // Published port: a client on the stand-in host reaches container a's server, which sees
     // the client's real address.
-    let mut web = r.in_container(a, &["python3", &r.whoami, "80"]);
+    let mut web = r.lab.in_container(a, &["python3", &r.whoami, "80"]);
     web.current_dir(&www);
-    r.spawn(web);
-    let who = Command::new("ip")
-        .args(["netns", "exec", &host, "curl", "-sS", "--max-time", "5"])
-        .args(["--interface", "192.0.2.9", "http://192.0.2.1:8080/whoami"])
-        .output();
-    let mut tries = 0;
-    let mut who = who.unwrap();
-    while !who.status.success() && tries < 50 {
-        std::thread::sleep(Duration::from_millis(100));
-        tries += 1;
-        who = Command::new("ip")
-            .args(["netns", "exec", &host, "curl", "-sS", "--max-time", "5"])
-            .args(["--interface", "192.0.2.9", "http://192.0.2.1:8080/whoami"])
-            .output()
-            .unwrap();
-    }
-    assert_eq!(String::from_utf8_lossy(&who.stdout).trim(), "192.0.2.9");
-
-    // A port published at run time opens a host listening socket at once; removed, it closes.
-    r.cli(&["port", "publish", "appnet", "web", "8081:80/tcp"]);
+    r.lab.spawn(web).unwrap();
     let get = |port: u16| {
-        Command::new("ip")
-            .args(["netns", "exec", &host, "curl", "-sS", "--max-time", "5"])
+        r.lab
+            .exec(&["curl", "-sS", "--max-time", "5"])
             .args(["--interface", "192.0.2.9"])
             .arg(format!("http://192.0.2.1:{port}/whoami"))
             .output()
             .unwrap()
     };
+    let mut tries = 0;
+    let mut who = get(8080);
+    while !who.status.success() && tries < 50 {
+        std::thread::sleep(Duration::from_millis(100));
+        tries += 1;
+        who = get(8080);
+    }
+    assert_eq!(String::from_utf8_lossy(&who.stdout).trim(), "192.0.2.9");
+
+    // A port published at run time opens a host listening socket at once; removed, it closes.
+    r.cli(&["port", "publish", "appnet", "web", "8081:80/tcp"]);
     let runtime = get(8081);
     assert_eq!(
         String::from_utf8_lossy(&runtime.stdout).trim(),
@@ -407,36 +242,17 @@ container_port = 80
 
     // DNS: one container finds the other by name on the user-defined network ("a" would be
     // taken by dig as the query type).
-    let answer = r.ok_in(
-        b,
-        &["dig", "+short", "+time=2", "+tries=2", "@10.89.0.1", "web"],
-    );
-    assert_eq!(answer.trim(), "10.89.0.2");
-    let full = r.ok_in(
-        b,
-        &[
-            "dig",
-            "+short",
-            "+time=2",
-            "+tries=2",
-            "@10.89.0.1",
-            "web.vswitch.internal",
-        ],
-    );
-    assert_eq!(full.trim(), "10.89.0.2");
+    let dig = |name: &str| {
+        let out = r.ok_in(
+            b,
+            &["dig", "+short", "+time=2", "+tries=2", "@10.89.0.1", name],
+        );
+        out.trim().to_string()
+    };
+    assert_eq!(dig("web"), "10.89.0.2");
+    assert_eq!(dig("web.vswitch.internal"), "10.89.0.2");
     // Other names go to the host's resolver, on the host's loopback.
-    let forwarded = r.ok_in(
-        b,
-        &[
-            "dig",
-            "+short",
-            "+time=2",
-            "+tries=2",
-            "@10.89.0.1",
-            "example.com",
-        ],
-    );
-    assert_eq!(forwarded.trim(), "192.0.2.123");
+    assert_eq!(dig("example.com"), "192.0.2.123");
     let who = r.ok_in(
         b,
         &["curl", "-sS", "--max-time", "5", "http://10.89.0.2/whoami"],
@@ -451,6 +267,6 @@ container_port = 80
     let owner = ok(Command::new("stat")
         .args(["-c", "%U"])
         .arg(dir.join("state/vswitch/state.redb")));
-    assert_eq!(owner.trim(), r.user);
+    assert_eq!(owner.trim(), r.lab.user());
     r.cli(&["shutdown"]);
 }
