@@ -55,6 +55,11 @@ fuzz_target!(|data: &[u8]| {
         let mut input = vec![Packet::with_offload(port, rest.to_vec(), offload)];
         pipeline.process(1 + i as u64, &mut input, &mut out);
     }
+    assert_eq!(
+        pipeline.bridge_counters().gso_failed,
+        0,
+        "an accepted state failed segmentation"
+    );
     for p in &out {
         // Ports without offloads get plain frames only.
         if p.port != PortId(1) {

@@ -92,15 +92,9 @@ impl Delta {
         self.changed |= other.changed;
     }
 
-    /// RFC 1624 eqn. 3, `HC' = ~(~HC + ~m + m')`, for all the collected terms; a result of
-    /// 0x0000 is written as 0xffff.
-    ///
-    /// No change leaves the checksum as it is. Changes that fold to ones' complement zero keep
-    /// its value, written as 0xffff if it was 0x0000: the data may now be all zero (e.g. an
-    /// echo reply whose identifier went from 0xffff to 0), and then only 0xffff verifies.
-    /// The same terms applied to a *partial* checksum field (the folded pseudo-header sum the
-    /// device finishes later): `F' = F + ~m + m'`, no complement, no 0xffff rule (the final
-    /// checksum is computed afresh from it).
+    /// The terms applied to a *partial* checksum field (the folded pseudo-header sum the device
+    /// finishes later): `F' = F + ~m + m'`, no complement, no 0xffff rule (the final checksum
+    /// is computed afresh from it).
     #[inline]
     pub(crate) fn apply_partial(self, field: u16) -> u16 {
         if !self.changed {
@@ -109,6 +103,12 @@ impl Delta {
         fold(u32::from(field) + u32::from(fold64(self.sum)))
     }
 
+    /// RFC 1624 eqn. 3, `HC' = ~(~HC + ~m + m')`, for all the collected terms; a result of
+    /// 0x0000 is written as 0xffff.
+    ///
+    /// No change leaves the checksum as it is. Changes that fold to ones' complement zero keep
+    /// its value, written as 0xffff if it was 0x0000: the data may now be all zero (e.g. an
+    /// echo reply whose identifier went from 0xffff to 0), and then only 0xffff verifies.
     #[inline]
     pub(crate) fn apply(self, checksum: u16) -> u16 {
         if !self.changed {

@@ -28,13 +28,18 @@ const F_RSC_INFO: u8 = 4;
 
 const GSO_NONE: u8 = 0;
 const GSO_TCPV4: u8 = 1;
-const GSO_UDP: u8 = 3;
 const GSO_TCPV6: u8 = 4;
 const GSO_UDP_L4: u8 = 5;
 const GSO_ECN: u8 = 0x80;
 
 const PROTO_TCP: u8 = 6;
 const PROTO_UDP: u8 = 17;
+const PROTO_SCTP: u8 = 132;
+
+/// The smallest TCP segment size a kernel sends (`TCP_MIN_SND_MSS`).
+const MIN_TCP_SEGMENT: u16 = 48;
+/// The most datagrams one UDP super-frame holds (`UDP_MAX_SEGMENTS`).
+const MAX_UDP_SEGMENTS: usize = 128;
 
 /// State of a frame's L4 checksum.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -162,9 +167,13 @@ pub enum OffloadError {
     /// A partial checksum whose field lies beyond the frame.
     #[error("partial checksum field past the end of the frame")]
     ChecksumOutOfFrame,
-    /// GSO without a partial checksum (the kernel always sets both).
-    #[error("GSO frame without a partial checksum")]
-    GsoWithoutChecksum,
+    /// More segments than a kernel makes of one super-frame (TCP segment size below 48 bytes,
+    /// more than 128 UDP datagrams).
+    #[error("GSO segment size too small for the frame")]
+    TooManySegments,
+    /// Offload state on an IP fragment.
+    #[error("offload state on an IP fragment")]
+    Fragment,
     /// The GSO type does not match the frame's headers (TCP GSO on a UDP frame, v4 on v6, ...).
     #[error("GSO type does not match the frame's headers")]
     GsoMismatch,
@@ -238,9 +247,8 @@ impl Offload {
                 ecn,
             },
             GSO_UDP_L4 if !ecn => Gso::Udp { size: gso_size },
-            // UFO (IP fragmentation of UDP) is gone from Linux's offer; tunnels, SCTP and the
-            // rest are not switched whole.
-            GSO_UDP => return Err(OffloadError::UnsupportedGso(gso_type)),
+            // UFO (GSO_UDP, IP fragmentation of UDP) is gone from Linux's offer; tunnels, SCTP
+            // and the rest are not switched whole.
             _ => return Err(OffloadError::UnsupportedGso(gso_type)),
         };
         let offload = Offload { checksum, gso };
@@ -248,46 +256,85 @@ impl Offload {
         Ok(offload)
     }
 
-    /// Checks the state against the frame's headers: a GSO type must match the L3/L4 protocol,
-    /// a partial checksum must start at the L4 header and name its checksum field.
+    /// Checks the state against the frame's headers, so nothing later trusts a field the frame
+    /// cannot back:
+    /// - a GSO type must match the L3/L4 protocol, go to a unicast MAC (TCP and UDP never send
+    ///   super-frames to a group), and cut into no more segments than a kernel makes (TCP: a
+    ///   segment size of at least 48 bytes, the kernel's `TCP_MIN_SND_MSS`; UDP: at most 128
+    ///   datagrams, `UDP_MAX_SEGMENTS`), so one frame cannot become tens of thousands;
+    /// - a partial checksum must lie inside the frame; at the TCP/UDP header it is this
+    ///   packet's own (NAT updates it), elsewhere (the inner header of a tunnel, after IPv6
+    ///   extension headers) it is finished generically, except SCTP's CRC32c, which is no ones'
+    ///   complement sum;
+    /// - no offload on an IP fragment (the kernel finishes checksums before fragmenting).
+    ///
+    /// GSO without a partial checksum is accepted: drivers' LRO hands over coalesced frames as
+    /// verified, and segmentation computes every checksum afresh anyway.
     pub fn check(&self, frame: &[u8]) -> Result<(), OffloadError> {
         if self.gso == Gso::None && !matches!(self.checksum, Checksum::Partial { .. }) {
             return Ok(());
+        }
+        let ip = IpSummary::of(frame);
+        if ip.is_some_and(|i| i.fragment) {
+            return Err(OffloadError::Fragment);
         }
         let layout = Layout::of(frame);
         if let Some(size) = self.gso.segment_size() {
             if size == 0 {
                 return Err(OffloadError::ZeroSegmentSize);
             }
-            let Checksum::Partial { .. } = self.checksum else {
-                return Err(OffloadError::GsoWithoutChecksum);
-            };
             let l = layout.ok_or(OffloadError::GsoMismatch)?;
             let fits = match self.gso {
                 Gso::Tcp { ipv6, .. } => l.proto == PROTO_TCP && l.ipv6 == ipv6,
                 Gso::Udp { .. } => l.proto == PROTO_UDP,
                 Gso::None => true,
             };
-            if !fits {
+            if !fits || frame.first().is_some_and(|b| b & 1 == 1) {
                 return Err(OffloadError::GsoMismatch);
+            }
+            let segments = (l.end - l.headers_len).div_ceil(usize::from(size));
+            let too_many = match self.gso {
+                Gso::Tcp { .. } => size < MIN_TCP_SEGMENT,
+                _ => segments > MAX_UDP_SEGMENTS,
+            };
+            if too_many {
+                return Err(OffloadError::TooManySegments);
             }
         }
         if let Checksum::Partial { start, offset } = self.checksum {
             if usize::from(start) + usize::from(offset) + 2 > frame.len() {
                 return Err(OffloadError::ChecksumOutOfFrame);
             }
-            // Only TCP and UDP checksums are carried partial; anything else (SCTP's CRC, an
-            // offset into the middle of a header) would be finished wrongly.
-            let expected = layout.and_then(|l| match l.proto {
-                PROTO_TCP => Some((l.l4, 16)),
-                PROTO_UDP => Some((l.l4, 6)),
-                _ => None,
+            let start = usize::from(start);
+            let own = layout.map(|l| {
+                let field = if l.proto == PROTO_TCP { 16 } else { 6 };
+                (l.l4, (l.l4, field) == (start, offset))
             });
-            if expected != Some((usize::from(start), offset)) {
-                return Err(OffloadError::ChecksumMismatch);
+            match own {
+                // The packet's own TCP/UDP checksum.
+                Some((_, true)) => {}
+                // A GSO frame's checksum is its TCP/UDP header's; a field at the TCP/UDP header
+                // must be its checksum; nothing before it can be partial.
+                Some((l4, false)) if self.gso != Gso::None || start <= l4 => {
+                    return Err(OffloadError::ChecksumMismatch);
+                }
+                // Beyond it (a tunnel's inner header), or an IP payload vswitch does not parse:
+                // a ones' complement sum after the Ethernet header, finished generically.
+                _ => {
+                    let sctp = ip.is_some_and(|i| i.proto == PROTO_SCTP);
+                    if self.gso != Gso::None || sctp || start < 14 {
+                        return Err(OffloadError::ChecksumMismatch);
+                    }
+                }
             }
         }
         Ok(())
+    }
+
+    /// Whether the partial checksum (if any) is the TCP/UDP checksum of the packet's own L4
+    /// header at `l4`, which NAT updates by the pseudo-header rule (a tunnel's inner one is not).
+    pub fn partial_at(&self, l4: usize) -> bool {
+        matches!(self.checksum, Checksum::Partial { start, .. } if usize::from(start) == l4)
     }
 
     /// The virtio-net header to send before `frame` (whose headers give `hdr_len`).
@@ -317,6 +364,43 @@ impl Offload {
         h[6..8].copy_from_slice(&start.to_le_bytes());
         h[8..10].copy_from_slice(&offset.to_le_bytes());
         h
+    }
+}
+
+/// The IP protocol of a frame (IPv4, or IPv6's first next header) and whether it is a
+/// fragment, for the checks that do not need a TCP/UDP header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct IpSummary {
+    proto: u8,
+    fragment: bool,
+}
+
+impl IpSummary {
+    fn of(frame: &[u8]) -> Option<IpSummary> {
+        let be16 = |i: usize| {
+            frame
+                .get(i..i + 2)
+                .map(|b| u16::from_be_bytes([b[0], b[1]]))
+        };
+        let (mut l3, mut ethertype) = (14, be16(12)?);
+        if ethertype == ETHERTYPE_VLAN {
+            (l3, ethertype) = (18, be16(16)?);
+        }
+        match ethertype {
+            ETHERTYPE_IPV4 => Some(IpSummary {
+                proto: *frame.get(l3 + 9)?,
+                // More fragments, or a fragment offset.
+                fragment: be16(l3 + 6)? & 0x3fff != 0,
+            }),
+            ETHERTYPE_IPV6 => {
+                let next = *frame.get(l3 + 6)?;
+                Some(IpSummary {
+                    proto: next,
+                    fragment: next == 44,
+                })
+            }
+            _ => None,
+        }
     }
 }
 
@@ -455,7 +539,7 @@ mod tests {
                 OffloadError::UnknownFlags(0x10),
             ),
             (
-                hdr(1, GSO_UDP, 1400, 34, 6).to_vec(),
+                hdr(1, 3, 1400, 34, 6).to_vec(),
                 OffloadError::UnsupportedGso(3),
             ),
             (
@@ -475,8 +559,8 @@ mod tests {
                 OffloadError::ChecksumOutOfFrame,
             ),
             (
-                hdr(0, GSO_TCPV4, 1400, 0, 0).to_vec(),
-                OffloadError::GsoWithoutChecksum,
+                hdr(1, GSO_TCPV4, 47, 34, 16).to_vec(),
+                OffloadError::TooManySegments,
             ),
             (
                 hdr(1, GSO_TCPV6, 1400, 34, 16).to_vec(),
@@ -501,6 +585,42 @@ mod tests {
             Offload::from_vnet_hdr(&hdr(1, GSO_TCPV4, 1400, 34, 16), &junk),
             Err(OffloadError::GsoMismatch)
         );
+    }
+
+    #[test]
+    fn what_a_kernel_sends_is_accepted_and_what_it_never_sends_is_not() {
+        let f = tcp_frame(4000);
+        // LRO: a verified GSO frame (no partial checksum).
+        let lro = Offload::from_vnet_hdr(&hdr(F_DATA_VALID, GSO_TCPV4, 1448, 0, 0), &f).unwrap();
+        assert_eq!(lro.checksum, Checksum::Verified);
+        // A tunnel's inner checksum: partial past the outer L4 header, no GSO.
+        assert!(Offload::from_vnet_hdr(&hdr(1, 0, 0, 74, 16), &f).is_ok());
+        // ... but not on a GSO frame, not inside the Ethernet header, not for SCTP.
+        assert!(Offload::from_vnet_hdr(&hdr(1, GSO_TCPV4, 1000, 40, 6), &f).is_err());
+        let mut sctp = f.clone();
+        sctp[23] = 132;
+        assert_eq!(
+            Offload::from_vnet_hdr(&hdr(1, 0, 0, 34, 8), &sctp),
+            Err(OffloadError::ChecksumMismatch)
+        );
+        // A fragment carries no offload.
+        let mut frag = f.clone();
+        frag[20] |= 0x20; // more fragments
+        assert_eq!(
+            Offload::from_vnet_hdr(&hdr(1, 0, 0, 34, 16), &frag),
+            Err(OffloadError::Fragment)
+        );
+        // No super-frame to a group address.
+        let mut bcast = f.clone();
+        bcast[..6].fill(0xff);
+        assert_eq!(
+            Offload::from_vnet_hdr(&hdr(1, GSO_TCPV4, 1000, 34, 16), &bcast),
+            Err(OffloadError::GsoMismatch)
+        );
+        // The smallest TCP segment a kernel sends is 48 bytes.
+        assert!(Offload::from_vnet_hdr(&hdr(1, GSO_TCPV4, 48, 34, 16), &f).is_ok());
+        let o = Offload::from_vnet_hdr(&hdr(1, 0, 0, 34, 16), &f).unwrap();
+        assert!(o.partial_at(34) && !o.partial_at(38));
     }
 
     #[test]

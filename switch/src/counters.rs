@@ -154,6 +154,9 @@ pub struct BridgeCounters {
     /// Plain frames made in software from offloaded ones, for ports that cannot take them
     /// (segments of GSO super-frames, frames whose partial checksum was finished).
     pub gso_segments: u64,
+    /// Offloaded frames that could not be segmented on their way out (should stay 0: the
+    /// ingress check refuses what segmentation cannot cut).
+    pub gso_failed: u64,
     /// ARP requests the gateway sent.
     pub arp_requests_sent: u64,
     /// ARP replies the gateway sent.
@@ -205,6 +208,7 @@ impl BridgeCounters {
         self.fdb_aged += o.fdb_aged;
         self.flooded_copies += o.flooded_copies;
         self.gso_segments += o.gso_segments;
+        self.gso_failed += o.gso_failed;
         self.arp_requests_sent += o.arp_requests_sent;
         self.arp_replies_sent += o.arp_replies_sent;
         self.echo_replies_sent += o.echo_replies_sent;

@@ -372,6 +372,10 @@ impl AfPacket {
     /// `Ok(k < frames.len())` after a partial send, `Err` (e.g. `WouldBlock`, ENOBUFS when the
     /// device queue is full) only when the first frame was refused.
     pub fn tx_batch(&mut self, frames: &[&[u8]]) -> std::io::Result<usize> {
+        if self.vnet_hdr {
+            // The kernel would read each frame's first 10 bytes as its virtio-net header.
+            return Err(std::io::ErrorKind::InvalidInput.into());
+        }
         send_batch(&self.fd, frames, None)
     }
 

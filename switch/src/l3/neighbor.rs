@@ -68,9 +68,15 @@ pub struct Neighbors {
     cache: FxHashMap<u64, (MacAddr, u64)>,
     pending: FxHashMap<(Side, Ipv4Addr), Queue>,
     pending_total: usize,
+    /// Bytes of the frames waiting: super-frames (up to 64 KB) must not let the frame limits
+    /// pin 64 MB.
+    pending_bytes: usize,
     max_per_ip: usize,
     max_total: usize,
 }
+
+/// Bytes the pending queues may hold per allowed frame: what MTU-sized frames would take.
+const PENDING_BYTES_PER_FRAME: usize = 2048;
 
 impl Default for Neighbors {
     fn default() -> Self {
@@ -96,6 +102,7 @@ impl Neighbors {
             cache: FxHashMap::default(),
             pending: FxHashMap::default(),
             pending_total: 0,
+            pending_bytes: 0,
             max_per_ip: per_ip,
             max_total: total,
         }
@@ -124,7 +131,7 @@ impl Neighbors {
         }
         match self.pending.remove(&(side, ip)) {
             Some(q) => {
-                self.pending_total -= q.frames.len();
+                self.forget(&q.frames);
                 q.frames
             }
             None => Vec::new(),
@@ -133,7 +140,8 @@ impl Neighbors {
 
     /// Holds a frame until `ip` on `side` resolves.
     pub fn enqueue(&mut self, side: Side, ip: Ipv4Addr, frame: Waiting, now: u64) -> Enqueued {
-        if self.pending_total >= self.max_total {
+        let budget = self.max_total.saturating_mul(PENDING_BYTES_PER_FRAME);
+        if self.pending_total >= self.max_total || self.pending_bytes + frame.data.len() > budget {
             return Enqueued::Full(frame);
         }
         let q = self.pending.entry((side, ip)).or_insert(Queue {
@@ -144,6 +152,7 @@ impl Neighbors {
         if q.frames.len() >= self.max_per_ip {
             return Enqueued::Full(frame);
         }
+        self.pending_bytes += frame.data.len();
         q.frames.push(frame);
         self.pending_total += 1;
         let first = q.frames.len() == 1;
@@ -171,7 +180,7 @@ impl Neighbors {
         keys.sort();
         for k in keys {
             if let Some(q) = self.pending.remove(&k) {
-                self.pending_total -= q.frames.len();
+                self.forget(&q.frames);
                 dead.extend(q.frames);
             }
         }
@@ -181,6 +190,12 @@ impl Neighbors {
     /// Frames waiting now.
     pub fn pending_len(&self) -> usize {
         self.pending_total
+    }
+
+    /// Accounts frames leaving the queues.
+    fn forget(&mut self, frames: &[Waiting]) {
+        self.pending_total -= frames.len();
+        self.pending_bytes -= frames.iter().map(|w| w.data.len()).sum::<usize>();
     }
 }
 
@@ -194,6 +209,29 @@ mod tests {
             data: vec![n],
             offload: packet::offload::Offload::NONE,
         }
+    }
+
+    #[test]
+    fn super_frames_are_held_by_bytes_too() {
+        let mut n = Neighbors::with_limits(1024, 1024);
+        let ip = Ipv4Addr::new(10, 0, 0, 9);
+        let big = |_: usize| Waiting {
+            ingress: PortId(0),
+            data: vec![0; 65_000],
+            offload: packet::offload::Offload::NONE,
+        };
+        // 1024 frames' worth of MTU-sized bytes (2 MiB) holds 32 super-frames, not 1024.
+        let held = (0..100)
+            .filter(|&i| !matches!(n.enqueue(Side::Uplink, ip, big(i), 0), Enqueued::Full(_)))
+            .count();
+        assert_eq!(held, 32);
+        let mac = MacAddr([2, 0, 0, 0, 0, 9]);
+        assert_eq!(n.learn(Side::Uplink, ip, mac, 1).len(), 32);
+        let other = Ipv4Addr::new(10, 0, 0, 10);
+        assert!(!matches!(
+            n.enqueue(Side::Uplink, other, big(0), 2),
+            Enqueued::Full(_)
+        ));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::l3::fragments::FragmentPlan;
 use crate::synth;
 use conntrack::{Direction, EntryId, InsertError, TcpSegment, Tuple, Verdict, tcp_may_create};
 use nat::{Endpoint, NatError, PortRange};
-use packet::offload::{Checksum, Offload};
+use packet::offload::Offload;
 use packet::{Classified, Ipv4Info, L4, L4Proto, MacAddr};
 use std::net::Ipv4Addr;
 
@@ -170,7 +170,9 @@ impl Gateway {
             return;
         }
         let (src, dst) = endpoints(&plan.target);
-        let partial = matches!(f.offload.checksum, Checksum::Partial { .. });
+        // Only the packet's own TCP/UDP checksum takes the pseudo-header rule (a tunnel's inner
+        // partial checksum covers inner addresses NAT does not touch).
+        let partial = f.offload.partial_at(c.l4_offset);
         if nat::rewrite_offloaded(&mut dg.data, &c, src, dst, partial).is_err() {
             return f.drop(DropReason::Malformed);
         }
