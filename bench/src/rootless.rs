@@ -125,8 +125,11 @@ pub fn run(args: RootlessArgs) -> Result<()> {
     ]);
     lab.spawn(slirp_cmd)?;
     let pasta = lab.container("pasta")?;
-    try_ok(&mut lab.as_user(&[
+    // In the foreground, as a tracked process: pasta daemonizes by default, and a daemonized
+    // pasta outlived the run (seen: still running 15 minutes later).
+    lab.spawn(lab.as_user(&[
         "pasta",
+        "--foreground",
         "--config-net",
         "--mtu",
         "65520",
