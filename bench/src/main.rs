@@ -5,7 +5,8 @@
 //!   independent pipeline per worker thread (the daemon is flow-affine per worker, so that is
 //!   the honest model of scaling);
 //! - `veth`: a namespace lab measured end to end (trafgen, iperf3) through the vswitch daemon
-//!   and, in the same run, through a Linux bridge and a Linux router doing MASQUERADE;
+//!   and, in the same run, through a Linux bridge and a Linux router doing MASQUERADE, a raw
+//!   veth pair (no switch), and Open vSwitch's userspace datapath when it is installed;
 //! - `rootless`: TCP from a rootless container to the host through vswitch, slirp4netns and
 //!   pasta.
 //!

@@ -207,15 +207,16 @@ pub fn pipeline(r: &PipelineReport, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// One panel per test (UDP kpps, TCP Gbit/s, NAT TCP Gbit/s): vswitch and the kernel rows side
-/// by side, median bars with min–max whiskers, each kernel bar labelled with vswitch's ratio.
+/// One panel per test (UDP kpps, TCP Gbit/s, NAT TCP Gbit/s): vswitch and its peers (the kernel
+/// with and without offloads, the raw veth pair, Open vSwitch without and with TSO) side by
+/// side, median bars with min–max whiskers, each peer's bar labelled with vswitch's ratio.
 pub fn veth(r: &VethReport, path: &Path) -> Result<()> {
-    let root = SVGBackend::new(path, (1200, 460)).into_drawing_area();
+    let root = SVGBackend::new(path, (1500, 500)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let root = root
         .titled(
             &format!(
-                "vswitch bench veth — vswitch vs the kernel, same run — {} — {}",
+                "vswitch bench veth — vswitch vs its peers, same run — {} — {}",
                 r.machine.cpu, r.machine.date
             ),
             ("sans-serif", 18),
@@ -246,22 +247,12 @@ pub fn veth(r: &VethReport, path: &Path) -> Result<()> {
             .y_label_area_size(55)
             .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0f64..ymax)
             .map_err(err)?;
-        let labels: Vec<String> = rows
-            .iter()
-            .map(|x| {
-                if x.system == "vswitch" {
-                    "vswitch".to_string()
-                } else {
-                    let system = x.system.strip_prefix("linux-router+").unwrap_or(&x.system);
-                    format!("{system} ({})", short(x.offloads))
-                }
-            })
-            .collect();
+        let labels: Vec<String> = rows.iter().map(|x| label(&x.system, x.offloads)).collect();
         chart
             .configure_mesh()
             .disable_x_mesh()
             .x_labels(n)
-            .x_label_style(("sans-serif", 10))
+            .x_label_style(("sans-serif", 9))
             .x_label_formatter(&|x| {
                 let i = x.round();
                 if (x - i).abs() < 1e-6 && i >= 0.0 {
@@ -275,13 +266,14 @@ pub fn veth(r: &VethReport, path: &Path) -> Result<()> {
         for (i, row) in rows.iter().enumerate() {
             let x = i as f64;
             let s = row.value.map(|v| v * scale);
-            let color = if row.system == "vswitch" {
-                Palette99::pick(0).to_rgba()
-            } else if row.offloads == "off" {
-                Palette99::pick(1).to_rgba()
-            } else {
-                Palette99::pick(3).to_rgba()
-            };
+            let color = match row.system.as_str() {
+                "vswitch" => Palette99::pick(0),
+                "raw-veth" => Palette99::pick(2),
+                s if s.starts_with("ovs") => Palette99::pick(4),
+                _ if row.offloads == "off" => Palette99::pick(1),
+                _ => Palette99::pick(3),
+            }
+            .to_rgba();
             chart
                 .draw_series(std::iter::once(Rectangle::new(
                     [(x - 0.3, 0.0), (x + 0.3, s.median)],
@@ -291,20 +283,35 @@ pub fn veth(r: &VethReport, path: &Path) -> Result<()> {
             chart
                 .draw_series(whisker(x, s.min, s.max, 0.06))
                 .map_err(err)?;
-            let text = match vs {
-                Some(v) if row.system != "vswitch" && row.value.median > 0.0 => format!(
-                    "{:.p$}  (vswitch {:.2}×)",
-                    s.median,
-                    v / row.value.median,
-                    p = prec(s.median)
-                ),
-                _ => format!("{:.p$}", s.median, p = prec(s.median)),
+            let value = format!("{:.p$}", s.median, p = prec(s.median));
+            let ratio = match vs {
+                Some(v) if row.system != "vswitch" && row.value.median > 0.0 => {
+                    format!("vswitch {:.2}×", v / row.value.median)
+                }
+                _ => String::new(),
             };
+            for (k, text) in [(1.0, ratio), (0.0, value)] {
+                chart
+                    .draw_series(std::iter::once(Text::new(
+                        text,
+                        (x - 0.3, s.max + ymax * (0.02 + 0.045 * k)),
+                        ("sans-serif", 10),
+                    )))
+                    .map_err(err)?;
+            }
+        }
+        let skipped: Vec<String> = r
+            .skipped
+            .iter()
+            .filter(|k| k.test == test)
+            .map(|k| label(&k.system, ""))
+            .collect();
+        if !skipped.is_empty() {
             chart
                 .draw_series(std::iter::once(Text::new(
-                    text,
-                    (x - 0.3, s.max + ymax * 0.03),
-                    ("sans-serif", 11),
+                    format!("{} skipped", skipped.join(", ")),
+                    (-0.45, ymax * 0.97),
+                    ("sans-serif", 10),
                 )))
                 .map_err(err)?;
         }
@@ -327,10 +334,23 @@ fn prec(v: f64) -> usize {
     if v < 10.0 { 2 } else { 1 }
 }
 
-fn short(offloads: &str) -> &str {
-    if offloads == "off" {
-        "offl. off"
-    } else {
-        "defaults"
+/// A bar's label: "vswitch", "bridge (defaults)", "iptables (offl. off)", "raw veth", "OVS",
+/// "OVS+TSO".
+fn label(system: &str, offloads: &str) -> String {
+    match system {
+        "vswitch" => "vswitch".into(),
+        "raw-veth" => "raw veth".into(),
+        "ovs-netdev" => "OVS".into(),
+        "ovs-netdev+tso" => "OVS+TSO".into(),
+        s => {
+            let s = s.strip_prefix("linux-router+").unwrap_or(s);
+            let s = s.strip_prefix("linux-").unwrap_or(s);
+            let o = if offloads == "off" {
+                "offl. off"
+            } else {
+                "defaults"
+            };
+            format!("{s} ({o})")
+        }
     }
 }

@@ -1,18 +1,32 @@
-//! `vswitch bench veth`: vswitch and the kernel measured in one run on one namespace lab.
+//! `vswitch bench veth`: vswitch and its peers measured in one run on one namespace lab.
 //!
 //! ```text
 //!  vswitch side                               kernel side
 //!  a (172.17.0.2) ─┐                          ba (172.17.0.2) ─┐
 //!                  ├─ sw: vswitch daemon ─ inet                ├─ br: br0 172.17.0.1, forwarding,
 //!  b (172.17.0.3) ─┘   uplink 203.0.113.2    203.0.113.1      bb (172.17.0.3) ─┘  MASQUERADE ─ binet
+//!
+//!  raw veth: ra (172.17.0.2) ── rb (172.17.0.3)        (one veth pair, no switch)
+//!  Open vSwitch: oa ─┐
+//!                    ├─ ovs: ovsdb-server + ovs-vswitchd, br0 datapath_type=netdev
+//!                ob ─┘       (AF_PACKET ports on the host ends; only when OVS is installed)
 //! ```
 //!
 //! Containers are network namespaces. vswitch's are attached with the daemon's `connect`
-//! request (veth pairs, offloads off at both ends, as `vswitch network connect` does); the
-//! kernel's are veth pairs into `br0` in the `br` namespace, which also routes to its own
-//! "internet" namespace with an iptables (or nft) MASQUERADE rule — in that namespace only.
-//! The kernel side is measured twice: with the same offloads off as vswitch's links
-//! (apples to apples) and with the kernel's defaults (the reference a user gets).
+//! request (veth pairs with the kernel's default offloads, as `vswitch network connect` does),
+//! and its "internet" peer keeps its defaults too. The kernel's are veth pairs into `br0` in the
+//! `br` namespace, which also routes to its own "internet" namespace with an iptables (or nft)
+//! MASQUERADE rule — in that namespace only. The kernel side is measured twice: with the
+//! kernel's defaults (the reference a user gets) and with offloads off on every link (what a
+//! switch that cannot carry offloads gets). The raw veth pair is the ceiling of any veth design.
+//!
+//! Open vSwitch's userspace datapath runs when `ovs-vswitchd` is installed (package
+//! `openvswitch-switch`), privately: its own database file, run directory, sockets and logs in
+//! the lab's temp dir, both daemons inside the `ovs` namespace, started and killed by the lab
+//! (a system OVS is never touched). It is measured without userspace TSO (tx offloads off in
+//! the containers, which it needs to carry TCP at all) and with
+//! `other_config:userspace-tso-enable=true` (offloads on). Without OVS those rows are reported
+//! as skipped.
 //!
 //! Figures: 64-byte UDP frames per second received by the far container (trafgen, one process,
 //! counted from the receiver's rx_packets), TCP Gbit/s with iperf3 container → container, and
@@ -42,6 +56,9 @@ pub struct VethArgs {
     /// Use the built-in UDP sender even when trafgen is installed.
     #[arg(long)]
     no_trafgen: bool,
+    /// Skip the Open vSwitch rows even when openvswitch-switch is installed.
+    #[arg(long)]
+    no_ovs: bool,
     #[command(flatten)]
     out: OutputArgs,
 }
@@ -87,9 +104,11 @@ pub fn blast(a: BlastArgs) -> Result<()> {
 pub struct Row {
     /// `udp_64B_pps`, `tcp_gbps` or `nat_tcp_gbps`.
     pub test: &'static str,
-    /// `vswitch`, `linux-bridge`, or `linux-router+iptables` / `+nft`.
+    /// `vswitch`, `linux-bridge`, `linux-router+iptables` / `+nft`, `raw-veth`, `ovs-netdev`
+    /// or `ovs-netdev+tso`.
     pub system: String,
-    /// Offloads on the lab's veths: `off` (as vswitch's links) or `kernel defaults`.
+    /// Offloads on the lab's veths: `kernel defaults`, `off` (every link) or
+    /// `off in containers` (Open vSwitch without TSO).
     pub offloads: &'static str,
     /// Packets per second (udp) or Gbit/s (tcp).
     pub value: Stat,
@@ -99,15 +118,30 @@ pub struct Row {
     pub offered: Option<f64>,
 }
 
-/// vswitch's figure over a kernel figure.
+/// vswitch's figure over a peer's figure.
 #[derive(Debug, Serialize)]
 pub struct Ratio {
     /// The test.
     pub test: &'static str,
-    /// The kernel row it is compared with (`system`, offloads).
+    /// The row it is compared with: "system (offloads ...)".
     pub against: String,
-    /// vswitch median / kernel median.
+    /// That row's system.
+    pub system: String,
+    /// That row's offloads.
+    pub offloads: &'static str,
+    /// vswitch median / peer median.
     pub ratio: f64,
+}
+
+/// A row that was not measured, and why.
+#[derive(Debug, Serialize)]
+pub struct Skipped {
+    /// The test.
+    pub test: &'static str,
+    /// The system.
+    pub system: String,
+    /// Why (one line).
+    pub reason: String,
 }
 
 /// Everything `bench veth` reports.
@@ -127,14 +161,29 @@ pub struct Report {
     pub generator: String,
     /// The kernel NAT peer's tool.
     pub nat_tool: String,
+    /// `ovs-vswitchd --version`'s first line, or why Open vSwitch was not measured.
+    pub ovs: String,
     /// Every figure.
     pub rows: Vec<Row>,
-    /// vswitch against each kernel row.
+    /// Rows that were not measured (Open vSwitch not installed or failing).
+    pub skipped: Vec<Skipped>,
+    /// vswitch against each other row of the same test.
     pub ratios: Vec<Ratio>,
 }
 
 const OFF: &str = "off";
 const DEFAULTS: &str = "kernel defaults";
+const OFF_IN_CONTAINERS: &str = "off in containers";
+const VSWITCH: &str = "vswitch";
+const BRIDGE: &str = "linux-bridge";
+const RAW: &str = "raw-veth";
+const OVS: &str = "ovs-netdev";
+const OVS_TSO: &str = "ovs-netdev+tso";
+const UDP: &str = "udp_64B_pps";
+const TCP: &str = "tcp_gbps";
+const NAT: &str = "nat_tcp_gbps";
+/// Open vSwitch's database schema (Debian's openvswitch-common).
+const OVS_SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
 const INET_IP: &str = "203.0.113.1";
 
 /// Runs `vswitch bench veth`.
@@ -165,13 +214,18 @@ pub fn run(args: VethArgs) -> Result<()> {
     } else {
         "vswitch bench blast: one UDP socket send loop (trafgen not installed)".to_string()
     };
+    let ovs = if args.no_ovs {
+        Err("--no-ovs".to_string())
+    } else {
+        ovs_available()
+    };
     sweep_stale();
     let machine = Machine::now();
     let mut lab = Lab::new()?;
-    let result = measure_all(&mut lab, &args, trafgen, nat_tool);
+    let result = measure_all(&mut lab, &args, trafgen, nat_tool, &ovs);
     let prefix = lab.prefix.clone();
     drop(lab);
-    let rows = result?;
+    let (rows, skipped) = result?;
     let ratios = ratios(&rows);
     let report = Report {
         bench: "veth",
@@ -181,7 +235,12 @@ pub fn run(args: VethArgs) -> Result<()> {
         reps: args.reps,
         generator,
         nat_tool: nat_tool.to_string(),
+        ovs: match ovs {
+            Ok(v) => v,
+            Err(why) => format!("not measured: {why}"),
+        },
         rows,
+        skipped,
         ratios,
     };
     if let Some(path) = &args.out.plot {
@@ -200,15 +259,17 @@ pub fn run(args: VethArgs) -> Result<()> {
 
 fn ratios(rows: &[Row]) -> Vec<Ratio> {
     let mut out = Vec::new();
-    for v in rows.iter().filter(|r| r.system == "vswitch") {
+    for v in rows.iter().filter(|r| r.system == VSWITCH) {
         for k in rows
             .iter()
-            .filter(|r| r.test == v.test && r.system != "vswitch")
+            .filter(|r| r.test == v.test && r.system != VSWITCH)
         {
             if k.value.median > 0.0 {
                 out.push(Ratio {
                     test: v.test,
                     against: format!("{} (offloads {})", k.system, k.offloads),
+                    system: k.system.clone(),
+                    offloads: k.offloads,
                     ratio: v.value.median / k.value.median,
                 });
             }
@@ -229,8 +290,9 @@ fn print_table(r: &Report) {
         r.seconds
     );
     println!("UDP generator: {}", r.generator);
+    println!("Open vSwitch: {}", r.ovs);
     println!(
-        "{:<13} {:<24} {:<16} {:>28}  {:>12}",
+        "{:<13} {:<24} {:<18} {:>28}  {:>12}",
         "test", "system", "offloads", "median (min–max)", "vs vswitch"
     );
     for row in &r.rows {
@@ -241,8 +303,8 @@ fn print_table(r: &Report) {
         let vs = r
             .rows
             .iter()
-            .find(|x| x.test == row.test && x.system == "vswitch")
-            .filter(|_| row.system != "vswitch" && row.value.median > 0.0)
+            .find(|x| x.test == row.test && x.system == VSWITCH)
+            .filter(|_| row.system != VSWITCH && row.value.median > 0.0)
             .map_or(String::new(), |x| {
                 format!("{:.2}×", x.value.median / row.value.median)
             });
@@ -250,7 +312,7 @@ fn print_table(r: &Report) {
             format!("  (offered {:.0} kpps)", o / 1e3)
         });
         println!(
-            "{:<13} {:<24} {:<16} {:>21} {:<6}  {:>12}{offered}",
+            "{:<13} {:<24} {:<18} {:>21} {:<6}  {:>12}{offered}",
             row.test,
             row.system,
             row.offloads,
@@ -259,7 +321,10 @@ fn print_table(r: &Report) {
             vs
         );
     }
-    println!("ratios are vswitch's median over the kernel row's median (> 1: vswitch is faster)");
+    for k in &r.skipped {
+        println!("{:<13} {:<24} skipped: {}", k.test, k.system, k.reason);
+    }
+    println!("ratios are vswitch's median over the row's median (> 1: vswitch is faster)");
 }
 
 fn is_root() -> bool {
@@ -480,8 +545,8 @@ impl Lab {
             "dev",
             "eth0",
         ])?;
-        // The switch reads whole, checksummed frames: no offloads on the peer that sends to it.
-        offloads(&inet, "eth0", false)?;
+        // The peer keeps the kernel's default offloads: vswitch's ports carry super-frames and
+        // partial checksums (PACKET_VNET_HDR).
         let cfg = self.dir.join("topo.toml");
         std::fs::write(
             &cfg,
@@ -621,6 +686,43 @@ subnet = "203.0.113.0/24"
         let bb = cs.pop().unwrap_or_default();
         let ba = cs.pop().unwrap_or_default();
         Ok((ba, bb, binet, br))
+    }
+
+    /// Two containers on one veth pair, no switch: `ra` (172.17.0.2) and `rb` (172.17.0.3).
+    fn build_raw(&mut self) -> Result<(String, String)> {
+        let ra = self.netns("ra")?;
+        let rb = self.netns("rb")?;
+        Lab::veth(&ra, "eth0", &rb, "eth0")?;
+        for (ns, addr) in [(&ra, "172.17.0.2/16"), (&rb, "172.17.0.3/16")] {
+            ip(&["-n", ns, "addr", "add", addr, "dev", "eth0"])?;
+        }
+        Ok((ra, rb))
+    }
+
+    /// The namespaces of the Open vSwitch side: `ovs` (host ends `voa`, `vob`) and containers
+    /// `oa`, `ob`. The daemons start later ([`Ovs::start`]).
+    fn build_ovs(&mut self) -> Result<Ovs> {
+        let ns = self.netns("ovs")?;
+        let mut cs = Vec::new();
+        for (tag, addr) in [("oa", "172.17.0.2/16"), ("ob", "172.17.0.3/16")] {
+            let c = self.netns(tag)?;
+            Lab::veth(&ns, &format!("v{tag}"), &c, "eth0")?;
+            ip(&["-n", &c, "addr", "add", addr, "dev", "eth0"])?;
+            cs.push(c);
+        }
+        let dir = self.dir.join("ovs");
+        std::fs::create_dir_all(&dir)?;
+        let ob = cs.pop().unwrap_or_default();
+        let oa = cs.pop().unwrap_or_default();
+        Ok(Ovs {
+            ns,
+            oa,
+            ob,
+            dir,
+            db: None,
+            vswitchd: None,
+            tso_lines: 0,
+        })
     }
 }
 
@@ -777,19 +879,59 @@ fn tcp_rate(lab: &mut Lab, src: &str, dst: &str, dst_ip: &str, secs: u32) -> Res
     result
 }
 
-fn measure_all(lab: &mut Lab, args: &VethArgs, trafgen: bool, nat_tool: &str) -> Result<Vec<Row>> {
+fn measure_all(
+    lab: &mut Lab,
+    args: &VethArgs,
+    trafgen: bool,
+    nat_tool: &str,
+    ovs_found: &std::result::Result<String, String>,
+) -> Result<(Vec<Row>, Vec<Skipped>)> {
     let reps = args.reps;
     let secs = args.seconds;
     let tcp_secs = secs.ceil().max(1.0) as u32;
-    // 3 UDP rows, 6 TCP rows.
-    let bar = progress(u64::from(9 * reps) + 1);
+    let nat_system = format!("linux-router+{nat_tool}");
+    // (test, system, offloads) in run order: vswitch, the raw pair, the kernel with its
+    // defaults, then with offloads off, then Open vSwitch without and with TSO.
+    let mut plan: Vec<(&'static str, String, &'static str)> = vec![
+        (UDP, VSWITCH.into(), DEFAULTS),
+        (TCP, VSWITCH.into(), DEFAULTS),
+        (NAT, VSWITCH.into(), DEFAULTS),
+        (UDP, RAW.into(), DEFAULTS),
+        (TCP, RAW.into(), DEFAULTS),
+        (UDP, BRIDGE.into(), DEFAULTS),
+        (TCP, BRIDGE.into(), DEFAULTS),
+        (NAT, nat_system.clone(), DEFAULTS),
+        (UDP, BRIDGE.into(), OFF),
+        (TCP, BRIDGE.into(), OFF),
+        (NAT, nat_system.clone(), OFF),
+    ];
+    let ovs_plan = [
+        (UDP, OVS, OFF_IN_CONTAINERS),
+        (TCP, OVS, OFF_IN_CONTAINERS),
+        (TCP, OVS_TSO, DEFAULTS),
+    ];
+    let mut skipped = Vec::new();
+    match ovs_found {
+        Ok(_) => plan.extend(ovs_plan.map(|(t, s, o)| (t, s.to_string(), o))),
+        Err(why) => skipped.extend(ovs_plan.map(|(test, system, _)| Skipped {
+            test,
+            system: system.into(),
+            reason: why.clone(),
+        })),
+    }
+    let bar = progress(u64::from(reps) * plan.len() as u64 + 1);
     bar.set_message("building the namespaces");
     let built = (|| {
         let v = lab.build_vswitch()?;
+        let r = lab.build_raw()?;
         let k = lab.build_kernel(nat_tool)?;
-        Ok::<_, anyhow::Error>((v, k))
+        let o = match ovs_found {
+            Ok(_) => Some(lab.build_ovs()?),
+            Err(_) => None,
+        };
+        Ok::<_, anyhow::Error>((v, r, k, o))
     })();
-    let ((a, b, inet), (ba, bb, binet, br)) = match built {
+    let ((a, b, inet), (ra, rb), (ba, bb, binet, br), mut ovs) = match built {
         Ok(x) => x,
         Err(e) => {
             bar.finish_and_clear();
@@ -797,28 +939,15 @@ fn measure_all(lab: &mut Lab, args: &VethArgs, trafgen: bool, nat_tool: &str) ->
         }
     };
     bar.inc(1);
-    let nat_system = format!("linux-router+{nat_tool}");
     let mut rows = Vec::new();
     let mut run = |lab: &mut Lab| -> Result<()> {
         ping(&a, "172.17.0.3")?;
         ping(&b, "172.17.0.2")?;
         ping(&a, INET_IP)?;
-        // Kernel with its default offloads first, then with vswitch's (off).
+        ping(&ra, "172.17.0.3")?;
         ping(&ba, "172.17.0.3")?;
         ping(&bb, "172.17.0.2")?;
         ping(&ba, INET_IP)?;
-        let vs = Pair {
-            src: &a,
-            dst: &b,
-            src_ip: "172.17.0.2",
-            dst_ip: "172.17.0.3",
-        };
-        let kp = Pair {
-            src: &ba,
-            dst: &bb,
-            src_ip: "172.17.0.2",
-            dst_ip: "172.17.0.3",
-        };
         let kernel_links = [
             (ba.as_str(), "eth0"),
             (bb.as_str(), "eth0"),
@@ -827,83 +956,326 @@ fn measure_all(lab: &mut Lab, args: &VethArgs, trafgen: bool, nat_tool: &str) ->
             (br.as_str(), "up0"),
             (binet.as_str(), "eth0"),
         ];
-        // (test, system, offloads) in run order.
-        let plan: [(&'static str, &str, &'static str); 9] = [
-            ("udp_64B_pps", "vswitch", OFF),
-            ("tcp_gbps", "vswitch", OFF),
-            ("nat_tcp_gbps", "vswitch", OFF),
-            ("udp_64B_pps", "linux-bridge", DEFAULTS),
-            ("tcp_gbps", "linux-bridge", DEFAULTS),
-            ("nat_tcp_gbps", &nat_system, DEFAULTS),
-            ("udp_64B_pps", "linux-bridge", OFF),
-            ("tcp_gbps", "linux-bridge", OFF),
-            ("nat_tcp_gbps", &nat_system, OFF),
-        ];
         let mut kernel_off = false;
-        for (test, system, off) in plan {
-            let kernel = system != "vswitch";
-            if kernel && off == OFF && !kernel_off {
+        // The Open vSwitch configuration running now: None, Some(false) without TSO, Some(true).
+        let mut ovs_mode: Option<bool> = None;
+        // An Open vSwitch system that failed: its rows are skipped with the reason.
+        let mut ovs_failed: Vec<(String, String)> = Vec::new();
+        for (test, system, off) in &plan {
+            let (test, off) = (*test, *off);
+            let is_ovs = system == OVS || system == OVS_TSO;
+            if let Some((_, why)) = ovs_failed.iter().find(|(s, _)| s == system) {
+                skipped.push(Skipped {
+                    test,
+                    system: system.clone(),
+                    reason: why.clone(),
+                });
+                bar.inc(u64::from(reps));
+                continue;
+            }
+            bar.set_message(format!("{test}: {system}, offloads {off}"));
+            if (system == BRIDGE || *system == nat_system) && off == OFF && !kernel_off {
                 for (ns, dev) in kernel_links {
                     offloads(ns, dev, false)?;
                 }
                 kernel_off = true;
             }
-            bar.set_message(format!("{test}: {system}, offloads {off}"));
-            let mut values = Vec::new();
-            let mut offered = Vec::new();
-            for _ in 0..reps {
-                check_stop()?;
-                match test {
-                    "udp_64B_pps" => {
-                        let (rx, tx) =
-                            udp_rate(lab, if kernel { &kp } else { &vs }, secs, trafgen)?;
-                        values.push(rx);
-                        offered.push(tx);
-                    }
-                    "tcp_gbps" => {
-                        let (src, dst) = if kernel { (&ba, &bb) } else { (&a, &b) };
-                        values.push(tcp_rate(lab, src, dst, "172.17.0.3", tcp_secs)?);
-                    }
-                    _ => {
-                        let (src, dst) = if kernel { (&ba, &binet) } else { (&a, &inet) };
-                        values.push(tcp_rate(lab, src, dst, INET_IP, tcp_secs)?);
+            let (src, dst, far): (&str, &str, Option<&str>) = match system.as_str() {
+                VSWITCH => (&a, &b, Some(&inet)),
+                RAW => (&ra, &rb, None),
+                OVS | OVS_TSO => match &ovs {
+                    Some(o) => (&o.oa, &o.ob, None),
+                    None => bail!("the Open vSwitch side was not built"),
+                },
+                _ => (&ba, &bb, Some(&binet)),
+            };
+            let (src, dst) = (src.to_string(), dst.to_string());
+            let far = far.map(str::to_string);
+            let measured = (|| -> Result<(Vec<f64>, Vec<f64>)> {
+                if let Some(o) = ovs.as_mut().filter(|_| is_ovs) {
+                    let tso = system == OVS_TSO;
+                    if ovs_mode != Some(tso) {
+                        bar.set_message(format!("starting ovs-vswitchd (userspace TSO {tso})"));
+                        o.stop_vswitchd(lab);
+                        ovs_mode = None;
+                        // Without TSO its AF_PACKET ports cannot take partial checksums or
+                        // super-frames (BENCH-NOTES.md): tx offloads off in the containers.
+                        for c in [&o.oa, &o.ob] {
+                            offloads(c, "eth0", tso)?;
+                        }
+                        o.start(lab, tso)?;
+                        ovs_mode = Some(tso);
+                        ping(&o.oa, "172.17.0.3")?;
+                        ping(&o.ob, "172.17.0.2")?;
+                        bar.set_message(format!("{test}: {system}, offloads {off}"));
                     }
                 }
-                bar.inc(1);
-            }
+                let mut values = Vec::new();
+                let mut offered = Vec::new();
+                for _ in 0..reps {
+                    check_stop()?;
+                    match test {
+                        UDP => {
+                            let p = Pair {
+                                src: &src,
+                                dst: &dst,
+                                src_ip: "172.17.0.2",
+                                dst_ip: "172.17.0.3",
+                            };
+                            let (rx, tx) = udp_rate(lab, &p, secs, trafgen)?;
+                            values.push(rx);
+                            offered.push(tx);
+                        }
+                        TCP => values.push(tcp_rate(lab, &src, &dst, "172.17.0.3", tcp_secs)?),
+                        _ => {
+                            let far = far.as_deref().context("no internet peer")?;
+                            values.push(tcp_rate(lab, &src, far, INET_IP, tcp_secs)?);
+                        }
+                    }
+                    bar.inc(1);
+                }
+                Ok((values, offered))
+            })();
+            let (values, offered) = match measured {
+                Ok(x) => x,
+                Err(e) if is_ovs && !stopped() => {
+                    // Open vSwitch is a guest here: its failure skips its rows, not the run.
+                    let why = format!("{e:#}").replace('\n', " ");
+                    skipped.push(Skipped {
+                        test,
+                        system: system.clone(),
+                        reason: why.clone(),
+                    });
+                    ovs_failed.push((system.clone(), why));
+                    bar.inc(u64::from(reps));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             rows.push(Row {
                 test,
-                system: system.to_string(),
+                system: system.clone(),
                 offloads: off,
                 value: Stat::of(&values),
-                unit: if test == "udp_64B_pps" {
-                    "pps"
-                } else {
-                    "Gbit/s"
-                },
+                unit: if test == UDP { "pps" } else { "Gbit/s" },
                 offered: (!offered.is_empty()).then(|| Stat::of(&offered).median),
             });
+        }
+        if let Some(o) = ovs.as_mut() {
+            o.stop_vswitchd(lab);
         }
         Ok(())
     };
     let r = run(lab);
     bar.finish_and_clear();
     r?;
-    // Print order: vswitch, kernel with the same offloads, kernel defaults; per test.
-    let order = |r: &Row| {
-        let t = ["udp_64B_pps", "tcp_gbps", "nat_tcp_gbps"]
-            .iter()
-            .position(|x| *x == r.test)
-            .unwrap_or(9);
-        let s = if r.system == "vswitch" {
-            0
-        } else if r.offloads == OFF {
-            1
-        } else {
-            2
-        };
-        t * 3 + s
-    };
     rows.sort_by_key(order);
-    Ok(rows)
+    Ok((rows, skipped))
+}
+
+/// Print order: per test, vswitch, the kernel with its defaults, with offloads off, the raw
+/// pair, Open vSwitch without and with TSO.
+fn order(r: &Row) -> usize {
+    let t = [UDP, TCP, NAT]
+        .iter()
+        .position(|x| *x == r.test)
+        .unwrap_or(9);
+    let s = match r.system.as_str() {
+        VSWITCH => 0,
+        RAW => 3,
+        OVS => 4,
+        OVS_TSO => 5,
+        _ if r.offloads == OFF => 2,
+        _ => 1,
+    };
+    t * 10 + s
+}
+
+/// `Ok(version)` when Open vSwitch's userspace tools are installed, `Err(why)` otherwise.
+fn ovs_available() -> std::result::Result<String, String> {
+    for tool in ["ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl"] {
+        if !have(tool) {
+            return Err(format!(
+                "{tool} not installed (apt-get install openvswitch-switch)"
+            ));
+        }
+    }
+    if !std::path::Path::new(OVS_SCHEMA).is_file() {
+        return Err(format!("{OVS_SCHEMA} missing"));
+    }
+    let out = Command::new("ovs-vswitchd")
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("ovs-vswitchd --version: {e}"))?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or("ovs-vswitchd (unknown version)")
+        .trim()
+        .to_string())
+}
+
+/// A private Open vSwitch: database, sockets, pid files and logs under `dir` (the lab's temp
+/// dir), both daemons inside `ns`, run as children of the lab (killed by its `Drop`).
+struct Ovs {
+    ns: String,
+    oa: String,
+    ob: String,
+    dir: PathBuf,
+    /// Index of ovsdb-server in the lab's processes.
+    db: Option<usize>,
+    /// Index of ovs-vswitchd in the lab's processes.
+    vswitchd: Option<usize>,
+    /// "TSO enabled" lines in ovs-vswitchd's log so far.
+    tso_lines: usize,
+}
+
+impl Ovs {
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).to_string_lossy().into_owned()
+    }
+
+    /// `env OVS_*DIR=dir`: nothing defaults to the system's /run/openvswitch or /etc.
+    fn env(&self) -> Vec<String> {
+        let d = self.dir.to_string_lossy();
+        let mut v = vec!["env".to_string()];
+        for var in ["OVS_RUNDIR", "OVS_LOGDIR", "OVS_DBDIR", "OVS_SYSCONFDIR"] {
+            v.push(format!("{var}={d}"));
+        }
+        v
+    }
+
+    fn vsctl(&self, args: &[&str]) -> Result<String> {
+        let db = format!("--db=unix:{}", self.path("db.sock"));
+        let mut cmd: Vec<String> = self.env();
+        cmd.extend(["ovs-vsctl".into(), db, "--timeout=20".into()]);
+        cmd.extend(args.iter().map(|s| s.to_string()));
+        let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
+        in_ns(&self.ns, &cmd)
+    }
+
+    fn log_tail(&self, file: &str) -> String {
+        let text = std::fs::read_to_string(self.dir.join(file)).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(3)..].join(" | ")
+    }
+
+    /// Starts ovsdb-server (first time) and ovs-vswitchd with userspace TSO `tso`, and the
+    /// bridge `br0` (datapath_type=netdev) with the host ends `voa`, `vob` as ports.
+    fn start(&mut self, lab: &mut Lab, tso: bool) -> Result<()> {
+        let env = self.env();
+        if self.db.is_none() {
+            sh(Command::new("ovsdb-tool").args(["create", &self.path("conf.db"), OVS_SCHEMA]))?;
+            let remote = format!("--remote=punix:{}", self.path("db.sock"));
+            let unixctl = format!("--unixctl={}", self.path("ovsdb-server.ctl"));
+            let pid = format!("--pidfile={}", self.path("ovsdb-server.pid"));
+            let log = format!("--log-file={}", self.path("ovsdb-server.log"));
+            let conf = self.path("conf.db");
+            let mut cmd: Vec<&str> = env.iter().map(String::as_str).collect();
+            cmd.extend([
+                "ovsdb-server",
+                &conf,
+                &remote,
+                &unixctl,
+                &pid,
+                &log,
+                "--no-chdir",
+            ]);
+            let i = lab.spawn(&self.ns, &cmd, None)?;
+            self.db = Some(i);
+            let sock = self.dir.join("db.sock");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !sock.exists() {
+                check_stop()?;
+                if let Some(st) = lab.procs[i].try_wait()? {
+                    bail!(
+                        "ovsdb-server exited ({st}): {}",
+                        self.log_tail("ovsdb-server.log")
+                    );
+                }
+                if Instant::now() > deadline {
+                    bail!("ovsdb-server did not open its socket in 10 s");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            self.vsctl(&["--no-wait", "init"])?;
+        }
+        // Read once at start-up: set before ovs-vswitchd starts.
+        self.vsctl(&[
+            "--no-wait",
+            "set",
+            "Open_vSwitch",
+            ".",
+            &format!("other_config:userspace-tso-enable={tso}"),
+        ])?;
+        let db = format!("unix:{}", self.path("db.sock"));
+        let unixctl = format!("--unixctl={}", self.path("ovs-vswitchd.ctl"));
+        let pid = format!("--pidfile={}", self.path("ovs-vswitchd.pid"));
+        let log = format!("--log-file={}", self.path("ovs-vswitchd.log"));
+        let mut cmd: Vec<&str> = env.iter().map(String::as_str).collect();
+        cmd.extend(["ovs-vswitchd", &db, &unixctl, &pid, &log, "--no-chdir"]);
+        let i = lab.spawn(&self.ns, &cmd, None)?;
+        self.vswitchd = Some(i);
+        // Without --no-wait, ovs-vsctl waits (at most --timeout) until ovs-vswitchd has
+        // applied the change: the bridge and its ports exist when it returns.
+        self.vsctl(&[
+            "--may-exist",
+            "add-br",
+            "br0",
+            "--",
+            "set",
+            "bridge",
+            "br0",
+            "datapath_type=netdev",
+            "--",
+            "--may-exist",
+            "add-port",
+            "br0",
+            "voa",
+            "--",
+            "--may-exist",
+            "add-port",
+            "br0",
+            "vob",
+        ])
+        .with_context(|| format!("ovs-vswitchd: {}", self.log_tail("ovs-vswitchd.log")))?;
+        if let Some(st) = lab.procs[i].try_wait()? {
+            bail!(
+                "ovs-vswitchd exited ({st}): {}",
+                self.log_tail("ovs-vswitchd.log")
+            );
+        }
+        if tso {
+            // Its log is written asynchronously: give the line a moment to appear. The file
+            // holds the earlier run's lines too, so count them.
+            let count = || {
+                std::fs::read_to_string(self.dir.join("ovs-vswitchd.log"))
+                    .unwrap_or_default()
+                    .matches("Userspace TCP Segmentation Offloading support enabled")
+                    .count()
+            };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while count() <= self.tso_lines {
+                check_stop()?;
+                if Instant::now() > deadline {
+                    bail!(
+                        "ovs-vswitchd did not enable userspace TSO: {}",
+                        self.log_tail("ovs-vswitchd.log")
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            self.tso_lines = count();
+        }
+        Ok(())
+    }
+
+    /// Stops ovs-vswitchd (SIGTERM, then SIGKILL after 5 s), leaving ovsdb-server running.
+    fn stop_vswitchd(&mut self, lab: &mut Lab) {
+        if let Some(i) = self.vswitchd.take() {
+            lab.signal(i, "-TERM");
+            let _ = lab.wait(i, 5.0);
+        }
+    }
 }

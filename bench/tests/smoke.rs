@@ -145,29 +145,66 @@ fn veth_bench_json_and_cleanup() {
     let prefix = v["prefix"].as_str().unwrap();
     assert!(prefix.starts_with("vsb"), "{prefix}");
     let rows = v["rows"].as_array().unwrap();
+    let skipped = v["skipped"].as_array().unwrap();
+    assert!(v["ovs"].is_string(), "{v:#}");
     let nat = format!("linux-router+{}", v["nat_tool"].as_str().unwrap());
-    for (test, system) in [
-        ("udp_64B_pps", "vswitch"),
-        ("udp_64B_pps", "linux-bridge"),
-        ("tcp_gbps", "vswitch"),
-        ("tcp_gbps", "linux-bridge"),
-        ("nat_tcp_gbps", "vswitch"),
-        ("nat_tcp_gbps", nat.as_str()),
+    // (test, system, rows expected, may be skipped): the kernel rows twice (defaults, off).
+    for (test, system, want, optional) in [
+        ("udp_64B_pps", "vswitch", 1, false),
+        ("udp_64B_pps", "linux-bridge", 2, false),
+        ("udp_64B_pps", "raw-veth", 1, false),
+        ("udp_64B_pps", "ovs-netdev", 1, true),
+        ("tcp_gbps", "vswitch", 1, false),
+        ("tcp_gbps", "linux-bridge", 2, false),
+        ("tcp_gbps", "raw-veth", 1, false),
+        ("tcp_gbps", "ovs-netdev", 1, true),
+        ("tcp_gbps", "ovs-netdev+tso", 1, true),
+        ("nat_tcp_gbps", "vswitch", 1, false),
+        ("nat_tcp_gbps", nat.as_str(), 2, false),
     ] {
         let found: Vec<&Value> = rows
             .iter()
             .filter(|r| r["test"] == test && r["system"] == system)
             .collect();
-        let want = if system == "vswitch" { 1 } else { 2 };
+        let skip = skipped
+            .iter()
+            .find(|s| s["test"] == test && s["system"] == system);
+        if optional && found.is_empty() {
+            let skip = skip.unwrap_or_else(|| panic!("{test} {system}: neither row nor skip"));
+            assert!(!skip["reason"].as_str().unwrap().is_empty(), "{skip}");
+            eprintln!("{test} {system} skipped: {}", skip["reason"]);
+            continue;
+        }
+        assert!(skip.is_none(), "{test} {system}: row and skip: {v:#}");
         assert_eq!(found.len(), want, "{test} {system}: {v:#}");
         for r in found {
             assert!(r["value"]["median"].as_f64().unwrap() > 0.0, "{r}");
         }
+        if system == "vswitch" {
+            assert_eq!(
+                found_offloads(rows, test, system),
+                ["kernel defaults"],
+                "{v:#}"
+            );
+        }
     }
-    assert_eq!(v["ratios"].as_array().unwrap().len(), 6, "{v:#}");
+    // vswitch against every other row of its test.
+    let ratios = v["ratios"].as_array().unwrap();
+    assert_eq!(ratios.len(), rows.len() - 3, "{v:#}");
+    for r in ratios {
+        assert!(r["ratio"].as_f64().unwrap() > 0.0, "{r}");
+        assert_ne!(r["system"], "vswitch", "{r}");
+    }
     let left = netns_list();
     assert!(
         !left.lines().any(|l| l.starts_with(&format!("{prefix}-"))),
         "namespaces left behind:\n{left}"
     );
+}
+
+fn found_offloads<'a>(rows: &'a [Value], test: &str, system: &str) -> Vec<&'a str> {
+    rows.iter()
+        .filter(|r| r["test"] == test && r["system"] == system)
+        .map(|r| r["offloads"].as_str().unwrap())
+        .collect()
 }
