@@ -767,6 +767,24 @@ fn ping(ns: &str, dst: &str) -> Result<()> {
         .with_context(|| format!("no path from {ns} to {dst}"))
 }
 
+/// Pings `dst` from `ns` until one reply comes, for at most `secs`.
+fn ping_within(ns: &str, dst: &str, secs: f64) -> Result<()> {
+    if !have("ping") {
+        return Ok(());
+    }
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    loop {
+        check_stop()?;
+        let r = in_ns(ns, &["ping", "-c", "1", "-W", "1", dst]);
+        if r.is_ok() || Instant::now() > deadline {
+            return r
+                .map(|_| ())
+                .with_context(|| format!("no path from {ns} to {dst} in {secs} s"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Side: the sender, receiver and their addresses.
 struct Pair<'a> {
     src: &'a str,
@@ -1005,8 +1023,9 @@ fn measure_all(
                         }
                         o.start(lab, tso)?;
                         ovs_mode = Some(tso);
-                        ping(&o.oa, "172.17.0.3")?;
-                        ping(&o.ob, "172.17.0.2")?;
+                        // A restarted ovs-vswitchd may still be opening its ports.
+                        ping_within(&o.oa, "172.17.0.3", 10.0)?;
+                        ping_within(&o.ob, "172.17.0.2", 10.0)?;
                         bar.set_message(format!("{test}: {system}, offloads {off}"));
                     }
                 }
