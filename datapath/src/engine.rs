@@ -7,7 +7,9 @@
 //! closures ([`Command`]) that run between batches, on the loop's own thread.
 //!
 //! Buffers are recycled: frames are read into vectors from a pool, and every vector the
-//! pipeline hands back after transmission returns to the pool.
+//! pipeline hands back after transmission returns to the pool. GSO super-frames (up to 64 KB)
+//! have a small pool of their own: allocating and freeing one per frame cost about an eighth
+//! of the daemon's CPU under TCP load in page faults and page zeroing (perf, BENCHMARKS.md).
 //!
 //! Several workers ([`Engine::group`]) each own a pipeline and their own socket on every port
 //! (the kernel's fanout spreads each port's frames over them). A frame that must meet its
@@ -25,6 +27,11 @@ use switch::{Packet, Pipeline, PortId};
 
 /// Frames read from one port per wake-up.
 pub const BATCH: usize = 64;
+/// Super-frame buffers kept for reuse per loop (64 of 64 KB: 4 MiB).
+const BIG_POOL: usize = 64;
+/// Capacity of a super-frame buffer: the largest IP packet, its Ethernet header and a tag.
+const BIG_CAPACITY: usize = 65_535 + 18;
+
 /// Capacity of a pooled frame buffer: an MTU-sized frame with a VLAN tag, rounded up.
 const BUF_CAPACITY: usize = 2048;
 /// Marks "handed-off frames still queued" in the hot list (no port has this index).
@@ -109,6 +116,8 @@ pub struct Engine {
     commands: Receiver<Command>,
     start: Instant,
     pool: Vec<Vec<u8>>,
+    /// Buffers for frames longer than [`BUF_CAPACITY`] (super-frames), at most [`BIG_POOL`].
+    big_pool: Vec<Vec<u8>>,
     /// Ports that returned a full batch: read again before sleeping.
     hot: Vec<usize>,
     running: bool,
@@ -157,6 +166,7 @@ impl Engine {
                 commands: rx,
                 start: Instant::now(),
                 pool: Vec::new(),
+                big_pool: Vec::new(),
                 hot: Vec::new(),
                 running: true,
                 io: IoCounters::default(),
@@ -316,6 +326,7 @@ impl Engine {
             return;
         };
         let pool = &mut self.pool;
+        let big_pool = &mut self.big_pool;
         let port = PortId(idx as u16);
         let (me, workers) = (self.worker, self.workers);
         let topo = self.pipeline.topology();
@@ -325,9 +336,14 @@ impl Engine {
         // shared, which only costs a spurious wake-up.
         let mut woken = 0u64;
         let n = io.rx(BATCH, &mut |frame, offload| {
-            let mut buf = pool
-                .pop()
-                .unwrap_or_else(|| Vec::with_capacity(BUF_CAPACITY));
+            let mut buf = if frame.len() > BUF_CAPACITY {
+                big_pool
+                    .pop()
+                    .unwrap_or_else(|| Vec::with_capacity(BIG_CAPACITY))
+            } else {
+                pool.pop()
+                    .unwrap_or_else(|| Vec::with_capacity(BUF_CAPACITY))
+            };
             buf.clear();
             buf.extend_from_slice(frame);
             match owner(topo, port, frame, workers) {
@@ -394,9 +410,13 @@ impl Engine {
             start = end;
         }
         for p in out.drain(..) {
-            // Super-frames' 64 KB buffers are freed rather than pooled: a pool of thousands
-            // of them would pin hundreds of MB.
-            if self.pool.len() < 4096 && p.data.capacity() <= BUF_CAPACITY {
+            // Super-frames' buffers go to their own, small pool: thousands of 64 KB buffers
+            // would pin hundreds of MB.
+            if p.data.capacity() > BUF_CAPACITY {
+                if self.big_pool.len() < BIG_POOL {
+                    self.big_pool.push(p.data);
+                }
+            } else if self.pool.len() < 4096 {
                 self.pool.push(p.data);
             }
         }
