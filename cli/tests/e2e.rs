@@ -230,24 +230,7 @@ fn iperf3_through_the_switch_and_nat() {
     let gbps = lab.iperf_gbps(&c1, &["-c", INET_IP, "-p", "5202"]);
     eprintln!("iperf3 TCP container->internet (NAT): {gbps:.2} Gbit/s");
     assert!(gbps > 0.0);
-    let udp = lab.exec_ok(
-        &c1,
-        &[
-            "iperf3",
-            "-c",
-            "172.17.0.3",
-            "-p",
-            "5201",
-            "-u",
-            "-b",
-            "10M",
-            "-t",
-            "3",
-            "-J",
-        ],
-    );
-    let v: serde_json::Value = serde_json::from_str(&udp).unwrap();
-    let lost = v["end"]["sum"]["lost_percent"].as_f64().unwrap();
+    let lost = lab.iperf_udp_lost(&c1, "172.17.0.3", "5201", "10M");
     eprintln!("iperf3 UDP 10 Mbit/s: {lost:.3}% lost");
     assert!(
         lost < 1.0,

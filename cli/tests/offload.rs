@@ -73,24 +73,7 @@ fn default_offloads_through_l2_nat_dnat_and_hairpin() {
         eprintln!("iperf3 TCP {what}: {gbps:.2} Gbit/s");
         assert!(gbps > 0.0, "{what}");
     }
-    let udp = lab.exec_ok(
-        &c1,
-        &[
-            "iperf3",
-            "-c",
-            "172.17.0.3",
-            "-p",
-            "5201",
-            "-u",
-            "-b",
-            "50M",
-            "-t",
-            "3",
-            "-J",
-        ],
-    );
-    let v: serde_json::Value = serde_json::from_str(&udp).unwrap();
-    let lost = v["end"]["sum"]["lost_percent"].as_f64().unwrap();
+    let lost = lab.iperf_udp_lost(&c1, "172.17.0.3", "5201", "50M");
     eprintln!("iperf3 UDP 50 Mbit/s c1->c2: {lost:.3}% lost");
     assert!(lost < 1.0, "UDP at a fixed modest rate: {lost}% lost");
 

@@ -257,6 +257,17 @@ subnet = "203.0.113.0/24"
             / 1e9
     }
 
+    /// Runs an iperf3 UDP client (3 s at `rate`, e.g. "10M") in `ns` to `server`:`port`; the
+    /// percentage of datagrams lost.
+    pub fn iperf_udp_lost(&self, ns: &str, server: &str, port: &str, rate: &str) -> f64 {
+        let args = [
+            "iperf3", "-c", server, "-p", port, "-u", "-b", rate, "-t", "3", "-J",
+        ];
+        let out = self.exec_ok(ns, &args);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["end"]["sum"]["lost_percent"].as_f64().unwrap()
+    }
+
     /// Downloads `url` with curl in `ns` and checks it is `original` byte for byte (SHA-256).
     pub fn download_checked(&self, ns: &str, url: &str, original: &Path, what: &str) {
         let got = self.dir.join(format!("got-{what}.bin"));
