@@ -73,10 +73,19 @@ fn corpus_dir() -> Option<PathBuf> {
     if dir.is_dir() {
         return Some(dir);
     }
+    // The corpus lives beside the checkout (the project's shared folder), not in it: a fresh
+    // clone has none, and says so; CI (`.ci/run` sets VSWITCH_REQUIRE_CORPUS=1) must have it.
+    let skip = std::env::var_os("VSWITCH_SKIP_CORPUS").is_some_and(|v| v == "1");
+    let required = std::env::var_os("VSWITCH_REQUIRE_CORPUS").is_some_and(|v| v == "1");
     assert!(
-        std::env::var_os("VSWITCH_SKIP_CORPUS").is_some_and(|v| v == "1"),
+        skip || !required,
         "pcap corpus not found at {}: set VSWITCH_PCAP_CORPUS to its folder, or \
          VSWITCH_SKIP_CORPUS=1 to skip this test",
+        dir.display()
+    );
+    eprintln!(
+        "skipping the pcap corpus test: no corpus at {} (set VSWITCH_PCAP_CORPUS to a folder of \
+         captures to run it)",
         dir.display()
     );
     None
