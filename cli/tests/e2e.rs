@@ -82,9 +82,7 @@ fn masquerade_published_port_and_icmp_errors() {
     if skip() {
         return;
     }
-    let mut lab = Lab::new(
-        "\n[[publish]]\nproto = \"tcp\"\nhost_port = 8080\ncontainer_ip = \"172.17.0.3\"\ncontainer_port = 80\n",
-    );
+    let mut lab = Lab::new(PUBLISH_8080_TO_C2);
     let c1 = lab.container("c1", "bridge", "172.17.0.2");
     let c2 = lab.container("c2", "bridge", "172.17.0.3");
     let inet = lab.ns("inet");

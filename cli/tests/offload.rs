@@ -40,9 +40,7 @@ fn default_offloads_through_l2_nat_dnat_and_hairpin() {
     if skip() {
         return;
     }
-    let mut lab = Lab::new(
-        "\n[[publish]]\nproto = \"tcp\"\nhost_port = 8080\ncontainer_ip = \"172.17.0.3\"\ncontainer_port = 80\n",
-    );
+    let mut lab = Lab::new(PUBLISH_8080_TO_C2);
     let c1 = lab.container("c1", "bridge", "172.17.0.2");
     let c2 = lab.container("c2", "bridge", "172.17.0.3");
     let inet = lab.ns("inet");

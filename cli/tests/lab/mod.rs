@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_vswitch");
 pub const INET_IP: &str = "203.0.113.1";
 pub const UPLINK_IP: &str = "203.0.113.2";
+/// Topology lines that publish the uplink's tcp 8080 to 172.17.0.3:80 (Docker's `-p 8080:80`).
+pub const PUBLISH_8080_TO_C2: &str = "\n[[publish]]\nproto = \"tcp\"\nhost_port = 8080\ncontainer_ip = \"172.17.0.3\"\ncontainer_port = 80\n";
 
 pub use testkit::lab::{ip, ok, run, sha256, skip};
 
