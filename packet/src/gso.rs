@@ -16,7 +16,7 @@
 //! do not back its offload state is refused with an [`OffloadError`].
 
 use crate::checksum::{fold, pseudo_header_sum, sum};
-use crate::offload::{Checksum, Gso, Layout, Offload, OffloadError};
+use crate::offload::{Checksum, Gso, IpSummary, Layout, Offload, OffloadError};
 use std::net::Ipv4Addr;
 
 const TCP_FIN: u8 = 0x01;
@@ -30,7 +30,7 @@ pub fn complete_checksum(frame: &mut [u8], start: u16, offset: u16) -> Result<()
     let field = start + usize::from(offset);
     let layout = Layout::of(frame);
     // Padding after the IP packet (short Ethernet frames) is not part of the segment.
-    let end = layout.map_or(frame.len(), |l| l.end);
+    let end = IpSummary::of(frame).map_or(frame.len(), |i| i.end.min(frame.len()));
     if field + 2 > end || start > end {
         return Err(OffloadError::ChecksumOutOfFrame);
     }

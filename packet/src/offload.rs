@@ -302,7 +302,9 @@ impl Offload {
             }
         }
         if let Checksum::Partial { start, offset } = self.checksum {
-            if usize::from(start) + usize::from(offset) + 2 > frame.len() {
+            // Inside the IP packet, not just the frame: padding after it is not summed.
+            let end = ip.map_or(frame.len(), |i| i.end.min(frame.len()));
+            if usize::from(start) + usize::from(offset) + 2 > end {
                 return Err(OffloadError::ChecksumOutOfFrame);
             }
             let start = usize::from(start);
@@ -370,13 +372,15 @@ impl Offload {
 /// The IP protocol of a frame (IPv4, or IPv6's first next header) and whether it is a
 /// fragment, for the checks that do not need a TCP/UDP header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct IpSummary {
+pub(crate) struct IpSummary {
     proto: u8,
     fragment: bool,
+    /// End of the IP packet in the frame (padding may follow).
+    pub(crate) end: usize,
 }
 
 impl IpSummary {
-    fn of(frame: &[u8]) -> Option<IpSummary> {
+    pub(crate) fn of(frame: &[u8]) -> Option<IpSummary> {
         let be16 = |i: usize| {
             frame
                 .get(i..i + 2)
@@ -391,12 +395,14 @@ impl IpSummary {
                 proto: *frame.get(l3 + 9)?,
                 // More fragments, or a fragment offset.
                 fragment: be16(l3 + 6)? & 0x3fff != 0,
+                end: l3 + usize::from(be16(l3 + 2)?),
             }),
             ETHERTYPE_IPV6 => {
                 let next = *frame.get(l3 + 6)?;
                 Some(IpSummary {
                     proto: next,
                     fragment: next == 44,
+                    end: l3 + 40 + usize::from(be16(l3 + 4)?),
                 })
             }
             _ => None,
@@ -621,6 +627,14 @@ mod tests {
         assert!(Offload::from_vnet_hdr(&hdr(1, GSO_TCPV4, 48, 34, 16), &f).is_ok());
         let o = Offload::from_vnet_hdr(&hdr(1, 0, 0, 34, 16), &f).unwrap();
         assert!(o.partial_at(34) && !o.partial_at(38));
+        // A partial field in the Ethernet padding after the IP packet (found by fuzzing:
+        // accepted, then segmentation could not finish it).
+        let mut padded = tcp_frame(0);
+        padded.extend_from_slice(&[0xff; 40]);
+        assert_eq!(
+            Offload::from_vnet_hdr(&hdr(1, 0, 0, 60, 16), &padded),
+            Err(OffloadError::ChecksumOutOfFrame)
+        );
     }
 
     #[test]
