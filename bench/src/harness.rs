@@ -201,6 +201,30 @@ pub struct OutputArgs {
     pub plot: Option<PathBuf>,
 }
 
+impl OutputArgs {
+    /// Writes `report` the way the options ask: the plot (if asked) by `plot`, then JSON on
+    /// stdout, or the human table by `table` followed by where the plot went.
+    pub fn emit<R: Serialize>(
+        &self,
+        report: &R,
+        plot: impl FnOnce(&R, &std::path::Path) -> Result<()>,
+        table: impl FnOnce(&R),
+    ) -> Result<()> {
+        if let Some(path) = &self.plot {
+            plot(report, path)?;
+        }
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(report)?);
+        } else {
+            table(report);
+            if let Some(path) = &self.plot {
+                println!("plot: {}", path.display());
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The `vswitch` binary the labs run: `$VSWITCH_BIN`, else the one next to this program (both
 /// are built into the same target folder).
 pub fn vswitch_binary() -> Result<PathBuf> {

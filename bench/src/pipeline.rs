@@ -245,18 +245,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         results,
         scaling,
     };
-    if let Some(path) = &args.out.plot {
-        crate::plot::pipeline(&report, path)?;
-    }
-    if args.out.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print_table(&report);
-        if let Some(path) = &args.out.plot {
-            println!("plot: {}", path.display());
-        }
-    }
-    Ok(())
+    args.out.emit(&report, crate::plot::pipeline, print_table)
 }
 
 /// Work done by `n` threads spinning together for 0.1 s over the work of one alone.

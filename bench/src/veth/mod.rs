@@ -248,18 +248,7 @@ pub fn run(args: VethArgs) -> Result<()> {
         skipped,
         ratios,
     };
-    if let Some(path) = &args.out.plot {
-        crate::plot::veth(&report, path)?;
-    }
-    if args.out.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print_table(&report);
-        if let Some(path) = &args.out.plot {
-            println!("plot: {}", path.display());
-        }
-    }
-    Ok(())
+    args.out.emit(&report, crate::plot::veth, print_table)
 }
 
 fn ratios(rows: &[Row]) -> Vec<Ratio> {
