@@ -207,11 +207,11 @@ pub fn pipeline(r: &PipelineReport, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// One panel per test (UDP kpps, TCP Gbit/s, NAT TCP Gbit/s): vswitch and its peers (the kernel
+/// One panel per test (UDP kpps, TCP Gbit/s, NAT TCP Gbit/s, NAT UDP kpps): vswitch and its peers (the kernel
 /// with and without offloads, the raw veth pair, Open vSwitch without and with TSO) side by
 /// side, median bars with min–max whiskers, each peer's bar labelled with vswitch's ratio.
 pub fn veth(r: &VethReport, path: &Path) -> Result<()> {
-    let root = SVGBackend::new(path, (1500, 500)).into_drawing_area();
+    let root = SVGBackend::new(path, (2000, 500)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let root = root
         .titled(
@@ -222,7 +222,7 @@ pub fn veth(r: &VethReport, path: &Path) -> Result<()> {
             ("sans-serif", 18),
         )
         .map_err(err)?;
-    let panels = root.split_evenly((1, 3));
+    let panels = root.split_evenly((1, 4));
     let tests = [
         ("udp_64B_pps", "64 B UDP (kpps received)", 1e-3),
         ("tcp_gbps", "TCP container → container (Gbit/s)", 1.0),
@@ -230,6 +230,11 @@ pub fn veth(r: &VethReport, path: &Path) -> Result<()> {
             "nat_tcp_gbps",
             "TCP through NAT: vswitch vs iptables (Gbit/s)",
             1.0,
+        ),
+        (
+            "nat_udp_64B_pps",
+            "64 B UDP through NAT (kpps arrived masqueraded)",
+            1e-3,
         ),
     ];
     for (panel, (test, title, scale)) in panels.iter().zip(tests) {

@@ -46,9 +46,13 @@ use std::time::{Duration, Instant};
 
 mod lab;
 mod ovs;
+mod udp;
 
 use lab::Lab;
 use ovs::ovs_available;
+pub use udp::{BlastArgs, blast};
+use udp::{BLAST_MAX_FLOWS, Nat, Sink, Target, Tracker, Udp, udp_rate};
+
 /// Arguments of `vswitch bench veth`.
 #[derive(Args)]
 pub struct VethArgs {
@@ -64,50 +68,17 @@ pub struct VethArgs {
     /// Skip the Open vSwitch rows even when openvswitch-switch is installed.
     #[arg(long)]
     no_ovs: bool,
+    /// UDP flows (source ports) of the NAT row, nat_udp_64B_pps (at most 256 without trafgen).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u16).range(1..=50000))]
+    nat_flows: u16,
     #[command(flatten)]
     out: OutputArgs,
-}
-
-/// Arguments of the hidden `vswitch bench blast`: UDP datagrams as fast as a socket sends them.
-#[derive(Args)]
-pub struct BlastArgs {
-    /// Destination address.
-    #[arg(long)]
-    dst: Ipv4Addr,
-    /// Destination port.
-    #[arg(long, default_value_t = 9)]
-    port: u16,
-    /// Seconds to send for.
-    #[arg(long)]
-    seconds: f64,
-}
-
-/// The fallback generator: 18-byte UDP payloads (64-byte frames with FCS) in a loop.
-pub fn blast(a: BlastArgs) -> Result<()> {
-    let sock = UdpSocket::bind("0.0.0.0:0")?;
-    sock.connect((a.dst, a.port))?;
-    let payload = [0x41u8; 18];
-    let deadline = Instant::now() + Duration::from_secs_f64(a.seconds);
-    let mut sent = 0u64;
-    while !stopped() {
-        for _ in 0..256 {
-            // ENOBUFS and ECONNREFUSED (from ICMP port unreachable) are expected under load.
-            if sock.send(&payload).is_ok() {
-                sent += 1;
-            }
-        }
-        if Instant::now() >= deadline {
-            break;
-        }
-    }
-    println!("{sent}");
-    Ok(())
 }
 
 /// One measured figure.
 #[derive(Debug, Serialize)]
 pub struct Row {
-    /// `udp_64B_pps`, `tcp_gbps` or `nat_tcp_gbps`.
+    /// `udp_64B_pps`, `tcp_gbps`, `nat_tcp_gbps` or `nat_udp_64B_pps`.
     pub test: &'static str,
     /// `vswitch`, `linux-bridge`, `linux-router+iptables` / `+nft`, `raw-veth`, `ovs-netdev`
     /// or `ovs-netdev+tso`.
@@ -121,6 +92,8 @@ pub struct Row {
     pub unit: &'static str,
     /// For udp: what the sender put on its link, per second (median).
     pub offered: Option<f64>,
+    /// For udp: distinct UDP flows (source ports) sent.
+    pub flows: Option<u32>,
 }
 
 /// vswitch's figure over a peer's figure.
@@ -164,6 +137,8 @@ pub struct Report {
     pub reps: u32,
     /// The UDP packet generator.
     pub generator: String,
+    /// UDP flows (source ports) of the nat_udp_64B_pps rows.
+    pub nat_udp_flows: u32,
     /// The kernel NAT peer's tool.
     pub nat_tool: String,
     /// `ovs-vswitchd --version`'s first line, or why Open vSwitch was not measured.
@@ -174,6 +149,9 @@ pub struct Report {
     pub skipped: Vec<Skipped>,
     /// vswitch against each other row of the same test.
     pub ratios: Vec<Ratio>,
+    /// What the NAT UDP rows saw besides their figure: flows tracked after the warm-up, frames
+    /// that arrived not masqueraded, ICMP unreachables sent by the "internet".
+    pub notes: Vec<String>,
 }
 
 const OFF: &str = "off";
@@ -187,6 +165,7 @@ const OVS_TSO: &str = "ovs-netdev+tso";
 const UDP: &str = "udp_64B_pps";
 const TCP: &str = "tcp_gbps";
 const NAT: &str = "nat_tcp_gbps";
+const NAT_UDP: &str = "nat_udp_64B_pps";
 /// Open vSwitch's database schema (Debian's openvswitch-common).
 const OVS_SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
 const INET_IP: &str = "203.0.113.1";
@@ -214,6 +193,11 @@ pub fn run(args: VethArgs) -> Result<()> {
         );
     };
     let trafgen = !args.no_trafgen && have("trafgen");
+    let nat_flows = if trafgen {
+        args.nat_flows
+    } else {
+        args.nat_flows.min(BLAST_MAX_FLOWS)
+    };
     let generator = if trafgen {
         "trafgen -P 1 (netsniff-ng), 60-byte frames + FCS".to_string()
     } else {
@@ -227,10 +211,10 @@ pub fn run(args: VethArgs) -> Result<()> {
     sweep_stale();
     let machine = Machine::now();
     let mut lab = Lab::new()?;
-    let result = measure_all(&mut lab, &args, trafgen, nat_tool, &ovs);
+    let result = measure_all(&mut lab, &args, trafgen, nat_flows, nat_tool, &ovs);
     let prefix = lab.prefix.clone();
     drop(lab);
-    let (rows, skipped) = result?;
+    let (rows, skipped, notes) = result?;
     let ratios = ratios(&rows);
     let report = Report {
         bench: "veth",
@@ -239,6 +223,7 @@ pub fn run(args: VethArgs) -> Result<()> {
         seconds: args.seconds,
         reps: args.reps,
         generator,
+        nat_udp_flows: u32::from(nat_flows),
         nat_tool: nat_tool.to_string(),
         ovs: match ovs {
             Ok(v) => v,
@@ -247,6 +232,7 @@ pub fn run(args: VethArgs) -> Result<()> {
         rows,
         skipped,
         ratios,
+        notes,
     };
     args.out.emit(&report, crate::plot::veth, print_table)
 }
@@ -283,10 +269,13 @@ fn print_table(r: &Report) {
         r.reps,
         r.seconds
     );
-    println!("UDP generator: {}", r.generator);
+    println!(
+        "UDP generator: {}; {} flows (source ports) through NAT",
+        r.generator, r.nat_udp_flows
+    );
     println!("Open vSwitch: {}", r.ovs);
     println!(
-        "{:<13} {:<24} {:<18} {:>28}  {:>12}",
+        "{:<15} {:<24} {:<18} {:>28}  {:>12}",
         "test", "system", "offloads", "median (min–max)", "vs vswitch"
     );
     for row in &r.rows {
@@ -306,7 +295,7 @@ fn print_table(r: &Report) {
             format!("  (offered {:.0} kpps)", o / 1e3)
         });
         println!(
-            "{:<13} {:<24} {:<18} {:>21} {:<6}  {:>12}{offered}",
+            "{:<15} {:<24} {:<18} {:>21} {:<6}  {:>12}{offered}",
             row.test,
             row.system,
             row.offloads,
@@ -316,7 +305,10 @@ fn print_table(r: &Report) {
         );
     }
     for k in &r.skipped {
-        println!("{:<13} {:<24} skipped: {}", k.test, k.system, k.reason);
+        println!("{:<15} {:<24} skipped: {}", k.test, k.system, k.reason);
+    }
+    for n in &r.notes {
+        println!("note: {n}");
     }
     println!("ratios are vswitch's median over the row's median (> 1: vswitch is faster)");
 }
@@ -464,67 +456,6 @@ fn ping_within(ns: &str, dst: &str, secs: f64) -> Result<()> {
     }
 }
 
-/// Side: the sender, receiver and their addresses.
-struct Pair<'a> {
-    src: &'a str,
-    dst: &'a str,
-    src_ip: &'a str,
-    dst_ip: &'a str,
-}
-
-/// 64-byte UDP frames per second received by `p.dst` (and offered by `p.src`).
-fn udp_rate(lab: &mut Lab, p: &Pair, secs: f64, trafgen: bool) -> Result<(f64, f64)> {
-    let warm = 0.5;
-    let exe = std::env::current_exe()?;
-    let i = if trafgen {
-        let conf = lab.dir.join(format!("{}.trafgen", p.src));
-        let da = mac(p.dst, "eth0")?;
-        let sa = mac(p.src, "eth0")?;
-        // 14 + 20 + 8 + 18 = 60 bytes, 64 on the wire with the FCS.
-        std::fs::write(
-            &conf,
-            format!(
-                "{{ eth(da={da}, sa={sa}), ipv4(saddr={}, daddr={}, ttl=64), udp(sp=4000, dp=9), fill(0x41, 18) }}\n",
-                p.src_ip, p.dst_ip
-            ),
-        )?;
-        let conf = conf.to_string_lossy().into_owned();
-        // -Q: leave IRQ affinity alone (socket memory limits cannot be changed from a netns).
-        lab.spawn(
-            p.src,
-            &["trafgen", "-o", "eth0", "-c", &conf, "-P", "1", "-Q", "-C"],
-            None,
-        )?
-    } else {
-        let exe = exe.to_string_lossy().into_owned();
-        let total = format!("{}", secs + warm + 2.0);
-        lab.spawn(
-            p.src,
-            &[&exe, "blast", "--dst", p.dst_ip, "--seconds", &total],
-            None,
-        )?
-    };
-    let result = (|| {
-        sleep_checked(warm)?;
-        if let Some(st) = lab.procs[i].try_wait()? {
-            bail!("the packet generator exited early ({st})");
-        }
-        let (rx0, _) = counters(p.dst, "eth0")?;
-        let (_, tx0) = counters(p.src, "eth0")?;
-        let t0 = Instant::now();
-        sleep_checked(secs)?;
-        let (rx1, _) = counters(p.dst, "eth0")?;
-        let (_, tx1) = counters(p.src, "eth0")?;
-        let dt = t0.elapsed().as_secs_f64();
-        Ok(((rx1 - rx0) as f64 / dt, (tx1 - tx0) as f64 / dt))
-    })();
-    lab.signal(i, "-INT");
-    let _ = lab.wait(i, 3.0);
-    // Let the queues drain before the next figure.
-    std::thread::sleep(Duration::from_millis(300));
-    result
-}
-
 static PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(5201);
 
 /// TCP Gbit/s from `src` to `dst_ip` (an iperf3 server started in `dst`).
@@ -576,13 +507,17 @@ fn tcp_rate(lab: &mut Lab, src: &str, dst: &str, dst_ip: &str, secs: u32) -> Res
     result
 }
 
+/// Rows, skipped rows and notes.
+type Measured = (Vec<Row>, Vec<Skipped>, Vec<String>);
+
 fn measure_all(
     lab: &mut Lab,
     args: &VethArgs,
     trafgen: bool,
+    nat_flows: u16,
     nat_tool: &str,
     ovs_found: &std::result::Result<String, String>,
-) -> Result<(Vec<Row>, Vec<Skipped>)> {
+) -> Result<Measured> {
     let reps = args.reps;
     let secs = args.seconds;
     let tcp_secs = secs.ceil().max(1.0) as u32;
@@ -593,14 +528,17 @@ fn measure_all(
         (UDP, VSWITCH.into(), DEFAULTS),
         (TCP, VSWITCH.into(), DEFAULTS),
         (NAT, VSWITCH.into(), DEFAULTS),
+        (NAT_UDP, VSWITCH.into(), DEFAULTS),
         (UDP, RAW.into(), DEFAULTS),
         (TCP, RAW.into(), DEFAULTS),
         (UDP, BRIDGE.into(), DEFAULTS),
         (TCP, BRIDGE.into(), DEFAULTS),
         (NAT, nat_system.clone(), DEFAULTS),
+        (NAT_UDP, nat_system.clone(), DEFAULTS),
         (UDP, BRIDGE.into(), OFF),
         (TCP, BRIDGE.into(), OFF),
         (NAT, nat_system.clone(), OFF),
+        (NAT_UDP, nat_system.clone(), OFF),
     ];
     let ovs_plan = [
         (UDP, OVS, OFF_IN_CONTAINERS),
@@ -622,13 +560,15 @@ fn measure_all(
         let v = lab.build_vswitch()?;
         let r = lab.build_raw()?;
         let k = lab.build_kernel(nat_tool)?;
+        // Both "internet" namespaces drop (and count) the NAT UDP row's frames unanswered.
+        let sinks = (Sink::install(&v.2, nat_tool)?, Sink::install(&k.2, nat_tool)?);
         let o = match ovs_found {
             Ok(_) => Some(lab.build_ovs()?),
             Err(_) => None,
         };
-        Ok::<_, anyhow::Error>((v, r, k, o))
+        Ok::<_, anyhow::Error>((v, r, k, o, sinks))
     })();
-    let ((a, b, inet), (ra, rb), (ba, bb, binet, br), mut ovs) = match built {
+    let ((a, b, inet), (ra, rb), (ba, bb, binet, br), mut ovs, (sink, bsink)) = match built {
         Ok(x) => x,
         Err(e) => {
             bar.finish_and_clear();
@@ -637,6 +577,8 @@ fn measure_all(
     };
     bar.inc(1);
     let mut rows = Vec::new();
+    let mut notes = Vec::new();
+    let socket = lab.socket();
     let mut run = |lab: &mut Lab| -> Result<()> {
         ping(&a, "172.17.0.3")?;
         ping(&b, "172.17.0.2")?;
@@ -645,6 +587,10 @@ fn measure_all(
         ping(&ba, "172.17.0.3")?;
         ping(&bb, "172.17.0.2")?;
         ping(&ba, INET_IP)?;
+        // The NAT UDP frames go to the containers' gateways, and end in the internet namespaces.
+        let (gw, bgw) = (udp::gateway_mac(&a)?, udp::gateway_mac(&ba)?);
+        udp::check_local(&inet, INET_IP)?;
+        udp::check_local(&binet, INET_IP)?;
         let kernel_links = [
             (ba.as_str(), "eth0"),
             (bb.as_str(), "eth0"),
@@ -688,7 +634,7 @@ fn measure_all(
             };
             let (src, dst) = (src.to_string(), dst.to_string());
             let far = far.map(str::to_string);
-            let measured = (|| -> Result<(Vec<f64>, Vec<f64>)> {
+            let measured = (|| -> Result<(Vec<f64>, Vec<Udp>)> {
                 if let Some(o) = ovs.as_mut().filter(|_| is_ovs) {
                     let tso = system == OVS_TSO;
                     if ovs_mode != Some(tso) {
@@ -709,32 +655,54 @@ fn measure_all(
                     }
                 }
                 let mut values = Vec::new();
-                let mut offered = Vec::new();
+                let mut udps = Vec::new();
                 for _ in 0..reps {
                     check_stop()?;
+                    let far = far.as_deref();
                     match test {
-                        UDP => {
-                            let p = Pair {
+                        UDP | NAT_UDP => {
+                            let nat = test == NAT_UDP;
+                            let t = Target {
                                 src: &src,
-                                dst: &dst,
                                 src_ip: "172.17.0.2",
-                                dst_ip: "172.17.0.3",
+                                dst: if nat {
+                                    far.context("no internet peer")?
+                                } else {
+                                    &dst
+                                },
+                                dst_ip: if nat { INET_IP } else { "172.17.0.3" },
+                                dst_mac: match (nat, system == VSWITCH) {
+                                    (false, _) => mac(&dst, "eth0")?,
+                                    (true, true) => gw.clone(),
+                                    (true, false) => bgw.clone(),
+                                },
+                                flows: if nat { nat_flows } else { 1 },
+                                nat: nat.then(|| match system == VSWITCH {
+                                    true => Nat {
+                                        sink: &sink,
+                                        tracker: Tracker::Vswitch(&socket),
+                                    },
+                                    false => Nat {
+                                        sink: &bsink,
+                                        tracker: Tracker::Kernel(&br),
+                                    },
+                                }),
                             };
-                            let (rx, tx) = udp_rate(lab, &p, secs, trafgen)?;
-                            values.push(rx);
-                            offered.push(tx);
+                            let u = udp_rate(lab, &t, secs, trafgen)?;
+                            values.push(u.rx);
+                            udps.push(u);
                         }
                         TCP => values.push(tcp_rate(lab, &src, &dst, "172.17.0.3", tcp_secs)?),
                         _ => {
-                            let far = far.as_deref().context("no internet peer")?;
+                            let far = far.context("no internet peer")?;
                             values.push(tcp_rate(lab, &src, far, INET_IP, tcp_secs)?);
                         }
                     }
                     bar.inc(1);
                 }
-                Ok((values, offered))
+                Ok((values, udps))
             })();
-            let (values, offered) = match measured {
+            let (values, udps) = match measured {
                 Ok(x) => x,
                 Err(e) if is_ovs && !stopped() => {
                     // Open vSwitch is a guest here: its failure skips its rows, not the run.
@@ -755,9 +723,18 @@ fn measure_all(
                 system: system.clone(),
                 offloads: off,
                 value: Stat::of(&values),
-                unit: if test == UDP { "pps" } else { "Gbit/s" },
-                offered: (!offered.is_empty()).then(|| Stat::of(&offered).median),
+                unit: if test == TCP || test == NAT {
+                    "Gbit/s"
+                } else {
+                    "pps"
+                },
+                offered: (!udps.is_empty())
+                    .then(|| Stat::of(&udps.iter().map(|u| u.offered).collect::<Vec<_>>()).median),
+                flows: (!udps.is_empty()).then(|| if test == NAT_UDP { nat_flows } else { 1 }.into()),
             });
+            if test == NAT_UDP {
+                notes.push(nat_note(system, off, nat_flows, &udps));
+            }
         }
         if let Some(o) = ovs.as_mut() {
             o.stop_vswitchd(lab);
@@ -768,13 +745,34 @@ fn measure_all(
     bar.finish_and_clear();
     r?;
     rows.sort_by_key(order);
-    Ok((rows, skipped))
+    Ok((rows, skipped, notes))
+}
+
+/// What a NAT UDP row saw besides its figure, in one line.
+fn nat_note(system: &str, off: &str, flows: u16, udps: &[Udp]) -> String {
+    let tracked: Vec<u64> = udps.iter().filter_map(|u| u.tracked).collect();
+    let (lo, hi) = (
+        tracked.iter().min().copied().unwrap_or(0),
+        tracked.iter().max().copied().unwrap_or(0),
+    );
+    let cold = if lo < u64::from(flows) {
+        " (FEWER than the flows sent: not warm)"
+    } else {
+        ""
+    };
+    let stray: u64 = udps.iter().map(|u| u.stray).sum();
+    let icmp: u64 = udps.iter().map(|u| u.icmp).sum();
+    format!(
+        "{NAT_UDP} {system} (offloads {off}), {flows} flows: {lo}–{hi} connections tracked after \
+         the warm-up{cold}; over the windows {stray} frames arrived not masqueraded and the \
+         internet namespace sent {icmp} ICMP unreachables"
+    )
 }
 
 /// Print order: per test, vswitch, the kernel with its defaults, with offloads off, the raw
 /// pair, Open vSwitch without and with TSO.
 fn order(r: &Row) -> usize {
-    let t = [UDP, TCP, NAT]
+    let t = [UDP, TCP, NAT, NAT_UDP]
         .iter()
         .position(|x| *x == r.test)
         .unwrap_or(9);
