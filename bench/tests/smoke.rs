@@ -122,6 +122,16 @@ fn skip_veth() -> Option<String> {
             return Some(format!("{tool} is not installed"));
         }
     }
+    // The kernel's NAT peer, and the internet namespaces' counting drop rules.
+    let nat_tool = ["iptables", "nft"].iter().any(|tool| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if !nat_tool {
+        return Some("neither iptables nor nft is installed".into());
+    }
     None
 }
 
@@ -161,6 +171,8 @@ fn veth_bench_json_and_cleanup() {
         ("tcp_gbps", "ovs-netdev+tso", 1, true),
         ("nat_tcp_gbps", "vswitch", 1, false),
         ("nat_tcp_gbps", nat.as_str(), 2, false),
+        ("nat_udp_64B_pps", "vswitch", 1, false),
+        ("nat_udp_64B_pps", nat.as_str(), 2, false),
     ] {
         let found: Vec<&Value> = rows
             .iter()
@@ -188,9 +200,30 @@ fn veth_bench_json_and_cleanup() {
             );
         }
     }
-    // vswitch against every other row of its test.
+    // The NAT UDP rows: their flow count, and one note each (tracked flows, strays, ICMP).
+    let flows = v["nat_udp_flows"].as_u64().unwrap();
+    assert!(flows >= 1, "{v:#}");
+    for r in rows.iter().filter(|r| r["test"] == "nat_udp_64B_pps") {
+        assert_eq!(r["flows"].as_u64(), Some(flows), "{r}");
+        assert!(r["offered"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    let notes = v["notes"].as_array().unwrap();
+    assert_eq!(notes.len(), 3, "{v:#}");
+    assert!(
+        notes
+            .iter()
+            .all(|n| n.as_str().unwrap().contains("arrived not masqueraded")),
+        "{v:#}"
+    );
+    // vswitch against every other row of its test (one vswitch row per test).
     let ratios = v["ratios"].as_array().unwrap();
-    assert_eq!(ratios.len(), rows.len() - 3, "{v:#}");
+    assert_eq!(ratios.len(), rows.len() - 4, "{v:#}");
+    assert!(
+        ratios
+            .iter()
+            .any(|r| r["test"] == "nat_udp_64B_pps" && r["system"] == nat.as_str()),
+        "{v:#}"
+    );
     for r in ratios {
         assert!(r["ratio"].as_f64().unwrap() > 0.0, "{r}");
         assert_ne!(r["system"], "vswitch", "{r}");

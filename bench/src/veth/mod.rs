@@ -29,9 +29,12 @@
 //! as skipped.
 //!
 //! Figures: 64-byte UDP frames per second received by the far container (trafgen, one process,
-//! counted from the receiver's rx_packets), TCP Gbit/s with iperf3 container → container, and
-//! TCP Gbit/s container → "internet" through NAT. Every namespace is named `vsb<pid>-*`; the
-//! lab's `Drop` kills what it started and deletes them, also after an error or Ctrl-C.
+//! counted from the receiver's rx_packets), TCP Gbit/s with iperf3 container → container, TCP
+//! Gbit/s container → "internet" through NAT, and 64-byte UDP frames per second container →
+//! "internet" through NAT over `--nat-flows` source ports, counted as they arrive masqueraded by
+//! a drop rule in the internet namespace (which therefore answers nothing; see `udp.rs`). Every
+//! namespace is named `vsb<pid>-*`; the lab's `Drop` kills what it started and deletes them,
+//! also after an error or Ctrl-C.
 
 use crate::harness::{Machine, OutputArgs, Stat, check_stop, progress, sleep_checked, stopped};
 use anyhow::{Context, Result, bail};
@@ -50,8 +53,8 @@ mod udp;
 
 use lab::Lab;
 use ovs::ovs_available;
-pub use udp::{BlastArgs, blast};
 use udp::{BLAST_MAX_FLOWS, Nat, Sink, Target, Tracker, Udp, udp_rate};
+pub use udp::{BlastArgs, blast};
 
 /// Arguments of `vswitch bench veth`.
 #[derive(Args)]
@@ -561,7 +564,10 @@ fn measure_all(
         let r = lab.build_raw()?;
         let k = lab.build_kernel(nat_tool)?;
         // Both "internet" namespaces drop (and count) the NAT UDP row's frames unanswered.
-        let sinks = (Sink::install(&v.2, nat_tool)?, Sink::install(&k.2, nat_tool)?);
+        let sinks = (
+            Sink::install(&v.2, nat_tool)?,
+            Sink::install(&k.2, nat_tool)?,
+        );
         let o = match ovs_found {
             Ok(_) => Some(lab.build_ovs()?),
             Err(_) => None,
@@ -730,10 +736,11 @@ fn measure_all(
                 },
                 offered: (!udps.is_empty())
                     .then(|| Stat::of(&udps.iter().map(|u| u.offered).collect::<Vec<_>>()).median),
-                flows: (!udps.is_empty()).then(|| if test == NAT_UDP { nat_flows } else { 1 }.into()),
+                flows: (!udps.is_empty())
+                    .then(|| if test == NAT_UDP { nat_flows } else { 1 }.into()),
             });
             if test == NAT_UDP {
-                notes.push(nat_note(system, off, nat_flows, &udps));
+                notes.push(udp::nat_note(system, off, nat_flows, &udps));
             }
         }
         if let Some(o) = ovs.as_mut() {
@@ -746,27 +753,6 @@ fn measure_all(
     r?;
     rows.sort_by_key(order);
     Ok((rows, skipped, notes))
-}
-
-/// What a NAT UDP row saw besides its figure, in one line.
-fn nat_note(system: &str, off: &str, flows: u16, udps: &[Udp]) -> String {
-    let tracked: Vec<u64> = udps.iter().filter_map(|u| u.tracked).collect();
-    let (lo, hi) = (
-        tracked.iter().min().copied().unwrap_or(0),
-        tracked.iter().max().copied().unwrap_or(0),
-    );
-    let cold = if lo < u64::from(flows) {
-        " (FEWER than the flows sent: not warm)"
-    } else {
-        ""
-    };
-    let stray: u64 = udps.iter().map(|u| u.stray).sum();
-    let icmp: u64 = udps.iter().map(|u| u.icmp).sum();
-    format!(
-        "{NAT_UDP} {system} (offloads {off}), {flows} flows: {lo}–{hi} connections tracked after \
-         the warm-up{cold}; over the windows {stray} frames arrived not masqueraded and the \
-         internet namespace sent {icmp} ICMP unreachables"
-    )
 }
 
 /// Print order: per test, vswitch, the kernel with its defaults, with offloads off, the raw

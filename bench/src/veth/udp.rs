@@ -104,7 +104,16 @@ impl Sink {
         let v: Vec<u64> = if self.tool == "iptables" {
             let out = in_ns(
                 &self.ns,
-                &["iptables", "-t", "raw", "-L", "PREROUTING", "-n", "-v", "-x"],
+                &[
+                    "iptables",
+                    "-t",
+                    "raw",
+                    "-L",
+                    "PREROUTING",
+                    "-n",
+                    "-v",
+                    "-x",
+                ],
             )?;
             // "Chain ...", the column header, then one line per rule: pkts first.
             out.lines()
@@ -122,7 +131,11 @@ impl Sink {
         };
         match v[..] {
             [masq, other, ..] => Ok((masq, other)),
-            _ => bail!("cannot read the counting rules in {} ({})", self.ns, self.tool),
+            _ => bail!(
+                "cannot read the counting rules in {} ({})",
+                self.ns,
+                self.tool
+            ),
         }
     }
 }
@@ -150,6 +163,27 @@ impl Tracker<'_> {
                 Ok(v["entries"].as_array().map_or(0, |e| e.len() as u64))
             }
         }
+    }
+
+    /// vswitch's drops so far, summed over its ports: (receive rings full, the packet loop
+    /// behind; dropped in the pipeline, any reason). None for the kernel.
+    fn drops(&self) -> Result<Option<(u64, u64)>> {
+        let Tracker::Vswitch(socket) = self else {
+            return Ok(None);
+        };
+        let v =
+            control::call(socket, &Request::Stats).context("asking the daemon for its counters")?;
+        let ports = v["ports"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let ring = ports
+            .iter()
+            .filter_map(|p| p["rx_kernel_drops"].as_u64())
+            .sum();
+        let pipeline = ports
+            .iter()
+            .filter_map(|p| p["drops"].as_object())
+            .flat_map(|d| d.values().filter_map(|n| n.as_u64()))
+            .sum();
+        Ok(Some((ring, pipeline)))
     }
 }
 
@@ -187,6 +221,8 @@ pub(super) struct Udp {
     pub(super) icmp: u64,
     /// Through NAT: flows tracked after the warm-up.
     pub(super) tracked: Option<u64>,
+    /// vswitch, over the window: (frames dropped at its full receive rings, in its pipeline).
+    pub(super) drops: Option<(u64, u64)>,
 }
 
 /// The MAC address `ns` resolves its default gateway to (pinged once more if not known yet).
@@ -212,13 +248,14 @@ pub(super) fn gateway_mac(ns: &str) -> Result<String> {
             let _ = in_ns(ns, &["ping", "-c", "1", "-W", "1", &gw]);
         }
     }
-    bail!("{ns} has no neighbour entry for its gateway {gw} (install ping, or check the gateway answers ARP)")
+    bail!(
+        "{ns} has no neighbour entry for its gateway {gw} (install ping, or check the gateway answers ARP)"
+    )
 }
 
 /// Fails unless `addr` is an address of `ns` itself: the NAT row's traffic must end there.
 pub(super) fn check_local(ns: &str, addr: &str) -> Result<()> {
-    let v: serde_json::Value =
-        serde_json::from_str(&ip(&["-n", ns, "-j", "route", "get", addr])?)?;
+    let v: serde_json::Value = serde_json::from_str(&ip(&["-n", ns, "-j", "route", "get", addr])?)?;
     if v[0]["type"].as_str() != Some("local") {
         bail!("{addr} is not an address of {ns}: refusing to send UDP load to it");
     }
@@ -298,8 +335,13 @@ pub(super) fn udp_rate(lab: &mut Lab, t: &Target, secs: f64, trafgen: bool) -> R
         };
         // Each counter is timed on its own (reading the rules forks a process).
         let stamp = |v: u64| (v, Instant::now());
+        let drops0 = t.nat.as_ref().map(|n| n.tracker.drops()).transpose()?;
         let sink0 = match &t.nat {
-            Some(n) => Some((n.sink.counts()?, Instant::now(), icmp_unreachable_sent(t.dst)?)),
+            Some(n) => Some((
+                n.sink.counts()?,
+                Instant::now(),
+                icmp_unreachable_sent(t.dst)?,
+            )),
             None => None,
         };
         let rx0 = stamp(counters(t.dst, "eth0")?.0);
@@ -308,8 +350,19 @@ pub(super) fn udp_rate(lab: &mut Lab, t: &Target, secs: f64, trafgen: bool) -> R
         let rx1 = stamp(counters(t.dst, "eth0")?.0);
         let tx1 = stamp(counters(t.src, "eth0")?.1);
         let sink1 = match &t.nat {
-            Some(n) => Some((n.sink.counts()?, Instant::now(), icmp_unreachable_sent(t.dst)?)),
+            Some(n) => Some((
+                n.sink.counts()?,
+                Instant::now(),
+                icmp_unreachable_sent(t.dst)?,
+            )),
             None => None,
+        };
+        let drops1 = t.nat.as_ref().map(|n| n.tracker.drops()).transpose()?;
+        let drops = match (drops0.flatten(), drops1.flatten()) {
+            (Some((r0, p0)), Some((r1, p1))) => {
+                Some((r1.saturating_sub(r0), p1.saturating_sub(p0)))
+            }
+            _ => None,
         };
         let rate = |a: (u64, Instant), b: (u64, Instant)| {
             b.0.saturating_sub(a.0) as f64 / (b.1 - a.1).as_secs_f64()
@@ -322,6 +375,7 @@ pub(super) fn udp_rate(lab: &mut Lab, t: &Target, secs: f64, trafgen: bool) -> R
                 stray: o1.saturating_sub(o0),
                 icmp: i1.saturating_sub(i0),
                 tracked,
+                drops,
             },
             None => Udp {
                 rx: rate(rx0, rx1),
@@ -329,6 +383,7 @@ pub(super) fn udp_rate(lab: &mut Lab, t: &Target, secs: f64, trafgen: bool) -> R
                 stray: 0,
                 icmp: 0,
                 tracked,
+                drops,
             },
         })
     })();
@@ -337,4 +392,32 @@ pub(super) fn udp_rate(lab: &mut Lab, t: &Target, secs: f64, trafgen: bool) -> R
     // Let the queues drain before the next figure.
     std::thread::sleep(Duration::from_millis(300));
     result
+}
+
+/// What a NAT UDP row saw besides its figure, in one line.
+pub(super) fn nat_note(system: &str, off: &str, flows: u16, udps: &[Udp]) -> String {
+    let tracked: Vec<u64> = udps.iter().filter_map(|u| u.tracked).collect();
+    let (lo, hi) = (
+        tracked.iter().min().copied().unwrap_or(0),
+        tracked.iter().max().copied().unwrap_or(0),
+    );
+    let cold = if lo < u64::from(flows) {
+        " (FEWER than the flows sent: not warm)"
+    } else {
+        ""
+    };
+    let stray: u64 = udps.iter().map(|u| u.stray).sum();
+    let icmp: u64 = udps.iter().map(|u| u.icmp).sum();
+    let drops = udps
+        .iter()
+        .filter_map(|u| u.drops)
+        .reduce(|a, b| (a.0 + b.0, a.1 + b.1))
+        .map_or(String::new(), |(ring, pipe)| {
+            format!("; vswitch dropped {ring} at its full receive rings and {pipe} in its pipeline")
+        });
+    format!(
+        "{NAT_UDP} {system} (offloads {off}), {flows} flows: {lo}–{hi} connections tracked after \
+         the warm-up{cold}; over the windows {stray} frames arrived not masqueraded, the \
+         internet namespace sent {icmp} ICMP unreachables{drops}"
+    )
 }
