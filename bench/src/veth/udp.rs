@@ -115,19 +115,12 @@ impl Sink {
                     "-x",
                 ],
             )?;
-            // "Chain ...", the column header, then one line per rule: pkts first.
-            out.lines()
-                .skip(2)
-                .filter_map(|l| l.split_whitespace().next()?.parse().ok())
-                .collect()
+            iptables_packets(&out)
         } else {
-            let out = in_ns(&self.ns, &["nft", "list", "chain", "ip", "vsbsink", "pre"])?;
-            out.lines()
-                .filter_map(|l| {
-                    let rest = l.split("counter packets ").nth(1)?;
-                    rest.split_whitespace().next()?.parse().ok()
-                })
-                .collect()
+            nft_packets(&in_ns(
+                &self.ns,
+                &["nft", "list", "chain", "ip", "vsbsink", "pre"],
+            )?)
         };
         match v[..] {
             [masq, other, ..] => Ok((masq, other)),
@@ -138,6 +131,25 @@ impl Sink {
             ),
         }
     }
+}
+
+/// The packet counts of `iptables -L CHAIN -n -v -x`'s rules, in order.
+fn iptables_packets(out: &str) -> Vec<u64> {
+    // "Chain ...", the column header, then one line per rule: pkts first.
+    out.lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// The packet counts of the `counter` statements of `nft list chain`, in order.
+fn nft_packets(out: &str) -> Vec<u64> {
+    out.lines()
+        .filter_map(|l| {
+            let rest = l.split("counter packets ").nth(1)?;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .collect()
 }
 
 /// Who tracks the NAT flows, to count them after the warm-up.
@@ -265,15 +277,20 @@ pub(super) fn check_local(ns: &str, addr: &str) -> Result<()> {
 /// ICMP destination unreachable messages sent from `ns` so far.
 fn icmp_unreachable_sent(ns: &str) -> Result<u64> {
     let snmp = in_ns(ns, &["cat", "/proc/net/snmp"])?;
+    out_dest_unreachs(&snmp)
+        .with_context(|| format!("no Icmp OutDestUnreachs in {ns}'s /proc/net/snmp"))
+}
+
+/// Icmp OutDestUnreachs of a /proc/net/snmp text.
+fn out_dest_unreachs(snmp: &str) -> Option<u64> {
     let mut icmp = snmp.lines().filter(|l| l.starts_with("Icmp:"));
     let (names, values) = (icmp.next(), icmp.next());
-    let found = names.zip(values).and_then(|(n, v)| {
+    names.zip(values).and_then(|(n, v)| {
         n.split_whitespace()
             .zip(v.split_whitespace())
             .find(|(k, _)| *k == "OutDestUnreachs")
             .and_then(|(_, x)| x.parse().ok())
-    });
-    found.with_context(|| format!("no Icmp OutDestUnreachs in {ns}'s /proc/net/snmp"))
+    })
 }
 
 /// 64-byte UDP frames per second received at `t.dst` (and offered by `t.src`): a warm-up, then
@@ -420,4 +437,41 @@ pub(super) fn nat_note(system: &str, off: &str, flows: u16, udps: &[Udp]) -> Str
          the warm-up{cold}; over the windows {stray} frames arrived not masqueraded, the \
          internet namespace sent {icmp} ICMP unreachables{drops}"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counting_rules_are_read() {
+        let ipt = "Chain PREROUTING (policy ACCEPT 12 packets, 900 bytes)
+    pkts      bytes target     prot opt in     out     source               destination
+  501234 30074040 DROP       17   --  *      *       203.0.113.2          0.0.0.0/0            udp dpt:9
+       3      180 DROP       17   --  *      *       0.0.0.0/0            0.0.0.0/0            udp dpt:9
+";
+        assert_eq!(iptables_packets(ipt), [501234, 3]);
+        let nft = "table ip vsbsink {
+	chain pre {
+		type filter hook prerouting priority raw; policy accept;
+		ip saddr 203.0.113.2 udp dport 9 counter packets 77 bytes 4620 drop
+		udp dport 9 counter packets 0 bytes 0 drop
+	}
+}
+";
+        assert_eq!(nft_packets(nft), [77, 0]);
+    }
+
+    #[test]
+    fn icmp_unreachables_are_read() {
+        let snmp = "Ip: Forwarding DefaultTTL
+Ip: 2 64
+Icmp: InMsgs InErrors InCsumErrors InDestUnreachs OutMsgs OutErrors OutRateLimitGlobal OutRateLimitHost OutDestUnreachs
+Icmp: 4 0 0 0 9 0 0 0 7
+Udp: InDatagrams NoPorts
+Udp: 1 2
+";
+        assert_eq!(out_dest_unreachs(snmp), Some(7));
+        assert_eq!(out_dest_unreachs("Ip: a\nIp: 1\n"), None);
+    }
 }
