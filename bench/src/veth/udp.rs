@@ -432,8 +432,9 @@ pub(super) fn nat_note(system: &str, off: &str, flows: u16, udps: &[Udp]) -> Str
         .map_or(String::new(), |(ring, pipe)| {
             format!("; vswitch dropped {ring} at its full receive rings and {pipe} in its pipeline")
         });
+    let plural = if flows == 1 { "" } else { "s" };
     format!(
-        "{NAT_UDP} {system} (offloads {off}), {flows} flows: {lo}–{hi} connections tracked after \
+        "{NAT_UDP} {system} (offloads {off}), {flows} flow{plural}: {lo}–{hi} connections tracked after \
          the warm-up{cold}; over the windows {stray} frames arrived not masqueraded, the \
          internet namespace sent {icmp} ICMP unreachables{drops}"
     )
