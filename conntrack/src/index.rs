@@ -78,7 +78,11 @@ impl Index {
 
     #[inline]
     fn next(&self, i: usize) -> usize {
-        if i + 1 == self.buckets.len() { 0 } else { i + 1 }
+        if i + 1 == self.buckets.len() {
+            0
+        } else {
+            i + 1
+        }
     }
 
     /// Values stored under `tag`, in probe order: the caller checks which

@@ -1,26 +1,46 @@
 //! The connection table: storage, lookup, per-packet tracking and expiry.
 //!
-//! Owns every [`Entry`]. Layout (OVS / VPP nat44-ed style):
-//! - a slab (`Vec<Slot>` + free list threaded through `Slot::next`); an
-//!   [`EntryId`] is a slab index plus the slot's generation, so a stale id
-//!   never reaches a reused slot;
-//! - one key index (`index::Index`, open addressing over 8-byte buckets)
-//!   holding each entry twice, under its original and its reply tuple; the
-//!   value packs `index << 1 | direction`, so one lookup yields both the
-//!   entry and the packet's direction. The index stores hash tags, not keys:
-//!   a lookup confirms a tag match against the slab entry's tuple;
+//! Owns every connection. Layout (OVS / VPP nat44-ed style), sized for at
+//! most 128 bytes per connection including the index (`tests/memory.rs`
+//! measures it):
+//! - a slab of 96-byte [`Slot`]s in chunks of `CHUNK` slots (`Vec<Vec<Slot>>`:
+//!   growth adds a chunk, never copies or doubles the slab), plus a free list
+//!   threaded through `Slot::next`; an [`EntryId`] is a slab index plus the
+//!   slot's generation, so a stale id never reaches a reused slot;
+//! - one key index (`index::Index`, Robin Hood open addressing over 8-byte
+//!   buckets, growing by 1.25x at 7/8 load) holding each entry twice, under its
+//!   original and its reply tuple; the value packs `index << 1 | direction`, so
+//!   one lookup yields both the entry and the packet's direction. The index
+//!   stores hash tags, not keys: a lookup confirms a tag match against the
+//!   slot's tuple;
 //! - intrusive doubly-linked LRU lists, one per (timeout class, assured).
 //!
+//! A slot stores an entry packed, and [`Entry`] is built on read:
+//! - the tuples as three words each, the protocols and the state + assured flag
+//!   in one byte each (`kind`: original protocol, TCP state or `replied`,
+//!   assured; `FREE` when the slot holds nothing; the list is derived from it);
+//! - `refreshed_at` (the last timeout refresh) instead of `expires_at`, which
+//!   is `refreshed_at + timeout(class)`, saturating;
+//! - `last_seen` only when it differs from `refreshed_at` (the last packet did
+//!   not refresh: a retransmitted SYN, an ignored segment), in the `late` side
+//!   map, flagged `LATE` in the slot;
+//! - packet and byte counters as `u32` low halves, the high halves of those
+//!   that ever exceeded `u32` in the `wide` side map, flagged `WIDE`;
+//! - the TCP sequence bookkeeping as `tcp::PackedTrack` (21 bytes).
+//!
 //! Invariants:
-//! - a slot is in exactly one list iff it holds an entry, and that list is
-//!   the one `list_of(entry)` names;
+//! - a slot is in exactly one list iff it holds an entry (`kind != FREE`), and
+//!   that list is the one `LIST_OF_KIND[kind]` names;
 //! - both keys of a stored entry map to it (one key when original == reply),
 //!   and every map value points at a stored entry;
+//! - a slot has a `late` (`wide`) side-map entry iff it holds an entry and is
+//!   flagged `LATE` (`WIDE`); a `late` value is never the slot's
+//!   `refreshed_at`;
 //! - every entry of a class shares one timeout and is appended at the tail
-//!   with `expires_at = clock + timeout`, where `clock` never decreases (it is
-//!   the high-water mark of every `now` seen, so a capture whose clock jumps
+//!   with `refreshed_at = clock`, where `clock` never decreases (it is the
+//!   high-water mark of every `now` seen, so a capture whose clock jumps
 //!   backwards just makes time stand still). Hence each list is sorted by
-//!   `expires_at` (and by last refresh): expiry pops heads, never scans;
+//!   `refreshed_at` and so by `expires_at`: expiry pops heads, never scans;
 //! - `len <= max_entries` at all times.
 //!
 //! Nothing here reads a clock, allocates randomness or panics on input: all
@@ -28,7 +48,7 @@
 
 use crate::config::{Config, Timeouts};
 use crate::index::{Index, tag_of};
-use crate::tcp::{self, Outcome, TcpSegment, TcpState, TcpTrack};
+use crate::tcp::{self, Outcome, PackedTrack, TcpSegment, TcpState, TcpTrack};
 use crate::tuple::{Direction, Tuple};
 use packet::L4Proto;
 use rustc_hash::FxHashMap;
@@ -96,8 +116,9 @@ impl serde::Serialize for State {
     }
 }
 
-/// One tracked connection.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+/// One tracked connection, as read from the table (which stores it packed, see the module
+/// docs, and builds this on every read).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Entry {
     /// Tuple of the packet that created the entry.
     pub original: Tuple,
@@ -176,7 +197,6 @@ pub enum Verdict {
 }
 
 const NIL: u32 = u32::MAX;
-const NO_LIST: u8 = u8::MAX;
 /// Timeout classes (see `class_of`); each has one list per assured value.
 const NUM_CLASSES: usize = 11;
 const NUM_LISTS: usize = NUM_CLASSES * 2;
@@ -186,8 +206,11 @@ const CLASS_ICMP: usize = 10;
 /// Expired entries reclaimed by an `insert` that finds the table full: one
 /// slot is needed, a few more amortise the next inserts.
 const RECLAIM_BUDGET: usize = 16;
+/// Slots per slab chunk (24 KiB): at most one chunk is partly used.
+const CHUNK_BITS: u32 = 8;
+const CHUNK: usize = 1 << CHUNK_BITS;
 
-fn class_of(state: State, assured: bool) -> usize {
+const fn class_of(state: State, assured: bool) -> usize {
     match state {
         // An entry awaiting its first SYN times out like SYN_SENT.
         State::Tcp(TcpState::None | TcpState::SynSent) => 0,
@@ -220,22 +243,163 @@ fn class_timeout(t: &Timeouts, class: usize) -> u64 {
     }
 }
 
-fn list_of(entry: &Entry) -> usize {
-    class_of(entry.state, entry.assured) * 2 + usize::from(entry.assured)
+const fn list_of(state: State, assured: bool) -> usize {
+    class_of(state, assured) * 2 + assured as usize
 }
 
+// ---- the packed `kind` byte: bits 0-1 original protocol, 2-5 state, 6 assured ----
+
+/// `kind` of a slot that holds no entry (protocol code 3).
+const FREE: u8 = u8::MAX;
+const ASSURED: u8 = 1 << 6;
+/// `Slot::spill` flags: which side maps hold part of the entry.
+const WIDE: u8 = 1;
+const LATE: u8 = 2;
+
+const fn proto_code(p: L4Proto) -> u8 {
+    match p {
+        L4Proto::Icmp => 0,
+        L4Proto::Tcp => 1,
+        L4Proto::Udp => 2,
+    }
+}
+
+const fn proto_of(code: u8) -> L4Proto {
+    match code & 3 {
+        0 => L4Proto::Icmp,
+        1 => L4Proto::Tcp,
+        _ => L4Proto::Udp,
+    }
+}
+
+const fn tcp_state_of(code: u8) -> TcpState {
+    match code {
+        0 => TcpState::None,
+        1 => TcpState::SynSent,
+        2 => TcpState::SynRecv,
+        3 => TcpState::Established,
+        4 => TcpState::FinWait,
+        5 => TcpState::CloseWait,
+        6 => TcpState::LastAck,
+        7 => TcpState::TimeWait,
+        _ => TcpState::Close,
+    }
+}
+
+const fn kind_of(state: State, assured: bool) -> u8 {
+    let (proto, detail) = match state {
+        State::Tcp(s) => (1, s as u8),
+        State::Udp { replied } => (2, replied as u8),
+        State::Icmp { replied } => (0, replied as u8),
+    };
+    proto | detail << 2 | if assured { ASSURED } else { 0 }
+}
+
+const fn state_of(kind: u8) -> State {
+    let detail = (kind >> 2) & 0x0f;
+    match kind & 3 {
+        1 => State::Tcp(tcp_state_of(detail)),
+        2 => State::Udp {
+            replied: detail != 0,
+        },
+        _ => State::Icmp {
+            replied: detail != 0,
+        },
+    }
+}
+
+/// The list of every `kind` (`NUM_LISTS` for `FREE`): one load per lookup.
+const LIST_OF_KIND: [u8; 256] = {
+    let mut t = [NUM_LISTS as u8; 256];
+    let mut k = 0;
+    while k < 256 {
+        let kind = k as u8;
+        if kind & 3 != 3 {
+            t[k] = list_of(state_of(kind), kind & ASSURED != 0) as u8;
+        }
+        k += 1;
+    }
+    t
+};
+
+/// A tuple without its protocol: addresses and both ports as three words.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Key {
+    src: u32,
+    dst: u32,
+    ports: u32,
+}
+
+impl Key {
+    #[inline]
+    fn of(t: &Tuple) -> Key {
+        Key {
+            src: t.src.to_bits(),
+            dst: t.dst.to_bits(),
+            ports: u32::from(t.src_port) << 16 | u32::from(t.dst_port),
+        }
+    }
+
+    fn tuple(self, proto: L4Proto) -> Tuple {
+        Tuple::new(
+            proto,
+            Ipv4Addr::from_bits(self.src),
+            (self.ports >> 16) as u16,
+            Ipv4Addr::from_bits(self.dst),
+            self.ports as u16,
+        )
+    }
+}
+
+/// One slab slot: an entry packed into 96 bytes (see the module docs).
 #[derive(Clone, Debug)]
 struct Slot {
+    original: Key,
+    reply: Key,
+    created: u64,
+    /// Table clock of the last timeout refresh: the list sort key (used to
+    /// pick the oldest early-drop victim across lists), and `expires_at`
+    /// minus the class timeout.
+    refreshed_at: u64,
+    /// Low halves per direction; the high halves are in `wide` if `WIDE`.
+    packets: [u32; 2],
+    bytes: [u32; 2],
+    mark: u32,
     generation: u32,
     /// LRU neighbours while stored; `next` threads the free list otherwise.
     prev: u32,
     next: u32,
-    list: u8,
-    /// Table clock of the last timeout refresh: the list sort key, used to
-    /// pick the oldest early-drop victim across lists.
-    refreshed_at: u64,
-    tcp: TcpTrack,
-    entry: Option<Entry>,
+    /// `PackedTrack::words` (TCP only).
+    tcp: [u32; 5],
+    tcp_flags: u8,
+    /// Original protocol, state, assured; `FREE` if empty.
+    kind: u8,
+    reply_proto: u8,
+    /// `WIDE` | `LATE`.
+    spill: u8,
+}
+
+const _: () = assert!(std::mem::size_of::<Slot>() == 96);
+
+impl Slot {
+    #[inline]
+    fn is_live(&self) -> bool {
+        self.kind != FREE
+    }
+
+    #[inline]
+    fn list(&self) -> usize {
+        usize::from(LIST_OF_KIND[usize::from(self.kind)])
+    }
+
+    #[inline]
+    fn has_key(&self, dir: Direction, key: &Tuple) -> bool {
+        let (k, proto) = match dir {
+            Direction::Original => (self.original, self.kind),
+            Direction::Reply => (self.reply, self.reply_proto),
+        };
+        self.is_live() && k == Key::of(key) && proto & 3 == proto_code(key.proto)
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -253,8 +417,10 @@ const EMPTY_LIST: List = List {
 #[derive(Clone, Debug)]
 pub struct Conntrack {
     config: Config,
+    /// `class_timeout` per class.
+    timeouts: [u64; NUM_CLASSES],
     map: Index,
-    slots: Vec<Slot>,
+    chunks: Vec<Vec<Slot>>,
     free_head: u32,
     lists: [List; NUM_LISTS],
     len: usize,
@@ -265,6 +431,11 @@ pub struct Conntrack {
     /// Translated entries per original destination (kept only when `max_nat_per_destination`
     /// is set).
     per_destination: FxHashMap<Ipv4Addr, u32>,
+    /// High halves (packets original, reply, bytes original, reply) of the counters of slots
+    /// flagged `WIDE`.
+    wide: FxHashMap<u32, [u32; 4]>,
+    /// `last_seen` of slots flagged `LATE`.
+    late: FxHashMap<u32, u64>,
 }
 
 /// Whether the entry's source was translated (masquerade, hairpin): the reply is not addressed
@@ -298,15 +469,78 @@ fn unpack(v: u32) -> (u32, Direction) {
     (v >> 1, dir)
 }
 
+const fn join(hi: u32, lo: u32) -> u64 {
+    (hi as u64) << 32 | lo as u64
+}
+
+#[inline]
+fn slot_in(chunks: &[Vec<Slot>], idx: u32) -> Option<&Slot> {
+    chunks
+        .get((idx >> CHUNK_BITS) as usize)?
+        .get(idx as usize & (CHUNK - 1))
+}
+
+#[inline]
+fn slot_in_mut(chunks: &mut [Vec<Slot>], idx: u32) -> Option<&mut Slot> {
+    chunks
+        .get_mut((idx >> CHUNK_BITS) as usize)?
+        .get_mut(idx as usize & (CHUNK - 1))
+}
+
+/// Counts a packet of `len` bytes in direction `d`, saturating at `u64::MAX` like a `u64`
+/// counter: the `u32` low halves take it unless one would carry, which moves the entry's high
+/// halves into `wide`.
+fn count_packet(
+    slot: &mut Slot,
+    wide: &mut FxHashMap<u32, [u32; 4]>,
+    idx: u32,
+    d: usize,
+    len: usize,
+) {
+    let packets = slot.packets[d].checked_add(1);
+    let bytes = u32::try_from(len)
+        .ok()
+        .and_then(|l| slot.bytes[d].checked_add(l));
+    if let (Some(p), Some(b)) = (packets, bytes) {
+        slot.packets[d] = p;
+        slot.bytes[d] = b;
+        return;
+    }
+    let hi = wide.entry(idx).or_insert([0; 4]);
+    slot.spill |= WIDE;
+    let p = join(hi[d], slot.packets[d]).saturating_add(1);
+    let b = join(hi[2 + d], slot.bytes[d]).saturating_add(u64::try_from(len).unwrap_or(u64::MAX));
+    hi[d] = (p >> 32) as u32;
+    hi[2 + d] = (b >> 32) as u32;
+    slot.packets[d] = p as u32;
+    slot.bytes[d] = b as u32;
+}
+
+/// Records `last_seen = clock` for a slot whose `refreshed_at` is already current.
+fn set_last_seen(slot: &mut Slot, late: &mut FxHashMap<u32, u64>, idx: u32, clock: u64) {
+    if clock != slot.refreshed_at {
+        late.insert(idx, clock);
+        slot.spill |= LATE;
+    } else if slot.spill & LATE != 0 {
+        late.remove(&idx);
+        slot.spill &= !LATE;
+    }
+}
+
 impl Conntrack {
     /// An empty table. `max_entries` is clamped to
     /// [`Config::MAX_ENTRIES_LIMIT`]; nothing is preallocated.
     pub fn new(mut config: Config) -> Self {
         config.max_entries = config.max_entries.min(Config::MAX_ENTRIES_LIMIT);
+        let mut timeouts = [0; NUM_CLASSES];
+        for (class, t) in timeouts.iter_mut().enumerate() {
+            *t = class_timeout(&config.timeouts, class);
+        }
         Conntrack {
             config,
+            timeouts,
             map: Index::default(),
-            slots: Vec::new(),
+            chunks: Vec::new(),
             free_head: NIL,
             lists: [EMPTY_LIST; NUM_LISTS],
             len: 0,
@@ -314,6 +548,8 @@ impl Conntrack {
             counters: Counters::default(),
             per_source: FxHashMap::default(),
             per_destination: FxHashMap::default(),
+            wide: FxHashMap::default(),
+            late: FxHashMap::default(),
         }
     }
 
@@ -338,11 +574,10 @@ impl Conntrack {
     pub fn lookup(&mut self, key: &Tuple, now: u64) -> Option<(EntryId, Direction)> {
         self.advance(now);
         let (idx, dir) = unpack(self.find(key)?);
-        let slot = self.slots.get(idx as usize)?;
-        let expires_at = slot.entry.as_ref()?.expires_at;
+        let slot = self.slot(idx)?;
         let generation = slot.generation;
-        if expires_at <= self.clock {
-            if self.remove_idx(idx).is_some() {
+        if self.expires_at(slot) <= self.clock {
+            if self.remove_idx(idx) {
                 self.counters.expired += 1;
             }
             return None;
@@ -357,10 +592,22 @@ impl Conntrack {
     /// check: a read-only probe, e.g. to pull a batch's entries into the
     /// cache before processing it (the answer may be stale by then).
     #[inline]
-    pub fn peek(&self, key: &Tuple) -> Option<(&Entry, Direction)> {
+    pub fn peek(&self, key: &Tuple) -> Option<(Entry, Direction)> {
         let (idx, dir) = unpack(self.find(key)?);
-        let entry = self.slots.get(idx as usize)?.entry.as_ref()?;
-        Some((entry, dir))
+        let slot = self.slot(idx)?;
+        Some((self.entry_at(idx, slot), dir))
+    }
+
+    /// Read-only cache hint: touches the index bucket and slot `key` would use. No effect.
+    ///
+    /// Safe Rust has no prefetch instruction, so this is a plain read whose result is thrown
+    /// away; issued for a batch of keys before processing it, the reads overlap.
+    #[inline]
+    pub fn prefetch(&self, key: &Tuple) {
+        if let Some(v) = self.map.candidates(tag_of(key)).next() {
+            let (idx, _) = unpack(v);
+            std::hint::black_box(self.slot(idx).map(|s| s.kind));
+        }
     }
 
     /// Whether `key` belongs to an entry live at the table clock. No
@@ -370,10 +617,8 @@ impl Conntrack {
     pub fn contains(&self, key: &Tuple) -> bool {
         self.find(key).is_some_and(|v| {
             let (idx, _) = unpack(v);
-            self.slots
-                .get(idx as usize)
-                .and_then(|s| s.entry.as_ref())
-                .is_some_and(|e| e.expires_at > self.clock)
+            self.slot(idx)
+                .is_some_and(|s| self.expires_at(s) > self.clock)
         })
     }
 
@@ -430,29 +675,30 @@ impl Conntrack {
             L4Proto::Udp => State::Udp { replied: false },
             L4Proto::Icmp => State::Icmp { replied: false },
         };
-        let list = class_of(state, false) * 2;
-        let entry = Entry {
-            original,
-            reply,
-            state,
-            assured: false,
+        let fresh = PackedTrack::default();
+        let (idx, generation) = self.alloc(Slot {
+            original: Key::of(&original),
+            reply: Key::of(&reply),
             created: self.clock,
-            last_seen: self.clock,
-            expires_at: self
-                .clock
-                .saturating_add(class_timeout(&self.config.timeouts, list / 2)),
+            refreshed_at: self.clock,
             packets: [0; 2],
             bytes: [0; 2],
             mark,
-        };
-        let idx = self.alloc(entry);
-        let generation = self.slots.get(idx as usize).map_or(0, |s| s.generation);
+            generation: 0,
+            prev: NIL,
+            next: NIL,
+            tcp: fresh.words,
+            tcp_flags: fresh.flags,
+            kind: kind_of(state, false),
+            reply_proto: proto_code(reply.proto),
+            spill: 0,
+        });
         self.map
             .insert(tag_of(&original), pack(idx, Direction::Original));
         if reply != original {
             self.map.insert(tag_of(&reply), pack(idx, Direction::Reply));
         }
-        self.link_tail(idx, list);
+        self.link_tail(idx, list_of(state, false));
         self.len += 1;
         self.counters.new += 1;
         self.count_addresses(&original, &reply, true);
@@ -484,93 +730,120 @@ impl Conntrack {
     ) -> Verdict {
         self.advance(now);
         let clock = self.clock;
-        // Field access, not `live_slot_mut`, so the borrow stays disjoint
-        // from `counters` and `config`.
-        let Some(slot) = self
-            .slots
-            .get_mut(id.idx as usize)
-            .filter(|s| s.generation == id.generation)
+        // Field access, not `slot_mut`, so the borrow stays disjoint from
+        // `counters`, `wide` and `late`.
+        let Some(slot) = slot_in_mut(&mut self.chunks, id.idx)
+            .filter(|s| s.generation == id.generation && s.is_live())
         else {
             self.counters.invalid += 1;
             return Verdict::Invalid;
         };
-        let Some(entry) = slot.entry.as_mut() else {
-            self.counters.invalid += 1;
-            return Verdict::Invalid;
-        };
-        let old_list = list_of(entry);
-        let refresh = match entry.state {
+        let old_kind = slot.kind;
+        let mut assured = old_kind & ASSURED != 0;
+        let (state, refresh) = match state_of(old_kind) {
             State::Tcp(state) => {
-                let outcome = match tcp {
-                    Some(seg) => tcp::step(state, &mut slot.tcp, dir, seg),
-                    None => Outcome::Invalid,
+                let Some(seg) = tcp else {
+                    self.counters.invalid += 1;
+                    return Verdict::Invalid;
                 };
-                match outcome {
+                let packed = PackedTrack {
+                    words: slot.tcp,
+                    flags: slot.tcp_flags,
+                };
+                let mut trk = TcpTrack::unpack(&packed, state);
+                let (state, refresh) = match tcp::step(state, &mut trk, dir, seg) {
                     Outcome::Invalid => {
                         self.counters.invalid += 1;
                         return Verdict::Invalid;
                     }
                     Outcome::Reopen => return Verdict::Reopen,
-                    Outcome::Ignore => false,
+                    Outcome::Ignore => (state, false),
                     Outcome::Accept { state, refresh } => {
-                        entry.state = State::Tcp(state);
-                        if state == TcpState::Established && slot.tcp.seen_reply() {
-                            entry.assured = true;
+                        if state == TcpState::Established && trk.seen_reply() {
+                            assured = true;
                         }
-                        refresh
+                        (state, refresh)
                     }
-                }
+                };
+                let packed = trk.pack(state);
+                slot.tcp = packed.words;
+                slot.tcp_flags = packed.flags;
+                (State::Tcp(state), refresh)
             }
             State::Udp { replied } => {
                 if replied {
-                    entry.assured = true;
-                } else if dir == Direction::Reply {
-                    entry.state = State::Udp { replied: true };
+                    assured = true;
                 }
-                true
+                let replied = replied || dir == Direction::Reply;
+                (State::Udp { replied }, true)
             }
-            State::Icmp { .. } => {
-                if dir == Direction::Reply {
-                    entry.state = State::Icmp { replied: true };
-                }
-                true
+            State::Icmp { replied } => {
+                let replied = replied || dir == Direction::Reply;
+                (State::Icmp { replied }, true)
             }
         };
-        let d = dir.index();
-        entry.packets[d] = entry.packets[d].saturating_add(1);
-        entry.bytes[d] = entry.bytes[d].saturating_add(u64::try_from(len).unwrap_or(u64::MAX));
-        entry.last_seen = clock;
-        let new_list = list_of(entry);
+        count_packet(slot, &mut self.wide, id.idx, dir.index(), len);
+        slot.kind = kind_of(state, assured);
+        let (old_list, new_list) = (
+            usize::from(LIST_OF_KIND[usize::from(old_kind)]),
+            slot.list(),
+        );
         // Changing list always refreshes: the entry must join the new list
         // at its tail with that list's timeout to keep the list sorted.
         if refresh || new_list != old_list {
-            entry.expires_at =
-                clock.saturating_add(class_timeout(&self.config.timeouts, new_list / 2));
             slot.refreshed_at = clock;
+            set_last_seen(slot, &mut self.late, id.idx, clock);
             // Already the tail of its list (one busy flow): moving it there is a no-op.
             let at_tail = self.lists.get(new_list).is_some_and(|l| l.tail == id.idx);
             if new_list != old_list || !at_tail {
-                self.unlink(id.idx);
+                self.unlink(id.idx, old_list);
                 self.link_tail(id.idx, new_list);
             }
+        } else {
+            set_last_seen(slot, &mut self.late, id.idx, clock);
         }
         Verdict::Accept
     }
 
+    /// `track` for an id the caller cached: `None` (and no counter or state touched) if `id` is
+    /// stale or its entry has expired at `max(clock, now)` — the caller then falls back to `lookup`,
+    /// which reclaims and counts the expiry. Otherwise counts `found` (the lookup it replaces) and
+    /// returns what `track` returns.
+    pub fn track_live(
+        &mut self,
+        id: EntryId,
+        dir: Direction,
+        tcp: Option<&TcpSegment>,
+        len: usize,
+        now: u64,
+    ) -> Option<Verdict> {
+        let at = self.clock.max(now);
+        let slot = self.live_slot(id)?;
+        if self.expires_at(slot) <= at {
+            return None;
+        }
+        self.counters.found += 1;
+        Some(self.track(id, dir, tcp, len, now))
+    }
+
     /// The entry behind `id`, if `id` is still current (expired entries not
     /// yet reclaimed are still returned).
-    pub fn entry(&self, id: EntryId) -> Option<&Entry> {
-        self.slots
-            .get(id.idx as usize)
-            .filter(|s| s.generation == id.generation)
-            .and_then(|s| s.entry.as_ref())
+    pub fn entry(&self, id: EntryId) -> Option<Entry> {
+        self.live_slot(id).map(|s| self.entry_at(id.idx, s))
+    }
+
+    /// The caller data of a live-or-unreclaimed entry (cheap, no `Entry` materialized).
+    pub fn mark(&self, id: EntryId) -> Option<u32> {
+        self.live_slot(id).map(|s| s.mark)
     }
 
     /// Replaces the caller data of an entry. False if `id` is stale.
     pub fn set_mark(&mut self, id: EntryId, mark: u32) -> bool {
-        match self.live_slot_mut(id).and_then(|s| s.entry.as_mut()) {
-            Some(e) => {
-                e.mark = mark;
+        match slot_in_mut(&mut self.chunks, id.idx)
+            .filter(|s| s.generation == id.generation && s.is_live())
+        {
+            Some(s) => {
+                s.mark = mark;
                 true
             }
             None => false,
@@ -579,10 +852,7 @@ impl Conntrack {
 
     /// Removes an entry and both its keys. False if `id` is stale.
     pub fn remove(&mut self, id: EntryId) -> bool {
-        if self.entry(id).is_none() {
-            return false;
-        }
-        self.remove_idx(id.idx).is_some()
+        self.live_slot(id).is_some() && self.remove_idx(id.idx)
     }
 
     /// Removes at most `budget` entries expired at `now` (counted
@@ -594,11 +864,9 @@ impl Conntrack {
             while removed < budget {
                 let head = self.lists[list].head;
                 let expired = self
-                    .slots
-                    .get(head as usize)
-                    .and_then(|s| s.entry.as_ref())
-                    .is_some_and(|e| e.expires_at <= self.clock);
-                if !expired || self.remove_idx(head).is_none() {
+                    .slot(head)
+                    .is_some_and(|s| self.expires_at(s) <= self.clock);
+                if !expired || !self.remove_idx(head) {
                     break;
                 }
                 removed += 1;
@@ -613,15 +881,20 @@ impl Conntrack {
         self.map.clear();
         self.lists = [EMPTY_LIST; NUM_LISTS];
         self.free_head = NIL;
-        for (i, slot) in self.slots.iter_mut().enumerate().rev() {
-            if slot.entry.take().is_some() {
-                slot.generation = slot.generation.wrapping_add(1);
+        for (c, chunk) in self.chunks.iter_mut().enumerate().rev() {
+            for (o, slot) in chunk.iter_mut().enumerate().rev() {
+                if slot.is_live() {
+                    slot.generation = slot.generation.wrapping_add(1);
+                }
+                slot.kind = FREE;
+                slot.spill = 0;
+                slot.prev = NIL;
+                slot.next = self.free_head;
+                self.free_head = u32::try_from(c << CHUNK_BITS | o).unwrap_or(NIL);
             }
-            slot.prev = NIL;
-            slot.next = self.free_head;
-            slot.list = NO_LIST;
-            self.free_head = u32::try_from(i).unwrap_or(NIL);
         }
+        self.wide.clear();
+        self.late.clear();
         self.len = 0;
         self.per_source.clear();
         self.per_destination.clear();
@@ -650,69 +923,110 @@ impl Conntrack {
 
     /// Entries live at the table clock, in slab-index (= `EntryId`) order,
     /// which is deterministic for a given sequence of calls.
-    pub fn iter(&self) -> impl Iterator<Item = (EntryId, &Entry)> + '_ {
-        let clock = self.clock;
-        self.slots.iter().enumerate().filter_map(move |(i, s)| {
-            let e = s.entry.as_ref().filter(|e| e.expires_at > clock)?;
-            let idx = u32::try_from(i).ok()?;
-            Some((
-                EntryId {
+    pub fn iter(&self) -> impl Iterator<Item = (EntryId, Entry)> + '_ {
+        self.slots()
+            .filter(|(_, s)| s.is_live() && self.expires_at(s) > self.clock)
+            .map(|(idx, s)| {
+                let id = EntryId {
                     idx,
                     generation: s.generation,
-                },
-                e,
-            ))
-        })
+                };
+                (id, self.entry_at(idx, s))
+            })
     }
 
-    /// Approximate memory per entry: one slab slot plus two index keys (an
-    /// 8-byte bucket each, at the worst load of a quarter, just after the
-    /// index doubled). `Vec` doubling can add up to 2x on the slab part.
+    /// Approximate memory per entry: one 96-byte slab slot plus two index
+    /// keys (an 8-byte bucket each, at the worst load of 0.7, just after the
+    /// index grew). The slab grows by 24 KiB chunks, so it adds little on
+    /// top; the side maps only hold entries whose counters outgrew `u32` or
+    /// whose last packet did not refresh the timeout.
     pub const fn entry_memory_bytes() -> usize {
         std::mem::size_of::<Slot>() + 2 * Index::BYTES_PER_KEY
     }
 
     // ---- internals ----
 
-    /// The index value of `key`: a candidate whose slab entry carries `key`
-    /// in the direction the value names.
     #[inline]
-    fn find(&self, key: &Tuple) -> Option<u32> {
-        self.map
-            .candidates(tag_of(key))
-            .find(|&v| self.key_at(v) == Some(key))
+    fn slot(&self, idx: u32) -> Option<&Slot> {
+        slot_in(&self.chunks, idx)
     }
 
+    /// The slot `id` names, if current and holding an entry.
     #[inline]
-    fn key_at(&self, v: u32) -> Option<&Tuple> {
-        let (idx, dir) = unpack(v);
-        let e = self.slots.get(idx as usize)?.entry.as_ref()?;
-        Some(match dir {
-            Direction::Original => &e.original,
-            Direction::Reply => &e.reply,
+    fn live_slot(&self, id: EntryId) -> Option<&Slot> {
+        self.slot(id.idx)
+            .filter(|s| s.generation == id.generation && s.is_live())
+    }
+
+    /// Every slot with its index, in index order.
+    fn slots(&self) -> impl Iterator<Item = (u32, &Slot)> + '_ {
+        self.chunks.iter().enumerate().flat_map(|(c, chunk)| {
+            chunk
+                .iter()
+                .enumerate()
+                .map(move |(o, s)| (u32::try_from(c << CHUNK_BITS | o).unwrap_or(NIL), s))
         })
     }
 
-    fn live_slot_mut(&mut self, id: EntryId) -> Option<&mut Slot> {
-        self.slots
-            .get_mut(id.idx as usize)
-            .filter(|s| s.generation == id.generation && s.entry.is_some())
+    /// When a live slot's entry expires (`u64::MAX` never comes for a free one: callers check
+    /// liveness first or go through `find`).
+    #[inline]
+    fn expires_at(&self, s: &Slot) -> u64 {
+        let class = usize::from(LIST_OF_KIND[usize::from(s.kind)]) / 2;
+        match self.timeouts.get(class) {
+            Some(&t) => s.refreshed_at.saturating_add(t),
+            None => 0,
+        }
+    }
+
+    /// Builds the public view of the live slot at `idx`.
+    fn entry_at(&self, idx: u32, s: &Slot) -> Entry {
+        let hi = if s.spill & WIDE != 0 {
+            self.wide.get(&idx).copied().unwrap_or_default()
+        } else {
+            [0; 4]
+        };
+        let last_seen = if s.spill & LATE != 0 {
+            self.late.get(&idx).copied().unwrap_or(s.refreshed_at)
+        } else {
+            s.refreshed_at
+        };
+        Entry {
+            original: s.original.tuple(proto_of(s.kind)),
+            reply: s.reply.tuple(proto_of(s.reply_proto)),
+            state: state_of(s.kind),
+            assured: s.kind & ASSURED != 0,
+            created: s.created,
+            last_seen,
+            expires_at: self.expires_at(s),
+            packets: [join(hi[0], s.packets[0]), join(hi[1], s.packets[1])],
+            bytes: [join(hi[2], s.bytes[0]), join(hi[3], s.bytes[1])],
+            mark: s.mark,
+        }
+    }
+
+    /// The index value of `key`: a candidate whose slot carries `key` in
+    /// the direction the value names.
+    #[inline]
+    fn find(&self, key: &Tuple) -> Option<u32> {
+        self.map.candidates(tag_of(key)).find(|&v| {
+            let (idx, dir) = unpack(v);
+            self.slot(idx).is_some_and(|s| s.has_key(dir, key))
+        })
     }
 
     /// Removes the entry at `idx` if it has expired; true if the slot is
     /// now free.
     fn reclaim_if_expired(&mut self, idx: u32) -> bool {
         let expired = self
-            .slots
-            .get(idx as usize)
-            .and_then(|s| s.entry.as_ref())
-            .is_none_or(|e| e.expires_at <= self.clock);
-        if expired && self.remove_idx(idx).is_some() {
+            .slot(idx)
+            .filter(|s| s.is_live())
+            .is_none_or(|s| self.expires_at(s) <= self.clock);
+        if expired && self.remove_idx(idx) {
             self.counters.expired += 1;
         }
         expired
     }
-
     /// Refuses an insert that would exceed the per-source or per-destination limit. Expired
     /// entries still count until reclaimed, so an over-limit insert first reclaims a bounded
     /// number of the table's oldest expired entries (any source's; housekeeping reaches the
@@ -769,7 +1083,7 @@ impl Conntrack {
         let mut best: Option<(u64, u32)> = None;
         for list in (0..NUM_LISTS).step_by(2) {
             let head = self.lists[list].head;
-            let Some(slot) = self.slots.get(head as usize) else {
+            let Some(slot) = self.slot(head) else {
                 continue;
             };
             if best.is_none_or(|(t, _)| slot.refreshed_at < t) {
@@ -779,80 +1093,94 @@ impl Conntrack {
         best.map(|(_, idx)| idx)
     }
 
-    fn alloc(&mut self, entry: Entry) -> u32 {
-        let clock = self.clock;
-        if let Some(slot) = self.slots.get_mut(self.free_head as usize) {
-            let idx = self.free_head;
+    /// Stores `new` in a free slot (the free list's head, else a new one at
+    /// the end of the slab); returns its index and generation.
+    fn alloc(&mut self, mut new: Slot) -> (u32, u32) {
+        let idx = self.free_head;
+        if let Some(slot) = slot_in_mut(&mut self.chunks, idx) {
             self.free_head = slot.next;
-            slot.entry = Some(entry);
-            slot.tcp = TcpTrack::default();
-            slot.refreshed_at = clock;
-            return idx;
+            new.generation = slot.generation;
+            *slot = new;
+            return (idx, slot.generation);
         }
+        let full = self.chunks.last().is_none_or(|c| c.len() >= CHUNK);
+        if full {
+            // The first chunk grows like any `Vec` (small tables stay small);
+            // later ones are allocated whole.
+            let cap = if self.chunks.is_empty() { 0 } else { CHUNK };
+            self.chunks.push(Vec::with_capacity(cap));
+        }
+        let c = self.chunks.len() - 1;
+        let chunk = &mut self.chunks[c];
         // `len < max_entries <= 2^31 - 1` so the index always fits.
-        let idx = u32::try_from(self.slots.len()).unwrap_or(NIL);
-        self.slots.push(Slot {
-            generation: 0,
-            prev: NIL,
-            next: NIL,
-            list: NO_LIST,
-            refreshed_at: clock,
-            tcp: TcpTrack::default(),
-            entry: Some(entry),
-        });
-        idx
+        let idx = u32::try_from(c << CHUNK_BITS | chunk.len()).unwrap_or(NIL);
+        chunk.push(new);
+        (idx, 0)
     }
 
-    fn remove_idx(&mut self, idx: u32) -> Option<Entry> {
-        self.unlink(idx);
-        let slot = self.slots.get_mut(idx as usize)?;
-        let entry = slot.entry.take()?;
-        slot.generation = slot.generation.wrapping_add(1);
-        slot.next = self.free_head;
+    /// Removes the entry at `idx` and its keys; false if it holds none.
+    fn remove_idx(&mut self, idx: u32) -> bool {
+        let Some(s) = self.slot(idx).filter(|s| s.is_live()) else {
+            return false;
+        };
+        let original = s.original.tuple(proto_of(s.kind));
+        let reply = s.reply.tuple(proto_of(s.reply_proto));
+        let (list, spill) = (s.list(), s.spill);
+        self.unlink(idx, list);
+        if let Some(slot) = slot_in_mut(&mut self.chunks, idx) {
+            slot.kind = FREE;
+            slot.spill = 0;
+            slot.generation = slot.generation.wrapping_add(1);
+            slot.next = self.free_head;
+        }
         self.free_head = idx;
+        if spill & WIDE != 0 {
+            self.wide.remove(&idx);
+        }
+        if spill & LATE != 0 {
+            self.late.remove(&idx);
+        }
         // Only drop keys that still point here (values are unique).
         self.map
-            .remove(tag_of(&entry.original), pack(idx, Direction::Original));
-        self.map
-            .remove(tag_of(&entry.reply), pack(idx, Direction::Reply));
+            .remove(tag_of(&original), pack(idx, Direction::Original));
+        self.map.remove(tag_of(&reply), pack(idx, Direction::Reply));
         self.len = self.len.saturating_sub(1);
-        self.count_addresses(&entry.original, &entry.reply, false);
-        Some(entry)
+        self.count_addresses(&original, &reply, false);
+        true
     }
 
     fn link_tail(&mut self, idx: u32, list: usize) {
         let Some(l) = self.lists.get(list).copied() else {
             return;
         };
-        let Some(slot) = self.slots.get_mut(idx as usize) else {
+        let Some(slot) = slot_in_mut(&mut self.chunks, idx) else {
             return;
         };
         slot.prev = l.tail;
         slot.next = NIL;
-        slot.list = list as u8;
-        match self.slots.get_mut(l.tail as usize) {
+        match slot_in_mut(&mut self.chunks, l.tail) {
             Some(tail) => tail.next = idx,
             None => self.lists[list].head = idx,
         }
         self.lists[list].tail = idx;
     }
 
-    fn unlink(&mut self, idx: u32) {
-        let Some(slot) = self.slots.get_mut(idx as usize) else {
-            return;
-        };
-        let (prev, next, list) = (slot.prev, slot.next, usize::from(slot.list));
+    /// Takes `idx` out of `list`, the list it is in.
+    fn unlink(&mut self, idx: u32, list: usize) {
         if list >= NUM_LISTS {
             return;
         }
+        let Some(slot) = slot_in_mut(&mut self.chunks, idx) else {
+            return;
+        };
+        let (prev, next) = (slot.prev, slot.next);
         slot.prev = NIL;
         slot.next = NIL;
-        slot.list = NO_LIST;
-        match self.slots.get_mut(prev as usize) {
+        match slot_in_mut(&mut self.chunks, prev) {
             Some(p) => p.next = next,
             None => self.lists[list].head = next,
         }
-        match self.slots.get_mut(next as usize) {
+        match slot_in_mut(&mut self.chunks, next) {
             Some(n) => n.prev = prev,
             None => self.lists[list].tail = prev,
         }
@@ -865,15 +1193,23 @@ impl Conntrack {
         for (li, l) in self.lists.iter().enumerate() {
             let mut prev = NIL;
             let mut cur = l.head;
-            let mut last_exp = 0;
+            let mut last_refresh = 0;
             while cur != NIL {
-                let s = &self.slots[cur as usize];
-                let e = s.entry.as_ref().expect("listed slot holds an entry");
-                assert_eq!(usize::from(s.list), li);
-                assert_eq!(list_of(e), li);
+                let s = self.slot(cur).expect("listed slot exists");
+                assert!(s.is_live(), "listed slot holds an entry");
+                let e = self.entry_at(cur, s);
+                assert_eq!(s.list(), li);
+                assert_eq!(list_of(e.state, e.assured), li);
+                assert_eq!(kind_of(e.state, e.assured), s.kind);
                 assert_eq!(s.prev, prev);
-                assert!(e.expires_at >= last_exp, "list {li} not sorted");
-                last_exp = e.expires_at;
+                assert!(s.refreshed_at >= last_refresh, "list {li} not sorted");
+                last_refresh = s.refreshed_at;
+                assert_eq!(
+                    e.expires_at,
+                    s.refreshed_at
+                        .saturating_add(class_timeout(&self.config.timeouts, li / 2))
+                );
+                assert!(e.last_seen >= s.refreshed_at && e.created <= s.refreshed_at);
                 for (key, dir) in [
                     (e.original, Direction::Original),
                     (e.reply, Direction::Reply),
@@ -891,24 +1227,38 @@ impl Conntrack {
             assert_eq!(l.tail, prev);
         }
         assert_eq!(in_lists, self.len);
-        assert_eq!(
-            self.slots.iter().filter(|s| s.entry.is_some()).count(),
-            self.len
-        );
+        let live = || self.slots().filter(|(_, s)| s.is_live());
+        assert_eq!(live().count(), self.len);
         assert!(self.len <= self.config.max_entries);
-        let keys: usize = self
-            .slots
-            .iter()
-            .filter_map(|s| s.entry.as_ref())
-            .map(|e| if e.original == e.reply { 1 } else { 2 })
+        for (i, c) in self.chunks.iter().enumerate() {
+            assert!(c.len() <= CHUNK && c.capacity() <= CHUNK);
+            assert!(i + 1 == self.chunks.len() || c.len() == CHUNK);
+        }
+        let keys: usize = live()
+            .map(|(_, s)| {
+                if s.original == s.reply && s.kind & 3 == s.reply_proto {
+                    1
+                } else {
+                    2
+                }
+            })
             .sum();
         assert_eq!(self.map.len(), keys);
         for v in self.map.values() {
-            assert!(self.slots[unpack(v).0 as usize].entry.is_some());
+            assert!(self.slot(unpack(v).0).is_some_and(Slot::is_live));
         }
+        self.map.check();
+        let flagged = |flag| live().filter(move |(_, s)| s.spill & flag != 0);
+        assert_eq!(flagged(WIDE).count(), self.wide.len());
+        assert!(flagged(WIDE).all(|(i, _)| self.wide.contains_key(&i)));
+        assert_eq!(flagged(LATE).count(), self.late.len());
+        assert!(
+            flagged(LATE).all(|(i, s)| self.late.get(&i).is_some_and(|&t| t != s.refreshed_at))
+        );
         let mut per_source = FxHashMap::default();
         let mut per_destination = FxHashMap::default();
-        for e in self.slots.iter().filter_map(|s| s.entry.as_ref()) {
+        for (i, s) in live() {
+            let e = self.entry_at(i, s);
             if self.config.max_per_source > 0 {
                 bump(&mut per_source, e.original.src, true);
             }
@@ -922,606 +1272,4 @@ impl Conntrack {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use Direction::{Original as O, Reply as R};
-    use std::net::Ipv4Addr;
-
-    const S: u64 = 1_000_000_000;
-    const SYN: u8 = TcpSegment::FLAG_SYN;
-    const ACK: u8 = TcpSegment::FLAG_ACK;
-    const FIN: u8 = TcpSegment::FLAG_FIN;
-    const RST: u8 = TcpSegment::FLAG_RST;
-
-    fn seg(flags: u8, seq: u32, ack_no: u32) -> TcpSegment {
-        TcpSegment::from_flags(flags, seq, ack_no, 0)
-    }
-
-    fn tuple(proto: L4Proto, sport: u16) -> Tuple {
-        Tuple::new(
-            proto,
-            Ipv4Addr::new(172, 17, 0, 2),
-            sport,
-            Ipv4Addr::new(1, 2, 3, 4),
-            80,
-        )
-    }
-
-    fn table(max: usize) -> Conntrack {
-        Conntrack::new(Config {
-            max_entries: max,
-            ..Config::default()
-        })
-    }
-
-    fn tcp_state(ct: &Conntrack, id: EntryId) -> TcpState {
-        match ct.entry(id).map(|e| e.state) {
-            Some(State::Tcp(s)) => s,
-            other => panic!("not tcp: {other:?}"),
-        }
-    }
-
-    /// Client ISN 1000, server ISN 5000; returns the id in ESTABLISHED.
-    fn handshake(ct: &mut Conntrack, sport: u16, now: u64) -> EntryId {
-        let t = tuple(L4Proto::Tcp, sport);
-        let id = ct.insert(t, t.reversed(), 0, now).unwrap();
-        assert_eq!(
-            ct.track(id, O, Some(&seg(SYN, 1000, 0)), 60, now),
-            Verdict::Accept
-        );
-        assert_eq!(tcp_state(ct, id), TcpState::SynSent);
-        assert_eq!(
-            ct.track(id, R, Some(&seg(SYN | ACK, 5000, 1001)), 60, now),
-            Verdict::Accept
-        );
-        assert_eq!(tcp_state(ct, id), TcpState::SynRecv);
-        assert!(!ct.entry(id).unwrap().assured);
-        assert_eq!(
-            ct.track(id, O, Some(&seg(ACK, 1001, 5001)), 52, now),
-            Verdict::Accept
-        );
-        assert_eq!(tcp_state(ct, id), TcpState::Established);
-        id
-    }
-
-    #[test]
-    fn handshake_reaches_established_and_assured() {
-        let mut ct = table(16);
-        let id = handshake(&mut ct, 1234, 0);
-        let e = ct.entry(id).unwrap();
-        assert!(e.assured);
-        assert_eq!(e.packets, [2, 1]);
-        assert_eq!(e.bytes, [112, 60]);
-        assert_eq!(e.expires_at, 432_000 * S);
-        ct.check_invariants();
-    }
-
-    #[test]
-    fn client_close_first_reaches_time_wait() {
-        let mut ct = table(16);
-        let id = handshake(&mut ct, 1, 0);
-        let steps = [
-            (O, FIN | ACK, 1001, 5001, TcpState::FinWait),
-            (R, ACK, 5001, 1002, TcpState::CloseWait),
-            (R, FIN | ACK, 5001, 1002, TcpState::LastAck),
-            (O, ACK, 1002, 5002, TcpState::TimeWait),
-        ];
-        for (dir, flags, seq, ack, want) in steps {
-            assert_eq!(
-                ct.track(id, dir, Some(&seg(flags, seq, ack)), 40, S),
-                Verdict::Accept
-            );
-            assert_eq!(tcp_state(&ct, id), want);
-        }
-        assert_eq!(ct.entry(id).unwrap().expires_at, S + 120 * S);
-        ct.check_invariants();
-    }
-
-    #[test]
-    fn server_close_first_and_simultaneous_fin_reach_time_wait() {
-        let mut ct = table(16);
-        let id = handshake(&mut ct, 1, 0);
-        assert_eq!(
-            ct.track(id, R, Some(&seg(FIN | ACK, 5001, 1001)), 40, S),
-            Verdict::Accept
-        );
-        assert_eq!(tcp_state(&ct, id), TcpState::FinWait);
-        assert_eq!(ct.entry(id).unwrap().expires_at, S + 120 * S);
-        // Client FIN+ACK before any pure ACK: straight to LAST_ACK.
-        assert_eq!(
-            ct.track(id, O, Some(&seg(FIN | ACK, 1001, 5002)), 40, S),
-            Verdict::Accept
-        );
-        assert_eq!(tcp_state(&ct, id), TcpState::LastAck);
-        assert_eq!(ct.entry(id).unwrap().expires_at, S + 30 * S);
-        assert_eq!(
-            ct.track(id, R, Some(&seg(ACK, 5002, 1002)), 40, S),
-            Verdict::Accept
-        );
-        assert_eq!(tcp_state(&ct, id), TcpState::TimeWait);
-        // A SYN on TIME_WAIT reopens.
-        assert_eq!(
-            ct.track(id, O, Some(&seg(SYN, 77, 0)), 40, S),
-            Verdict::Reopen
-        );
-        assert_eq!(tcp_state(&ct, id), TcpState::TimeWait);
-    }
-
-    #[test]
-    fn exact_rst_closes_inexact_is_invalid() {
-        let mut ct = table(16);
-        let id = handshake(&mut ct, 1, 0);
-        let exp = ct.entry(id).unwrap().expires_at;
-        assert_eq!(
-            ct.track(id, O, Some(&seg(RST, 1_000_000, 0)), 40, S),
-            Verdict::Invalid
-        );
-        assert_eq!(tcp_state(&ct, id), TcpState::Established);
-        assert_eq!(
-            ct.entry(id).unwrap().expires_at,
-            exp,
-            "invalid must not refresh"
-        );
-        assert_eq!(
-            ct.entry(id).unwrap().packets,
-            [2, 1],
-            "invalid must not be counted"
-        );
-        assert_eq!(ct.counters().invalid, 1);
-        assert_eq!(
-            ct.track(id, R, Some(&seg(RST | ACK, 5001, 1001)), 40, 2 * S),
-            Verdict::Accept
-        );
-        assert_eq!(tcp_state(&ct, id), TcpState::Close);
-        assert_eq!(ct.entry(id).unwrap().expires_at, 12 * S);
-        assert!(ct.entry(id).unwrap().assured, "assured is sticky");
-        ct.check_invariants();
-    }
-
-    #[test]
-    fn rst_in_syn_sent_must_ack_the_syn() {
-        let mut ct = table(16);
-        let t = tuple(L4Proto::Tcp, 9);
-        let id = ct.insert(t, t.reversed(), 0, 0).unwrap();
-        ct.track(id, O, Some(&seg(SYN, 1000, 0)), 60, 0);
-        assert_eq!(
-            ct.track(id, R, Some(&seg(RST | ACK, 0, 999)), 40, 0),
-            Verdict::Invalid
-        );
-        assert_eq!(
-            ct.track(id, R, Some(&seg(RST, 0, 1001)), 40, 0),
-            Verdict::Invalid
-        );
-        assert_eq!(tcp_state(&ct, id), TcpState::SynSent);
-        assert_eq!(
-            ct.track(id, R, Some(&seg(RST | ACK, 0, 1001)), 40, 0),
-            Verdict::Accept
-        );
-        assert_eq!(tcp_state(&ct, id), TcpState::Close);
-        assert!(!ct.entry(id).unwrap().assured);
-    }
-
-    #[test]
-    fn client_rst_in_syn_sent_closes_so_the_retried_syn_reopens() {
-        // The server still holds the tuple in TIME_WAIT: it answers the SYN with a challenge
-        // ACK for the old connection, the client resets with that ACK's number as sequence.
-        let mut ct = table(16);
-        let t = tuple(L4Proto::Tcp, 9);
-        let id = ct.insert(t, t.reversed(), 0, 0).unwrap();
-        ct.track(id, O, Some(&seg(SYN, 1000, 0)), 60, 0);
-        assert_eq!(
-            ct.track(id, R, Some(&seg(ACK, 777_000, 555_000)), 40, 0),
-            Verdict::Accept,
-            "the challenge ACK is let through untracked"
-        );
-        assert_eq!(
-            ct.track(id, O, Some(&seg(RST, 555_000, 0)), 40, S),
-            Verdict::Accept
-        );
-        assert_eq!(tcp_state(&ct, id), TcpState::Close);
-        assert_eq!(
-            ct.track(id, O, Some(&seg(SYN, 1000, 0)), 60, 2 * S),
-            Verdict::Reopen
-        );
-    }
-
-    #[test]
-    fn blind_rst_in_syn_sent_does_not_close() {
-        let mut ct = table(16);
-        let t = tuple(L4Proto::Tcp, 9);
-        let id = ct.insert(t, t.reversed(), 0, 0).unwrap();
-        ct.track(id, O, Some(&seg(SYN, 1000, 0)), 60, 0);
-        ct.track(id, O, Some(&seg(RST, 123_456, 0)), 40, 0);
-        assert_eq!(
-            tcp_state(&ct, id),
-            TcpState::SynSent,
-            "a guessed RST is ignored"
-        );
-        ct.track(id, O, Some(&seg(RST, 1001, 0)), 40, 0);
-        assert_eq!(
-            tcp_state(&ct, id),
-            TcpState::Close,
-            "in sequence with the SYN"
-        );
-    }
-
-    #[test]
-    fn syn_on_established_then_challenge_ack_rst_and_reopen() {
-        let mut ct = table(16);
-        let id = handshake(&mut ct, 1, 0);
-        ct.track(
-            id,
-            O,
-            Some(&TcpSegment::from_flags(ACK, 1001, 5001, 100)),
-            140,
-            0,
-        );
-        let exp = ct.entry(id).unwrap().expires_at;
-        // Client restarted: new SYN with a fresh ISN passes, state kept.
-        assert_eq!(
-            ct.track(id, O, Some(&seg(SYN, 90_000, 0)), 60, S),
-            Verdict::Accept
-        );
-        assert_eq!(tcp_state(&ct, id), TcpState::Established);
-        assert_eq!(
-            ct.entry(id).unwrap().expires_at,
-            exp,
-            "ignored SYN does not refresh"
-        );
-        assert_eq!(ct.counters().invalid, 0);
-        // Server's challenge ACK acknowledges the old stream.
-        assert_eq!(
-            ct.track(id, R, Some(&seg(ACK, 5001, 1101)), 40, S),
-            Verdict::Accept
-        );
-        assert_eq!(tcp_state(&ct, id), TcpState::Established);
-        // Client answers the challenge ACK with RST seq = its ack number.
-        assert_eq!(
-            ct.track(id, O, Some(&seg(RST, 1101, 0)), 40, S),
-            Verdict::Accept
-        );
-        assert_eq!(tcp_state(&ct, id), TcpState::Close);
-        // Retransmitted SYN: caller must start over.
-        assert_eq!(
-            ct.track(id, O, Some(&seg(SYN, 90_000, 0)), 60, 2 * S),
-            Verdict::Reopen
-        );
-        assert!(ct.remove(id));
-        let t = tuple(L4Proto::Tcp, 1);
-        let id2 = ct.insert(t, t.reversed(), 0, 2 * S).unwrap();
-        assert_ne!(id2, id);
-        assert_eq!(
-            ct.track(id2, O, Some(&seg(SYN, 90_000, 0)), 60, 2 * S),
-            Verdict::Accept
-        );
-        assert_eq!(tcp_state(&ct, id2), TcpState::SynSent);
-        assert!(ct.entry(id).is_none(), "old id is stale");
-        ct.check_invariants();
-    }
-
-    #[test]
-    fn invalid_flags_and_missing_segment_are_invalid() {
-        let mut ct = table(16);
-        let id = handshake(&mut ct, 1, 0);
-        assert_eq!(
-            ct.track(id, O, Some(&seg(SYN | FIN, 1001, 0)), 40, 0),
-            Verdict::Invalid
-        );
-        assert_eq!(
-            ct.track(id, O, Some(&seg(SYN | RST, 1001, 0)), 40, 0),
-            Verdict::Invalid
-        );
-        assert_eq!(
-            ct.track(id, O, Some(&seg(0, 1001, 0)), 40, 0),
-            Verdict::Invalid
-        );
-        assert_eq!(ct.track(id, O, None, 40, 0), Verdict::Invalid);
-        assert_eq!(ct.counters().invalid, 4);
-        assert_eq!(tcp_state(&ct, id), TcpState::Established);
-        ct.count_invalid();
-        assert_eq!(ct.counters().invalid, 5);
-    }
-
-    #[test]
-    fn udp_unreplied_then_replied_then_assured() {
-        let mut ct = table(16);
-        let t = tuple(L4Proto::Udp, 5353);
-        let id = ct.insert(t, t.reversed(), 7, 0).unwrap();
-        assert_eq!(ct.entry(id).unwrap().expires_at, 30 * S);
-        ct.track(id, O, None, 100, S);
-        assert_eq!(ct.entry(id).unwrap().expires_at, 31 * S);
-        ct.track(id, R, None, 100, 2 * S);
-        let e = ct.entry(id).unwrap();
-        assert_eq!(e.state, State::Udp { replied: true });
-        assert!(!e.assured);
-        assert_eq!(e.expires_at, 32 * S);
-        ct.track(id, O, None, 100, 3 * S);
-        let e = ct.entry(id).unwrap();
-        assert!(e.assured);
-        assert_eq!(e.expires_at, 123 * S);
-        assert_eq!(e.packets, [2, 1]);
-        assert_eq!(e.mark, 7);
-        ct.check_invariants();
-    }
-
-    #[test]
-    fn icmp_replied_on_echo_reply_and_expires() {
-        let mut ct = table(16);
-        let t = Tuple::new(
-            L4Proto::Icmp,
-            Ipv4Addr::new(10, 0, 0, 1),
-            42,
-            Ipv4Addr::new(8, 8, 8, 8),
-            42,
-        );
-        let id = ct.insert(t, t.reversed(), 0, 0).unwrap();
-        ct.track(id, O, None, 84, 0);
-        assert_eq!(ct.lookup(&t.reversed(), S), Some((id, R)));
-        ct.track(id, R, None, 84, S);
-        let e = ct.entry(id).unwrap();
-        assert_eq!(e.state, State::Icmp { replied: true });
-        assert!(!e.assured);
-        assert_eq!(e.expires_at, 31 * S);
-        assert_eq!(ct.expire(31 * S - 1, 10), 0);
-        assert_eq!(ct.expire(31 * S, 10), 1);
-        assert!(ct.is_empty());
-        assert!(!ct.contains(&t));
-    }
-
-    #[test]
-    fn lookup_both_directions_and_with_nat_reply() {
-        let mut ct = table(16);
-        let orig = tuple(L4Proto::Tcp, 1234);
-        let reply = Tuple::new(
-            L4Proto::Tcp,
-            orig.dst,
-            80,
-            Ipv4Addr::new(203, 0, 113, 2),
-            40000,
-        );
-        let id = ct.insert(orig, reply, 0, 0).unwrap();
-        assert_eq!(ct.lookup(&orig, 0), Some((id, O)));
-        assert_eq!(ct.lookup(&reply, 0), Some((id, R)));
-        assert_eq!(ct.lookup(&orig.reversed(), 0), None);
-        assert!(ct.contains(&reply));
-        assert_eq!(ct.counters().found, 2);
-        assert_eq!(
-            ct.insert(orig, orig.reversed(), 0, 0),
-            Err(InsertError::Exists)
-        );
-        assert_eq!(
-            ct.insert(tuple(L4Proto::Tcp, 9), reply, 0, 0),
-            Err(InsertError::Exists)
-        );
-        assert_eq!(ct.len(), 1);
-        assert!(ct.remove(id));
-        assert!(!ct.remove(id));
-        assert!(!ct.contains(&orig) && !ct.contains(&reply));
-        ct.check_invariants();
-    }
-
-    #[test]
-    fn self_reversed_tuple_is_stored_once() {
-        let mut ct = table(4);
-        let a = Ipv4Addr::new(127, 0, 0, 1);
-        let t = Tuple::new(L4Proto::Icmp, a, 7, a, 7);
-        assert_eq!(t.reversed(), t);
-        let id = ct.insert(t, t.reversed(), 0, 0).unwrap();
-        assert_eq!(ct.lookup(&t, 0), Some((id, O)));
-        ct.check_invariants();
-        assert!(ct.remove(id));
-        assert!(ct.is_empty());
-        ct.check_invariants();
-    }
-
-    #[test]
-    fn lookup_lazily_removes_expired() {
-        let mut ct = table(16);
-        let t = tuple(L4Proto::Udp, 1);
-        let id = ct.insert(t, t.reversed(), 0, 0).unwrap();
-        assert!(ct.lookup(&t, 30 * S - 1).is_some());
-        assert_eq!(ct.lookup(&t.reversed(), 30 * S), None);
-        assert_eq!(ct.len(), 0);
-        assert_eq!(ct.counters().expired, 1);
-        assert!(ct.entry(id).is_none());
-        assert_eq!(ct.track(id, O, None, 1, 30 * S), Verdict::Invalid);
-        ct.check_invariants();
-    }
-
-    #[test]
-    fn insert_reclaims_expired_colliding_key() {
-        let mut ct = table(16);
-        let t = tuple(L4Proto::Udp, 1);
-        ct.insert(t, t.reversed(), 0, 0).unwrap();
-        ct.expire(100 * S, 0); // moves the clock only
-        assert!(!ct.contains(&t), "expired entry is not 'taken'");
-        assert_eq!(ct.len(), 1);
-        assert!(ct.insert(t, t.reversed(), 0, 100 * S).is_ok());
-        assert_eq!(ct.len(), 1);
-        assert_eq!(ct.counters().expired, 1);
-        ct.check_invariants();
-    }
-
-    #[test]
-    fn expiry_pops_in_order_and_respects_budget() {
-        let mut ct = table(64);
-        let mut ids = Vec::new();
-        for i in 0..10u16 {
-            let t = tuple(L4Proto::Udp, i);
-            ids.push(ct.insert(t, t.reversed(), 0, u64::from(i) * S).unwrap());
-        }
-        // Refresh #0 at t=9s: it moves behind all others.
-        ct.track(ids[0], O, None, 1, 9 * S);
-        assert_eq!(ct.expire(35 * S, 3), 3);
-        let live: Vec<_> = ct.iter().map(|(id, _)| id).collect();
-        // #4 and #5 are expired but not yet reclaimed: stored, not listed.
-        assert_eq!(ct.len(), 7);
-        assert_eq!(live, vec![ids[0], ids[6], ids[7], ids[8], ids[9]]);
-        assert_eq!(ct.expire(35 * S, 100), 2);
-        assert_eq!(ct.len(), 5);
-        assert_eq!(ct.expire(u64::MAX, 100), 5);
-        assert_eq!(ct.counters().expired, 10);
-        ct.check_invariants();
-    }
-
-    #[test]
-    fn clock_going_backwards_does_not_underflow_or_expire_early() {
-        let mut ct = table(16);
-        let t = tuple(L4Proto::Udp, 1);
-        let id = ct.insert(t, t.reversed(), 0, 100 * S).unwrap();
-        // Backwards jump: time stands still at 100 s.
-        ct.track(id, O, None, 1, 5 * S);
-        let e = ct.entry(id).unwrap();
-        assert_eq!(e.last_seen, 100 * S);
-        assert_eq!(e.expires_at, 130 * S);
-        assert_eq!(ct.expire(0, 10), 0);
-        assert!(ct.lookup(&t, 0).is_some());
-        assert_eq!(ct.now(), 100 * S);
-        // Saturation at the top of the clock.
-        let u = tuple(L4Proto::Udp, 2);
-        let id2 = ct.insert(u, u.reversed(), 0, u64::MAX - 1).unwrap();
-        assert_eq!(ct.entry(id2).unwrap().expires_at, u64::MAX);
-        ct.check_invariants();
-    }
-
-    #[test]
-    fn early_drop_takes_oldest_unassured_never_assured() {
-        let mut ct = table(3);
-        let assured = handshake(&mut ct, 1, 0);
-        let u1 = tuple(L4Proto::Udp, 10);
-        let u2 = tuple(L4Proto::Udp, 11);
-        let a = ct.insert(u1, u1.reversed(), 0, S).unwrap();
-        let b = ct.insert(u2, u2.reversed(), 0, 2 * S).unwrap();
-        // Refresh `a` so `b` becomes the oldest.
-        ct.track(a, O, None, 1, 3 * S);
-        let u3 = tuple(L4Proto::Udp, 12);
-        let c = ct.insert(u3, u3.reversed(), 0, 4 * S).unwrap();
-        assert!(ct.entry(b).is_none(), "oldest unassured dropped");
-        assert!(ct.entry(a).is_some() && ct.entry(c).is_some());
-        assert!(ct.entry(assured).is_some());
-        assert_eq!(ct.counters().early_dropped, 1);
-        assert_eq!(ct.len(), 3);
-        ct.check_invariants();
-    }
-
-    #[test]
-    fn per_source_limit_refuses_only_that_source() {
-        let mut ct = Conntrack::new(Config {
-            max_per_source: 2,
-            ..Config::default()
-        });
-        let a = ct.insert(
-            tuple(L4Proto::Udp, 1),
-            tuple(L4Proto::Udp, 1).reversed(),
-            0,
-            0,
-        );
-        let b = ct.insert(
-            tuple(L4Proto::Udp, 2),
-            tuple(L4Proto::Udp, 2).reversed(),
-            0,
-            0,
-        );
-        assert!(a.is_ok() && b.is_ok());
-        let t = tuple(L4Proto::Udp, 3);
-        let err = ct.insert(t, t.reversed(), 0, 0).unwrap_err();
-        assert_eq!(err, InsertError::SourceLimit(t.src, 2));
-        assert_eq!(ct.counters().source_limited, 1);
-        // Another source is not affected.
-        let other = Tuple {
-            src: Ipv4Addr::new(172, 17, 0, 3),
-            ..t
-        };
-        assert!(ct.insert(other, other.reversed(), 0, 0).is_ok());
-        assert_eq!(ct.source_count(t.src), 2);
-        // Once the first source's entries time out, it may open new ones.
-        assert!(ct.insert(t, t.reversed(), 0, 31 * S).is_ok());
-        assert_eq!(ct.source_count(t.src), 1);
-        ct.check_invariants();
-        ct.flush();
-        assert_eq!(ct.source_count(t.src), 0);
-        ct.check_invariants();
-    }
-
-    #[test]
-    fn per_destination_limit_counts_translated_entries_only() {
-        let mut ct = Conntrack::new(Config {
-            max_nat_per_destination: 1,
-            ..Config::default()
-        });
-        let masq = |t: Tuple, port: u16| Tuple {
-            src: t.dst,
-            src_port: t.dst_port,
-            dst: Ipv4Addr::new(192, 0, 2, 1),
-            dst_port: port,
-            proto: t.proto,
-        };
-        let (t1, t2) = (tuple(L4Proto::Tcp, 1), tuple(L4Proto::Tcp, 2));
-        // Untranslated entries to the destination do not count.
-        let t0 = tuple(L4Proto::Tcp, 9);
-        ct.insert(t0, t0.reversed(), 0, 0).unwrap();
-        let id = ct.insert(t1, masq(t1, 40000), 0, 0).unwrap();
-        let err = ct.insert(t2, masq(t2, 40001), 0, 0).unwrap_err();
-        assert_eq!(err, InsertError::DestinationLimit(t1.dst, 1));
-        assert_eq!(ct.counters().destination_limited, 1);
-        ct.check_invariants();
-        assert!(ct.remove(id));
-        assert!(ct.insert(t2, masq(t2, 40001), 0, 0).is_ok());
-        ct.check_invariants();
-    }
-
-    #[test]
-    fn table_full_when_only_assured_remain() {
-        let mut ct = table(2);
-        let a = handshake(&mut ct, 1, 0);
-        let b = handshake(&mut ct, 2, 0);
-        let u = tuple(L4Proto::Udp, 10);
-        let err = ct.insert(u, u.reversed(), 0, S).unwrap_err();
-        assert_eq!(err, InsertError::TableFull { max_entries: 2 });
-        assert!(err.to_string().contains("conntrack table full (2 entries)"));
-        assert_eq!(ct.counters().dropped, 1);
-        assert!(ct.entry(a).is_some() && ct.entry(b).is_some());
-        // Once one expires, the insert reclaims it instead.
-        let later = 432_000 * S + 1;
-        assert!(ct.insert(u, u.reversed(), 0, later).is_ok());
-        assert_eq!(ct.counters().expired, 2);
-        ct.check_invariants();
-    }
-
-    #[test]
-    fn zero_capacity_refuses_without_panicking() {
-        let mut ct = table(0);
-        let u = tuple(L4Proto::Udp, 1);
-        assert!(matches!(
-            ct.insert(u, u.reversed(), 0, 0),
-            Err(InsertError::TableFull { .. })
-        ));
-        assert!(ct.is_empty());
-    }
-
-    #[test]
-    fn flush_empties_and_stales_ids() {
-        let mut ct = table(16);
-        let t = tuple(L4Proto::Udp, 1);
-        let id = ct.insert(t, t.reversed(), 0, 0).unwrap();
-        ct.flush();
-        assert!(ct.is_empty());
-        assert!(ct.entry(id).is_none());
-        assert!(!ct.contains(&t));
-        let id2 = ct.insert(t, t.reversed(), 0, 0).unwrap();
-        assert_ne!(id, id2);
-        assert_eq!(ct.counters().new, 2);
-        ct.check_invariants();
-    }
-
-    #[test]
-    fn set_mark_and_memory_estimate() {
-        let mut ct = table(4);
-        let t = tuple(L4Proto::Udp, 1);
-        let id = ct.insert(t, t.reversed(), 1, 0).unwrap();
-        assert!(ct.set_mark(id, 9));
-        assert_eq!(ct.entry(id).unwrap().mark, 9);
-        let b = Conntrack::entry_memory_bytes();
-        assert!(b > std::mem::size_of::<Entry>() && b < 512, "{b}");
-    }
-}
+mod tests;

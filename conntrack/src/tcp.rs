@@ -177,6 +177,72 @@ impl TcpTrack {
     pub(crate) fn seen_reply(&self) -> bool {
         self.seen[1]
     }
+
+    /// The 21-byte form the table stores: five words and a flags byte, for a connection in
+    /// `state`. Which words are kept depends on the state, because no state needs all seven
+    /// fields (see [`PackedTrack`]).
+    pub(crate) fn pack(&self, state: TcpState) -> PackedTrack {
+        let mut flags = u8::from(self.seen[0])
+            | u8::from(self.seen[1]) << 1
+            | u8::from(self.ack_seen[0]) << 2
+            | u8::from(self.ack_seen[1]) << 3;
+        let (w3, w4) = if handshaking(state) {
+            flags |= u8::from(self.challenge_ack.is_some()) << 4;
+            (self.isn, self.challenge_ack.unwrap_or(0))
+        } else {
+            flags |= u8::from(self.ignored_syn_end.is_some()) << 4;
+            (self.last_ack[1], self.ignored_syn_end.unwrap_or(0))
+        };
+        PackedTrack {
+            words: [self.next_seq[0], self.next_seq[1], self.last_ack[0], w3, w4],
+            flags,
+        }
+    }
+
+    /// Inverse of [`pack`](Self::pack) for the same `state`.
+    pub(crate) fn unpack(p: &PackedTrack, state: TcpState) -> TcpTrack {
+        let [n0, n1, a0, w3, w4] = p.words;
+        let f = p.flags;
+        let bit = |i: u8| f & (1 << i) != 0;
+        let (last_ack1, isn, challenge_ack, ignored_syn_end) = if handshaking(state) {
+            (0, w3, bit(4).then_some(w4), None)
+        } else {
+            (w3, 0, None, bit(4).then_some(w4))
+        };
+        TcpTrack {
+            next_seq: [n0, n1],
+            last_ack: [a0, last_ack1],
+            isn,
+            seen: [bit(0), bit(1)],
+            ack_seen: [bit(2), bit(3)],
+            ignored_syn_end,
+            challenge_ack,
+        }
+    }
+}
+
+/// Before the SYN/ACK: the states in which `isn` and `challenge_ack` are read.
+const fn handshaking(state: TcpState) -> bool {
+    matches!(state, TcpState::None | TcpState::SynSent)
+}
+
+/// [`TcpTrack`] as stored in a table slot: 21 bytes instead of 40.
+///
+/// No state reads all seven fields. `isn` and `challenge_ack` are read only in NONE and
+/// SYN_SENT, `ignored_syn_end` only after it; and before the SYN/ACK nothing has been
+/// recorded for the reply direction (`step` records only accepted segments, and every
+/// accepted reply-direction segment leaves SYN_SENT), so `last_ack[1]` is still 0 and
+/// `ignored_syn_end` still `None` there (it is only set after SYN_SENT, and NONE -> SYN_SENT
+/// resets the whole track). Hence `unpack(pack(t, s), s)` behaves exactly like `t` under
+/// `step` from state `s`: it equals `t` in NONE / SYN_SENT, and elsewhere differs only in
+/// fields no later step reads (`isn`, `challenge_ack`, which come back as 0 / `None`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct PackedTrack {
+    /// `next_seq[0]`, `next_seq[1]`, `last_ack[0]`, then `isn`, `challenge_ack` (NONE and
+    /// SYN_SENT) or `last_ack[1]`, `ignored_syn_end` (every later state).
+    pub(crate) words: [u32; 5],
+    /// `seen[0..2]`, `ack_seen[0..2]`, then whether the last word holds a value (`Some`).
+    pub(crate) flags: u8,
 }
 
 /// Result of feeding one segment to the state machine.
@@ -499,6 +565,39 @@ mod tests {
             step(s, &mut t, O, &seg(SYN | ACK, 5000, 1001, 0)),
             Outcome::Invalid
         );
+    }
+
+    proptest::proptest! {
+        /// The packed form the table stores steps exactly like the full track.
+        #[test]
+        fn packed_track_steps_like_the_full_one(
+            steps in proptest::collection::vec(
+                (proptest::bool::ANY, 0u8..32, 0u32..6, 0u32..6, 0u32..3),
+                1..40,
+            ),
+        ) {
+            let (mut state, mut full) = (TcpState::None, TcpTrack::default());
+            let mut packed = TcpTrack::default().pack(state);
+            for (reply, flags, seq, ack_no, len) in steps {
+                let dir = if reply { R } else { O };
+                // Sequence numbers near both ISNs (1000 / 5000) so that exact RSTs and
+                // acknowledgements happen; bit 4 of `flags` picks ACK.
+                let base = if reply { 5000 } else { 1000 };
+                let flags = (flags & 0x0f) | if flags & 0x10 != 0 { ACK } else { 0 };
+                let s = seg(flags, base + seq, 6000 - base + ack_no - 1, len);
+                let mut unpacked = TcpTrack::unpack(&packed, state);
+                if matches!(state, TcpState::None | TcpState::SynSent) {
+                    proptest::prop_assert_eq!(unpacked, full);
+                }
+                let want = step(state, &mut full, dir, &s);
+                let got = step(state, &mut unpacked, dir, &s);
+                proptest::prop_assert_eq!(got, want);
+                if let Outcome::Accept { state: next, .. } = want {
+                    state = next;
+                }
+                packed = unpacked.pack(state);
+            }
+        }
     }
 
     #[test]

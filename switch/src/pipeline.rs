@@ -467,12 +467,7 @@ impl Pipeline {
                 })
                 .collect(),
             conntrack_counters: self.gateway.conntrack().counters(),
-            conntrack: self
-                .gateway
-                .conntrack()
-                .iter()
-                .map(|(_, e)| e.clone())
-                .collect(),
+            conntrack: self.gateway.conntrack().iter().map(|(_, e)| e).collect(),
         }
     }
 }

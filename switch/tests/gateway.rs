@@ -279,7 +279,7 @@ fn masquerade_tcp_round_trip_and_states() {
             tcp_flags::ACK,
         ),
     );
-    let e = r.p.conntrack().iter().next().unwrap().1.clone();
+    let e = r.p.conntrack().iter().next().unwrap().1;
     assert!(e.assured);
     assert_eq!(format!("{:?}", e.state), "Tcp(Established)");
     // A lone ACK from outside with no entry is invalid and counted.
