@@ -17,6 +17,12 @@
 //!    TCP), `insert(original, reply, mark, now)` and then `track` the same
 //!    packet in [`Direction::Original`] (insert itself counts no packet);
 //! 3. periodically `expire(now, budget)`.
+//!
+//! A caller that caches [`EntryId`]s per flow (a per-worker NAT flow cache)
+//! replaces step 1 with `track_live(id, ...)`, which counts as the lookup it
+//! saves, and falls back to `lookup` when it returns `None` (stale id or
+//! expired entry). Reads (`entry`, `iter`, `peek`) build an [`Entry`] from
+//! the packed slot; `mark` reads the caller data alone.
 
 #![forbid(unsafe_code)]
 

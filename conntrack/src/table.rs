@@ -3,7 +3,7 @@
 //! Owns every connection. Layout (OVS / VPP nat44-ed style), sized for at
 //! most 128 bytes per connection including the index (`tests/memory.rs`
 //! measures it):
-//! - a slab of 96-byte [`Slot`]s in chunks of `CHUNK` slots (`Vec<Vec<Slot>>`:
+//! - a slab of 96-byte `Slot`s in chunks of `CHUNK` slots (`Vec<Vec<Slot>>`:
 //!   growth adds a chunk, never copies or doubles the slab), plus a free list
 //!   threaded through `Slot::next`; an [`EntryId`] is a slab index plus the
 //!   slot's generation, so a stale id never reaches a reused slot;
@@ -968,8 +968,8 @@ impl Conntrack {
         })
     }
 
-    /// When a live slot's entry expires (`u64::MAX` never comes for a free one: callers check
-    /// liveness first or go through `find`).
+    /// When a live slot's entry expires (0 for a free slot: callers check
+    /// liveness first, or reach the slot through `find`).
     #[inline]
     fn expires_at(&self, s: &Slot) -> u64 {
         let class = usize::from(LIST_OF_KIND[usize::from(s.kind)]) / 2;
