@@ -109,10 +109,22 @@ impl Bridge {
         }
     }
 
-    /// The port that learned `mac` in `network`, if its entry is alive at `now`.
+    /// The port that learned `mac` in `network`, if its entry is alive at `now`, and the first
+    /// clock value at which the entry is dead.
     #[inline]
-    pub(crate) fn lookup(&self, network: NetworkId, mac: MacAddr, now: u64) -> Option<PortId> {
-        self.fdb.lookup(network, mac, now)
+    pub(crate) fn lookup_until(
+        &self,
+        network: NetworkId,
+        mac: MacAddr,
+        now: u64,
+    ) -> Option<(PortId, u64)> {
+        self.fdb.lookup_until(network, mac, now)
+    }
+
+    /// Changes whenever an FDB entry moved or went.
+    #[inline]
+    pub(crate) fn fdb_generation(&self) -> u64 {
+        self.fdb.generation()
     }
 
     /// Ages the FDB out; returns how many entries went.

@@ -57,6 +57,9 @@ pub struct Fdb {
     aging: u64,
     max_per_port: u32,
     next_sweep: u64,
+    /// Bumped whenever an entry moves to another port or is removed: what was looked up
+    /// before may now answer differently (the NAT flow cache checks it).
+    generation: u64,
 }
 
 #[inline]
@@ -73,6 +76,7 @@ impl Fdb {
             aging: aging_ns.max(1),
             max_per_port,
             next_sweep: 0,
+            generation: 0,
         }
     }
 
@@ -106,6 +110,7 @@ impl Fdb {
                 let was_alive = now.saturating_sub(e.last_seen) < aging;
                 e.port = port;
                 e.last_seen = now;
+                self.generation += 1;
                 if let Some(n) = self.port_count(from) {
                     *n = n.saturating_sub(1);
                 }
@@ -144,6 +149,27 @@ impl Fdb {
             .map(|e| e.port)
     }
 
+    /// The port `mac` was learned on and the first clock value at which that entry is dead,
+    /// if it is alive now.
+    #[inline]
+    pub fn lookup_until(
+        &self,
+        network: NetworkId,
+        mac: MacAddr,
+        now: u64,
+    ) -> Option<(PortId, u64)> {
+        self.map
+            .get(&key(network, mac))
+            .filter(|e| self.alive(e, now))
+            .map(|e| (e.port, e.last_seen.saturating_add(self.aging)))
+    }
+
+    /// Changes whenever an entry moved or went: a lookup made before may answer differently.
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// Removes dead entries if the sweep interval has passed; returns how many went.
     pub fn sweep(&mut self, now: u64) -> usize {
         if now < self.next_sweep {
@@ -160,7 +186,9 @@ impl Fdb {
             }
             keep
         });
-        before - self.map.len()
+        let removed = before - self.map.len();
+        self.generation += u64::from(removed > 0);
+        removed
     }
 
     /// Makes room for one more port id.
@@ -171,6 +199,7 @@ impl Fdb {
     /// Forgets every entry on `port` (the port went away).
     pub fn flush_port(&mut self, port: PortId) {
         self.map.retain(|_, e| e.port != port);
+        self.generation += 1;
         if let Some(n) = self.port_count(port) {
             *n = 0;
         }

@@ -239,24 +239,36 @@ impl<'a> Frame<'a> {
     }
 
     /// Sends `data` into `network` toward `dst_mac` as the bridge would: to the port that
-    /// learned it, else (unknown or multicast) flooded to every port of the network.
+    /// learned it, else (unknown or multicast) flooded to every port of the network. Returns
+    /// the port and the first clock value at which its FDB entry ages, when it went to one
+    /// learned port.
     pub(crate) fn deliver(
         &mut self,
         network: NetworkId,
         dst_mac: MacAddr,
         data: Vec<u8>,
         offload: Offload,
-    ) {
+    ) -> Option<(PortId, u64)> {
         let known = if dst_mac.is_multicast() {
             None
         } else {
-            self.bridge.lookup(network, dst_mac, self.now)
+            self.bridge.lookup_until(network, dst_mac, self.now)
         };
         match known {
-            Some(port) => self.emit_as(port, data, offload),
+            Some((port, until)) => {
+                self.emit_as(port, data, offload);
+                Some((port, until))
+            }
             None => {
                 self.flood(network, None, data, offload);
+                None
             }
         }
+    }
+
+    /// Changes whenever an FDB entry moved or went (see [`Bridge::fdb_generation`]).
+    #[inline]
+    pub(crate) fn fdb_generation(&self) -> u64 {
+        self.bridge.fdb_generation()
     }
 }

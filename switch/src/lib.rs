@@ -23,4 +23,4 @@ pub use config::{Config, ConfigError, NetworkId, PortAddress, PortId, PortKind, 
 pub use counters::{BridgeCounters, DropReason, PortCounters};
 pub use l3::dns as dns_gateway;
 pub use l3::{fragments, neighbor};
-pub use pipeline::{NANOS_PER_SEC, Packet, Pipeline, PortError, Snapshot};
+pub use pipeline::{FlowCacheStats, NANOS_PER_SEC, Packet, Pipeline, PortError, Snapshot};

@@ -22,6 +22,7 @@ use crate::fdb::FdbRow;
 use crate::frame::{Counters, Frame};
 use crate::l3::Gateway;
 use crate::l3::dns::DnsTable;
+pub use crate::l3::flow_cache::FlowCacheStats;
 use crate::runtime::NetworkDef;
 use conntrack::Conntrack;
 use packet::offload::{Capabilities, Offload};
@@ -234,6 +235,7 @@ impl Pipeline {
         });
         self.counters.ports.push(PortCounters::default());
         self.bridge.add_port();
+        self.gateway.invalidate_flows();
         Ok(id)
     }
 
@@ -253,6 +255,7 @@ impl Pipeline {
             n.ports.retain(|&p| p != id);
         }
         self.bridge.flush_port(id);
+        self.gateway.invalidate_flows();
         true
     }
 
@@ -263,6 +266,7 @@ impl Pipeline {
         match self.topo.ports.get_mut(usize::from(port.0)) {
             Some(p) => {
                 p.offloads = offloads;
+                self.gateway.invalidate_flows();
                 true
             }
             None => false,
@@ -301,11 +305,13 @@ impl Pipeline {
     /// Adds a network; returns its id, or the existing one if a network of that name with the
     /// same subnet is already there (so replaying the control plane's state is idempotent).
     pub fn add_network(&mut self, def: &NetworkDef) -> Result<NetworkId, ConfigError> {
+        self.gateway.invalidate_flows();
         self.topo.add_network(def)
     }
 
     /// Removes a network that has no ports left; false if it has ports or does not exist.
     pub fn remove_network(&mut self, name: &str) -> bool {
+        self.gateway.invalidate_flows();
         self.topo.remove_network(name)
     }
 
@@ -336,6 +342,18 @@ impl Pipeline {
     /// Resolvers that forwarded queries go to (the first one is used).
     pub fn set_dns_upstream(&mut self, resolvers: Vec<Ipv4Addr>) {
         self.topo.dns_upstream = resolvers;
+        self.gateway.invalidate_flows();
+    }
+
+    /// Turns the NAT flow cache on (the default) or off. Off, every routed packet takes the
+    /// slow path: what comes out is the same, only slower (the property tests compare both).
+    pub fn set_flow_cache(&mut self, on: bool) {
+        self.gateway.set_flow_cache(on);
+    }
+
+    /// The NAT flow cache's hit, miss and fill counts.
+    pub fn flow_cache_stats(&self) -> FlowCacheStats {
+        self.gateway.flow_cache_stats()
     }
 
     #[inline(always)]

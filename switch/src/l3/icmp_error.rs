@@ -124,16 +124,8 @@ pub(super) fn send(f: &mut Frame<'_>, dg: &Datagram, kind: Kind) {
 
 /// Checks the egress MTU; sends fragmentation-needed and returns false when it does not fit.
 pub(super) fn fits_egress(f: &mut Frame<'_>, egress: Side, dg: &Datagram) -> bool {
-    let mtu = match (egress, &f.topo.uplink) {
-        (Side::Uplink, Some(up)) => up.mtu,
-        _ => f.topo.bridge.mtu,
-    };
-    // A super-frame fits when its segments do (as Linux forwarding checks GSO packets).
-    let on_wire = dg
-        .info
-        .total_len
-        .min(f.offload.wire_len(&dg.data).saturating_sub(dg.c.l3_offset));
-    if on_wire <= usize::from(mtu) {
+    let mtu = super::route::egress_mtu(f.topo, egress);
+    if super::route::on_wire(f, dg) <= usize::from(mtu) {
         return true;
     }
     if dg.info.dont_frag {

@@ -30,6 +30,7 @@
 //! of a connection on one worker), so the table needs no lock; see the datapath's notes.
 
 pub mod dns;
+pub(crate) mod flow_cache;
 pub mod fragments;
 mod icmp_error;
 pub mod neighbor;
@@ -39,12 +40,13 @@ mod warm;
 pub(crate) use warm::WARM_CHUNK;
 
 use self::dns::{DnsOutcome, DnsTable};
-use crate::config::{NetworkId, Topology};
+use crate::config::{NetworkId, PortId, Topology};
 use crate::counters::DropReason;
 use crate::frame::{Counters, Frame};
 use crate::pipeline::NANOS_PER_SEC;
 use crate::synth;
 use conntrack::Conntrack;
+use flow_cache::{FlowCache, FlowCacheStats};
 use fragments::Fragments;
 use neighbor::{Neighbors, Side, Waiting};
 use packet::offload::Offload;
@@ -67,6 +69,11 @@ pub(crate) struct Gateway {
     eim: nat::EimTable,
     /// Embedded DNS: container names per network that serves DNS.
     dns: FxHashMap<NetworkId, DnsTable>,
+    /// Actions of established flows (see [`flow_cache`]).
+    flows: FlowCache,
+    /// Bumped by every change the cached actions may depend on, besides neighbor and FDB
+    /// changes, which those tables count themselves.
+    flow_epoch: u64,
 }
 
 /// A routed IPv4 packet: its bytes, and the header summary parsed from them. The bytes travel
@@ -105,7 +112,33 @@ impl Gateway {
             // RFC 4787 REQ-5: a mapping lives at least 2 minutes; 5 is recommended.
             eim: nat::EimTable::new(300 * NANOS_PER_SEC),
             dns: FxHashMap::default(),
+            flows: FlowCache::default(),
+            flow_epoch: 0,
         }
+    }
+
+    /// Forgets every cached flow action: the topology, a published port or the conntrack
+    /// table changed.
+    pub(crate) fn invalidate_flows(&mut self) {
+        self.flow_epoch += 1;
+    }
+
+    /// The epoch a cached action must have been filled in to be used now.
+    #[inline]
+    fn flow_epoch(&self, f: &Frame<'_>) -> u64 {
+        self.flow_epoch
+            .wrapping_add(self.neighbors.generation())
+            .wrapping_add(f.fdb_generation())
+    }
+
+    /// Turns the flow cache on or off.
+    pub(crate) fn set_flow_cache(&mut self, on: bool) {
+        self.flows.set_enabled(on);
+    }
+
+    /// The flow cache's counters.
+    pub(crate) fn flow_cache_stats(&self) -> FlowCacheStats {
+        self.flows.stats()
     }
 
     /// The conntrack table.
@@ -116,15 +149,18 @@ impl Gateway {
     /// Forgets every tracked connection.
     pub(crate) fn flush_conntrack(&mut self) {
         self.ct.flush();
+        self.invalidate_flows();
     }
 
     /// Publishes `host_port` of `protocol` to a container.
     pub(crate) fn publish(&mut self, protocol: u8, host_port: u16, to: (Ipv4Addr, u16)) {
         self.published.insert((protocol, host_port), to);
+        self.invalidate_flows();
     }
 
     /// Removes a published port; false if it was not published.
     pub(crate) fn unpublish(&mut self, protocol: u8, host_port: u16) -> bool {
+        self.invalidate_flows();
         self.published.remove(&(protocol, host_port)).is_some()
     }
 
@@ -249,7 +285,8 @@ impl Gateway {
                 return f.drop(DropReason::TtlExceeded);
             }
             synth::decrement_ttl(&mut dg.data, c.l3_offset);
-            return self.send_to(f, side, info.dst, dg.data);
+            self.send_to(f, side, info.dst, dg.data);
+            return;
         }
         self.route(f, dg, None);
     }
@@ -338,13 +375,20 @@ fn answer_ping(f: &mut Frame<'_>, dg: Datagram) {
 }
 
 /// Emits a frame the gateway sends on `side` to `dst_mac`: the uplink port, or into the
-/// network as its bridge would deliver it.
-fn transmit(f: &mut Frame<'_>, side: Side, dst_mac: MacAddr, data: Vec<u8>, offload: Offload) {
+/// network as its bridge would deliver it. Returns the one port it left by and until when
+/// that choice holds (`u64::MAX`: no FDB entry involved), unless it was flooded.
+fn transmit(
+    f: &mut Frame<'_>,
+    side: Side,
+    dst_mac: MacAddr,
+    data: Vec<u8>,
+    offload: Offload,
+) -> Option<(PortId, u64)> {
     match side {
         Side::Uplink => {
-            if let Some(port) = f.topo.uplink.as_ref().map(|u| u.port) {
-                f.emit_as(port, data, offload);
-            }
+            let port = f.topo.uplink.as_ref().map(|u| u.port)?;
+            f.emit_as(port, data, offload);
+            Some((port, u64::MAX))
         }
         Side::Network(n) => f.deliver(NetworkId(n), dst_mac, data, offload),
     }

@@ -73,6 +73,8 @@ pub struct Neighbors {
     pending_bytes: usize,
     max_per_ip: usize,
     max_total: usize,
+    /// Bumped whenever a cached address changes MAC (the NAT flow cache checks it).
+    generation: u64,
 }
 
 /// Bytes the pending queues may hold per allowed frame: what MTU-sized frames would take.
@@ -105,6 +107,7 @@ impl Neighbors {
             pending_bytes: 0,
             max_per_ip: per_ip,
             max_total: total,
+            generation: 0,
         }
     }
 
@@ -117,13 +120,29 @@ impl Neighbors {
             .map(|(m, _)| *m)
     }
 
+    /// [`Neighbors::lookup`] with the first clock value at which the entry is stale.
+    #[inline]
+    pub fn lookup_until(&self, side: Side, ip: Ipv4Addr, now: u64) -> Option<(MacAddr, u64)> {
+        self.cache
+            .get(&cache_key(side, ip))
+            .filter(|(_, t)| now.saturating_sub(*t) < NEIGHBOR_TIMEOUT)
+            .map(|&(m, t)| (m, t.saturating_add(NEIGHBOR_TIMEOUT)))
+    }
+
+    /// Changes whenever a cached address changed MAC.
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// Records `ip` at `mac` on `side`; returns the frames that were waiting for it.
     pub fn learn(&mut self, side: Side, ip: Ipv4Addr, mac: MacAddr, now: u64) -> Vec<Waiting> {
         let key = cache_key(side, ip);
         match self.cache.get_mut(&key) {
             Some(e) if e.0 == mac => e.1 = now,
             _ => {
-                self.cache.insert(key, (mac, now));
+                let changed = self.cache.insert(key, (mac, now)).is_some();
+                self.generation += u64::from(changed);
             }
         }
         if self.pending.is_empty() {

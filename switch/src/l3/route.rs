@@ -6,9 +6,10 @@
 //! published port claims or that another connection to the same remote uses; a packet leaves
 //! only after its TTL was checked (and decremented) and its size checked against the egress MTU.
 
+use super::flow_cache::{Action, FlowKey};
 use super::neighbor::{Enqueued, Side, Waiting};
 use super::{Datagram, Gateway, icmp_error, ingress_side, transmit};
-use crate::config::Topology;
+use crate::config::{PortId, Topology};
 use crate::counters::DropReason;
 use crate::frame::Frame;
 use crate::l3::fragments::FragmentPlan;
@@ -93,13 +94,10 @@ pub(super) fn side_of(topo: &Topology, ip: Ipv4Addr) -> Side {
 
 impl Gateway {
     /// Conntrack, NAT and forwarding of a routed IPv4 packet. `redirect` sends a new flow to
-    /// another destination address (see [`Gateway::new_flow`]).
-    pub(super) fn route(
-        &mut self,
-        f: &mut Frame<'_>,
-        mut dg: Datagram,
-        redirect: Option<Ipv4Addr>,
-    ) {
+    /// another destination address (see [`Gateway::new_flow`]). An established flow's packet
+    /// takes its cached action when there is one (see [`flow_cache`]); the rest take the slow
+    /// path, which caches what it decided.
+    pub(super) fn route(&mut self, f: &mut Frame<'_>, dg: Datagram, redirect: Option<Ipv4Addr>) {
         let (c, info) = (dg.c, dg.info);
         if info.frag_offset != 0 {
             return self.route_fragment(f, dg);
@@ -116,7 +114,31 @@ impl Gateway {
             icmp_error::send(f, &dg, icmp_error::Kind::TimeExceeded);
             return f.drop(DropReason::TtlExceeded);
         }
-        let (now, from) = (f.now, ingress_side(f));
+        let now = f.now;
+        let len = dg.data.len();
+        let key = FlowKey::new(f.ingress, &tuple);
+        let epoch = self.flow_epoch(f);
+        if let Some(hit) = self.flows.get(key, epoch, now)
+            && !info.more_frags
+            && on_wire(f, &dg) <= usize::from(hit.mtu)
+        {
+            match self.ct.track_live(hit.id, hit.dir, seg.as_ref(), len, now) {
+                Some(Verdict::Accept) => return self.forward_cached(f, dg, &tuple, &hit),
+                Some(Verdict::Invalid) => {
+                    return self.invalid(f, &tuple, seg, hit.id, hit.dir, false);
+                }
+                Some(Verdict::Reopen) => {
+                    let Some(id) = self.reopen(f, &tuple, seg.as_ref(), hit.id, len, redirect)
+                    else {
+                        return;
+                    };
+                    return self.forward(f, dg, &tuple, id, Direction::Original, key);
+                }
+                // Stale or expired: the lookup below reclaims and counts it.
+                None => {}
+            }
+        }
+        let from = ingress_side(f);
         let (id, dir, created) = match self.ct.lookup(&tuple, now) {
             Some((id, dir)) => (id, dir, false),
             None => match self.new_flow(f, &tuple, seg.as_ref(), redirect) {
@@ -125,44 +147,85 @@ impl Gateway {
             },
         };
         // Packets of an entry's original direction must come from the side that created it.
-        if dir == Direction::Original
-            && self.ct.entry(id).is_some_and(|e| e.mark != side_mark(from))
-        {
+        if dir == Direction::Original && self.ct.mark(id).is_some_and(|m| m != side_mark(from)) {
             return f.drop(DropReason::SpoofedSource);
         }
-        let len = dg.data.len();
         let (id, dir) = match self.ct.track(id, dir, seg.as_ref(), len, now) {
             Verdict::Accept => (id, dir),
-            Verdict::Invalid => {
-                tracing::debug!(
-                    ?tuple,
-                    ?dir,
-                    segment = ?seg,
-                    state = ?self.ct.entry(id).map(|e| e.state),
-                    "conntrack: invalid packet dropped"
-                );
-                if created {
-                    self.ct.remove(id);
-                }
-                return f.drop(DropReason::CtInvalid);
-            }
-            Verdict::Reopen => {
-                self.ct.remove(id);
-                let id = match self.new_flow(f, &tuple, seg.as_ref(), redirect) {
-                    Ok(id) => id,
-                    Err(reason) => return f.drop(reason),
-                };
-                if self
-                    .ct
-                    .track(id, Direction::Original, seg.as_ref(), len, now)
-                    != Verdict::Accept
-                {
-                    self.ct.remove(id);
-                    return f.drop(DropReason::CtInvalid);
-                }
-                (id, Direction::Original)
+            Verdict::Invalid => return self.invalid(f, &tuple, seg, id, dir, created),
+            Verdict::Reopen => match self.reopen(f, &tuple, seg.as_ref(), id, len, redirect) {
+                Some(id) => (id, Direction::Original),
+                None => return,
+            },
+        };
+        self.forward(f, dg, &tuple, id, dir, key);
+    }
+
+    /// Drops a packet conntrack judged invalid (removing the entry it just created).
+    #[cold]
+    fn invalid(
+        &mut self,
+        f: &mut Frame<'_>,
+        tuple: &Tuple,
+        seg: Option<TcpSegment>,
+        id: EntryId,
+        dir: Direction,
+        created: bool,
+    ) {
+        tracing::debug!(
+            ?tuple,
+            ?dir,
+            segment = ?seg,
+            state = ?self.ct.entry(id).map(|e| e.state),
+            "conntrack: invalid packet dropped"
+        );
+        if created {
+            self.ct.remove(id);
+        }
+        f.drop(DropReason::CtInvalid);
+    }
+
+    /// A SYN on a closed TCP entry: the entry goes, and the packet starts a new connection.
+    /// `None` when that fails (the drop is counted).
+    fn reopen(
+        &mut self,
+        f: &mut Frame<'_>,
+        tuple: &Tuple,
+        seg: Option<&TcpSegment>,
+        old: EntryId,
+        len: usize,
+        redirect: Option<Ipv4Addr>,
+    ) -> Option<EntryId> {
+        self.ct.remove(old);
+        let id = match self.new_flow(f, tuple, seg, redirect) {
+            Ok(id) => id,
+            Err(reason) => {
+                f.drop(reason);
+                return None;
             }
         };
+        if self.ct.track(id, Direction::Original, seg, len, f.now) != Verdict::Accept {
+            self.ct.remove(id);
+            f.drop(DropReason::CtInvalid);
+            return None;
+        }
+        Some(id)
+    }
+
+    /// The slow path's tail for a tracked packet: where it goes, the MTU check, the rewrite,
+    /// the way onto the wire, and the action cached for the flow's next packet.
+    fn forward(
+        &mut self,
+        f: &mut Frame<'_>,
+        mut dg: Datagram,
+        tuple: &Tuple,
+        id: EntryId,
+        dir: Direction,
+        key: FlowKey,
+    ) {
+        let (c, info, now) = (dg.c, dg.info, f.now);
+        // Read before anything below can change it, and checked again when used.
+        let epoch = self.flow_epoch(f);
         let Some(plan) = self.plan(f.topo, id, dir) else {
             return f.drop(DropReason::NoRoute);
         };
@@ -176,7 +239,8 @@ impl Gateway {
         if nat::rewrite_offloaded(&mut dg.data, &c, src, dst, partial).is_err() {
             return f.drop(DropReason::Malformed);
         }
-        f.events().nat_translated += u64::from(plan.target != tuple);
+        let translated = plan.target != *tuple;
+        f.events().nat_translated += u64::from(translated);
         if info.more_frags {
             let key = (info.protocol, info.src, info.dst, ip_ident(&dg.data, &c));
             let later = FragmentPlan {
@@ -186,12 +250,54 @@ impl Gateway {
             };
             self.fragments.remember(key, later, now);
         }
+        self.touch_eim(f, tuple, dir);
+        synth::decrement_ttl(&mut dg.data, c.l3_offset);
+        let sent = self.send_to(f, plan.egress, plan.target.dst, dg.data);
+        if let Some(out) = sent
+            && !info.more_frags
+            && epoch == self.flow_epoch(f)
+        {
+            let action = Action {
+                id,
+                dir,
+                src,
+                dst,
+                translated,
+                egress: out.port,
+                src_mac: out.src_mac,
+                dst_mac: out.dst_mac,
+                mtu: egress_mtu(f.topo, plan.egress),
+                valid_until: out.valid_until,
+            };
+            self.flows.fill(key, epoch, now, action, self.ct.len());
+        }
+    }
+
+    /// The fast path: an established flow's packet rewritten and sent as its cached action
+    /// says, after conntrack tracked it. Byte for byte what the slow path would send.
+    #[inline]
+    fn forward_cached(&mut self, f: &mut Frame<'_>, mut dg: Datagram, tuple: &Tuple, a: &Action) {
+        let c = dg.c;
+        let partial = f.offload.partial_at(c.l4_offset);
+        if nat::rewrite_offloaded(&mut dg.data, &c, a.src, a.dst, partial).is_err() {
+            return f.drop(DropReason::Malformed);
+        }
+        f.events().nat_translated += u64::from(a.translated);
+        self.touch_eim(f, tuple, a.dir);
+        synth::decrement_ttl(&mut dg.data, c.l3_offset);
+        synth::set_macs(&mut dg.data, a.src_mac, a.dst_mac);
+        f.forwarded();
+        let offload = f.offload;
+        f.emit_as(a.egress, dg.data, offload);
+    }
+
+    /// Keeps an endpoint-independent UDP mapping alive while its flows send.
+    #[inline]
+    fn touch_eim(&mut self, f: &Frame<'_>, tuple: &Tuple, dir: Direction) {
         if f.topo.udp_eim && tuple.proto == L4Proto::Udp && dir == Direction::Original {
             self.eim
-                .touch(Endpoint::new(tuple.src, tuple.src_port), now);
+                .touch(Endpoint::new(tuple.src, tuple.src_port), f.now);
         }
-        synth::decrement_ttl(&mut dg.data, c.l3_offset);
-        self.send_to(f, plan.egress, plan.target.dst, dg.data);
     }
 
     /// Which tuple a packet of `dir` on entry `id` must carry, and where it goes.
@@ -335,22 +441,27 @@ impl Gateway {
     }
 
     /// Puts a routed, translated packet on the wire toward `dst_ip` on `side`: Ethernet addresses,
-    /// ARP when the next hop is unknown, and the egress port.
+    /// ARP when the next hop is unknown, and the egress port. Says how it left when it went to
+    /// one port without waiting (what the flow cache can repeat).
     pub(super) fn send_to(
         &mut self,
         f: &mut Frame<'_>,
         side: Side,
         dst_ip: Ipv4Addr,
         mut data: Vec<u8>,
-    ) {
+    ) -> Option<Sent> {
         let (our_mac, our_ip, next_hop) = match side {
             Side::Network(n) => match f.topo.networks[usize::from(n)].gateway {
                 Some((ip, mac)) => (mac, ip, dst_ip),
-                None => return f.drop(DropReason::NoRoute),
+                None => {
+                    f.drop(DropReason::NoRoute);
+                    return None;
+                }
             },
             Side::Uplink => {
                 let Some(up) = f.topo.uplink else {
-                    return f.drop(DropReason::NoRoute);
+                    f.drop(DropReason::NoRoute);
+                    return None;
                 };
                 let on_link = up.subnet.is_some_and(|s| s.contains(&dst_ip));
                 let hop = if on_link { Some(dst_ip) } else { up.next_hop };
@@ -358,19 +469,34 @@ impl Gateway {
                     (_, Some(mac)) if !on_link => {
                         synth::set_macs(&mut data, up.mac, mac);
                         f.forwarded();
-                        return f.emit(up.port, data);
+                        f.emit(up.port, data);
+                        return Some(Sent {
+                            port: up.port,
+                            src_mac: up.mac,
+                            dst_mac: mac,
+                            valid_until: u64::MAX,
+                        });
                     }
                     (Some(hop), _) => (up.mac, up.address, hop),
-                    (None, _) => return f.drop(DropReason::NoRoute),
+                    (None, _) => {
+                        f.drop(DropReason::NoRoute);
+                        return None;
+                    }
                 }
             }
         };
-        match self.neighbors.lookup(side, next_hop, f.now) {
-            Some(mac) => {
+        match self.neighbors.lookup_until(side, next_hop, f.now) {
+            Some((mac, fresh_until)) => {
                 synth::set_macs(&mut data, our_mac, mac);
                 f.forwarded();
                 let offload = f.offload;
-                transmit(f, side, mac, data, offload);
+                let (port, until) = transmit(f, side, mac, data, offload)?;
+                Some(Sent {
+                    port,
+                    src_mac: our_mac,
+                    dst_mac: mac,
+                    valid_until: until.min(fresh_until),
+                })
             }
             None => {
                 synth::set_macs(&mut data, our_mac, MacAddr::ZERO);
@@ -397,7 +523,33 @@ impl Gateway {
                         }
                     }
                 }
+                None
             }
         }
     }
+}
+
+/// How a routed packet left, when it went to one port at once.
+pub(super) struct Sent {
+    port: PortId,
+    src_mac: MacAddr,
+    dst_mac: MacAddr,
+    /// When a neighbor or FDB entry the choice rests on may age.
+    valid_until: u64,
+}
+
+/// The MTU a packet leaving on `side` must fit.
+pub(super) fn egress_mtu(topo: &Topology, side: Side) -> u16 {
+    match (side, &topo.uplink) {
+        (Side::Uplink, Some(up)) => up.mtu,
+        _ => topo.bridge.mtu,
+    }
+}
+
+/// The IP length a packet takes on the wire: a super-frame's segments' (as Linux forwarding
+/// checks GSO packets).
+pub(super) fn on_wire(f: &Frame<'_>, dg: &Datagram) -> usize {
+    dg.info
+        .total_len
+        .min(f.offload.wire_len(&dg.data).saturating_sub(dg.c.l3_offset))
 }

@@ -1,14 +1,15 @@
-//! Cache warming for large conntrack tables: before a chunk of frames is processed, the
-//! conntrack entries and neighbor entries their routing will need are read, so the CPU overlaps
-//! those cache misses across frames instead of taking them one frame at a time (a software
-//! stand-in for a prefetch stage).
+//! Cache warming for large conntrack tables: before a chunk of frames is processed, the flow
+//! cache slots, conntrack entries and neighbor entries their routing will need are read, so
+//! the CPU overlaps those cache misses across frames instead of taking them one frame at a
+//! time (a software stand-in for a prefetch stage).
 //!
 //! Owns nothing and changes nothing: purely a performance hint over the [`Gateway`]'s tables. A
 //! frame this cheap parser misreads only warms the wrong lines.
 
 use super::Gateway;
+use super::flow_cache::FlowKey;
 use super::neighbor::Side;
-use crate::config::Topology;
+use crate::config::{PortId, Topology};
 use crate::pipeline::Packet;
 use conntrack::{Direction, Tuple};
 use packet::{ETH_HEADER_LEN, L4Proto};
@@ -35,6 +36,7 @@ impl Gateway {
                     0,
                 ),
                 None,
+                PortId(0),
             ); CHUNK];
             let mut n = 0;
             for pkt in chunk {
@@ -45,7 +47,7 @@ impl Gateway {
             }
             let keys = &keys[..n];
             // Gleaning looks the sender up on its network.
-            for (k, net) in keys {
+            for (k, net, _) in keys {
                 if let Some(net) = net {
                     sink += u64::from(
                         self.neighbors
@@ -54,8 +56,17 @@ impl Gateway {
                     );
                 }
             }
+            // A cached flow needs its slot and its conntrack entry (tracked per packet); the
+            // rest need the conntrack lookup and, for replies, the neighbor entry.
+            let mut misses = [None; CHUNK];
+            for ((k, _, port), miss) in keys.iter().zip(&mut misses) {
+                match self.flows.peek(FlowKey::new(*port, k)) {
+                    Some(a) => sink = sink.wrapping_add(u64::from(self.ct.mark(a.id).is_some())),
+                    None => *miss = Some(k),
+                }
+            }
             let mut hits = [None; CHUNK];
-            for ((k, _), hit) in keys.iter().zip(&mut hits) {
+            for (k, hit) in misses.iter().flatten().zip(&mut hits) {
                 *hit = self.ct.peek(k);
             }
             // A reply toward a container: its MAC is looked up on the way out.
@@ -78,7 +89,7 @@ impl Gateway {
 
 /// The conntrack key of an IPv4 TCP/UDP/ICMP frame (not a later fragment), and the network
 /// it enters from.
-fn warm_key(topo: &Topology, pkt: &Packet) -> Option<(Tuple, Option<u16>)> {
+fn warm_key(topo: &Topology, pkt: &Packet) -> Option<(Tuple, Option<u16>, PortId)> {
     let d = pkt.data.as_slice();
     let h = d.get(..ETH_HEADER_LEN + 20)?;
     if h[12..14] != [0x08, 0x00] || (h[20] & 0x1f) | h[21] != 0 {
@@ -103,13 +114,14 @@ fn warm_key(topo: &Topology, pkt: &Packet) -> Option<(Tuple, Option<u16>)> {
     Some((
         Tuple::new(proto, src, src_port, dst, dst_port),
         network.map(|n| n.0),
+        pkt.port,
     ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Config, PortId};
+    use crate::Config;
     use packet::MacAddr;
     use testkit::frames as build;
 
@@ -134,7 +146,8 @@ mod tests {
             b"x",
         );
         let pkt = Packet::new(PortId(0), frame.clone());
-        let (key, net) = warm_key(&topo, &pkt).unwrap();
+        let (key, net, port) = warm_key(&topo, &pkt).unwrap();
+        assert_eq!(port, PortId(0));
         assert_eq!(
             key,
             Tuple::new(

@@ -1,0 +1,345 @@
+//! The per-worker NAT flow cache: for an established flow, the action its next packet takes,
+//! found with one hash and one probe instead of a conntrack lookup, a route decision, an MTU
+//! lookup and a neighbor or FDB lookup.
+//!
+//! A slot is keyed by the ingress port and the packet's tuple, and holds what the slow path
+//! decided for that key: the conntrack entry and direction (still tracked per packet, so TCP
+//! states, timeouts and counters stay exact), the addresses and ports to write, the egress
+//! port with both MACs, and the egress MTU.
+//!
+//! Invariant (exactness): a slot is used only while nothing its action was derived from has
+//! changed. Each slot records the *epoch* it was filled in, the sum of three monotonic
+//! counters — the gateway's own (bumped by any topology, published-port or conntrack-flush
+//! change), the neighbor tables' (a neighbor changed MAC) and the FDB's (an entry moved or
+//! was removed) — so any such change invalidates every slot at once; and a `valid_until`
+//! clock value, the first instant a neighbor or FDB entry it used would age out. The
+//! conntrack entry itself is checked per packet (`Conntrack::track_live`: a stale id or an
+//! expired entry sends the packet down the slow path, which reclaims it). Only unicast
+//! outcomes to one port are cached: floods, ARP waits, fragments and ICMP errors never are.
+//!
+//! Owns: its slots and hit/miss counters. Sizing: direct-mapped, grown (and emptied) as the
+//! number of fills outgrows it, up to [`MAX_SLOTS`]; with more live flows than that the
+//! slow path serves the rest.
+
+use crate::config::PortId;
+use conntrack::{Direction, EntryId, Tuple};
+use nat::Endpoint;
+use packet::MacAddr;
+use serde::Serialize;
+
+/// Slots at most (about 72 bytes each: 36 MiB per worker).
+pub(crate) const MAX_SLOTS: usize = 1 << 19;
+/// Slots per bucket: a key may live in any way of its bucket.
+const WAYS: usize = 4;
+const MIN_SLOTS: usize = 256;
+/// A fill replaces a live slot for one key in 8 (by hash bits the bucket index does not use).
+const REPLACE_LIVE_MASK: u64 = 0x7 << 8;
+
+/// The cache key: ingress port and tuple, packed into two words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FlowKey([u64; 2]);
+
+impl FlowKey {
+    #[inline]
+    pub(crate) fn new(port: PortId, t: &Tuple) -> FlowKey {
+        let addrs = (u64::from(t.src.to_bits()) << 32) | u64::from(t.dst.to_bits());
+        let rest = (u64::from(port.0) << 40)
+            | (u64::from(t.src_port) << 24)
+            | (u64::from(t.dst_port) << 8)
+            | u64::from(t.proto.number());
+        FlowKey([addrs, rest])
+    }
+
+    /// Mixes both words: the upper bits pick the bucket, the lower half is the tag.
+    #[inline]
+    fn hash(self) -> u64 {
+        let h = (self.0[0] ^ self.0[1].rotate_left(29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h ^ (h >> 29)
+    }
+
+    /// A slot's tag: never 0, which marks an empty way.
+    #[inline]
+    fn tag(h: u64) -> u32 {
+        (h as u32) | 1
+    }
+}
+
+/// What a cached packet becomes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Action {
+    /// Its conntrack entry and direction.
+    pub(crate) id: EntryId,
+    pub(crate) dir: Direction,
+    /// Source and destination after translation.
+    pub(crate) src: Endpoint,
+    pub(crate) dst: Endpoint,
+    /// Whether translation changes anything (the `nat_translated` counter).
+    pub(crate) translated: bool,
+    /// The one port it leaves by, and its Ethernet addresses there.
+    pub(crate) egress: PortId,
+    pub(crate) src_mac: MacAddr,
+    pub(crate) dst_mac: MacAddr,
+    /// The egress MTU the packet must fit.
+    pub(crate) mtu: u16,
+    /// The first clock value at which a neighbor or FDB entry behind the action may have aged.
+    pub(crate) valid_until: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    key: FlowKey,
+    epoch: u64,
+    action: Action,
+}
+
+/// Hit and miss counts (probes made by established-flow candidates).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct FlowCacheStats {
+    /// Packets forwarded from the cache.
+    pub hits: u64,
+    /// Probes that found nothing usable (then the slow path ran).
+    pub misses: u64,
+    /// Actions stored.
+    pub fills: u64,
+    /// Slots in use now (capacity).
+    pub slots: usize,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub(crate) struct FlowCache {
+    /// Per bucket, the tag of each way (0: empty): one probe reads one short line.
+    tags: Vec<[u32; WAYS]>,
+    slots: Vec<[Option<Slot>; WAYS]>,
+    /// log2 of the number of buckets.
+    bits: u32,
+    /// Way the next fill of a full bucket replaces, per bucket (round robin).
+    victim: Vec<u8>,
+    enabled: bool,
+    stats: FlowCacheStats,
+}
+
+impl Default for FlowCache {
+    fn default() -> Self {
+        FlowCache {
+            tags: Vec::new(),
+            slots: Vec::new(),
+            bits: 0,
+            victim: Vec::new(),
+            enabled: true,
+            stats: FlowCacheStats::default(),
+        }
+    }
+}
+
+impl FlowCache {
+    #[inline]
+    fn bucket(&self, h: u64) -> usize {
+        if self.bits == 0 {
+            return 0;
+        }
+        (h >> (64 - self.bits)) as usize
+    }
+
+    /// The action cached for `key` in `epoch`, if it is still valid at `now`.
+    #[inline]
+    pub(crate) fn get(&mut self, key: FlowKey, epoch: u64, now: u64) -> Option<Action> {
+        if !self.enabled {
+            return None;
+        }
+        let h = key.hash();
+        let (b, tag) = (self.bucket(h), FlowKey::tag(h));
+        let hit = self.tags.get(b).and_then(|tags| {
+            let way = tags.iter().position(|&t| t == tag)?;
+            self.slots
+                .get(b)?
+                .get(way)?
+                .as_ref()
+                .filter(|s| s.key == key && s.epoch == epoch && now < s.action.valid_until)
+                .map(|s| s.action)
+        });
+        match hit {
+            Some(_) => self.stats.hits += 1,
+            None => self.stats.misses += 1,
+        }
+        hit
+    }
+
+    /// The action stored for `key`, valid or not: a read-only probe with no counters (to pull
+    /// a batch's slots into the CPU cache before it is processed).
+    #[inline]
+    pub(crate) fn peek(&self, key: FlowKey) -> Option<&Action> {
+        let h = key.hash();
+        let (b, tag) = (self.bucket(h), FlowKey::tag(h));
+        let way = self.tags.get(b)?.iter().position(|&t| t == tag)?;
+        let slot = self.slots.get(b)?.get(way)?.as_ref()?;
+        (slot.key == key).then_some(&slot.action)
+    }
+
+    /// Stores `action` for `key`, filled in `epoch`. `live_flows` (the conntrack table's size)
+    /// sizes the cache: about one slot per key of every live connection, up to [`MAX_SLOTS`].
+    pub(crate) fn fill(
+        &mut self,
+        key: FlowKey,
+        epoch: u64,
+        now: u64,
+        action: Action,
+        live_flows: usize,
+    ) {
+        if !self.enabled {
+            return;
+        }
+        let want = live_flows
+            .saturating_mul(2)
+            .clamp(MIN_SLOTS, MAX_SLOTS)
+            .next_power_of_two();
+        if want > self.tags.len() * WAYS {
+            self.resize(want);
+        }
+        let h = key.hash();
+        let (b, tag) = (self.bucket(h), FlowKey::tag(h));
+        let (Some(tags), Some(slots), Some(victim)) = (
+            self.tags.get_mut(b),
+            self.slots.get_mut(b),
+            self.victim.get_mut(b),
+        ) else {
+            return;
+        };
+        // The key's own way, else an empty one or one that can no longer hit, else (rarely)
+        // a live one: with more flows than slots, replacing on every miss would only make
+        // every packet pay for a fill that is evicted before its flow comes back.
+        let dead = |w: usize| {
+            slots[w]
+                .as_ref()
+                .is_none_or(|s| s.epoch != epoch || s.action.valid_until <= now)
+        };
+        let way = (0..WAYS)
+            .find(|&w| tags[w] == tag && slots[w].as_ref().is_some_and(|s| s.key == key))
+            .or_else(|| (0..WAYS).find(|&w| dead(w)));
+        let way = match way {
+            Some(w) => w,
+            None if h & REPLACE_LIVE_MASK == 0 => {
+                *victim = (*victim + 1) % WAYS as u8;
+                usize::from(*victim)
+            }
+            None => return,
+        };
+        tags[way] = tag;
+        slots[way] = Some(Slot { key, epoch, action });
+        self.stats.fills += 1;
+    }
+
+    /// Grows the table to `slots` slots, emptying it: it is only a cache.
+    #[cold]
+    fn resize(&mut self, slots: usize) {
+        let buckets = (slots / WAYS).max(1);
+        self.tags = vec![[0; WAYS]; buckets];
+        self.slots = vec![[None; WAYS]; buckets];
+        self.victim = vec![0; buckets];
+        self.bits = buckets.trailing_zeros();
+    }
+
+    /// Turns the cache on or off (off: every packet takes the slow path; for comparisons).
+    pub(crate) fn set_enabled(&mut self, on: bool) {
+        self.enabled = on;
+        if !on {
+            *self = FlowCache {
+                enabled: false,
+                ..FlowCache::default()
+            };
+        }
+    }
+
+    pub(crate) fn stats(&self) -> FlowCacheStats {
+        FlowCacheStats {
+            slots: self.tags.len() * WAYS,
+            ..self.stats
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use packet::L4Proto;
+
+    fn action(n: u8) -> Action {
+        let t = Tuple::new(L4Proto::Udp, [1, 1, 1, 1].into(), 1, [2, 2, 2, 2].into(), 2);
+        let mut ct = conntrack::Conntrack::new(conntrack::Config::default());
+        Action {
+            id: ct.insert(t, t.reversed(), 0, 0).unwrap(),
+            dir: Direction::Reply,
+            src: Endpoint::new([10, 0, 0, n].into(), 1),
+            dst: Endpoint::new([10, 0, 0, 2].into(), 2),
+            translated: true,
+            egress: PortId(u16::from(n)),
+            src_mac: MacAddr::ZERO,
+            dst_mac: MacAddr::BROADCAST,
+            mtu: 1500,
+            valid_until: 100,
+        }
+    }
+
+    fn key(port: u16, sport: u16) -> FlowKey {
+        let t = Tuple::new(
+            L4Proto::Udp,
+            [10, 0, 0, 1].into(),
+            sport,
+            [10, 0, 0, 2].into(),
+            53,
+        );
+        FlowKey::new(PortId(port), &t)
+    }
+
+    #[test]
+    fn keys_separate_ports_and_tuples() {
+        assert_ne!(key(0, 1), key(1, 1));
+        assert_ne!(key(0, 1), key(0, 2));
+        assert_eq!(key(3, 7), key(3, 7));
+    }
+
+    #[test]
+    fn a_hit_needs_the_same_key_epoch_and_a_clock_before_valid_until() {
+        let mut c = FlowCache::default();
+        assert!(c.get(key(0, 1), 0, 0).is_none());
+        c.fill(key(0, 1), 5, 0, action(1), 1);
+        assert_eq!(c.get(key(0, 1), 5, 99).map(|a| a.egress), Some(PortId(1)));
+        assert!(c.get(key(0, 1), 6, 99).is_none(), "another epoch");
+        assert!(c.get(key(0, 1), 5, 100).is_none(), "aged");
+        assert!(c.get(key(1, 1), 5, 0).is_none(), "another port");
+        let s = c.stats();
+        assert_eq!((s.hits, s.misses, s.fills), (1, 4, 1));
+        c.set_enabled(false);
+        c.fill(key(0, 1), 5, 0, action(1), 1);
+        assert!(c.get(key(0, 1), 5, 0).is_none());
+    }
+
+    #[test]
+    fn sized_by_live_flows_up_to_the_cap() {
+        let mut c = FlowCache::default();
+        c.fill(key(0, 0), 1, 0, action(1), 10);
+        assert_eq!(c.stats().slots, MIN_SLOTS);
+        // Four ways: a bucket's keys survive each other.
+        let keys: Vec<FlowKey> = (0..1000u16).map(|i| key(0, i)).collect();
+        for &k in &keys {
+            c.fill(k, 1, 0, action(1), 1000);
+        }
+        assert_eq!(c.stats().slots, 2048);
+        let found = keys.iter().filter(|&&k| c.get(k, 1, 0).is_some()).count();
+        assert!(found > 950, "{found} of 1000 kept");
+        // More keys than slots: the first ones stay (live slots are rarely replaced), so the
+        // cache keeps hitting for most of what it holds instead of thrashing.
+        let many = |i: usize| key((i >> 16) as u16, i as u16);
+        for i in 0..(MAX_SLOTS * 2) {
+            c.fill(many(i), 1, 0, action(1), usize::MAX);
+        }
+        let early = (0..10_000)
+            .filter(|&i| c.get(many(i), 1, 0).is_some())
+            .count();
+        assert!(early > 5_000, "{early} of the first 10k kept");
+        // Slots of an older epoch, or aged, are free again.
+        c.fill(many(0), 2, 0, action(1), usize::MAX);
+        assert!(c.get(many(0), 2, 0).is_some());
+        assert_eq!(c.stats().slots, MAX_SLOTS);
+    }
+}
