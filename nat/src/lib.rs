@@ -2,7 +2,8 @@
 //!
 //! This crate owns:
 //! - [`rewrite`]: in-place rewrite of an IPv4 packet's addresses and TCP/UDP ports or ICMP query
-//!   identifier, with incremental checksum updates (RFC 1624);
+//!   identifier, with incremental checksum updates (RFC 1624), and [`rewrite_prepared`], the
+//!   same with a flow's checksum terms summed once ([`Prepared`]);
 //! - [`icmp_error_inner`] and [`rewrite_icmp_error`]: translation of ICMP errors, whose quoted
 //!   packet must be translated along with the outer header (RFC 5508, RFC 3022 section 4.3);
 //! - [`allocate_port`]: deterministic source-port selection for masquerade;
@@ -27,12 +28,14 @@
 mod eim;
 mod icmp_error;
 mod port;
+mod prepared;
 mod rewrite;
 mod wire;
 
 pub use eim::EimTable;
 pub use icmp_error::{InnerPacket, icmp_error_inner, is_icmp_error, rewrite_icmp_error};
 pub use port::{PortRange, allocate_port, hash_seed};
+pub use prepared::{Prepared, rewrite_prepared};
 pub use rewrite::{is_query_reply, is_query_request, rewrite, rewrite_offloaded};
 
 use std::fmt;

@@ -126,6 +126,33 @@ impl Delta {
     }
 }
 
+/// A [`Delta`] folded to 16 bits for storage (4 bytes instead of 16); applies identically.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct FoldedDelta {
+    sum: u16,
+    changed: bool,
+}
+
+impl From<Delta> for FoldedDelta {
+    fn from(d: Delta) -> FoldedDelta {
+        FoldedDelta {
+            sum: fold64(d.sum),
+            changed: d.changed,
+        }
+    }
+}
+
+impl FoldedDelta {
+    /// The delta it came from, up to folding (which `apply` does first anyway).
+    #[inline]
+    pub(crate) fn delta(self) -> Delta {
+        Delta {
+            sum: u64::from(self.sum),
+            changed: self.changed,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,7 +23,7 @@
 
 use crate::config::PortId;
 use conntrack::{Direction, EntryId, Tuple};
-use nat::Endpoint;
+use nat::{Endpoint, Prepared};
 use packet::MacAddr;
 use serde::Serialize;
 
@@ -70,9 +70,8 @@ pub(crate) struct Action {
     /// Its conntrack entry and direction.
     pub(crate) id: EntryId,
     pub(crate) dir: Direction,
-    /// Source and destination after translation.
-    pub(crate) src: Endpoint,
-    pub(crate) dst: Endpoint,
+    /// The rewrite to the translated endpoints, checksum terms summed.
+    pub(crate) rewrite: Prepared,
     /// Whether translation changes anything (the `nat_translated` counter).
     pub(crate) translated: bool,
     /// The one port it leaves by, and its Ethernet addresses there.
@@ -269,8 +268,16 @@ mod tests {
         Action {
             id: ct.insert(t, t.reversed(), 0, 0).unwrap(),
             dir: Direction::Reply,
-            src: Endpoint::new([10, 0, 0, n].into(), 1),
-            dst: Endpoint::new([10, 0, 0, 2].into(), 2),
+            rewrite: Prepared::new(
+                (
+                    Endpoint::new([10, 0, 0, 1].into(), 1),
+                    Endpoint::new([10, 0, 0, 2].into(), 2),
+                ),
+                (
+                    Endpoint::new([10, 0, 0, n].into(), 1),
+                    Endpoint::new([10, 0, 0, 2].into(), 2),
+                ),
+            ),
             translated: true,
             egress: PortId(u16::from(n)),
             src_mac: MacAddr::ZERO,
@@ -289,6 +296,13 @@ mod tests {
             53,
         );
         FlowKey::new(PortId(port), &t)
+    }
+
+    #[test]
+    fn a_slot_is_small() {
+        // Two cache lines at most, so a probe costs the tag line and at most two more.
+        let size = std::mem::size_of::<Option<Slot>>();
+        assert!(size <= 128, "{size} bytes");
     }
 
     #[test]

@@ -260,8 +260,7 @@ impl Gateway {
             let action = Action {
                 id,
                 dir,
-                src,
-                dst,
+                rewrite: nat::Prepared::new(endpoints(tuple), (src, dst)),
                 translated,
                 egress: out.port,
                 src_mac: out.src_mac,
@@ -279,7 +278,7 @@ impl Gateway {
     fn forward_cached(&mut self, f: &mut Frame<'_>, mut dg: Datagram, tuple: &Tuple, a: &Action) {
         let c = dg.c;
         let partial = f.offload.partial_at(c.l4_offset);
-        if nat::rewrite_offloaded(&mut dg.data, &c, a.src, a.dst, partial).is_err() {
+        if nat::rewrite_prepared(&mut dg.data, &c, &a.rewrite, partial).is_err() {
             return f.drop(DropReason::Malformed);
         }
         f.events().nat_translated += u64::from(a.translated);
