@@ -23,7 +23,7 @@
 
 use crate::config::PortId;
 use conntrack::{Direction, EntryId, Tuple};
-use nat::{Endpoint, Prepared};
+use nat::Prepared;
 use packet::MacAddr;
 use serde::Serialize;
 
@@ -260,6 +260,7 @@ impl FlowCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nat::Endpoint;
     use packet::L4Proto;
 
     fn action(n: u8) -> Action {
