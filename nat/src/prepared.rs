@@ -80,10 +80,7 @@ pub fn rewrite_prepared(
     else {
         return general(frame);
     };
-    let (Some(ip), Some(seg)) = (
-        ip.first_chunk_mut::<20>(),
-        seg.get_mut(..ck_off + 2),
-    ) else {
+    let (Some(ip), Some(seg)) = (ip.first_chunk_mut::<20>(), seg.get_mut(..ck_off + 2)) else {
         return general(frame);
     };
     let from = &p.from;

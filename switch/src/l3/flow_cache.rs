@@ -32,6 +32,12 @@ pub(crate) const MAX_SLOTS: usize = 1 << 19;
 /// Slots per bucket: a key may live in any way of its bucket.
 const WAYS: usize = 4;
 const MIN_SLOTS: usize = 256;
+/// Probes per evaluation of the hit rate.
+const WINDOW: u32 = 8192;
+/// Packets that skip the cache after a window with fewer than a quarter hits; one in
+/// [`SAMPLE_EVERY`] of them still probes (and fills), so the next window can find it paying.
+const BYPASS: u32 = 1 << 17;
+const SAMPLE_EVERY: u32 = 16;
 /// A fill replaces a live slot for one key in 8 (by hash bits the bucket index does not use).
 const REPLACE_LIVE_MASK: u64 = 0x7 << 8;
 
@@ -100,6 +106,8 @@ pub struct FlowCacheStats {
     pub misses: u64,
     /// Actions stored.
     pub fills: u64,
+    /// Packets that skipped the cache because it was not paying (see [`FlowCache`]).
+    pub bypassed: u64,
     /// Slots in use now (capacity).
     pub slots: usize,
 }
@@ -115,6 +123,13 @@ pub(crate) struct FlowCache {
     /// Way the next fill of a full bucket replaces, per bucket (round robin).
     victim: Vec<u8>,
     enabled: bool,
+    /// Probes and hits of the current evaluation window.
+    window: (u32, u32),
+    /// Packets left that skip the cache (but every [`SAMPLE_EVERY`]th) since the last window
+    /// found it hitting too rarely.
+    bypass_left: u32,
+    /// Whether the packet in hand probed, so that its slow path may fill.
+    probed: bool,
     stats: FlowCacheStats,
 }
 
@@ -126,6 +141,9 @@ impl Default for FlowCache {
             bits: 0,
             victim: Vec::new(),
             enabled: true,
+            window: (0, 0),
+            bypass_left: 0,
+            probed: false,
             stats: FlowCacheStats::default(),
         }
     }
@@ -143,9 +161,18 @@ impl FlowCache {
     /// The action cached for `key` in `epoch`, if it is still valid at `now`.
     #[inline]
     pub(crate) fn get(&mut self, key: FlowKey, epoch: u64, now: u64) -> Option<Action> {
+        self.probed = false;
         if !self.enabled {
             return None;
         }
+        if self.bypass_left > 0 {
+            self.bypass_left -= 1;
+            if self.bypass_left % SAMPLE_EVERY != 0 {
+                self.stats.bypassed += 1;
+                return None;
+            }
+        }
+        self.probed = true;
         let h = key.hash();
         let (b, tag) = (self.bucket(h), FlowKey::tag(h));
         let hit = self.tags.get(b).and_then(|tags| {
@@ -161,7 +188,22 @@ impl FlowCache {
             Some(_) => self.stats.hits += 1,
             None => self.stats.misses += 1,
         }
+        self.window.0 += 1;
+        self.window.1 += u32::from(hit.is_some());
+        if self.window.0 == WINDOW {
+            // More flows than slots, in an order that defeats it (say, a scan): probing and
+            // filling cost more than the hits save, so most packets skip it for a while.
+            let paying = self.window.1 >= WINDOW / 4;
+            self.bypass_left = if paying { 0 } else { BYPASS };
+            self.window = (0, 0);
+        }
         hit
+    }
+
+    /// Whether probes are mostly skipped now (a batch's warm-up then skips the slots too).
+    #[inline]
+    pub(crate) fn bypassing(&self) -> bool {
+        self.bypass_left > 0 || !self.enabled
     }
 
     /// The action stored for `key`, valid or not: a read-only probe with no counters (to pull
@@ -185,7 +227,7 @@ impl FlowCache {
         action: Action,
         live_flows: usize,
     ) {
-        if !self.enabled {
+        if !self.enabled || !self.probed {
             return;
         }
         let want = live_flows
@@ -288,6 +330,12 @@ mod tests {
         }
     }
 
+    /// As the gateway does: a probe (that missed) before the slow path fills.
+    fn probe_and_fill(c: &mut FlowCache, k: FlowKey, epoch: u64, now: u64, a: Action, live: usize) {
+        let _ = c.get(k, epoch, now);
+        c.fill(k, epoch, now, a, live);
+    }
+
     fn key(port: u16, sport: u16) -> FlowKey {
         let t = Tuple::new(
             L4Proto::Udp,
@@ -317,27 +365,57 @@ mod tests {
     fn a_hit_needs_the_same_key_epoch_and_a_clock_before_valid_until() {
         let mut c = FlowCache::default();
         assert!(c.get(key(0, 1), 0, 0).is_none());
-        c.fill(key(0, 1), 5, 0, action(1), 1);
+        probe_and_fill(&mut c, key(0, 1), 5, 0, action(1), 1);
         assert_eq!(c.get(key(0, 1), 5, 99).map(|a| a.egress), Some(PortId(1)));
         assert!(c.get(key(0, 1), 6, 99).is_none(), "another epoch");
         assert!(c.get(key(0, 1), 5, 100).is_none(), "aged");
         assert!(c.get(key(1, 1), 5, 0).is_none(), "another port");
         let s = c.stats();
-        assert_eq!((s.hits, s.misses, s.fills), (1, 4, 1));
+        assert_eq!((s.hits, s.misses, s.fills), (1, 5, 1));
         c.set_enabled(false);
-        c.fill(key(0, 1), 5, 0, action(1), 1);
+        probe_and_fill(&mut c, key(0, 1), 5, 0, action(1), 1);
         assert!(c.get(key(0, 1), 5, 0).is_none());
+    }
+
+    #[test]
+    fn bypassed_while_it_does_not_pay_and_back_when_it_does() {
+        let mut c = FlowCache::default();
+        let k = key(0, 1);
+        probe_and_fill(&mut c, k, 1, 0, action(1), 1 << 20);
+        // A scan: every probe misses.
+        for i in 1..WINDOW {
+            probe_and_fill(&mut c, key(9, i as u16), 1, 0, action(1), 1 << 20);
+        }
+        assert_eq!(c.stats().bypassed, 0);
+        assert!(c.peek(k).is_some());
+        // Now most packets skip it, hits or not; one in SAMPLE_EVERY still probes.
+        let hits_before = c.stats().hits;
+        for _ in 0..(SAMPLE_EVERY * 100) {
+            let _ = c.get(k, 1, 0);
+        }
+        let s = c.stats();
+        assert_eq!(s.hits - hits_before, 100, "{s:?}");
+        assert_eq!(s.bypassed, u64::from(SAMPLE_EVERY - 1) * 100);
+        // The sampled probes hit: after a window of them the cache is used again.
+        for _ in 0..(SAMPLE_EVERY * WINDOW) {
+            let _ = c.get(k, 1, 0);
+        }
+        let bypassed = c.stats().bypassed;
+        for _ in 0..100 {
+            assert!(c.get(k, 1, 0).is_some());
+        }
+        assert_eq!(c.stats().bypassed, bypassed);
     }
 
     #[test]
     fn sized_by_live_flows_up_to_the_cap() {
         let mut c = FlowCache::default();
-        c.fill(key(0, 0), 1, 0, action(1), 10);
+        probe_and_fill(&mut c, key(0, 0), 1, 0, action(1), 10);
         assert_eq!(c.stats().slots, MIN_SLOTS);
         // Four ways: a bucket's keys survive each other.
         let keys: Vec<FlowKey> = (0..1000u16).map(|i| key(0, i)).collect();
         for &k in &keys {
-            c.fill(k, 1, 0, action(1), 1000);
+            probe_and_fill(&mut c, k, 1, 0, action(1), 1000);
         }
         assert_eq!(c.stats().slots, 2048);
         let found = keys.iter().filter(|&&k| c.get(k, 1, 0).is_some()).count();
@@ -346,15 +424,12 @@ mod tests {
         // cache keeps hitting for most of what it holds instead of thrashing.
         let many = |i: usize| key((i >> 16) as u16, i as u16);
         for i in 0..(MAX_SLOTS * 2) {
-            c.fill(many(i), 1, 0, action(1), usize::MAX);
+            probe_and_fill(&mut c, many(i), 1, 0, action(1), usize::MAX);
         }
         let early = (0..10_000)
-            .filter(|&i| c.get(many(i), 1, 0).is_some())
+            .filter(|&i| c.peek(many(i)).is_some())
             .count();
         assert!(early > 5_000, "{early} of the first 10k kept");
-        // Slots of an older epoch, or aged, are free again.
-        c.fill(many(0), 2, 0, action(1), usize::MAX);
-        assert!(c.get(many(0), 2, 0).is_some());
         assert_eq!(c.stats().slots, MAX_SLOTS);
     }
 }

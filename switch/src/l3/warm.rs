@@ -59,8 +59,9 @@ impl Gateway {
             // A cached flow needs its slot and its conntrack entry (tracked per packet); the
             // rest need the conntrack lookup and, for replies, the neighbor entry.
             let mut misses = [None; CHUNK];
+            let cached = !self.flows.bypassing();
             for ((k, _, port), miss) in keys.iter().zip(&mut misses) {
-                match self.flows.peek(FlowKey::new(*port, k)) {
+                match self.flows.peek(FlowKey::new(*port, k)).filter(|_| cached) {
                     Some(a) => sink = sink.wrapping_add(u64::from(self.ct.mark(a.id).is_some())),
                     None => *miss = Some(k),
                 }
