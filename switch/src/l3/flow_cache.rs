@@ -167,7 +167,7 @@ impl FlowCache {
         }
         if self.bypass_left > 0 {
             self.bypass_left -= 1;
-            if self.bypass_left % SAMPLE_EVERY != 0 {
+            if !self.bypass_left.is_multiple_of(SAMPLE_EVERY) {
                 self.stats.bypassed += 1;
                 return None;
             }
