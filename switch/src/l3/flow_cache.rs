@@ -426,9 +426,7 @@ mod tests {
         for i in 0..(MAX_SLOTS * 2) {
             probe_and_fill(&mut c, many(i), 1, 0, action(1), usize::MAX);
         }
-        let early = (0..10_000)
-            .filter(|&i| c.peek(many(i)).is_some())
-            .count();
+        let early = (0..10_000).filter(|&i| c.peek(many(i)).is_some()).count();
         assert!(early > 5_000, "{early} of the first 10k kept");
         assert_eq!(c.stats().slots, MAX_SLOTS);
     }
