@@ -59,6 +59,10 @@ pub struct PipelineArgs {
     /// Workloads to run.
     #[arg(long, value_delimiter = ',', default_value = "l2,nat,pcap")]
     only: Vec<Kind>,
+    /// Run the NAT cases without the flow cache (every packet takes the slow path), to see
+    /// what the cache saves.
+    #[arg(long)]
+    no_flow_cache: bool,
     #[command(flatten)]
     out: OutputArgs,
 }
@@ -83,6 +87,8 @@ struct Case {
     flows: u32,
     /// Frame length (l2, nat).
     frame_len: usize,
+    /// The NAT flow cache is on (nat).
+    flow_cache: bool,
 }
 
 impl Case {
@@ -175,6 +181,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
     let mut cases = Vec::new();
     if args.only.contains(&Kind::L2) {
         cases.extend(args.sizes.iter().map(|&frame_len| Case {
+            flow_cache: false,
             kind: Kind::L2,
             flows: 0,
             frame_len,
@@ -195,6 +202,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
                 kind: Kind::Nat,
                 flows,
                 frame_len,
+                flow_cache: !args.no_flow_cache,
             }));
         }
     }
@@ -202,6 +210,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         let path = args.pcap.clone().unwrap_or_else(default_scenario);
         let mix = Mix::load(&path)?;
         cases.push(Case {
+            flow_cache: false,
             kind: Kind::Pcap,
             flows: 0,
             frame_len: 0,
@@ -546,7 +555,8 @@ impl Workload {
                 let first = u32::try_from(worker * share).unwrap_or(0);
                 let count = u32::try_from(share).unwrap_or(1);
                 let frames = NatFlows::new(case.frame_len);
-                let pipeline = nat_established(&frames, first, count, base)?;
+                let mut pipeline = nat_established(&frames, first, count, base)?;
+                pipeline.set_flow_cache(case.flow_cache);
                 let mut originals = Vec::with_capacity(share * HEADERS);
                 let mut replies = Vec::with_capacity(share * HEADERS);
                 for i in first..first + count {

@@ -34,7 +34,7 @@ const WAYS: usize = 4;
 const MIN_SLOTS: usize = 256;
 /// Probes per evaluation of the hit rate.
 const WINDOW: u32 = 8192;
-/// Packets that skip the cache after a window with fewer than a quarter hits; one in
+/// Packets that skip the cache after a window with fewer than half hits; one in
 /// [`SAMPLE_EVERY`] of them still probes (and fills), so the next window can find it paying.
 const BYPASS: u32 = 1 << 17;
 const SAMPLE_EVERY: u32 = 16;
@@ -123,7 +123,8 @@ pub(crate) struct FlowCache {
     /// Way the next fill of a full bucket replaces, per bucket (round robin).
     victim: Vec<u8>,
     enabled: bool,
-    /// Probes and hits of the current evaluation window.
+    /// Probes of the current evaluation window, and the misses among them that found their
+    /// bucket full of live slots (capacity misses: cold ones fill an empty way).
     window: (u32, u32),
     /// Packets left that skip the cache (but every [`SAMPLE_EVERY`]th) since the last window
     /// found it hitting too rarely.
@@ -189,11 +190,10 @@ impl FlowCache {
             None => self.stats.misses += 1,
         }
         self.window.0 += 1;
-        self.window.1 += u32::from(hit.is_some());
         if self.window.0 == WINDOW {
             // More flows than slots, in an order that defeats it (say, a scan): probing and
             // filling cost more than the hits save, so most packets skip it for a while.
-            let paying = self.window.1 >= WINDOW / 4;
+            let paying = self.window.1 < WINDOW / 2;
             self.bypass_left = if paying { 0 } else { BYPASS };
             self.window = (0, 0);
         }
@@ -218,7 +218,7 @@ impl FlowCache {
     }
 
     /// Stores `action` for `key`, filled in `epoch`. `live_flows` (the conntrack table's size)
-    /// sizes the cache: about one slot per key of every live connection, up to [`MAX_SLOTS`].
+    /// sizes the cache: about two slots per key of every live connection, up to [`MAX_SLOTS`].
     pub(crate) fn fill(
         &mut self,
         key: FlowKey,
@@ -230,8 +230,9 @@ impl FlowCache {
         if !self.enabled || !self.probed {
             return;
         }
+        // Two keys per connection, at most half the slots used.
         let want = live_flows
-            .saturating_mul(2)
+            .saturating_mul(4)
             .clamp(MIN_SLOTS, MAX_SLOTS)
             .next_power_of_two();
         if want > self.tags.len() * WAYS {
@@ -246,22 +247,26 @@ impl FlowCache {
         ) else {
             return;
         };
-        // The key's own way, else an empty one or one that can no longer hit, else (rarely)
-        // a live one: with more flows than slots, replacing on every miss would only make
-        // every packet pay for a fill that is evicted before its flow comes back.
-        let dead = |w: usize| {
-            slots[w]
-                .as_ref()
-                .is_none_or(|s| s.epoch != epoch || s.action.valid_until <= now)
-        };
-        let way = (0..WAYS)
-            .find(|&w| tags[w] == tag && slots[w].as_ref().is_some_and(|s| s.key == key))
-            .or_else(|| (0..WAYS).find(|&w| dead(w)));
-        let way = match way {
+        // The key's own way, else an empty one, else (for one key in 8) the next way in turn,
+        // preferring one that can no longer hit. With more flows than slots, replacing on every
+        // miss would only make every packet pay for a fill that is evicted before its flow
+        // comes back; and only the tags are read unless a way is replaced.
+        let own =
+            (0..WAYS).find(|&w| tags[w] == tag && slots[w].as_ref().is_some_and(|s| s.key == key));
+        let free = own.or_else(|| tags.iter().position(|&t| t == 0));
+        self.window.1 += u32::from(free.is_none());
+        let way = match free {
             Some(w) => w,
             None if h & REPLACE_LIVE_MASK == 0 => {
-                *victim = (*victim + 1) % WAYS as u8;
-                usize::from(*victim)
+                let dead = |w: usize| {
+                    slots[w]
+                        .as_ref()
+                        .is_none_or(|s| s.epoch != epoch || s.action.valid_until <= now)
+                };
+                (0..WAYS).find(|&w| dead(w)).unwrap_or_else(|| {
+                    *victim = (*victim + 1) % WAYS as u8;
+                    usize::from(*victim)
+                })
             }
             None => return,
         };
@@ -270,14 +275,24 @@ impl FlowCache {
         self.stats.fills += 1;
     }
 
-    /// Grows the table to `slots` slots, emptying it: it is only a cache.
+    /// Grows the table to `slots` slots, moving what it holds.
     #[cold]
     fn resize(&mut self, slots: usize) {
         let buckets = (slots / WAYS).max(1);
+        let old = std::mem::replace(&mut self.slots, vec![[None; WAYS]; buckets]);
         self.tags = vec![[0; WAYS]; buckets];
-        self.slots = vec![[None; WAYS]; buckets];
         self.victim = vec![0; buckets];
         self.bits = buckets.trailing_zeros();
+        for slot in old.into_iter().flatten().flatten() {
+            let h = slot.key.hash();
+            let b = self.bucket(h);
+            if let (Some(tags), Some(ways)) = (self.tags.get_mut(b), self.slots.get_mut(b))
+                && let Some(w) = tags.iter().position(|&t| t == 0)
+            {
+                tags[w] = FlowKey::tag(h);
+                ways[w] = Some(slot);
+            }
+        }
     }
 
     /// Turns the cache on or off (off: every packet takes the slow path; for comparisons).
@@ -381,10 +396,11 @@ mod tests {
     fn bypassed_while_it_does_not_pay_and_back_when_it_does() {
         let mut c = FlowCache::default();
         let k = key(0, 1);
-        probe_and_fill(&mut c, k, 1, 0, action(1), 1 << 20);
-        // A scan: every probe misses.
+        probe_and_fill(&mut c, k, 1, 0, action(1), 1);
+        // A scan over far more flows than slots: once the buckets are full, every probe is a
+        // capacity miss.
         for i in 1..WINDOW {
-            probe_and_fill(&mut c, key(9, i as u16), 1, 0, action(1), 1 << 20);
+            probe_and_fill(&mut c, key(9, i as u16), 1, 0, action(1), 1);
         }
         assert_eq!(c.stats().bypassed, 0);
         assert!(c.peek(k).is_some());
@@ -417,7 +433,7 @@ mod tests {
         for &k in &keys {
             probe_and_fill(&mut c, k, 1, 0, action(1), 1000);
         }
-        assert_eq!(c.stats().slots, 2048);
+        assert_eq!(c.stats().slots, 4096);
         let found = keys.iter().filter(|&&k| c.get(k, 1, 0).is_some()).count();
         assert!(found > 950, "{found} of 1000 kept");
         // More keys than slots: the first ones stay (live slots are rarely replaced), so the
