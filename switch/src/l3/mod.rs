@@ -227,9 +227,16 @@ impl Gateway {
         None
     }
 
-    /// A frame to the gateway MAC from a container port of `net`.
-    pub(crate) fn ipv4(&mut self, f: &mut Frame<'_>, net: NetworkId, data: Vec<u8>) {
-        let c = match classify(&data) {
+    /// A frame to the gateway MAC from a container port of `net`; `classified`: what
+    /// `classify` made of it already, if it ran.
+    pub(crate) fn ipv4(
+        &mut self,
+        f: &mut Frame<'_>,
+        net: NetworkId,
+        data: Vec<u8>,
+        classified: Option<Classified>,
+    ) {
+        let c = match classified.map_or_else(|| classify(&data), Ok) {
             Ok(c) => c,
             Err(_) => return f.drop(DropReason::Malformed),
         };
@@ -291,12 +298,17 @@ impl Gateway {
         self.route(f, dg, None);
     }
 
-    /// A frame from the uplink port.
-    pub(crate) fn uplink_ingress(&mut self, f: &mut Frame<'_>, data: Vec<u8>) {
+    /// A frame from the uplink port; `classified` as for [`Gateway::ipv4`].
+    pub(crate) fn uplink_ingress(
+        &mut self,
+        f: &mut Frame<'_>,
+        data: Vec<u8>,
+        classified: Option<Classified>,
+    ) {
         let Some(up) = f.topo.uplink else {
             return f.drop(DropReason::NotForUs);
         };
-        let c = match classify(&data) {
+        let c = match classified.map_or_else(|| classify(&data), Ok) {
             Ok(c) => c,
             Err(_) => return f.drop(DropReason::Malformed),
         };

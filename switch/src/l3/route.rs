@@ -31,7 +31,7 @@ struct Plan {
     egress: Side,
 }
 
-fn tuple_of(info: &Ipv4Info, l4: &L4) -> Option<(Tuple, Option<TcpSegment>)> {
+pub(super) fn tuple_of(info: &Ipv4Info, l4: &L4) -> Option<(Tuple, Option<TcpSegment>)> {
     let (proto, src_port, dst_port, seg) = match *l4 {
         L4::Tcp {
             src_port,
