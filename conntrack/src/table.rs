@@ -8,7 +8,7 @@
 //!   threaded through `Slot::next`; an [`EntryId`] is a slab index plus the
 //!   slot's generation, so a stale id never reaches a reused slot;
 //! - one key index (`index::Index`, Robin Hood open addressing over 8-byte
-//!   buckets, growing by 1.25x at 7/8 load) holding each entry twice, under its
+//!   buckets, growing by 1.25x at 3/4 load) holding each entry twice, under its
 //!   original and its reply tuple; the value packs `index << 1 | direction`, so
 //!   one lookup yields both the entry and the packet's direction. The index
 //!   stores hash tags, not keys: a lookup confirms a tag match against the
