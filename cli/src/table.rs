@@ -133,6 +133,20 @@ pub fn print_stats(v: &Value) {
             drops_text(&p["drops"])
         );
     }
+    // Summed over the packet loops: each keeps its own cache.
+    let loops = v["flow_cache"].as_array();
+    if let Some(loops) = loops.filter(|l| !l.is_empty()) {
+        let sum = |k: &str| loops.iter().filter_map(|c| c[k].as_u64()).sum::<u64>();
+        println!();
+        println!(
+            "NAT flow cache ({} loops): {} hits, {} misses, {} fills, {} bypassed",
+            loops.len(),
+            sum("hits"),
+            sum("misses"),
+            sum("fills"),
+            sum("bypassed")
+        );
+    }
 }
 
 /// `vswitch fdb show`, like `bridge fdb`.

@@ -228,6 +228,15 @@ fn iperf3_through_the_switch_and_nat() {
     let gbps = lab.iperf_gbps(&c1, &["-c", INET_IP, "-p", "5202"]);
     eprintln!("iperf3 TCP container->internet (NAT): {gbps:.2} Gbit/s");
     assert!(gbps > 0.0);
+    // The masqueraded stream's segments were served from the packet loops' flow caches.
+    let stats = lab.json(&["stats"]);
+    let hits: u64 = stats["flow_cache"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["hits"].as_u64())
+        .sum();
+    assert!(hits > 1000, "flow cache: {}", stats["flow_cache"]);
     let lost = lab.iperf_udp_lost(&c1, "172.17.0.3", "5201", "10M");
     eprintln!("iperf3 UDP 10 Mbit/s: {lost:.3}% lost");
     assert!(

@@ -35,10 +35,19 @@ pub(super) fn status(d: &Daemon) -> Result<Value> {
     }))
 }
 
-/// Per-port counters and drops by reason, bridge and conntrack counters.
+/// Per-port counters and drops by reason, bridge and conntrack counters, and each packet
+/// loop's NAT flow cache counters.
 pub(super) fn stats(d: &Daemon) -> Result<Value> {
     let s = snapshot(d)?;
-    Ok(json!({ "ports": s.ports, "bridge": s.bridge, "conntrack": s.conntrack_counters }))
+    let flow_cache = d
+        .call_all(|e| e.pipeline().flow_cache_stats())
+        .context("the packet loop is not running")?;
+    Ok(json!({
+        "ports": s.ports,
+        "bridge": s.bridge,
+        "conntrack": s.conntrack_counters,
+        "flow_cache": flow_cache,
+    }))
 }
 
 /// The FDB of every loop, merged.
