@@ -832,6 +832,27 @@ impl Conntrack {
         self.live_slot(id).map(|s| self.entry_at(id.idx, s))
     }
 
+    /// The original and reply tuples of a live-or-unreclaimed entry (cheap: no `Entry`
+    /// materialized, no counters or clocks read).
+    #[inline]
+    pub fn tuples(&self, id: EntryId) -> Option<(Tuple, Tuple)> {
+        self.live_slot(id).map(|s| {
+            (
+                s.original.tuple(proto_of(s.kind)),
+                s.reply.tuple(proto_of(s.reply_proto)),
+            )
+        })
+    }
+
+    /// [`Conntrack::peek`] for routing hints: the entry's original tuple, caller data and the
+    /// direction `key` travels in, without materializing the `Entry`.
+    #[inline]
+    pub fn peek_route(&self, key: &Tuple) -> Option<(Tuple, u32, Direction)> {
+        let (idx, dir) = unpack(self.find(key)?);
+        let s = self.slot(idx)?;
+        Some((s.original.tuple(proto_of(s.kind)), s.mark, dir))
+    }
+
     /// The caller data of a live-or-unreclaimed entry (cheap, no `Entry` materialized).
     pub fn mark(&self, id: EntryId) -> Option<u32> {
         self.live_slot(id).map(|s| s.mark)

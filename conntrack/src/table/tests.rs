@@ -761,3 +761,25 @@ fn slab_grows_by_whole_chunks_and_ids_stay_dense() {
     let t = tuple(L4Proto::Udp, 9);
     assert_eq!(ct.insert(t, t.reversed(), 0, 0).unwrap().index(), 0);
 }
+
+#[test]
+fn tuples_and_peek_route_agree_with_the_entry() {
+    let mut ct = table(8);
+    let t = tuple(L4Proto::Udp, 1);
+    let mut reply = t.reversed();
+    reply.dst_port = 40_000;
+    let id = ct.insert(t, reply, 7, 0).unwrap();
+    let e = ct.entry(id).unwrap();
+    assert_eq!(ct.tuples(id), Some((e.original, e.reply)));
+    assert_eq!(
+        ct.peek_route(&t),
+        Some((e.original, 7, Direction::Original))
+    );
+    assert_eq!(
+        ct.peek_route(&reply),
+        Some((e.original, 7, Direction::Reply))
+    );
+    assert_eq!(ct.peek_route(&t.reversed()), None);
+    ct.remove(id);
+    assert_eq!(ct.tuples(id), None);
+}

@@ -200,6 +200,13 @@ impl FlowCache {
         hit
     }
 
+    /// Whether a [`FlowCache::fill`] for the packet in hand would store anything (so the slow
+    /// path need not prepare an action that is thrown away).
+    #[inline]
+    pub(crate) fn will_fill(&self) -> bool {
+        self.enabled && self.probed
+    }
+
     /// Whether probes are mostly skipped now (a batch's warm-up then skips the slots too).
     #[inline]
     pub(crate) fn bypassing(&self) -> bool {

@@ -255,6 +255,7 @@ impl Gateway {
         let sent = self.send_to(f, plan.egress, plan.target.dst, dg.data);
         if let Some(out) = sent
             && !info.more_frags
+            && self.flows.will_fill()
             && epoch == self.flow_epoch(f)
         {
             let action = Action {
@@ -301,10 +302,10 @@ impl Gateway {
 
     /// Which tuple a packet of `dir` on entry `id` must carry, and where it goes.
     fn plan(&self, topo: &Topology, id: EntryId, dir: Direction) -> Option<Plan> {
-        let e = self.ct.entry(id)?;
+        let (original, reply) = self.ct.tuples(id)?;
         let target = match dir {
-            Direction::Original => e.reply.reversed(),
-            Direction::Reply => e.original.reversed(),
+            Direction::Original => reply.reversed(),
+            Direction::Reply => original.reversed(),
         };
         Some(Plan {
             target,

@@ -73,17 +73,16 @@ impl Gateway {
         }
         let mut hits = [None; WARM_CHUNK];
         for (k, hit) in misses.iter().flatten().zip(&mut hits) {
-            *hit = self.ct.peek(k);
+            *hit = self.ct.peek_route(k);
         }
         // A reply toward a container: its MAC is looked up on the way out.
-        for (e, dir) in hits.iter().flatten() {
-            sink = sink.wrapping_add(e.expires_at);
+        for (original, mark, dir) in hits.iter().flatten() {
             if *dir == Direction::Reply
-                && let Ok(net) = u16::try_from(e.mark)
+                && let Ok(net) = u16::try_from(*mark)
             {
                 sink += u64::from(
                     self.neighbors
-                        .lookup(Side::Network(net), e.original.src, now)
+                        .lookup(Side::Network(net), original.src, now)
                         .is_some(),
                 );
             }
