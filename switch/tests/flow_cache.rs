@@ -169,13 +169,14 @@ fn payload(big: bool) -> Vec<u8> {
     vec![0x5a; if big { 1400 } else { 18 }]
 }
 
+/// A container's frame to a remote host; `(seq, ack)` for TCP.
 fn out_frame(
     c: usize,
     tcp: bool,
     sport: u16,
     remote: u8,
     flags: u8,
-    seq: u32,
+    (seq, ack): (u32, u32),
     data: &[u8],
 ) -> Vec<u8> {
     let (mac, ip) = (container_mac(c), container_ip(c));
@@ -188,7 +189,7 @@ fn out_frame(
             sport,
             80,
             seq,
-            0,
+            ack,
             flags,
             data,
         )
@@ -257,7 +258,7 @@ fn frames(traffic: &[Traffic]) -> Vec<Packet> {
                     sport,
                     remote,
                     FLAGS[flags],
-                    100 + seq,
+                    (100 + seq, 0),
                     &payload(big),
                 ),
             )),
@@ -287,7 +288,7 @@ fn frames(traffic: &[Traffic]) -> Vec<Packet> {
                 let data = [1u8; 10];
                 out.push(Packet::new(
                     C[c],
-                    out_frame(c, true, sport, remote, tcp_flags::SYN, 100, none),
+                    out_frame(c, true, sport, remote, tcp_flags::SYN, (100, 0), none),
                 ));
                 out.push(Packet::new(
                     UP,
@@ -303,19 +304,7 @@ fn frames(traffic: &[Traffic]) -> Vec<Packet> {
                     ),
                 ));
                 let ack = |seq: u32, ackn: u32, d: &[u8]| {
-                    let (mac, ip) = (container_mac(c), container_ip(c));
-                    build::tcp(
-                        mac,
-                        gateway_mac(),
-                        ip,
-                        remote_ip(remote),
-                        sport,
-                        80,
-                        seq,
-                        ackn,
-                        tcp_flags::ACK,
-                        d,
-                    )
+                    out_frame(c, true, sport, remote, tcp_flags::ACK, (seq, ackn), d)
                 };
                 out.push(Packet::new(C[c], ack(101, 501, none)));
                 out.push(Packet::new(C[c], ack(101, 501, &data)));
