@@ -353,27 +353,26 @@ pub(super) fn udp_rate(lab: &mut Lab, t: &Target, secs: f64, trafgen: bool) -> R
         // Each counter is timed on its own (reading the rules forks a process).
         let stamp = |v: u64| (v, Instant::now());
         let drops0 = t.nat.as_ref().map(|n| n.tracker.drops()).transpose()?;
-        let sink0 = match &t.nat {
-            Some(n) => Some((
-                n.sink.counts()?,
-                Instant::now(),
-                icmp_unreachable_sent(t.dst)?,
-            )),
-            None => None,
+        // The internet side's counts, the instant they were read, and its ICMP unreachables.
+        let sink_now = || -> Result<_> {
+            t.nat
+                .as_ref()
+                .map(|n| {
+                    Ok((
+                        n.sink.counts()?,
+                        Instant::now(),
+                        icmp_unreachable_sent(t.dst)?,
+                    ))
+                })
+                .transpose()
         };
+        let sink0 = sink_now()?;
         let rx0 = stamp(counters(t.dst, "eth0")?.0);
         let tx0 = stamp(counters(t.src, "eth0")?.1);
         sleep_checked(secs)?;
         let rx1 = stamp(counters(t.dst, "eth0")?.0);
         let tx1 = stamp(counters(t.src, "eth0")?.1);
-        let sink1 = match &t.nat {
-            Some(n) => Some((
-                n.sink.counts()?,
-                Instant::now(),
-                icmp_unreachable_sent(t.dst)?,
-            )),
-            None => None,
-        };
+        let sink1 = sink_now()?;
         let drops1 = t.nat.as_ref().map(|n| n.tracker.drops()).transpose()?;
         let drops = match (drops0.flatten(), drops1.flatten()) {
             (Some((r0, p0)), Some((r1, p1))) => {
