@@ -598,18 +598,6 @@ impl Conntrack {
         Some((self.entry_at(idx, slot), dir))
     }
 
-    /// Read-only cache hint: touches the index bucket and slot `key` would use. No effect.
-    ///
-    /// Safe Rust has no prefetch instruction, so this is a plain read whose result is thrown
-    /// away; issued for a batch of keys before processing it, the reads overlap.
-    #[inline]
-    pub fn prefetch(&self, key: &Tuple) {
-        if let Some(v) = self.map.candidates(tag_of(key)).next() {
-            let (idx, _) = unpack(v);
-            std::hint::black_box(self.slot(idx).map(|s| s.kind));
-        }
-    }
-
     /// Whether `key` belongs to an entry live at the table clock. No
     /// counters, no side effects (the NAT port allocator probes with it).
     /// An expired-but-unreclaimed entry counts as absent: `insert` reclaims

@@ -670,21 +670,6 @@ fn track_live_counts_found_and_tracks_like_lookup_then_track() {
 }
 
 #[test]
-fn prefetch_has_no_effect() {
-    let mut ct = table(16);
-    let t = tuple(L4Proto::Udp, 1);
-    ct.prefetch(&t); // empty table
-    let id = ct.insert(t, t.reversed(), 0, S).unwrap();
-    let (counters, entry) = (ct.counters(), ct.entry(id));
-    for k in [t, t.reversed(), tuple(L4Proto::Udp, 2)] {
-        ct.prefetch(&k);
-    }
-    assert_eq!(ct.counters(), counters);
-    assert_eq!(ct.entry(id), entry);
-    assert_eq!(ct.now(), S);
-}
-
-#[test]
 fn counters_carry_past_u32_and_saturate_like_u64() {
     let mut ct = table(16);
     let t = tuple(L4Proto::Udp, 1);
