@@ -22,9 +22,11 @@ pub use mac::MacAddr;
 pub use proto::{L4Proto, NoPorts, ParseL4ProtoError, ParsePortProtoError, PortProto};
 pub use smoltcp::wire::{
     ArpOperation, ArpPacket, EthernetFrame, EthernetProtocol, Icmpv4Message, Icmpv4Packet,
-    IpProtocol, Ipv4Packet, TcpPacket, UdpPacket,
+    Icmpv6Message, Icmpv6Packet, IgmpPacket, IpProtocol, Ipv4Packet, Ipv6ExtHeader,
+    Ipv6HopByHopHeader, Ipv6HopByHopRepr, Ipv6OptionRepr, Ipv6OptionsIterator, Ipv6Packet,
+    MldAddressRecord, MldRecordType, MldRepr, TcpPacket, UdpPacket,
 };
-pub use std::net::Ipv4Addr;
+pub use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Length of an Ethernet II header without VLAN tags.
 pub const ETH_HEADER_LEN: usize = 14;
