@@ -10,9 +10,15 @@
 //! Each builder panics if the payload makes the IPv4 packet longer than 65535 bytes; callers pass
 //! fixed, small payloads.
 
-use etherparse::PacketBuilder;
+use etherparse::igmp::{
+    GroupAddress, LeaveGroupType, MembershipReportV2Type, MembershipReportV3Header,
+};
+use etherparse::{
+    IgmpType, IpHeaders, IpNumber, Ipv4Header, Ipv6Extensions, Ipv6Header, Ipv6RawExtHeader,
+    PacketBuilder,
+};
 use packet::{ETHERTYPE_ARP, MacAddr};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Default TTL of built IPv4 packets.
 pub const TTL: u8 = 64;
@@ -224,4 +230,179 @@ pub fn ones_sum(mut acc: u32, bytes: &[u8]) -> u32 {
         acc = (acc & 0xffff) + (acc >> 16);
     }
     acc
+}
+
+/// 01:00:5e and the low 23 bits of an IPv4 group (RFC 1112 6.4).
+pub fn multicast_mac_v4(group: Ipv4Addr) -> MacAddr {
+    let o = group.octets();
+    MacAddr([0x01, 0x00, 0x5e, o[1] & 0x7f, o[2], o[3]])
+}
+
+/// 33:33 and the low 32 bits of an IPv6 group (RFC 2464 7).
+pub fn multicast_mac_v6(group: Ipv6Addr) -> MacAddr {
+    let o = group.octets();
+    MacAddr([0x33, 0x33, o[12], o[13], o[14], o[15]])
+}
+
+/// The solicited-node group of `addr` (RFC 4291 2.7.1): ff02::1:ff and its low 24 bits.
+pub fn solicited_node(addr: Ipv6Addr) -> Ipv6Addr {
+    let o = addr.octets();
+    Ipv6Addr::from([
+        0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, o[13], o[14], o[15],
+    ])
+}
+
+/// An IGMP message from `src` to `dst` (its group MAC), in an IPv4 header with TTL 1 and the
+/// Router Alert option, as hosts send them (RFC 2236 2, RFC 3376 4).
+fn igmp(src_mac: MacAddr, src: Ipv4Addr, dst: Ipv4Addr, ty: IgmpType, payload: &[u8]) -> Vec<u8> {
+    let mut ip = Ipv4Header::new(0, 1, IpNumber::IGMP, src.octets(), dst.octets())
+        .expect("an empty payload fits");
+    ip.options = [0x94, 0x04, 0, 0].into();
+    let b = PacketBuilder::ethernet2(src_mac.0, multicast_mac_v4(dst).0)
+        .ip(IpHeaders::Ipv4(ip, Default::default()))
+        .igmp(ty);
+    finish(|v| b.write(v, payload))
+}
+
+/// An IGMPv2 membership report for `group` (sent to the group itself).
+pub fn igmpv2_report(src_mac: MacAddr, src: Ipv4Addr, group: Ipv4Addr) -> Vec<u8> {
+    let ty = IgmpType::MembershipReportV2(MembershipReportV2Type {
+        group_address: GroupAddress::new(group.octets()),
+    });
+    igmp(src_mac, src, group, ty, &[])
+}
+
+/// An IGMPv2 leave for `group` (sent to 224.0.0.2, all routers).
+pub fn igmpv2_leave(src_mac: MacAddr, src: Ipv4Addr, group: Ipv4Addr) -> Vec<u8> {
+    let ty = IgmpType::LeaveGroup(LeaveGroupType {
+        group_address: GroupAddress::new(group.octets()),
+    });
+    igmp(src_mac, src, Ipv4Addr::new(224, 0, 0, 2), ty, &[])
+}
+
+/// Record types of IGMPv3 and MLDv2 reports (RFC 3376 4.2.12, RFC 3810 5.2.12).
+pub mod record {
+    /// MODE_IS_INCLUDE.
+    pub const IS_INCLUDE: u8 = 1;
+    /// MODE_IS_EXCLUDE.
+    pub const IS_EXCLUDE: u8 = 2;
+    /// CHANGE_TO_INCLUDE_MODE.
+    pub const TO_INCLUDE: u8 = 3;
+    /// CHANGE_TO_EXCLUDE_MODE.
+    pub const TO_EXCLUDE: u8 = 4;
+    /// ALLOW_NEW_SOURCES.
+    pub const ALLOW: u8 = 5;
+    /// BLOCK_OLD_SOURCES.
+    pub const BLOCK: u8 = 6;
+}
+
+/// One group record of an IGMPv3 or MLDv2 report: record type, group, sources.
+pub type GroupRecord<'a, A> = (u8, A, &'a [A]);
+
+/// Group records laid out: type, aux data length 0, number of sources, the group, the sources.
+fn group_records<A: Copy, const N: usize>(
+    records: &[GroupRecord<'_, A>],
+    octets: fn(A) -> [u8; N],
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    for &(ty, group, sources) in records {
+        out.extend_from_slice(&[ty, 0]);
+        out.extend_from_slice(&(sources.len() as u16).to_be_bytes());
+        out.extend_from_slice(&octets(group));
+        sources
+            .iter()
+            .for_each(|&s| out.extend_from_slice(&octets(s)));
+    }
+    out
+}
+
+/// An IGMPv3 report (to 224.0.0.22) with `records`.
+pub fn igmpv3_report(
+    src_mac: MacAddr,
+    src: Ipv4Addr,
+    records: &[GroupRecord<'_, Ipv4Addr>],
+) -> Vec<u8> {
+    let ty = IgmpType::MembershipReportV3(MembershipReportV3Header {
+        flags: [0, 0],
+        num_of_records: records.len() as u16,
+    });
+    let body = group_records(records, |a: Ipv4Addr| a.octets());
+    igmp(src_mac, src, Ipv4Addr::new(224, 0, 0, 22), ty, &body)
+}
+
+/// An ICMPv6 message (`ty`, `code`, the 4 bytes after the checksum, then `payload`) from `src`
+/// to the multicast `group`, hop limit 255 or (with `router_alert`, as MLD is sent) 1 behind a
+/// Hop-by-Hop header carrying the Router Alert option (RFC 2711).
+#[allow(clippy::too_many_arguments)]
+pub fn icmpv6_multicast(
+    src_mac: MacAddr,
+    src: Ipv6Addr,
+    group: Ipv6Addr,
+    router_alert: bool,
+    ty: u8,
+    code: u8,
+    rest_of_header: [u8; 4],
+    payload: &[u8],
+) -> Vec<u8> {
+    let header = Ipv6Header {
+        hop_limit: if router_alert { 1 } else { 255 },
+        source: src.octets(),
+        destination: group.octets(),
+        ..Default::default()
+    };
+    let mut ext = Ipv6Extensions::default();
+    if router_alert {
+        // Router Alert (type 5, value 0: MLD), then PadN of 0 bytes.
+        let options = Ipv6RawExtHeader::new_raw(IpNumber::IPV6_ICMP, &[5, 2, 0, 0, 1, 0])
+            .expect("6 option bytes fill one 8-byte header");
+        ext.hop_by_hop_options = Some(options);
+    }
+    let b = PacketBuilder::ethernet2(src_mac.0, multicast_mac_v6(group).0)
+        .ip(IpHeaders::Ipv6(header, ext))
+        .icmpv6_raw(ty, code, rest_of_header);
+    finish(|v| b.write(v, payload))
+}
+
+/// An MLDv1 report (`done = false`, to the group) or done (to ff02::2) for `group`.
+pub fn mldv1(src_mac: MacAddr, src: Ipv6Addr, group: Ipv6Addr, done: bool) -> Vec<u8> {
+    let (ty, dst) = if done {
+        (132, Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2))
+    } else {
+        (131, group)
+    };
+    icmpv6_multicast(src_mac, src, dst, true, ty, 0, [0; 4], &group.octets())
+}
+
+/// An MLDv2 report (to ff02::16) with `records`.
+pub fn mldv2_report(
+    src_mac: MacAddr,
+    src: Ipv6Addr,
+    records: &[GroupRecord<'_, Ipv6Addr>],
+) -> Vec<u8> {
+    let count = (records.len() as u16).to_be_bytes();
+    icmpv6_multicast(
+        src_mac,
+        src,
+        Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x16),
+        true,
+        143,
+        0,
+        [0, 0, count[0], count[1]],
+        &group_records(records, |a: Ipv6Addr| a.octets()),
+    )
+}
+
+/// A neighbour solicitation for `target` from `src` (`::` for duplicate address detection) to
+/// the target's solicited-node group, without options.
+pub fn neighbor_solicitation(src_mac: MacAddr, src: Ipv6Addr, target: Ipv6Addr) -> Vec<u8> {
+    icmpv6_multicast(
+        src_mac,
+        src,
+        solicited_node(target),
+        false,
+        135,
+        0,
+        [0; 4],
+        &target.octets(),
+    )
 }
