@@ -19,8 +19,12 @@
 //! ([`Owner::Any`]); the kernel's symmetric fanout hash already keeps each L2 flow on one
 //! worker, so FDBs learn both ends. ARP replies go to every worker ([`Owner::All`]) since any of
 //! them may be waiting for that answer; ARP requests on the uplink are answered by worker 0.
+//! IGMP and MLD reports and leaves from container ports go to every worker too: each worker's
+//! pipeline snoops multicast for the frames it forwards, so each must learn every membership;
+//! each consumes its copy and forwards nothing, so no frame is duplicated.
 
 use crate::config::{PortId, Topology};
+use crate::multicast::{self, Kind};
 use crate::pipeline::Snapshot;
 use packet::{ETHERTYPE_ARP, ETHERTYPE_IPV4, dst_mac, ethertype};
 use std::net::Ipv4Addr;
@@ -78,6 +82,12 @@ pub fn owner(topo: &Topology, ingress: PortId, frame: &[u8], workers: usize) -> 
     let Some(ty) = ethertype(frame) else {
         return Owner::Any;
     };
+    if port.network.is_some()
+        && dst_mac(frame).is_some_and(|m| m.is_multicast())
+        && matches!(multicast::classify(frame), Ok(Kind::Report(_)))
+    {
+        return Owner::All;
+    }
     if ty == ETHERTYPE_ARP {
         // Operation at offset 20 of an untagged frame: 1 request, 2 reply.
         return match frame.get(20..22) {
@@ -136,6 +146,21 @@ pub fn merge_snapshots(parts: Vec<Snapshot>) -> Option<Snapshot> {
         c.early_dropped += o.early_dropped;
         c.expired += o.expired;
         all.conntrack.extend(s.conntrack);
+        for row in s.groups {
+            // Every worker learns every report, but their clocks differ a little: the union.
+            match all
+                .groups
+                .iter_mut()
+                .find(|r| r.network == row.network && r.group == row.group)
+            {
+                Some(r) => {
+                    r.ports.extend(row.ports);
+                    r.ports.sort();
+                    r.ports.dedup();
+                }
+                None => all.groups.push(row),
+            }
+        }
         for row in s.fdb {
             match all
                 .fdb
@@ -150,6 +175,8 @@ pub fn merge_snapshots(parts: Vec<Snapshot>) -> Option<Snapshot> {
     }
     all.fdb
         .sort_by(|a, b| (&a.network, &a.mac).cmp(&(&b.network, &b.mac)));
+    all.groups
+        .sort_by(|a, b| (&a.network, &a.group).cmp(&(&b.network, &b.group)));
     Some(all)
 }
 

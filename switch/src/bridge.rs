@@ -2,7 +2,8 @@
 //!
 //! Owns the forwarding database ([`Fdb`]) of all networks and the frame-size limit. On the way
 //! in it checks a frame (size, source MAC, anti-spoofing) and learns its source; on the way out
-//! it forwards by destination MAC, or floods through [`Frame::flood`].
+//! it forwards by destination MAC, or floods through [`Frame::flood`]; a frame to a snooped
+//! multicast group goes to the listeners `crate::multicast` names, through [`Frame::flood_to`].
 //!
 //! Invariants: a frame is checked (and, with anti-spoofing, its source verified) before it is
 //! learned, so a refused frame never moves another port's FDB entry; nothing is ever sent back
@@ -82,7 +83,8 @@ impl Bridge {
         }
     }
 
-    /// Bridges a frame within the ingress network: to the port that learned `dst`, or flooded.
+    /// Bridges a frame within the ingress network: to `listeners` when multicast snooping
+    /// gave the frame's group, else to the port that learned `dst`, or flooded.
     #[inline(always)]
     pub(crate) fn forward(
         &self,
@@ -90,13 +92,18 @@ impl Bridge {
         network: NetworkId,
         dst: MacAddr,
         data: Vec<u8>,
+        listeners: Option<impl Iterator<Item = PortId>>,
     ) {
         if !f.topo.networks[usize::from(network.0)].icc {
             // Without inter-container communication a port's frames may only reach the gateway,
             // which the L3 stage serves; nothing is bridged to another container port.
             return f.drop(DropReason::IccBlocked);
         }
+        if let Some(ports) = listeners {
+            return to_listeners(f, ports, data);
+        }
         if dst.is_multicast() {
+            f.events().multicast_flooded += 1;
             return flood(f, network, data);
         }
         match self.fdb.lookup(network, dst, f.now) {
@@ -156,6 +163,19 @@ fn flood(f: &mut Frame<'_>, network: NetworkId, data: Vec<u8>) {
     } else {
         f.drop(DropReason::NoEgress);
     }
+}
+
+/// Sends a frame to a multicast group's listeners (never back to the ingress port).
+fn to_listeners(f: &mut Frame<'_>, ports: impl Iterator<Item = PortId>, data: Vec<u8>) {
+    let offload = f.offload;
+    let copies = f.flood_to(ports, Some(f.ingress), data, offload);
+    if copies == 0 {
+        return f.drop(DropReason::NoMulticastListener);
+    }
+    let events = f.events();
+    events.multicast_to_listeners += 1;
+    events.multicast_listener_copies += copies;
+    f.forwarded();
 }
 
 /// Anti-spoofing: whether a frame from a port with `address` uses only that port's addresses.

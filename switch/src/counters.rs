@@ -60,14 +60,23 @@ drop_reasons! {
     ArpQueueFull => "arp_queue_full", "Waiting for ARP, and the pending queue was full.";
     ArpUnresolved => "arp_unresolved", "The next hop never answered ARP.";
     DnsDropped => "dns_dropped", "A DNS query to the gateway that could not be read or forwarded.";
+    NoMulticastListener => "no_multicast_listener", "To a multicast group no other port listens to (snooping: no report, and every port snooped).";
+    MalformedReport => "malformed_report", "An IGMP or MLD report or leave that is truncated, inconsistent or fails its checksum.";
 }
 
 /// Number of drop reasons.
 pub const DROP_REASONS: usize = DropReason::ALL.len();
 
 /// Drop counts indexed by reason.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DropCounts([u64; DROP_REASONS]);
+
+// By hand: the standard library derives `Default` for arrays of at most 32 elements.
+impl Default for DropCounts {
+    fn default() -> Self {
+        DropCounts([0; DROP_REASONS])
+    }
+}
 
 impl DropCounts {
     /// Counts one drop.
@@ -112,7 +121,7 @@ pub struct PortCounters {
     pub tx_bytes: u64,
     /// Received frames that left through at least one port.
     pub forwarded: u64,
-    /// Received frames the gateway consumed.
+    /// Received frames the switch consumed: the gateway's, and IGMP/MLD reports and leaves.
     pub local: u64,
     /// Received frames waiting for ARP now.
     pub queued: u64,
@@ -149,8 +158,20 @@ pub struct BridgeCounters {
     pub fdb_cap_reached: u64,
     /// Entries removed by aging.
     pub fdb_aged: u64,
-    /// Frames sent out by flooding (one per copy).
+    /// Frames sent out by flooding to every port of a network (one per copy).
     pub flooded_copies: u64,
+    /// Frames to a multicast (or broadcast) MAC flooded to every port: broadcast, non-IP
+    /// multicast, IPv4 224.0.0.0/24, IPv6 ff02::1.
+    pub multicast_flooded: u64,
+    /// Frames to a snooped multicast group sent only to its listeners (member ports and ports
+    /// not snooped yet).
+    pub multicast_to_listeners: u64,
+    /// Copies those frames left as (one per listener port).
+    pub multicast_listener_copies: u64,
+    /// IGMP and MLD reports and leaves learned from (each also counted `local`).
+    pub multicast_reports: u64,
+    /// IGMP and MLD general queries sent (one per port and protocol).
+    pub multicast_queries_sent: u64,
     /// Plain frames made in software from offloaded ones, for ports that cannot take them
     /// (segments of GSO super-frames, frames whose partial checksum was finished).
     pub gso_segments: u64,
@@ -207,6 +228,11 @@ impl BridgeCounters {
         self.fdb_cap_reached += o.fdb_cap_reached;
         self.fdb_aged += o.fdb_aged;
         self.flooded_copies += o.flooded_copies;
+        self.multicast_flooded += o.multicast_flooded;
+        self.multicast_to_listeners += o.multicast_to_listeners;
+        self.multicast_listener_copies += o.multicast_listener_copies;
+        self.multicast_reports += o.multicast_reports;
+        self.multicast_queries_sent += o.multicast_queries_sent;
         self.gso_segments += o.gso_segments;
         self.gso_failed += o.gso_failed;
         self.arp_requests_sent += o.arp_requests_sent;

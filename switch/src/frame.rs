@@ -7,12 +7,14 @@
 //! metadata (clock, ingress port, ingress network), read access to the topology and the FDB, and
 //! the egress sink: the batch's output list and the counters. Stages never push to the output
 //! list themselves: [`Frame::emit`], [`Frame::flood`] and [`Frame::deliver`] count every frame
-//! they send, so `tx_*` always matches what left.
+//! they send (and [`Counters::originate`] the frames housekeeping makes), so `tx_*` always
+//! matches what left.
 //!
 //! Owns: [`Counters`], the per-port and bridge-wide counters of one pipeline.
 //!
-//! Invariants: [`Frame::flood`] is the one flooding routine (bridge and gateway alike), and it
-//! allocates nothing but the copies it sends; per received frame exactly one of `forwarded`,
+//! Invariants: [`Frame::flood_to`] is the one flooding routine (to a network's every port for
+//! the bridge and gateway, to a group's listeners for multicast snooping), and it allocates
+//! nothing but the copies it sends; per received frame exactly one of `forwarded`,
 //! `local` or a drop is counted on its ingress port, by whichever stage ends its journey.
 
 use crate::bridge::Bridge;
@@ -52,6 +54,13 @@ impl Counters {
         if let Some(c) = self.port(port) {
             c.drops.add(reason);
         }
+    }
+
+    /// Sends a plain frame the pipeline originates outside any received frame's journey (a
+    /// multicast query from housekeeping) out of `port`, counted like every other.
+    pub(crate) fn originate(&mut self, output: &mut Vec<Packet>, port: PortId, data: Vec<u8>) {
+        self.tx(port, data.len());
+        output.push(Packet::new(port, data));
     }
 
     /// Counts a frame sent on `port`.
@@ -203,36 +212,51 @@ impl<'a> Frame<'a> {
         self.emit_as(self.ingress, data, Offload::NONE);
     }
 
-    /// Sends a copy of `data` to every port of `network` but `except`; the last port takes the
-    /// buffer itself. Returns false, sending nothing, when there is no such port. The only
-    /// flooding routine: no allocation besides the copies.
+    /// Sends a copy of `data` to every port of `network` but `except` (counted in
+    /// `flooded_copies`). Returns false, sending nothing, when there is no such port.
     pub(crate) fn flood(
         &mut self,
         network: NetworkId,
         except: Option<PortId>,
-        mut data: Vec<u8>,
+        data: Vec<u8>,
         offload: Offload,
     ) -> bool {
         let topo = self.topo;
         let Some(net) = topo.networks.get(usize::from(network.0)) else {
             return false;
         };
-        let mut targets = net.ports.iter().copied().filter(|&p| Some(p) != except);
+        let copies = self.flood_to(net.ports.iter().copied(), except, data, offload);
+        self.counters.bridge.flooded_copies += copies;
+        copies > 0
+    }
+
+    /// Sends a copy of `data` to each of `ports` but `except`; the last port takes the buffer
+    /// itself. Returns how many copies left (0: none of them). The only flooding routine: no
+    /// allocation besides the copies.
+    pub(crate) fn flood_to(
+        &mut self,
+        ports: impl Iterator<Item = PortId>,
+        except: Option<PortId>,
+        mut data: Vec<u8>,
+        offload: Offload,
+    ) -> u64 {
+        let mut targets = ports.filter(|&p| Some(p) != except);
         let Some(mut next) = targets.next() else {
-            return false;
+            return 0;
         };
         // Clone for all targets but the last, which takes the original buffer.
+        let mut copies = 1;
         loop {
-            self.counters.bridge.flooded_copies += 1;
             match targets.next() {
                 Some(after) => {
                     let copy = data.clone();
                     self.emit_as(next, copy, offload);
                     next = after;
+                    copies += 1;
                 }
                 None => {
                     self.emit_as(next, std::mem::take(&mut data), offload);
-                    return true;
+                    return copies;
                 }
             }
         }

@@ -2,8 +2,9 @@
 //! flooding), each network's gateway (ARP, ICMP, routing to the uplink with conntrack and NAT),
 //! and the stages composed over one batch of frames.
 //!
-//! Layout: [`pipeline`] composes the L2 stage (`bridge`, over [`fdb`]) and the L3 stage (`l3`:
-//! routing, ICMP errors, fragments, DNS, [`neighbor`] tables) over one frame context (`frame`).
+//! Layout: [`pipeline`] composes the L2 stage (`bridge`, over [`fdb`], with `multicast`
+//! snooping) and the L3 stage (`l3`: routing, ICMP errors, fragments, DNS, [`neighbor`] tables)
+//! over one frame context (`frame`).
 //!
 //! Nothing here reads a clock or makes a syscall: drivers (pcap replay, the bench, the packet
 //! loops) pass frames and `now` in, and take frames out.
@@ -15,6 +16,7 @@ pub mod counters;
 pub mod fdb;
 mod frame;
 mod l3;
+mod multicast;
 pub mod pipeline;
 pub mod runtime;
 pub mod synth;
@@ -23,4 +25,6 @@ pub use config::{Config, ConfigError, NetworkId, PortAddress, PortId, PortKind, 
 pub use counters::{BridgeCounters, DropReason, PortCounters};
 pub use l3::dns as dns_gateway;
 pub use l3::{fragments, neighbor};
-pub use pipeline::{FlowCacheStats, NANOS_PER_SEC, Packet, Pipeline, PortError, Snapshot};
+pub use pipeline::{
+    FlowCacheStats, GroupRowNamed, NANOS_PER_SEC, Packet, Pipeline, PortError, Snapshot,
+};

@@ -10,7 +10,8 @@
 //! that the stages share; only the pipeline touches the topology's ports and networks (at run
 //! time, through the methods below).
 //!
-//! Stages per frame: ingress checks → learning → (gateway) → L2 forwarding or flooding.
+//! Stages per frame: ingress checks → learning → (gateway) → (multicast snooping) → L2
+//! forwarding or flooding.
 //! Every received frame ends in exactly one of: forwarded, local, or dropped with a reason.
 
 use crate::bridge::{Bridge, check_source};
@@ -23,6 +24,7 @@ use crate::frame::{Counters, Frame};
 use crate::l3::Gateway;
 use crate::l3::dns::DnsTable;
 pub use crate::l3::flow_cache::FlowCacheStats;
+use crate::multicast::{Destination, Multicast};
 use crate::runtime::NetworkDef;
 use conntrack::Conntrack;
 use packet::offload::{Capabilities, Offload};
@@ -98,6 +100,8 @@ pub struct Pipeline {
     bridge: Bridge,
     /// L3: the gateways, conntrack and NAT.
     gateway: Gateway,
+    /// Multicast snooping: group memberships, the querier.
+    multicast: Multicast,
     /// Conntrack size from which batches are warmed (see `process_warmed`).
     warm_min_entries: usize,
 }
@@ -115,6 +119,19 @@ pub struct Snapshot {
     pub conntrack_counters: conntrack::Counters,
     /// Tracked connections, in table order.
     pub conntrack: Vec<conntrack::Entry>,
+    /// Multicast group memberships learned by snooping, by network and group.
+    pub groups: Vec<GroupRowNamed>,
+}
+
+/// A multicast group's member ports, with names instead of ids.
+#[derive(Debug, Serialize)]
+pub struct GroupRowNamed {
+    /// Network name.
+    pub network: String,
+    /// Group address (IPv4 or IPv6).
+    pub group: String,
+    /// Member port names.
+    pub ports: Vec<String>,
 }
 
 /// One port's counters with its name.
@@ -150,6 +167,7 @@ impl Pipeline {
             counters: Counters::new(topo.ports.len()),
             bridge: Bridge::new(&topo),
             gateway: Gateway::new(&topo),
+            multicast: Multicast::new(&topo),
             warm_min_entries: WARM_MIN_ENTRIES,
             topo,
         })
@@ -179,6 +197,8 @@ impl Pipeline {
     pub fn process(&mut self, now: u64, input: &mut Vec<Packet>, output: &mut Vec<Packet>) {
         self.counters.bridge.fdb_aged += self.bridge.sweep(now) as u64;
         self.gateway.housekeeping(now, &mut self.counters);
+        self.multicast
+            .housekeeping(now, &self.topo, &mut self.counters, output);
         if self.gateway.conntrack().len() < self.warm_min_entries {
             for pkt in input.drain(..) {
                 self.process_one(now, pkt, output, None);
@@ -267,11 +287,13 @@ impl Pipeline {
         });
         self.counters.ports.push(PortCounters::default());
         self.bridge.add_port();
+        self.multicast.add_port(id, network, true);
         self.gateway.invalidate_flows();
         Ok(id)
     }
 
-    /// Removes a port at run time: frames naming it are no longer accepted, its FDB entries go.
+    /// Removes a port at run time: frames naming it are no longer accepted, its FDB entries and
+    /// multicast memberships go.
     pub fn remove_port(&mut self, id: PortId) -> bool {
         let Some(port) = self.topo.ports.get_mut(usize::from(id.0)) else {
             return false;
@@ -285,6 +307,9 @@ impl Pipeline {
             .and_then(|n| self.topo.networks.get_mut(usize::from(n.0)))
         {
             n.ports.retain(|&p| p != id);
+        }
+        if let Some(network) = port.network {
+            self.multicast.remove_port(id, network);
         }
         self.bridge.flush_port(id);
         self.gateway.invalidate_flows();
@@ -390,6 +415,13 @@ impl Pipeline {
         self.warm_min_entries = entries;
     }
 
+    /// Makes this pipeline its networks' IGMP/MLD querier (the default) or not. Run several
+    /// pipelines over the same ports (the daemon's workers) and exactly one must query: every
+    /// pipeline learns the reports, which go to all of them (`affinity::Owner::All`).
+    pub fn set_querier(&mut self, on: bool) {
+        self.multicast.set_querier(on);
+    }
+
     /// The NAT flow cache's hit, miss and fill counts.
     pub fn flow_cache_stats(&self) -> FlowCacheStats {
         self.gateway.flow_cache_stats()
@@ -485,7 +517,17 @@ impl Pipeline {
                 }
             }
         }
-        self.bridge.forward(&mut f, network, dst, data);
+        let group = if dst.is_multicast() {
+            match self.multicast.snoop(&mut f, network, &data) {
+                Destination::Consumed => return,
+                Destination::Everyone => None,
+                Destination::Listeners(group) => Some(group),
+            }
+        } else {
+            None
+        };
+        let listeners = group.map(|g| self.multicast.listeners(network, g, now));
+        self.bridge.forward(&mut f, network, dst, data, listeners);
     }
 
     /// Counters, FDB and names, for JSON output.
@@ -532,6 +574,16 @@ impl Pipeline {
                 .collect(),
             conntrack_counters: self.gateway.conntrack().counters(),
             conntrack: self.gateway.conntrack().iter().map(|(_, e)| e).collect(),
+            groups: self
+                .multicast
+                .rows(now)
+                .into_iter()
+                .map(|r| GroupRowNamed {
+                    network: net_name(r.network),
+                    group: r.group.to_string(),
+                    ports: r.ports.into_iter().map(name).collect(),
+                })
+                .collect(),
         }
     }
 }
@@ -553,6 +605,8 @@ mod tests {
             Config::from_toml("[[network]]\nname='n'\n[[port]]\nname='a'\nkind='tap'\nnetwork='n'")
                 .unwrap();
         let mut p = Pipeline::new(&cfg).unwrap();
+        // The queries a new port gets are the multicast module's tests' business.
+        p.set_querier(false);
         let net = p.topology().network_by_name("n").unwrap();
         let b = p
             .add_port("b", PortKind::AfPacket, net, PortAddress::default())

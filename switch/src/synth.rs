@@ -10,7 +10,8 @@ use std::net::Ipv4Addr;
 /// TTL of packets the gateway originates.
 pub const ORIGIN_TTL: u8 = 64;
 
-fn ethernet_header(out: &mut Vec<u8>, src: MacAddr, dst: MacAddr, ethertype: u16) {
+/// Writes an Ethernet II header.
+pub(crate) fn ethernet_header(out: &mut Vec<u8>, src: MacAddr, dst: MacAddr, ethertype: u16) {
     out.extend_from_slice(&dst.0);
     out.extend_from_slice(&src.0);
     out.extend_from_slice(&ethertype.to_be_bytes());
