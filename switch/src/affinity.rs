@@ -262,4 +262,39 @@ address = "203.0.113.2"
         let reply = build::arp_reply(router, Ipv4Addr::new(203, 0, 113, 1), uplink_mac, u);
         assert_eq!(owner(&topo, up, &reply, 3), Owner::All);
     }
+
+    #[test]
+    fn membership_reports_go_to_every_worker() {
+        use std::net::Ipv6Addr;
+        use testkit::frames::record;
+        let topo = Topology::new(&Config::from_toml(TOPO).unwrap()).unwrap();
+        let (c1, up) = (PortId(0), PortId(1));
+        let me = MacAddr([2, 0, 0, 0, 0, 2]);
+        let c = Ipv4Addr::new(172, 17, 0, 2);
+        let group = Ipv4Addr::new(239, 1, 2, 3);
+        let ll = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 2);
+        let sol = build::solicited_node(ll);
+        let reports = [
+            build::igmpv2_report(me, c, group),
+            build::igmpv2_leave(me, c, group),
+            build::igmpv3_report(me, c, &[(record::TO_EXCLUDE, group, &[])]),
+            build::mldv1(me, ll, sol, false),
+            build::mldv1(me, ll, sol, true),
+            build::mldv2_report(me, Ipv6Addr::UNSPECIFIED, &[(record::TO_EXCLUDE, sol, &[])]),
+        ];
+        for (i, r) in reports.iter().enumerate() {
+            assert_eq!(owner(&topo, c1, r, 4), Owner::All, "report {i}");
+            assert_eq!(owner(&topo, c1, r, 1), Owner::Any, "one worker: {i}");
+        }
+        // Data to a group, a malformed report (dropped by whichever worker reads it) and a
+        // report on the uplink (which has no network to snoop): not copied.
+        let data = build::udp(me, build::multicast_mac_v4(group), c, group, 1, 2, b"x");
+        assert_eq!(owner(&topo, c1, &data, 4), Owner::Any);
+        let ns = build::neighbor_solicitation(me, Ipv6Addr::UNSPECIFIED, ll);
+        assert_eq!(owner(&topo, c1, &ns, 4), Owner::Any);
+        let mut bad = reports[0].clone();
+        bad[45] ^= 1;
+        assert_eq!(owner(&topo, c1, &bad, 4), Owner::Any);
+        assert_ne!(owner(&topo, up, &reports[0], 4), Owner::All);
+    }
 }
