@@ -43,7 +43,12 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
 
     let workers = opts.workers.max(1);
     let pipelines = (0..workers)
-        .map(|_| stored_pipeline(&config, &origin, &store))
+        .map(|i| {
+            let mut p = stored_pipeline(&config, &origin, &store)?;
+            // One IGMP/MLD querier: worker 0. Every worker learns the reports (Owner::All).
+            p.set_querier(i == 0);
+            Ok(p)
+        })
         .collect::<Result<Vec<_>>>()?;
     let topo = pipelines[0].topology().clone();
     // A socket uplink reaches the host's own resolvers too (its sockets live in the host's

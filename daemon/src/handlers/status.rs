@@ -35,8 +35,8 @@ pub(super) fn status(d: &Daemon) -> Result<Value> {
     }))
 }
 
-/// Per-port counters and drops by reason, bridge and conntrack counters, and each packet
-/// loop's NAT flow cache counters.
+/// Per-port counters and drops by reason, bridge and conntrack counters, each packet loop's NAT
+/// flow cache counters, and the multicast group memberships snooping learned.
 pub(super) fn stats(d: &Daemon) -> Result<Value> {
     let s = snapshot(d)?;
     let flow_cache = d
@@ -47,6 +47,7 @@ pub(super) fn stats(d: &Daemon) -> Result<Value> {
         "bridge": s.bridge,
         "conntrack": s.conntrack_counters,
         "flow_cache": flow_cache,
+        "multicast_groups": s.groups,
     }))
 }
 
