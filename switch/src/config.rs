@@ -265,6 +265,9 @@ pub struct BridgeConfig {
     pub aging_secs: u64,
     /// Most MACs one port may teach the FDB; further sources are forwarded but not learned.
     pub max_macs_per_port: u32,
+    /// Most multicast groups one port may join (IGMP/MLD snooping); reports for more are
+    /// consumed but not learned, and those groups do not reach the port.
+    pub max_groups_per_port: u32,
     /// MTU of the ports: frames longer than MTU + 18 bytes (Ethernet header + one VLAN tag) are
     /// dropped as oversize.
     pub mtu: u16,
@@ -275,6 +278,7 @@ impl Default for BridgeConfig {
         BridgeConfig {
             aging_secs: 300,
             max_macs_per_port: 1024,
+            max_groups_per_port: 256,
             mtu: 1500,
         }
     }
@@ -538,6 +542,9 @@ impl Topology {
         }
         if config.bridge.max_macs_per_port == 0 {
             return Err(ConfigError::Zero("max_macs_per_port"));
+        }
+        if config.bridge.max_groups_per_port == 0 {
+            return Err(ConfigError::Zero("max_groups_per_port"));
         }
         if config.bridge.mtu == 0 {
             return Err(ConfigError::Zero("mtu"));

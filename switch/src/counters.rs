@@ -172,6 +172,8 @@ pub struct BridgeCounters {
     pub multicast_reports: u64,
     /// IGMP and MLD general queries sent (one per port and protocol).
     pub multicast_queries_sent: u64,
+    /// Joins not learned because their port had reached `bridge.max_groups_per_port`.
+    pub multicast_group_cap_reached: u64,
     /// Plain frames made in software from offloaded ones, for ports that cannot take them
     /// (segments of GSO super-frames, frames whose partial checksum was finished).
     pub gso_segments: u64,
@@ -233,6 +235,7 @@ impl BridgeCounters {
         self.multicast_listener_copies += o.multicast_listener_copies;
         self.multicast_reports += o.multicast_reports;
         self.multicast_queries_sent += o.multicast_queries_sent;
+        self.multicast_group_cap_reached += o.multicast_group_cap_reached;
         self.gso_segments += o.gso_segments;
         self.gso_failed += o.gso_failed;
         self.arp_requests_sent += o.arp_requests_sent;

@@ -30,8 +30,11 @@
 //! next query.
 //!
 //! Costs: one hash lookup per frame to a group, then only its member and unsnooped ports (the
-//! copies themselves). Memory per port: 16 bytes per membership, 16 bytes per family while it
-//! is unsnooped, nothing once its host reported.
+//! copies themselves). Memory per port: 4 bytes (its membership count), 16 bytes per
+//! membership, 16 bytes per family while it is unsnooped. A port joins at most
+//! `bridge.max_groups_per_port` groups (256): further joins are counted
+//! (`multicast_group_cap_reached`) and not learned, so one container cannot grow the table
+//! without bound; only it misses those groups.
 
 mod query;
 mod report;
@@ -117,6 +120,10 @@ pub(crate) struct Multicast {
     groups: FxHashMap<(NetworkId, Group), Vec<Member>>,
     /// Per network id, per family: the ports not snooped yet.
     unsnooped: Vec<[Vec<Unsnooped>; 2]>,
+    /// Memberships per port id (live or not swept yet), capped at `max_groups_per_port`.
+    per_port: Vec<u32>,
+    /// `bridge.max_groups_per_port`.
+    max_groups_per_port: u32,
     /// Ports that joined since the last housekeeping, and whether to query them then.
     joined: Vec<(PortId, bool)>,
     /// Whether this pipeline sends the queries.
@@ -133,6 +140,8 @@ impl Multicast {
         let mut m = Multicast {
             groups: FxHashMap::default(),
             unsnooped: Vec::new(),
+            per_port: Vec::new(),
+            max_groups_per_port: topo.bridge.max_groups_per_port,
             joined: Vec::new(),
             querier: true,
             next_query: None,
@@ -166,6 +175,9 @@ impl Multicast {
 
     /// A port went: its memberships and the rest of its state go with it.
     pub(crate) fn remove_port(&mut self, port: PortId, network: NetworkId) {
+        if let Some(n) = self.per_port.get_mut(usize::from(port.0)) {
+            *n = 0;
+        }
         self.groups.retain(|(n, _), members| {
             if *n == network {
                 members.retain(|m| m.port != port);
@@ -190,8 +202,10 @@ impl Multicast {
             Ok(Kind::Flood) => Destination::Everyone,
             Ok(Kind::ToGroup(group)) => Destination::Listeners(group),
             Ok(Kind::Report(report)) => {
-                self.learn(f.now, network, f.ingress, report);
-                f.events().multicast_reports += 1;
+                let refused = self.learn(f.now, network, f.ingress, report);
+                let events = f.events();
+                events.multicast_reports += 1;
+                events.multicast_group_cap_reached += refused;
                 f.local();
                 Destination::Consumed
             }
@@ -202,8 +216,14 @@ impl Multicast {
         }
     }
 
-    /// Applies a report from `port`, which is snooped for its family from now on.
-    fn learn(&mut self, now: u64, network: NetworkId, port: PortId, report: Report<'_>) {
+    /// Applies a report from `port`, which is snooped for its family from now on. Returns how
+    /// many joins the port's cap refused.
+    fn learn(&mut self, now: u64, network: NetworkId, port: PortId, report: Report<'_>) -> u64 {
+        let slot = usize::from(port.0);
+        if self.per_port.len() <= slot {
+            self.per_port.resize(slot + 1, 0);
+        }
+        let mut refused = 0;
         let family = report.family() as usize;
         if let Some(lists) = self.unsnooped.get_mut(usize::from(network.0)) {
             lists[family].retain(|u| u.port != port);
@@ -219,12 +239,24 @@ impl Multicast {
                     let expires = now.saturating_add(MEMBERSHIP);
                     match members.binary_search_by_key(&port, |m| m.port) {
                         Ok(i) => members[i].expires = expires,
-                        Err(i) => members.insert(i, Member { port, expires }),
+                        Err(_) if self.per_port[slot] >= self.max_groups_per_port => {
+                            refused += 1;
+                            if members.is_empty() {
+                                self.groups.remove(&key);
+                            }
+                        }
+                        Err(i) => {
+                            members.insert(i, Member { port, expires });
+                            self.per_port[slot] += 1;
+                        }
                     }
                 }
                 Change::Leave => {
                     if let Some(members) = self.groups.get_mut(&key) {
-                        members.retain(|m| m.port != port);
+                        if let Ok(i) = members.binary_search_by_key(&port, |m| m.port) {
+                            members.remove(i);
+                            self.per_port[slot] = self.per_port[slot].saturating_sub(1);
+                        }
                         if members.is_empty() {
                             self.groups.remove(&key);
                         }
@@ -232,6 +264,7 @@ impl Multicast {
                 }
             }
         }
+        refused
     }
 
     /// The ports a frame to `group` in `network` goes to at `now`: its live members, then the
@@ -287,8 +320,15 @@ impl Multicast {
         }
         if now >= self.next_sweep {
             self.next_sweep = now.saturating_add(SWEEP_INTERVAL);
+            let per_port = &mut self.per_port;
             self.groups.retain(|_, members| {
-                members.retain(|m| m.expires > now);
+                members.retain(|m| {
+                    let live = m.expires > now;
+                    if !live && let Some(n) = per_port.get_mut(usize::from(m.port.0)) {
+                        *n = n.saturating_sub(1);
+                    }
+                    live
+                });
                 !members.is_empty()
             });
             for list in self.unsnooped.iter_mut().flatten() {

@@ -358,3 +358,53 @@ fn a_port_added_at_run_time_is_queried_at_once() {
     assert_eq!(send(&mut p, end - 1, 0, to_group(0)), vec![d.0]);
     assert!(send(&mut p, end, 0, to_group(0)).is_empty());
 }
+
+#[test]
+fn a_port_joins_at_most_its_cap_of_groups() {
+    let topo = Topo::new()
+        .bridge(&[("max_groups_per_port", "2")])
+        .routed("bridge", "172.17.0.0/16", "172.17.0.1")
+        .ports("bridge", &["c0", "c1"])
+        .build();
+    let mut p = Pipeline::new(&Config::from_toml(&topo).unwrap()).unwrap();
+    let g = |n| Ipv4Addr::new(239, 0, 0, n);
+    let join = |n| (record::TO_EXCLUDE, g(n), &[][..]);
+    let report = build::igmpv3_report(mac(0), ip(0), &[join(1), join(2), join(3)]);
+    send(&mut p, T0, 0, report);
+    send(&mut p, T0, 1, nothing(1));
+    assert_eq!(p.bridge_counters().multicast_group_cap_reached, 1);
+    assert_eq!(p.snapshot(T0).groups.len(), 2);
+    let to = |n| {
+        build::udp(
+            mac(1),
+            build::multicast_mac_v4(g(n)),
+            ip(1),
+            g(n),
+            1,
+            2,
+            b"x",
+        )
+    };
+    assert!(send(&mut p, T0, 1, to(3)).is_empty(), "not learned");
+    // A refresh of a known group is not a new one; a leave frees a slot.
+    send(
+        &mut p,
+        T0,
+        0,
+        build::igmpv3_report(mac(0), ip(0), &[join(1)]),
+    );
+    assert_eq!(p.bridge_counters().multicast_group_cap_reached, 1);
+    send(&mut p, T0, 0, build::igmpv2_leave(mac(0), ip(0), g(2)));
+    send(&mut p, T0, 0, build::igmpv2_report(mac(0), ip(0), g(3)));
+    assert_eq!(send(&mut p, T0, 1, to(3)), vec![0]);
+    // Expired memberships free their slots too.
+    let later = T0 + MEMBERSHIP;
+    send(
+        &mut p,
+        later,
+        0,
+        build::igmpv3_report(mac(0), ip(0), &[join(4), join(5)]),
+    );
+    assert_eq!(p.bridge_counters().multicast_group_cap_reached, 1);
+    assert_eq!(p.snapshot(later).groups.len(), 2);
+}
