@@ -1,13 +1,16 @@
-//! Port backends as the packet loop sees them: [`PortIo`] for TAP devices and AF_PACKET rings.
+//! Port backends as the packet loop sees them: [`PortIo`] for TAP devices and AF_PACKET sockets.
 //!
 //! Thin adapters over [`crate::io`]: they add the per-port receive buffer (TAP) and the ring
 //! sizes vswitch uses, and keep the loop free of any syscall detail.
 
-use crate::engine::PortIo;
+use crate::engine::{BATCH, PortIo};
 use crate::io::IoError;
-use crate::io::afpacket::{AfPacket, RingConfig};
+use crate::io::afpacket::{
+    AfPacket, AfPacketQueue, FrameMeta, RingConfig, RxScratch, SocketOptions,
+};
 use crate::io::tap::Tap;
 use packet::offload::{Capabilities, Offload, VNET_HDR_LEN};
+use std::cell::RefCell;
 use std::os::fd::{AsFd, BorrowedFd};
 
 /// Largest frame read from a TAP device (a 64 KiB IP packet, its Ethernet header and tags) and
@@ -98,20 +101,35 @@ impl PortIo for TapPort {
     }
 }
 
-/// An existing interface (a veth end) read through a TPACKET_V3 ring.
+/// An existing interface (a veth end) read through a TPACKET_V3 ring or its socket's receive
+/// queue (see [`crate::io::afpacket`] for which costs what).
 pub struct AfPacketPort {
-    sock: AfPacket,
+    sock: Socket,
     /// Frames refused for a virtio-net header that does not match them, not yet reported.
     bad_offload: u64,
     /// Reused for each batch's virtio-net headers.
     headers: Vec<[u8; VNET_HDR_LEN]>,
-    /// Frames the ring clamped, as far as reported in `rx_kernel_drops`.
+    /// Frames cut short, as far as reported in `rx_kernel_drops`.
     truncated_reported: u64,
 }
 
+enum Socket {
+    Ring(AfPacket),
+    Queue(AfPacketQueue),
+}
+
+thread_local! {
+    /// The queue sockets' receive scratch: one per packet-loop thread, shared by all its ports.
+    static SCRATCH: RefCell<RxScratch> = RefCell::new(RxScratch::new(BATCH));
+}
+
+/// A queue socket's receive buffer limit: what a ring held (1 MiB), used only while frames
+/// wait (the kernel doubles it for its bookkeeping).
+const QUEUE_RCVBUF: usize = 1 << 20;
+
 impl AfPacketPort {
     /// Ring sizes per port: 4 blocks of 256 KiB is room for ~500 full-size frames, enough to
-    /// ride out a scheduling hiccup without holding much memory per container.
+    /// ride out a scheduling hiccup.
     pub fn ring_config() -> RingConfig {
         RingConfig {
             block_size: 1 << 18,
@@ -126,17 +144,18 @@ impl AfPacketPort {
         }
     }
 
-    /// Opens interface `ifname` in the current namespace.
+    /// Opens interface `ifname` in the current namespace, with a ring.
     pub fn open(ifname: &str) -> Result<AfPacketPort, IoError> {
-        Ok(Self::from_socket(AfPacket::open(
+        Ok(Self::from_socket(Socket::Ring(AfPacket::open(
             ifname,
             &Self::ring_config(),
-        )?))
+        )?)))
     }
 
-    /// One socket per worker on `ifname`, joined in worker order to fanout group `group`, so
-    /// the kernel's symmetric flow hash picks socket (= worker) `hash % workers` and both
-    /// directions of a flow, on any port, land on the same worker.
+    /// One ring socket per worker on `ifname`, joined in worker order to fanout group `group`,
+    /// so the kernel's symmetric flow hash picks socket (= worker) `hash % workers` and both
+    /// directions of a flow, on any port, land on the same worker. For the few ports that
+    /// carry most traffic (the uplink, topology ports).
     pub fn open_group(
         ifname: &str,
         workers: usize,
@@ -150,11 +169,37 @@ impl AfPacketPort {
             ..Self::ring_config()
         };
         (0..workers)
-            .map(|_| Ok(Self::from_socket(AfPacket::open(ifname, &cfg)?)))
+            .map(|_| {
+                Ok(Self::from_socket(Socket::Ring(AfPacket::open(
+                    ifname, &cfg,
+                )?)))
+            })
             .collect()
     }
 
-    fn from_socket(sock: AfPacket) -> AfPacketPort {
+    /// [`AfPacketPort::open_group`] with queue sockets: no memory and no timer of their own,
+    /// for container ports (a thousand of them must cost little while idle).
+    pub fn open_queue_group(
+        ifname: &str,
+        workers: usize,
+        group: u16,
+    ) -> Result<Vec<AfPacketPort>, IoError> {
+        let opts = SocketOptions {
+            fanout_group: (workers > 1).then_some(group),
+            qdisc_bypass: true,
+            vnet_hdr: true,
+            rcvbuf: Some(QUEUE_RCVBUF),
+        };
+        (0..workers.max(1))
+            .map(|_| {
+                Ok(Self::from_socket(Socket::Queue(AfPacketQueue::open(
+                    ifname, &opts,
+                )?)))
+            })
+            .collect()
+    }
+
+    fn from_socket(sock: Socket) -> AfPacketPort {
         AfPacketPort {
             sock,
             bad_offload: 0,
@@ -162,39 +207,61 @@ impl AfPacketPort {
             truncated_reported: 0,
         }
     }
+
+    fn vnet_hdr(&self) -> bool {
+        match &self.sock {
+            Socket::Ring(s) => s.vnet_hdr(),
+            Socket::Queue(s) => s.vnet_hdr(),
+        }
+    }
 }
 
 impl PortIo for AfPacketPort {
     fn fd(&self) -> BorrowedFd<'_> {
-        self.sock.as_fd()
+        match &self.sock {
+            Socket::Ring(s) => s.as_fd(),
+            Socket::Queue(s) => s.as_fd(),
+        }
     }
 
     fn rx(&mut self, max: usize, f: &mut dyn FnMut(&[u8], Offload)) -> usize {
-        if !self.sock.vnet_hdr() {
-            return self.sock.rx_batch(max, |frame| f(frame, Offload::NONE));
-        }
+        let vnet = self.vnet_hdr();
         let bad = &mut self.bad_offload;
-        self.sock.rx_batch_meta(max, |frame, meta| {
+        let mut each = |frame: &[u8], meta: FrameMeta| {
+            if !vnet {
+                return f(frame, Offload::NONE);
+            }
             match Offload::from_vnet_hdr(&meta.vnet, frame) {
                 Ok(offload) => f(frame, offload),
                 Err(_) => *bad += 1,
             }
-        })
+        };
+        match &mut self.sock {
+            Socket::Ring(s) => s.rx_batch_meta(max, each),
+            Socket::Queue(s) => {
+                SCRATCH.with_borrow_mut(|scratch| s.rx_batch_meta(max, scratch, &mut each))
+            }
+        }
     }
 
     fn tx(&mut self, frames: &[(&[u8], Offload)]) -> std::io::Result<usize> {
         let refs: Vec<&[u8]> = frames.iter().map(|(f, _)| *f).collect();
-        if !self.sock.vnet_hdr() {
-            return self.sock.tx_batch(&refs);
+        let vnet = self.vnet_hdr();
+        if vnet {
+            self.headers.clear();
+            self.headers
+                .extend(frames.iter().map(|(f, o)| o.to_vnet_hdr(f)));
         }
-        self.headers.clear();
-        self.headers
-            .extend(frames.iter().map(|(f, o)| o.to_vnet_hdr(f)));
-        self.sock.tx_batch_vnet(&refs, &self.headers)
+        match (&mut self.sock, vnet) {
+            (Socket::Ring(s), false) => s.tx_batch(&refs),
+            (Socket::Ring(s), true) => s.tx_batch_vnet(&refs, &self.headers),
+            (Socket::Queue(s), false) => s.tx_batch(&refs),
+            (Socket::Queue(s), true) => s.tx_batch_vnet(&refs, &self.headers),
+        }
     }
 
     fn offloads(&self) -> Capabilities {
-        if self.sock.vnet_hdr() {
+        if self.vnet_hdr() {
             Capabilities::ALL
         } else {
             Capabilities::NONE
@@ -202,8 +269,11 @@ impl PortIo for AfPacketPort {
     }
 
     fn rx_kernel_drops(&mut self) -> u64 {
-        let kernel = self.sock.kernel_stats().map_or(0, |s| u64::from(s.drops));
-        let truncated = self.sock.stats().truncated;
+        let (kernel, truncated) = match &self.sock {
+            Socket::Ring(s) => (s.kernel_stats(), s.stats().truncated),
+            Socket::Queue(s) => (s.kernel_stats(), s.stats().truncated),
+        };
+        let kernel = kernel.map_or(0, |s| u64::from(s.drops));
         let new_truncated = truncated - self.truncated_reported.min(truncated);
         self.truncated_reported = truncated;
         kernel + new_truncated

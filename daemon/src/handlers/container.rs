@@ -245,7 +245,9 @@ pub(crate) fn attach_port(
     ifname: &str,
     address: PortAddress,
 ) -> Result<PortId> {
-    let ios = AfPacketPort::open_group(ifname, d.engines.len(), d.groups.next())
+    // Queue sockets, not rings: a container port must cost little while idle (a ring per worker
+    // held 1 MiB and a kernel timer each; see datapath::io::afpacket).
+    let ios = AfPacketPort::open_queue_group(ifname, d.engines.len(), d.groups.next())
         .context("opening AF_PACKET on the host end")?
         .into_iter()
         .map(|p| Box::new(p) as Box<dyn PortIo>)

@@ -3,8 +3,9 @@
 //! It owns:
 //! - [`netns`]: running a closure inside another network namespace without moving the caller.
 //! - [`tap`]: TAP devices (`/dev/net/tun`), single- and multi-queue.
-//! - [`afpacket`]: AF_PACKET sockets with a TPACKET_V3 mmap RX ring, batched TX (`sendmmsg`),
-//!   and a per-packet baseline ([`AfPacketSimple`]) to compare them with.
+//! - [`afpacket`]: AF_PACKET sockets read through a TPACKET_V3 mmap RX ring or their receive
+//!   queue (`recvmmsg`, no ring: container ports), batched TX (`sendmmsg`), and a per-packet
+//!   baseline ([`AfPacketSimple`]) to compare them with.
 //! - [`link`][mod@link]: netlink (links, addresses, routes; the veth plumbing Docker does on `docker run`)
 //!   and the ethtool ioctls that read and switch offloads.
 //! - [`kernel`]: what the running kernel offers, checked at start-up.
@@ -30,7 +31,9 @@ pub mod tap;
 #[cfg(test)]
 mod testutil;
 
-pub use afpacket::{AfPacket, AfPacketSimple, RingConfig, RingStats};
+pub use afpacket::{
+    AfPacket, AfPacketQueue, AfPacketSimple, RingConfig, RingStats, RxScratch, SocketOptions,
+};
 pub use link::{
     Offloads, VethSpec, create_container_veth, delete_link, get_offloads, link_exists, set_link_up,
     set_offloads,
