@@ -249,10 +249,37 @@ fn bind(fd: &OwnedFd, ifindex: u32) -> std::io::Result<()> {
     Ok(())
 }
 
-fn join_fanout(fd: &OwnedFd, group: u16) -> std::io::Result<()> {
+/// Joins fanout group `group` (HASH | DEFRAG), with an error that names the interface.
+fn join_fanout(fd: &OwnedFd, group: u16, ifname: &str) -> Result<(), IoError> {
     let mode = libc::PACKET_FANOUT_HASH | libc::PACKET_FANOUT_FLAG_DEFRAG;
     let arg: u32 = u32::from(group) | (mode << 16);
-    setsockopt(fd, libc::SOL_PACKET, libc::PACKET_FANOUT, &arg)
+    setsockopt(fd, libc::SOL_PACKET, libc::PACKET_FANOUT, &arg).map_err(|e| {
+        IoError::sys(
+            format!(
+                "joining PACKET_FANOUT group {group} on AF_PACKET socket for {ifname} (all \
+                 members must use HASH|DEFRAG)"
+            ),
+            e,
+        )
+    })
+}
+
+/// [`send_batch`] for a socket whose frames carry a virtio-net header iff `vnet_hdr`:
+/// `InvalidInput` when `headers` does not match that (or the frames' count).
+fn send_checked(
+    fd: &OwnedFd,
+    vnet_hdr: bool,
+    frames: &[&[u8]],
+    headers: Option<&[[u8; VNET_HDR_LEN]]>,
+) -> std::io::Result<usize> {
+    match headers {
+        // Without a header the kernel would read each frame's first 10 bytes as one.
+        None if vnet_hdr => Err(std::io::ErrorKind::InvalidInput.into()),
+        Some(h) if !vnet_hdr || h.len() != frames.len() => {
+            Err(std::io::ErrorKind::InvalidInput.into())
+        }
+        _ => send_batch(fd, frames, headers),
+    }
 }
 
 fn kernel_stats(fd: &OwnedFd) -> std::io::Result<KernelStats> {

@@ -10,7 +10,7 @@
 
 use super::{
     FrameMeta, KernelStats, VNET_HDR_LEN, bind, ignore_outgoing, join_fanout, kernel_stats,
-    packet_socket, send_batch, setsockopt,
+    packet_socket, send_checked, setsockopt,
 };
 use crate::io::{IoError, ifindex};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -109,14 +109,7 @@ impl AfPacketQueue {
         // the queue never holds frames from other interfaces.
         bind(&fd, ifindex).map_err(|e| IoError::sys(ctx("binding"), e))?;
         if let Some(group) = opts.fanout_group {
-            join_fanout(&fd, group).map_err(|e| {
-                IoError::sys(
-                    ctx(&format!(
-                        "joining PACKET_FANOUT group {group} (all members must use HASH|DEFRAG)"
-                    )),
-                    e,
-                )
-            })?;
+            join_fanout(&fd, group, ifname)?;
         }
         Ok(AfPacketQueue {
             fd,
@@ -236,11 +229,7 @@ impl AfPacketQueue {
 
     /// Sends `frames` out of the bound interface, as [`super::AfPacket::tx_batch`].
     pub fn tx_batch(&mut self, frames: &[&[u8]]) -> std::io::Result<usize> {
-        if self.vnet_hdr {
-            // The kernel would read each frame's first 10 bytes as its virtio-net header.
-            return Err(std::io::ErrorKind::InvalidInput.into());
-        }
-        send_batch(&self.fd, frames, None)
+        send_checked(&self.fd, self.vnet_hdr, frames, None)
     }
 
     /// Sends each frame after its virtio-net header, as [`super::AfPacket::tx_batch_vnet`].
@@ -249,10 +238,7 @@ impl AfPacketQueue {
         frames: &[&[u8]],
         headers: &[[u8; VNET_HDR_LEN]],
     ) -> std::io::Result<usize> {
-        if !self.vnet_hdr || frames.len() != headers.len() {
-            return Err(std::io::ErrorKind::InvalidInput.into());
-        }
-        send_batch(&self.fd, frames, Some(headers))
+        send_checked(&self.fd, self.vnet_hdr, frames, Some(headers))
     }
 }
 

@@ -20,7 +20,7 @@
 
 use super::{
     FrameMeta, KernelStats, VNET_HDR_LEN, bind, ignore_outgoing, join_fanout, kernel_stats,
-    packet_socket, page_size, send_batch, setsockopt,
+    packet_socket, page_size, send_checked, setsockopt,
 };
 use crate::io::{IoError, ifindex};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -217,14 +217,7 @@ impl AfPacket {
         // the ring never holds frames from other interfaces.
         bind(&sock.fd, ifindex).map_err(|e| IoError::sys(ctx("binding"), e))?;
         if let Some(group) = cfg.fanout_group {
-            join_fanout(&sock.fd, group).map_err(|e| {
-                IoError::sys(
-                    ctx(&format!(
-                        "joining PACKET_FANOUT group {group} (all members must use HASH|DEFRAG)"
-                    )),
-                    e,
-                )
-            })?;
+            join_fanout(&sock.fd, group, ifname)?;
         }
         sock.stats = RingStats::default();
         Ok(sock)
@@ -319,11 +312,7 @@ impl AfPacket {
     /// `Ok(k < frames.len())` after a partial send, `Err` (e.g. `WouldBlock`, ENOBUFS when the
     /// device queue is full) only when the first frame was refused.
     pub fn tx_batch(&mut self, frames: &[&[u8]]) -> std::io::Result<usize> {
-        if self.vnet_hdr {
-            // The kernel would read each frame's first 10 bytes as its virtio-net header.
-            return Err(std::io::ErrorKind::InvalidInput.into());
-        }
-        send_batch(&self.fd, frames, None)
+        send_checked(&self.fd, self.vnet_hdr, frames, None)
     }
 
     /// [`AfPacket::tx_batch`] for a socket opened with `vnet_hdr`: each frame goes after its
@@ -337,10 +326,7 @@ impl AfPacket {
         frames: &[&[u8]],
         headers: &[[u8; VNET_HDR_LEN]],
     ) -> std::io::Result<usize> {
-        if !self.vnet_hdr || frames.len() != headers.len() {
-            return Err(std::io::ErrorKind::InvalidInput.into());
-        }
-        send_batch(&self.fd, frames, Some(headers))
+        send_checked(&self.fd, self.vnet_hdr, frames, Some(headers))
     }
 
     /// Whether frames carry a virtio-net header on this socket.

@@ -29,6 +29,20 @@ fn small_ring() -> RingConfig {
     }
 }
 
+/// Sends every frame through `send` (a socket's `tx_batch`), retrying while the device queue
+/// is full.
+fn send_all(refs: &[&[u8]], mut send: impl FnMut(&[&[u8]]) -> std::io::Result<usize>) {
+    let mut sent = 0;
+    while sent < refs.len() {
+        match send(&refs[sent..]) {
+            Ok(k) => sent += k,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {}
+            Err(e) => panic!("tx_batch: {e}"),
+        }
+    }
+}
+
 /// Reads test frames from `ring` until `want` arrive or 3 s pass.
 fn collect(ring: &mut AfPacket, want: usize, max_per_call: usize) -> Vec<Vec<u8>> {
     let mut got = Vec::new();
@@ -74,15 +88,7 @@ fn ring_receives_what_the_peer_sends() {
         .collect();
     let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
     let before = link_stat(&pair.a, &pair.a_if, "rx", "packets");
-    let mut sent = 0;
-    while sent < refs.len() {
-        match tx.tx_batch(&refs[sent..]) {
-            Ok(k) => sent += k,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {}
-            Err(e) => panic!("tx_batch: {e}"),
-        }
-    }
+    send_all(&refs, |rest| tx.tx_batch(rest));
     // Small `max` exercises stopping and resuming in the middle of a block.
     let got = collect(&mut rx, frames.len(), 7);
     assert_eq!(got.len(), frames.len(), "all frames arrive, in order");
@@ -484,15 +490,7 @@ fn queue_socket_receives_in_order_and_ignores_own() {
         .map(|i| test_frame(i, sizes[i as usize % sizes.len()]))
         .collect();
     let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
-    let mut sent = 0;
-    while sent < refs.len() {
-        match tx.tx_batch(&refs[sent..]) {
-            Ok(k) => sent += k,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {}
-            Err(e) => panic!("tx_batch: {e}"),
-        }
-    }
+    send_all(&refs, |rest| tx.tx_batch(rest));
     // Fewer slots than `max`, and `max` that does not divide the count: batches stop short.
     let got = collect_queue(&mut rx, frames.len(), 64, 7);
     let bytes: Vec<Vec<u8>> = got.iter().map(|(f, _)| f.clone()).collect();
