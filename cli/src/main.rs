@@ -262,6 +262,10 @@ struct ReplayArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Daemon(_)) {
+        // `vswitch stats | head` ends quietly when head exits.
+        datapath::io::process::die_on_broken_pipe();
+    }
     let result = match cli.command {
         Command::Replay(args) => replay(args),
         Command::Daemon(args) => run_daemon(args),

@@ -25,6 +25,7 @@ pub mod afpacket;
 pub mod kernel;
 pub mod link;
 pub mod netns;
+pub mod process;
 pub mod rootless;
 pub mod tap;
 
