@@ -28,6 +28,7 @@ pub mod netns;
 pub mod process;
 pub mod rootless;
 pub mod tap;
+pub mod wait;
 
 #[cfg(test)]
 mod testutil;
