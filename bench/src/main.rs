@@ -7,6 +7,8 @@
 //! - `veth`: a namespace lab measured end to end (trafgen, iperf3) through the vswitch daemon
 //!   and, in the same run, through a Linux bridge and a Linux router doing MASQUERADE, a raw
 //!   veth pair (no switch), and Open vSwitch's userspace datapath when it is installed;
+//! - `scale`: containers attached one after another on one network (1,000 by default), attach
+//!   time, daemon RSS, a ping and the softirq share as they join, against a Linux bridge;
 //! - `rootless`: TCP from a rootless container to the host through vswitch, slirp4netns and
 //!   pasta.
 //!
@@ -21,9 +23,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod harness;
+mod lab;
 mod pipeline;
 mod plot;
 mod rootless;
+mod scale;
 mod veth;
 
 #[derive(Parser)]
@@ -43,6 +47,9 @@ enum Mode {
     Pipeline(pipeline::PipelineArgs),
     /// Namespace lab: vswitch daemon vs Linux bridge vs iptables/nft MASQUERADE (needs root).
     Veth(veth::VethArgs),
+    /// Many containers on one network: attach time, RSS, ping and softirq as they join, vswitch
+    /// vs a Linux bridge (needs root).
+    Scale(scale::ScaleArgs),
     /// TCP from a rootless container to the host: vswitch's socket gateway vs slirp4netns vs
     /// pasta, same run (needs root for the stand-in host namespace, and a plain user).
     Rootless(rootless::RootlessArgs),
@@ -57,6 +64,7 @@ fn run(cli: Cli) -> Result<()> {
         Mode::Pipeline(a) => pipeline::run(a),
         Mode::Veth(a) => veth::run(a),
         Mode::Rootless(a) => rootless::run(a),
+        Mode::Scale(a) => scale::run(a),
         Mode::Blast(a) => veth::blast(a),
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::harness::Stat;
 use crate::pipeline::{Kind, Report as PipelineReport};
+use crate::scale::Report as ScaleReport;
 use crate::veth::Report as VethReport;
 use anyhow::{Result, anyhow};
 use plotters::prelude::*;
@@ -358,4 +359,55 @@ fn label(system: &str, offloads: &str) -> String {
             format!("{s} ({o})")
         }
     }
+}
+
+/// Attach time of every container in order, one line per switch.
+pub fn scale(r: &ScaleReport, path: &Path) -> Result<()> {
+    let root = SVGBackend::new(path, (1000, 520)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let n = r.containers as f64;
+    let ymax = r
+        .sides
+        .iter()
+        .flat_map(|s| s.attach_ms.iter().copied())
+        .fold(1.0, f64::max)
+        * 1.1;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!(
+                "vswitch bench scale — time per attach — {} — {}",
+                r.machine.cpu, r.machine.date
+            ),
+            ("sans-serif", 16),
+        )
+        .margin(12)
+        .x_label_area_size(35)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0f64..n, 0f64..ymax)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("containers attached before")
+        .y_desc("ms per attach")
+        .draw()
+        .map_err(err)?;
+    for (k, s) in r.sides.iter().enumerate() {
+        let color = Palette99::pick(k).to_rgba();
+        chart
+            .draw_series(LineSeries::new(
+                s.attach_ms.iter().enumerate().map(|(i, &y)| (i as f64, y)),
+                color.stroke_width(1),
+            ))
+            .map_err(err)?
+            .label(s.system)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)?;
+    Ok(())
 }

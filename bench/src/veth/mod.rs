@@ -42,16 +42,15 @@ use clap::Args;
 use control::Request;
 use serde::Serialize;
 use std::net::{Ipv4Addr, UdpSocket};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-mod lab;
 mod ovs;
+mod sides;
 mod udp;
 
-use lab::Lab;
+use crate::lab::{Lab, have, in_ns, ip, is_root, sh, sweep_stale};
 use ovs::ovs_available;
 use udp::{BLAST_MAX_FLOWS, Nat, Sink, Target, Tracker, Udp, udp_rate};
 pub use udp::{BlastArgs, blast};
@@ -314,90 +313,6 @@ fn print_table(r: &Report) {
         println!("note: {n}");
     }
     println!("ratios are vswitch's median over the row's median (> 1: vswitch is faster)");
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
-
-fn have(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).is_file()))
-        || ["/usr/sbin", "/sbin"]
-            .iter()
-            .any(|d| std::path::Path::new(d).join(tool).is_file())
-}
-
-/// Runs a command, fails with its stderr if it fails; returns stdout.
-fn sh(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stderr).trim(),
-            String::from_utf8_lossy(&out.stdout).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn ip(args: &[&str]) -> Result<String> {
-    sh(Command::new("ip").args(args))
-}
-
-fn in_ns(ns: &str, args: &[&str]) -> Result<String> {
-    sh(Command::new("ip").args(["netns", "exec", ns]).args(args))
-}
-
-/// The namespaces named `vsb<pid>-*` whose process is gone (a run that was killed with
-/// SIGKILL): their processes are stopped and the namespaces deleted.
-fn sweep_stale() {
-    let Ok(list) = ip(&["netns", "list"]) else {
-        return;
-    };
-    for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
-        let Some(pid) = name
-            .strip_prefix("vsb")
-            .and_then(|rest| rest.split_once('-'))
-            .and_then(|(pid, _)| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            delete_netns(name);
-        }
-    }
-}
-
-/// Sends `sig` to the process group led by `child` (spawned with `process_group(0)`).
-fn signal_group(child: &Child, sig: &str) {
-    let _ = Command::new("kill")
-        .args([sig, "--", &format!("-{}", child.id())])
-        .stderr(Stdio::null())
-        .status();
-}
-
-/// Kills every process inside `ns` (a namespace this bench created), then deletes it.
-fn delete_netns(ns: &str) {
-    if let Ok(pids) = ip(&["netns", "pids", ns]) {
-        for pid in pids.split_whitespace() {
-            let _ = Command::new("kill").args(["-KILL", pid]).status();
-        }
-    }
-    let _ = Command::new("ip")
-        .args(["netns", "del", ns])
-        .stderr(Stdio::null())
-        .status();
 }
 
 /// Turns the offloads vswitch turns off (tx checksum, sg, tso, gso, gro) off, or back on.

@@ -3,8 +3,8 @@
 //! (`nat_udp_64B_pps`, counted by a drop rule in the internet namespace that matches only frames
 //! that arrived masqueraded). Also the fallback generator (`vswitch bench blast`).
 
-use super::lab::Lab;
 use super::*;
+use crate::lab::Lab;
 use std::path::Path;
 
 /// Arguments of the hidden `vswitch bench blast`: UDP datagrams as fast as a socket sends them.

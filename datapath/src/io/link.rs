@@ -265,6 +265,19 @@ pub fn set_link_up(ifname: &str, mtu: Option<u16>) -> Result<(), IoError> {
     Rtnl::new()?.set_up(index, mtu, ifname)
 }
 
+/// Enslaves `ifname` to the bridge (or bond) `master`, both in the caller's namespace: what
+/// `ip link set IFNAME master MASTER` does. The benchmarks use it to build a Linux bridge peer
+/// with the same netlink calls vswitch's own attach makes.
+pub fn set_master(ifname: &str, master: &str) -> Result<(), IoError> {
+    let index = ifindex(ifname)?;
+    let master_index = ifindex(master)?;
+    let mut msg = link_msg(index);
+    msg.attributes.push(LinkAttribute::Controller(master_index));
+    Rtnl::new()?.request(RouteNetlinkMessage::SetLink(msg), 0, || {
+        format!("adding {ifname} to {master}")
+    })
+}
+
 /// The offload switches [`set_offloads`] flips, as the kernel reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Offloads {
@@ -635,5 +648,21 @@ mod tests {
         assert!(matches!(err, IoError::NoSuchInterface { .. }), "{err}");
         let err = set_link_up("waytoolonginterfacename", None).unwrap_err();
         assert!(matches!(err, IoError::BadIfName { .. }), "{err}");
+    }
+
+    #[test]
+    fn set_master_adds_a_veth_to_a_bridge() {
+        if skip_unless_root("set_master_adds_a_veth_to_a_bridge") {
+            return;
+        }
+        let (br, a, b) = (unique("lbr"), unique("lma"), unique("lmb"));
+        let _guards = (LinkGuard(a.clone()), LinkGuard(br.clone()));
+        ip(&["link", "add", &br, "type", "bridge"]);
+        ip(&["link", "add", &a, "type", "veth", "peer", "name", &b]);
+        set_master(&a, &br).unwrap();
+        let show = ip(&["link", "show", &a]);
+        assert!(show.contains(&format!("master {br}")), "{show}");
+        let err = set_master(&a, "vsnosuchbr0").unwrap_err();
+        assert!(matches!(err, IoError::NoSuchInterface { .. }), "{err}");
     }
 }
