@@ -139,9 +139,9 @@ impl Bridge {
         self.fdb.sweep(now)
     }
 
-    /// Makes room for one more port.
-    pub(crate) fn add_port(&mut self) {
-        self.fdb.add_port();
+    /// Makes room for port `id` (new or reused) with no entries.
+    pub(crate) fn add_port(&mut self, id: PortId) {
+        self.fdb.add_port(id);
     }
 
     /// Forgets every entry learned on `port`.

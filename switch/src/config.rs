@@ -7,7 +7,7 @@
 use ipnet::Ipv4Net;
 use packet::{MacAddr, PortProto};
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 
 /// Index of a network in the topology.
@@ -467,9 +467,13 @@ pub struct Port {
     pub kind: PortKind,
     /// Network it belongs to (`None` for the uplink).
     pub network: Option<NetworkId>,
-    /// False once the port was removed at run time; its id is never reused, so counters and
-    /// logs that name it stay unambiguous.
+    /// False once the port was removed at run time. Its slot waits for the next port added
+    /// (see [`Topology::port_by_name`] and the pipeline's `add_port`), which starts clean.
     pub active: bool,
+    /// How many ports this slot has held: 1 for its first, one more at each reuse. The same on
+    /// every worker (they see the same adds), so a frame one worker read and handed to
+    /// another can be told apart from the next port in its slot.
+    pub generation: u32,
     /// Its assigned addresses.
     pub address: PortAddress,
     /// What its driver can send besides plain frames (set by the datapath when it attaches a
@@ -532,6 +536,12 @@ pub struct Topology {
     pub dns_upstream: Vec<Ipv4Addr>,
     /// Resource limits.
     pub limits: LimitsConfig,
+    /// Active ports by name: `port_by_name` is asked on every connect, on every worker. Kept in
+    /// step with `ports` by `new`, `add_port` and `remove_port`, the only writers of either.
+    pub(crate) port_names: HashMap<String, PortId>,
+    /// Slots of removed ports. The lowest is reused first: every worker's pipeline sees the
+    /// same adds and removes and so must pick the same id for the same port.
+    pub(crate) free_ports: BTreeSet<u16>,
 }
 
 impl Topology {
@@ -627,6 +637,7 @@ impl Topology {
                 name: p.name.clone(),
                 kind: p.kind,
                 active: true,
+                generation: 1,
                 network,
                 address: PortAddress {
                     mac: p.mac,
@@ -686,10 +697,17 @@ impl Topology {
                 container_port: p.container_port,
             });
         }
+        let port_names = ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.name.clone(), PortId(i as u16)))
+            .collect();
         Ok(Topology {
             bridge: config.bridge.clone(),
             networks,
             ports,
+            port_names,
+            free_ports: BTreeSet::new(),
             uplink,
             nat_ports: (first, last),
             udp_eim: config.nat.udp_endpoint_independent,
@@ -719,12 +737,20 @@ impl Topology {
             .map(|i| NetworkId(i as u16))
     }
 
-    /// Looks an active port up by name.
+    /// Looks an active port up by name. A removed port's name is free at once: its slot is
+    /// reused by the next port added, whatever that port is called, so nothing could resolve
+    /// the old name anyway (and the daemon's `reattach` re-adds ports by their old names).
     pub fn port_by_name(&self, name: &str) -> Option<PortId> {
+        self.port_names.get(name).copied()
+    }
+
+    /// The active ports with their ids, in id order.
+    pub fn active_ports(&self) -> impl Iterator<Item = (PortId, &Port)> {
         self.ports
             .iter()
-            .position(|p| p.active && p.name == name)
-            .map(|i| PortId(i as u16))
+            .enumerate()
+            .filter(|(_, p)| p.active)
+            .map(|(i, p)| (PortId(i as u16), p))
     }
 
     /// The port with this id.

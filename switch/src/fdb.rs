@@ -191,9 +191,14 @@ impl Fdb {
         removed
     }
 
-    /// Makes room for one more port id.
-    pub fn add_port(&mut self) {
-        self.per_port.push(0);
+    /// Makes room for port `id`, new or reused, with no entries counted (a removed port's
+    /// entries went with [`Fdb::flush_port`]).
+    pub fn add_port(&mut self, id: PortId) {
+        let slot = usize::from(id.0);
+        if self.per_port.len() <= slot {
+            self.per_port.resize(slot + 1, 0);
+        }
+        self.per_port[slot] = 0;
     }
 
     /// Forgets every entry on `port` (the port went away).

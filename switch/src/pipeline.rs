@@ -15,9 +15,7 @@
 //! Every received frame ends in exactly one of: forwarded, local, or dropped with a reason.
 
 use crate::bridge::{Bridge, check_source};
-use crate::config::{
-    Config, ConfigError, NetworkId, Port, PortAddress, PortId, PortKind, Topology,
-};
+use crate::config::{Config, ConfigError, NetworkId, PortAddress, PortId, PortKind, Topology};
 use crate::counters::{BridgeCounters, DropReason, PortCounters};
 use crate::fdb::FdbRow;
 use crate::frame::{Counters, Frame};
@@ -85,8 +83,8 @@ pub enum PortError {
     /// No such network.
     #[error("no such network")]
     NoNetwork,
-    /// 65535 ports were used.
-    #[error("too many ports (65535 ever created): restart the daemon")]
+    /// Every one of the 65,536 port ids is in use.
+    #[error("too many ports (65536 attached at once): disconnect some containers")]
     TooMany,
 }
 
@@ -109,7 +107,7 @@ pub struct Pipeline {
 /// Everything observable about a pipeline at one instant, for `--json` output and replay summaries.
 #[derive(Debug, Serialize)]
 pub struct Snapshot {
-    /// Per-port counters, by port name, in topology order.
+    /// Per-port counters of the active ports, by port name, in id order.
     pub ports: Vec<PortSnapshot>,
     /// Bridge-wide events.
     pub bridge: BridgeCounters,
@@ -259,7 +257,9 @@ impl Pipeline {
     }
 
     /// Adds a port to `network` at run time (a container was connected); `address` is what
-    /// the port was given, enforced when the network has anti-spoofing on.
+    /// the port was given, enforced when the network has anti-spoofing on. The id is the lowest
+    /// a removed port left free, if any, and starts clean: zero counters, no FDB entries, no
+    /// group memberships, no cached flows.
     pub fn add_port(
         &mut self,
         name: &str,
@@ -267,51 +267,30 @@ impl Pipeline {
         network: NetworkId,
         address: PortAddress,
     ) -> Result<PortId, PortError> {
-        if self.topo.port_by_name(name).is_some() {
-            return Err(PortError::Exists(name.to_string()));
+        let id = self.topo.add_port(name, kind, network, address)?;
+        let slot = usize::from(id.0);
+        match self.counters.ports.get_mut(slot) {
+            Some(c) => *c = PortCounters::default(),
+            None => self.counters.ports.push(PortCounters::default()),
         }
-        let net = self
-            .topo
-            .networks
-            .get_mut(usize::from(network.0))
-            .ok_or(PortError::NoNetwork)?;
-        let id = PortId(u16::try_from(self.topo.ports.len()).map_err(|_| PortError::TooMany)?);
-        net.ports.push(id);
-        self.topo.ports.push(Port {
-            name: name.to_string(),
-            kind,
-            network: Some(network),
-            active: true,
-            address,
-            offloads: Capabilities::NONE,
-        });
-        self.counters.ports.push(PortCounters::default());
-        self.bridge.add_port();
+        self.bridge.add_port(id);
         self.multicast.add_port(id, network, true);
         self.gateway.invalidate_flows();
         Ok(id)
     }
 
-    /// Removes a port at run time: frames naming it are no longer accepted, its FDB entries and
-    /// multicast memberships go.
+    /// Removes a container port at run time: frames naming it are no longer accepted, its FDB
+    /// entries, multicast memberships and frames waiting for ARP go, and its id is free for the
+    /// next port added. False if it is not an active container port (the uplink stays).
     pub fn remove_port(&mut self, id: PortId) -> bool {
-        let Some(port) = self.topo.ports.get_mut(usize::from(id.0)) else {
+        let Some(network) = self.topo.remove_port(id) else {
             return false;
         };
-        if !port.active {
-            return false;
-        }
-        port.active = false;
-        if let Some(n) = port
-            .network
-            .and_then(|n| self.topo.networks.get_mut(usize::from(n.0)))
-        {
-            n.ports.retain(|&p| p != id);
-        }
-        if let Some(network) = port.network {
-            self.multicast.remove_port(id, network);
-        }
+        self.multicast.remove_port(id, network);
         self.bridge.flush_port(id);
+        // Its waiting frames would be counted on (or, once ARP resolves, sent for) whichever
+        // port gets the id next.
+        self.gateway.forget_port(id);
         self.gateway.invalidate_flows();
         true
     }
@@ -546,11 +525,13 @@ impl Pipeline {
                 .unwrap_or_default()
         };
         Snapshot {
+            // Removed ports are gone from the view: their slots wait for reuse.
             ports: self
                 .topo
                 .ports
                 .iter()
                 .zip(&self.counters.ports)
+                .filter(|(p, _)| p.active)
                 .map(|(p, c)| PortSnapshot {
                     name: p.name.clone(),
                     network: p
@@ -657,11 +638,175 @@ mod tests {
                 .get(DropReason::NoEgress),
             1
         );
-        // The name can be used again, with a fresh id.
-        assert_ne!(
+        // The name can be used again; the id is b's, free again.
+        assert_eq!(
             p.add_port("b", PortKind::AfPacket, net, PortAddress::default())
                 .unwrap(),
             b
         );
+    }
+
+    fn lan(ports: &[&str]) -> Pipeline {
+        let mut cfg = String::from("[[network]]\nname='n'\n");
+        for name in ports {
+            cfg += &format!("[[port]]\nname='{name}'\nkind='tap'\nnetwork='n'\n");
+        }
+        let mut p = Pipeline::new(&Config::from_toml(&cfg).unwrap()).unwrap();
+        p.set_querier(false);
+        p
+    }
+
+    #[test]
+    fn churn_reuses_ids_lowest_first_and_never_runs_out() {
+        let mut p = lan(&["a"]);
+        let net = p.topology().network_by_name("n").unwrap();
+        // More connects than 16-bit ids, as a CI host sees over a long life.
+        for i in 0..70_000u32 {
+            let id = p
+                .add_port(
+                    &format!("vsw{i}"),
+                    PortKind::AfPacket,
+                    net,
+                    PortAddress::default(),
+                )
+                .unwrap();
+            assert_eq!(id, PortId(1));
+            assert!(p.remove_port(id));
+        }
+        assert_eq!(p.topology().ports.len(), 2, "no slot per connect");
+        assert_eq!(p.topology().port(PortId(1)).unwrap().generation, 70_000);
+        assert_eq!(p.topology().port_by_name("vsw69999"), None);
+        let add = |p: &mut Pipeline, name: &str| {
+            p.add_port(name, PortKind::AfPacket, net, PortAddress::default())
+                .unwrap()
+        };
+        let [x, y, z] = ["x", "y", "z"].map(|n| add(&mut p, n));
+        assert_eq!((x, y, z), (PortId(1), PortId(2), PortId(3)));
+        assert!(p.remove_port(y) && p.remove_port(x));
+        // Lowest first: the same on every worker for the same adds and removes.
+        assert_eq!(add(&mut p, "u"), PortId(1));
+        assert_eq!(add(&mut p, "v"), PortId(2));
+        assert_eq!(add(&mut p, "w"), PortId(4));
+        assert_eq!(p.topology().port_by_name("y"), None);
+        assert_eq!(p.topology().port_by_name("v"), Some(PortId(2)));
+        assert_eq!(p.topology().networks[0].ports.len(), 5);
+    }
+
+    #[test]
+    fn a_reused_id_starts_clean() {
+        let mut p = lan(&["a", "d"]);
+        let net = p.topology().network_by_name("n").unwrap();
+        let (a, d) = (PortId(0), PortId(1));
+        let b = p
+            .add_port("b", PortKind::AfPacket, net, PortAddress::default())
+            .unwrap();
+        let group = Ipv4Addr::new(239, 1, 1, 1);
+        let mut out = Vec::new();
+        let from_b = build::udp(
+            mac(2),
+            mac(1),
+            [10, 0, 0, 2].into(),
+            [10, 0, 0, 1].into(),
+            1,
+            2,
+            b"y",
+        );
+        let report = build::igmpv2_report(mac(2), [10, 0, 0, 2].into(), group);
+        p.process(
+            1,
+            &mut vec![Packet::new(b, from_b), Packet::new(b, report)],
+            &mut out,
+        );
+        let s = p.snapshot(1);
+        assert!(s.fdb.iter().any(|r| r.port == "b"));
+        assert_eq!(s.groups.len(), 1);
+        assert_eq!(p.port_counters(b).unwrap().rx_frames, 2);
+        assert!(p.remove_port(b));
+        let names = |p: &Pipeline| {
+            p.snapshot(2)
+                .ports
+                .into_iter()
+                .map(|r| r.name)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&p), ["a", "d"], "a removed port is not shown");
+        let c = p
+            .add_port("c", PortKind::AfPacket, net, PortAddress::default())
+            .unwrap();
+        assert_eq!(c, b);
+        assert_eq!(names(&p), ["a", "d", "c"]);
+        assert_eq!(
+            serde_json::to_value(p.port_counters(c).unwrap()).unwrap(),
+            serde_json::to_value(PortCounters::default()).unwrap()
+        );
+        let s = p.snapshot(2);
+        assert!(s.fdb.iter().all(|r| r.port != "c"), "{:?}", s.fdb);
+        assert!(s.groups.is_empty());
+        // A frame to b's old MAC is unknown unicast: flooded to d and c, not sent to c as if
+        // c had been b.
+        out.clear();
+        let to_old = build::udp(
+            mac(1),
+            mac(2),
+            [10, 0, 0, 1].into(),
+            [10, 0, 0, 2].into(),
+            2,
+            1,
+            b"z",
+        );
+        p.process(3, &mut vec![Packet::new(a, to_old)], &mut out);
+        let mut egress: Vec<_> = out.iter().map(|p| p.port).collect();
+        egress.sort();
+        assert_eq!(egress, [d, c]);
+    }
+
+    #[test]
+    fn a_reused_id_gets_nothing_of_the_old_port_s_arp_queue() {
+        let topo = testkit::topology::Topo::new()
+            .routed("web", "172.18.0.0/16", "172.18.0.1")
+            .uplink_port("up")
+            .uplink("up")
+            .build();
+        let mut p = Pipeline::new(&Config::from_toml(&topo).unwrap()).unwrap();
+        p.set_querier(false);
+        let net = p.topology().network_by_name("web").unwrap();
+        let up = p.topology().uplink.unwrap().port;
+        let add = |p: &mut Pipeline, name: &str| {
+            p.add_port(name, PortKind::AfPacket, net, PortAddress::default())
+                .unwrap()
+        };
+        let b = add(&mut p, "b");
+        let gw = MacAddr::docker(Ipv4Addr::new(172, 18, 0, 1));
+        let out_frame = build::udp(
+            mac(2),
+            gw,
+            [172, 18, 0, 2].into(),
+            [198, 51, 100, 1].into(),
+            1000,
+            53,
+            b"q",
+        );
+        let mut out = Vec::new();
+        p.process(1, &mut vec![Packet::new(b, out_frame)], &mut out);
+        // Waiting for the next hop's MAC: the uplink saw an ARP request only.
+        assert_eq!(p.port_counters(b).unwrap().queued, 1);
+        assert!(out.iter().all(|o| o.port == up && o.data.len() < 64));
+        assert!(p.remove_port(b));
+        let c = add(&mut p, "c");
+        assert_eq!(c, b);
+        out.clear();
+        let arp = build::arp_reply(
+            MacAddr([2, 0, 0, 0, 0, 0xfe]),
+            testkit::topology::NEXT_HOP.parse().unwrap(),
+            MacAddr::docker(testkit::topology::UPLINK_ADDRESS.parse().unwrap()),
+            testkit::topology::UPLINK_ADDRESS.parse().unwrap(),
+        );
+        p.process(2, &mut vec![Packet::new(up, arp)], &mut out);
+        assert!(out.is_empty(), "b's datagram went with b: {out:?}");
+        let cc = p.port_counters(c).unwrap();
+        assert_eq!((cc.queued, cc.forwarded, cc.rx_frames), (0, 0, 0));
+        // Past the queue's timeout nothing is counted on c either.
+        p.process(10 * NANOS_PER_SEC, &mut Vec::new(), &mut out);
+        assert_eq!(p.port_counters(c).unwrap().dropped(), 0);
     }
 }

@@ -2,13 +2,19 @@
 //! control plane says (`network create`, `port publish`, ...).
 //!
 //! Invariants kept: network ids are never reused (a removed network keeps its slot, emptied, so
-//! ids held elsewhere stay unambiguous); subnets of live networks never overlap; a published
-//! host port maps to one container (the gateway's table holds one entry per host port).
+//! ids held elsewhere stay unambiguous); port ids are (a removed port's slot goes to the next
+//! port added, lowest first, so ids stay below 65,536 however many containers come and go);
+//! `port_names` holds exactly the active ports; subnets of live networks never overlap; a
+//! published host port maps to one container (the gateway's table holds one entry per host
+//! port).
 //!
 //! Owns [`NetworkDef`] and the topology's side of these changes; the pipeline's public methods
 //! (`add_network`, `publish`, ...) delegate here and to the gateway.
 
-use crate::config::{ConfigError, Network, NetworkId, Topology};
+use crate::config::{
+    ConfigError, Network, NetworkId, Port, PortAddress, PortId, PortKind, Topology,
+};
+use crate::pipeline::PortError;
 use ipnet::Ipv4Net;
 use packet::MacAddr;
 use std::net::Ipv4Addr;
@@ -87,6 +93,63 @@ impl Topology {
         n.subnet = None;
         n.gateway = None;
         true
+    }
+
+    /// Adds an active port to `network`: in the lowest free slot, else a new one. The caller
+    /// resets whatever else it keeps per slot.
+    pub(crate) fn add_port(
+        &mut self,
+        name: &str,
+        kind: PortKind,
+        network: NetworkId,
+        address: PortAddress,
+    ) -> Result<PortId, PortError> {
+        if self.port_names.contains_key(name) {
+            return Err(PortError::Exists(name.to_string()));
+        }
+        let net = self
+            .networks
+            .get_mut(usize::from(network.0))
+            .ok_or(PortError::NoNetwork)?;
+        let id = match self.free_ports.first() {
+            Some(&free) => PortId(free),
+            None => PortId(u16::try_from(self.ports.len()).map_err(|_| PortError::TooMany)?),
+        };
+        let slot = self.ports.get_mut(usize::from(id.0));
+        let port = Port {
+            name: name.to_string(),
+            kind,
+            network: Some(network),
+            active: true,
+            generation: slot.as_ref().map_or(1, |p| p.generation.wrapping_add(1)),
+            address,
+            offloads: packet::offload::Capabilities::NONE,
+        };
+        match slot {
+            Some(slot) => {
+                *slot = port;
+                self.free_ports.remove(&id.0);
+            }
+            None => self.ports.push(port),
+        }
+        net.ports.push(id);
+        self.port_names.insert(name.to_string(), id);
+        Ok(id)
+    }
+
+    /// Marks a container port removed and frees its name and slot; returns its network, or
+    /// `None` if it is not an active port of a network. The uplink stays: `uplink.port` names
+    /// its slot, which must never go to a container.
+    pub(crate) fn remove_port(&mut self, id: PortId) -> Option<NetworkId> {
+        let port = self.ports.get_mut(usize::from(id.0)).filter(|p| p.active)?;
+        let network = port.network?;
+        port.active = false;
+        self.port_names.remove(&port.name);
+        self.free_ports.insert(id.0);
+        if let Some(n) = self.networks.get_mut(usize::from(network.0)) {
+            n.ports.retain(|&p| p != id);
+        }
+        Some(network)
     }
 }
 

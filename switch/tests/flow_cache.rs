@@ -1,9 +1,9 @@
 //! The NAT flow cache changes how fast packets go, never what comes out: random traffic (TCP
 //! sessions, stray segments, UDP both ways, published ports, oversized packets), clock jumps
 //! across every timeout, conntrack flushes, published ports added and removed, the next hop
-//! changing MAC, a container's MAC moving ports and a port going away are driven through two
-//! pipelines, one with the cache and one without, and every batch's output and every counter
-//! must be equal. The cached pipeline also warms every batch (classifying it in a pass ahead),
+//! changing MAC, a container's MAC moving ports, a port going away and a new one taking its id
+//! are driven through two pipelines, one with the cache and one without, and every batch's
+//! output and every counter must be equal. The cached pipeline also warms every batch (classifying it in a pass ahead),
 //! the other never does.
 
 #![allow(clippy::unwrap_used)] // Test code: panicking is how a test fails.
@@ -121,6 +121,8 @@ enum Control {
     Publish,
     Unpublish,
     RemovePort(usize),
+    /// A container port comes back, in the lowest free slot (a removed one's, if any).
+    AddPort(usize),
 }
 
 #[derive(Clone, Debug)]
@@ -155,6 +157,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Control::Publish),
         1 => Just(Control::Unpublish),
         1 => (0..2usize).prop_map(Control::RemovePort),
+        1 => (0..2usize).prop_map(Control::AddPort),
     ];
     (advance, prop::collection::vec(traffic(), 1..12), control).prop_map(
         |(advance_ms, traffic, control)| Step {
@@ -346,6 +349,16 @@ fn control(p: &mut Pipeline, c: &Control) {
         }
         Control::RemovePort(c) => {
             p.remove_port(C[c]);
+        }
+        Control::AddPort(c) => {
+            let net = p.topology().network_by_name("bridge").unwrap();
+            // Refused while the name is taken; else a removed port's id, starting clean.
+            let _ = p.add_port(
+                ["c1", "c2"][c],
+                switch::PortKind::AfPacket,
+                net,
+                Default::default(),
+            );
         }
     }
 }

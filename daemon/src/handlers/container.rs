@@ -283,7 +283,12 @@ pub(crate) fn attach_ios(
                 .pipeline_mut()
                 .add_port(&port_name, PortKind::AfPacket, net_id, address)
                 .map_err(|e| e.to_string())?;
-            e.attach(id, io).map_err(|e| e.to_string())?;
+            if let Err(err) = e.attach(id, io) {
+                // Undone here, since `id` is not returned: every worker must keep the same
+                // ports, or the next add would pick different ids on different workers.
+                e.pipeline_mut().remove_port(id);
+                return Err(err.to_string());
+            }
             Ok(id)
         });
         match attached {

@@ -176,6 +176,13 @@ impl Gateway {
         }
     }
 
+    /// Forgets what came in on `port`, which went away: its frames waiting for ARP. (Conntrack,
+    /// NAT and fragment state is keyed by addresses, not ports; cached flows go with the epoch
+    /// the caller bumps.)
+    pub(crate) fn forget_port(&mut self, port: PortId) {
+        self.neighbors.forget_ingress(port);
+    }
+
     /// Drops frames whose ARP never resolved; expires conntrack entries a little at a time.
     pub(crate) fn housekeeping(&mut self, now: u64, counters: &mut Counters) {
         for w in self.neighbors.expire(now) {

@@ -206,6 +206,29 @@ impl Neighbors {
         dead
     }
 
+    /// Drops the frames that came in on `port` (it went away); returns how many. Queues left
+    /// empty go too. At most the queues' cap of frames to look at, none in the usual case.
+    pub fn forget_ingress(&mut self, port: PortId) -> usize {
+        if self.pending_total == 0 {
+            return 0;
+        }
+        let (mut frames, mut bytes) = (0, 0);
+        self.pending.retain(|_, q| {
+            q.frames.retain(|w| {
+                let keep = w.ingress != port;
+                if !keep {
+                    frames += 1;
+                    bytes += w.data.len();
+                }
+                keep
+            });
+            !q.frames.is_empty()
+        });
+        self.pending_total -= frames;
+        self.pending_bytes -= bytes;
+        frames
+    }
+
     /// Frames waiting now.
     pub fn pending_len(&self) -> usize {
         self.pending_total
@@ -296,6 +319,32 @@ mod tests {
         ));
         assert!(n.expire(PENDING_TIMEOUT - 1).is_empty());
         assert_eq!(n.expire(PENDING_TIMEOUT).len(), MAX_PENDING_PER_IP);
+        assert_eq!(n.pending_len(), 0);
+    }
+
+    #[test]
+    fn a_gone_port_s_frames_leave_the_queues() {
+        let mut n = Neighbors::with_limits(16, 1024);
+        let ip = Ipv4Addr::new(10, 0, 0, 9);
+        let from = |port: u16, b: u8| Waiting {
+            ingress: PortId(port),
+            data: vec![b; 10],
+            offload: packet::offload::Offload::NONE,
+        };
+        n.enqueue(Side::Network(0), ip, from(1, 1), 0);
+        n.enqueue(Side::Network(0), ip, from(2, 2), 0);
+        n.enqueue(Side::Uplink, ip, from(1, 3), 0);
+        assert_eq!(n.forget_ingress(PortId(1)), 2);
+        assert_eq!(n.pending_len(), 1);
+        assert_eq!(n.forget_ingress(PortId(1)), 0);
+        // The uplink's queue went with its only frame; what resolves now is port 2's frame.
+        let mac = MacAddr([2, 0, 0, 0, 0, 9]);
+        assert!(n.learn(Side::Uplink, ip, mac, 1).is_empty());
+        let left = n.learn(Side::Network(0), ip, mac, 1);
+        assert_eq!(
+            left.iter().map(|w| w.ingress).collect::<Vec<_>>(),
+            [PortId(2)]
+        );
         assert_eq!(n.pending_len(), 0);
     }
 }
