@@ -146,8 +146,9 @@ pub(crate) fn register_config_networks(store: &Store, config: &Config) -> Result
     Ok(())
 }
 
-/// Gives every worker the current names of `network`'s containers (user-defined networks only:
-/// the default bridge has no embedded DNS, as in Docker).
+/// Gives every worker the whole DNS table of `network`, from its leases (user-defined networks
+/// only: the default bridge has no embedded DNS, as in Docker). O(containers): for start-up and
+/// network creation; a connect or disconnect changes one name with [`dns_update`].
 pub(crate) fn refresh_dns(d: &Daemon, network: &str) {
     let Ok(Some(rec)) = d.store.network(network) else {
         return;
@@ -164,6 +165,23 @@ pub(crate) fn refresh_dns(d: &Daemon, network: &str) {
     d.call_all(move |e| {
         if let Some(id) = e.pipeline().topology().network_by_name(&name) {
             e.pipeline_mut().set_dns_table(id, table.clone());
+        }
+    });
+}
+
+/// Adds (`add`) or removes container `name` at `ip` in `network`'s DNS table on every worker.
+/// A network without a table (the default bridge) is left without one.
+pub(crate) fn dns_update(d: &Daemon, network: &str, name: &str, ip: Ipv4Addr, add: bool) {
+    let (network, name) = (network.to_string(), name.to_string());
+    d.call_all(move |e| {
+        let Some(id) = e.pipeline().topology().network_by_name(&network) else {
+            return;
+        };
+        let p = e.pipeline_mut();
+        if add {
+            p.dns_insert(id, &name, ip);
+        } else {
+            p.dns_remove(id, &name, ip);
         }
     });
 }

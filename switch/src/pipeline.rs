@@ -369,10 +369,30 @@ impl Pipeline {
         self.gateway.unpublish(protocol, host_port)
     }
 
-    /// Replaces the DNS table of `network` (the control plane calls this on every connect and
-    /// disconnect). A network without a table has no embedded DNS.
+    /// Replaces the DNS table of `network` (the control plane builds them whole at start-up
+    /// and network creation). A network without a table has no embedded DNS.
     pub fn set_dns_table(&mut self, network: NetworkId, table: Option<DnsTable>) {
         self.gateway.set_dns_table(network, table);
+    }
+
+    /// Answers `name` (without case) with `ip` too on `network` (a container connected). False,
+    /// and nothing done, if the network has no embedded DNS (the default bridge).
+    pub fn dns_insert(&mut self, network: NetworkId, name: &str, ip: Ipv4Addr) -> bool {
+        match self.gateway.dns_table_mut(network) {
+            Some(t) => {
+                t.insert(name, ip);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Stops answering `name` with `ip` on `network` (a container disconnected); false if it
+    /// was not there.
+    pub fn dns_remove(&mut self, network: NetworkId, name: &str, ip: Ipv4Addr) -> bool {
+        self.gateway
+            .dns_table_mut(network)
+            .is_some_and(|t| t.remove(name, ip))
     }
 
     /// Resolvers that forwarded queries go to (the first one is used).
@@ -654,6 +674,22 @@ mod tests {
         let mut p = Pipeline::new(&Config::from_toml(&cfg).unwrap()).unwrap();
         p.set_querier(false);
         p
+    }
+
+    #[test]
+    fn dns_names_change_one_at_a_time_where_there_is_dns() {
+        let mut p = lan(&["a"]);
+        let net = p.topology().network_by_name("n").unwrap();
+        let ip = Ipv4Addr::new(10, 0, 0, 2);
+        assert!(
+            !p.dns_insert(net, "web", ip),
+            "no table: no DNS (the default bridge)"
+        );
+        assert!(!p.dns_remove(net, "web", ip));
+        p.set_dns_table(net, Some(DnsTable::default()));
+        assert!(p.dns_insert(net, "Web", ip));
+        assert!(p.dns_remove(net, "web", ip), "names without case");
+        assert!(!p.dns_remove(net, "web", ip));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! inside it by the rootless helper), its port on every packet loop, and re-attaching the
 //! containers whose link survived a restart.
 
-use crate::state::{Container, Daemon, lock, refresh_dns};
+use crate::state::{Container, Daemon, dns_update, lock};
 use anyhow::{Context, Result, bail};
 use datapath::engine::PortIo;
 use datapath::io::link::{self, VethSpec};
@@ -130,7 +130,7 @@ pub(crate) fn connect(
         port_id,
     };
     lock(&d.containers).insert((network.to_string(), name), c.clone());
-    refresh_dns(d, network);
+    dns_update(d, network, &c.name, c.ip, true);
     tracing::info!(container = %c.name, ip = %c.ip, port = %c.port, "connected");
     Ok(c)
 }
@@ -173,7 +173,7 @@ pub(crate) fn disconnect(d: &Daemon, network: &str, name: &str) -> Result<Contai
             d.call_all(move |e| e.pipeline_mut().unpublish(num, host_port));
         }
     }
-    refresh_dns(d, network);
+    dns_update(d, network, &c.name, c.ip, false);
     Ok(c)
 }
 

@@ -8,7 +8,9 @@
 //! network has no embedded DNS, as in Docker.
 //!
 //! Owns [`DnsTable`], the names of one network; the gateway holds one per network that serves
-//! DNS, and the pipeline's `set_dns_table` replaces them.
+//! DNS. The pipeline's `set_dns_table` replaces a whole table (start-up, network creation);
+//! `dns_insert` and `dns_remove` change one name (connect, disconnect: O(log n), not a copy
+//! of the network's names per container).
 //!
 //! Invariant: a network's table only ever holds its own containers, so a name on one network is
 //! never answered on another.
@@ -49,6 +51,42 @@ impl DnsTable {
             names.entry(name.to_ascii_lowercase()).or_default().push(ip);
         }
         DnsTable { names }
+    }
+
+    /// Adds `ip` to `name`. Its addresses stay in address order, as [`DnsTable::new`] gets
+    /// them from the store's leases, so answers do not depend on the order of connects.
+    pub fn insert(&mut self, name: &str, ip: Ipv4Addr) {
+        let ips = self.names.entry(name.to_ascii_lowercase()).or_default();
+        if let Err(at) = ips.binary_search(&ip) {
+            ips.insert(at, ip);
+        }
+    }
+
+    /// Removes `ip` from `name` (two containers whose names differ only in case share a
+    /// name); the name goes with its last address. False if it was not there.
+    pub fn remove(&mut self, name: &str, ip: Ipv4Addr) -> bool {
+        let key = name.to_ascii_lowercase();
+        let Some(ips) = self.names.get_mut(&key) else {
+            return false;
+        };
+        let Some(at) = ips.iter().position(|&i| i == ip) else {
+            return false;
+        };
+        ips.remove(at);
+        if ips.is_empty() {
+            self.names.remove(&key);
+        }
+        true
+    }
+
+    /// Number of names.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// True without names.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
     }
 
     fn lookup(&self, name: &str) -> Option<Vec<Ipv4Addr>> {
@@ -134,4 +172,44 @@ fn build_reply(data: &mut Vec<u8>, c: &Classified, info: &Ipv4Info, answer: &[u8
     let sum = if sum == 0 { 0xffff } else { sum };
     data[l4 + 6..l4 + 8].copy_from_slice(&sum.to_be_bytes());
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(last: u8) -> Ipv4Addr {
+        Ipv4Addr::new(172, 18, 0, last)
+    }
+
+    #[test]
+    fn one_name_at_a_time_builds_the_same_table() {
+        // As the store lists them: by address.
+        let leases = [
+            ("web", ip(2)),
+            ("DB", ip(3)),
+            ("Web", ip(4)),
+            ("cache", ip(5)),
+        ];
+        let whole = DnsTable::new(leases.iter().map(|&(n, a)| (n.to_string(), a)));
+        let mut step = DnsTable::default();
+        // Connected in another order than their addresses.
+        for &(n, a) in leases.iter().rev() {
+            step.insert(n, a);
+        }
+        assert_eq!(step.names, whole.names);
+        assert_eq!(step.lookup("web"), Some(vec![ip(2), ip(4)]));
+        assert_eq!(step.lookup("db"), Some(vec![ip(3)]));
+        step.insert("web", ip(2));
+        assert_eq!(step.lookup("web"), Some(vec![ip(2), ip(4)]), "idempotent");
+        // "Web" leaves; "web" keeps its own address.
+        assert!(step.remove("Web", ip(4)));
+        assert!(!step.remove("Web", ip(4)));
+        assert_eq!(step.lookup("web"), Some(vec![ip(2)]));
+        assert!(step.remove("DB", ip(3)));
+        assert_eq!(step.lookup("db"), None);
+        let rest = DnsTable::new([("web".to_string(), ip(2)), ("cache".to_string(), ip(5))]);
+        assert_eq!(step.names, rest.names);
+        assert_eq!(step.len(), 2);
+    }
 }

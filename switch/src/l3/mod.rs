@@ -183,6 +183,11 @@ impl Gateway {
         self.neighbors.forget_ingress(port);
     }
 
+    /// The DNS table of `network`, if it serves DNS.
+    pub(crate) fn dns_table_mut(&mut self, network: NetworkId) -> Option<&mut DnsTable> {
+        self.dns.get_mut(&network)
+    }
+
     /// Drops frames whose ARP never resolved; expires conntrack entries a little at a time.
     pub(crate) fn housekeeping(&mut self, now: u64, counters: &mut Counters) {
         for w in self.neighbors.expire(now) {
