@@ -48,7 +48,7 @@ impl Drop for Lab {
 
 impl Lab {
     pub(crate) fn new() -> Result<Lab> {
-        let prefix = format!("vsb{}", std::process::id());
+        let prefix = prefix();
         let dir = std::env::temp_dir().join(format!("{prefix}-state"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
@@ -172,6 +172,11 @@ impl Lab {
     pub(crate) fn daemon_pid(&self) -> Option<u32> {
         self.daemon.as_ref().map(Child::id)
     }
+}
+
+/// The prefix of every namespace this run makes: `vsb<pid>`.
+pub(crate) fn prefix() -> String {
+    format!("vsb{}", std::process::id())
 }
 
 pub(crate) fn is_root() -> bool {

@@ -153,6 +153,8 @@ pub struct Report {
     /// Always "scale".
     pub bench: &'static str,
     pub machine: Machine,
+    /// Namespace prefix of the run (all removed at the end).
+    pub prefix: String,
     pub containers: u32,
     pub churn: u32,
     pub sides: Vec<Side>,
@@ -183,6 +185,7 @@ pub fn run(args: ScaleArgs) -> Result<()> {
     let report = Report {
         bench: "scale",
         machine,
+        prefix: crate::lab::prefix(),
         containers: args.containers,
         churn: args.churn,
         targets: targets(&sides[0]),

@@ -241,3 +241,64 @@ fn found_offloads<'a>(rows: &'a [Value], test: &str, system: &str) -> Vec<&'a st
         .map(|r| r["offloads"].as_str().unwrap())
         .collect()
 }
+
+/// A few hundred containers through the daemon (debug build, so generous bounds; the benchmark
+/// carries the real figures): attaching the last costs about what the first did, memory per
+/// port stays small, the first two containers keep talking, and nothing is left behind.
+#[test]
+fn scale_bench_flat_attach_and_small_ports() {
+    if let Some(why) = skip_veth() {
+        eprintln!("skipping bench scale test: {why}");
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let v = run_json(
+        &vswitch(),
+        &[
+            "bench",
+            "scale",
+            "--containers",
+            "300",
+            "--churn",
+            "30",
+            "--steps",
+            "3",
+            "--no-bridge",
+            "--json",
+        ],
+    );
+    assert_eq!(v["bench"], "scale");
+    let side = &v["sides"][0];
+    assert_eq!(side["system"], "vswitch", "{v:#}");
+    let steps = side["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 3, "{v:#}");
+    assert_eq!(steps[2]["last"], 300);
+    let first = steps[0]["attach_ms"]["median"].as_f64().unwrap();
+    let last = steps[2]["attach_ms"]["median"].as_f64().unwrap();
+    // Flat: before the fixes of #20 the 300th attach took ~20× the first.
+    assert!(
+        last <= 2.0 * first + 5.0,
+        "attach time grows with the containers: first {first:.1} ms, last {last:.1} ms: {v:#}"
+    );
+    let per_port = side["rss_per_container_kb"].as_f64().unwrap();
+    assert!(
+        per_port < 512.0,
+        "{per_port:.0} KB of daemon RSS per port: {v:#}"
+    );
+    let after = &side["ping_after"];
+    assert_eq!(
+        after["sent"], after["received"],
+        "pings lost after the churn: {v:#}"
+    );
+    assert!(
+        side["idle_softirq_pct"].as_f64().unwrap() < 10.0,
+        "idle ports keep the CPUs busy: {v:#}"
+    );
+    assert!(side["churn_attach_ms"].is_object(), "{v:#}");
+    let prefix = v["prefix"].as_str().unwrap();
+    assert!(
+        !netns_list().contains(&format!("{prefix}-")),
+        "namespaces left behind: {}",
+        netns_list()
+    );
+}
