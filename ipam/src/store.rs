@@ -12,6 +12,8 @@
 //! - `lease_by_container`: (network, container) → ip as u32 (index of `leases`)
 //! - `published`: (proto, host port) → [`Publish`]
 //! - `meta`: `schema_version`, `network_seq` (creation counter used for network ids)
+//! - `lease_by_mac`, `free_ranges`, `published_by_container`: indexes derived from the tables
+//!   above, rebuilt at every open (see [`derived`])
 //!
 //! Invariants (checked by [`Store::verify`], kept by every write):
 //! - network subnets never overlap; a gateway lies inside its subnet and is neither the network
@@ -27,7 +29,10 @@
 //! [`StoreError::Locked`]. Only one write transaction runs at a time inside the process, so the
 //! `&self` methods may be called from several threads.
 
+mod derived;
+
 use crate::IpamError;
+use derived::{FREE, LEASE_BY_MAC, PUBLISHED_BY_CONTAINER};
 use ipnet::Ipv4Net;
 use packet::{MacAddr, PortProto};
 use redb::{
@@ -585,6 +590,7 @@ impl Store {
                 Some(found) => return Err(StoreError::Schema { found }),
             }
         }
+        derived::rebuild(&txn)?;
         txn.commit()?;
         Ok(store)
     }
@@ -653,6 +659,7 @@ impl Store {
             };
             let record = build_record(txn, &spec, subnet, false)?;
             nets.insert(record.name.as_str(), encode(&record)?.as_str())?;
+            derived::init_free(txn, &record)?;
             Ok(record)
         })
     }
@@ -680,6 +687,7 @@ impl Store {
             spec.gateway = Some(gateway);
             let record = build_record(txn, &spec, subnet, true)?;
             nets.insert(record.name.as_str(), encode(&record)?.as_str())?;
+            derived::init_free(txn, &record)?;
             Ok(record)
         })
     }
@@ -697,10 +705,7 @@ impl Store {
                 .open_table(LEASES)?
                 .range((name, 0u32)..=(name, u32::MAX))?
                 .count();
-            let ports = all_published(&txn.open_table(PUBLISHED)?)?
-                .iter()
-                .filter(|(_, _, p)| p.network == name)
-                .count();
+            let ports = derived::network_ports(txn, name)?;
             if leases > 0 || ports > 0 {
                 return Err(StoreError::NetworkInUse {
                     name: name.to_string(),
@@ -709,6 +714,7 @@ impl Store {
                 });
             }
             nets.remove(name)?;
+            derived::drop_free(txn, name)?;
             Ok(net)
         })
     }
@@ -756,6 +762,7 @@ impl Store {
                 });
             }
             let mut leases = txn.open_table(LEASES)?;
+            let mut free = txn.open_table(FREE)?;
             let ip = match requested {
                 Some(ip) => {
                     if !net.subnet.contains(&ip) {
@@ -767,15 +774,24 @@ impl Store {
                     if leases.get((network, u32::from(ip)))?.is_some() {
                         return Err(IpamError::InUse(ip).into());
                     }
+                    derived::take(&mut free, &net, ip)?;
                     ip
                 }
-                None => lowest_free(&leases, &net)?,
+                None => derived::take_lowest(&mut free, &net)?,
             };
             let mac = format_mac(meta.mac.unwrap_or(MacAddr::docker(ip).0));
-            if let Some((_, other)) = network_leases(&leases, network)?
-                .into_iter()
-                .find(|(_, l)| l.mac == mac)
-            {
+            let mut by_mac = txn.open_table(LEASE_BY_MAC)?;
+            let other = by_mac.get((network, mac.as_str()))?.map(|v| v.value());
+            if let Some(other) = other {
+                let key = format!("{network}/{}", Ipv4Addr::from(other));
+                let other: Lease = match leases.get((network, other))? {
+                    Some(v) => decode("lease", &key, v.value())?,
+                    None => {
+                        return Err(StoreError::Corrupt(format!(
+                            "MAC index points to missing lease {key}"
+                        )));
+                    }
+                };
                 return Err(StoreError::MacInUse {
                     mac,
                     container: other.container,
@@ -790,6 +806,7 @@ impl Store {
             };
             leases.insert((network, u32::from(ip)), encode(&lease)?.as_str())?;
             by_container.insert((network, container), u32::from(ip))?;
+            by_mac.insert((network, lease.mac.as_str()), u32::from(ip))?;
             Ok((ip, lease))
         })
     }
@@ -798,9 +815,8 @@ impl Store {
     /// same transaction. `Ok(None)` if it had no lease there.
     pub fn release(&self, network: &str, container: &str) -> Result<Option<Released>, StoreError> {
         self.write(|txn| {
-            if read_network(&txn.open_table(NETWORKS)?, network)?.is_none() {
-                return Err(StoreError::UnknownNetwork(network.to_string()));
-            }
+            let net = read_network(&txn.open_table(NETWORKS)?, network)?
+                .ok_or(StoreError::UnknownNetwork(network.to_string()))?;
             let ip = match txn
                 .open_table(LEASE_BY_CONTAINER)?
                 .remove((network, container))?
@@ -817,13 +833,27 @@ impl Store {
                     )));
                 }
             };
+            txn.open_table(LEASE_BY_MAC)?
+                .remove((network, lease.mac.as_str()))?;
+            derived::give_back(&mut txn.open_table(FREE)?, &net, ip)?;
             let mut published = txn.open_table(PUBLISHED)?;
-            let unpublished: Vec<_> = all_published(&published)?
-                .into_iter()
-                .filter(|(_, _, p)| p.network == network && p.container == container)
-                .collect();
-            for (proto, port, _) in &unpublished {
-                published.remove((proto.as_str(), *port))?;
+            let mut index = txn.open_table(PUBLISHED_BY_CONTAINER)?;
+            let mut unpublished = Vec::new();
+            for (proto, port) in derived::container_ports(&index, network, container)? {
+                let key = format!("{proto}/{port}");
+                let parsed = PortProto::from_str(&proto).map_err(|_| {
+                    StoreError::Corrupt(format!("published port {key}: bad protocol"))
+                })?;
+                let p: Publish = match published.remove((proto.as_str(), port))? {
+                    Some(v) => decode("published port", &key, v.value())?,
+                    None => {
+                        return Err(StoreError::Corrupt(format!(
+                            "port index points to missing published port {key}"
+                        )));
+                    }
+                };
+                index.remove((network, container, proto.as_str(), port))?;
+                unpublished.push((parsed, port, p));
             }
             Ok(Some(Released {
                 ip,
@@ -898,6 +928,8 @@ impl Store {
                 container_port,
             };
             published.insert((proto.as_str(), host_port), encode(&p)?.as_str())?;
+            txn.open_table(PUBLISHED_BY_CONTAINER)?
+                .insert((network, container, proto.as_str(), host_port), ())?;
             Ok(p)
         })
     }
@@ -910,13 +942,20 @@ impl Store {
     ) -> Result<Option<Publish>, StoreError> {
         self.write(|txn| {
             let key = format!("{proto}/{host_port}");
-            match txn
+            let p: Publish = match txn
                 .open_table(PUBLISHED)?
                 .remove((proto.as_str(), host_port))?
             {
-                Some(v) => decode("published port", &key, v.value()).map(Some),
-                None => Ok(None),
-            }
+                Some(v) => decode("published port", &key, v.value())?,
+                None => return Ok(None),
+            };
+            txn.open_table(PUBLISHED_BY_CONTAINER)?.remove((
+                p.network.as_str(),
+                p.container.as_str(),
+                proto.as_str(),
+                host_port,
+            ))?;
+            Ok(Some(p))
         })
     }
 
@@ -991,6 +1030,7 @@ impl Store {
                 return bad(format!("{proto}/{port} points to no live lease"));
             }
         }
+        derived::verify(&txn, &nets)?;
         Ok(count)
     }
 }
@@ -1032,40 +1072,6 @@ fn build_record(
         created_unix: now_unix(),
         builtin,
     })
-}
-
-/// Lowest address of the range (or subnet) that is neither reserved nor leased: one ordered walk
-/// over the candidates and the network's leased keys together.
-fn lowest_free(
-    leases: &impl ReadableTable<(&'static str, u32), &'static str>,
-    net: &NetworkRecord,
-) -> Result<Ipv4Addr, StoreError> {
-    let range = net.ip_range.unwrap_or(net.subnet);
-    let (first, last) = (u32::from(range.network()), u32::from(range.broadcast()));
-    let name = net.name.as_str();
-    let mut taken = leases.range((name, first)..=(name, last))?;
-    let mut next_taken = match taken.next() {
-        Some(row) => Some(row?.0.value().1),
-        None => None,
-    };
-    for cand in first..=last {
-        let ip = Ipv4Addr::from(cand);
-        if reserved(net, ip) {
-            continue;
-        }
-        while let Some(t) = next_taken
-            && t < cand
-        {
-            next_taken = match taken.next() {
-                Some(row) => Some(row?.0.value().1),
-                None => None,
-            };
-        }
-        if next_taken != Some(cand) {
-            return Ok(ip);
-        }
-    }
-    Err(IpamError::Exhausted(range).into())
 }
 
 #[cfg(test)]
@@ -1553,5 +1559,99 @@ mod tests {
         );
         let m = local_mac([0xff; 6]);
         assert_eq!(m[0] & 0x03, 0x02);
+    }
+
+    /// A file from a version without the derived tables: the open rebuilds them.
+    #[test]
+    fn old_file_without_indexes_is_migrated() {
+        let t = tmp();
+        let s = Store::open(&t.path).unwrap();
+        s.create_network(spec("n", Some("10.0.0.0/24"))).unwrap();
+        let mac = [0x02, 0, 0, 0, 0, 0x99];
+        let m = LeaseMeta {
+            mac: Some(mac),
+            ..meta()
+        };
+        s.allocate("n", "a", None, m.clone()).unwrap();
+        s.allocate("n", "b", None, meta()).unwrap();
+        s.release("n", "a").unwrap();
+        s.allocate("n", "a", None, m.clone()).unwrap();
+        s.publish(PortProto::Tcp, 8080, "n", "a", 80).unwrap();
+        let txn = s.db.begin_write().unwrap();
+        for gone in [
+            txn.delete_table(LEASE_BY_MAC).unwrap(),
+            txn.delete_table(FREE).unwrap(),
+            txn.delete_table(PUBLISHED_BY_CONTAINER).unwrap(),
+        ] {
+            assert!(gone);
+        }
+        txn.commit().unwrap();
+        drop(s);
+
+        let s = Store::open(&t.path).unwrap();
+        s.verify().unwrap();
+        let e = s.allocate("n", "c", None, m).unwrap_err();
+        assert!(
+            matches!(&e, StoreError::MacInUse { container, .. } if container == "a"),
+            "{e}"
+        );
+        assert_eq!(
+            s.allocate("n", "c", None, meta()).unwrap().0,
+            ip("10.0.0.4")
+        );
+        let r = s.release("n", "a").unwrap().unwrap();
+        assert_eq!(r.unpublished.len(), 1);
+        assert!(s.published().unwrap().is_empty());
+        assert_eq!(
+            s.allocate("n", "d", None, meta()).unwrap().0,
+            ip("10.0.0.2")
+        );
+        s.verify().unwrap();
+    }
+
+    /// Churn against a model: always the lowest free address, indexes consistent throughout.
+    #[test]
+    fn lowest_free_under_churn() {
+        let t = tmp();
+        let s = Store::open(&t.path).unwrap();
+        let mut sp = spec("n", Some("10.1.0.0/27"));
+        sp.gateway = Some(ip("10.1.0.9"));
+        sp.ip_range = Some(net("10.1.0.0/28"));
+        s.create_network(sp).unwrap();
+        let usable: Vec<u32> = (0..16u32)
+            .map(|d| u32::from(ip("10.1.0.0")) + d)
+            .filter(|a| ![u32::from(ip("10.1.0.0")), u32::from(ip("10.1.0.9"))].contains(a))
+            .collect();
+        let mut held: BTreeMap<String, u32> = BTreeMap::new();
+        let mut x = 0x9e37_79b9_u32;
+        for step in 0..300 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let c = format!("c{}", x % 20);
+            if held.contains_key(&c) {
+                let r = s.release("n", &c).unwrap().unwrap();
+                assert_eq!(Some(u32::from(r.ip)), held.remove(&c));
+            } else if step % 7 == 0 {
+                // a static address, sometimes outside the range
+                let want = u32::from(ip("10.1.0.0")) + 1 + x % 30;
+                let got = s.allocate("n", &c, Some(Ipv4Addr::from(want)), meta());
+                if let Ok((a, _)) = got {
+                    assert!(!held.values().any(|h| *h == want));
+                    held.insert(c, u32::from(a));
+                }
+            } else {
+                let want = usable.iter().find(|a| !held.values().any(|h| h == *a));
+                match (s.allocate("n", &c, None, meta()), want) {
+                    (Ok((a, _)), Some(w)) => {
+                        assert_eq!(u32::from(a), *w, "step {step}");
+                        held.insert(c, *w);
+                    }
+                    (Err(StoreError::Address(IpamError::Exhausted(_))), None) => {}
+                    (got, w) => panic!("step {step}: {got:?}, want {w:?}"),
+                }
+            }
+            s.verify().unwrap();
+        }
     }
 }
