@@ -590,7 +590,11 @@ impl Store {
                 Some(found) => return Err(StoreError::Schema { found }),
             }
         }
-        derived::rebuild(&txn)?;
+        match derived::rebuild(&txn) {
+            // an undecodable record: fail in `verify` as before, not in `open` (nothing written)
+            Err(StoreError::Corrupt(_)) => {}
+            r => r?,
+        }
         txn.commit()?;
         Ok(store)
     }
@@ -1559,6 +1563,23 @@ mod tests {
         );
         let m = local_mac([0xff; 6]);
         assert_eq!(m[0] & 0x03, 0x02);
+    }
+
+    /// An undecodable lease fails `verify`, as before the derived tables, not `open`.
+    #[test]
+    fn bad_lease_record_fails_verify_not_open() {
+        let t = tmp();
+        let s = Store::open(&t.path).unwrap();
+        s.create_network(spec("n", Some("10.0.0.0/24"))).unwrap();
+        let txn = s.db.begin_write().unwrap();
+        txn.open_table(LEASES)
+            .unwrap()
+            .insert(("n", u32::from(ip("10.0.0.7"))), "{")
+            .unwrap();
+        txn.commit().unwrap();
+        drop(s);
+        let s = Store::open(&t.path).unwrap();
+        assert!(matches!(s.verify(), Err(StoreError::Corrupt(_))));
     }
 
     /// A file from a version without the derived tables: the open rebuilds them.

@@ -263,6 +263,7 @@ fn derive(
 }
 
 /// Rebuilds the derived tables from the primary ones (see the module docs for why at every open).
+/// Fails with [`StoreError::Corrupt`] only before writing anything.
 pub(super) fn rebuild(txn: &WriteTransaction) -> Result<(), StoreError> {
     let nets = all_networks(&txn.open_table(NETWORKS)?)?;
     let d = derive(&nets, &txn.open_table(LEASES)?, &txn.open_table(PUBLISHED)?)?;
