@@ -513,6 +513,7 @@ fn embedded_dns_answers_names_on_the_same_network_with_dig() {
     let dir = lab.dir.clone();
     let upstream = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/dns_upstream.py");
     lab.spawn(&inet, &dir, &["python3", upstream, "53"]);
+    lab.wait_udp_listener(&inet, 53);
     lab.cli(&["network", "create", "web"]);
     let w1 = lab.container("w1", "web", "172.20.0.10");
     lab.container("w2", "web", "172.20.0.11");

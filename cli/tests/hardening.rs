@@ -203,6 +203,7 @@ fn soak_short_flows_from_several_containers_survive_a_flooding_neighbour() {
     let want = sha256(&www.join("f.bin"));
     lab.http_server(&inet, 8000, &www);
     lab.spawn(&inet, &www, &["python3", SOAK, "serve-udp", "9000"]);
+    lab.wait_udp_listener(&inet, 9000);
 
     let clients: Vec<String> = (2..5)
         .map(|i| lab.container(&format!("w{i}"), "bridge", &format!("172.17.0.{i}")))

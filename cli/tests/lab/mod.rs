@@ -218,6 +218,17 @@ subnet = "203.0.113.0/24"
         self.procs.push(child);
     }
 
+    /// Waits (at most 15 s) until a UDP socket listens on `port` in `ns`: a server spawned a
+    /// moment ago (python starts slowly on a busy machine) must be there before traffic is sent.
+    pub fn wait_udp_listener(&self, ns: &str, port: u16) {
+        let filter = format!("sport = :{port}");
+        let up = testkit::lab::wait_until(Duration::from_secs(15), || {
+            let out = self.exec(ns, &["ss", "-H", "-lun", &filter]);
+            !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+        });
+        assert!(up, "nothing listens on UDP port {port} in {ns}");
+    }
+
     /// Starts the whoami/file HTTP server in `ns` on `port`, serving `dir`, and waits for it.
     pub fn http_server(&mut self, ns: &str, port: u16, dir: &Path) {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/whoami_server.py");
