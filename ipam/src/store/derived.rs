@@ -118,16 +118,26 @@ pub(super) fn take(
         return Ok(());
     }
     let name = net.name.as_str();
-    let run = match free.range((name, first)..=(name, ip))?.next_back() {
-        Some(row) => {
-            let (k, v) = row?;
-            Some((k.value().1, v.value()))
-        }
-        None => None,
-    };
+    let run = run_starting_at_or_before(free, name, first, ip)?;
     match run {
         Some((s, e)) if e >= ip => split(free, name, (s, e), ip),
         _ => Err(missing(name, ip)),
+    }
+}
+
+/// The free run (start, end) of network `name` with the highest start in `first..=ip`.
+fn run_starting_at_or_before(
+    free: &FreeTable,
+    name: &str,
+    first: u32,
+    ip: u32,
+) -> Result<Option<(u32, u32)>, StoreError> {
+    match free.range((name, first)..=(name, ip))?.next_back() {
+        Some(row) => {
+            let (k, v) = row?;
+            Ok(Some((k.value().1, v.value())))
+        }
+        None => Ok(None),
     }
 }
 
@@ -155,13 +165,7 @@ pub(super) fn give_back(
         return Ok(());
     }
     let name = net.name.as_str();
-    let before = match free.range((name, first)..=(name, ip))?.next_back() {
-        Some(row) => {
-            let (k, v) = row?;
-            Some((k.value().1, v.value()))
-        }
-        None => None,
-    };
+    let before = run_starting_at_or_before(free, name, first, ip)?;
     if let Some((_, e)) = before
         && e >= ip
     {
