@@ -91,14 +91,7 @@ pub(super) fn take_lowest(
     net: &NetworkRecord,
 ) -> Result<Ipv4Addr, StoreError> {
     let name = net.name.as_str();
-    let run = match free.range((name, 0u32)..=(name, u32::MAX))?.next() {
-        Some(row) => {
-            let (k, v) = row?;
-            Some((k.value().1, v.value()))
-        }
-        None => None,
-    };
-    let Some((s, e)) = run else {
+    let Some((s, e)) = run_starting_in(free, name, 0..=u32::MAX, First::Lowest)? else {
         return Err(IpamError::Exhausted(net.ip_range.unwrap_or(net.subnet)).into());
     };
     split(free, name, (s, e), s)?;
@@ -112,27 +105,43 @@ pub(super) fn take(
     net: &NetworkRecord,
     ip: Ipv4Addr,
 ) -> Result<(), StoreError> {
-    let (first, last) = bounds(net);
-    let ip = u32::from(ip);
-    if !(first..=last).contains(&ip) {
+    let Some((first, ip)) = in_range(net, ip) else {
         return Ok(());
-    }
+    };
     let name = net.name.as_str();
-    let run = run_starting_at_or_before(free, name, first, ip)?;
-    match run {
+    match run_starting_in(free, name, first..=ip, First::Highest)? {
         Some((s, e)) if e >= ip => split(free, name, (s, e), ip),
         _ => Err(missing(name, ip)),
     }
 }
 
-/// The free run (start, end) of network `name` with the highest start in `first..=ip`.
-fn run_starting_at_or_before(
+/// `ip` as a number, with the first address of `net`'s allocation range, if it is in that range
+/// (an address outside it, a static one elsewhere in the subnet, is in no run).
+fn in_range(net: &NetworkRecord, ip: Ipv4Addr) -> Option<(u32, u32)> {
+    let (first, last) = bounds(net);
+    let ip = u32::from(ip);
+    (first..=last).contains(&ip).then_some((first, ip))
+}
+
+/// Which of the runs starting in a span [`run_starting_in`] returns.
+enum First {
+    Lowest,
+    Highest,
+}
+
+/// The free run (start, end) of network `name` with the lowest or highest start in `starts`.
+fn run_starting_in(
     free: &FreeTable,
     name: &str,
-    first: u32,
-    ip: u32,
+    starts: std::ops::RangeInclusive<u32>,
+    which: First,
 ) -> Result<Option<(u32, u32)>, StoreError> {
-    match free.range((name, first)..=(name, ip))?.next_back() {
+    let mut rows = free.range((name, *starts.start())..=(name, *starts.end()))?;
+    let row = match which {
+        First::Lowest => rows.next(),
+        First::Highest => rows.next_back(),
+    };
+    match row {
         Some(row) => {
             let (k, v) = row?;
             Ok(Some((k.value().1, v.value())))
@@ -159,13 +168,11 @@ pub(super) fn give_back(
     net: &NetworkRecord,
     ip: Ipv4Addr,
 ) -> Result<(), StoreError> {
-    let (first, last) = bounds(net);
-    let ip = u32::from(ip);
-    if !(first..=last).contains(&ip) {
+    let Some((first, ip)) = in_range(net, ip) else {
         return Ok(());
-    }
+    };
     let name = net.name.as_str();
-    let before = run_starting_at_or_before(free, name, first, ip)?;
+    let before = run_starting_in(free, name, first..=ip, First::Highest)?;
     if let Some((_, e)) = before
         && e >= ip
     {
