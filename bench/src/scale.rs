@@ -201,18 +201,19 @@ enum System {
     Bridge,
 }
 
-/// One side's lab: how it attaches and detaches a container namespace.
-struct Switch {
-    system: System,
-    /// The bridge's namespace (bridge side).
-    br: Option<PathBuf>,
+/// One side's switch, built: how it attaches and detaches a container namespace.
+enum Switch {
+    /// The daemon in the lab (its control socket).
+    Vswitch,
+    /// `br0` in this namespace.
+    Bridge(PathBuf),
 }
 
 impl Switch {
     /// Attaches container `i` (namespace `ns`); returns its address.
     fn attach(&self, lab: &Lab, i: u32, ns: &str) -> Result<Ipv4Addr> {
-        match self.system {
-            System::Vswitch => {
+        match self {
+            Switch::Vswitch => {
                 let req = Request::Connect {
                     network: "bridge".into(),
                     netns: format!("/run/netns/{ns}"),
@@ -227,8 +228,7 @@ impl Switch {
                     .and_then(|s| s.parse().ok())
                     .with_context(|| format!("connect answered without an address: {v}"))
             }
-            System::Bridge => {
-                let br = self.br.as_ref().context("no bridge namespace")?;
+            Switch::Bridge(br) => {
                 let addr = container_ip(i);
                 let host = format!("k{i}");
                 let netns = PathBuf::from(format!("/run/netns/{ns}"));
@@ -252,8 +252,8 @@ impl Switch {
     }
 
     fn detach(&self, lab: &Lab, i: u32) -> Result<()> {
-        match self.system {
-            System::Vswitch => {
+        match self {
+            Switch::Vswitch => {
                 let req = Request::Disconnect {
                     network: "bridge".into(),
                     name: format!("c{i}"),
@@ -261,8 +261,7 @@ impl Switch {
                 control::call(&lab.socket(), &req)
                     .with_context(|| format!("disconnecting c{i}:\n{}", lab.daemon_log()))?;
             }
-            System::Bridge => {
-                let br = self.br.as_ref().context("no bridge namespace")?;
+            Switch::Bridge(br) => {
                 datapath::io::in_netns(br, || link::delete_link(&format!("k{i}")))??;
             }
         }
@@ -292,7 +291,7 @@ fn run_side(args: &ScaleArgs, system: System) -> Result<Side> {
                 ),
             )?;
             lab.start_daemon(&sw, &cfg)?;
-            Switch { system, br: None }
+            Switch::Vswitch
         }
         System::Bridge => {
             let br = lab.netns("br")?;
@@ -307,10 +306,7 @@ fn run_side(args: &ScaleArgs, system: System) -> Result<Side> {
                 "br0",
             ])?;
             ip(&["-n", &br, "link", "set", "br0", "up"])?;
-            Switch {
-                system,
-                br: Some(PathBuf::from(format!("/run/netns/{br}"))),
-            }
+            Switch::Bridge(PathBuf::from(format!("/run/netns/{br}")))
         }
     };
     let name = match system {
