@@ -266,3 +266,31 @@ pub fn sha256(path: &Path) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+/// The path of workspace binary `name` (`target/<profile>/NAME`, beside the calling test's own
+/// `deps/` directory), built with `cargo build --bin NAME` first when it is not there yet: a
+/// test of one crate may drive another crate's binary (the CLI, a runtime plugin).
+///
+/// # Panics
+/// When it is missing and cannot be built.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or_else(|| panic!("{} has no target directory", exe.display()));
+    let bin = profile_dir.join(name);
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let out = run(Command::new(cargo)
+            .current_dir(root)
+            .args(["build", "--quiet", "--bin", name]));
+        assert!(
+            out.status.success() && bin.exists(),
+            "cannot build {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    bin
+}

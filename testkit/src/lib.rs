@@ -10,7 +10,9 @@
 //! - [`golden`]: the golden-scenario harness over `pcap-fixtures/`;
 //! - [`lab`]: network-namespace labs with clean-up guards;
 //! - [`rootless`]: the rootless lab (a stand-in host namespace, commands as a plain user,
-//!   rootless containers) of the rootless e2e test and `vswitch-bench rootless`.
+//!   rootless containers) of the rootless e2e test and `vswitch-bench rootless`;
+//! - [`runtime_host`]: the rootful runtime lab (a stand-in host and its internet, a busybox
+//!   image) of the Docker and Podman/CNI end-to-end tests.
 //!
 //! It depends only on low crates (`packet`, etherparse, serde_json, tempfile): what it needs of
 //! the switch or the datapath (replay, port names, pcap files) the caller passes in as
@@ -20,5 +22,6 @@ pub mod frames;
 pub mod golden;
 pub mod lab;
 pub mod rootless;
+pub mod runtime_host;
 pub mod topology;
 pub mod traffic;
