@@ -15,10 +15,13 @@
 # tool:package for every job. A tool listed here is checked with `command -v`.
 VSWITCH_TOOLS_DEMO="ip:iproute2 ping:iputils-ping curl:curl dig:dnsutils python3:python3 ethtool:ethtool"
 # The tests: tcpdump and tshark decode the golden pcaps independently of vswitch's code; the
-# rest are the real clients and plumbing of the namespace end-to-end tests and bench smoke tests.
+# rest are the real clients and plumbing of the namespace end-to-end tests and bench smoke tests,
+# and the real runtimes (dockerd, podman with runc) the runtime tests run in a stand-in host.
 VSWITCH_TOOLS_TEST="$VSWITCH_TOOLS_DEMO tcpdump:tcpdump tshark:tshark iperf3:iperf3 \
 iptables:iptables trafgen:netsniff-ng pgrep:procps unshare:util-linux \
-setpriv:util-linux nsenter:util-linux sha256sum:coreutils"
+setpriv:util-linux nsenter:util-linux sha256sum:coreutils \
+dockerd:docker.io podman:podman busybox:busybox-static runc:runc newuidmap:uidmap \
+slirp4netns:slirp4netns"
 
 # Prints the packages whose tool is missing for job $1 (demo | test), one per line, deduplicated.
 vswitch_missing_packages() {
@@ -57,13 +60,21 @@ vswitch_setup() {
     echo "vswitch: installing $missing (apt-get)" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null || { echo "vswitch: apt-get update failed" >&2; return 1; }
-    # shellcheck disable=SC2086  # one word per package
     # apt's own chatter (debconf on a minimal system) goes to a log shown only on failure.
-    local log
+    local log policy=
     log=$(mktemp)
+    # Installing docker.io must not start a dockerd in this namespace (it would add docker0 and
+    # iptables rules): services stay stopped while apt runs (policy-rc.d, honoured by
+    # invoke-rc.d and deb-systemd-invoke). The tests run their own dockerd in a namespace.
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      policy=/usr/sbin/policy-rc.d
+      printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 0755 "$policy"
+    fi
+    # shellcheck disable=SC2086  # one word per package
     apt-get install -y -qq --no-install-recommends $missing >"$log" 2>&1 ||
-      { cat "$log" >&2; rm -f "$log"; echo "vswitch: apt-get install $missing failed" >&2; return 1; }
+      { cat "$log" >&2; rm -f "$log"; [ -n "$policy" ] && rm -f "$policy"; echo "vswitch: apt-get install $missing failed" >&2; return 1; }
     rm -f "$log"
+    [ -n "$policy" ] && rm -f "$policy"
     missing=$(vswitch_missing_packages "$job" | tr '\n' ' ')
     if [ -n "${missing% }" ]; then
       echo "vswitch: still missing after install: $missing" >&2
