@@ -11,7 +11,8 @@
 pub mod store;
 
 pub use store::{
-    Lease, LeaseMeta, NetworkRecord, NetworkSpec, Publish, Released, Store, StoreError,
+    Lease, LeaseMeta, NetworkRecord, NetworkSpec, Publish, PublishTarget, Released, Store,
+    StoreError,
 };
 
 use ipnet::Ipv4Net;

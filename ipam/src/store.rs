@@ -169,7 +169,7 @@ pub enum StoreError {
     Builtin(String),
     /// The network still has leases or published ports.
     #[error(
-        "network {name:?} is in use ({leases} connected containers, {ports} published ports): disconnect them and remove the ports first"
+        "network {name:?} is in use ({leases} connected containers, {ports} published ports): disconnect the containers first"
     )]
     NetworkInUse {
         /// The network.
@@ -222,6 +222,18 @@ pub enum StoreError {
     /// Port 0.
     #[error("port 0 cannot be published: use 1 to 65535")]
     PortZero,
+    /// A port range that ends before it starts or runs past 65535 in the container.
+    #[error(
+        "bad port range {first}-{last} (to container port {container_first}): the range must go up and fit in 1-65535 on both sides"
+    )]
+    BadRange {
+        /// First host port.
+        first: u16,
+        /// Last host port.
+        last: u16,
+        /// First container port.
+        container_first: u16,
+    },
     /// The host port is already published.
     #[error(
         "{proto} host port {port} is already published to {container:?} on network {network:?}: pick another port or remove it with `vswitch port rm`"
@@ -368,9 +380,27 @@ pub struct Publish {
     pub network: String,
     /// Container name.
     pub container: String,
-    /// Its address on that network (copied from the lease when published).
-    pub container_ip: Ipv4Addr,
+    /// Its address on that network while it is connected (copied from the lease); none while
+    /// it is not: the port stays the container's and comes back with its next lease
+    /// ([`Store::republish`]), as Docker's published ports do across restarts.
+    #[serde(default)]
+    pub container_ip: Option<Ipv4Addr>,
     /// Port inside the container.
+    pub container_port: u16,
+    /// The host address it is bound to: none for every address, a loopback address for the
+    /// host only.
+    #[serde(default)]
+    pub host_ip: Option<Ipv4Addr>,
+}
+
+/// Where [`Store::publish_range`] sends ports: the container's first port.
+#[derive(Debug, Clone, Copy)]
+pub struct PublishTarget<'a> {
+    /// Network of the container.
+    pub network: &'a str,
+    /// Container name.
+    pub container: &'a str,
+    /// Container port of the range's first host port.
     pub container_port: u16,
 }
 
@@ -381,8 +411,8 @@ pub struct Released {
     pub ip: Ipv4Addr,
     /// The lease.
     pub lease: Lease,
-    /// Ports that were published to this container on this network, removed in the same
-    /// transaction.
+    /// Ports that were published to this container on this network, as they were: removed in
+    /// the same transaction, or (unless asked to remove them) kept without an address.
     pub unpublished: Vec<(PortProto, u16, Publish)>,
 }
 
@@ -710,12 +740,19 @@ impl Store {
                 .range((name, 0u32)..=(name, u32::MAX))?
                 .count();
             let ports = derived::network_ports(txn, name)?;
-            if leases > 0 || ports > 0 {
+            if leases > 0 {
                 return Err(StoreError::NetworkInUse {
                     name: name.to_string(),
                     leases,
-                    ports,
+                    ports: ports.len(),
                 });
+            }
+            // What is left is ports of disconnected containers: they go with the network.
+            let mut published = txn.open_table(PUBLISHED)?;
+            let mut index = txn.open_table(PUBLISHED_BY_CONTAINER)?;
+            for (container, proto, port) in ports {
+                published.remove((proto.as_str(), port))?;
+                index.remove((name, container.as_str(), proto.as_str(), port))?;
             }
             nets.remove(name)?;
             derived::drop_free(txn, name)?;
@@ -815,9 +852,15 @@ impl Store {
         })
     }
 
-    /// Gives back `container`'s address on `network`, removing the ports published to it in the
-    /// same transaction. `Ok(None)` if it had no lease there.
-    pub fn release(&self, network: &str, container: &str) -> Result<Option<Released>, StoreError> {
+    /// Gives back `container`'s address on `network`. The ports published to it lose their
+    /// address in the same transaction, and are removed too when `unpublish`. `Ok(None)` if it
+    /// had no lease there.
+    pub fn release(
+        &self,
+        network: &str,
+        container: &str,
+        unpublish: bool,
+    ) -> Result<Option<Released>, StoreError> {
         self.write(|txn| {
             let net = read_network(&txn.open_table(NETWORKS)?, network)?
                 .ok_or(StoreError::UnknownNetwork(network.to_string()))?;
@@ -856,7 +899,15 @@ impl Store {
                         )));
                     }
                 };
-                index.remove((network, container, proto.as_str(), port))?;
+                if unpublish {
+                    index.remove((network, container, proto.as_str(), port))?;
+                } else {
+                    let kept = Publish {
+                        container_ip: None,
+                        ..p.clone()
+                    };
+                    published.insert((proto.as_str(), port), encode(&kept)?.as_str())?;
+                }
                 unpublished.push((parsed, port, p));
             }
             Ok(Some(Released {
@@ -888,7 +939,8 @@ impl Store {
     }
 
     /// Publishes (proto, host port) to `container_port` of `container` on `network`, which must
-    /// hold a lease there. Refuses a port already published and internal networks.
+    /// hold a lease there, on every host address. Refuses a port already published and internal
+    /// networks.
     pub fn publish(
         &self,
         proto: PortProto,
@@ -897,8 +949,43 @@ impl Store {
         container: &str,
         container_port: u16,
     ) -> Result<Publish, StoreError> {
-        if host_port == 0 || container_port == 0 {
+        let target = PublishTarget {
+            network,
+            container,
+            container_port,
+        };
+        let mut all = self.publish_range(proto, None, host_port, host_port, target)?;
+        all.pop()
+            .map(|(_, p)| p)
+            .ok_or(StoreError::Corrupt("publishing one port gave none".into()))
+    }
+
+    /// Publishes host ports `first..=last` of `proto` on `host_ip` (none: every address) to
+    /// the container's ports from `target.container_port` on, in step: all of them or (on the
+    /// first refusal) none, in one transaction.
+    pub fn publish_range(
+        &self,
+        proto: PortProto,
+        host_ip: Option<Ipv4Addr>,
+        first: u16,
+        last: u16,
+        target: PublishTarget<'_>,
+    ) -> Result<Vec<(u16, Publish)>, StoreError> {
+        let PublishTarget {
+            network,
+            container,
+            container_port,
+        } = target;
+        if first == 0 || container_port == 0 {
             return Err(StoreError::PortZero);
+        }
+        let bad_range = StoreError::BadRange {
+            first,
+            last,
+            container_first: container_port,
+        };
+        if last < first || u32::from(container_port) + u32::from(last - first) > 65535 {
+            return Err(bad_range);
         }
         self.write(|txn| {
             let net = read_network(&txn.open_table(NETWORKS)?, network)?
@@ -915,26 +1002,70 @@ impl Store {
                     network: network.to_string(),
                 })?;
             let mut published = txn.open_table(PUBLISHED)?;
-            if let Some(v) = published.get((proto.as_str(), host_port))? {
-                let other: Publish =
-                    decode("published port", &format!("{proto}/{host_port}"), v.value())?;
-                return Err(StoreError::PortInUse {
-                    proto,
-                    port: host_port,
-                    network: other.network,
-                    container: other.container,
-                });
+            let mut index = txn.open_table(PUBLISHED_BY_CONTAINER)?;
+            let mut out = Vec::new();
+            for (host_port, cport) in (first..=last).zip(container_port..) {
+                if let Some(v) = published.get((proto.as_str(), host_port))? {
+                    let other: Publish =
+                        decode("published port", &format!("{proto}/{host_port}"), v.value())?;
+                    return Err(StoreError::PortInUse {
+                        proto,
+                        port: host_port,
+                        network: other.network,
+                        container: other.container,
+                    });
+                }
+                let p = Publish {
+                    network: network.to_string(),
+                    container: container.to_string(),
+                    container_ip: Some(ip),
+                    container_port: cport,
+                    host_ip: host_ip.filter(|a| !a.is_unspecified()),
+                };
+                published.insert((proto.as_str(), host_port), encode(&p)?.as_str())?;
+                index.insert((network, container, proto.as_str(), host_port), ())?;
+                out.push((host_port, p));
             }
-            let p = Publish {
-                network: network.to_string(),
-                container: container.to_string(),
-                container_ip: ip,
-                container_port,
+            Ok(out)
+        })
+    }
+
+    /// Gives the ports published to `container` on `network` its current address again (after
+    /// a disconnect and a new lease); what they are now. None when it holds no lease there.
+    pub fn republish(
+        &self,
+        network: &str,
+        container: &str,
+    ) -> Result<Vec<(PortProto, u16, Publish)>, StoreError> {
+        self.write(|txn| {
+            let Some(ip) = txn
+                .open_table(LEASE_BY_CONTAINER)?
+                .get((network, container))?
+                .map(|v| Ipv4Addr::from(v.value()))
+            else {
+                return Ok(Vec::new());
             };
-            published.insert((proto.as_str(), host_port), encode(&p)?.as_str())?;
-            txn.open_table(PUBLISHED_BY_CONTAINER)?
-                .insert((network, container, proto.as_str(), host_port), ())?;
-            Ok(p)
+            let index = txn.open_table(PUBLISHED_BY_CONTAINER)?;
+            let mut published = txn.open_table(PUBLISHED)?;
+            let mut out = Vec::new();
+            for (proto, port) in derived::container_ports(&index, network, container)? {
+                let key = format!("{proto}/{port}");
+                let parsed = PortProto::from_str(&proto).map_err(|_| {
+                    StoreError::Corrupt(format!("published port {key}: bad protocol"))
+                })?;
+                let mut p: Publish = match published.get((proto.as_str(), port))? {
+                    Some(v) => decode("published port", &key, v.value())?,
+                    None => {
+                        return Err(StoreError::Corrupt(format!(
+                            "port index points to missing published port {key}"
+                        )));
+                    }
+                };
+                p.container_ip = Some(ip);
+                published.insert((proto.as_str(), port), encode(&p)?.as_str())?;
+                out.push((parsed, port, p));
+            }
+            Ok(out)
         })
     }
 
@@ -944,22 +1075,39 @@ impl Store {
         proto: PortProto,
         host_port: u16,
     ) -> Result<Option<Publish>, StoreError> {
+        Ok(self
+            .unpublish_range(proto, host_port, host_port)?
+            .pop()
+            .map(|(_, p)| p))
+    }
+
+    /// Removes the published ports of `proto` in `first..=last`, in one transaction; those
+    /// that were published (none: an empty list).
+    pub fn unpublish_range(
+        &self,
+        proto: PortProto,
+        first: u16,
+        last: u16,
+    ) -> Result<Vec<(u16, Publish)>, StoreError> {
         self.write(|txn| {
-            let key = format!("{proto}/{host_port}");
-            let p: Publish = match txn
-                .open_table(PUBLISHED)?
-                .remove((proto.as_str(), host_port))?
-            {
-                Some(v) => decode("published port", &key, v.value())?,
-                None => return Ok(None),
-            };
-            txn.open_table(PUBLISHED_BY_CONTAINER)?.remove((
-                p.network.as_str(),
-                p.container.as_str(),
-                proto.as_str(),
-                host_port,
-            ))?;
-            Ok(Some(p))
+            let mut published = txn.open_table(PUBLISHED)?;
+            let mut index = txn.open_table(PUBLISHED_BY_CONTAINER)?;
+            let mut out = Vec::new();
+            for host_port in first..=last {
+                let key = format!("{proto}/{host_port}");
+                let p: Publish = match published.remove((proto.as_str(), host_port))? {
+                    Some(v) => decode("published port", &key, v.value())?,
+                    None => continue,
+                };
+                index.remove((
+                    p.network.as_str(),
+                    p.container.as_str(),
+                    proto.as_str(),
+                    host_port,
+                ))?;
+                out.push((host_port, p));
+            }
+            Ok(out)
         })
     }
 
@@ -1030,7 +1178,11 @@ impl Store {
             return bad("container index disagrees with leases".to_string());
         }
         for (proto, port, p) in all_published(&txn.open_table(PUBLISHED)?)? {
-            if leases.get(&(p.network.clone(), p.container.clone())) != Some(&p.container_ip) {
+            // A port without an address belongs to a disconnected container; a connect may
+            // have leased again without giving it back yet (`republish` is its own step).
+            if let Some(ip) = p.container_ip
+                && leases.get(&(p.network.clone(), p.container.clone())) != Some(&ip)
+            {
                 return bad(format!("{proto}/{port} points to no live lease"));
             }
         }
@@ -1301,10 +1453,10 @@ mod tests {
             s.allocate("n", "c9", None, meta()),
             Err(StoreError::Address(IpamError::Exhausted(_)))
         ));
-        let rel = s.release("n", "c2").unwrap().unwrap();
+        let rel = s.release("n", "c2", true).unwrap().unwrap();
         assert_eq!(rel.ip, ip("10.0.0.4"));
         assert_eq!(rel.lease.container, "c2");
-        assert_eq!(s.release("n", "c2").unwrap(), None);
+        assert_eq!(s.release("n", "c2", true).unwrap(), None);
         assert_eq!(
             s.allocate("n", "c9", None, meta()).unwrap().0,
             ip("10.0.0.4")
@@ -1427,7 +1579,7 @@ mod tests {
         let t = tmp();
         let s = Store::open(&t.path).unwrap();
         assert!(matches!(
-            s.release("nope", "c"),
+            s.release("nope", "c", true),
             Err(StoreError::UnknownNetwork(_))
         ));
     }
@@ -1445,7 +1597,7 @@ mod tests {
         s.allocate("int", "db", None, meta()).unwrap();
 
         let p = s.publish(PortProto::Tcp, 8080, "n", "web", 80).unwrap();
-        assert_eq!(p.container_ip, ip_web);
+        assert_eq!(p.container_ip, Some(ip_web));
         // same port, other proto is fine
         s.publish(PortProto::Udp, 8080, "n", "web", 53).unwrap();
         let e = s.publish(PortProto::Tcp, 8080, "n", "web", 81).unwrap_err();
@@ -1490,12 +1642,45 @@ mod tests {
             53
         );
         assert_eq!(s.unpublish(PortProto::Udp, 8080).unwrap(), None);
-        // releasing the container drops its remaining ports in the same transaction
-        let rel = s.release("n", "web").unwrap().unwrap();
+        // releasing the container keeps its ports, without an address, for its next lease
+        let rel = s.release("n", "web", false).unwrap().unwrap();
         assert_eq!(rel.unpublished.len(), 1);
         assert_eq!(rel.unpublished[0].0, PortProto::Tcp);
+        assert_eq!(rel.unpublished[0].2.container_ip, Some(ip_web));
+        let kept = s.published().unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].2.container_ip, None);
+        s.verify().unwrap();
+        // ... and a port it keeps is still its own
+        s.allocate("n", "other", None, meta()).unwrap();
+        assert!(matches!(
+            s.publish(PortProto::Tcp, 8080, "n", "other", 80),
+            Err(StoreError::PortInUse { .. })
+        ));
+        s.release("n", "other", true).unwrap();
+        // the container comes back on another address: its port follows
+        let (again, _) = s
+            .allocate("n", "web", Some(ip("10.0.0.77")), meta())
+            .unwrap();
+        assert_eq!(s.published().unwrap()[0].2.container_ip, None);
+        let back = s.republish("n", "web").unwrap();
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].2.container_ip, Some(again));
+        assert_eq!(s.published().unwrap()[0].2.container_ip, Some(again));
+        assert!(s.republish("n", "ghost").unwrap().is_empty());
+        s.verify().unwrap();
+        // released with `unpublish`, its ports go in the same transaction
+        let rel = s.release("n", "web", true).unwrap().unwrap();
+        assert_eq!(rel.unpublished.len(), 1);
         assert!(s.published().unwrap().is_empty());
+        s.allocate("n", "web", None, meta()).unwrap();
+        assert!(s.republish("n", "web").unwrap().is_empty());
+        s.publish(PortProto::Tcp, 8081, "n", "web", 80).unwrap();
+        s.release("n", "web", false).unwrap();
+        // a network without containers goes with the ports its disconnected containers kept
         s.remove_network("n").unwrap();
+        assert!(s.published().unwrap().is_empty());
+        s.verify().unwrap();
         assert!(matches!(
             s.remove_network("n"),
             Err(StoreError::UnknownNetwork(_))
@@ -1508,6 +1693,49 @@ mod tests {
             s.remove_network("int"),
             Err(StoreError::NetworkInUse { leases: 1, .. })
         ));
+        s.verify().unwrap();
+    }
+
+    #[test]
+    fn port_ranges_are_all_or_nothing() {
+        let t = tmp();
+        let s = Store::open(&t.path).unwrap();
+        s.create_network(spec("n", Some("10.0.0.0/24"))).unwrap();
+        let (a, _) = s.allocate("n", "a", None, meta()).unwrap();
+        s.allocate("n", "b", None, meta()).unwrap();
+        let to = |container, container_port| PublishTarget {
+            network: "n",
+            container,
+            container_port,
+        };
+        let loopback = Some(Ipv4Addr::LOCALHOST);
+        let got = s
+            .publish_range(PortProto::Tcp, loopback, 8000, 8002, to("a", 9000))
+            .unwrap();
+        let ports: Vec<(u16, u16)> = got.iter().map(|(h, p)| (*h, p.container_port)).collect();
+        assert_eq!(ports, [(8000, 9000), (8001, 9001), (8002, 9002)]);
+        assert!(got.iter().all(|(_, p)| p.host_ip == loopback && p.container_ip == Some(a)));
+        // one port of the range taken: nothing of it is published
+        let e = s
+            .publish_range(PortProto::Tcp, None, 7999, 8000, to("b", 80))
+            .unwrap_err();
+        assert!(matches!(e, StoreError::PortInUse { port: 8000, .. }), "{e}");
+        assert_eq!(s.published().unwrap().len(), 3);
+        for (first, last, cport) in [(10, 9, 80), (1, 2, 65535), (0, 3, 80)] {
+            assert!(
+                s.publish_range(PortProto::Udp, None, first, last, to("b", cport))
+                    .is_err()
+            );
+        }
+        // 0.0.0.0 is "every address"
+        let any = s
+            .publish_range(PortProto::Udp, Some(Ipv4Addr::UNSPECIFIED), 53, 53, to("b", 53))
+            .unwrap();
+        assert_eq!(any[0].1.host_ip, None);
+        let gone = s.unpublish_range(PortProto::Tcp, 7990, 8001).unwrap();
+        assert_eq!(gone.iter().map(|(h, _)| *h).collect::<Vec<_>>(), [8000, 8001]);
+        assert!(s.unpublish_range(PortProto::Tcp, 7990, 7995).unwrap().is_empty());
+        assert_eq!(s.published().unwrap().len(), 2);
         s.verify().unwrap();
     }
 
@@ -1595,7 +1823,7 @@ mod tests {
         };
         s.allocate("n", "a", None, m.clone()).unwrap();
         s.allocate("n", "b", None, meta()).unwrap();
-        s.release("n", "a").unwrap();
+        s.release("n", "a", true).unwrap();
         s.allocate("n", "a", None, m.clone()).unwrap();
         s.publish(PortProto::Tcp, 8080, "n", "a", 80).unwrap();
         let txn = s.db.begin_write().unwrap();
@@ -1620,7 +1848,7 @@ mod tests {
             s.allocate("n", "c", None, meta()).unwrap().0,
             ip("10.0.0.4")
         );
-        let r = s.release("n", "a").unwrap().unwrap();
+        let r = s.release("n", "a", true).unwrap().unwrap();
         assert_eq!(r.unpublished.len(), 1);
         assert!(s.published().unwrap().is_empty());
         assert_eq!(
@@ -1651,7 +1879,7 @@ mod tests {
             x ^= x << 5;
             let c = format!("c{}", x % 20);
             if held.contains_key(&c) {
-                let r = s.release("n", &c).unwrap().unwrap();
+                let r = s.release("n", &c, x % 2 == 0).unwrap().unwrap();
                 assert_eq!(Some(u32::from(r.ip)), held.remove(&c));
             } else if step % 7 == 0 {
                 // a static address, sometimes outside the range

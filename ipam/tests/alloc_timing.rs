@@ -54,7 +54,7 @@ fn measure(leases: usize) {
             .expect("allocate");
         alloc += t.elapsed().as_nanos();
         let t = Instant::now();
-        store.release("big", &c).expect("release");
+        store.release("big", &c, true).expect("release");
         rel += t.elapsed().as_nanos();
     }
     let open = Instant::now();

@@ -238,6 +238,16 @@ fn configure_end(spec: &VethSpec, offloads_off: bool) -> Result<(), IoError> {
     Ok(())
 }
 
+/// Sends one rtnetlink request on a fresh socket and waits for its ACK (for the other link
+/// modules of `io`).
+pub(super) fn rtnl_request(
+    msg: RouteNetlinkMessage,
+    flags: u16,
+    what: impl Fn() -> String,
+) -> Result<(), IoError> {
+    Rtnl::new()?.request(msg, flags, what)
+}
+
 /// Deletes `ifname` in the caller's namespace; deleting one veth end deletes the pair. `Ok` if
 /// there is no such link.
 pub fn delete_link(ifname: &str) -> Result<(), IoError> {

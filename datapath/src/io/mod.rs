@@ -8,6 +8,8 @@
 //!   baseline ([`AfPacketSimple`]) to compare them with.
 //! - [`link`][mod@link]: netlink (links, addresses, routes; the veth plumbing Docker does on `docker run`)
 //!   and the ethtool ioctls that read and switch offloads.
+//! - [`linkwatch`]: hearing of deleted links (containers gone), veth pairs a runtime finishes,
+//!   and one link read back as it is.
 //! - [`kernel`]: what the running kernel offers, checked at start-up.
 //!
 //! Invariants kept by the whole module:
@@ -24,6 +26,7 @@
 pub mod afpacket;
 pub mod kernel;
 pub mod link;
+pub mod linkwatch;
 pub mod netns;
 pub mod process;
 pub mod rootless;

@@ -219,17 +219,22 @@ pub(super) fn container_ports(
     Ok(out)
 }
 
-/// Number of ports published to containers of `network`.
-pub(super) fn network_ports(txn: &WriteTransaction, network: &str) -> Result<usize, StoreError> {
+/// The ports published to containers of `network`: (container, protocol, host port).
+pub(super) fn network_ports(
+    txn: &WriteTransaction,
+    network: &str,
+) -> Result<Vec<(String, String, u16)>, StoreError> {
     let index = txn.open_table(PUBLISHED_BY_CONTAINER)?;
-    let mut count = 0;
+    let mut out = Vec::new();
     for row in index.range((network, "", "", 0u16)..)? {
-        if row?.0.value().0 != network {
+        let (key, _) = row?;
+        let (n, c, proto, port) = key.value();
+        if n != network {
             break;
         }
-        count += 1;
+        out.push((c.to_string(), proto.to_string(), port));
     }
-    Ok(count)
+    Ok(out)
 }
 
 /// The three tables as the primary tables imply them.
