@@ -216,10 +216,12 @@ impl Switch {
             Switch::Vswitch => {
                 let req = Request::Connect {
                     network: "bridge".into(),
-                    netns: format!("/run/netns/{ns}"),
+                    netns: Some(format!("/run/netns/{ns}")),
                     name: Some(format!("c{i}")),
                     ifname: Some("eth0".into()),
                     ip: None,
+                    mac: None,
+                    peer_in_host: false,
                 };
                 let v = control::call(&lab.socket(), &req)
                     .with_context(|| format!("connecting {ns}:\n{}", lab.daemon_log()))?;
@@ -257,6 +259,8 @@ impl Switch {
                 let req = Request::Disconnect {
                     network: "bridge".into(),
                     name: format!("c{i}"),
+                    unpublish: true,
+                    missing_ok: false,
                 };
                 control::call(&lab.socket(), &req)
                     .with_context(|| format!("disconnecting c{i}:\n{}", lab.daemon_log()))?;

@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod mapping;
 mod table;
 
 use control::Request;
@@ -145,7 +146,7 @@ enum NetworkAction {
         /// A process whose network namespace to use.
         #[arg(long)]
         pid: Option<u32>,
-        /// Container name (default: the namespace's name).
+        /// Container name (default: the namespace's name; `pid-PID` with --pid).
         #[arg(long)]
         name: Option<String>,
         /// Interface name inside the container.
@@ -154,15 +155,22 @@ enum NetworkAction {
         /// Address (default: lowest free in the subnet).
         #[arg(long)]
         ip: Option<Ipv4Addr>,
+        /// MAC address (default: derived from the address, as Docker does).
+        #[arg(long)]
+        mac: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Detach a container.
+    /// Detach a container. Its published ports stay its own and come back when it connects
+    /// again, unless --unpublish.
     Disconnect {
         /// Network name.
         network: String,
         /// Container name.
         name: String,
+        /// Also remove the ports published to it.
+        #[arg(long)]
+        unpublish: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -225,16 +233,17 @@ enum PortAction {
         network: String,
         /// Container name.
         container: String,
-        /// HOSTPORT:CONTAINERPORT[/tcp|udp], e.g. 8080:80/tcp.
+        /// [HOSTIP:]HOSTPORT[-LAST]:CONTAINERPORT[-LAST][/tcp|udp], e.g. 8080:80,
+        /// 127.0.0.1:8080:80 (the host only) or 8000-8010:8000-8010/udp.
         mapping: String,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// List published ports.
     Ls(ClientArgs),
-    /// Remove a published port: HOSTPORT[/tcp|udp].
+    /// Remove a published port: HOSTPORT[-LAST][/tcp|udp].
     Rm {
-        /// e.g. 8080/tcp.
+        /// e.g. 8080/tcp or 8000-8010/udp.
         port: String,
         #[command(flatten)]
         client: ClientArgs,
@@ -297,21 +306,23 @@ fn main() -> ExitCode {
                     name,
                     ifname,
                     ip,
+                    mac,
                     client: c,
                 },
         } => {
             let netns = match (netns, pid) {
-                (Some(p), _) => p,
-                (None, Some(pid)) => PathBuf::from(format!("/proc/{pid}/ns/net")),
-                (None, None) => PathBuf::new(),
+                (Some(p), _) => Some(p.to_string_lossy().into_owned()),
+                (None, Some(pid)) => Some(format!("/proc/{pid}/ns/net")),
+                (None, None) => None,
             };
-            let netns = netns.to_string_lossy().into_owned();
             let req = Request::Connect {
                 network,
                 netns,
                 name,
                 ifname: Some(ifname),
                 ip,
+                mac,
+                peer_in_host: false,
             };
             client(&c, &req, table::print_container)
         }
@@ -320,11 +331,20 @@ fn main() -> ExitCode {
                 NetworkAction::Disconnect {
                     network,
                     name,
+                    unpublish,
                     client: c,
                 },
-        } => client(&c, &Request::Disconnect { network, name }, |v| {
-            println!("disconnected {}", v["name"].as_str().unwrap_or("?"))
-        }),
+        } => {
+            let req = Request::Disconnect {
+                network,
+                name,
+                unpublish,
+                missing_ok: false,
+            };
+            client(&c, &req, |v| {
+                println!("disconnected {}", v["name"].as_str().unwrap_or("?"))
+            })
+        }
         Command::Shutdown(c) => client(&c, &Request::Shutdown, |_| println!("daemon stopping")),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
@@ -395,34 +415,30 @@ fn main() -> ExitCode {
                     mapping,
                     client: c,
                 },
-        } => parse_mapping(&mapping).and_then(|(host_port, container_port, proto)| {
+        } => mapping::parse_mapping(&mapping).and_then(|m| {
             let req = Request::PortPublish {
                 network,
                 container,
-                host_port,
-                container_port,
-                proto,
+                host_ip: m.host_ip,
+                host_port: m.host_port,
+                host_port_last: m.host_port_last,
+                container_port: m.container_port,
+                proto: m.proto,
             };
-            client(&c, &req, |v| {
-                println!(
-                    "{}/{} -> {}:{} ({})",
-                    v["host_port"],
-                    s(&v["proto"]),
-                    s(&v["container_ip"]),
-                    v["container_port"],
-                    s(&v["container"])
-                )
-            })
+            client(&c, &req, table::print_published)
         }),
         Command::Port {
             action: PortAction::Ls(c),
         } => client(&c, &Request::PortLs, table::print_ports),
         Command::Port {
             action: PortAction::Rm { port, client: c },
-        } => parse_host_port(&port).and_then(|(host_port, proto)| {
-            client(&c, &Request::PortRm { proto, host_port }, |v| {
-                println!("unpublished {}/{}", v["host_port"], s(&v["proto"]))
-            })
+        } => mapping::parse_host_ports(&port).and_then(|(first, last, proto)| {
+            let req = Request::PortRm {
+                proto,
+                host_port: first,
+                host_port_last: (last != first).then_some(last),
+            };
+            client(&c, &req, table::print_unpublished)
         }),
         Command::Bench { args } => run_bench(&args),
     };
@@ -435,10 +451,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn s(v: &serde_json::Value) -> String {
-    v.as_str().map_or_else(|| v.to_string(), str::to_string)
-}
-
 fn parse_labels(labels: &[String]) -> Result<std::collections::BTreeMap<String, String>> {
     labels
         .iter()
@@ -447,32 +459,6 @@ fn parse_labels(labels: &[String]) -> Result<std::collections::BTreeMap<String, 
             _ => bail!("--label {l:?}: expected KEY=VALUE"),
         })
         .collect()
-}
-
-/// `8080/tcp` → (8080, "tcp"); the protocol defaults to tcp.
-fn parse_host_port(text: &str) -> Result<(u16, String)> {
-    let (port, proto) = text.split_once('/').unwrap_or((text, "tcp"));
-    let proto = proto.to_ascii_lowercase();
-    if proto != "tcp" && proto != "udp" {
-        bail!("{text:?}: the protocol must be tcp or udp");
-    }
-    let port: u16 = port
-        .parse()
-        .ok()
-        .filter(|p| *p != 0)
-        .with_context(|| format!("{text:?}: expected a port 1-65535"))?;
-    Ok((port, proto))
-}
-
-/// `8080:80/udp` → (8080, 80, "udp").
-fn parse_mapping(text: &str) -> Result<(u16, u16, String)> {
-    let (ports, proto) = text.split_once('/').unwrap_or((text, "tcp"));
-    let Some((host, container)) = ports.split_once(':') else {
-        bail!("{text:?}: expected HOSTPORT:CONTAINERPORT[/tcp|udp], e.g. 8080:80/tcp");
-    };
-    let (host_port, proto) = parse_host_port(&format!("{host}/{proto}"))?;
-    let (container_port, _) = parse_host_port(container)?;
-    Ok((host_port, container_port, proto))
 }
 
 fn run_daemon(args: DaemonArgs) -> Result<()> {

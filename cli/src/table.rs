@@ -259,21 +259,56 @@ pub fn print_networks(v: &Value) {
     }
 }
 
-/// `vswitch port ls`.
+/// `vswitch port ls`: a port of a disconnected container shows `-` for its address.
 pub fn print_ports(v: &Value) {
     println!(
-        "{:<6} {:>9}  {:<14} {:<16} {:<15} {:>6}",
-        "PROTO", "HOST PORT", "NETWORK", "CONTAINER", "CONTAINER IP", "PORT"
+        "{:<6} {:>15} {:>9}  {:<14} {:<16} {:<15} {:>6}",
+        "PROTO", "HOST IP", "HOST PORT", "NETWORK", "CONTAINER", "CONTAINER IP", "PORT"
     );
     for p in v.as_array().into_iter().flatten() {
         println!(
-            "{:<6} {:>9}  {:<14} {:<16} {:<15} {:>6}",
+            "{:<6} {:>15} {:>9}  {:<14} {:<16} {:<15} {:>6}",
             s(&p["proto"]),
+            host_ip(p),
             s(&p["host_port"]),
             s(&p["network"]),
             s(&p["container"]),
             s(&p["container_ip"]),
             s(&p["container_port"])
         );
+    }
+}
+
+fn host_ip(p: &Value) -> String {
+    p["host_ip"].as_str().unwrap_or("0.0.0.0").to_string()
+}
+
+/// The rows of a publish or unpublish answer: one port, or a range under `key`.
+fn rows<'a>(v: &'a Value, key: &str) -> Vec<&'a Value> {
+    match v[key].as_array() {
+        Some(all) => all.iter().collect(),
+        None => vec![v],
+    }
+}
+
+/// `vswitch port publish`.
+pub fn print_published(v: &Value) {
+    for p in rows(v, "published") {
+        println!(
+            "{}:{}/{} -> {}:{} ({})",
+            host_ip(p),
+            p["host_port"],
+            s(&p["proto"]),
+            s(&p["container_ip"]),
+            p["container_port"],
+            s(&p["container"])
+        );
+    }
+}
+
+/// `vswitch port rm`.
+pub fn print_unpublished(v: &Value) {
+    for p in rows(v, "unpublished") {
+        println!("unpublished {}/{}", p["host_port"], s(&p["proto"]));
     }
 }

@@ -87,7 +87,7 @@ fn bad_input_fails_with_a_reason() {
                 "--socket",
                 "/nonexistent.sock",
             ],
-            "HOSTPORT:CONTAINERPORT",
+            "HOSTPORT[-LAST]:CONTAINERPORT",
         ),
         (
             &[

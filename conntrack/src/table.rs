@@ -885,6 +885,19 @@ impl Conntrack {
         removed
     }
 
+    /// Removes every entry with `addr` on either side of either direction (a container went
+    /// away: its flows must not outlive it and greet whoever gets the address next, as stale
+    /// UDP entries do after a restart, kubernetes#71261); how many went.
+    pub fn remove_address(&mut self, addr: Ipv4Addr) -> usize {
+        let has = |t: &Tuple| t.src == addr || t.dst == addr;
+        let doomed: Vec<EntryId> = self
+            .iter()
+            .map(|(id, _)| id)
+            .filter(|&id| self.tuples(id).is_some_and(|(o, r)| has(&o) || has(&r)))
+            .collect();
+        doomed.into_iter().filter(|&id| self.remove(id)).count()
+    }
+
     /// Removes every entry. Counters are kept; outstanding ids go stale.
     pub fn flush(&mut self) {
         self.map.clear();

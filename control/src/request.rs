@@ -23,13 +23,18 @@ pub enum Request {
     Conntrack,
     /// Forget every tracked connection.
     ConntrackFlush,
-    /// Attach a container's network namespace to a network.
+    /// Attach a container's network namespace to a network. The answer is the container
+    /// (`name`, `network`, `port`, `ip`, `mac`, `netns`, `ifname`, `peer`, `prefix_len`,
+    /// `gateway`, `dns`).
     Connect {
         /// Network name.
         network: String,
-        /// Path of the namespace (/run/netns/NAME or /proc/PID/ns/net).
-        netns: String,
-        /// Container name (defaults to the namespace's file name).
+        /// Path of the namespace (/run/netns/NAME or /proc/PID/ns/net); none with
+        /// `peer_in_host`.
+        #[serde(default)]
+        netns: Option<String>,
+        /// Container name (defaults to the namespace's file name, `pid-PID` for
+        /// /proc/PID/ns/net).
         #[serde(default)]
         name: Option<String>,
         /// Interface name inside the namespace (default eth0).
@@ -38,9 +43,34 @@ pub enum Request {
         /// Address to use (default: lowest free).
         #[serde(default)]
         ip: Option<Ipv4Addr>,
+        /// MAC to use (default: derived from the address).
+        #[serde(default)]
+        mac: Option<String>,
+        /// Leave the container's end of the veth pair in the daemon's namespace, down, with
+        /// its MAC and MTU set but no address (its name is the answer's `peer`): a runtime
+        /// such as Docker moves it into the container and configures it.
+        #[serde(default)]
+        peer_in_host: bool,
     },
-    /// Detach a container.
+    /// Detach a container. Its published ports stay recorded and come back when a container
+    /// of that name connects to the network again (as Docker's do across restarts), unless
+    /// `unpublish`.
     Disconnect {
+        /// Network name.
+        network: String,
+        /// Container name.
+        name: String,
+        /// Also remove the container's published ports.
+        #[serde(default)]
+        unpublish: bool,
+        /// Succeed (answering null) when no such container is connected.
+        #[serde(default)]
+        missing_ok: bool,
+    },
+    /// Checks that a connected container's network is as it was made: the host end on the
+    /// switch and, when its namespace is known, its interface there up with its address and
+    /// MAC. The answer is the container, or an error naming what differs.
+    ContainerCheck {
         /// Network name.
         network: String,
         /// Container name.
@@ -87,14 +117,21 @@ pub enum Request {
         /// Name.
         name: String,
     },
-    /// Publish a host port to a container.
+    /// Publish a host port (or a range of them) to a container.
     PortPublish {
         /// Network of the container.
         network: String,
         /// Container name.
         container: String,
-        /// Port on the uplink address.
+        /// Host address to listen on: none or 0.0.0.0 for every address (the uplink's and the
+        /// host's own), a loopback address for the host only.
+        #[serde(default)]
+        host_ip: Option<Ipv4Addr>,
+        /// Port on the host.
         host_port: u16,
+        /// Last port of a range `host_port..=host_port_last`; container ports advance in step.
+        #[serde(default)]
+        host_port_last: Option<u16>,
         /// Port in the container.
         container_port: u16,
         /// tcp or udp.
@@ -102,12 +139,15 @@ pub enum Request {
     },
     /// List published ports.
     PortLs,
-    /// Remove a published port.
+    /// Remove a published port (or a range).
     PortRm {
         /// tcp or udp.
         proto: String,
         /// Host port.
         host_port: u16,
+        /// Last port of a range.
+        #[serde(default)]
+        host_port_last: Option<u16>,
     },
     /// Stop the daemon (removing the links it created).
     Shutdown,

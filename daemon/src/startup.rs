@@ -94,6 +94,7 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         max_request: topo.limits.control_request_bytes.max(64) as usize,
     });
     restore(&daemon, upstream);
+    handlers::watch_containers(&daemon);
 
     let listener = server::bind_socket(&opts.socket)?;
     tracing::info!(socket = %opts.socket.display(), "vswitch daemon ready");
@@ -130,12 +131,12 @@ fn stored_pipeline(config: &Config, origin: &str, store: &Store) -> Result<switc
             .with_context(|| format!("network {:?} from the state", n.name))?;
     }
     for (proto, host_port, publ) in store.published()? {
-        p.publish(
-            proto.number(),
-            host_port,
-            publ.container_ip,
-            publ.container_port,
-        );
+        // Ports of disconnected containers wait for them; loopback-only ones are the host's.
+        if let Some(ip) = publ.container_ip
+            && !publ.host_ip.is_some_and(|a| a.is_loopback())
+        {
+            p.publish(proto.number(), host_port, ip, publ.container_port);
+        }
     }
     Ok(p)
 }
@@ -200,8 +201,8 @@ fn open_topology_ports(
 fn restore(daemon: &Daemon, upstream: Vec<Ipv4Addr>) {
     handlers::reattach(daemon);
     if let Some(g) = &daemon.gateway {
-        for (proto, host_port, _) in daemon.store.published().unwrap_or_default() {
-            if let Err(e) = g.publish(gateway_published(proto, host_port)) {
+        for (proto, host_port, p) in daemon.store.published().unwrap_or_default() {
+            if let Err(e) = g.publish(gateway_published(proto, p.host_ip, host_port)) {
                 tracing::warn!("cannot listen on host {proto} port {host_port} again: {e}");
             }
         }
@@ -233,7 +234,7 @@ fn stop(daemon: &Daemon, loop_threads: Vec<LoopThread>) {
         {
             tracing::warn!("removing {}: {e}", c.port);
         }
-        if let Err(e) = daemon.store.release(&c.network, &c.name) {
+        if let Err(e) = daemon.store.release(&c.network, &c.name, false) {
             tracing::warn!("releasing {} on {}: {e}", c.name, c.network);
         }
     }

@@ -36,8 +36,21 @@ pub struct Container {
     pub netns: String,
     /// Interface inside the namespace.
     pub ifname: String,
+    /// The container's end of the veth pair, left in the daemon's namespace for a runtime to
+    /// move (`peer_in_host`); none when the daemon put it in the namespace itself.
+    pub peer: Option<String>,
+    /// The network's prefix length.
+    pub prefix_len: u8,
+    /// The default gateway (none on an internal network).
+    pub gateway: Option<Ipv4Addr>,
+    /// The resolvers it should use (the gateway's embedded DNS on user-defined networks).
+    pub dns: Vec<Ipv4Addr>,
     #[serde(skip)]
     pub(crate) port_id: PortId,
+    /// The namespace its path named when it connected (device, inode): a path bound again
+    /// to another namespace is not this container any more.
+    #[serde(skip)]
+    pub(crate) netns_identity: Option<(u64, u64)>,
     /// A TAP inside the container (rootless): it goes away with its descriptor, there is no
     /// host-side link to delete.
     #[serde(skip)]

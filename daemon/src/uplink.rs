@@ -77,11 +77,16 @@ pub(crate) fn host_resolvers(keep_loopback: bool) -> Vec<Ipv4Addr> {
         .collect()
 }
 
-/// A port published at run time, as the socket gateway listens for it (all host addresses).
-pub(crate) fn gateway_published(proto: PortProto, host_port: u16) -> sockgw::Published {
+/// A port published at run time, as the socket gateway listens for it (on `host_ip`, or all
+/// host addresses).
+pub(crate) fn gateway_published(
+    proto: PortProto,
+    host_ip: Option<Ipv4Addr>,
+    host_port: u16,
+) -> sockgw::Published {
     sockgw::Published {
         proto,
-        host_addr: Ipv4Addr::UNSPECIFIED,
+        host_addr: host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
         host_port,
     }
 }

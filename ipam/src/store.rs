@@ -1714,7 +1714,10 @@ mod tests {
             .unwrap();
         let ports: Vec<(u16, u16)> = got.iter().map(|(h, p)| (*h, p.container_port)).collect();
         assert_eq!(ports, [(8000, 9000), (8001, 9001), (8002, 9002)]);
-        assert!(got.iter().all(|(_, p)| p.host_ip == loopback && p.container_ip == Some(a)));
+        assert!(
+            got.iter()
+                .all(|(_, p)| p.host_ip == loopback && p.container_ip == Some(a))
+        );
         // one port of the range taken: nothing of it is published
         let e = s
             .publish_range(PortProto::Tcp, None, 7999, 8000, to("b", 80))
@@ -1729,12 +1732,25 @@ mod tests {
         }
         // 0.0.0.0 is "every address"
         let any = s
-            .publish_range(PortProto::Udp, Some(Ipv4Addr::UNSPECIFIED), 53, 53, to("b", 53))
+            .publish_range(
+                PortProto::Udp,
+                Some(Ipv4Addr::UNSPECIFIED),
+                53,
+                53,
+                to("b", 53),
+            )
             .unwrap();
         assert_eq!(any[0].1.host_ip, None);
         let gone = s.unpublish_range(PortProto::Tcp, 7990, 8001).unwrap();
-        assert_eq!(gone.iter().map(|(h, _)| *h).collect::<Vec<_>>(), [8000, 8001]);
-        assert!(s.unpublish_range(PortProto::Tcp, 7990, 7995).unwrap().is_empty());
+        assert_eq!(
+            gone.iter().map(|(h, _)| *h).collect::<Vec<_>>(),
+            [8000, 8001]
+        );
+        assert!(
+            s.unpublish_range(PortProto::Tcp, 7990, 7995)
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(s.published().unwrap().len(), 2);
         s.verify().unwrap();
     }
@@ -1879,7 +1895,7 @@ mod tests {
             x ^= x << 5;
             let c = format!("c{}", x % 20);
             if held.contains_key(&c) {
-                let r = s.release("n", &c, x % 2 == 0).unwrap().unwrap();
+                let r = s.release("n", &c, x.is_multiple_of(2)).unwrap().unwrap();
                 assert_eq!(Some(u32::from(r.ip)), held.remove(&c));
             } else if step % 7 == 0 {
                 // a static address, sometimes outside the range

@@ -70,7 +70,9 @@ fn child_loop() {
                 }
             }
             Err(StoreError::AlreadyConnected { .. }) => {
-                store.release(NET, &container, true).expect("child: release");
+                store
+                    .release(NET, &container, true)
+                    .expect("child: release");
             }
             Err(StoreError::Address(
                 IpamError::Exhausted(_) | IpamError::InUse(_) | IpamError::Reserved(..),

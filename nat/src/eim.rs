@@ -154,6 +154,20 @@ impl EimTable {
         Some(m.port)
     }
 
+    /// Removes every mapping of internal address `addr` (its container went away); how many.
+    pub fn remove_address(&mut self, addr: std::net::Ipv4Addr) -> usize {
+        let doomed: Vec<Endpoint> = self
+            .by_internal
+            .keys()
+            .filter(|e| e.addr == addr)
+            .copied()
+            .collect();
+        doomed
+            .into_iter()
+            .filter(|&e| self.remove(e).is_some())
+            .count()
+    }
+
     /// Reaps mappings that expired by `now`, looking at no more than `budget` queue nodes, and
     /// returns how many mappings it removed. Call it periodically with a small budget; it stops
     /// early at the first node that is not due.
@@ -244,6 +258,19 @@ mod tests {
         assert_eq!(t.expire(130 * SEC, 16), 1);
         assert!(t.is_empty());
         assert_eq!(t.reverse(40000, 130 * SEC), None);
+    }
+
+    #[test]
+    fn remove_address_drops_only_that_address() {
+        let mut t = EimTable::new(120 * SEC);
+        t.insert(ep(2, 5000), 40000, 0);
+        t.insert(ep(2, 5001), 40001, 0);
+        t.insert(ep(3, 5000), 40002, 0);
+        assert_eq!(t.remove_address(Ipv4Addr::new(10, 0, 0, 2)), 2);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.reverse(40000, 1), None);
+        assert_eq!(t.reverse(40002, 1), Some(ep(3, 5000)));
+        assert_eq!(t.remove_address(Ipv4Addr::new(10, 0, 0, 2)), 0);
     }
 
     #[test]

@@ -333,6 +333,12 @@ impl Pipeline {
         self.gateway.flush_conntrack();
     }
 
+    /// Forgets the tracked flows and NAT mappings of `addr`, a container that went away, so
+    /// the next holder of the address starts clean; how many flows went.
+    pub fn forget_address(&mut self, addr: Ipv4Addr) -> usize {
+        self.gateway.forget_address(addr)
+    }
+
     /// The conntrack table (for dumps).
     pub fn conntrack(&self) -> &Conntrack {
         self.gateway.conntrack()

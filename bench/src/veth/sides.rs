@@ -45,10 +45,12 @@ subnet = "203.0.113.0/24"
             let ns = self.netns(tag)?;
             let req = Request::Connect {
                 network: "bridge".into(),
-                netns: format!("/run/netns/{ns}"),
+                netns: Some(format!("/run/netns/{ns}")),
                 name: Some(tag.into()),
                 ifname: Some("eth0".into()),
                 ip: Some(addr.parse()?),
+                mac: None,
+                peer_in_host: false,
             };
             control::call(&self.socket(), &req)
                 .with_context(|| format!("connecting {ns}:\n{}", self.daemon_log()))?;

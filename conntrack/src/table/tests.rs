@@ -768,3 +768,46 @@ fn tuples_and_peek_route_agree_with_the_entry() {
     ct.remove(id);
     assert_eq!(ct.tuples(id), None);
 }
+
+#[test]
+fn remove_address_forgets_every_flow_of_that_address_only() {
+    let mut ct = table(16);
+    let a = tuple(L4Proto::Udp, 5353);
+    let b = tuple(L4Proto::Tcp, 40000);
+    // A published-port flow: the container's address only on the reply side (after DNAT).
+    let inbound = Tuple::new(
+        L4Proto::Tcp,
+        Ipv4Addr::new(203, 0, 113, 1),
+        5000,
+        Ipv4Addr::new(203, 0, 113, 2),
+        8080,
+    );
+    let inbound_reply = Tuple::new(
+        L4Proto::Tcp,
+        Ipv4Addr::new(172, 17, 0, 2),
+        80,
+        Ipv4Addr::new(203, 0, 113, 1),
+        5000,
+    );
+    let other = Tuple::new(
+        L4Proto::Udp,
+        Ipv4Addr::new(172, 17, 0, 3),
+        53,
+        Ipv4Addr::new(1, 2, 3, 4),
+        53,
+    );
+    for (o, r) in [
+        (a, a.reversed()),
+        (b, b.reversed()),
+        (inbound, inbound_reply),
+        (other, other.reversed()),
+    ] {
+        ct.insert(o, r, 0, 0).unwrap();
+    }
+    assert_eq!(ct.remove_address(Ipv4Addr::new(172, 17, 0, 2)), 3);
+    assert_eq!(ct.len(), 1);
+    assert!(ct.contains(&other));
+    assert!(!ct.contains(&inbound) && !ct.contains(&a.reversed()));
+    assert_eq!(ct.remove_address(Ipv4Addr::new(172, 17, 0, 2)), 0);
+    ct.check_invariants();
+}

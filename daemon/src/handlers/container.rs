@@ -6,61 +6,111 @@ use crate::state::{Container, Daemon, dns_update, lock};
 use anyhow::{Context, Result, bail};
 use datapath::engine::PortIo;
 use datapath::io::link::{self, VethSpec};
+use datapath::io::linkwatch;
 use datapath::io::rootless::Request as HelperRequest;
 use datapath::io::tap::Tap;
 use datapath::ports::{AfPacketPort, TapPort};
 use ipam::LeaseMeta;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use switch::{PortAddress, PortId, PortKind};
 
-pub(crate) fn connect(
-    d: &Daemon,
-    network: &str,
-    netns: &str,
-    name: Option<String>,
-    ifname: Option<String>,
-    ip: Option<Ipv4Addr>,
-) -> Result<Container> {
+/// What a `connect` asks for (the request's fields).
+pub(crate) struct ConnectArgs {
+    pub(crate) network: String,
+    pub(crate) netns: Option<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) ifname: Option<String>,
+    pub(crate) ip: Option<Ipv4Addr>,
+    pub(crate) mac: Option<String>,
+    pub(crate) peer_in_host: bool,
+}
+
+/// The name a container gets when the client gives none: `pid-PID` for /proc/PID/ns/net (every
+/// process's file is called `net`), else the namespace file's name.
+fn default_name(netns: &str) -> Option<String> {
+    if let Ok(pid) = container_tap_of(netns) {
+        return Some(format!("pid-{pid}"));
+    }
+    Path::new(netns)
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .filter(|s| !s.is_empty())
+}
+
+pub(crate) fn connect(d: &Daemon, args: ConnectArgs) -> Result<Container> {
     let _guard = lock(&d.changes);
+    let ConnectArgs {
+        network,
+        netns,
+        name,
+        ifname,
+        ip,
+        mac,
+        peer_in_host,
+    } = args;
+    let network = network.as_str();
     let rec = d
         .store
         .network(network)?
         .with_context(|| format!("no network named {network:?}: see `vswitch network ls`"))?;
-    let netns_path = PathBuf::from(netns);
-    // A rootless daemon cannot see other user namespaces' files; its helper opens them.
-    if d.rootless.is_none() && !netns_path.exists() {
+    let netns = match (netns, peer_in_host) {
+        (Some(_), true) => bail!("give either a namespace or peer_in_host, not both"),
+        (None, false) => bail!("give the container's namespace (--netns PATH or --pid PID)"),
+        (Some(n), false) => Some(n),
+        (None, true) => None,
+    };
+    if peer_in_host && d.rootless.is_some() {
+        bail!("a rootless daemon cannot leave a veth end in its namespace for a runtime to move");
+    }
+    if let Some(netns) = &netns
+        && d.rootless.is_none()
+        && !Path::new(netns).exists()
+    {
+        // A rootless daemon cannot see other user namespaces' files; its helper opens them.
         bail!("namespace {netns} does not exist (give /run/netns/NAME or /proc/PID/ns/net)");
     }
-    let name = name.unwrap_or_else(|| {
-        netns_path
-            .file_name()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    });
-    if name.is_empty() {
-        bail!("give the container a --name");
+    let name = name
+        .or_else(|| netns.as_deref().and_then(default_name))
+        .context("give the container a --name")?;
+    let mac = mac
+        .map(|m| {
+            m.parse::<packet::MacAddr>()
+                .map_err(|e| anyhow::anyhow!("bad MAC {m:?}: {e} (give aa:bb:cc:dd:ee:ff)"))
+        })
+        .transpose()?;
+    // A container of that name whose namespace is gone (a restart faster than we heard of
+    // it) is forgotten first, so the new one gets its network at once.
+    let stale = lock(&d.containers)
+        .get(&(network.to_string(), name.clone()))
+        .is_some_and(|c| !super::lifecycle::alive(c));
+    if stale {
+        tracing::info!(container = %name, network, "namespace gone: forgetting the old attachment");
+        forget(d, network, &name, false)?;
     }
+    let netns_identity = netns.as_deref().and_then(super::lifecycle::identity);
     let port = loop {
         let n = d.next_link.fetch_add(1, Ordering::Relaxed);
         let candidate = format!("vsw{n}");
-        if !link::link_exists(&candidate) {
+        let peer = format!("{candidate}p");
+        if !link::link_exists(&candidate) && !link::link_exists(&peer) {
             break candidate;
         }
     };
+    let peer_ifname = format!("{port}p");
     let ifname = ifname.unwrap_or_else(|| "eth0".to_string());
     // The lease is committed first: whatever happens next, the address is never given twice.
     let meta = LeaseMeta {
-        netns: netns.to_string(),
+        netns: netns.clone().unwrap_or_default(),
         ifname: ifname.clone(),
         host_ifname: port.clone(),
-        mac: None,
+        mac: mac.map(|m| m.0),
     };
     let (ip, lease) = d.store.allocate(network, &name, ip, meta)?;
     let undo = |d: &Daemon| {
         let _ = link::delete_link(&port);
-        let _ = d.store.release(network, &name);
+        let _ = d.store.release(network, &name, false);
     };
     let mac = match lease.mac.parse::<packet::MacAddr>() {
         Ok(m) => m,
@@ -73,10 +123,12 @@ pub(crate) fn connect(
         mac: Some(mac),
         ip: Some(ip),
     };
-    let attached = match &d.rootless {
+    let gateway = (!rec.internal).then_some(rec.gateway);
+    let mtu = rec.mtu.min(d.mtu);
+    let attached = match (&d.rootless, &netns) {
         // Rootless: a TAP made inside the container by the helper (no veth can cross into a
         // namespace owned by another user namespace). The link MTU is the bridge's (large).
-        Some(helper) => container_tap_of(netns)
+        (Some(helper), Some(netns)) => container_tap_of(netns)
             .and_then(|pid| {
                 let req = HelperRequest::ContainerTap {
                     pid,
@@ -84,7 +136,7 @@ pub(crate) fn connect(
                     mac: mac.0,
                     mtu: d.mtu,
                     addr: (ip, rec.subnet.prefix_len()),
-                    gateway: (!rec.internal).then_some(rec.gateway),
+                    gateway,
                 };
                 let fd = helper
                     .call(&req)
@@ -95,16 +147,19 @@ pub(crate) fn connect(
                 let ios = vec![Box::new(TapPort::from_tap(tap)) as Box<dyn PortIo>];
                 attach_ios(d, network, &port, address, ios)
             }),
-        None => {
+        (_, None) => linkwatch::create_veth_pair_here(&port, &peer_ifname, mac.0, mtu)
+            .context("creating the veth pair")
+            .and_then(|()| attach_port(d, network, &port, address)),
+        (None, Some(netns)) => {
             let spec = VethSpec {
                 host_ifname: &port,
-                peer_ifname: &format!("{port}p"),
-                netns: &netns_path,
+                peer_ifname: &peer_ifname,
+                netns: Path::new(netns),
                 container_ifname: &ifname,
                 mac: Some(mac.0),
-                mtu: rec.mtu.min(d.mtu),
+                mtu,
                 addr: Some((ip, rec.subnet.prefix_len())),
-                gateway: (!rec.internal).then_some(rec.gateway),
+                gateway,
             };
             link::create_container_veth(&spec)
                 .context("creating the container's veth pair")
@@ -125,12 +180,30 @@ pub(crate) fn connect(
         port,
         ip,
         mac: lease.mac,
-        netns: netns.to_string(),
+        netns: netns.unwrap_or_default(),
         ifname,
+        peer: peer_in_host.then_some(peer_ifname),
+        prefix_len: rec.subnet.prefix_len(),
+        gateway,
+        dns: if rec.builtin {
+            Vec::new()
+        } else {
+            vec![rec.gateway]
+        },
         port_id,
+        netns_identity,
     };
-    lock(&d.containers).insert((network.to_string(), name), c.clone());
+    lock(&d.containers).insert((network.to_string(), name.clone()), c.clone());
     dns_update(d, network, &c.name, c.ip, true);
+    // Ports published to this container before (it was disconnected, or restarted) follow it.
+    match d.store.republish(network, &name) {
+        Ok(ports) => {
+            for (proto, host_port, p) in ports {
+                super::port::activate(d, proto, host_port, &p);
+            }
+        }
+        Err(e) => tracing::warn!(container = %name, "its published ports stay inactive: {e}"),
+    }
     tracing::info!(container = %c.name, ip = %c.ip, port = %c.port, "connected");
     Ok(c)
 }
@@ -147,8 +220,30 @@ pub(crate) fn container_tap_of(netns: &str) -> Result<u32> {
         )
 }
 
-pub(crate) fn disconnect(d: &Daemon, network: &str, name: &str) -> Result<Container> {
+/// Detaches container `name` from `network`: its port, its link, its lease, its DNS name and
+/// its tracked flows go; its published ports stay recorded (inactive) unless `unpublish`.
+/// `Ok(None)` when no such container is connected and `missing_ok`.
+pub(crate) fn disconnect(
+    d: &Daemon,
+    network: &str,
+    name: &str,
+    unpublish: bool,
+    missing_ok: bool,
+) -> Result<Option<Container>> {
     let _guard = lock(&d.changes);
+    match forget(d, network, name, unpublish) {
+        Ok(c) => Ok(Some(c)),
+        Err(_) if missing_ok => {
+            // A lease without an attachment (a daemon that died mid-connect) goes too.
+            d.store.release(network, name, unpublish)?;
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// [`disconnect`]'s work, with the `changes` lock already held.
+pub(crate) fn forget(d: &Daemon, network: &str, name: &str, unpublish: bool) -> Result<Container> {
     let c = lock(&d.containers)
         .remove(&(network.to_string(), name.to_string()))
         .with_context(|| {
@@ -161,16 +256,55 @@ pub(crate) fn disconnect(d: &Daemon, network: &str, name: &str) -> Result<Contai
     if !c.tap {
         link::delete_link(&c.port).with_context(|| format!("deleting {}", c.port))?;
     }
-    if let Some(released) = d.store.release(network, name)? {
+    if let Some(released) = d.store.release(network, name, unpublish)? {
         for (proto, host_port, _) in released.unpublished {
-            if let Some(g) = &d.gateway {
-                let _ = g.unpublish(proto, host_port);
-            }
-            let num = proto.number();
-            d.call_all(move |e| e.pipeline_mut().unpublish(num, host_port));
+            super::port::deactivate(d, proto, host_port, unpublish);
         }
     }
     dns_update(d, network, &c.name, c.ip, false);
+    let ip = c.ip;
+    d.call_all(move |e| e.pipeline_mut().forget_address(ip));
+    Ok(c)
+}
+
+/// Whether container `name` on `network` is as it was made: its port on the switch, its host
+/// link there, and (when its namespace is known) its interface there up with its MAC and
+/// address. The container, or what differs.
+pub(crate) fn check(d: &Daemon, network: &str, name: &str) -> Result<Container> {
+    let c = lock(&d.containers)
+        .get(&(network.to_string(), name.to_string()))
+        .cloned()
+        .with_context(|| format!("no container named {name:?} is connected to {network:?}"))?;
+    if !c.tap && !link::link_exists(&c.port) {
+        bail!("the switch's end {} of {name:?} is gone", c.port);
+    }
+    if c.netns.is_empty() || c.tap {
+        return Ok(c);
+    }
+    let state = linkwatch::link_state_in(Path::new(&c.netns), &c.ifname)
+        .with_context(|| format!("reading {} in {}", c.ifname, c.netns))?
+        .with_context(|| format!("{name:?} has no interface {} in {}", c.ifname, c.netns))?;
+    if !state.up {
+        bail!("{} of {name:?} is down", c.ifname);
+    }
+    let mac = c.mac.parse::<packet::MacAddr>().ok().map(|m| m.0);
+    if state.mac != mac {
+        bail!(
+            "{} of {name:?} has MAC {:?}, not {}",
+            c.ifname,
+            state.mac,
+            c.mac
+        );
+    }
+    if !state.addrs.contains(&(c.ip, c.prefix_len)) {
+        bail!(
+            "{} of {name:?} lacks its address {}/{} (has {:?})",
+            c.ifname,
+            c.ip,
+            c.prefix_len,
+            state.addrs
+        );
+    }
     Ok(c)
 }
 
@@ -181,7 +315,9 @@ pub(crate) fn reattach(d: &Daemon) {
         Err(e) => return tracing::warn!("reading leases: {e}"),
     };
     for (network, ip, lease) in leases {
-        let alive = link::link_exists(&lease.host_ifname) && Path::new(&lease.netns).exists();
+        // A runtime's veth (Docker's) has no namespace recorded: its link is all there is.
+        let alive = link::link_exists(&lease.host_ifname)
+            && (lease.netns.is_empty() || Path::new(&lease.netns).exists());
         let attached = alive
             .then(|| {
                 let address = PortAddress {
@@ -200,6 +336,7 @@ pub(crate) fn reattach(d: &Daemon) {
                 {
                     d.next_link.fetch_max(n + 1, Ordering::Relaxed);
                 }
+                let rec = d.store.network(&network).ok().flatten();
                 let c = Container {
                     tap: false,
                     name: lease.container.clone(),
@@ -209,7 +346,16 @@ pub(crate) fn reattach(d: &Daemon) {
                     mac: lease.mac.clone(),
                     netns: lease.netns.clone(),
                     ifname: lease.ifname.clone(),
+                    peer: None,
+                    prefix_len: rec.as_ref().map_or(32, |r| r.subnet.prefix_len()),
+                    gateway: rec.as_ref().filter(|r| !r.internal).map(|r| r.gateway),
+                    dns: rec
+                        .as_ref()
+                        .filter(|r| !r.builtin)
+                        .map(|r| vec![r.gateway])
+                        .unwrap_or_default(),
                     port_id,
+                    netns_identity: super::lifecycle::identity(&lease.netns),
                 };
                 tracing::info!(container = %c.name, network = %network, ip = %ip, "re-attached");
                 lock(&d.containers).insert((network.clone(), c.name.clone()), c);
@@ -219,8 +365,13 @@ pub(crate) fn reattach(d: &Daemon) {
                     tracing::warn!("re-attaching {} on {network}: {e:#}", lease.container);
                 }
                 let _ = link::delete_link(&lease.host_ifname);
-                match d.store.release(&network, &lease.container) {
-                    Ok(_) => {
+                match d.store.release(&network, &lease.container, false) {
+                    Ok(released) => {
+                        for (proto, host_port, _) in
+                            released.map(|r| r.unpublished).unwrap_or_default()
+                        {
+                            super::port::deactivate(d, proto, host_port, false);
+                        }
                         tracing::info!(
                             container = %lease.container,
                             network = %network,
@@ -313,7 +464,7 @@ pub(crate) fn attach_ios(
 /// (packet_release → synchronize_net, ~10 ms each): on a loop thread that stalled every frame
 /// it serves (a ping between two other containers: p99 12 ms while containers left), and on
 /// the control thread it would add it to every `disconnect`, once per worker.
-fn remove_port_everywhere(d: &Daemon, id: PortId) {
+pub(crate) fn remove_port_everywhere(d: &Daemon, id: PortId) {
     let ios = d.call_all(move |e| {
         let io = e.detach(id);
         e.pipeline_mut().remove_port(id);

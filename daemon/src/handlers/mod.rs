@@ -2,11 +2,13 @@
 //! the packet loops. [`run`] only dispatches.
 
 mod container;
+mod lifecycle;
 mod network;
 mod port;
 mod status;
 
 pub(crate) use container::reattach;
+pub(crate) use lifecycle::start as watch_containers;
 
 use crate::state::Daemon;
 use anyhow::Result;
@@ -27,9 +29,30 @@ pub(crate) fn run(d: &Daemon, req: Request) -> Result<serde_json::Value> {
             name,
             ifname,
             ip,
-        } => serde_json::to_value(container::connect(d, &network, &netns, name, ifname, ip)?)?,
-        Request::Disconnect { network, name } => {
-            serde_json::to_value(container::disconnect(d, &network, &name)?)?
+            mac,
+            peer_in_host,
+        } => {
+            let args = container::ConnectArgs {
+                network,
+                netns,
+                name,
+                ifname,
+                ip,
+                mac,
+                peer_in_host,
+            };
+            serde_json::to_value(container::connect(d, args)?)?
+        }
+        Request::Disconnect {
+            network,
+            name,
+            unpublish,
+            missing_ok,
+        } => serde_json::to_value(container::disconnect(
+            d, &network, &name, unpublish, missing_ok,
+        )?)?,
+        Request::ContainerCheck { network, name } => {
+            serde_json::to_value(container::check(d, &network, &name)?)?
         }
         Request::NetworkCreate {
             name,
@@ -59,12 +82,29 @@ pub(crate) fn run(d: &Daemon, req: Request) -> Result<serde_json::Value> {
         Request::PortPublish {
             network,
             container,
+            host_ip,
             host_port,
+            host_port_last,
             container_port,
             proto,
-        } => port::publish(d, &network, &container, host_port, container_port, &proto)?,
+        } => port::publish(
+            d,
+            port::PublishArgs {
+                network,
+                container,
+                host_ip,
+                host_port,
+                host_port_last,
+                container_port,
+                proto,
+            },
+        )?,
         Request::PortLs => port::ls(d)?,
-        Request::PortRm { proto, host_port } => port::rm(d, &proto, host_port)?,
+        Request::PortRm {
+            proto,
+            host_port,
+            host_port_last,
+        } => port::rm(d, &proto, host_port, host_port_last)?,
         Request::Shutdown => {
             d.shutdown.store(true, Ordering::Relaxed);
             serde_json::json!({})

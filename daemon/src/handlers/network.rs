@@ -64,7 +64,17 @@ pub(super) fn inspect(d: &Daemon, names: &[String]) -> Result<Vec<NetworkInspect
 /// Removes a network without containers from the store and every loop.
 pub(super) fn rm(d: &Daemon, name: &str) -> Result<Value> {
     let _guard = lock(&d.changes);
+    let kept: Vec<_> = d
+        .store
+        .published()?
+        .into_iter()
+        .filter(|(_, _, p)| p.network == name)
+        .collect();
     let rec = d.store.remove_network(name)?;
+    // The ports its disconnected containers kept went with it.
+    for (proto, host_port, _) in &kept {
+        super::port::deactivate(d, *proto, *host_port, true);
+    }
     let n = name.to_string();
     d.call_all(move |e| e.pipeline_mut().remove_network(&n))
         .context("the packet loop is not running")?;

@@ -13,8 +13,8 @@ use super::link::{delete_link, disable_ipv6, set_link_up};
 use super::{IoError, check_ifname, in_netns};
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::RouteNetlinkMessage;
-use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo};
 use netlink_packet_route::link::LinkMessage;
+use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 use nix::net::if_::InterfaceFlags;
 use std::net::Ipv4Addr;
@@ -178,7 +178,8 @@ fn link_state_here(ifname: &str) -> Result<Option<LinkState>, IoError> {
                 .netmask
                 .and_then(|m| m.as_sockaddr_in().map(|m| m.ip().to_bits().count_ones()))
                 .unwrap_or(32);
-            s.addrs.push((inet.ip(), u8::try_from(prefix).unwrap_or(32)));
+            s.addrs
+                .push((inet.ip(), u8::try_from(prefix).unwrap_or(32)));
         }
     }
     Ok(state)

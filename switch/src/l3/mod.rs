@@ -152,6 +152,15 @@ impl Gateway {
         self.invalidate_flows();
     }
 
+    /// Forgets what the gateway knows of `addr` (its container went away): its tracked flows
+    /// and NAT mappings. How many flows went.
+    pub(crate) fn forget_address(&mut self, addr: Ipv4Addr) -> usize {
+        let n = self.ct.remove_address(addr);
+        self.eim.remove_address(addr);
+        self.invalidate_flows();
+        n
+    }
+
     /// Publishes `host_port` of `protocol` to a container.
     pub(crate) fn publish(&mut self, protocol: u8, host_port: u16, to: (Ipv4Addr, u16)) {
         self.published.insert((protocol, host_port), to);
