@@ -97,7 +97,7 @@ pub fn rewrite_prepared(
     let l4_ck = u16::from_be_bytes([seg[ck_off], seg[ck_off + 1]]);
     ip[12..16].copy_from_slice(&p.to.0.addr.octets());
     ip[16..20].copy_from_slice(&p.to.1.addr.octets());
-    ip[10..12].copy_from_slice(&p.ip.delta().apply(ip_ck).to_be_bytes());
+    ip[10..12].copy_from_slice(&p.ip.delta().apply_ip_header(ip_ck).to_be_bytes());
     seg[0..2].copy_from_slice(&p.to.0.port.to_be_bytes());
     seg[2..4].copy_from_slice(&p.to.1.port.to_be_bytes());
     let new_ck = if l4_partial {

@@ -178,7 +178,7 @@ pub(crate) fn write_addrs(
     let mut d = Delta::default();
     d.addr(old_src, src);
     d.addr(old_dst, dst);
-    let new_ck = d.apply(ck);
+    let new_ck = d.apply_ip_header(ck);
     wr_addr(ip, 12, src)?;
     wr_addr(ip, 16, dst)?;
     wr16(ip, 10, new_ck)?;

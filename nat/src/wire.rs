@@ -126,6 +126,20 @@ impl Delta {
     }
 }
 
+impl Delta {
+    /// [`Delta::apply`] for an IPv4 header checksum, where 0x0000 stays 0x0000: a header is
+    /// never all zeros (its version nibble is 4), so its sum is never +0 and 0x0000 is the
+    /// value a full computation gives, and the one receivers' checkers compare with.
+    #[inline]
+    pub(crate) fn apply_ip_header(self, checksum: u16) -> u16 {
+        let d = fold64(self.sum);
+        if !self.changed || d == 0 || d == 0xffff {
+            return checksum;
+        }
+        !fold(u32::from(!checksum) + u32::from(d))
+    }
+}
+
 /// A [`Delta`] folded to 16 bits for storage (4 bytes instead of 16); applies identically.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct FoldedDelta {
@@ -195,6 +209,11 @@ mod tests {
         assert_eq!(d.apply(0x0000), 0xffff);
         assert_eq!(Delta::default().apply(0xffff), 0xffff);
         assert_eq!(Delta::default().apply(0x0000), 0x0000);
+        // A header whose new sum is -0 gets 0x0000, as a full computation gives.
+        let mut h = Delta::default();
+        h.word(0x1234, 0x1235);
+        assert_eq!(h.apply_ip_header(0x0001), 0x0000);
+        assert_eq!(h.apply(0x0001), 0xffff);
         // 0xffff -> 0x0000 adds nothing to the sum but is a change.
         let mut d = Delta::default();
         d.word(0xffff, 0);
