@@ -53,7 +53,13 @@ fn two_containers_ping_download_and_fdb() {
     // Both MACs are in the FDB, each on its container's port.
     let status = lab.json(&["status"]);
     let fdb = lab.json(&["fdb", "show"]);
-    for c in status["containers"].as_array().unwrap() {
+    let on_bridge = status["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        // The host port is quiet: it has sent nothing to learn from.
+        .filter(|c| c["network"] == "bridge" && c["name"] != "host.vswitch.internal");
+    for c in on_bridge {
         let (mac, port) = (c["mac"].as_str().unwrap(), c["port"].as_str().unwrap());
         assert!(
             fdb.as_array()

@@ -16,9 +16,11 @@
 //!
 //! Rooms: [`startup`] (start and stop), `server` (the control socket), `state` (what the
 //! daemon holds, and its locks), `handlers` (one module per resource: network, container, port,
-//! status), `uplink` (the socket gateway, the embedded rootless topology, resolvers).
+//! status; the host port), `host_proxy` (published ports reached from the host itself), `uplink`
+//! (the socket gateway, the embedded rootless topology, resolvers).
 
 mod handlers;
+mod host_proxy;
 mod server;
 mod startup;
 mod state;

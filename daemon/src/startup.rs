@@ -92,6 +92,16 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         clients: AtomicUsize::new(0),
         max_clients: topo.limits.control_clients.max(1) as usize,
         max_request: topo.limits.control_request_bytes.max(64) as usize,
+        host: if opts.rootless.is_some() {
+            switch::config::HostConfig {
+                port: false,
+                proxy: false,
+            }
+        } else {
+            config.host.clone()
+        },
+        uplink_address: config.uplink.as_ref().map(|u| u.address),
+        proxy: Default::default(),
     });
     restore(&daemon, upstream);
     handlers::watch_containers(&daemon);
@@ -126,14 +136,20 @@ fn load_topology(opts: &DaemonOptions) -> Result<(Config, String)> {
 /// A pipeline for one worker, with the store's networks and published ports.
 fn stored_pipeline(config: &Config, origin: &str, store: &Store) -> Result<switch::Pipeline> {
     let mut p = switch::Pipeline::new(config).with_context(|| origin.to_string())?;
+    let socket_uplink = p
+        .topology()
+        .ports
+        .iter()
+        .any(|p| p.kind == PortKind::Socket);
+    let uplink = config.uplink.as_ref().map(|u| u.address);
     for n in store.networks()? {
         p.add_network(&def_of(&n))
             .with_context(|| format!("network {:?} from the state", n.name))?;
     }
     for (proto, host_port, publ) in store.published()? {
-        // Ports of disconnected containers wait for them; loopback-only ones are the host's.
+        // Ports of disconnected containers wait for them; the host proxy serves the host's.
         if let Some(ip) = publ.container_ip
-            && !publ.host_ip.is_some_and(|a| a.is_loopback())
+            && handlers::dnat_on_uplink(publ.host_ip, uplink, socket_uplink)
         {
             p.publish(proto.number(), host_port, ip, publ.container_port);
         }
@@ -196,10 +212,12 @@ fn open_topology_ports(
     Ok(gateway)
 }
 
-/// What the last run left: containers whose link survived, host listening sockets of ports
-/// published at run time, DNS upstreams and names.
+/// What the last run left: containers whose link survived, the host ports, the host proxy's
+/// and the socket gateway's listening sockets of published ports, DNS upstreams and names.
 fn restore(daemon: &Daemon, upstream: Vec<Ipv4Addr>) {
     handlers::reattach(daemon);
+    handlers::ensure_host_ports(daemon);
+    handlers::activate_published(daemon);
     if let Some(g) = &daemon.gateway {
         for (proto, host_port, p) in daemon.store.published().unwrap_or_default() {
             if let Err(e) = g.publish(gateway_published(proto, p.host_ip, host_port)) {

@@ -93,6 +93,12 @@ pub(crate) struct Daemon {
     pub(crate) clients: AtomicUsize,
     pub(crate) max_clients: usize,
     pub(crate) max_request: usize,
+    /// `[host]`: host ports and the host proxy (both off in rootless mode).
+    pub(crate) host: switch::config::HostConfig,
+    /// vswitch's own address on the uplink (where published ports are DNATed).
+    pub(crate) uplink_address: Option<Ipv4Addr>,
+    /// Published ports reached from the host itself.
+    pub(crate) proxy: crate::host_proxy::HostProxy,
 }
 
 /// Counts a served control client; the count drops when the client's thread ends, however.

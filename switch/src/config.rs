@@ -49,6 +49,31 @@ pub struct Config {
     /// Resource limits that keep one tenant from starving the others.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// How the daemon's own host reaches its containers (rootful daemon only).
+    #[serde(default)]
+    pub host: HostConfig,
+}
+
+/// The host's way in (the daemon only; `vswitch replay` and the bench ignore it).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostConfig {
+    /// A host port on every non-internal network: an interface `vs-NAME` in the daemon's
+    /// namespace holding the subnet's last address, so the host reaches the containers (as
+    /// docker0 does). It adds a connected route for each subnet, no default route.
+    pub port: bool,
+    /// Published TCP ports reachable from the host itself, on localhost and its own addresses
+    /// (a relay through the host port, as docker-proxy does). Needs `port`.
+    pub proxy: bool,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            port: true,
+            proxy: true,
+        }
+    }
 }
 
 /// Resource limits (the ones that belong to a section of their own; the others are

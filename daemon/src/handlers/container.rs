@@ -25,6 +25,9 @@ pub(crate) struct ConnectArgs {
     pub(crate) ip: Option<Ipv4Addr>,
     pub(crate) mac: Option<String>,
     pub(crate) peer_in_host: bool,
+    /// A default route via the gateway in the namespace (not for the host port: the host
+    /// keeps its own).
+    pub(crate) default_route: bool,
 }
 
 /// The name a container gets when the client gives none: `pid-PID` for /proc/PID/ns/net (every
@@ -41,6 +44,11 @@ fn default_name(netns: &str) -> Option<String> {
 
 pub(crate) fn connect(d: &Daemon, args: ConnectArgs) -> Result<Container> {
     let _guard = lock(&d.changes);
+    connect_held(d, args)
+}
+
+/// [`connect`]'s work, with the `changes` lock already held.
+pub(crate) fn connect_held(d: &Daemon, args: ConnectArgs) -> Result<Container> {
     let ConnectArgs {
         network,
         netns,
@@ -49,6 +57,7 @@ pub(crate) fn connect(d: &Daemon, args: ConnectArgs) -> Result<Container> {
         ip,
         mac,
         peer_in_host,
+        default_route,
     } = args;
     let network = network.as_str();
     let rec = d
@@ -159,7 +168,7 @@ pub(crate) fn connect(d: &Daemon, args: ConnectArgs) -> Result<Container> {
                 mac: Some(mac.0),
                 mtu,
                 addr: Some((ip, rec.subnet.prefix_len())),
-                gateway,
+                gateway: gateway.filter(|_| default_route),
             };
             link::create_container_veth(&spec)
                 .context("creating the container's veth pair")
@@ -199,7 +208,9 @@ pub(crate) fn connect(d: &Daemon, args: ConnectArgs) -> Result<Container> {
     match d.store.republish(network, &name) {
         Ok(ports) => {
             for (proto, host_port, p) in ports {
-                super::port::activate(d, proto, host_port, &p);
+                if let Err(e) = super::port::activate(d, proto, host_port, &p) {
+                    tracing::warn!(container = %name, "{e:#}");
+                }
             }
         }
         Err(e) => tracing::warn!(container = %name, "its published ports stay inactive: {e}"),

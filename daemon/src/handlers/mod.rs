@@ -2,13 +2,16 @@
 //! the packet loops. [`run`] only dispatches.
 
 mod container;
+mod host_port;
 mod lifecycle;
 mod network;
 mod port;
 mod status;
 
 pub(crate) use container::reattach;
+pub(crate) use host_port::ensure_all as ensure_host_ports;
 pub(crate) use lifecycle::start as watch_containers;
+pub(crate) use port::{activate_all as activate_published, dnat_on_uplink};
 
 use crate::state::Daemon;
 use anyhow::Result;
@@ -40,6 +43,7 @@ pub(crate) fn run(d: &Daemon, req: Request) -> Result<serde_json::Value> {
                 ip,
                 mac,
                 peer_in_host,
+                default_route: true,
             };
             serde_json::to_value(container::connect(d, args)?)?
         }

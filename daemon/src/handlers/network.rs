@@ -24,6 +24,7 @@ pub(super) fn create(d: &Daemon, spec: NetworkSpec) -> Result<NetworkInspect> {
         bail!("the datapath refused the network: {e}");
     }
     refresh_dns(d, &rec.name);
+    super::host_port::ensure(d, &rec.name);
     inspect_one(d, &rec)
 }
 
@@ -70,7 +71,21 @@ pub(super) fn rm(d: &Daemon, name: &str) -> Result<Value> {
         .into_iter()
         .filter(|(_, _, p)| p.network == name)
         .collect();
-    let rec = d.store.remove_network(name)?;
+    // The host port goes with the network, but only when no container is left on it.
+    let containers = d.store.leases(name)?;
+    if containers
+        .iter()
+        .all(|(_, l)| l.container == super::host_port::HOST_NAME)
+    {
+        super::host_port::remove(d, name)?;
+    }
+    let rec = match d.store.remove_network(name) {
+        Ok(rec) => rec,
+        Err(e) => {
+            super::host_port::ensure(d, name);
+            return Err(e.into());
+        }
+    };
     // The ports its disconnected containers kept went with it.
     for (proto, host_port, _) in &kept {
         super::port::deactivate(d, *proto, *host_port, true);

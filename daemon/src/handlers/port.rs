@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use ipam::{Publish, PublishTarget};
 use packet::PortProto;
 use serde_json::{Value, json};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// What a `port publish` asks for (the request's fields).
 pub(crate) struct PublishArgs {
@@ -49,8 +49,14 @@ pub(super) fn publish(d: &Daemon, args: PublishArgs) -> Result<Value> {
             }
         }
     }
-    for (host_port, p) in &ports {
-        activate(d, proto, *host_port, p);
+    for (i, (host_port, p)) in ports.iter().enumerate() {
+        if let Err(e) = activate(d, proto, *host_port, p) {
+            for (done, _) in &ports[..=i] {
+                deactivate(d, proto, *done, true);
+            }
+            let _ = d.store.unpublish_range(proto, first, last);
+            return Err(e);
+        }
     }
     let rows: Vec<Value> = ports.iter().map(|(h, p)| row(proto, *h, p)).collect();
     Ok(match rows.as_slice() {
@@ -71,29 +77,91 @@ fn row(proto: PortProto, host_port: u16, p: &Publish) -> Value {
     })
 }
 
-/// Puts a published port into every loop's DNAT table, when its container is connected and it
-/// is not bound to the host's loopback only.
-pub(crate) fn activate(d: &Daemon, proto: PortProto, host_port: u16, p: &Publish) {
-    let Some(ip) = p.container_ip else { return };
-    if p.host_ip.is_some_and(|a| a.is_loopback()) {
-        return;
-    }
-    let (num, cport) = (proto.number(), p.container_port);
-    if d.call_all(move |e| e.pipeline_mut().publish(num, host_port, ip, cport))
-        .is_none()
-    {
-        tracing::warn!("{proto} port {host_port}: the packet loop is not running");
-    }
+/// Whether a port published on `host_ip` is DNATed by the switch: always behind a socket
+/// uplink (its listening sockets bind `host_ip` and hand every connection to the switch);
+/// otherwise when it listens on every address or on the uplink's. Loopback and other host
+/// addresses are the host's own: only the host proxy serves them.
+pub(crate) fn dnat_on_uplink(
+    host_ip: Option<Ipv4Addr>,
+    uplink: Option<Ipv4Addr>,
+    socket_uplink: bool,
+) -> bool {
+    socket_uplink || host_ip.is_none_or(|a| a.is_unspecified() || Some(a) == uplink)
 }
 
-/// Takes a published port out of every loop's DNAT table; `removed` when it is gone for good
-/// (the socket gateway stops listening too).
+/// Where the host proxy listens for a published port and what it relays to, when the host
+/// serves it: TCP, not the uplink's own address, the container connected on a network with a
+/// host port (the relay's way in).
+fn proxied(
+    d: &Daemon,
+    proto: PortProto,
+    host_port: u16,
+    p: &Publish,
+) -> Option<(SocketAddrV4, SocketAddrV4)> {
+    let ip = p.container_ip?;
+    let host_ip = p.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+    if !d.host.proxy || proto != PortProto::Tcp || Some(host_ip) == d.uplink_address {
+        return None;
+    }
+    super::host_port::of(d, &p.network)?;
+    Some((
+        SocketAddrV4::new(host_ip, host_port),
+        SocketAddrV4::new(ip, p.container_port),
+    ))
+}
+
+/// Makes a published port work, when its container is connected: every loop's DNAT table
+/// (see [`dnat_on_uplink`]) and the host proxy.
+///
+/// # Errors
+/// When the host proxy cannot listen (a host service has the port); the DNAT stays.
+pub(crate) fn activate(d: &Daemon, proto: PortProto, host_port: u16, p: &Publish) -> Result<()> {
+    let Some(ip) = p.container_ip else {
+        return Ok(());
+    };
+    if dnat_on_uplink(p.host_ip, d.uplink_address, d.gateway.is_some()) {
+        let (num, cport) = (proto.number(), p.container_port);
+        if d.call_all(move |e| e.pipeline_mut().publish(num, host_port, ip, cport))
+            .is_none()
+        {
+            tracing::warn!("{proto} port {host_port}: the packet loop is not running");
+        }
+    }
+    if let Some((listen, target)) = proxied(d, proto, host_port, p) {
+        d.proxy.start(listen, target).with_context(|| {
+            format!(
+                "the host cannot listen on {listen} (is a host service using it? publish \
+                 another port, or bind one address with HOSTIP:{host_port}:...)"
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Takes a published port out of every loop's DNAT table and the host proxy; `removed` when
+/// it is gone for good (the socket gateway stops listening too).
 pub(crate) fn deactivate(d: &Daemon, proto: PortProto, host_port: u16, removed: bool) {
     if removed && let Some(g) = &d.gateway {
         let _ = g.unpublish(proto, host_port);
     }
+    if proto == PortProto::Tcp {
+        d.proxy.stop(host_port);
+    }
     let num = proto.number();
     d.call_all(move |e| e.pipeline_mut().unpublish(num, host_port));
+}
+
+/// Activates every published port whose container is connected (at start-up, once the
+/// containers and host ports are back; the DNAT tables already have theirs).
+pub(crate) fn activate_all(d: &Daemon) {
+    let _guard = lock(&d.changes);
+    for (proto, host_port, p) in d.store.published().unwrap_or_default() {
+        if let Some((listen, target)) = proxied(d, proto, host_port, &p)
+            && let Err(e) = d.proxy.start(listen, target)
+        {
+            tracing::warn!("{proto} port {host_port}: the host cannot listen on {listen}: {e}");
+        }
+    }
 }
 
 /// Every published port.

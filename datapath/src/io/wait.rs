@@ -1,7 +1,8 @@
-//! Waiting on one descriptor outside the packet loops (the control socket's accept loop).
+//! Waiting on one descriptor outside the packet loops (the control socket's accept loop, the
+//! host proxy's listeners), and waking such a waiter for good.
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::Duration;
 
 /// Waits until `fd` is readable (for a listening socket: a client is waiting to be accepted),
@@ -15,6 +16,14 @@ pub fn readable(fd: BorrowedFd<'_>, timeout: Duration) -> std::io::Result<bool> 
         Err(nix::errno::Errno::EINTR) => Ok(false),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Stops a listening socket at once: new connections are refused, a thread waiting in
+/// [`readable`] on it wakes (and its `accept` fails). Closing the descriptor would do neither
+/// while that thread still holds it.
+pub fn stop_listening(fd: BorrowedFd<'_>) -> std::io::Result<()> {
+    nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Both)
+        .map_err(std::io::Error::from)
 }
 
 #[cfg(test)]

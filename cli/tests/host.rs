@@ -1,0 +1,284 @@
+//! The host's side of vswitch, end to end, with the daemon in a stand-in host namespace
+//! (testkit's runtime lab): the host port (the host reaches containers, as through docker0),
+//! published ports reached from the host itself (localhost, host-only `127.0.0.1:` ports) and
+//! from the internet namespace, ranges, and the container lifecycle a runtime relies on (a
+//! namespace that disappears frees its address, port and name; ports stay the container's
+//! across a disconnect and come back when it reconnects).
+//!
+//! Root only; everything lives in namespaces the test makes.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+use testkit::lab::{Netns, prefix, serial, skip_unless_root, try_ok, wait_until};
+use testkit::runtime_host::{INET_ADDR, RuntimeHost, UPLINK_ADDR};
+
+const BIN: &str = env!("CARGO_BIN_EXE_vswitch");
+
+fn bin() -> PathBuf {
+    PathBuf::from(BIN)
+}
+
+fn whoami_server() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/whoami_server.py")
+        .display()
+        .to_string()
+}
+
+/// `curl` of `url` from the namespace `ns`: the body, or None when it fails within 3 s.
+fn curl(ns: &str, url: &str) -> Option<String> {
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{ns}"))
+        .args(["curl", "-s", "--noproxy", "*", "-m", "3", url])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Starts the whoami server on port 80 inside `ns`; its pid.
+fn serve(lab: &mut RuntimeHost, ns: &Netns) -> u32 {
+    let mut cmd = Command::new("ip");
+    cmd.args([
+        "netns",
+        "exec",
+        ns.name(),
+        "python3",
+        &whoami_server(),
+        "80",
+    ]);
+    let pid = lab.spawn(cmd, "whoami.log").expect("whoami server");
+    let up = wait_until(Duration::from_secs(10), || {
+        ns.exec(&["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/80"])
+            .status
+            .success()
+    });
+    assert!(
+        up,
+        "whoami server in {}: {}",
+        ns.name(),
+        lab.log("whoami.log")
+    );
+    pid
+}
+
+fn json(lab: &RuntimeHost, args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = lab.vswitch(&bin(), &all).expect("vswitch");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+}
+
+fn lab(stem: &str) -> RuntimeHost {
+    let mut lab = RuntimeHost::new(&prefix(stem)).expect("runtime lab");
+    lab.start_vswitch(&bin(), "").expect("vswitch daemon");
+    lab.vswitch(
+        &bin(),
+        &["network", "create", "web", "--subnet", "10.88.0.0/24"],
+    )
+    .expect("network create");
+    lab
+}
+
+fn connect(lab: &RuntimeHost, ns: &Netns, name: &str) -> String {
+    let path = ns.path().display().to_string();
+    let out = json(
+        lab,
+        &[
+            "network", "connect", "web", "--netns", &path, "--name", name,
+        ],
+    );
+    out["ip"].as_str().expect("ip").to_string()
+}
+
+#[test]
+fn the_host_reaches_containers_and_its_published_ports() {
+    if skip_unless_root("the_host_reaches_containers_and_its_published_ports") {
+        return;
+    }
+    let _serial = serial();
+    let mut lab = lab("vsho");
+    let host = lab.host().to_string();
+    let inet = lab.inet().to_string();
+
+    // The host port: the subnet's last address on vs-web, a connected route, no default route.
+    let addrs = try_ok(&mut lab.in_host(&["ip", "-o", "-4", "addr", "show", "dev", "vs-web"]))
+        .expect("vs-web in the host");
+    assert!(addrs.contains("10.88.0.254/24"), "{addrs}");
+    let routes = try_ok(&mut lab.in_host(&["ip", "-4", "route"])).expect("routes");
+    assert!(
+        !routes.contains("default"),
+        "the host gained a default route: {routes}"
+    );
+
+    let c1 = Netns::new("ho");
+    let ip = connect(&lab, &c1, "c1");
+    serve(&mut lab, &c1);
+    try_ok(&mut lab.in_host(&["ping", "-c", "1", "-W", "2", &ip])).expect("host pings container");
+    let seen = curl(&host, &format!("http://{ip}/whoami"));
+    assert_eq!(
+        seen.as_deref(),
+        Some("10.88.0.254"),
+        "host → container directly"
+    );
+
+    lab.vswitch(&bin(), &["port", "publish", "web", "c1", "8080:80"])
+        .expect("publish");
+    lab.vswitch(
+        &bin(),
+        &["port", "publish", "web", "c1", "127.0.0.1:8081:80"],
+    )
+    .expect("publish host-only");
+    // From the host itself: localhost reaches both, through the host proxy.
+    for port in [8080, 8081] {
+        let seen = curl(&host, &format!("http://127.0.0.1:{port}/whoami"));
+        assert_eq!(seen.as_deref(), Some("10.88.0.254"), "localhost:{port}");
+    }
+    // From the internet: the DNAT keeps the client's address; the host-only port is closed.
+    let seen = curl(&inet, &format!("http://{UPLINK_ADDR}:8080/whoami"));
+    assert_eq!(seen.as_deref(), Some(INET_ADDR), "internet → 8080");
+    assert_eq!(
+        curl(&inet, &format!("http://{UPLINK_ADDR}:8081/whoami")),
+        None
+    );
+
+    // A range publishes every port of it, or none.
+    let out = json(&lab, &["port", "publish", "web", "c1", "9000-9001:80-81"]);
+    assert_eq!(out["published"].as_array().map(Vec::len), Some(2), "{out}");
+    let seen = curl(&inet, &format!("http://{UPLINK_ADDR}:9000/whoami"));
+    assert_eq!(seen.as_deref(), Some(INET_ADDR), "internet → 9000");
+    let clash = lab.vswitch(&bin(), &["port", "publish", "web", "c1", "8999-9000:80-81"]);
+    assert!(
+        clash.is_err(),
+        "a range over a published port must be refused"
+    );
+    let ports = json(&lab, &["port", "ls"]);
+    assert_eq!(ports.as_array().map(Vec::len), Some(4), "{ports}");
+
+    // Unpublished: localhost and the internet both lose it.
+    lab.vswitch(&bin(), &["port", "rm", "8080"])
+        .expect("port rm");
+    assert_eq!(curl(&host, "http://127.0.0.1:8080/whoami"), None);
+    assert_eq!(
+        curl(&inet, &format!("http://{UPLINK_ADDR}:8080/whoami")),
+        None
+    );
+
+    // The network goes with its host port once its containers have left.
+    let busy = lab.vswitch(&bin(), &["network", "rm", "web"]);
+    assert!(busy.is_err(), "a network with a container must stay");
+    assert!(try_ok(&mut lab.in_host(&["ip", "link", "show", "vs-web"])).is_ok());
+    lab.vswitch(&bin(), &["network", "disconnect", "web", "c1"])
+        .expect("disconnect");
+    lab.vswitch(&bin(), &["network", "rm", "web"])
+        .expect("network rm");
+    assert!(try_ok(&mut lab.in_host(&["ip", "link", "show", "vs-web"])).is_err());
+}
+
+#[test]
+fn a_vanished_container_is_released_and_its_name_reused() {
+    if skip_unless_root("a_vanished_container_is_released_and_its_name_reused") {
+        return;
+    }
+    let _serial = serial();
+    let mut lab = lab("vslc");
+    let inet = lab.inet().to_string();
+
+    let c = Netns::new("lc");
+    let first_ip = connect(&lab, &c, "app");
+    let server = serve(&mut lab, &c);
+    lab.vswitch(&bin(), &["port", "publish", "web", "app", "8090:80"])
+        .expect("publish");
+    let url = format!("http://{UPLINK_ADDR}:8090/whoami");
+    assert_eq!(curl(&inet, &url).as_deref(), Some(INET_ADDR));
+
+    // The container dies without a disconnect: its namespace goes with its last process.
+    let _ = Command::new("kill").arg(server.to_string()).status();
+    drop(c);
+    let released = wait_until(Duration::from_secs(10), || {
+        let status = json(&lab, &["status"]);
+        !status.to_string().contains("\"app\"")
+    });
+    assert!(released, "app still attached: {}", lab.log("vswitch.log"));
+    let inspect = json(&lab, &["network", "inspect", "web"]);
+    assert!(
+        !inspect.to_string().contains(&format!("\"{first_ip}/24\"")),
+        "lease kept: {inspect}"
+    );
+    // Its published port stays its own, inactive until it comes back.
+    let ports = json(&lab, &["port", "ls"]);
+    assert_eq!(ports[0]["container"], "app", "{ports}");
+    assert!(ports[0]["container_ip"].is_null(), "{ports}");
+
+    // The restarted container asks for the same name and has its network and port at once.
+    let again = Netns::new("lc");
+    let ip = connect(&lab, &again, "app");
+    assert_eq!(ip, first_ip, "lowest free address again");
+    serve(&mut lab, &again);
+    assert_eq!(
+        curl(&inet, &url).as_deref(),
+        Some(INET_ADDR),
+        "port follows"
+    );
+
+    // A disconnect keeps the port for the container; --unpublish drops it.
+    lab.vswitch(&bin(), &["network", "disconnect", "web", "app"])
+        .expect("disconnect");
+    assert_eq!(
+        json(&lab, &["port", "ls"]).as_array().map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(
+        curl(&inet, &url),
+        None,
+        "a disconnected container's port is closed"
+    );
+    connect(&lab, &again, "app");
+    assert_eq!(curl(&inet, &url).as_deref(), Some(INET_ADDR), "reconnected");
+    lab.vswitch(
+        &bin(),
+        &["network", "disconnect", "web", "app", "--unpublish"],
+    )
+    .expect("disconnect --unpublish");
+    assert_eq!(
+        json(&lab, &["port", "ls"]).as_array().map(Vec::len),
+        Some(0)
+    );
+
+    // Attached by process: every /proc/PID/ns/net is called "net", so the default name is
+    // the pid's, and two containers do not clash.
+    let mut names = Vec::new();
+    for _ in 0..2 {
+        let mut cmd = Command::new("ip");
+        cmd.args([
+            "netns",
+            "exec",
+            again.name(),
+            "unshare",
+            "-n",
+            "sleep",
+            "60",
+        ]);
+        let pid = lab.spawn(cmd, "sleepers.log").expect("sleeper");
+        // `ip netns exec` execs unshare, which execs sleep: the pid stays; wait for the new
+        // namespace.
+        let own = wait_until(Duration::from_secs(5), || {
+            std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()
+                != std::fs::read_link(format!("/proc/{}/ns/net", std::process::id())).ok()
+                && Command::new("readlink")
+                    .arg(format!("/proc/{pid}/exe"))
+                    .output()
+                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("sleep"))
+        });
+        assert!(own, "sleeper {pid} did not start");
+        let out = json(
+            &lab,
+            &["network", "connect", "web", "--pid", &pid.to_string()],
+        );
+        names.push(out["name"].as_str().unwrap_or_default().to_string());
+    }
+    assert!(names.iter().all(|n| n.starts_with("pid-")), "{names:?}");
+    assert_ne!(names[0], names[1]);
+}
