@@ -576,3 +576,390 @@ fn str_field(v: &Value, key: &str) -> Result<String> {
         .map(str::to_string)
         .ok_or_else(|| invalid(format!("the vswitch daemon's answer has no {key}: {v}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    const NID: &str = "2b90aec0fa142d0a0a7b001f6e79ea533e5e343513852e2b54a40fa3d7f53983";
+    const EID: &str = "312eb383c0f58c21cfd718d6f76c4aa9f95409153290768dec119f072ad7c445";
+
+    /// A daemon that records each request (as its JSON) and answers with `answer`.
+    struct Fake {
+        sent: Mutex<Vec<Value>>,
+        answer: Box<dyn Fn(&Value) -> std::result::Result<Value, String> + Send + Sync>,
+    }
+
+    impl Fake {
+        fn new(
+            answer: impl Fn(&Value) -> std::result::Result<Value, String> + Send + Sync + 'static,
+        ) -> Driver<Fake> {
+            Driver::new(Fake {
+                sent: Mutex::new(Vec::new()),
+                answer: Box::new(answer),
+            })
+        }
+    }
+
+    impl Control for Fake {
+        fn call(&self, req: &Request) -> std::result::Result<Value, CallError> {
+            let v = serde_json::to_value(req).map_err(CallError::BadAnswer)?;
+            self.sent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(v.clone());
+            (self.answer)(&v).map_err(CallError::Refused)
+        }
+    }
+
+    fn sent(d: &Driver<Fake>) -> Vec<Value> {
+        d.ctl.sent.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn body(v: Value) -> Vec<u8> {
+        v.to_string().into_bytes()
+    }
+
+    #[test]
+    fn create_network_takes_docker_pool_gateway_and_options() {
+        let d = Fake::new(|_| Ok(json!({})));
+        let b = body(json!({
+            "NetworkID": NID,
+            "Options": {
+                "com.docker.network.enable_ipv6": false,
+                "com.docker.network.internal": true,
+                "com.docker.network.generic": {
+                    "com.docker.network.driver.mtu": "1400",
+                    "com.docker.network.bridge.enable_icc": "false"
+                }
+            },
+            "IPv4Data": [{"AddressSpace": "LocalDefault", "Pool": "10.77.0.0/24", "Gateway": "10.77.0.1/24"}],
+            "IPv6Data": []
+        }));
+        assert_eq!(
+            d.handle("NetworkDriver.CreateNetwork", &b)
+                .expect("created"),
+            json!({})
+        );
+        let req = &sent(&d)[0];
+        assert_eq!(req["cmd"], "network_create");
+        assert_eq!(req["name"], "dk-2b90aec0fa14");
+        assert_eq!(req["subnet"], "10.77.0.0/24");
+        assert_eq!(req["gateway"], "10.77.0.1");
+        assert_eq!(req["internal"], true);
+        assert_eq!(req["icc"], false);
+        assert_eq!(req["mtu"], 1400);
+        assert_eq!(req["labels"]["docker.network_id"], NID);
+    }
+
+    #[test]
+    fn create_network_refuses_what_vswitch_cannot_do() {
+        let d = Fake::new(|_| Ok(json!({})));
+        let pool = json!([{"Pool": "10.77.0.0/24", "Gateway": "10.77.0.1/24"}]);
+        for (options, v4, why) in [
+            (
+                json!({"com.docker.network.enable_ipv6": true}),
+                pool.clone(),
+                "IPv4 only",
+            ),
+            (json!({}), json!([]), "no IPv4 pool"),
+            (
+                json!({}),
+                json!([{"Pool": "10.1.0.0/24"}, {"Pool": "10.2.0.0/24"}]),
+                "one IPv4 subnet",
+            ),
+            (
+                json!({"com.docker.network.generic": {"com.docker.network.bridge.name": "br0"}}),
+                pool.clone(),
+                "unknown option",
+            ),
+            (
+                json!({"com.docker.network.generic": {"com.docker.network.driver.mtu": "big"}}),
+                pool.clone(),
+                "give an MTU",
+            ),
+        ] {
+            let b = body(json!({"NetworkID": NID, "Options": options, "IPv4Data": v4}));
+            let e = d
+                .handle("NetworkDriver.CreateNetwork", &b)
+                .expect_err("refused");
+            assert!(e.to_string().contains(why), "{e} lacks {why:?}");
+        }
+        assert!(sent(&d).is_empty(), "nothing reached the daemon");
+    }
+
+    #[test]
+    fn bad_bodies_and_ids_answer_errors() {
+        let d = Fake::new(|_| Ok(json!({})));
+        for (method, b) in [
+            ("NetworkDriver.CreateNetwork", &b"{not json"[..]),
+            ("NetworkDriver.CreateEndpoint", b"[1,2]"),
+            ("NetworkDriver.Join", b"{\"NetworkID\": 5}"),
+            ("NetworkDriver.Join", b"\xff\xfe"),
+            ("NetworkDriver.DeleteNetwork", b"{\"NetworkID\": \"zz\"}"),
+            ("NetworkDriver.DeleteEndpoint", b"{}"),
+            (
+                "NetworkDriver.ProgramExternalConnectivity",
+                b"{\"NetworkID\":\"2b90aec0fa142d0a\",\"EndpointID\":\"312eb383c0f58c21\",\"Options\":{\"com.docker.network.portmap\":\"eighty\"}}",
+            ),
+        ] {
+            let e = d.handle(method, b).expect_err("refused");
+            assert!(!e.to_string().is_empty());
+        }
+        assert!(matches!(
+            d.handle("NetworkDriver.Frobnicate", b"{}"),
+            Err(DriverError::Unknown(_))
+        ));
+        // Methods without a body take an empty one.
+        assert_eq!(
+            d.handle("Plugin.Activate", b"").expect("activate"),
+            json!({"Implements": ["NetworkDriver"]})
+        );
+        assert_eq!(
+            d.handle("NetworkDriver.GetCapabilities", b"null")
+                .expect("caps")["Scope"],
+            "local"
+        );
+        assert!(sent(&d).is_empty());
+    }
+
+    #[test]
+    fn endpoint_connects_with_docker_address_and_answers_only_the_mac() {
+        let d = Fake::new(|req| {
+            assert_eq!(req["cmd"], "connect");
+            Ok(
+                json!({"name": req["name"], "ip": "10.77.0.2", "mac": "02:42:0a:4d:00:02",
+                      "prefix_len": 24, "port": "vsw0", "peer": "vsw0p", "gateway": "10.77.0.1"}),
+            )
+        });
+        let b = body(json!({
+            "NetworkID": NID, "EndpointID": EID,
+            "Interface": {"Address": "10.77.0.2/24", "AddressIPv6": "", "MacAddress": ""},
+            "Options": {"com.docker.network.portmap": []}
+        }));
+        let answer = d
+            .handle("NetworkDriver.CreateEndpoint", &b)
+            .expect("created");
+        assert_eq!(
+            answer,
+            json!({"Interface": {"MacAddress": "02:42:0a:4d:00:02"}})
+        );
+        let req = &sent(&d)[0];
+        assert_eq!(req["network"], "dk-2b90aec0fa14");
+        assert_eq!(req["name"], "ep-312eb383c0f5");
+        assert_eq!(req["ip"], "10.77.0.2");
+        assert_eq!(req["peer_in_host"], true);
+        assert_eq!(req["netns"], Value::Null);
+
+        // A MAC Docker chose is passed on and not answered back.
+        let b = body(json!({"NetworkID": NID, "EndpointID": EID,
+            "Interface": {"Address": "10.77.0.2/24", "MacAddress": "02:00:00:00:00:09"}}));
+        let answer = d
+            .handle("NetworkDriver.CreateEndpoint", &b)
+            .expect("created");
+        assert_eq!(answer, json!({"Interface": {}}));
+        assert_eq!(sent(&d)[1]["mac"], "02:00:00:00:00:09");
+    }
+
+    #[test]
+    fn join_moves_the_peer_and_names_the_gateway() {
+        let d = Fake::new(|req| {
+            assert_eq!(req["cmd"], "container_check");
+            Ok(json!({"port": "vsw3", "peer": null, "gateway": null}))
+        });
+        let b = body(json!({"NetworkID": NID, "EndpointID": EID, "SandboxKey": "/x"}));
+        // No peer recorded (a restarted daemon): derived from the host end; no gateway
+        // (internal): none answered.
+        assert_eq!(
+            d.handle("NetworkDriver.Join", &b).expect("joined"),
+            json!({"InterfaceName": {"SrcName": "vsw3p", "DstPrefix": "eth"}})
+        );
+        let d = Fake::new(|_| Ok(json!({"port": "vsw3", "peer": "vsw3p", "gateway": "10.77.0.1"})));
+        assert_eq!(
+            d.handle("NetworkDriver.Join", &b).expect("joined")["Gateway"],
+            "10.77.0.1"
+        );
+    }
+
+    #[test]
+    fn delete_endpoint_is_idempotent_and_drops_ports() {
+        let d = Fake::new(|_| Ok(Value::Null));
+        let b = body(json!({"NetworkID": NID, "EndpointID": EID}));
+        d.handle("NetworkDriver.DeleteEndpoint", &b)
+            .expect("deleted");
+        let req = &sent(&d)[0];
+        assert_eq!(req["cmd"], "disconnect");
+        assert_eq!(req["unpublish"], true);
+        assert_eq!(req["missing_ok"], true);
+    }
+
+    #[test]
+    fn delete_network_of_a_gone_network_succeeds() {
+        let d = Fake::new(|req| match req["cmd"].as_str() {
+            Some("network_rm") => Err("no network".into()),
+            _ => Err("no such network: dk-2b90aec0fa14".into()),
+        });
+        let b = body(json!({"NetworkID": NID}));
+        d.handle("NetworkDriver.DeleteNetwork", &b)
+            .expect("gone is fine");
+        // One that exists but cannot go (containers left): the daemon's reason.
+        let d = Fake::new(|req| match req["cmd"].as_str() {
+            Some("network_rm") => Err("network has containers".into()),
+            _ => Ok(json!([{}])),
+        });
+        let e = d
+            .handle("NetworkDriver.DeleteNetwork", &b)
+            .expect_err("refused");
+        assert!(e.to_string().contains("has containers"), "{e}");
+    }
+
+    fn portmap() -> Value {
+        json!({
+            "com.docker.network.endpoint.exposedports": [{"Proto": 6, "Port": 80}],
+            "com.docker.network.portmap": [
+                {"Proto": 6, "IP": "", "Port": 80, "HostIP": "127.0.0.1", "HostPort": 8081, "HostPortEnd": 8081},
+                {"Proto": 6, "IP": "", "Port": 80, "HostIP": "", "HostPort": 8080, "HostPortEnd": 8080},
+                {"Proto": 17, "IP": "", "Port": 53, "HostIP": "0.0.0.0", "HostPort": 5300, "HostPortEnd": 5310},
+                {"Proto": 6, "IP": "", "Port": 80, "HostIP": "::", "HostPort": 8080, "HostPortEnd": 8080}
+            ]
+        })
+    }
+
+    #[test]
+    fn portmap_becomes_publish_requests() {
+        let options: Options = serde_json::from_value(portmap()).expect("options");
+        let m = mappings(&options).expect("mappings");
+        assert_eq!(
+            m,
+            vec![
+                Mapping {
+                    proto: "tcp",
+                    host_ip: Some(Ipv4Addr::LOCALHOST),
+                    host_ports: 8081..=8081,
+                    container_port: 80
+                },
+                Mapping {
+                    proto: "tcp",
+                    host_ip: None,
+                    host_ports: 8080..=8080,
+                    container_port: 80
+                },
+                Mapping {
+                    proto: "udp",
+                    host_ip: None,
+                    host_ports: 5300..=5310,
+                    container_port: 53
+                },
+            ]
+        );
+        for (binding, why) in [
+            (
+                json!({"Proto": 132, "Port": 80, "HostPort": 80}),
+                "tcp or udp",
+            ),
+            (
+                json!({"Proto": 6, "Port": 80, "HostPort": 0}),
+                "give the host port",
+            ),
+            (
+                json!({"Proto": 6, "Port": 80, "HostIP": "::1", "HostPort": 80}),
+                "IPv4 addresses only",
+            ),
+            (
+                json!({"Proto": 6, "Port": 80, "HostIP": "nowhere", "HostPort": 80}),
+                "IPv4 addresses only",
+            ),
+        ] {
+            let options: Options =
+                serde_json::from_value(json!({"com.docker.network.portmap": [binding]}))
+                    .expect("options");
+            let e = mappings(&options).expect_err("refused");
+            assert!(e.to_string().contains(why), "{e} lacks {why:?}");
+        }
+    }
+
+    #[test]
+    fn program_publishes_each_port_and_picks_a_free_one_of_a_range() {
+        let d = Fake::new(|req| match req["cmd"].as_str() {
+            Some("port_ls") => Ok(json!([])),
+            // 5300 is taken: the next of the range is used.
+            Some("port_publish") if req["host_port"] == 5300 => Err("udp port 5300 in use".into()),
+            _ => Ok(json!({})),
+        });
+        let b = body(json!({"NetworkID": NID, "EndpointID": EID, "Options": portmap()}));
+        d.handle("NetworkDriver.ProgramExternalConnectivity", &b)
+            .expect("programmed");
+        let publishes: Vec<(Value, Value, Value)> = sent(&d)
+            .iter()
+            .filter(|r| r["cmd"] == "port_publish")
+            .map(|r| {
+                (
+                    r["proto"].clone(),
+                    r["host_ip"].clone(),
+                    r["host_port"].clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            publishes,
+            vec![
+                (json!("tcp"), json!("127.0.0.1"), json!(8081)),
+                (json!("tcp"), Value::Null, json!(8080)),
+                (json!("udp"), Value::Null, json!(5300)),
+                (json!("udp"), Value::Null, json!(5301)),
+            ]
+        );
+        let first = sent(&d)
+            .into_iter()
+            .find(|r| r["cmd"] == "port_publish")
+            .expect("a publish");
+        assert_eq!(first["network"], "dk-2b90aec0fa14");
+        assert_eq!(first["container"], "ep-312eb383c0f5");
+        assert_eq!(first["container_port"], 80);
+    }
+
+    #[test]
+    fn program_rolls_back_on_failure() {
+        let d = Fake::new(|req| match req["cmd"].as_str() {
+            Some("port_ls") => Ok(json!([])),
+            Some("port_publish") if req["proto"] == "udp" => Err("udp port in use".into()),
+            _ => Ok(json!({})),
+        });
+        let b = body(json!({"NetworkID": NID, "EndpointID": EID, "Options": portmap()}));
+        let e = d
+            .handle("NetworkDriver.ProgramExternalConnectivity", &b)
+            .expect_err("failed");
+        assert!(e.to_string().contains("in use"), "{e}");
+        let removed: Vec<Value> = sent(&d)
+            .iter()
+            .filter(|r| r["cmd"] == "port_rm")
+            .map(|r| r["host_port"].clone())
+            .collect();
+        assert_eq!(removed, vec![json!(8081), json!(8080)]);
+    }
+
+    #[test]
+    fn revoke_removes_only_this_endpoints_ports() {
+        let d = Fake::new(|req| match req["cmd"].as_str() {
+            Some("port_ls") => Ok(json!([
+                {"proto": "tcp", "host_port": 8080, "network": "dk-2b90aec0fa14", "container": "ep-312eb383c0f5", "container_port": 80},
+                {"proto": "tcp", "host_port": 9090, "network": "dk-2b90aec0fa14", "container": "ep-000000000000", "container_port": 80},
+                {"proto": "udp", "host_port": 5301, "network": "dk-2b90aec0fa14", "container": "ep-312eb383c0f5", "container_port": 53}
+            ])),
+            _ => Ok(json!({})),
+        });
+        let b = body(json!({"NetworkID": NID, "EndpointID": EID}));
+        d.handle("NetworkDriver.RevokeExternalConnectivity", &b)
+            .expect("revoked");
+        let removed: Vec<(Value, Value)> = sent(&d)
+            .iter()
+            .filter(|r| r["cmd"] == "port_rm")
+            .map(|r| (r["proto"].clone(), r["host_port"].clone()))
+            .collect();
+        assert_eq!(
+            removed,
+            vec![(json!("tcp"), json!(8080)), (json!("udp"), json!(5301))]
+        );
+    }
+}
