@@ -585,10 +585,13 @@ mod tests {
     const NID: &str = "2b90aec0fa142d0a0a7b001f6e79ea533e5e343513852e2b54a40fa3d7f53983";
     const EID: &str = "312eb383c0f58c21cfd718d6f76c4aa9f95409153290768dec119f072ad7c445";
 
+    /// The fake daemon's answer to a request (as its JSON): a result or a refusal.
+    type Answer = dyn Fn(&Value) -> std::result::Result<Value, String> + Send + Sync;
+
     /// A daemon that records each request (as its JSON) and answers with `answer`.
     struct Fake {
         sent: Mutex<Vec<Value>>,
-        answer: Box<dyn Fn(&Value) -> std::result::Result<Value, String> + Send + Sync>,
+        answer: Box<Answer>,
     }
 
     impl Fake {

@@ -16,7 +16,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Largest request body read: Docker's are a few KB.
 const MAX_BODY: u64 = 1 << 20;
@@ -112,6 +112,7 @@ fn serve(server: &tiny_http::Server, driver: &Driver<Socket>, shutdown: &AtomicB
                 continue;
             }
         };
+        let started = Instant::now();
         let method = req.url().trim_start_matches('/').to_string();
         let mut body = Vec::new();
         let read = req.as_reader().take(MAX_BODY).read_to_end(&mut body);
@@ -125,7 +126,9 @@ fn serve(server: &tiny_http::Server, driver: &Driver<Socket>, shutdown: &AtomicB
                 answer(driver.handle(&method, &body), &method)
             }
         };
-        tracing::debug!(method, status, %answer, "answer");
+        // How long the driver took (daemon calls included): the plugin's share of an attach.
+        let elapsed_us = started.elapsed().as_micros();
+        tracing::debug!(method, status, elapsed_us, %answer, "answer");
         let mut response =
             tiny_http::Response::from_string(answer.to_string()).with_status_code(status);
         if let Some(h) = content_type() {

@@ -132,7 +132,7 @@ fn docker_network_driver_end_to_end() {
         .arg("--socket")
         .arg(lab.socket())
         .env("RUST_LOG", "debug,tiny_http=info");
-    lab.spawn(plugin, "plugin.log").expect("plugin");
+    let plugin_pid = lab.spawn(plugin, "plugin.log").expect("plugin");
     let docker = Docker {
         sock: dir.join("docker.sock"),
         plugin_socket: plugin_socket.clone(),
@@ -175,25 +175,13 @@ fn docker_network_driver_end_to_end() {
     let mut httpd = lab.in_inet(&["busybox", "httpd", "-f", "-vv", "-p", "80", "-h"]);
     httpd.arg(&www);
     lab.spawn(httpd, "inet-httpd.log").expect("httpd");
-    let fail = |what: &str, e: io::Error| -> ! {
-        if std::env::var_os("DK_HOLD").is_some() {
-            eprintln!("HOLDING {what}: {e}");
-            std::thread::sleep(Duration::from_secs(150));
-        }
-        panic!(
-            "{what}: {e}\n--- plugin log:\n{}\n--- internet httpd log:\n{}\n--- dockerd log (tail):\n{}",
-            lab.log("plugin.log"),
-            lab.log("inet-httpd.log"),
-            tail(&lab.log("dockerd.log"), 30)
-        )
-    };
 
     let image = format!("{prefix}img");
     let tar = lab.busybox_rootfs().expect("busybox image");
     let tar = tar.to_string_lossy().into_owned();
     docker
         .run(&["import", "-c", "ENV PATH=/bin", &tar, &image])
-        .unwrap_or_else(|e| fail("docker import", e));
+        .unwrap_or_else(|e| fail(&lab, "docker import", e));
 
     // A network: a vswitch network named after its ID.
     let net = format!("{prefix}net");
@@ -207,7 +195,7 @@ fn docker_network_driver_end_to_end() {
             "10.77.0.0/24",
             &net,
         ])
-        .unwrap_or_else(|e| fail("docker network create", e));
+        .unwrap_or_else(|e| fail(&lab, "docker network create", e));
     let vnet = format!("dk-{}", &net_id[..12]);
     assert!(
         vswitch(&lab, &["network", "ls"]).contains(&vnet),
@@ -230,16 +218,16 @@ fn docker_network_driver_end_to_end() {
                 "sleep",
                 "600",
             ])
-            .unwrap_or_else(|e| fail("docker run", e));
+            .unwrap_or_else(|e| fail(&lab, "docker run", e));
     }
     let ip_b = docker
         .ip_of(&b, &net)
-        .unwrap_or_else(|e| fail("inspect", e));
+        .unwrap_or_else(|e| fail(&lab, "inspect", e));
     assert!(ip_b.starts_with("10.77.0."), "{b} has address {ip_b:?}");
     let ping = retry(10, || {
         docker.busybox(&a, &["ping", "-c", "1", "-W", "2", &b])
     })
-    .unwrap_or_else(|e| fail("ping by name", e));
+    .unwrap_or_else(|e| fail(&lab, "ping by name", e));
     assert!(ping.contains(&format!("({ip_b})")), "{ping}");
 
     // The internet, masqueraded to the uplink address.
@@ -250,7 +238,7 @@ fn docker_network_driver_end_to_end() {
             &["timeout", "5", "busybox", "wget", "-q", "-O", "-", &url],
         )
     })
-    .unwrap_or_else(|e| fail("wget from the internet", e));
+    .unwrap_or_else(|e| fail(&lab, "wget from the internet", e));
     assert_eq!(got, "from-the-internet");
     let log = lab.log("inet-httpd.log");
     assert!(
@@ -278,14 +266,14 @@ fn docker_network_driver_end_to_end() {
             "-c",
             "echo from-the-container > /www/index.html; exec busybox httpd -f -vv -p 80 -h /www",
         ])
-        .unwrap_or_else(|e| fail("docker run -p", e));
+        .unwrap_or_else(|e| fail(&lab, "docker run -p", e));
     let ports = vswitch(&lab, &["port", "ls"]);
     assert!(
         ports.contains("8080") && ports.contains("127.0.0.1") && ports.contains("8081"),
         "{ports}"
     );
     let got = retry(10, || curl(&lab, &format!("http://{UPLINK_ADDR}:8080/")))
-        .unwrap_or_else(|e| fail("curl the published port", e));
+        .unwrap_or_else(|e| fail(&lab, "curl the published port", e));
     assert_eq!(got.trim(), "from-the-container");
     // busybox httpd -vv logs each client to stderr.
     let out = lab::run(&mut docker.cmd(&["logs", &web]));
@@ -299,6 +287,33 @@ fn docker_network_driver_end_to_end() {
         "a port published on 127.0.0.1 is reachable from the internet"
     );
 
+    // The plugin keeps no state: one restarted now serves the endpoints of the last one.
+    lab::ok(Command::new("kill").arg(plugin_pid.to_string()));
+    assert!(
+        wait_until(Duration::from_secs(10), || !plugin_socket.exists()),
+        "the plugin did not stop (and remove its socket) on TERM:\n{}",
+        lab.log("plugin.log")
+    );
+    let mut plugin = lab.in_host(&[]);
+    plugin
+        .arg(workspace_bin("vswitch-docker-plugin"))
+        .arg("--plugin-socket")
+        .arg(&plugin_socket)
+        .arg("--socket")
+        .arg(lab.socket())
+        .env("RUST_LOG", "debug,tiny_http=info");
+    lab.spawn(plugin, "plugin.log").expect("plugin restart");
+    assert!(
+        wait_until(Duration::from_secs(10), || plugin_socket.exists()),
+        "the plugin did not restart:\n{}",
+        lab.log("plugin.log")
+    );
+    docker
+        .run(&["rm", "-f", &web])
+        .unwrap_or_else(|e| fail(&lab, "docker rm -f (after a plugin restart)", e));
+    let ports = vswitch(&lab, &["port", "ls"]);
+    assert!(!ports.contains("8080"), "{ports}");
+
     // `docker network connect` / `disconnect` of a running container.
     let net2 = format!("{prefix}net2");
     let net2_id = docker
@@ -311,11 +326,11 @@ fn docker_network_driver_end_to_end() {
             "10.78.0.0/24",
             &net2,
         ])
-        .unwrap_or_else(|e| fail("docker network create", e));
+        .unwrap_or_else(|e| fail(&lab, "docker network create", e));
     let vnet2 = format!("dk-{}", &net2_id[..12]);
     docker
         .run(&["network", "connect", &net2, &a])
-        .unwrap_or_else(|e| fail("docker network connect", e));
+        .unwrap_or_else(|e| fail(&lab, "docker network connect", e));
     let addrs = docker
         .busybox(&a, &["ip", "-4", "addr"])
         .unwrap_or_default();
@@ -323,10 +338,10 @@ fn docker_network_driver_end_to_end() {
     retry(10, || {
         docker.busybox(&a, &["ping", "-c", "1", "-W", "2", "10.78.0.1"])
     })
-    .unwrap_or_else(|e| fail("ping the second network's gateway", e));
+    .unwrap_or_else(|e| fail(&lab, "ping the second network's gateway", e));
     docker
         .run(&["network", "disconnect", &net2, &a])
-        .unwrap_or_else(|e| fail("docker network disconnect", e));
+        .unwrap_or_else(|e| fail(&lab, "docker network disconnect", e));
     let addrs = docker
         .busybox(&a, &["ip", "-4", "addr"])
         .unwrap_or_default();
@@ -335,12 +350,12 @@ fn docker_network_driver_end_to_end() {
     assert!(!inspect.contains("10.78.0.2/"), "{inspect}");
     docker
         .run(&["network", "rm", &net2])
-        .unwrap_or_else(|e| fail("docker network rm", e));
+        .unwrap_or_else(|e| fail(&lab, "docker network rm", e));
 
     // `docker rm -f` frees the address: vswitch forgets it, a new container may take it.
     docker
         .run(&["rm", "-f", &b])
-        .unwrap_or_else(|e| fail("docker rm -f", e));
+        .unwrap_or_else(|e| fail(&lab, "docker rm -f", e));
     let inspect = vswitch(&lab, &["network", "inspect", &vnet]);
     assert!(!inspect.contains(&format!("\"{ip_b}/")), "{inspect}");
     let c = format!("{prefix}c");
@@ -359,15 +374,62 @@ fn docker_network_driver_end_to_end() {
             "sleep",
             "600",
         ])
-        .unwrap_or_else(|e| fail("docker run --ip (the freed address)", e));
+        .unwrap_or_else(|e| fail(&lab, "docker run --ip (the freed address)", e));
     let inspect = vswitch(&lab, &["network", "inspect", &vnet]);
     assert!(inspect.contains(&format!("\"{ip_b}/")), "{inspect}");
+
+    // An internal network with its own MTU: no default route, the MTU on the link.
+    let net3 = format!("{prefix}net3");
+    let net3_id = docker
+        .run(&[
+            "network",
+            "create",
+            "-d",
+            &prefix,
+            "--internal",
+            "-o",
+            "com.docker.network.driver.mtu=1400",
+            "--subnet",
+            "10.79.0.0/24",
+            &net3,
+        ])
+        .unwrap_or_else(|e| fail(&lab, "docker network create --internal", e));
+    let vnet3 = format!("dk-{}", &net3_id[..12]);
+    let inspect = vswitch(&lab, &["network", "inspect", &vnet3]);
+    assert!(inspect.contains("\"Internal\": true"), "{inspect}");
+    let d = format!("{prefix}d");
+    docker
+        .run(&[
+            "run",
+            "-d",
+            "--network",
+            &net3,
+            "--name",
+            &d,
+            &image,
+            "busybox",
+            "sleep",
+            "600",
+        ])
+        .unwrap_or_else(|e| fail(&lab, "docker run on an internal network", e));
+    let routes = docker.busybox(&d, &["ip", "route"]).unwrap_or_default();
+    assert!(!routes.contains("default"), "{routes}");
+    let link = docker
+        .busybox(&d, &["ip", "link", "show", "eth0"])
+        .unwrap_or_default();
+    assert!(link.contains("mtu 1400"), "{link}");
+    docker
+        .run(&["rm", "-f", &d])
+        .unwrap_or_else(|e| fail(&lab, "docker rm -f", e));
+    docker
+        .run(&["network", "rm", &net3])
+        .unwrap_or_else(|e| fail(&lab, "docker network rm", e));
 
     // Attach time: `docker run -d` on the vswitch network against `--network none`.
     let mut timings = Vec::new();
     for network in [net.as_str(), "none"] {
         let mut runs = Vec::new();
-        for i in 0..3 {
+        for i in 0..5 {
             let name = format!("{prefix}t{network}{i}");
             let t = Instant::now();
             docker
@@ -383,7 +445,7 @@ fn docker_network_driver_end_to_end() {
                     "sleep",
                     "600",
                 ])
-                .unwrap_or_else(|e| fail("docker run (timed)", e));
+                .unwrap_or_else(|e| fail(&lab, "docker run (timed)", e));
             runs.push(t.elapsed());
             let _ = docker.run(&["rm", "-f", &name]);
         }
@@ -393,14 +455,35 @@ fn docker_network_driver_end_to_end() {
         eprintln!("docker run -d --network {network}: median {m:?} of {runs:?}");
     }
 
+    // The plugin's share: how long its CreateEndpoint and Join took (daemon calls included).
+    let log = lab.log("plugin.log");
+    for method in ["CreateEndpoint", "Join"] {
+        let needle = format!("answer method=\"NetworkDriver.{method}\" status=200 elapsed_us=");
+        let us: Vec<Duration> = log
+            .lines()
+            .filter_map(|l| l.split_once(needle.as_str()))
+            .filter_map(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
+            .map(Duration::from_micros)
+            .collect();
+        if !us.is_empty() {
+            eprintln!(
+                "plugin {method}: median {:?} over {} calls",
+                median(us.clone()),
+                us.len()
+            );
+        }
+    }
+
     // `docker network rm` removes the vswitch network.
     let left = docker.run(&["ps", "-aq"]).unwrap_or_default();
     let mut rm = vec!["rm", "-f"];
     rm.extend(left.split_whitespace());
-    docker.run(&rm).unwrap_or_else(|e| fail("docker rm -f", e));
+    docker
+        .run(&rm)
+        .unwrap_or_else(|e| fail(&lab, "docker rm -f", e));
     docker
         .run(&["network", "rm", &net])
-        .unwrap_or_else(|e| fail("docker network rm", e));
+        .unwrap_or_else(|e| fail(&lab, "docker network rm", e));
     let nets = vswitch(&lab, &["network", "ls"]);
     assert!(!nets.contains("dk-"), "{nets}");
     assert!(
@@ -415,4 +498,19 @@ fn docker_network_driver_end_to_end() {
 fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Fails the test with the plugin's and dockerd's logs; `DK_HOLD=1` first keeps the lab for
+/// 150 s to look around.
+fn fail(lab: &RuntimeHost, what: &str, e: io::Error) -> ! {
+    if std::env::var_os("DK_HOLD").is_some() {
+        eprintln!("HOLDING {what}: {e}");
+        std::thread::sleep(Duration::from_secs(150));
+    }
+    panic!(
+        "{what}: {e}\n--- plugin log:\n{}\n--- internet httpd log:\n{}\n--- dockerd log (tail):\n{}",
+        lab.log("plugin.log"),
+        lab.log("inet-httpd.log"),
+        tail(&lab.log("dockerd.log"), 30)
+    )
 }
