@@ -167,3 +167,26 @@ fn content_type() -> Option<tiny_http::Header> {
     )
     .ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_answer_err_with_a_status() {
+        let (status, body) = answer(Ok(serde_json::json!({})), "m");
+        assert_eq!((status, body), (200, serde_json::json!({})));
+        let (status, body) = answer(Err(DriverError::Unknown("NetworkDriver.X".into())), "m");
+        assert_eq!(status, 404);
+        assert!(
+            body["Err"]
+                .as_str()
+                .is_some_and(|e| e.contains("not implemented"))
+        );
+        let (status, body) = answer(Err(DriverError::Invalid("give a host port".into())), "m");
+        assert_eq!(
+            (status, body),
+            (500, serde_json::json!({"Err": "give a host port"}))
+        );
+    }
+}

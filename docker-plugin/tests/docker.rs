@@ -161,7 +161,10 @@ fn docker_network_driver_end_to_end() {
         .arg("-H")
         .arg(format!("unix://{}", docker.sock.display()))
         .arg("--pidfile")
-        .arg(dir.join("docker.pid"));
+        .arg(dir.join("docker.pid"))
+        // Should a system containerd be running, dockerd uses it: keep to namespaces of our own.
+        .args(["--containerd-namespace", &prefix])
+        .args(["--containerd-plugins-namespace", &format!("{prefix}p")]);
     lab.spawn(dockerd, "dockerd.log").expect("dockerd");
     assert!(
         wait_until(Duration::from_secs(40), || docker.run(&["version"]).is_ok()),
@@ -286,6 +289,27 @@ fn docker_network_driver_end_to_end() {
         curl(&lab, &format!("http://{UPLINK_ADDR}:8081/")).is_err(),
         "a port published on 127.0.0.1 is reachable from the internet"
     );
+
+    // A port in use fails the start and leaves nothing published; so does a port Docker
+    // would have the driver pick. Docker shows the plugin's message.
+    for (ports, why) in [
+        (&["-p", "9091:80", "-p", "8080:81"][..], "8080"),
+        (&["-p", "80"][..], "give the host port"),
+    ] {
+        let name = format!("{prefix}bad{}", why.len());
+        let mut args = vec!["run", "-d", "--network", &net, "--name", &name];
+        args.extend_from_slice(ports);
+        args.extend([image.as_str(), "busybox", "sleep", "600"]);
+        let out = lab::run(&mut docker.cmd(&args));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(why),
+            "docker run {ports:?}: {stderr}"
+        );
+        let _ = docker.run(&["rm", "-f", &name]);
+    }
+    let ports = vswitch(&lab, &["port", "ls"]);
+    assert!(!ports.contains("9091"), "{ports}");
 
     // The plugin keeps no state: one restarted now serves the endpoints of the last one.
     lab::ok(Command::new("kill").arg(plugin_pid.to_string()));
