@@ -445,7 +445,16 @@ impl<C: Control> Driver<C> {
     }
 
     fn endpoint_info(&self, req: &api::EndpointRequest) -> Result<Value> {
-        let c = self.endpoint(req)?;
+        // Informational only (`docker inspect` shows it): an endpoint the daemon cannot check
+        // must not make Docker's inspect fail.
+        let c = match self.endpoint(req) {
+            Ok(c) => c,
+            Err(DriverError::Daemon { what, source }) => {
+                tracing::warn!("{what}: {source}");
+                return Ok(json!({ "Value": {} }));
+            }
+            Err(e) => return Err(e),
+        };
         let mut value = serde_json::Map::new();
         for key in ["port", "ip", "mac", "peer"] {
             if let Some(v) = c.get(key).filter(|v| !v.is_null()) {
@@ -782,6 +791,23 @@ mod tests {
         assert_eq!(
             d.handle("NetworkDriver.Join", &b).expect("joined")["Gateway"],
             "10.77.0.1"
+        );
+    }
+
+    #[test]
+    fn endpoint_info_reports_the_port_and_survives_a_daemon_refusal() {
+        let b = body(json!({"NetworkID": NID, "EndpointID": EID}));
+        let d = Fake::new(|_| Ok(json!({"port": "vsw3", "ip": "10.77.0.2", "peer": null})));
+        assert_eq!(
+            d.handle("NetworkDriver.EndpointOperInfo", &b)
+                .expect("info"),
+            json!({"Value": {"vswitch.port": "vsw3", "vswitch.ip": "10.77.0.2"}})
+        );
+        let d = Fake::new(|_| Err("no container named ep-312eb383c0f5".into()));
+        assert_eq!(
+            d.handle("NetworkDriver.EndpointOperInfo", &b)
+                .expect("info"),
+            json!({"Value": {}})
         );
     }
 
