@@ -1,0 +1,994 @@
+//! The driver: each libnetwork method turned into vswitch control requests. It keeps no state
+//! of its own: the vswitch network of Docker network `N` is `dk-<first 12 hex of N>`, the
+//! vswitch container of endpoint `E` is `ep-<first 12 hex of E>`, and everything else (the
+//! veth peer, the gateway, the published ports) is asked of the daemon, so a restarted plugin
+//! carries on where the last one stopped.
+//!
+//! Addresses come from Docker's IPAM (the default one): Docker hands us the pool, the gateway
+//! and each endpoint's address, and vswitch records them as leases.
+
+use crate::api::{self, EndpointInterface, InterfaceName, Options, PortBinding};
+use control::{CallError, Request};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+/// Where requests go: the daemon's socket, or a fake in the tests.
+pub trait Control: Send + Sync {
+    /// One request, its result.
+    fn call(&self, req: &Request) -> std::result::Result<Value, CallError>;
+}
+
+/// The vswitch daemon at a control socket.
+pub struct Socket(pub std::path::PathBuf);
+
+impl Control for Socket {
+    fn call(&self, req: &Request) -> std::result::Result<Value, CallError> {
+        control::call(&self.0, req)
+    }
+}
+
+/// Why a method failed; Docker shows the text to the user (`Error response from daemon: ...`).
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// The body is not the JSON the method takes.
+    #[error("{method}: bad request body: {source} (is this Docker's libnetwork remote API?)")]
+    BadBody {
+        method: String,
+        source: serde_json::Error,
+    },
+    /// The plugin does not implement the method.
+    #[error("{0}: not implemented by vswitch-docker-plugin")]
+    Unknown(String),
+    /// The request cannot be served as asked.
+    #[error("{0}")]
+    Invalid(String),
+    /// The vswitch daemon refused or could not be reached.
+    #[error("vswitch: {what}: {source}")]
+    Daemon { what: String, source: CallError },
+}
+
+type Result<T> = std::result::Result<T, DriverError>;
+
+fn invalid(msg: impl Into<String>) -> DriverError {
+    DriverError::Invalid(msg.into())
+}
+
+/// The first 12 characters of a Docker ID (64 hex digits), checked: they become a name.
+fn short_id(kind: &str, id: &str) -> Result<String> {
+    match id.get(..12) {
+        Some(s) if s.bytes().all(|b| b.is_ascii_hexdigit()) => Ok(s.to_ascii_lowercase()),
+        _ => Err(invalid(format!(
+            "{kind} {id:?} is not a Docker ID (64 hex digits)"
+        ))),
+    }
+}
+
+/// The vswitch network of a Docker network.
+pub fn network_name(network_id: &str) -> Result<String> {
+    Ok(format!("dk-{}", short_id("NetworkID", network_id)?))
+}
+
+/// The vswitch container of a Docker endpoint.
+pub fn endpoint_name(endpoint_id: &str) -> Result<String> {
+    Ok(format!("ep-{}", short_id("EndpointID", endpoint_id)?))
+}
+
+/// An address with or without its length (`10.77.0.1/24`, `10.77.0.1`).
+fn addr_of(what: &str, s: &str) -> Result<Ipv4Addr> {
+    let bare = s.split_once('/').map_or(s, |(a, _)| a);
+    bare.parse()
+        .map_err(|_| invalid(format!("{what} {s:?} is not an IPv4 address")))
+}
+
+/// A boolean option as Docker sends it: a JSON bool, or a string from `-o`.
+fn flag(options: &Options, generic: &BTreeMap<String, String>, key: &str) -> Result<bool> {
+    let v = options
+        .get(key)
+        .cloned()
+        .or_else(|| generic.get(key).map(|s| Value::String(s.clone())));
+    match v {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(b),
+        Some(Value::String(s)) => s
+            .parse()
+            .map_err(|_| invalid(format!("option {key}={s:?}: give true or false"))),
+        Some(other) => Err(invalid(format!("option {key}={other}: give true or false"))),
+    }
+}
+
+/// The `-o key=value` options of `docker network create` (values are strings).
+fn generic_options(options: &Options) -> Result<BTreeMap<String, String>> {
+    match options.get(api::GENERIC) {
+        None | Some(Value::Null) => Ok(BTreeMap::new()),
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => Ok((k.clone(), s.clone())),
+                other => Ok((k.clone(), other.to_string())),
+            })
+            .collect(),
+        Some(other) => Err(invalid(format!("{} is not a map: {other}", api::GENERIC))),
+    }
+}
+
+/// `-o` options the driver understands (Docker's bridge names where one exists).
+const MTU: &str = "com.docker.network.driver.mtu";
+const ICC: &str = "com.docker.network.bridge.enable_icc";
+const ANTI_SPOOFING: &str = "vswitch.anti_spoofing";
+
+/// The `network create` request for Docker's `CreateNetwork`.
+pub fn network_create(req: &api::CreateNetwork) -> Result<Request> {
+    let name = network_name(&req.network_id)?;
+    let options = req.options.clone().unwrap_or_default();
+    let generic = generic_options(&options)?;
+    if flag(&options, &generic, api::ENABLE_IPV6)?
+        || req.ipv6_data.as_ref().is_some_and(|v| !v.is_empty())
+    {
+        return Err(invalid(
+            "vswitch networks are IPv4 only: create the network without --ipv6",
+        ));
+    }
+    let pool = match req.ipv4_data.as_deref() {
+        Some([one]) => one,
+        Some([]) | None => {
+            return Err(invalid(
+                "no IPv4 pool: use Docker's default IPAM driver (give --subnet, or none)",
+            ));
+        }
+        Some(_) => {
+            return Err(invalid(
+                "a vswitch network has one IPv4 subnet: give one --subnet",
+            ));
+        }
+    };
+    let subnet: ipnet::Ipv4Net = pool
+        .pool
+        .parse()
+        .map_err(|_| invalid(format!("pool {:?} is not an IPv4 subnet", pool.pool)))?;
+    let gateway = if pool.gateway.is_empty() {
+        None
+    } else {
+        Some(addr_of("gateway", &pool.gateway)?)
+    };
+    let mut mtu = None;
+    let mut icc = true;
+    let mut anti_spoofing = true;
+    for (k, v) in &generic {
+        match k.as_str() {
+            MTU => {
+                mtu = Some(v.parse::<u16>().ok().filter(|&m| m >= 68).ok_or_else(|| {
+                    invalid(format!("option {MTU}={v:?}: give an MTU from 68 to 65535"))
+                })?)
+            }
+            ICC => icc = flag(&options, &generic, ICC)?,
+            ANTI_SPOOFING => anti_spoofing = flag(&options, &generic, ANTI_SPOOFING)?,
+            // Set by Docker itself for --internal / --ipv6 on some versions.
+            api::INTERNAL | api::ENABLE_IPV6 => {}
+            other => {
+                return Err(invalid(format!(
+                    "unknown option {other:?}: the vswitch driver takes -o {MTU}=N, -o {ICC}=true|false, -o {ANTI_SPOOFING}=true|false"
+                )));
+            }
+        }
+    }
+    let labels = BTreeMap::from([("docker.network_id".to_string(), req.network_id.clone())]);
+    Ok(Request::NetworkCreate {
+        name,
+        subnet: Some(subnet),
+        gateway,
+        ip_range: None,
+        internal: flag(&options, &generic, api::INTERNAL)?,
+        icc,
+        anti_spoofing,
+        mtu,
+        labels,
+    })
+}
+
+/// How a container port is published: one host port of Docker's binding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping {
+    pub proto: &'static str,
+    pub host_ip: Option<Ipv4Addr>,
+    /// Host ports to try, in order, until one is free (Docker's `HostPort..=HostPortEnd`
+    /// means "any one of these", as `-p 8000-8010:80` asks).
+    pub host_ports: std::ops::RangeInclusive<u16>,
+    pub container_port: u16,
+}
+
+/// The mappings of ProgramExternalConnectivity's `com.docker.network.portmap` (none when
+/// Docker sends none). IPv6 bindings on `::` are left out (vswitch is IPv4 only and the
+/// 0.0.0.0 binding covers the port).
+pub fn mappings(options: &Options) -> Result<Vec<Mapping>> {
+    let bindings: Vec<PortBinding> = match options.get(api::PORTMAP) {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(v) => serde_json::from_value(v.clone())
+            .map_err(|e| invalid(format!("{}: {e}", api::PORTMAP)))?,
+    };
+    let mut out = Vec::with_capacity(bindings.len());
+    for b in bindings {
+        let proto = match b.proto {
+            6 => "tcp",
+            17 => "udp",
+            n => {
+                return Err(invalid(format!(
+                    "port {}: protocol {n} cannot be published by vswitch (tcp or udp only)",
+                    b.port
+                )));
+            }
+        };
+        let host_ip = match b.host_ip.as_deref().unwrap_or("") {
+            "" => None,
+            s => match s.parse::<IpAddr>() {
+                Ok(IpAddr::V4(a)) if a.is_unspecified() => None,
+                Ok(IpAddr::V4(a)) => Some(a),
+                Ok(IpAddr::V6(a)) if a.is_unspecified() => continue,
+                _ => {
+                    return Err(invalid(format!(
+                        "host address {s:?} of port {}: vswitch publishes on IPv4 addresses only",
+                        b.port
+                    )));
+                }
+            },
+        };
+        if b.host_port == 0 {
+            return Err(invalid(format!(
+                "{proto} port {}: give the host port (-p HOST:{}): the vswitch driver cannot tell Docker a port it picked",
+                b.port, b.port
+            )));
+        }
+        let last = b.host_port_end.max(b.host_port);
+        out.push(Mapping {
+            proto,
+            host_ip,
+            host_ports: b.host_port..=last,
+            container_port: b.port,
+        });
+    }
+    Ok(out)
+}
+
+/// A published port as `port ls` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Published {
+    proto: String,
+    host_port: u16,
+    network: String,
+    container: String,
+    container_port: u16,
+}
+
+fn published(v: &Value) -> Vec<Published> {
+    v.as_array()
+        .map(|rows| {
+            rows.iter()
+                .filter_map(|r| {
+                    Some(Published {
+                        proto: r.get("proto")?.as_str()?.to_string(),
+                        host_port: u16::try_from(r.get("host_port")?.as_u64()?).ok()?,
+                        network: r.get("network")?.as_str()?.to_string(),
+                        container: r.get("container")?.as_str()?.to_string(),
+                        container_port: u16::try_from(r.get("container_port")?.as_u64()?).ok()?,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The driver over a daemon.
+pub struct Driver<C> {
+    ctl: C,
+}
+
+impl<C: Control> Driver<C> {
+    pub fn new(ctl: C) -> Driver<C> {
+        Driver { ctl }
+    }
+
+    fn call(&self, what: String, req: &Request) -> Result<Value> {
+        self.ctl
+            .call(req)
+            .map_err(|source| DriverError::Daemon { what, source })
+    }
+
+    /// Serves `method` (the URL path without its slash) with its body; the JSON to answer.
+    pub fn handle(&self, method: &str, body: &[u8]) -> Result<Value> {
+        // Docker sends an empty body (or `null`) to the methods that take none.
+        let trimmed = body.trim_ascii();
+        let body: &[u8] = if trimmed.is_empty() || trimmed == b"null" {
+            b"{}"
+        } else {
+            body
+        };
+        match method {
+            "Plugin.Activate" => Ok(json!({ "Implements": ["NetworkDriver"] })),
+            "NetworkDriver.GetCapabilities" => {
+                Ok(json!({ "Scope": "local", "ConnectivityScope": "local" }))
+            }
+            "NetworkDriver.CreateNetwork" => self.create_network(&decode(method, body)?),
+            "NetworkDriver.DeleteNetwork" => self.delete_network(&decode(method, body)?),
+            "NetworkDriver.CreateEndpoint" => self.create_endpoint(&decode(method, body)?),
+            "NetworkDriver.DeleteEndpoint" => self.delete_endpoint(&decode(method, body)?),
+            "NetworkDriver.EndpointOperInfo" => self.endpoint_info(&decode(method, body)?),
+            "NetworkDriver.Join" => self.join(&decode(method, body)?),
+            "NetworkDriver.Leave" => {
+                // Docker takes the interface out of the container itself; the endpoint (and
+                // the veth pair) goes at DeleteEndpoint.
+                let _: api::EndpointRequest = decode(method, body)?;
+                Ok(json!({}))
+            }
+            "NetworkDriver.ProgramExternalConnectivity" => {
+                self.program_external(&decode(method, body)?)
+            }
+            "NetworkDriver.RevokeExternalConnectivity" => {
+                self.revoke_external(&decode(method, body)?)
+            }
+            // Node discovery matters to global-scope drivers only.
+            "NetworkDriver.DiscoverNew" | "NetworkDriver.DiscoverDelete" => {
+                let _: Value = decode(method, body)?;
+                Ok(json!({}))
+            }
+            other => Err(DriverError::Unknown(other.to_string())),
+        }
+    }
+
+    fn create_network(&self, req: &api::CreateNetwork) -> Result<Value> {
+        let create = network_create(req)?;
+        let Request::NetworkCreate { name, subnet, .. } = &create else {
+            return Err(invalid("internal: not a network create"));
+        };
+        match self.call(format!("creating network {name}"), &create) {
+            Ok(_) => Ok(json!({})),
+            Err(e) => {
+                // Docker may create a network again (after its own restart): one of that name
+                // with the same subnet is that network.
+                let same = self
+                    .ctl
+                    .call(&Request::NetworkInspect {
+                        names: vec![name.clone()],
+                    })
+                    .ok()
+                    .and_then(|v| {
+                        v.pointer("/0/IPAM/Config/0/Subnet")
+                            .and_then(Value::as_str)
+                            .map(str::to_string)
+                    })
+                    .is_some_and(|s| subnet.is_some_and(|n| s == n.to_string()));
+                if same { Ok(json!({})) } else { Err(e) }
+            }
+        }
+    }
+
+    fn delete_network(&self, req: &api::DeleteNetwork) -> Result<Value> {
+        let name = network_name(&req.network_id)?;
+        match self.call(
+            format!("removing network {name}"),
+            &Request::NetworkRm { name: name.clone() },
+        ) {
+            Ok(_) => Ok(json!({})),
+            Err(e) => {
+                // Gone already (a retry, or removed by hand): done.
+                let exists = self
+                    .ctl
+                    .call(&Request::NetworkInspect { names: vec![name] })
+                    .is_ok();
+                if exists { Err(e) } else { Ok(json!({})) }
+            }
+        }
+    }
+
+    fn create_endpoint(&self, req: &api::CreateEndpoint) -> Result<Value> {
+        let network = network_name(&req.network_id)?;
+        let name = endpoint_name(&req.endpoint_id)?;
+        let iface = req.interface.clone().unwrap_or_default();
+        if !iface.address_ipv6.is_empty() {
+            return Err(invalid(
+                "vswitch networks are IPv4 only: the endpoint cannot have an IPv6 address",
+            ));
+        }
+        let ip = match iface.address.as_str() {
+            "" => None,
+            a => Some(addr_of("endpoint address", a)?),
+        };
+        let mac = Some(iface.mac_address.clone()).filter(|m| !m.is_empty());
+        let c = self.call(
+            format!("connecting {name} to {network}"),
+            &Request::Connect {
+                network,
+                netns: None,
+                name: Some(name.clone()),
+                ifname: None,
+                ip,
+                mac: mac.clone(),
+                // Docker moves the peer into the container and configures it at Join.
+                peer_in_host: true,
+            },
+        )?;
+        // Only what Docker left empty may be answered (it refuses a changed address).
+        let mut answer = EndpointInterface::default();
+        if mac.is_none() {
+            answer.mac_address = str_field(&c, "mac")?;
+        }
+        if ip.is_none() {
+            let prefix = c.get("prefix_len").and_then(Value::as_u64).unwrap_or(32);
+            answer.address = format!("{}/{prefix}", str_field(&c, "ip")?);
+        }
+        Ok(json!({ "Interface": answer }))
+    }
+
+    fn delete_endpoint(&self, req: &api::EndpointRequest) -> Result<Value> {
+        let network = network_name(&req.network_id)?;
+        let name = endpoint_name(&req.endpoint_id)?;
+        // The endpoint's published ports go with it; a second delete is a success.
+        self.call(
+            format!("disconnecting {name} from {network}"),
+            &Request::Disconnect {
+                network,
+                name,
+                unpublish: true,
+                missing_ok: true,
+            },
+        )?;
+        Ok(json!({}))
+    }
+
+    /// The endpoint as the daemon has it.
+    fn endpoint(&self, req: &api::EndpointRequest) -> Result<Value> {
+        let network = network_name(&req.network_id)?;
+        let name = endpoint_name(&req.endpoint_id)?;
+        self.call(
+            format!("looking up endpoint {name} on {network}"),
+            &Request::ContainerCheck { network, name },
+        )
+    }
+
+    fn endpoint_info(&self, req: &api::EndpointRequest) -> Result<Value> {
+        // Informational only (`docker inspect` shows it): an endpoint the daemon cannot check
+        // must not make Docker's inspect fail.
+        let c = match self.endpoint(req) {
+            Ok(c) => c,
+            Err(DriverError::Daemon { what, source }) => {
+                tracing::warn!("{what}: {source}");
+                return Ok(json!({ "Value": {} }));
+            }
+            Err(e) => return Err(e),
+        };
+        let mut value = serde_json::Map::new();
+        for key in ["port", "ip", "mac", "peer"] {
+            if let Some(v) = c.get(key).filter(|v| !v.is_null()) {
+                value.insert(format!("vswitch.{key}"), v.clone());
+            }
+        }
+        Ok(json!({ "Value": value }))
+    }
+
+    fn join(&self, req: &api::EndpointRequest) -> Result<Value> {
+        let c = self.endpoint(req)?;
+        // A daemon restarted since CreateEndpoint re-attaches the host end without knowing the
+        // peer; its name is the host end's plus "p" (daemon/src/handlers/container.rs).
+        let peer = match c.get("peer").and_then(Value::as_str) {
+            Some(p) => p.to_string(),
+            None => format!("{}p", str_field(&c, "port")?),
+        };
+        let iface = InterfaceName {
+            src_name: peer,
+            dst_prefix: "eth".into(),
+        };
+        let mut answer = json!({ "InterfaceName": iface });
+        // None on an internal network: the container gets no default route.
+        if let Some(gw) = c.get("gateway").and_then(Value::as_str) {
+            answer["Gateway"] = json!(gw);
+        }
+        Ok(answer)
+    }
+
+    fn program_external(&self, req: &api::EndpointRequest) -> Result<Value> {
+        let network = network_name(&req.network_id)?;
+        let name = endpoint_name(&req.endpoint_id)?;
+        let wanted = mappings(&req.options.clone().unwrap_or_default())?;
+        if wanted.is_empty() {
+            return Ok(json!({}));
+        }
+        // Docker may program an endpoint again: ports already published to it stay.
+        let existing = published(&self.call("listing published ports".into(), &Request::PortLs)?);
+        let mut done: Vec<(&'static str, u16)> = Vec::new();
+        for m in &wanted {
+            let mine = existing.iter().any(|p| {
+                p.container == name
+                    && p.network == network
+                    && p.proto == m.proto
+                    && p.container_port == m.container_port
+                    && m.host_ports.contains(&p.host_port)
+            });
+            if mine {
+                continue;
+            }
+            match self.publish_one(&network, &name, m) {
+                Ok(port) => done.push((m.proto, port)),
+                Err(e) => {
+                    // All or nothing: Docker fails the container's start.
+                    for (proto, host_port) in done {
+                        let _ = self.ctl.call(&Request::PortRm {
+                            proto: proto.into(),
+                            host_port,
+                            host_port_last: None,
+                        });
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(json!({}))
+    }
+
+    /// Publishes the first free host port of `m`'s range; which one.
+    fn publish_one(&self, network: &str, name: &str, m: &Mapping) -> Result<u16> {
+        let mut last_err = None;
+        for host_port in m.host_ports.clone() {
+            let req = Request::PortPublish {
+                network: network.into(),
+                container: name.into(),
+                host_ip: m.host_ip,
+                host_port,
+                host_port_last: None,
+                container_port: m.container_port,
+                proto: m.proto.into(),
+            };
+            match self.call(format!("publishing {} port {host_port}", m.proto), &req) {
+                Ok(_) => return Ok(host_port),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| invalid("empty host port range")))
+    }
+
+    fn revoke_external(&self, req: &api::EndpointRequest) -> Result<Value> {
+        let network = network_name(&req.network_id)?;
+        let name = endpoint_name(&req.endpoint_id)?;
+        let rows = published(&self.call("listing published ports".into(), &Request::PortLs)?);
+        let mut failure = None;
+        for p in rows
+            .into_iter()
+            .filter(|p| p.container == name && p.network == network)
+        {
+            let req = Request::PortRm {
+                proto: p.proto.clone(),
+                host_port: p.host_port,
+                host_port_last: None,
+            };
+            if let Err(e) = self.call(
+                format!("unpublishing {} port {}", p.proto, p.host_port),
+                &req,
+            ) {
+                failure = Some(e);
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(json!({})),
+        }
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(method: &str, body: &[u8]) -> Result<T> {
+    serde_json::from_slice(body).map_err(|source| DriverError::BadBody {
+        method: method.to_string(),
+        source,
+    })
+}
+
+fn str_field(v: &Value, key: &str) -> Result<String> {
+    v.get(key)
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| invalid(format!("the vswitch daemon's answer has no {key}: {v}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    const NID: &str = "2b90aec0fa142d0a0a7b001f6e79ea533e5e343513852e2b54a40fa3d7f53983";
+    const EID: &str = "312eb383c0f58c21cfd718d6f76c4aa9f95409153290768dec119f072ad7c445";
+
+    /// The fake daemon's answer to a request (as its JSON): a result or a refusal.
+    type Answer = dyn Fn(&Value) -> std::result::Result<Value, String> + Send + Sync;
+
+    /// A daemon that records each request (as its JSON) and answers with `answer`.
+    struct Fake {
+        sent: Mutex<Vec<Value>>,
+        answer: Box<Answer>,
+    }
+
+    impl Fake {
+        fn new(
+            answer: impl Fn(&Value) -> std::result::Result<Value, String> + Send + Sync + 'static,
+        ) -> Driver<Fake> {
+            Driver::new(Fake {
+                sent: Mutex::new(Vec::new()),
+                answer: Box::new(answer),
+            })
+        }
+    }
+
+    impl Control for Fake {
+        fn call(&self, req: &Request) -> std::result::Result<Value, CallError> {
+            let v = serde_json::to_value(req).map_err(CallError::BadAnswer)?;
+            self.sent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(v.clone());
+            (self.answer)(&v).map_err(CallError::Refused)
+        }
+    }
+
+    fn sent(d: &Driver<Fake>) -> Vec<Value> {
+        d.ctl.sent.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn body(v: Value) -> Vec<u8> {
+        v.to_string().into_bytes()
+    }
+
+    #[test]
+    fn create_network_takes_docker_pool_gateway_and_options() {
+        let d = Fake::new(|_| Ok(json!({})));
+        let b = body(json!({
+            "NetworkID": NID,
+            "Options": {
+                "com.docker.network.enable_ipv6": false,
+                "com.docker.network.internal": true,
+                "com.docker.network.generic": {
+                    "com.docker.network.driver.mtu": "1400",
+                    "com.docker.network.bridge.enable_icc": "false"
+                }
+            },
+            "IPv4Data": [{"AddressSpace": "LocalDefault", "Pool": "10.77.0.0/24", "Gateway": "10.77.0.1/24"}],
+            "IPv6Data": []
+        }));
+        assert_eq!(
+            d.handle("NetworkDriver.CreateNetwork", &b)
+                .expect("created"),
+            json!({})
+        );
+        let req = &sent(&d)[0];
+        assert_eq!(req["cmd"], "network_create");
+        assert_eq!(req["name"], "dk-2b90aec0fa14");
+        assert_eq!(req["subnet"], "10.77.0.0/24");
+        assert_eq!(req["gateway"], "10.77.0.1");
+        assert_eq!(req["internal"], true);
+        assert_eq!(req["icc"], false);
+        assert_eq!(req["mtu"], 1400);
+        assert_eq!(req["labels"]["docker.network_id"], NID);
+    }
+
+    #[test]
+    fn create_network_refuses_what_vswitch_cannot_do() {
+        let d = Fake::new(|_| Ok(json!({})));
+        let pool = json!([{"Pool": "10.77.0.0/24", "Gateway": "10.77.0.1/24"}]);
+        for (options, v4, why) in [
+            (
+                json!({"com.docker.network.enable_ipv6": true}),
+                pool.clone(),
+                "IPv4 only",
+            ),
+            (json!({}), json!([]), "no IPv4 pool"),
+            (
+                json!({}),
+                json!([{"Pool": "10.1.0.0/24"}, {"Pool": "10.2.0.0/24"}]),
+                "one IPv4 subnet",
+            ),
+            (
+                json!({"com.docker.network.generic": {"com.docker.network.bridge.name": "br0"}}),
+                pool.clone(),
+                "unknown option",
+            ),
+            (
+                json!({"com.docker.network.generic": {"com.docker.network.driver.mtu": "big"}}),
+                pool.clone(),
+                "give an MTU",
+            ),
+        ] {
+            let b = body(json!({"NetworkID": NID, "Options": options, "IPv4Data": v4}));
+            let e = d
+                .handle("NetworkDriver.CreateNetwork", &b)
+                .expect_err("refused");
+            assert!(e.to_string().contains(why), "{e} lacks {why:?}");
+        }
+        assert!(sent(&d).is_empty(), "nothing reached the daemon");
+    }
+
+    #[test]
+    fn bad_bodies_and_ids_answer_errors() {
+        let d = Fake::new(|_| Ok(json!({})));
+        for (method, b) in [
+            ("NetworkDriver.CreateNetwork", &b"{not json"[..]),
+            ("NetworkDriver.CreateEndpoint", b"[1,2]"),
+            ("NetworkDriver.Join", b"{\"NetworkID\": 5}"),
+            ("NetworkDriver.Join", b"\xff\xfe"),
+            ("NetworkDriver.DeleteNetwork", b"{\"NetworkID\": \"zz\"}"),
+            ("NetworkDriver.DeleteEndpoint", b"{}"),
+            (
+                "NetworkDriver.ProgramExternalConnectivity",
+                b"{\"NetworkID\":\"2b90aec0fa142d0a\",\"EndpointID\":\"312eb383c0f58c21\",\"Options\":{\"com.docker.network.portmap\":\"eighty\"}}",
+            ),
+        ] {
+            let e = d.handle(method, b).expect_err("refused");
+            assert!(!e.to_string().is_empty());
+        }
+        assert!(matches!(
+            d.handle("NetworkDriver.Frobnicate", b"{}"),
+            Err(DriverError::Unknown(_))
+        ));
+        // Methods without a body take an empty one.
+        assert_eq!(
+            d.handle("Plugin.Activate", b"").expect("activate"),
+            json!({"Implements": ["NetworkDriver"]})
+        );
+        assert_eq!(
+            d.handle("NetworkDriver.GetCapabilities", b"null")
+                .expect("caps")["Scope"],
+            "local"
+        );
+        assert!(sent(&d).is_empty());
+    }
+
+    #[test]
+    fn endpoint_connects_with_docker_address_and_answers_only_the_mac() {
+        let d = Fake::new(|req| {
+            assert_eq!(req["cmd"], "connect");
+            Ok(
+                json!({"name": req["name"], "ip": "10.77.0.2", "mac": "02:42:0a:4d:00:02",
+                      "prefix_len": 24, "port": "vsw0", "peer": "vsw0p", "gateway": "10.77.0.1"}),
+            )
+        });
+        let b = body(json!({
+            "NetworkID": NID, "EndpointID": EID,
+            "Interface": {"Address": "10.77.0.2/24", "AddressIPv6": "", "MacAddress": ""},
+            "Options": {"com.docker.network.portmap": []}
+        }));
+        let answer = d
+            .handle("NetworkDriver.CreateEndpoint", &b)
+            .expect("created");
+        assert_eq!(
+            answer,
+            json!({"Interface": {"MacAddress": "02:42:0a:4d:00:02"}})
+        );
+        let req = &sent(&d)[0];
+        assert_eq!(req["network"], "dk-2b90aec0fa14");
+        assert_eq!(req["name"], "ep-312eb383c0f5");
+        assert_eq!(req["ip"], "10.77.0.2");
+        assert_eq!(req["peer_in_host"], true);
+        assert_eq!(req["netns"], Value::Null);
+
+        // A MAC Docker chose is passed on and not answered back.
+        let b = body(json!({"NetworkID": NID, "EndpointID": EID,
+            "Interface": {"Address": "10.77.0.2/24", "MacAddress": "02:00:00:00:00:09"}}));
+        let answer = d
+            .handle("NetworkDriver.CreateEndpoint", &b)
+            .expect("created");
+        assert_eq!(answer, json!({"Interface": {}}));
+        assert_eq!(sent(&d)[1]["mac"], "02:00:00:00:00:09");
+    }
+
+    #[test]
+    fn join_moves_the_peer_and_names_the_gateway() {
+        let d = Fake::new(|req| {
+            assert_eq!(req["cmd"], "container_check");
+            Ok(json!({"port": "vsw3", "peer": null, "gateway": null}))
+        });
+        let b = body(json!({"NetworkID": NID, "EndpointID": EID, "SandboxKey": "/x"}));
+        // No peer recorded (a restarted daemon): derived from the host end; no gateway
+        // (internal): none answered.
+        assert_eq!(
+            d.handle("NetworkDriver.Join", &b).expect("joined"),
+            json!({"InterfaceName": {"SrcName": "vsw3p", "DstPrefix": "eth"}})
+        );
+        let d = Fake::new(|_| Ok(json!({"port": "vsw3", "peer": "vsw3p", "gateway": "10.77.0.1"})));
+        assert_eq!(
+            d.handle("NetworkDriver.Join", &b).expect("joined")["Gateway"],
+            "10.77.0.1"
+        );
+    }
+
+    #[test]
+    fn endpoint_info_reports_the_port_and_survives_a_daemon_refusal() {
+        let b = body(json!({"NetworkID": NID, "EndpointID": EID}));
+        let d = Fake::new(|_| Ok(json!({"port": "vsw3", "ip": "10.77.0.2", "peer": null})));
+        assert_eq!(
+            d.handle("NetworkDriver.EndpointOperInfo", &b)
+                .expect("info"),
+            json!({"Value": {"vswitch.port": "vsw3", "vswitch.ip": "10.77.0.2"}})
+        );
+        let d = Fake::new(|_| Err("no container named ep-312eb383c0f5".into()));
+        assert_eq!(
+            d.handle("NetworkDriver.EndpointOperInfo", &b)
+                .expect("info"),
+            json!({"Value": {}})
+        );
+    }
+
+    #[test]
+    fn delete_endpoint_is_idempotent_and_drops_ports() {
+        let d = Fake::new(|_| Ok(Value::Null));
+        let b = body(json!({"NetworkID": NID, "EndpointID": EID}));
+        d.handle("NetworkDriver.DeleteEndpoint", &b)
+            .expect("deleted");
+        let req = &sent(&d)[0];
+        assert_eq!(req["cmd"], "disconnect");
+        assert_eq!(req["unpublish"], true);
+        assert_eq!(req["missing_ok"], true);
+    }
+
+    #[test]
+    fn delete_network_of_a_gone_network_succeeds() {
+        let d = Fake::new(|req| match req["cmd"].as_str() {
+            Some("network_rm") => Err("no network".into()),
+            _ => Err("no such network: dk-2b90aec0fa14".into()),
+        });
+        let b = body(json!({"NetworkID": NID}));
+        d.handle("NetworkDriver.DeleteNetwork", &b)
+            .expect("gone is fine");
+        // One that exists but cannot go (containers left): the daemon's reason.
+        let d = Fake::new(|req| match req["cmd"].as_str() {
+            Some("network_rm") => Err("network has containers".into()),
+            _ => Ok(json!([{}])),
+        });
+        let e = d
+            .handle("NetworkDriver.DeleteNetwork", &b)
+            .expect_err("refused");
+        assert!(e.to_string().contains("has containers"), "{e}");
+    }
+
+    fn portmap() -> Value {
+        json!({
+            "com.docker.network.endpoint.exposedports": [{"Proto": 6, "Port": 80}],
+            "com.docker.network.portmap": [
+                {"Proto": 6, "IP": "", "Port": 80, "HostIP": "127.0.0.1", "HostPort": 8081, "HostPortEnd": 8081},
+                {"Proto": 6, "IP": "", "Port": 80, "HostIP": "", "HostPort": 8080, "HostPortEnd": 8080},
+                {"Proto": 17, "IP": "", "Port": 53, "HostIP": "0.0.0.0", "HostPort": 5300, "HostPortEnd": 5310},
+                {"Proto": 6, "IP": "", "Port": 80, "HostIP": "::", "HostPort": 8080, "HostPortEnd": 8080}
+            ]
+        })
+    }
+
+    #[test]
+    fn portmap_becomes_publish_requests() {
+        let options: Options = serde_json::from_value(portmap()).expect("options");
+        let m = mappings(&options).expect("mappings");
+        assert_eq!(
+            m,
+            vec![
+                Mapping {
+                    proto: "tcp",
+                    host_ip: Some(Ipv4Addr::LOCALHOST),
+                    host_ports: 8081..=8081,
+                    container_port: 80
+                },
+                Mapping {
+                    proto: "tcp",
+                    host_ip: None,
+                    host_ports: 8080..=8080,
+                    container_port: 80
+                },
+                Mapping {
+                    proto: "udp",
+                    host_ip: None,
+                    host_ports: 5300..=5310,
+                    container_port: 53
+                },
+            ]
+        );
+        for (binding, why) in [
+            (
+                json!({"Proto": 132, "Port": 80, "HostPort": 80}),
+                "tcp or udp",
+            ),
+            (
+                json!({"Proto": 6, "Port": 80, "HostPort": 0}),
+                "give the host port",
+            ),
+            (
+                json!({"Proto": 6, "Port": 80, "HostIP": "::1", "HostPort": 80}),
+                "IPv4 addresses only",
+            ),
+            (
+                json!({"Proto": 6, "Port": 80, "HostIP": "nowhere", "HostPort": 80}),
+                "IPv4 addresses only",
+            ),
+        ] {
+            let options: Options =
+                serde_json::from_value(json!({"com.docker.network.portmap": [binding]}))
+                    .expect("options");
+            let e = mappings(&options).expect_err("refused");
+            assert!(e.to_string().contains(why), "{e} lacks {why:?}");
+        }
+    }
+
+    #[test]
+    fn program_publishes_each_port_and_picks_a_free_one_of_a_range() {
+        let d = Fake::new(|req| match req["cmd"].as_str() {
+            Some("port_ls") => Ok(json!([])),
+            // 5300 is taken: the next of the range is used.
+            Some("port_publish") if req["host_port"] == 5300 => Err("udp port 5300 in use".into()),
+            _ => Ok(json!({})),
+        });
+        let b = body(json!({"NetworkID": NID, "EndpointID": EID, "Options": portmap()}));
+        d.handle("NetworkDriver.ProgramExternalConnectivity", &b)
+            .expect("programmed");
+        let publishes: Vec<(Value, Value, Value)> = sent(&d)
+            .iter()
+            .filter(|r| r["cmd"] == "port_publish")
+            .map(|r| {
+                (
+                    r["proto"].clone(),
+                    r["host_ip"].clone(),
+                    r["host_port"].clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            publishes,
+            vec![
+                (json!("tcp"), json!("127.0.0.1"), json!(8081)),
+                (json!("tcp"), Value::Null, json!(8080)),
+                (json!("udp"), Value::Null, json!(5300)),
+                (json!("udp"), Value::Null, json!(5301)),
+            ]
+        );
+        let first = sent(&d)
+            .into_iter()
+            .find(|r| r["cmd"] == "port_publish")
+            .expect("a publish");
+        assert_eq!(first["network"], "dk-2b90aec0fa14");
+        assert_eq!(first["container"], "ep-312eb383c0f5");
+        assert_eq!(first["container_port"], 80);
+    }
+
+    #[test]
+    fn program_rolls_back_on_failure() {
+        let d = Fake::new(|req| match req["cmd"].as_str() {
+            Some("port_ls") => Ok(json!([])),
+            Some("port_publish") if req["proto"] == "udp" => Err("udp port in use".into()),
+            _ => Ok(json!({})),
+        });
+        let b = body(json!({"NetworkID": NID, "EndpointID": EID, "Options": portmap()}));
+        let e = d
+            .handle("NetworkDriver.ProgramExternalConnectivity", &b)
+            .expect_err("failed");
+        assert!(e.to_string().contains("in use"), "{e}");
+        let removed: Vec<Value> = sent(&d)
+            .iter()
+            .filter(|r| r["cmd"] == "port_rm")
+            .map(|r| r["host_port"].clone())
+            .collect();
+        assert_eq!(removed, vec![json!(8081), json!(8080)]);
+    }
+
+    #[test]
+    fn revoke_removes_only_this_endpoints_ports() {
+        let d = Fake::new(|req| match req["cmd"].as_str() {
+            Some("port_ls") => Ok(json!([
+                {"proto": "tcp", "host_port": 8080, "network": "dk-2b90aec0fa14", "container": "ep-312eb383c0f5", "container_port": 80},
+                {"proto": "tcp", "host_port": 9090, "network": "dk-2b90aec0fa14", "container": "ep-000000000000", "container_port": 80},
+                {"proto": "udp", "host_port": 5301, "network": "dk-2b90aec0fa14", "container": "ep-312eb383c0f5", "container_port": 53}
+            ])),
+            _ => Ok(json!({})),
+        });
+        let b = body(json!({"NetworkID": NID, "EndpointID": EID}));
+        d.handle("NetworkDriver.RevokeExternalConnectivity", &b)
+            .expect("revoked");
+        let removed: Vec<(Value, Value)> = sent(&d)
+            .iter()
+            .filter(|r| r["cmd"] == "port_rm")
+            .map(|r| (r["proto"].clone(), r["host_port"].clone()))
+            .collect();
+        assert_eq!(
+            removed,
+            vec![(json!("tcp"), json!(8080)), (json!("udp"), json!(5301))]
+        );
+    }
+}
