@@ -289,6 +289,15 @@ fn docker_network_driver_end_to_end() {
         curl(&lab, &format!("http://{UPLINK_ADDR}:8081/")).is_err(),
         "a port published on 127.0.0.1 is reachable from the internet"
     );
+    // The stand-in host reaches both through localhost (vswitch's host proxy).
+    for port in [8080, 8081] {
+        let url = format!("http://127.0.0.1:{port}/");
+        let got = retry(10, || {
+            try_ok(&mut lab.in_host(&["curl", "-sS", "-m", "2", &url]))
+        })
+        .unwrap_or_else(|e| fail(&lab, "curl localhost from the host", e));
+        assert_eq!(got.trim(), "from-the-container", "{url}");
+    }
 
     // A port in use fails the start and leaves nothing published; so does a port Docker
     // would have the driver pick. Docker shows the plugin's message.
