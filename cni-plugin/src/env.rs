@@ -170,6 +170,17 @@ impl Env {
         })?;
         let attachment = matches!(command, Command::Add | Command::Del | Command::Check);
         let netns_needed = matches!(command, Command::Add | Command::Check);
+        // VERSION, STATUS and GC ignore the attachment's variables (libcni passes dummy
+        // values, e.g. CNI_NETNS=dummy, when it probes a plugin's VERSION).
+        if !attachment {
+            return Ok(Env {
+                command,
+                container_id: String::new(),
+                netns: String::new(),
+                ifname: String::new(),
+                args: CniArgs::default(),
+            });
+        }
         let var = |name: &'static str, needed: bool| -> Result<String, Error> {
             match get(name).filter(|v| !v.is_empty()) {
                 Some(v) => Ok(v),
@@ -177,8 +188,8 @@ impl Env {
                 None => Ok(String::new()),
             }
         };
-        let container_id = var("CNI_CONTAINERID", attachment)?;
-        if attachment && !valid_id(&container_id) {
+        let container_id = var("CNI_CONTAINERID", true)?;
+        if !valid_id(&container_id) {
             return Err(Error::InvalidEnv {
                 var: "CNI_CONTAINERID",
                 why: format!(
@@ -194,8 +205,8 @@ impl Env {
                 why: format!("{netns:?} is not an absolute path"),
             });
         }
-        let ifname = var("CNI_IFNAME", attachment)?;
-        if attachment && !valid_ifname(&ifname) {
+        let ifname = var("CNI_IFNAME", true)?;
+        if !valid_ifname(&ifname) {
             return Err(Error::InvalidEnv {
                 var: "CNI_IFNAME",
                 why: format!("{ifname:?} is not an interface name (at most 15 bytes, no '/')"),
@@ -262,6 +273,15 @@ mod tests {
     fn version_status_gc_need_nothing_but_the_command() {
         for c in ["VERSION", "STATUS", "GC"] {
             assert!(env(&[("CNI_COMMAND", c)]).is_ok(), "{c}");
+            // What libcni sends when it probes VERSION.
+            let probe = env(&[
+                ("CNI_COMMAND", c),
+                ("CNI_CONTAINERID", "dummy"),
+                ("CNI_NETNS", "dummy"),
+                ("CNI_IFNAME", "dummy"),
+                ("CNI_ARGS", "WHATEVER=1"),
+            ]);
+            assert!(probe.is_ok(), "{c}");
         }
         assert_eq!(env(&[]).unwrap_err().code(), 4);
         assert_eq!(env(&[("CNI_COMMAND", "LAUNCH")]).unwrap_err().code(), 4);
