@@ -166,6 +166,25 @@ fn add_check_del_version_status_and_bad_input() {
     );
     assert!(containers(&lab).is_empty(), "{:?}", containers(&lab));
 
+    // How long an ADD takes (the plugin's process, the connect, the record), and a DEL.
+    let (mut adds, mut dels) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        let add = cni(&lab, &env("ADD", "timed", &c1_path), &conf10);
+        adds.push(t.elapsed());
+        assert!(add.ok, "{} {}", add.json, add.stderr);
+        let t = std::time::Instant::now();
+        let del = cni(&lab, &env("DEL", "timed", &c1_path), &conf10);
+        dels.push(t.elapsed());
+        assert!(del.ok, "{} {}", del.json, del.stderr);
+    }
+    adds.sort();
+    dels.sort();
+    eprintln!(
+        "plugin ADD median {:?} (runs {adds:?}), DEL median {:?}",
+        adds[2], dels[2]
+    );
+
     // VERSION.
     let v = cni(
         &lab,

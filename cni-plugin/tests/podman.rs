@@ -327,7 +327,7 @@ fn podman_cni_backend_end_to_end() {
     );
 
     // Attach time: podman run -d on the vswitch network against --network none.
-    let runs = 5;
+    let runs = 7;
     let timed = |network: &str, tag: &str| -> Vec<Duration> {
         (0..runs)
             .map(|i| {
