@@ -1,7 +1,8 @@
 //! The plugin's records of the attachments it made, one file per (network, container id,
-//! interface): `DATA_DIR/NETWORK/CONTAINERID.IFNAME.json` (both names are checked by
-//! [`crate::env`] and [`crate::config`], so they cannot leave the directory), written to a
-//! temporary file and renamed into place.
+//! interface): `DATA_DIR/NETWORK/CONTAINERID:IFNAME.json` (the names are checked by
+//! [`crate::env`] and [`crate::config`], so they cannot leave the directory, and neither holds
+//! a `:`, so two attachments never share a file), written to a temporary file and renamed into
+//! place.
 //!
 //! They answer what the daemon cannot: which vswitch container a CNI container id became (its
 //! name is the runtime's container name, which another container may take later), the
@@ -46,7 +47,7 @@ impl Store {
     }
 
     fn path(&self, container_id: &str, ifname: &str) -> PathBuf {
-        self.dir.join(format!("{container_id}.{ifname}.json"))
+        self.dir.join(format!("{container_id}:{ifname}.json"))
     }
 
     /// The record of (`container_id`, `ifname`), if any. An unreadable one counts as none
@@ -157,7 +158,7 @@ mod tests {
         };
         store.save(&rec).unwrap();
         assert_eq!(store.load("abc", "eth0").unwrap(), Some(rec.clone()));
-        std::fs::write(dir.join("net/junk.eth0.json"), "{").unwrap();
+        std::fs::write(dir.join("net/junk:eth0.json"), "{").unwrap();
         assert_eq!(store.all().unwrap(), vec![rec]);
         store.remove("abc", "eth0").unwrap();
         store.remove("abc", "eth0").unwrap();
