@@ -481,3 +481,75 @@ mod tests {
         assert_eq!(container_name(&env).0.len(), 63);
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn command() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec!["ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC", "X"])
+    }
+
+    /// Configurations shaped like real ones (any field may be missing, mistyped or odd),
+    /// always pointing at a socket that does not exist.
+    fn config() -> impl Strategy<Value = String> {
+        let value = prop_oneof![
+            Just(json!(null)),
+            any::<i64>().prop_map(|n| json!(n)),
+            "[ -~]{0,12}".prop_map(|s| json!(s)),
+            Just(json!([{"hostPort": 80, "containerPort": 0}])),
+            Just(json!({"portMappings": [{"hostPort": "x"}], "ips": [1], "mac": 5})),
+            Just(json!({"ips": ["1.2.3.4/8", "::1"]})),
+        ];
+        let key = prop::sample::select(vec![
+            "cniVersion",
+            "name",
+            "network",
+            "runtimeConfig",
+            "args",
+            "dns",
+            "prevResult",
+            "cni.dev/valid-attachments",
+        ]);
+        prop::collection::vec((key, value), 0..6).prop_map(|fields| {
+            let mut m = serde_json::Map::new();
+            m.insert("cniVersion".into(), json!("1.1.0"));
+            m.insert("name".into(), json!("n"));
+            for (k, v) in fields {
+                m.insert(k.to_string(), v);
+            }
+            m.insert("socket".into(), json!("/nonexistent/vswitch-fuzz.sock"));
+            m.insert("dataDir".into(), json!("/nonexistent/vswitch-fuzz"));
+            Value::Object(m).to_string()
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_and_always_answers(
+            cmd in command(),
+            id in "[ -~]{0,10}",
+            netns in "[ -~]{0,10}",
+            ifname in "[ -~]{0,18}",
+            args in "[ -~]{0,30}",
+            stdin in prop_oneof![config(), "[ -~]{0,40}"],
+        ) {
+            let vars = |k: &str| -> Option<String> {
+                Some(match k {
+                    "CNI_COMMAND" => cmd.to_string(),
+                    "CNI_CONTAINERID" => id.clone(),
+                    "CNI_NETNS" => netns.clone(),
+                    "CNI_IFNAME" => ifname.clone(),
+                    "CNI_ARGS" => args.clone(),
+                    _ => return None,
+                })
+            };
+            let out = run(vars, stdin.as_bytes());
+            if out.status != 0 {
+                let v = out.stdout.expect("an error object");
+                prop_assert!(v["code"].is_u64() && v["msg"].is_string(), "{}", v);
+            }
+        }
+    }
+}
