@@ -326,22 +326,21 @@ fn podman_cni_backend_end_to_end() {
         "c2's address was freed (c3 gets the lowest free one)"
     );
 
-    // Attach time: podman run -d on the vswitch network against --network none.
+    // Attach time: podman run -d on the vswitch network against --network none, interleaved
+    // so that the load of a shared machine weighs on both alike.
     let runs = 7;
-    let timed = |network: &str, tag: &str| -> Vec<Duration> {
-        (0..runs)
-            .map(|i| {
-                let name = format!("t{tag}{i}");
-                let t = Instant::now();
-                pm.start(&name, network, &[], &sleep);
-                let d = t.elapsed();
-                pm.run(&["rm", "-f", "-t", "0", &name]);
-                d
-            })
-            .collect()
+    let timed = |network: &str, name: &str| -> Duration {
+        let t = Instant::now();
+        pm.start(name, network, &[], &sleep);
+        let d = t.elapsed();
+        pm.run(&["rm", "-f", "-t", "0", name]);
+        d
     };
-    let with = timed(&net, "v");
-    let without = timed("none", "n");
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        with.push(timed(&net, &format!("tv{i}")));
+        without.push(timed("none", &format!("tn{i}")));
+    }
     let (mw, mn) = (median(with.clone()), median(without.clone()));
     eprintln!(
         "podman run -d, median of {runs}: vswitch network {mw:?} (runs {with:?}), --network none \
