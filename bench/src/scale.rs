@@ -261,6 +261,7 @@ impl Switch {
                     name: format!("c{i}"),
                     unpublish: true,
                     missing_ok: false,
+                    netns: None,
                 };
                 control::call(&lab.socket(), &req)
                     .with_context(|| format!("disconnecting c{i}:\n{}", lab.daemon_log()))?;

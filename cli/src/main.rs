@@ -227,7 +227,8 @@ enum NetworkAction {
 
 #[derive(Subcommand)]
 enum PortAction {
-    /// Publish HOSTPORT on the uplink address to CONTAINERPORT of CONTAINER.
+    /// Publish HOSTPORT on the uplink address (and to the host itself) to CONTAINERPORT of
+    /// CONTAINER.
     Publish {
         /// Network of the container.
         network: String,
@@ -236,6 +237,10 @@ enum PortAction {
         /// [HOSTIP:]HOSTPORT[-LAST]:CONTAINERPORT[-LAST][/tcp|udp], e.g. 8080:80,
         /// 127.0.0.1:8080:80 (the host only) or 8000-8010:8000-8010/udp.
         mapping: String,
+        /// Do not let the host's own connections in through the host proxy (another
+        /// program on the host holds the port).
+        #[arg(long)]
+        no_host_proxy: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -340,6 +345,7 @@ fn main() -> ExitCode {
                 name,
                 unpublish,
                 missing_ok: false,
+                netns: None,
             };
             client(&c, &req, |v| {
                 println!("disconnected {}", v["name"].as_str().unwrap_or("?"))
@@ -413,6 +419,7 @@ fn main() -> ExitCode {
                     network,
                     container,
                     mapping,
+                    no_host_proxy,
                     client: c,
                 },
         } => mapping::parse_mapping(&mapping).and_then(|m| {
@@ -424,6 +431,7 @@ fn main() -> ExitCode {
                 host_port_last: m.host_port_last,
                 container_port: m.container_port,
                 proto: m.proto,
+                host_proxy: !no_host_proxy,
             };
             client(&c, &req, table::print_published)
         }),

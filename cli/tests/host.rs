@@ -223,6 +223,23 @@ fn a_vanished_container_is_released_and_its_name_reused() {
         "port follows"
     );
 
+    // A runtime's late delete of an older container of that name (attached from another
+    // namespace) leaves the new one alone.
+    let late = control::Request::Disconnect {
+        network: "web".into(),
+        name: "app".into(),
+        unpublish: true,
+        missing_ok: true,
+        netns: Some("/run/netns/an-older-one".into()),
+    };
+    let answer = control::call(&lab.socket(), &late).expect("guarded disconnect");
+    assert!(answer.is_null(), "{answer}");
+    assert_eq!(
+        curl(&inet, &url).as_deref(),
+        Some(INET_ADDR),
+        "still attached"
+    );
+
     // A disconnect keeps the port for the container; --unpublish drops it.
     lab.vswitch(&bin(), &["network", "disconnect", "web", "app"])
         .expect("disconnect");
@@ -281,4 +298,64 @@ fn a_vanished_container_is_released_and_its_name_reused() {
     }
     assert!(names.iter().all(|n| n.starts_with("pid-")), "{names:?}");
     assert_ne!(names[0], names[1]);
+}
+
+#[test]
+fn a_runtimes_veth_survives_a_graceful_restart() {
+    if skip_unless_root("a_runtimes_veth_survives_a_graceful_restart") {
+        return;
+    }
+    let _serial = serial();
+    let mut lab = RuntimeHost::new(&prefix("vsrr")).expect("runtime lab");
+    let daemon = lab.start_vswitch(&bin(), "").expect("vswitch daemon");
+    // As Docker's driver does: the daemon leaves the container's end in its namespace, the
+    // runtime moves it into the container and configures it.
+    let connect = control::Request::Connect {
+        network: "bridge".into(),
+        netns: None,
+        name: Some("ep-runtime".into()),
+        ifname: None,
+        ip: None,
+        mac: None,
+        peer_in_host: true,
+    };
+    let c = control::call(&lab.socket(), &connect).expect("connect peer_in_host");
+    let (peer, ip) = (
+        c["peer"].as_str().expect("peer"),
+        c["ip"].as_str().expect("ip"),
+    );
+    let ns = Netns::new("rr");
+    let cidr = format!("{ip}/{}", c["prefix_len"]);
+    try_ok(&mut lab.in_host(&["ip", "link", "set", peer, "netns", ns.name()]))
+        .expect("move the peer");
+    for cmd in [
+        vec!["ip", "link", "set", peer, "name", "eth0"],
+        vec!["ip", "addr", "add", &cidr, "dev", "eth0"],
+        vec!["ip", "link", "set", "eth0", "up"],
+    ] {
+        let out = ns.exec(&cmd);
+        assert!(out.status.success(), "{cmd:?}: {out:?}");
+    }
+    let ping = || {
+        ns.exec(&["ping", "-c", "1", "-W", "2", "172.17.0.1"])
+            .status
+            .success()
+    };
+    assert!(ping(), "the runtime's container reaches the gateway");
+
+    // SIGTERM: the daemon removes the links it made, not the runtime's.
+    assert!(lab.terminate(daemon), "the daemon did not stop");
+    let links = ns.exec(&["ip", "link", "show", "eth0"]);
+    assert!(
+        links.status.success(),
+        "the runtime's veth went with the daemon"
+    );
+    lab.start_vswitch(&bin(), "").expect("vswitch again");
+    assert!(
+        wait_until(Duration::from_secs(5), ping),
+        "not re-attached: {}",
+        lab.log("vswitch.log")
+    );
+    let status = json(&lab, &["status"]);
+    assert!(status.to_string().contains("ep-runtime"), "{status}");
 }

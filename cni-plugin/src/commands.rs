@@ -110,7 +110,8 @@ impl Daemon {
         found.map(|c| attached(c.clone())).transpose()
     }
 
-    fn disconnect(&self, network: &str, name: &str) -> Result<(), Error> {
+    /// Disconnects `name` (only when attached from `netns`, if given).
+    fn disconnect(&self, network: &str, name: &str, netns: Option<&str>) -> Result<(), Error> {
         self.call(
             "disconnect",
             &Request::Disconnect {
@@ -118,6 +119,7 @@ impl Daemon {
                 name: name.to_string(),
                 unpublish: true,
                 missing_ok: true,
+                netns: netns.map(str::to_string),
             },
         )
         .map(drop)
@@ -164,13 +166,13 @@ fn add(env: &Env, conf: &NetConf, daemon: &Daemon) -> Result<Value, Error> {
         },
     )?;
     let rollback = |e: Error| -> Error {
-        if let Err(undo) = daemon.disconnect(network, &name) {
+        if let Err(undo) = daemon.disconnect(network, &name, Some(&env.netns)) {
             eprintln!("vswitch-cni: undoing the connect of {name:?} failed: {undo}");
         }
         e
     };
     let c = attached(answer).map_err(rollback)?;
-    publish_all(daemon, network, &name, &publishes).map_err(rollback)?;
+    publish_all(daemon, network, &name, &publishes, conf.host_proxy).map_err(rollback)?;
     let result = result::build(
         &c,
         &conf.cni_version,
@@ -191,7 +193,14 @@ fn add(env: &Env, conf: &NetConf, daemon: &Daemon) -> Result<Value, Error> {
 
 /// Publishes `ports` to container `name`; those the daemon already holds for it (kept from a
 /// container of that name whose namespace went away without a DEL) are left as they are.
-fn publish_all(daemon: &Daemon, network: &str, name: &str, ports: &[Publish]) -> Result<(), Error> {
+/// `host_proxy`: see [`crate::config::NetConf::host_proxy`].
+fn publish_all(
+    daemon: &Daemon,
+    network: &str,
+    name: &str,
+    ports: &[Publish],
+    host_proxy: bool,
+) -> Result<(), Error> {
     if ports.is_empty() {
         return Ok(());
     }
@@ -224,6 +233,7 @@ fn publish_all(daemon: &Daemon, network: &str, name: &str, ports: &[Publish]) ->
                 host_port_last: None,
                 container_port: p.container_port,
                 proto: p.proto.clone(),
+                host_proxy,
             },
         )?;
     }
@@ -280,7 +290,7 @@ fn detach(daemon: &Daemon, network: &str, name: &str, netns: &str) -> Result<(),
             );
             Ok(())
         }
-        _ => daemon.disconnect(network, name),
+        _ => daemon.disconnect(network, name, Some(netns).filter(|n| !n.is_empty())),
     }
 }
 

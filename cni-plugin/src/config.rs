@@ -57,6 +57,12 @@ pub struct NetConf {
     /// when the network's own DNS does not serve it).
     #[serde(default)]
     pub dns: Option<Dns>,
+    /// Let the host's own connections (localhost, its addresses) reach published ports
+    /// through the daemon's host proxy. Off by default: Podman binds every published host port
+    /// itself to reserve it, so the proxy could not listen there (a runtime that holds none,
+    /// such as nerdctl, can turn it on).
+    #[serde(default)]
+    pub host_proxy: bool,
     /// The previous result (CHECK, DEL).
     #[serde(default)]
     pub prev_result: Option<Value>,

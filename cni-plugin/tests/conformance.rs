@@ -70,11 +70,6 @@ fn assert_error(a: &Answer, code: u64, what: &str) {
     assert!(a.json["cniVersion"].is_string(), "{what}: {}", a.json);
 }
 
-fn containers(lab: &RuntimeHost) -> Vec<Value> {
-    let status = control::call(&lab.socket(), &control::Request::Status).expect("status");
-    status["containers"].as_array().cloned().unwrap_or_default()
-}
-
 #[test]
 fn add_check_del_version_status_and_bad_input() {
     if lab::skip() {
@@ -147,7 +142,7 @@ fn add_check_del_version_status_and_bad_input() {
     // DEL, twice; DEL of an unknown container; DEL without a namespace.
     let del = cni(&lab, &env("DEL", "ctr1", &c1_path), &conf10);
     assert!(del.ok, "DEL: {} {}", del.json, del.stderr);
-    assert!(containers(&lab).is_empty(), "{:?}", containers(&lab));
+    assert!(lab.containers().is_empty(), "{:?}", lab.containers());
     let del = cni(&lab, &env("DEL", "ctr1", &c1_path), &conf10);
     assert!(del.ok, "second DEL: {} {}", del.json, del.stderr);
     let del = cni(&lab, &env("DEL", "never-added", "/run/netns/nope"), &conf10);
@@ -164,7 +159,7 @@ fn add_check_del_version_status_and_bad_input() {
         "DEL ctr2 without netns: {} {}",
         del.json, del.stderr
     );
-    assert!(containers(&lab).is_empty(), "{:?}", containers(&lab));
+    assert!(lab.containers().is_empty(), "{:?}", lab.containers());
 
     // How long an ADD takes (the plugin's process, the connect, the record), and a DEL.
     let (mut adds, mut dels) = (Vec::new(), Vec::new());
@@ -246,7 +241,7 @@ fn add_check_del_version_status_and_bad_input() {
         4,
         "no container id",
     );
-    assert!(containers(&lab).is_empty(), "bad input attached nothing");
+    assert!(lab.containers().is_empty(), "bad input attached nothing");
 }
 
 #[test]
@@ -317,7 +312,7 @@ fn port_mappings_name_reuse_and_gc() {
     let clash_path = nss.add(&clash_ns);
     let clash = cni(&lab, &env("ADD", "second", &clash_path), &ports);
     assert_error(&clash, 101, "ADD with a taken host port");
-    assert_eq!(containers(&lab).len(), 1, "the failed ADD was rolled back");
+    assert_eq!(lab.containers().len(), 1, "the failed ADD was rolled back");
     let del = cni(&lab, &env("DEL", "first", &other_path), &ports);
     assert!(del.ok, "{} {}", del.json, del.stderr);
 
@@ -362,7 +357,7 @@ fn port_mappings_name_reuse_and_gc() {
         "late DEL of the old one: {} {}",
         del.json, del.stderr
     );
-    let all = containers(&lab);
+    let all = lab.containers();
     assert_eq!(all.len(), 1, "{all:?}");
     assert_eq!(all[0]["name"], "web");
     assert_eq!(all[0]["netns"], new_path.as_str());
@@ -380,7 +375,7 @@ fn port_mappings_name_reuse_and_gc() {
     let gc_path = nss.add(&gc_ns);
     let add = cni(&lab, &env("ADD", "stale", &gc_path), &conf10);
     assert!(add.ok, "{} {}", add.json, add.stderr);
-    assert_eq!(containers(&lab).len(), 2);
+    assert_eq!(lab.containers().len(), 2);
     let gc = conf(
         &lab,
         "1.1.0",
@@ -392,7 +387,7 @@ fn port_mappings_name_reuse_and_gc() {
         &gc,
     );
     assert!(out.ok, "GC: {} {}", out.json, out.stderr);
-    let all = containers(&lab);
+    let all = lab.containers();
     assert_eq!(all.len(), 1, "{all:?}");
     assert_eq!(all[0]["name"], "web");
     let no_list = conf(&lab, "1.1.0", json!({}));

@@ -15,7 +15,7 @@
 mod common;
 
 use common::{fetch_from_inet, plugin, vswitch_bin, web_root};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -151,11 +151,6 @@ impl Drop for Podman<'_> {
             }
         }
     }
-}
-
-fn containers(lab: &RuntimeHost) -> Vec<Value> {
-    let status = control::call(&lab.socket(), &control::Request::Status).expect("status");
-    status["containers"].as_array().cloned().unwrap_or_default()
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -301,13 +296,14 @@ fn podman_cni_backend_end_to_end() {
     );
 
     // rm -f frees the address and the published ports.
-    let c2_ip = containers(&lab)
+    let c2_ip = lab
+        .containers()
         .iter()
         .find(|c| c["name"] == "c2")
         .map(|c| c["ip"].clone())
         .expect("c2 is attached");
     pm.run(&["rm", "-f", "-t", "0", "c2"]);
-    let all = containers(&lab);
+    let all = lab.containers();
     assert!(all.iter().all(|c| c["name"] != "c2"), "{all:?}");
     let ports = control::call(&lab.socket(), &control::Request::PortLs).expect("port ls");
     assert_eq!(ports, json!([]), "rm -f unpublished c2's ports");
@@ -316,7 +312,8 @@ fn podman_cni_backend_end_to_end() {
         "8080 still answers after rm -f"
     );
     pm.start("c3", &net, &[], &sleep);
-    let c3_ip = containers(&lab)
+    let c3_ip = lab
+        .containers()
         .iter()
         .find(|c| c["name"] == "c3")
         .map(|c| c["ip"].clone())

@@ -66,6 +66,12 @@ pub enum Request {
         /// Succeed (answering null) when no such container is connected.
         #[serde(default)]
         missing_ok: bool,
+        /// Only when the container was attached from this namespace path: a container that
+        /// has since taken the name from another namespace stays (answering null with
+        /// `missing_ok`, else an error). Closes the race between a runtime's late delete of
+        /// an old container and a new one of that name.
+        #[serde(default)]
+        netns: Option<String>,
     },
     /// Checks that a connected container's network is as it was made: the host end on the
     /// switch and, when its namespace is known, its interface there up with its address and
@@ -136,6 +142,10 @@ pub enum Request {
         container_port: u16,
         /// tcp or udp.
         proto: String,
+        /// Let the host's own connections (localhost, its addresses) in through the daemon's
+        /// host proxy (default). Off for a runtime that holds the host port itself.
+        #[serde(default = "yes")]
+        host_proxy: bool,
     },
     /// List published ports.
     PortLs,

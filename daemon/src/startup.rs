@@ -234,7 +234,8 @@ fn restore(daemon: &Daemon, upstream: Vec<Ipv4Addr>) {
     }
 }
 
-/// Stops the loops, then removes the links the daemon made and releases their leases.
+/// Stops the loops, then removes the links the daemon made and releases their leases (a
+/// runtime's veth pairs stay; see below).
 fn stop(daemon: &Daemon, loop_threads: Vec<LoopThread>) {
     let _guard = lock(&daemon.changes);
     daemon.call_all(|e| e.stop());
@@ -247,6 +248,12 @@ fn stop(daemon: &Daemon, loop_threads: Vec<LoopThread>) {
     }
     let containers = std::mem::take(&mut *lock(&daemon.containers));
     for c in containers.values() {
+        if c.peer.is_some() {
+            // A runtime's veth (Docker moved its end in): the runtime owns it and would not
+            // learn it went. It stays, lease and all, as after a crash; the next start
+            // re-attaches it.
+            continue;
+        }
         if let Err(e) = link::delete_link(&c.port)
             && !c.tap
         {

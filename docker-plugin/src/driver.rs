@@ -429,6 +429,7 @@ impl<C: Control> Driver<C> {
                 name,
                 unpublish: true,
                 missing_ok: true,
+                netns: None,
             },
         )?;
         Ok(json!({}))
@@ -535,6 +536,8 @@ impl<C: Control> Driver<C> {
                 host_port_last: None,
                 container_port: m.container_port,
                 proto: m.proto.into(),
+                // Docker leaves a remote driver's ports to it: nothing else holds them.
+                host_proxy: true,
             };
             match self.call(format!("publishing {} port {host_port}", m.proto), &req) {
                 Ok(_) => return Ok(host_port),

@@ -391,6 +391,10 @@ pub struct Publish {
     /// host only.
     #[serde(default)]
     pub host_ip: Option<Ipv4Addr>,
+    /// The host's own connections reach it through the daemon's host proxy; off when the
+    /// runtime holds the host port itself (Podman binds every published port to reserve it).
+    #[serde(default = "yes")]
+    pub host_proxy: bool,
 }
 
 /// Where [`Store::publish_range`] sends ports: the container's first port.
@@ -402,6 +406,8 @@ pub struct PublishTarget<'a> {
     pub container: &'a str,
     /// Container port of the range's first host port.
     pub container_port: u16,
+    /// See [`Publish::host_proxy`].
+    pub host_proxy: bool,
 }
 
 /// What [`Store::release`] gave back.
@@ -953,6 +959,7 @@ impl Store {
             network,
             container,
             container_port,
+            host_proxy: true,
         };
         let mut all = self.publish_range(proto, None, host_port, host_port, target)?;
         all.pop()
@@ -975,6 +982,7 @@ impl Store {
             network,
             container,
             container_port,
+            host_proxy,
         } = target;
         if first == 0 || container_port == 0 {
             return Err(StoreError::PortZero);
@@ -1021,6 +1029,7 @@ impl Store {
                     container_ip: Some(ip),
                     container_port: cport,
                     host_ip: host_ip.filter(|a| !a.is_unspecified()),
+                    host_proxy,
                 };
                 published.insert((proto.as_str(), host_port), encode(&p)?.as_str())?;
                 index.insert((network, container, proto.as_str(), host_port), ())?;
@@ -1707,6 +1716,7 @@ mod tests {
             network: "n",
             container,
             container_port,
+            host_proxy: true,
         };
         let loopback = Some(Ipv4Addr::LOCALHOST);
         let got = s

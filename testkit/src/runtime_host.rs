@@ -47,6 +47,10 @@ subnet = "203.0.113.0/24"
     )
 }
 
+/// The name under which the daemon attaches the host itself to every non-internal network
+/// (its host port); not a container a runtime made.
+pub const HOST_PORT_NAME: &str = "host.vswitch.internal";
+
 /// The stand-in host and its internet; all removed on drop.
 #[derive(Debug)]
 pub struct RuntimeHost {
@@ -163,11 +167,11 @@ impl RuntimeHost {
     }
 
     /// Starts `bin daemon` in the host with [`topology`]`(extra)` and state in `DIR/vswitch`,
-    /// logging to `vswitch.log`, and waits for its control socket.
+    /// logging to `vswitch.log`, and waits for its control socket; its pid.
     ///
     /// # Errors
     /// When it cannot start, or has no socket after 15 s.
-    pub fn start_vswitch(&mut self, bin: &Path, extra: &str) -> io::Result<()> {
+    pub fn start_vswitch(&mut self, bin: &Path, extra: &str) -> io::Result<u32> {
         let state = self.dir.join("vswitch");
         std::fs::create_dir_all(&state)?;
         let config = self.dir.join("topology.toml");
@@ -179,7 +183,8 @@ impl RuntimeHost {
             .arg(&config)
             .arg("--state-dir")
             .arg(&state);
-        self.spawn(cmd, "vswitch.log")?;
+        // nsenter execs the daemon: the pid is the daemon's.
+        let pid = self.spawn(cmd, "vswitch.log")?;
         let sock = self.socket();
         if !wait_until(Duration::from_secs(15), || sock.exists()) {
             return Err(io::Error::other(format!(
@@ -187,7 +192,19 @@ impl RuntimeHost {
                 self.log("vswitch.log")
             )));
         }
-        Ok(())
+        Ok(pid)
+    }
+
+    /// Stops process `pid` (one [`RuntimeHost::spawn`] started) with SIGTERM and waits at
+    /// most 15 s for it to exit; whether it did.
+    pub fn terminate(&mut self, pid: u32) -> bool {
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+        let Some(child) = self.procs.iter_mut().find(|c| c.id() == pid) else {
+            return false;
+        };
+        wait_until(Duration::from_secs(15), || {
+            matches!(child.try_wait(), Ok(Some(_)))
+        })
     }
 
     /// Runs the vswitch CLI `bin ARGS --socket SOCKET` (from anywhere: the socket is a file);
@@ -203,6 +220,22 @@ impl RuntimeHost {
                 .arg(self.socket()),
         )
         .map_err(|e| io::Error::other(format!("{e}\ndaemon log:\n{}", self.log("vswitch.log"))))
+    }
+
+    /// The containers the daemon has attached (its `status`), the host ports left out.
+    ///
+    /// # Panics
+    /// When the daemon does not answer.
+    pub fn containers(&self) -> Vec<serde_json::Value> {
+        let status = control::call(&self.socket(), &control::Request::Status)
+            .unwrap_or_else(|e| panic!("vswitch status: {e}\n{}", self.log("vswitch.log")));
+        status["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["name"] != HOST_PORT_NAME)
+            .cloned()
+            .collect()
     }
 
     /// A tarball of a busybox-static root file system (`/bin/busybox` and its applet links,

@@ -231,17 +231,42 @@ pub(crate) fn container_tap_of(netns: &str) -> Result<u32> {
         )
 }
 
+/// How a `disconnect` goes (the request's flags).
+pub(crate) struct DisconnectIf {
+    /// The container's published ports go too.
+    pub(crate) unpublish: bool,
+    /// No such container is not an error.
+    pub(crate) missing_ok: bool,
+    /// Only the container attached from this namespace path.
+    pub(crate) netns: Option<String>,
+}
+
 /// Detaches container `name` from `network`: its port, its link, its lease, its DNS name and
 /// its tracked flows go; its published ports stay recorded (inactive) unless `unpublish`.
-/// `Ok(None)` when no such container is connected and `missing_ok`.
+/// `Ok(None)` when no such container is connected (or not from `netns`) and `missing_ok`.
 pub(crate) fn disconnect(
     d: &Daemon,
     network: &str,
     name: &str,
-    unpublish: bool,
-    missing_ok: bool,
+    how: DisconnectIf,
 ) -> Result<Option<Container>> {
+    let DisconnectIf {
+        unpublish,
+        missing_ok,
+        netns,
+    } = how;
     let _guard = lock(&d.changes);
+    if let Some(want) = netns.filter(|n| !n.is_empty()) {
+        let other = lock(&d.containers)
+            .get(&(network.to_string(), name.to_string()))
+            .map(|c| c.netns.clone())
+            .filter(|have| *have != want);
+        match other {
+            Some(_) if missing_ok => return Ok(None),
+            Some(have) => bail!("{name:?} on {network:?} is attached from {have}, not {want}"),
+            None => {}
+        }
+    }
     match forget(d, network, name, unpublish) {
         Ok(c) => Ok(Some(c)),
         Err(_) if missing_ok => {
@@ -357,7 +382,11 @@ pub(crate) fn reattach(d: &Daemon) {
                     mac: lease.mac.clone(),
                     netns: lease.netns.clone(),
                     ifname: lease.ifname.clone(),
-                    peer: None,
+                    // A runtime's veth (no namespace recorded): its peer's name as made.
+                    peer: lease
+                        .netns
+                        .is_empty()
+                        .then(|| format!("{}p", lease.host_ifname)),
                     prefix_len: rec.as_ref().map_or(32, |r| r.subnet.prefix_len()),
                     gateway: rec.as_ref().filter(|r| !r.internal).map(|r| r.gateway),
                     dns: rec

@@ -52,8 +52,16 @@ pub(crate) fn run(d: &Daemon, req: Request) -> Result<serde_json::Value> {
             name,
             unpublish,
             missing_ok,
+            netns,
         } => serde_json::to_value(container::disconnect(
-            d, &network, &name, unpublish, missing_ok,
+            d,
+            &network,
+            &name,
+            container::DisconnectIf {
+                unpublish,
+                missing_ok,
+                netns,
+            },
         )?)?,
         Request::ContainerCheck { network, name } => {
             serde_json::to_value(container::check(d, &network, &name)?)?
@@ -91,6 +99,7 @@ pub(crate) fn run(d: &Daemon, req: Request) -> Result<serde_json::Value> {
             host_port_last,
             container_port,
             proto,
+            host_proxy,
         } => port::publish(
             d,
             port::PublishArgs {
@@ -101,6 +110,7 @@ pub(crate) fn run(d: &Daemon, req: Request) -> Result<serde_json::Value> {
                 host_port_last,
                 container_port,
                 proto,
+                host_proxy,
             },
         )?,
         Request::PortLs => port::ls(d)?,

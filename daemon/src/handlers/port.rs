@@ -19,6 +19,7 @@ pub(crate) struct PublishArgs {
     pub(crate) host_port_last: Option<u16>,
     pub(crate) container_port: u16,
     pub(crate) proto: String,
+    pub(crate) host_proxy: bool,
 }
 
 /// Publishes host ports (one, or a range) to a container's ports: recorded all at once, then
@@ -33,6 +34,7 @@ pub(super) fn publish(d: &Daemon, args: PublishArgs) -> Result<Value> {
         network: &args.network,
         container: &args.container,
         container_port: args.container_port,
+        host_proxy: args.host_proxy,
     };
     let ports = d
         .store
@@ -74,6 +76,7 @@ fn row(proto: PortProto, host_port: u16, p: &Publish) -> Value {
         "container": p.container,
         "container_ip": p.container_ip,
         "container_port": p.container_port,
+        "host_proxy": p.host_proxy,
     })
 }
 
@@ -100,7 +103,11 @@ fn proxied(
 ) -> Option<(SocketAddrV4, SocketAddrV4)> {
     let ip = p.container_ip?;
     let host_ip = p.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
-    if !d.host.proxy || proto != PortProto::Tcp || Some(host_ip) == d.uplink_address {
+    if !d.host.proxy
+        || !p.host_proxy
+        || proto != PortProto::Tcp
+        || Some(host_ip) == d.uplink_address
+    {
         return None;
     }
     super::host_port::of(d, &p.network)?;
