@@ -254,11 +254,27 @@ fn a_vanished_container_is_released_and_its_name_reused() {
     );
     connect(&lab, &again, "app");
     assert_eq!(curl(&inet, &url).as_deref(), Some(INET_ADDR), "reconnected");
+    let status = json(&lab, &["status"]);
+    let port = status["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"] == "app")
+        .map(|c| c["port"].clone())
+        .expect("app's port");
     lab.vswitch(
         &bin(),
         &["network", "disconnect", "web", "app", "--unpublish"],
     )
     .expect("disconnect --unpublish");
+    // Its switch port leaves the counters with it.
+    let stats = json(&lab, &["stats"]);
+    let rows = stats["ports"].as_array().expect("stats rows");
+    assert!(
+        !rows.iter().any(|r| r["name"] == port),
+        "{port} kept: {stats}"
+    );
+    assert!(rows.iter().any(|r| r["name"] == "up0"), "{stats}");
     assert_eq!(
         json(&lab, &["port", "ls"]).as_array().map(Vec::len),
         Some(0)
@@ -358,4 +374,86 @@ fn a_runtimes_veth_survives_a_graceful_restart() {
     );
     let status = json(&lab, &["status"]);
     assert!(status.to_string().contains("ep-runtime"), "{status}");
+}
+
+#[test]
+fn the_uplink_lives_beside_the_hosts_own_stack() {
+    if skip_unless_root("the_uplink_lives_beside_the_hosts_own_stack") {
+        return;
+    }
+    let _serial = serial();
+    let mut lab = RuntimeHost::new(&prefix("vsmv")).expect("runtime lab");
+    let (host, inet) = (lab.host().to_string(), lab.inet().to_string());
+    // The host's own stack uses the NIC: an address of its own on the uplink's subnet.
+    try_ok(&mut lab.in_host(&["ip", "addr", "add", "203.0.113.3/24", "dev", "up0"]))
+        .expect("host address");
+    let daemon = lab.start_vswitch(&bin(), "").expect("vswitch daemon");
+    assert!(
+        lab.log("vswitch.log")
+            .contains("uplink beside the host's stack"),
+        "mode auto did not pick macvlan: {}",
+        lab.log("vswitch.log")
+    );
+    // The macvlan carries vswitch's MAC and nothing of the host's: no address, no ARP.
+    let link = try_ok(&mut lab.in_host(&["ip", "-o", "addr", "show", "dev", "vsu-up0"]))
+        .expect("the uplink's macvlan");
+    assert!(!link.contains("inet"), "{link}");
+    let flags = try_ok(&mut lab.in_host(&["ip", "-d", "-o", "link", "show", "dev", "vsu-up0"]))
+        .expect("macvlan flags");
+    assert!(
+        flags.contains("NOARP") && flags.contains("macvlan"),
+        "{flags}"
+    );
+
+    let mut server = lab.in_inet(&["python3", &whoami_server(), "8000"]);
+    server.current_dir(lab.dir());
+    lab.spawn(server, "inet-whoami.log")
+        .expect("internet server");
+    let whoami = format!("http://{INET_ADDR}:8000/whoami");
+    assert!(
+        wait_until(Duration::from_secs(10), || curl(&host, &whoami).is_some()),
+        "the host's own stack reaches the internet"
+    );
+    assert_eq!(curl(&host, &whoami).as_deref(), Some("203.0.113.3"));
+
+    // vswitch beside it: masquerade out, a published port in.
+    let c = Netns::new("mv");
+    let path = c.path().display().to_string();
+    lab.vswitch(
+        &bin(),
+        &[
+            "network", "connect", "bridge", "--netns", &path, "--name", "c",
+        ],
+    )
+    .expect("connect");
+    let seen = curl(c.name(), &whoami);
+    assert_eq!(
+        seen.as_deref(),
+        Some(UPLINK_ADDR),
+        "masqueraded to the uplink address"
+    );
+    serve(&mut lab, &c);
+    lab.vswitch(&bin(), &["port", "publish", "bridge", "c", "8080:80"])
+        .expect("publish");
+    let seen = curl(&inet, &format!("http://{UPLINK_ADDR}:8080/whoami"));
+    assert_eq!(seen.as_deref(), Some(INET_ADDR), "published port");
+    // The internet knows each by its own MAC: the host did not answer for vswitch or back.
+    let neigh = try_ok(&mut lab.in_inet(&["ip", "neigh", "show", "dev", "eth0"])).expect("neigh");
+    let macs = |ip: &str| {
+        neigh
+            .lines()
+            .find(|l| l.starts_with(&format!("{ip} ")))
+            .and_then(|l| l.split_whitespace().skip_while(|w| *w != "lladdr").nth(1))
+            .map(str::to_string)
+    };
+    assert!(
+        macs(UPLINK_ADDR).is_some() && macs("203.0.113.3").is_some(),
+        "{neigh}"
+    );
+    assert_ne!(macs(UPLINK_ADDR), macs("203.0.113.3"), "{neigh}");
+
+    // Stopped, the daemon takes its macvlan away; the host's stack carries on.
+    assert!(lab.terminate(daemon), "the daemon did not stop");
+    assert!(try_ok(&mut lab.in_host(&["ip", "link", "show", "vsu-up0"])).is_err());
+    assert_eq!(curl(&host, &whoami).as_deref(), Some("203.0.113.3"));
 }

@@ -4,7 +4,9 @@
 //! `shutdown` request, and the links the daemon made removed.
 
 use crate::state::{Daemon, FanoutGroups, def_of, lock, refresh_dns, register_config_networks};
-use crate::uplink::{ROOTLESS_TOPOLOGY, gateway_published, host_resolvers, socket_uplink};
+use crate::uplink::{
+    ROOTLESS_TOPOLOGY, gateway_published, host_resolvers, raw_uplink_macvlan, socket_uplink,
+};
 use crate::{DaemonOptions, handlers, server};
 use anyhow::{Context, Result, bail};
 use datapath::engine::{Engine, EngineHandle, PortIo};
@@ -62,7 +64,25 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     let (mut engines, handles): (Vec<Engine>, Vec<EngineHandle>) =
         Engine::group(pipelines)?.into_iter().unzip();
     let groups = FanoutGroups::new();
-    let gateway = open_topology_ports(&opts, &config, &topo, &upstream, &groups, &mut engines)?;
+    let uplink_macvlan = raw_uplink_macvlan(&config, &topo)?;
+    let opened = open_topology_ports(
+        &opts,
+        &config,
+        &topo,
+        &upstream,
+        &groups,
+        uplink_macvlan.as_deref(),
+        &mut engines,
+    );
+    let gateway = match opened {
+        Ok(g) => g,
+        Err(e) => {
+            if let Some(m) = &uplink_macvlan {
+                let _ = link::delete_link(m);
+            }
+            return Err(e);
+        }
+    };
     let loop_threads = engines
         .into_iter()
         .enumerate()
@@ -101,6 +121,7 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
             config.host.clone()
         },
         uplink_address: config.uplink.as_ref().map(|u| u.address),
+        uplink_macvlan,
         proxy: Default::default(),
     });
     restore(&daemon, upstream);
@@ -157,31 +178,36 @@ fn stored_pipeline(config: &Config, origin: &str, store: &Store) -> Result<switc
     Ok(p)
 }
 
-/// Opens the topology file's ports on every worker; the socket gateway's handle when the
-/// uplink is a socket port.
+/// Opens the topology file's ports on every worker (the uplink's through `uplink_macvlan`
+/// when it has one); the socket gateway's handle when the uplink is a socket port.
 fn open_topology_ports(
     opts: &DaemonOptions,
     config: &Config,
     topo: &switch::Topology,
     upstream: &[Ipv4Addr],
     groups: &FanoutGroups,
+    uplink_macvlan: Option<&str>,
     engines: &mut [Engine],
 ) -> Result<Option<sockgw::GatewayHandle>> {
     let workers = engines.len();
     let mut gateway = None;
     for (i, p) in topo.ports.iter().enumerate() {
         let id = PortId(i as u16);
+        let ifname = match uplink_macvlan {
+            Some(m) if topo.uplink.is_some_and(|u| u.port == id) => m,
+            _ => p.name.as_str(),
+        };
         let ios: Vec<Box<dyn PortIo>> = match p.kind {
             PortKind::Tap => TapPort::create_group(&p.name, topo.bridge.mtu, workers)
                 .with_context(|| format!("port {}: cannot create TAP device", p.name))?
                 .into_iter()
                 .map(|t| Box::new(t) as Box<dyn PortIo>)
                 .collect(),
-            PortKind::AfPacket => AfPacketPort::open_group(&p.name, workers, groups.next())
+            PortKind::AfPacket => AfPacketPort::open_group(ifname, workers, groups.next())
                 .with_context(|| {
                     format!(
-                        "port {}: cannot open AF_PACKET on interface {:?}",
-                        p.name, p.name
+                        "port {}: cannot open AF_PACKET on interface {ifname:?}",
+                        p.name
                     )
                 })?
                 .into_iter()
@@ -245,6 +271,11 @@ fn stop(daemon: &Daemon, loop_threads: Vec<LoopThread>) {
             Ok(Err(e)) => tracing::warn!("packet loop ended with {e}"),
             Err(_) => tracing::warn!("packet loop panicked"),
         }
+    }
+    if let Some(m) = &daemon.uplink_macvlan
+        && let Err(e) = link::delete_link(m)
+    {
+        tracing::warn!("removing the uplink's macvlan {m}: {e}");
     }
     let containers = std::mem::take(&mut *lock(&daemon.containers));
     for c in containers.values() {

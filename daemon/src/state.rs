@@ -97,6 +97,9 @@ pub(crate) struct Daemon {
     pub(crate) host: switch::config::HostConfig,
     /// vswitch's own address on the uplink (where published ports are DNATed).
     pub(crate) uplink_address: Option<Ipv4Addr>,
+    /// The macvlan the uplink runs on beside the host's stack (`[uplink] mode`), removed at
+    /// stop.
+    pub(crate) uplink_macvlan: Option<String>,
     /// Published ports reached from the host itself.
     pub(crate) proxy: crate::host_proxy::HostProxy,
 }

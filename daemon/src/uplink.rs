@@ -90,3 +90,52 @@ pub(crate) fn gateway_published(
         host_port,
     }
 }
+
+/// The interface an `af_packet` uplink reads and writes: the port's own, or (mode `macvlan`,
+/// or `auto` on an interface where the host's stack has an address) a macvlan of it with
+/// vswitch's MAC, made here; `Some(name)` of the macvlan then (the daemon deletes it at stop).
+pub(crate) fn raw_uplink_macvlan(
+    config: &Config,
+    topo: &switch::Topology,
+) -> Result<Option<String>> {
+    use switch::config::UplinkMode;
+    let (Some(up_cfg), Some(up)) = (&config.uplink, topo.uplink) else {
+        return Ok(None);
+    };
+    let Some(port) = topo.ports.get(usize::from(up.port.0)) else {
+        return Ok(None);
+    };
+    if port.kind != switch::PortKind::AfPacket {
+        return Ok(None);
+    }
+    let nic = port.name.as_str();
+    let host_addrs = datapath::io::macvlan::ipv4_addresses(nic)
+        .with_context(|| format!("reading the host's addresses on {nic}"))?;
+    let macvlan = match up_cfg.mode {
+        UplinkMode::Macvlan => true,
+        UplinkMode::Raw => {
+            if !host_addrs.is_empty() {
+                tracing::warn!(
+                    uplink = nic,
+                    ?host_addrs,
+                    "uplink mode raw on an interface the host uses: its stack sees vswitch's \
+                     frames and resets connections it does not know (mode = \"macvlan\" avoids it)"
+                );
+            }
+            false
+        }
+        UplinkMode::Auto => !host_addrs.is_empty(),
+    };
+    if !macvlan {
+        return Ok(None);
+    }
+    let name: String = format!("vsu-{nic}").chars().take(15).collect();
+    datapath::io::macvlan::create_uplink_macvlan(&name, nic, up.mac.0).with_context(|| {
+        format!(
+            "creating the uplink's macvlan {name} on {nic} (set [uplink] mode = \"raw\" to use \
+             {nic} itself)"
+        )
+    })?;
+    tracing::info!(uplink = nic, macvlan = %name, mac = %up.mac, ?host_addrs, "uplink beside the host's stack");
+    Ok(Some(name))
+}

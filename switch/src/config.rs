@@ -135,11 +135,30 @@ pub struct UplinkConfig {
     /// MTU of the uplink; larger DF packets get ICMP fragmentation-needed.
     #[serde(default = "default_mtu")]
     pub mtu: u16,
+    /// How an `af_packet` uplink shares its interface with the host's own stack (see
+    /// [`UplinkMode`]).
+    #[serde(default)]
+    pub mode: UplinkMode,
     /// Socket uplink only: connections to this address reach the host's own loopback
     /// (127.0.0.1), like pasta's gateway mapping. Off unless set: it opens the host's local
     /// services to every container.
     #[serde(default)]
     pub host_loopback: Option<Ipv4Addr>,
+}
+
+/// How an `af_packet` uplink lives beside the host's own stack on the same interface.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UplinkMode {
+    /// `macvlan` when the host's stack has an IPv4 address on the interface (a real NIC the
+    /// host uses), `raw` when it has none (a link given to vswitch alone).
+    #[default]
+    Auto,
+    /// The interface itself: the host's stack sees every frame vswitch does (and answers
+    /// what it does not know with RST), and a NIC must accept vswitch's MAC (promiscuous).
+    Raw,
+    /// A macvlan sub-interface of it with vswitch's MAC, which the host's stack leaves alone.
+    Macvlan,
 }
 
 fn default_mtu() -> u16 {

@@ -42,7 +42,12 @@ pub(super) fn ls(d: &Daemon) -> Result<Value> {
             "internal": n.internal,
             "icc": n.icc,
             "anti_spoofing": n.anti_spoofing,
-            "containers": d.store.leases(&n.name)?.len(),
+            "containers": d
+                .store
+                .leases(&n.name)?
+                .iter()
+                .filter(|(_, l)| l.container != super::host_port::HOST_NAME)
+                .count(),
         }));
     }
     Ok(Value::Array(out))
@@ -101,6 +106,8 @@ fn inspect_one(d: &Daemon, n: &NetworkRecord) -> Result<NetworkInspect> {
         .store
         .leases(&n.name)?
         .into_iter()
+        // The host port is the network's own, as the gateway is (see `status` for it).
+        .filter(|(_, l)| l.container != super::host_port::HOST_NAME)
         .map(|(ip, l)| {
             let endpoint = Endpoint {
                 ipv4_address: format!("{ip}/{}", n.subnet.prefix_len()),

@@ -10,6 +10,8 @@
 //!   and the ethtool ioctls that read and switch offloads.
 //! - [`linkwatch`]: hearing of deleted links (containers gone), veth pairs a runtime finishes,
 //!   and one link read back as it is.
+//! - [`macvlan`]: the uplink beside the host's own stack (a macvlan of the NIC with vswitch's
+//!   MAC, inert for the host), and the host's addresses on a link.
 //! - [`kernel`]: what the running kernel offers, checked at start-up.
 //!
 //! Invariants kept by the whole module:
@@ -27,6 +29,7 @@ pub mod afpacket;
 pub mod kernel;
 pub mod link;
 pub mod linkwatch;
+pub mod macvlan;
 pub mod netns;
 pub mod process;
 pub mod rootless;
