@@ -46,6 +46,7 @@ pub(crate) fn socket_uplink(
     let mut gw = sockgw::GatewayConfig::new(up.address, up.mac, gateway_mac);
     gw.mtu = usize::from(up.mtu);
     gw.host_loopback = config.uplink.as_ref().and_then(|u| u.host_loopback);
+    gw.next_hop = up.next_hop;
     gw.dns_loopback = dns_loopback;
     gw.published = config
         .published
