@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use packet::PortProto;
-use sockgw::GatewayConfig;
 use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, IpEndpoint};
+use sockgw::GatewayConfig;
 
 const TEN_MB: usize = 10 * 1024 * 1024;
 const LIMIT: Duration = Duration::from_secs(60);
