@@ -237,6 +237,53 @@ container_port = 80
         "{}",
         String::from_utf8_lossy(&runtime.stderr)
     );
+    // From the host's own 127.0.0.1 the container sees the address mapped to the host's
+    // loopback (127.0.0.1 would be dropped there as a martian, and curl would time out).
+    let local = r
+        .lab
+        .exec(&[
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            "http://127.0.0.1:8081/whoami",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&local.stdout).trim(),
+        "10.0.2.2",
+        "{}",
+        String::from_utf8_lossy(&local.stderr)
+    );
+    // A container reaching the uplink address itself: a published port is hairpinned to its
+    // container, a closed one refused at once (it used to hang).
+    let hairpin = r.ok_in(
+        b,
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            "http://10.0.2.100:8081/whoami",
+        ],
+    );
+    assert_eq!(hairpin.trim(), "10.0.2.100", "hairpin: masqueraded to U");
+    let started = std::time::Instant::now();
+    let closed = r.run_in(
+        b,
+        &["curl", "-sS", "--max-time", "10", "http://10.0.2.100:9/"],
+    );
+    assert_eq!(
+        closed.status.code(),
+        Some(7),
+        "connection refused, not a timeout: {}",
+        String::from_utf8_lossy(&closed.stderr)
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // And the containers' eth0 has the embedded topology's MTU.
+    let link = r.ok_in(b, &["ip", "-o", "link", "show", "eth0"]);
+    assert!(link.contains("mtu 65520"), "{link}");
     r.cli(&["port", "rm", "8081/tcp"]);
     assert!(!get(8081).status.success(), "unpublished port still open");
 

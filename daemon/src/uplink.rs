@@ -43,9 +43,13 @@ pub(crate) fn socket_uplink(
     let gateway_mac = up
         .next_hop_mac
         .unwrap_or(packet::MacAddr([0x02, 0, 0, 0, 0, 0x01]));
+    if let Some(warning) = small_mtu_warning(topo.bridge.mtu, up.mtu) {
+        tracing::warn!("{warning}");
+    }
     let mut gw = sockgw::GatewayConfig::new(up.address, up.mac, gateway_mac);
     gw.mtu = usize::from(up.mtu);
     gw.host_loopback = config.uplink.as_ref().and_then(|u| u.host_loopback);
+    gw.next_hop = up.next_hop;
     gw.dns_loopback = dns_loopback;
     gw.published = config
         .published
@@ -61,6 +65,23 @@ pub(crate) fn socket_uplink(
         None => Box::new(sockgw::Direct),
     };
     SocketUplinkPort::start(gw, sockets).context("starting the socket gateway (uplink)")
+}
+
+/// The MTU the rootless tools (and the embedded topology) use on a socket uplink: nothing on
+/// the wire limits it, and large segments keep the socket gateway's per-packet cost down.
+pub const SOCKET_UPLINK_MTU: u16 = 65520;
+
+/// What to tell the user when a socket uplink runs with MTUs below [`SOCKET_UPLINK_MTU`] (a
+/// topology file that left `[bridge] mtu` or `[uplink] mtu` at the default 1500); `None` when
+/// both are that large.
+pub(crate) fn small_mtu_warning(bridge_mtu: u16, uplink_mtu: u16) -> Option<String> {
+    (bridge_mtu < SOCKET_UPLINK_MTU || uplink_mtu < SOCKET_UPLINK_MTU).then(|| {
+        format!(
+            "socket uplink with bridge mtu {bridge_mtu} and uplink mtu {uplink_mtu}: containers' \
+             eth0 gets the bridge MTU; set `mtu = {SOCKET_UPLINK_MTU}` under [bridge] and \
+             [uplink], as the embedded rootless topology does, for full speed"
+        )
+    })
 }
 
 /// The host's resolvers: nameserver lines of /etc/resolv.conf, loopback stubs left out (as
@@ -138,4 +159,61 @@ pub(crate) fn raw_uplink_macvlan(
     })?;
     tracing::info!(uplink = nic, macvlan = %name, mac = %up.mac, ?host_addrs, "uplink beside the host's stack");
     Ok(Some(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ```toml block of README.md's "Rootless" section.
+    fn readme_rootless_toml() -> String {
+        let readme = include_str!("../../README.md");
+        let section = readme
+            .split("\n## Rootless\n")
+            .nth(1)
+            .and_then(|s| s.split("\n## ").next())
+            .expect("README.md has a Rootless section");
+        section
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|s| s.split("```").next())
+            .expect("the Rootless section has a toml block")
+            .to_string()
+    }
+
+    #[test]
+    fn the_readme_topology_parses_and_keeps_the_large_mtu() {
+        // The daemon adds the networks of its state (the default `bridge` at least).
+        let text = readme_rootless_toml()
+            + "\n[[network]]\nname = \"bridge\"\nsubnet = \"172.17.0.0/16\"\n\
+               gateway = \"172.17.0.1\"\n";
+        let config = Config::from_toml(&text).expect("README's rootless topology parses");
+        let topo = switch::Topology::new(&config).expect("and builds");
+        let up = topo.uplink.expect("with an uplink");
+        assert_eq!(topo.bridge.mtu, SOCKET_UPLINK_MTU, "containers' eth0 MTU");
+        assert_eq!(up.mtu, SOCKET_UPLINK_MTU);
+        assert_eq!(
+            config.uplink.and_then(|u| u.host_loopback),
+            Some(Ipv4Addr::new(10, 0, 2, 2))
+        );
+        assert_eq!(small_mtu_warning(topo.bridge.mtu, up.mtu), None);
+    }
+
+    #[test]
+    fn the_embedded_topology_keeps_the_large_mtu() {
+        let config = Config::from_toml(ROOTLESS_TOPOLOGY).expect("embedded topology");
+        assert_eq!(config.bridge.mtu, SOCKET_UPLINK_MTU);
+        assert_eq!(config.uplink.map(|u| u.mtu), Some(SOCKET_UPLINK_MTU));
+    }
+
+    #[test]
+    fn a_small_mtu_is_warned_about() {
+        let w = small_mtu_warning(1500, SOCKET_UPLINK_MTU).unwrap_or_default();
+        assert!(
+            w.contains("bridge mtu 1500") && w.contains("mtu = 65520"),
+            "{w}"
+        );
+        assert!(small_mtu_warning(SOCKET_UPLINK_MTU, 1500).is_some());
+        assert!(small_mtu_warning(SOCKET_UPLINK_MTU, SOCKET_UPLINK_MTU).is_none());
+    }
 }

@@ -155,6 +155,32 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn loopback_clients_appear_from_the_mapped_address_others_keep_theirs() {
+        let mut cfg = ctx().cfg;
+        let remote = Ipv4Addr::new(192, 0, 2, 9);
+        assert_eq!(cfg.client_addr(remote), remote);
+        assert_eq!(cfg.client_addr(Ipv4Addr::LOCALHOST), G);
+        assert_eq!(
+            cfg.client_addr(Ipv4Addr::new(127, 1, 2, 3)),
+            G,
+            "all of 127/8"
+        );
+        cfg.host_loopback = None;
+        cfg.next_hop = Some(Ipv4Addr::new(10, 0, 2, 3));
+        assert_eq!(
+            cfg.client_addr(Ipv4Addr::LOCALHOST),
+            Ipv4Addr::new(10, 0, 2, 3)
+        );
+        assert_eq!(cfg.client_addr(remote), remote);
+        cfg.next_hop = None;
+        assert_eq!(
+            cfg.client_addr(Ipv4Addr::LOCALHOST),
+            Ipv4Addr::LOCALHOST,
+            "nothing else to use"
+        );
+    }
+
+    #[test]
     fn tokens_are_never_reused() {
         let mut c = ctx();
         let a = c.token();

@@ -72,6 +72,9 @@ pub struct GatewayConfig {
     pub mtu: usize,
     /// Flows to this address go to the host's 127.0.0.1 (off by default).
     pub host_loopback: Option<Ipv4Addr>,
+    /// The switch's next hop on the link (10.0.2.2 in the embedded topology). Clients of
+    /// published ports on the host's loopback appear from `host_loopback`, else from this.
+    pub next_hop: Option<Ipv4Addr>,
     /// Loopback resolvers of the host (e.g. systemd-resolved's 127.0.0.53) that flows to port
     /// 53 may reach: the switch forwards DNS there. Every other loopback destination is refused.
     pub dns_loopback: Vec<Ipv4Addr>,
@@ -83,6 +86,18 @@ pub struct GatewayConfig {
 }
 
 impl GatewayConfig {
+    /// The address a client of a published port at `peer` appears from in the switch. A
+    /// container's kernel drops packets from 127.0.0.0/8 arriving on eth0 as martians, so a
+    /// client on the host's loopback appears from the address that maps back to it
+    /// (`host_loopback`, else the next hop), as with pasta and slirp4netns; others keep theirs.
+    pub fn client_addr(&self, peer: Ipv4Addr) -> Ipv4Addr {
+        if peer.is_loopback() {
+            self.host_loopback.or(self.next_hop).unwrap_or(peer)
+        } else {
+            peer
+        }
+    }
+
     /// A configuration with MTU 65520, no host loopback, nothing published and
     /// [`DEFAULT_TCP_BUFFER`].
     pub fn new(address: Ipv4Addr, mac: MacAddr, gateway_mac: MacAddr) -> Self {
@@ -92,6 +107,7 @@ impl GatewayConfig {
             gateway_mac,
             mtu: 65520,
             host_loopback: None,
+            next_hop: None,
             dns_loopback: Vec::new(),
             published: Vec::new(),
             tcp_buffer: DEFAULT_TCP_BUFFER,

@@ -51,11 +51,19 @@ pub(crate) enum Accept {
     Done,
 }
 
+struct UdpClient {
+    slot: usize,
+    real: SocketAddrV4,
+    last: StdInstant,
+}
+
 /// The published ports of the gateway.
 pub(crate) struct Listeners {
     slots: Vec<Listener>,
-    /// Clients of published UDP ports: (host port, client) → (slot, last activity).
-    udp_clients: HashMap<(u16, SocketAddrV4), (usize, StdInstant)>,
+    /// Clients of published UDP ports: (host port, client as the switch sees it) → (slot, the
+    /// real client, last activity). The two differ for a client on the host's loopback
+    /// ([`crate::GatewayConfig::client_addr`]).
+    udp_clients: HashMap<(u16, SocketAddrV4), UdpClient>,
     scratch: Vec<u8>,
 }
 
@@ -157,12 +165,17 @@ impl Listeners {
             let SocketAddr::V4(peer) = peer else {
                 continue;
             };
-            let now = StdInstant::now();
-            if self.udp_clients.insert((port, peer), (slot, now)).is_none() {
+            let seen = SocketAddrV4::new(ctx.cfg.client_addr(*peer.ip()), peer.port());
+            let client = UdpClient {
+                slot,
+                real: peer,
+                last: StdInstant::now(),
+            };
+            if self.udp_clients.insert((port, seen), client).is_none() {
                 Counters::inc(&ctx.counters.udp_opened);
             }
             Counters::add(&ctx.counters.bytes_from_host, n as u64);
-            let frame = frames::udp_frame(&ctx.cfg, peer, port, buf.get(..n).unwrap_or(&[]));
+            let frame = frames::udp_frame(&ctx.cfg, seen, port, buf.get(..n).unwrap_or(&[]));
             ctx.queue_reply(frame);
         }
     }
@@ -171,12 +184,12 @@ impl Listeners {
     /// `src_port`, sends it through that port's socket and returns true; otherwise false (an
     /// ordinary outbound flow).
     pub fn reply(&mut self, ctx: &Ctx, src_port: u16, dst: SocketAddrV4, payload: &[u8]) -> bool {
-        let Some((slot, last)) = self.udp_clients.get_mut(&(src_port, dst)) else {
+        let Some(client) = self.udp_clients.get_mut(&(src_port, dst)) else {
             return false;
         };
-        *last = StdInstant::now();
-        let sent = match self.slots.get(*slot) {
-            Some(Listener::Udp(s, _)) => s.send_to(payload, SocketAddr::V4(dst)).is_ok(),
+        client.last = StdInstant::now();
+        let sent = match self.slots.get(client.slot) {
+            Some(Listener::Udp(s, _)) => s.send_to(payload, SocketAddr::V4(client.real)).is_ok(),
             _ => false,
         };
         ctx.count_send(sent, payload.len(), |c| &c.udp_rx);
@@ -187,7 +200,7 @@ impl Listeners {
     pub fn expire(&mut self, ctx: &Ctx, now: StdInstant) {
         let before = self.udp_clients.len();
         self.udp_clients
-            .retain(|_, (_, last)| now.duration_since(*last) <= DATAGRAM_IDLE_TIMEOUT);
+            .retain(|_, c| now.duration_since(c.last) <= DATAGRAM_IDLE_TIMEOUT);
         Counters::add(
             &ctx.counters.dgram_expired,
             (before - self.udp_clients.len()) as u64,
@@ -237,7 +250,7 @@ mod tests {
 
     use smoltcp::wire::{Ipv4Packet, UdpPacket};
 
-    use crate::ctx::tests::{U, ctx};
+    use crate::ctx::tests::{G, U, ctx};
 
     fn local(proto: PortProto, host_port: u16) -> Published {
         Published {
@@ -342,7 +355,8 @@ mod tests {
         assert_eq!(s.bytes_from_host, 10);
         let frame = c.dev.tx.pop_front().unwrap();
         let ip = Ipv4Packet::new_checked(&frame[14..]).unwrap();
-        assert_eq!((ip.src_addr(), ip.dst_addr()), (Ipv4Addr::LOCALHOST, U));
+        // From the host's loopback: the mapped address (127.0.0.1 would be a martian).
+        assert_eq!((ip.src_addr(), ip.dst_addr()), (G, U));
         let udp = UdpPacket::new_checked(ip.payload()).unwrap();
         assert_eq!(
             (udp.src_port(), udp.dst_port()),
@@ -351,8 +365,10 @@ mod tests {
         );
         assert_eq!(udp.payload(), b"hello");
 
-        // The container's reply leaves through the published socket.
-        assert!(l.reply(&c, addr.port(), client_addr, b"reply"));
+        // The container's reply to the mapped address leaves through the published socket,
+        // to the real client.
+        let seen = SocketAddrV4::new(G, client_addr.port());
+        assert!(l.reply(&c, addr.port(), seen, b"reply"));
         let mut b = [0u8; 16];
         let (n, from) = client.recv_from(&mut b).unwrap();
         assert_eq!((&b[..n], from), (&b"reply"[..], addr));
@@ -368,6 +384,6 @@ mod tests {
             StdInstant::now() + DATAGRAM_IDLE_TIMEOUT + Duration::from_secs(1),
         );
         assert_eq!(c.counters.snapshot().dgram_expired, 1);
-        assert!(!l.reply(&c, addr.port(), client_addr, b"late"), "forgotten");
+        assert!(!l.reply(&c, addr.port(), seen, b"late"), "forgotten");
     }
 }

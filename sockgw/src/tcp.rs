@@ -301,7 +301,10 @@ impl TcpFlows {
     }
 
     /// Takes a connection accepted on published port `port` from `peer`: a smoltcp socket
-    /// connects from `peer` to U:`port`. On failure the host connection is reset.
+    /// connects from `peer` (a loopback client from [`GatewayConfig::client_addr`]) to
+    /// U:`port`. On failure the host connection is reset.
+    ///
+    /// [`GatewayConfig::client_addr`]: crate::GatewayConfig::client_addr
     pub fn adopt(
         &mut self,
         ctx: &mut Ctx,
@@ -310,6 +313,7 @@ impl TcpFlows {
         peer: SocketAddrV4,
         port: u16,
     ) {
+        let peer = SocketAddrV4::new(ctx.cfg.client_addr(*peer.ip()), peer.port());
         let key = FlowKey {
             inner: SocketAddrV4::new(ctx.cfg.address, port),
             outer: peer,

@@ -12,6 +12,7 @@ use common::*;
 use packet::PortProto;
 use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, IpEndpoint};
+use sockgw::GatewayConfig;
 
 const TEN_MB: usize = 10 * 1024 * 1024;
 const LIMIT: Duration = Duration::from_secs(60);
@@ -148,9 +149,27 @@ fn udp_echo() {
     assert_eq!(s.udp_rx, 3);
 }
 
+/// A client on the host's 127.0.0.1 must not appear from 127.0.0.1 (a container's kernel
+/// drops that as a martian): it appears from the address that maps to the host's loopback.
 #[test]
-fn published_tcp_port_shows_the_real_client() {
-    let (mut h, gw) = Harness::start(config_publishing(PortProto::Tcp));
+fn published_tcp_port_from_the_host_loopback_appears_from_the_mapped_address() {
+    published_tcp_round_trip(config_publishing(PortProto::Tcp), G);
+}
+
+/// Without a `host_loopback` mapping, a loopback client appears from the next hop.
+#[test]
+fn published_tcp_port_from_the_host_loopback_appears_from_the_next_hop() {
+    let next_hop = Ipv4Addr::new(10, 0, 2, 3);
+    let mut cfg = config_publishing(PortProto::Tcp);
+    cfg.host_loopback = None;
+    cfg.next_hop = Some(next_hop);
+    published_tcp_round_trip(cfg, next_hop);
+}
+
+/// A host client connects to the port published on 127.0.0.1 by `cfg`; the "container" must
+/// see it from `seen` and its reply must reach the client.
+fn published_tcp_round_trip(cfg: GatewayConfig, seen: Ipv4Addr) {
+    let (mut h, gw) = Harness::start(cfg);
     let addr = gw.published_addrs().remove(0).unwrap();
     h.run(gw);
     // The "container" listens on U:host_port (the switch's DNAT is not in this test).
@@ -174,7 +193,7 @@ fn published_tcp_port_shows_the_real_client() {
     let remote = h.tcp(handle).remote_endpoint().unwrap();
     assert_eq!(
         remote,
-        IpEndpoint::new(IpAddress::Ipv4(Ipv4Addr::LOCALHOST), client_addr.port())
+        IpEndpoint::new(IpAddress::Ipv4(seen), client_addr.port())
     );
     let s = h.tcp(handle);
     s.send_slice(b"hi back").unwrap();
@@ -303,8 +322,8 @@ fn published_udp_port_round_trip() {
     let host_port = host.local_addr().unwrap().port();
     assert_eq!(
         from,
-        IpEndpoint::new(IpAddress::Ipv4(Ipv4Addr::LOCALHOST), host_port),
-        "the container sees the real client"
+        IpEndpoint::new(IpAddress::Ipv4(G), host_port),
+        "a client on the host's loopback appears from the mapped address, its port kept"
     );
     h.udp(handle).send_slice(b"reply", from).unwrap();
     let (tx, done) = std::sync::mpsc::channel();
@@ -316,7 +335,10 @@ fn published_udp_port_round_trip() {
     });
     h.until(Duration::from_secs(6), |_| done.try_recv().is_ok());
     let (d, a) = reader.join().unwrap().unwrap();
-    assert_eq!(d, b"reply");
+    assert_eq!(
+        d, b"reply",
+        "the reply to the mapped address reached the real client"
+    );
     assert_eq!(a, addr, "the reply leaves through the published socket");
 }
 

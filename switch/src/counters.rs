@@ -43,6 +43,7 @@ drop_reasons! {
     NotForUs => "not_for_us", "Arrived on the uplink for another host or protocol.";
     SpoofedSource => "spoofed_source", "Source address impossible for the port it came from.";
     GatewayUnsupported => "gateway_unsupported", "Addressed to the gateway itself, and not something it answers.";
+    UplinkPortClosed => "uplink_port_closed", "From a container to the uplink address on a port nothing is published on; refused with a TCP RST or an ICMP port unreachable.";
     InterNetwork => "inter_network", "Routed toward another network: networks do not route to each other.";
     InternalNetwork => "internal_network", "Routed out of an internal network (no uplink).";
     NoRoute => "no_route", "No uplink or next hop for the destination.";

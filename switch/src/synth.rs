@@ -99,6 +99,40 @@ pub fn icmp_error(
     f
 }
 
+/// A TCP reset answering a segment from `to` to `from` that no connection takes (RFC 793
+/// 3.4): `seq` and, for a segment without ACK, `ack` (RST+ACK) as the RFC's reset generation
+/// rules give them.
+pub fn tcp_rst(
+    macs: (MacAddr, MacAddr),
+    from: (Ipv4Addr, u16),
+    to: (Ipv4Addr, u16),
+    seq: u32,
+    ack: Option<u32>,
+) -> Vec<u8> {
+    let (src_mac, dst_mac) = macs;
+    let mut f = Vec::with_capacity(14 + 40);
+    ethernet_header(&mut f, src_mac, dst_mac, ETHERTYPE_IPV4);
+    f.extend_from_slice(&[0x45, 0, 0, 40, 0, 0, 0x40, 0, ORIGIN_TTL, 6, 0, 0]);
+    f.extend_from_slice(&from.0.octets());
+    f.extend_from_slice(&to.0.octets());
+    let ip_csum = internet_checksum(&f[14..34]);
+    f[24..26].copy_from_slice(&ip_csum.to_be_bytes());
+    f.extend_from_slice(&from.1.to_be_bytes());
+    f.extend_from_slice(&to.1.to_be_bytes());
+    f.extend_from_slice(&seq.to_be_bytes());
+    f.extend_from_slice(&ack.unwrap_or(0).to_be_bytes());
+    let flags = if ack.is_some() { 0x14 } else { 0x04 };
+    f.extend_from_slice(&[0x50, flags, 0, 0, 0, 0, 0, 0]);
+    // The pseudo-header (RFC 793): addresses, protocol, TCP length.
+    let mut pseudo = Vec::with_capacity(12 + 20);
+    pseudo.extend_from_slice(&f[26..34]);
+    pseudo.extend_from_slice(&[0, 6, 0, 20]);
+    pseudo.extend_from_slice(&f[34..54]);
+    let tcp_csum = internet_checksum(&pseudo);
+    f[50..52].copy_from_slice(&tcp_csum.to_be_bytes());
+    f
+}
+
 /// Turns an ICMP echo request frame into the reply, in place: MACs and addresses swapped, type 0,
 /// TTL reset; checksums updated incrementally (a wrong one stays wrong).
 pub fn echo_reply_in_place(frame: &mut [u8], l3: usize, l4: usize) {
@@ -228,6 +262,34 @@ mod tests {
             &[0xff],
         );
         assert!(ip_ok(&g));
+    }
+
+    #[test]
+    fn tcp_rst_is_valid() {
+        let f = tcp_rst(
+            (B, A),
+            ([10, 0, 2, 100].into(), 80),
+            ([10, 0, 0, 2].into(), 40000),
+            0,
+            Some(1001),
+        );
+        assert!(ip_ok(&f));
+        let c = classify(&f).unwrap();
+        assert_eq!(
+            c.l4,
+            L4::Tcp {
+                src_port: 80,
+                dst_port: 40000,
+                flags: 0x14,
+                seq: 0,
+                ack: 1001,
+                payload_len: 0
+            }
+        );
+        let mut pseudo = f[26..34].to_vec();
+        pseudo.extend_from_slice(&[0, 6, 0, 20]);
+        pseudo.extend_from_slice(&f[34..]);
+        assert_eq!(internet_checksum(&pseudo), 0, "TCP checksum");
     }
 
     #[test]

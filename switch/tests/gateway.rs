@@ -426,6 +426,71 @@ fn hairpin_through_the_published_address() {
     assert_eq!((s, d, sp, dp), (UPLINK_IP.into(), c1, 8080, 41000));
 }
 
+/// The switch owns the uplink address: a container's connection to a port nothing is
+/// published on is refused at once (a RST, an ICMP port unreachable) rather than left to hang.
+#[test]
+fn a_closed_port_of_the_uplink_address_is_refused() {
+    let mut r = Rig::new();
+    let c1 = ip(172, 17, 0, 2);
+    let up: Ipv4Addr = UPLINK_IP.into();
+    let out = r.send(
+        C1,
+        tcp(c1, gw_mac(17), c1, up, 41000, 9999, 1000, 0, tcp_flags::SYN),
+    );
+    assert_eq!(out.len(), 1, "one RST back");
+    assert_eq!(out[0].port, C1);
+    assert_eq!(&out[0].data[0..6], &MacAddr::docker(c1).0);
+    assert_eq!(&out[0].data[6..12], &gw_mac(17).0);
+    let (s, d, sp, dp, _) = fields(&out[0].data);
+    assert_eq!((s, d, sp, dp), (up, c1, 9999, 41000));
+    let t = SlicedPacket::from_ethernet(&out[0].data).unwrap();
+    let Some(TransportSlice::Tcp(t)) = t.transport else {
+        panic!("not TCP")
+    };
+    assert!(t.rst() && t.ack() && !t.syn());
+    assert_eq!(t.acknowledgment_number(), 1001, "ACKs the SYN");
+    assert_eq!(r.drops(C1, DropReason::UplinkPortClosed), 1);
+
+    // A RST to it is dropped without an answer.
+    let out = r.send(
+        C1,
+        tcp(c1, gw_mac(17), c1, up, 41000, 9999, 1000, 0, tcp_flags::RST),
+    );
+    assert!(out.is_empty());
+
+    let out = r.send(
+        C1,
+        build::udp(
+            MacAddr::docker(c1),
+            gw_mac(17),
+            c1,
+            up,
+            5353,
+            9999,
+            b"hello?",
+        ),
+    );
+    assert_eq!(out.len(), 1, "one ICMP error back");
+    let (s, d, _, _, _) = fields(&out[0].data);
+    assert_eq!((s, d), (up, c1));
+    let icmp = &out[0].data[34..];
+    assert_eq!((icmp[0], icmp[1]), (3, 3), "port unreachable");
+    assert_eq!(
+        &icmp[8..28],
+        &build::udp(
+            MacAddr::docker(c1),
+            gw_mac(17),
+            c1,
+            up,
+            5353,
+            9999,
+            b"hello?"
+        )[14..34],
+        "quotes the datagram"
+    );
+    assert_eq!(r.p.conntrack().len(), 0, "nothing tracked");
+}
+
 #[test]
 fn icmp_port_unreachable_is_translated_inside_and_out() {
     let mut r = Rig::new();

@@ -1,5 +1,6 @@
 //! ICMP errors at the gateway: those it forwards (about a tracked connection, translated outer
-//! and inner) and those it originates (time exceeded, fragmentation needed).
+//! and inner) and those it originates (time exceeded, fragmentation needed, port unreachable),
+//! and the TCP resets that refuse a closed port of the uplink address.
 //!
 //! Owns no state: forwarded errors are matched against the [`Gateway`]'s conntrack table.
 //! Invariants: never an ICMP error about an ICMP error (RFC 1122 3.2.2), so a forwarded error
@@ -13,8 +14,8 @@ use super::{Datagram, Gateway, ingress_side};
 use crate::counters::DropReason;
 use crate::frame::Frame;
 use crate::synth::{self, IcmpHeader};
-use conntrack::{Direction, Tuple};
-use packet::{L3, L4Proto};
+use conntrack::{Direction, TcpSegment, Tuple};
+use packet::{L3, L4, L4Proto};
 
 /// An ICMP error the gateway originates.
 #[derive(Clone, Copy, Debug)]
@@ -120,6 +121,53 @@ pub(super) fn send(f: &mut Frame<'_>, dg: &Datagram, kind: Kind) {
     let err = synth::icmp_error(our_mac, peer_mac, our_ip, info.src, header, offending);
     f.events().icmp_errors_sent += 1;
     f.reply(err);
+}
+
+/// Refuses `dg`, a new connection from a container to a closed port of an address the switch
+/// owns (the uplink address): a TCP SYN gets a RST+ACK, a UDP datagram an ICMP port
+/// unreachable, from the address it was sent to, out of the port it came in on. Anything else
+/// (a RST, an ICMP message) gets nothing (RFC 793 3.4, RFC 1122 3.2.2).
+pub(super) fn refuse(f: &mut Frame<'_>, dg: &Datagram, seg: Option<&TcpSegment>) {
+    let Side::Network(n) = ingress_side(f) else {
+        return;
+    };
+    let Some((_, our_mac)) = f.topo.networks[usize::from(n)].gateway else {
+        return;
+    };
+    let (data, c, info) = (&dg.data, &dg.c, &dg.info);
+    let Some(peer_mac) = packet::src_mac(data) else {
+        return;
+    };
+    let reply = match (c.l4, seg) {
+        (
+            L4::Tcp {
+                src_port, dst_port, ..
+            },
+            Some(s),
+        ) if s.syn && !s.rst && !s.ack => {
+            // SEG.LEN counts the SYN (and a FIN).
+            let len = s.payload_len + 1 + u32::from(s.fin);
+            synth::tcp_rst(
+                (our_mac, peer_mac),
+                (info.dst, dst_port),
+                (info.src, src_port),
+                0,
+                Some(s.seq.wrapping_add(len)),
+            )
+        }
+        (L4::Udp { .. }, _) => {
+            let header = IcmpHeader {
+                ty: 3,
+                code: 3,
+                rest: [0; 4],
+            };
+            let offending = &data[c.l3_offset..c.ip_end.min(data.len())];
+            f.events().icmp_errors_sent += 1;
+            synth::icmp_error(our_mac, peer_mac, info.dst, info.src, header, offending)
+        }
+        _ => return,
+    };
+    f.reply(reply);
 }
 
 /// Checks the egress MTU; sends fragmentation-needed and returns false when it does not fit.

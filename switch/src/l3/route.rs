@@ -143,6 +143,11 @@ impl Gateway {
             Some((id, dir)) => (id, dir, false),
             None => match self.new_flow(f, &tuple, seg.as_ref(), redirect) {
                 Ok(id) => (id, Direction::Original, true),
+                Err(DropReason::UplinkPortClosed) => {
+                    // As a host refuses a closed port, so the client does not hang.
+                    icmp_error::refuse(f, &dg, seg.as_ref());
+                    return f.drop(DropReason::UplinkPortClosed);
+                }
                 Err(reason) => return f.drop(reason),
             },
         };
@@ -336,7 +341,8 @@ impl Gateway {
                 return Err(if from == Side::Uplink {
                     DropReason::Unsolicited
                 } else {
-                    DropReason::GatewayUnsupported
+                    // The switch owns U: nothing else will answer, so refuse (route answers).
+                    DropReason::UplinkPortClosed
                 });
             };
             let client = match (from, up) {
