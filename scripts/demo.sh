@@ -97,6 +97,9 @@ in_ns login curl -sS --max-time 5 http://203.0.113.1:8000/whoami; echo
 step "internet -> published port 8080 -> payment:80: payment sees"
 in_ns internet curl -sS --max-time 5 http://203.0.113.2:8080/whoami; echo
 
+step "the host (vswitch's namespace) -> localhost:8080 -> payment:80 (host proxy): payment sees"
+in_ns sw curl -sS --max-time 5 http://127.0.0.1:8080/whoami; echo
+
 step "db (backend, icc=false) -> login (bridge): must fail"
 if in_ns db ping -c 1 -W 1 172.17.0.2 >/dev/null; then echo "ISOLATION BROKEN"; exit 1; else echo "blocked, as it should be"; fi
 

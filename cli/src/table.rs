@@ -93,13 +93,21 @@ pub fn print_status(v: &Value) {
         );
     }
     println!();
+    let containers: Vec<&Value> = v["containers"].as_array().into_iter().flatten().collect();
+    // Names run long (host.vswitch.internal, a runtime's ids): the column fits the longest.
+    let w = containers
+        .iter()
+        .map(|c| s(&c["name"]).len())
+        .max()
+        .unwrap_or(0)
+        .max(16);
     println!(
-        "{:<16} {:<12} {:<15} {:<19} {:<8} NETNS",
+        "{:<w$} {:<12} {:<15} {:<19} {:<8} NETNS",
         "CONTAINER", "NETWORK", "IPV4", "MAC", "PORT"
     );
-    for c in v["containers"].as_array().into_iter().flatten() {
+    for c in containers {
         println!(
-            "{:<16} {:<12} {:<15} {:<19} {:<8} {}",
+            "{:<w$} {:<12} {:<15} {:<19} {:<8} {}",
             s(&c["name"]),
             s(&c["network"]),
             s(&c["ip"]),
@@ -262,12 +270,12 @@ pub fn print_networks(v: &Value) {
 /// `vswitch port ls`: a port of a disconnected container shows `-` for its address.
 pub fn print_ports(v: &Value) {
     println!(
-        "{:<6} {:>15} {:>9}  {:<14} {:<16} {:<15} {:>6}",
+        "{:<6} {:<15} {:>9}  {:<14} {:<16} {:<15} {:>6}",
         "PROTO", "HOST IP", "HOST PORT", "NETWORK", "CONTAINER", "CONTAINER IP", "PORT"
     );
     for p in v.as_array().into_iter().flatten() {
         println!(
-            "{:<6} {:>15} {:>9}  {:<14} {:<16} {:<15} {:>6}",
+            "{:<6} {:<15} {:>9}  {:<14} {:<16} {:<15} {:>6}",
             s(&p["proto"]),
             host_ip(p),
             s(&p["host_port"]),

@@ -196,12 +196,17 @@ fn a_vanished_container_is_released_and_its_name_reused() {
 
     // The container dies without a disconnect: its namespace goes with its last process.
     let _ = Command::new("kill").arg(server.to_string()).status();
+    let gone_at = std::time::Instant::now();
     drop(c);
     let released = wait_until(Duration::from_secs(10), || {
         let status = json(&lab, &["status"]);
         !status.to_string().contains("\"app\"")
     });
     assert!(released, "app still attached: {}", lab.log("vswitch.log"));
+    eprintln!(
+        "namespace gone -> released in {} ms",
+        gone_at.elapsed().as_millis()
+    );
     let inspect = json(&lab, &["network", "inspect", "web"]);
     assert!(
         !inspect.to_string().contains(&format!("\"{first_ip}/24\"")),
