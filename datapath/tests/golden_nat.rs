@@ -796,7 +796,7 @@ fn gateway_arp_ping() -> Scenario {
     let rua = s.send("up", build::arp_request(ROUTER_MAC, ROUTER, UP));
     let p_out = ping(CLIENT, UP, (ROUTER_MAC, um), 99, 1);
     let r3 = s.send("up", p_out.clone());
-    s.send(
+    let syn = s.send(
         "c1",
         tcp(
             (C1, 40000),
@@ -808,6 +808,9 @@ fn gateway_arp_ping() -> Scenario {
             b"",
         ),
     );
+    // Nothing listens there: refused as a host refuses a closed port (RFC 793 3.4: seq 0,
+    // ack = the SYN's seq + 1).
+    let refused = build::tcp_reset(gm, mac(C1), GW, C1, 22, 40000, 0, Some(2));
     let other = build::arp_request(mac(C1), C1, Ipv4Addr::new(172, 17, 0, 9));
     let ro = s.send("c1", other.clone());
     Scenario {
@@ -818,8 +821,8 @@ fn gateway_arp_ping() -> Scenario {
                  sends a TCP SYN to 172.17.0.1:22 and ARPs for 172.17.0.9.\n\
                  Out: ARP replies (02:42:ac:11:00:01 to c1, 02:42:cb:00:71:02 to the router) and\n\
                  echo replies (addresses swapped, TTL 64) on the port each request came in on; the\n\
-                 SYN is dropped (gateway_unsupported); the ARP for another address is bridged to\n\
-                 c2 as usual.\n",
+                 SYN is refused with a RST+ACK from 172.17.0.1:22 (nothing listens there; counted\n\
+                 as gateway_unsupported); the ARP for another address is bridged to c2 as usual.\n",
         topo: standard_topo(""),
         input: s,
         expect: vec![
@@ -829,6 +832,7 @@ fn gateway_arp_ping() -> Scenario {
                     (ra, build::arp_reply(gm, GW, mac(C1), C1)),
                     (r1, echo_reply_to(&p_gw)),
                     (r2, echo_reply_to(&p_up)),
+                    (syn, refused),
                 ],
             ),
             (
@@ -854,6 +858,7 @@ fn gateway_arp_ping() -> Scenario {
                 "Reply 172.17.0.1 is-at 02:42:ac:11:00:01",
                 "172.17.0.1 > 172.17.0.2: ICMP echo reply, id 7, seq 1",
                 "203.0.113.2 > 172.17.0.2: ICMP echo reply, id 7, seq 2",
+                "172.17.0.1.22 > 172.17.0.2.40000: Flags [R.], cksum",
             ],
         },
     }

@@ -492,6 +492,23 @@ fn a_closed_port_of_the_uplink_address_is_refused() {
 }
 
 #[test]
+fn udp_to_the_gateway_without_dns_is_refused() {
+    // The default bridge serves no DNS (as docker0): even port 53 is closed there.
+    let mut r = Rig::new();
+    let c1 = ip(172, 17, 0, 2);
+    let gw = ip(172, 17, 0, 1);
+    let q = build::udp(MacAddr::docker(c1), gw_mac(17), c1, gw, 5353, 53, b"query");
+    let out = r.send(C1, q.clone());
+    assert_eq!(out.len(), 1, "one ICMP error back");
+    let (s, d, _, _, _) = fields(&out[0].data);
+    assert_eq!((s, d), (gw, c1));
+    let icmp = &out[0].data[34..];
+    assert_eq!((icmp[0], icmp[1]), (3, 3), "port unreachable");
+    assert_eq!(&icmp[8..28], &q[14..34], "quotes the datagram");
+    assert_eq!(r.drops(C1, DropReason::GatewayUnsupported), 1);
+}
+
+#[test]
 fn icmp_port_unreachable_is_translated_inside_and_out() {
     let mut r = Rig::new();
     let c1 = ip(172, 17, 0, 2);

@@ -81,6 +81,31 @@ pub fn tcp(
     finish(|v| b.write(v, payload))
 }
 
+/// A TCP reset as a host's stack sends it to refuse a segment (RFC 793 3.4): window 0, no
+/// payload, Don't Fragment set; RST+ACK acknowledging `ack` when given, else a bare RST.
+#[allow(clippy::too_many_arguments)]
+pub fn tcp_reset(
+    src_mac: MacAddr,
+    dst_mac: MacAddr,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    src_port: u16,
+    dst_port: u16,
+    seq: u32,
+    ack: Option<u32>,
+) -> Vec<u8> {
+    let mut b = PacketBuilder::ethernet2(src_mac.0, dst_mac.0)
+        .ipv4(src.octets(), dst.octets(), TTL)
+        .tcp(src_port, dst_port, seq, 0)
+        .rst();
+    if let Some(a) = ack {
+        b = b.ack(a);
+    }
+    let mut f = finish(|v| b.write(v, &[]));
+    set_dont_fragment(&mut f);
+    f
+}
+
 /// An ICMP echo request (`request = true`) or reply.
 #[allow(clippy::too_many_arguments)]
 pub fn icmp_echo(

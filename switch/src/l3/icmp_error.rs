@@ -124,7 +124,7 @@ pub(super) fn send(f: &mut Frame<'_>, dg: &Datagram, kind: Kind) {
 }
 
 /// Refuses `dg`, a new connection from a container to a closed port of an address the switch
-/// owns (the uplink address): a TCP SYN gets a RST+ACK, a UDP datagram an ICMP port
+/// owns (the uplink address, a gateway): a TCP SYN gets a RST+ACK, a UDP datagram an ICMP port
 /// unreachable, from the address it was sent to, out of the port it came in on. Anything else
 /// (a RST, an ICMP message) gets nothing (RFC 793 3.4, RFC 1122 3.2.2).
 pub(super) fn refuse(f: &mut Frame<'_>, dg: &Datagram, seg: Option<&TcpSegment>) {

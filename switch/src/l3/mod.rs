@@ -299,6 +299,10 @@ impl Gateway {
                 return answer_ping(f, dg);
             }
             if info.dst == gw_ip {
+                // Nothing but DNS listens on the gateway: refuse as a host refuses a closed
+                // port (RST, port unreachable), so clients fail at once instead of hanging.
+                let seg = route::tuple_of(&info, &c.l4).and_then(|(_, seg)| seg);
+                icmp_error::refuse(f, &dg, seg.as_ref());
                 return f.drop(DropReason::GatewayUnsupported);
             }
         }
