@@ -238,7 +238,7 @@ impl RuntimeHost {
             .collect()
     }
 
-    /// A tarball of a busybox-static root file system (`/bin/busybox` and its applet links,
+    /// A tarball of a busybox-static root file system (`/bin/busybox` and its applets as hard links,
     /// `/etc/passwd`, `/etc/group`, empty `/tmp`, `/proc`, `/sys`, `/dev`, `/www`), made once
     /// under the lab's directory; its path. Import it as an image (`docker import`, `podman
     /// import`).
@@ -261,12 +261,9 @@ impl RuntimeHost {
                 "copying /bin/busybox (package busybox-static): {e}"
             ))
         })?;
-        try_ok(
-            Command::new(bin.join("busybox"))
-                .arg("--install")
-                .arg("-s")
-                .arg(&bin),
-        )?;
+        // Hard links: `--install -s` would write absolute links to this directory's path,
+        // which does not exist inside a container.
+        try_ok(Command::new(bin.join("busybox")).arg("--install").arg(&bin))?;
         std::fs::write(
             root.join("etc/passwd"),
             "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
