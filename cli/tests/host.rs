@@ -72,14 +72,7 @@ fn json(lab: &RuntimeHost, args: &[&str]) -> serde_json::Value {
 }
 
 fn lab(stem: &str) -> RuntimeHost {
-    let mut lab = RuntimeHost::new(&prefix(stem)).expect("runtime lab");
-    lab.start_vswitch(&bin(), "").expect("vswitch daemon");
-    lab.vswitch(
-        &bin(),
-        &["network", "create", "web", "--subnet", "10.88.0.0/24"],
-    )
-    .expect("network create");
-    lab
+    RuntimeHost::with_network(&prefix(stem), &bin(), "web", "10.88.0.0/24")
 }
 
 fn connect(lab: &RuntimeHost, ns: &Netns, name: &str) -> String {

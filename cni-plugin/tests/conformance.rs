@@ -17,15 +17,7 @@ const GATEWAY: &str = "172.30.0.1";
 
 /// A lab with the daemon running and network [`NET`] (172.30.0.0/16, its DNS at the gateway).
 fn lab(stem: &str) -> RuntimeHost {
-    let mut lab = RuntimeHost::new(&lab::prefix(stem)).expect("lab");
-    let bin = vswitch_bin();
-    lab.start_vswitch(&bin, "").expect("daemon");
-    lab.vswitch(
-        &bin,
-        &["network", "create", NET, "--subnet", "172.30.0.0/16"],
-    )
-    .expect("network create");
-    lab
+    RuntimeHost::with_network(&lab::prefix(stem), &vswitch_bin(), NET, "172.30.0.0/16")
 }
 
 /// The network configuration for `lab`, with `extra` fields merged in.

@@ -169,14 +169,8 @@ fn podman_cni_backend_end_to_end() {
     }
     let _serial = lab::serial();
     let started = Instant::now();
-    let mut lab = RuntimeHost::new(&lab::prefix("cnipd")).expect("lab");
     let bin = vswitch_bin();
-    lab.start_vswitch(&bin, "").expect("daemon");
-    lab.vswitch(
-        &bin,
-        &["network", "create", NET, "--subnet", "172.29.0.0/16"],
-    )
-    .expect("network create");
+    let mut lab = RuntimeHost::with_network(&lab::prefix("cnipd"), &bin, NET, "172.29.0.0/16");
     // The internet's web server: its CGI tells the client's address.
     let root = web_root(lab.dir(), "inet-www", "internet\n");
     std::fs::create_dir_all(root.join("cgi-bin")).expect("cgi-bin");

@@ -195,6 +195,19 @@ impl RuntimeHost {
         Ok(pid)
     }
 
+    /// A lab whose vswitch daemon (`bin`) runs with [`topology`]`("")` and has a network
+    /// `network` on `subnet` besides the default bridge: what most runtime tests start from.
+    ///
+    /// # Panics
+    /// When a step fails (with the daemon's log).
+    pub fn with_network(prefix: &str, bin: &Path, network: &str, subnet: &str) -> RuntimeHost {
+        let mut lab = RuntimeHost::new(prefix).expect("the runtime lab");
+        lab.start_vswitch(bin, "").expect("the vswitch daemon");
+        lab.vswitch(bin, &["network", "create", network, "--subnet", subnet])
+            .expect("vswitch network create");
+        lab
+    }
+
     /// Stops process `pid` (one [`RuntimeHost::spawn`] started) with SIGTERM and waits at
     /// most 15 s for it to exit; whether it did.
     pub fn terminate(&mut self, pid: u32) -> bool {
