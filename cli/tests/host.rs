@@ -137,6 +137,29 @@ fn the_host_reaches_containers_and_its_published_ports() {
         None
     );
 
+    // UDP too: a datagram to localhost reaches the container and its answer comes back.
+    let echo = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+                s.bind(('0.0.0.0',5353))\nwhile True:\n d,a=s.recvfrom(2048)\n \
+                s.sendto(d+(' from '+a[0]).encode(),a)\n";
+    let mut server = Command::new("ip");
+    server.args(["netns", "exec", c1.name(), "python3", "-c", echo]);
+    lab.spawn(server, "udp-echo.log").expect("udp echo");
+    lab.vswitch(&bin(), &["port", "publish", "web", "c1", "5353:5353/udp"])
+        .expect("publish udp");
+    let ask = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+               s.settimeout(1)\nfor _ in range(5):\n try:\n  \
+               s.sendto(b'hi',('127.0.0.1',5353)); print(s.recv(2048).decode()); break\n \
+               except OSError: pass\n";
+    let got = try_ok(&mut lab.in_host(&["python3", "-c", ask])).expect("udp from localhost");
+    assert_eq!(
+        got.trim(),
+        "hi from 10.88.0.254",
+        "{}",
+        lab.log("udp-echo.log")
+    );
+    lab.vswitch(&bin(), &["port", "rm", "5353/udp"])
+        .expect("port rm udp");
+
     // A range publishes every port of it, or none.
     let out = json(&lab, &["port", "publish", "web", "c1", "9000-9001:80-81"]);
     assert_eq!(out["published"].as_array().map(Vec::len), Some(2), "{out}");

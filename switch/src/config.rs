@@ -62,8 +62,8 @@ pub struct HostConfig {
     /// namespace holding the subnet's last address, so the host reaches the containers (as
     /// docker0 does). It adds a connected route for each subnet, no default route.
     pub port: bool,
-    /// Published TCP ports reachable from the host itself, on localhost and its own addresses
-    /// (a relay through the host port, as docker-proxy does). Needs `port`.
+    /// Published ports (TCP and UDP) reachable from the host itself, on localhost and its own
+    /// addresses (a relay through the host port, as docker-proxy does). Needs `port`.
     pub proxy: bool,
 }
 

@@ -93,21 +93,12 @@ pub(crate) fn dnat_on_uplink(
 }
 
 /// Where the host proxy listens for a published port and what it relays to, when the host
-/// serves it: TCP, not the uplink's own address, the container connected on a network with a
+/// serves it: not the uplink's own address, the container connected on a network with a
 /// host port (the relay's way in).
-fn proxied(
-    d: &Daemon,
-    proto: PortProto,
-    host_port: u16,
-    p: &Publish,
-) -> Option<(SocketAddrV4, SocketAddrV4)> {
+fn proxied(d: &Daemon, host_port: u16, p: &Publish) -> Option<(SocketAddrV4, SocketAddrV4)> {
     let ip = p.container_ip?;
     let host_ip = p.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
-    if !d.host.proxy
-        || !p.host_proxy
-        || proto != PortProto::Tcp
-        || Some(host_ip) == d.uplink_address
-    {
+    if !d.host.proxy || !p.host_proxy || Some(host_ip) == d.uplink_address {
         return None;
     }
     super::host_port::of(d, &p.network)?;
@@ -134,8 +125,8 @@ pub(crate) fn activate(d: &Daemon, proto: PortProto, host_port: u16, p: &Publish
             tracing::warn!("{proto} port {host_port}: the packet loop is not running");
         }
     }
-    if let Some((listen, target)) = proxied(d, proto, host_port, p) {
-        d.proxy.start(listen, target).with_context(|| {
+    if let Some((listen, target)) = proxied(d, host_port, p) {
+        d.proxy.start(proto, listen, target).with_context(|| {
             format!(
                 "the host cannot listen on {listen} (is a host service using it? publish \
                  another port, or bind one address with HOSTIP:{host_port}:...)"
@@ -151,9 +142,7 @@ pub(crate) fn deactivate(d: &Daemon, proto: PortProto, host_port: u16, removed: 
     if removed && let Some(g) = &d.gateway {
         let _ = g.unpublish(proto, host_port);
     }
-    if proto == PortProto::Tcp {
-        d.proxy.stop(host_port);
-    }
+    d.proxy.stop(proto, host_port);
     let num = proto.number();
     d.call_all(move |e| e.pipeline_mut().unpublish(num, host_port));
 }
@@ -163,8 +152,8 @@ pub(crate) fn deactivate(d: &Daemon, proto: PortProto, host_port: u16, removed: 
 pub(crate) fn activate_all(d: &Daemon) {
     let _guard = lock(&d.changes);
     for (proto, host_port, p) in d.store.published().unwrap_or_default() {
-        if let Some((listen, target)) = proxied(d, proto, host_port, &p)
-            && let Err(e) = d.proxy.start(listen, target)
+        if let Some((listen, target)) = proxied(d, host_port, &p)
+            && let Err(e) = d.proxy.start(proto, listen, target)
         {
             tracing::warn!("{proto} port {host_port}: the host cannot listen on {listen}: {e}");
         }
