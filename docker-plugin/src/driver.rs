@@ -50,6 +50,13 @@ pub enum DriverError {
 
 type Result<T> = std::result::Result<T, DriverError>;
 
+/// Whether the daemon refused a publish because the host port is taken (by another published
+/// port, or a host service the host proxy met).
+fn port_taken(e: &DriverError) -> bool {
+    matches!(e, DriverError::Daemon { source: CallError::Refused(why), .. }
+        if why.contains("already published") || why.contains("cannot listen"))
+}
+
 fn invalid(msg: impl Into<String>) -> DriverError {
     DriverError::Invalid(msg.into())
 }
@@ -369,12 +376,13 @@ impl<C: Control> Driver<C> {
         ) {
             Ok(_) => Ok(json!({})),
             Err(e) => {
-                // Gone already (a retry, or removed by hand): done.
-                let exists = self
-                    .ctl
-                    .call(&Request::NetworkInspect { names: vec![name] })
-                    .is_ok();
-                if exists { Err(e) } else { Ok(json!({})) }
+                // Gone already (a retry, or removed by hand): done. Only the daemon's own
+                // "no such network" says so; an unreachable daemon is an error.
+                let gone = matches!(
+                    self.ctl.call(&Request::NetworkInspect { names: vec![name] }),
+                    Err(CallError::Refused(why)) if why.contains("no such network")
+                );
+                if gone { Ok(json!({})) } else { Err(e) }
             }
         }
     }
@@ -407,15 +415,31 @@ impl<C: Control> Driver<C> {
             },
         )?;
         // Only what Docker left empty may be answered (it refuses a changed address).
-        let mut answer = EndpointInterface::default();
-        if mac.is_none() {
-            answer.mac_address = str_field(&c, "mac")?;
+        let answer = || -> Result<EndpointInterface> {
+            let mut answer = EndpointInterface::default();
+            if mac.is_none() {
+                answer.mac_address = str_field(&c, "mac")?;
+            }
+            if ip.is_none() {
+                let prefix = c.get("prefix_len").and_then(Value::as_u64).unwrap_or(32);
+                answer.address = format!("{}/{prefix}", str_field(&c, "ip")?);
+            }
+            Ok(answer)
+        };
+        match answer() {
+            Ok(answer) => Ok(json!({ "Interface": answer })),
+            Err(e) => {
+                // Docker sends no DeleteEndpoint after a failed create: undo the attach here.
+                let _ = self.ctl.call(&Request::Disconnect {
+                    network: network_name(&req.network_id)?,
+                    name,
+                    unpublish: true,
+                    missing_ok: true,
+                    netns: None,
+                });
+                Err(e)
+            }
         }
-        if ip.is_none() {
-            let prefix = c.get("prefix_len").and_then(Value::as_u64).unwrap_or(32);
-            answer.address = format!("{}/{prefix}", str_field(&c, "ip")?);
-        }
-        Ok(json!({ "Interface": answer }))
     }
 
     fn delete_endpoint(&self, req: &api::EndpointRequest) -> Result<Value> {
@@ -467,14 +491,9 @@ impl<C: Control> Driver<C> {
 
     fn join(&self, req: &api::EndpointRequest) -> Result<Value> {
         let c = self.endpoint(req)?;
-        // A daemon restarted since CreateEndpoint re-attaches the host end without knowing the
-        // peer; its name is the host end's plus "p" (daemon/src/handlers/container.rs).
-        let peer = match c.get("peer").and_then(Value::as_str) {
-            Some(p) => p.to_string(),
-            None => format!("{}p", str_field(&c, "port")?),
-        };
+        // The daemon names the peer it left for Docker (after its own restart too).
         let iface = InterfaceName {
-            src_name: peer,
+            src_name: str_field(&c, "peer")?,
             dst_prefix: "eth".into(),
         };
         let mut answer = json!({ "InterfaceName": iface });
@@ -541,7 +560,9 @@ impl<C: Control> Driver<C> {
             };
             match self.call(format!("publishing {} port {host_port}", m.proto), &req) {
                 Ok(_) => return Ok(host_port),
-                Err(e) => last_err = Some(e),
+                // Taken (published already, or a host service has it): the range's next one.
+                Err(e) if port_taken(&e) => last_err = Some(e),
+                Err(e) => return Err(e),
             }
         }
         Err(last_err.unwrap_or_else(|| invalid("empty host port range")))
@@ -720,7 +741,10 @@ mod tests {
             ),
         ] {
             let e = d.handle(method, b).expect_err("refused");
-            assert!(!e.to_string().is_empty());
+            assert!(
+                matches!(e, DriverError::BadBody { .. } | DriverError::Invalid(_)),
+                "{method}: {e:?}"
+            );
         }
         assert!(matches!(
             d.handle("NetworkDriver.Frobnicate", b"{}"),
@@ -781,15 +805,17 @@ mod tests {
     fn join_moves_the_peer_and_names_the_gateway() {
         let d = Fake::new(|req| {
             assert_eq!(req["cmd"], "container_check");
-            Ok(json!({"port": "vsw3", "peer": null, "gateway": null}))
+            Ok(json!({"port": "vsw3", "peer": "vsw3p", "gateway": null}))
         });
         let b = body(json!({"NetworkID": NID, "EndpointID": EID, "SandboxKey": "/x"}));
-        // No peer recorded (a restarted daemon): derived from the host end; no gateway
-        // (internal): none answered.
+        // No gateway (internal): none answered.
         assert_eq!(
             d.handle("NetworkDriver.Join", &b).expect("joined"),
             json!({"InterfaceName": {"SrcName": "vsw3p", "DstPrefix": "eth"}})
         );
+        // An endpoint without a peer left for Docker cannot be joined.
+        let d = Fake::new(|_| Ok(json!({"port": "vsw3", "peer": null})));
+        assert!(d.handle("NetworkDriver.Join", &b).is_err());
         let d = Fake::new(|_| Ok(json!({"port": "vsw3", "peer": "vsw3p", "gateway": "10.77.0.1"})));
         assert_eq!(
             d.handle("NetworkDriver.Join", &b).expect("joined")["Gateway"],
@@ -824,6 +850,26 @@ mod tests {
         assert_eq!(req["cmd"], "disconnect");
         assert_eq!(req["unpublish"], true);
         assert_eq!(req["missing_ok"], true);
+    }
+
+    #[test]
+    fn a_create_endpoint_whose_answer_is_unusable_is_undone() {
+        let d = Fake::new(|req| match req["cmd"].as_str() {
+            Some("connect") => Ok(json!({"name": req["name"]})),
+            _ => Ok(Value::Null),
+        });
+        let b = body(json!({"NetworkID": NID, "EndpointID": EID, "Interface": {}}));
+        assert!(d.handle("NetworkDriver.CreateEndpoint", &b).is_err());
+        let undo = &sent(&d)[1];
+        assert_eq!(undo["cmd"], "disconnect");
+        assert_eq!(undo["name"], "ep-312eb383c0f5");
+    }
+
+    #[test]
+    fn delete_network_of_an_unreachable_daemon_fails() {
+        let d = Driver::new(Socket("/nonexistent/vswitch.sock".into()));
+        let b = body(json!({"NetworkID": NID}));
+        assert!(d.handle("NetworkDriver.DeleteNetwork", &b).is_err());
     }
 
     #[test]
@@ -916,7 +962,9 @@ mod tests {
         let d = Fake::new(|req| match req["cmd"].as_str() {
             Some("port_ls") => Ok(json!([])),
             // 5300 is taken: the next of the range is used.
-            Some("port_publish") if req["host_port"] == 5300 => Err("udp port 5300 in use".into()),
+            Some("port_publish") if req["host_port"] == 5300 => {
+                Err("udp host port 5300 is already published to \"x\"".into())
+            }
             _ => Ok(json!({})),
         });
         let b = body(json!({"NetworkID": NID, "EndpointID": EID, "Options": portmap()}));
@@ -949,6 +997,25 @@ mod tests {
         assert_eq!(first["network"], "dk-2b90aec0fa14");
         assert_eq!(first["container"], "ep-312eb383c0f5");
         assert_eq!(first["container_port"], 80);
+    }
+
+    #[test]
+    fn a_range_stops_at_a_refusal_that_is_not_a_taken_port() {
+        let d = Fake::new(|req| match req["cmd"].as_str() {
+            Some("port_ls") => Ok(json!([])),
+            Some("port_publish") => Err("no container named \"ep-312eb383c0f5\"".into()),
+            _ => Ok(json!({})),
+        });
+        let b = body(json!({"NetworkID": NID, "EndpointID": EID, "Options": portmap()}));
+        assert!(
+            d.handle("NetworkDriver.ProgramExternalConnectivity", &b)
+                .is_err()
+        );
+        let tries = sent(&d)
+            .iter()
+            .filter(|r| r["cmd"] == "port_publish")
+            .count();
+        assert_eq!(tries, 1, "one refusal ends it: {:?}", sent(&d));
     }
 
     #[test]

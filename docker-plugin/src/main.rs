@@ -109,17 +109,24 @@ fn serve(server: &tiny_http::Server, driver: &Driver<Socket>, shutdown: &AtomicB
             Ok(None) => continue,
             Err(e) => {
                 tracing::warn!("accepting a request: {e}");
+                // A lasting failure must not spin a core (nor flood the log).
+                std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
         };
         let started = Instant::now();
         let method = req.url().trim_start_matches('/').to_string();
         let mut body = Vec::new();
-        let read = req.as_reader().take(MAX_BODY).read_to_end(&mut body);
+        // One byte past the limit tells a body that is too long from one that fits exactly.
+        let read = req.as_reader().take(MAX_BODY + 1).read_to_end(&mut body);
         let (status, answer) = match read {
             Err(e) => (
                 400,
                 serde_json::json!({ "Err": format!("reading the body: {e}") }),
+            ),
+            Ok(n) if n as u64 > MAX_BODY => (
+                413,
+                serde_json::json!({ "Err": format!("{method}: the body is over {MAX_BODY} bytes") }),
             ),
             Ok(_) => {
                 tracing::debug!(method, body = %String::from_utf8_lossy(&body), "request");
