@@ -19,7 +19,7 @@ use serde_json::json;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use testkit::lab::{self, try_ok, wait_until};
+use testkit::lab::{self, median, try_ok, wait_until};
 use testkit::runtime_host::{INET_ADDR, RuntimeHost, UPLINK_ADDR};
 
 const NET: &str = "pnet";
@@ -151,11 +151,6 @@ impl Drop for Podman<'_> {
             }
         }
     }
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use testkit::lab::{self, try_ok, wait_until, workspace_bin};
+use testkit::lab::{self, median, retry, try_ok, wait_until, workspace_bin};
 use testkit::runtime_host::{INET_ADDR, RuntimeHost, UPLINK_ADDR};
 
 /// Where Debian's docker.io (sbin) or Docker's own packages (bin) put dockerd.
@@ -71,26 +71,9 @@ impl Drop for Docker {
     }
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
 fn vswitch(lab: &RuntimeHost, args: &[&str]) -> String {
     lab.vswitch(&workspace_bin("vswitch"), args)
         .unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// Polls `f` for up to `secs`; the last error when it never succeeded.
-fn retry<T>(secs: u64, mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        match f() {
-            Ok(v) => return Ok(v),
-            Err(e) if Instant::now() > deadline => return Err(e),
-            Err(_) => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
 }
 
 fn curl(lab: &RuntimeHost, url: &str) -> io::Result<String> {
@@ -227,7 +210,7 @@ fn docker_network_driver_end_to_end() {
         .ip_of(&b, &net)
         .unwrap_or_else(|e| fail(&lab, "inspect", e));
     assert!(ip_b.starts_with("10.77.0."), "{b} has address {ip_b:?}");
-    let ping = retry(10, || {
+    let ping = retry(Duration::from_secs(10), || {
         docker.busybox(&a, &["ping", "-c", "1", "-W", "2", &b])
     })
     .unwrap_or_else(|e| fail(&lab, "ping by name", e));
@@ -235,7 +218,7 @@ fn docker_network_driver_end_to_end() {
 
     // The internet, masqueraded to the uplink address.
     let url = format!("http://{INET_ADDR}/f.txt");
-    let got = retry(10, || {
+    let got = retry(Duration::from_secs(10), || {
         docker.busybox(
             &a,
             &["timeout", "5", "busybox", "wget", "-q", "-O", "-", &url],
@@ -275,8 +258,10 @@ fn docker_network_driver_end_to_end() {
         ports.contains("8080") && ports.contains("127.0.0.1") && ports.contains("8081"),
         "{ports}"
     );
-    let got = retry(10, || curl(&lab, &format!("http://{UPLINK_ADDR}:8080/")))
-        .unwrap_or_else(|e| fail(&lab, "curl the published port", e));
+    let got = retry(Duration::from_secs(10), || {
+        curl(&lab, &format!("http://{UPLINK_ADDR}:8080/"))
+    })
+    .unwrap_or_else(|e| fail(&lab, "curl the published port", e));
     assert_eq!(got.trim(), "from-the-container");
     // busybox httpd -vv logs each client to stderr.
     let out = lab::run(&mut docker.cmd(&["logs", &web]));
@@ -292,7 +277,7 @@ fn docker_network_driver_end_to_end() {
     // The stand-in host reaches both through localhost (vswitch's host proxy).
     for port in [8080, 8081] {
         let url = format!("http://127.0.0.1:{port}/");
-        let got = retry(10, || {
+        let got = retry(Duration::from_secs(10), || {
             try_ok(&mut lab.in_host(&["curl", "-sS", "-m", "2", &url]))
         })
         .unwrap_or_else(|e| fail(&lab, "curl localhost from the host", e));
@@ -368,7 +353,7 @@ fn docker_network_driver_end_to_end() {
         .busybox(&a, &["ip", "-4", "addr"])
         .unwrap_or_default();
     assert!(addrs.contains("10.78.0."), "{addrs}");
-    retry(10, || {
+    retry(Duration::from_secs(10), || {
         docker.busybox(&a, &["ping", "-c", "1", "-W", "2", "10.78.0.1"])
     })
     .unwrap_or_else(|e| fail(&lab, "ping the second network's gateway", e));

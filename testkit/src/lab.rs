@@ -80,6 +80,28 @@ pub fn prefix(stem: &str) -> String {
     format!("{stem}{}x{n}", std::process::id() % 100_000)
 }
 
+/// The median of `samples` (the upper one of an even count); zero for none.
+pub fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples.get(samples.len() / 2).copied().unwrap_or_default()
+}
+
+/// Calls `f` until it succeeds, every 200 ms for up to `timeout`; its last error when it never
+/// did (for a wait that wants to show why it failed, unlike [`wait_until`]).
+///
+/// # Errors
+/// `f`'s last error.
+pub fn retry<T>(timeout: Duration, mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() > deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
 /// Runs `cmd`, panicking only when it cannot start.
 pub fn run(cmd: &mut Command) -> Output {
     cmd.output()
