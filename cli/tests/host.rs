@@ -110,6 +110,20 @@ fn the_host_reaches_containers_and_its_published_ports() {
     let ip = connect(&lab, &c1, "c1");
     serve(&mut lab, &c1);
     try_ok(&mut lab.in_host(&["ping", "-c", "1", "-W", "2", &ip])).expect("host pings container");
+    // Containers find the host by name on a user-defined network.
+    let dig = c1.exec(&[
+        "dig",
+        "+short",
+        "+time=2",
+        "+tries=2",
+        "@10.88.0.1",
+        "host.vswitch.internal",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&dig.stdout).trim(),
+        "10.88.0.254",
+        "{dig:?}"
+    );
     let seen = curl(&host, &format!("http://{ip}/whoami"));
     assert_eq!(
         seen.as_deref(),

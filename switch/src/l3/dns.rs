@@ -89,8 +89,13 @@ impl DnsTable {
         self.names.is_empty()
     }
 
+    /// The addresses of `name` (as the resolver passes it: the domain stripped), or of a
+    /// container whose own name ends in the domain (the host port's `host.vswitch.internal`).
     fn lookup(&self, name: &str) -> Option<Vec<Ipv4Addr>> {
-        self.names.get(name).cloned()
+        self.names
+            .get(name)
+            .or_else(|| self.names.get(&format!("{name}.{DOMAIN}")))
+            .cloned()
     }
 }
 
@@ -211,5 +216,13 @@ mod tests {
         let rest = DnsTable::new([("web".to_string(), ip(2)), ("cache".to_string(), ip(5))]);
         assert_eq!(step.names, rest.names);
         assert_eq!(step.len(), 2);
+    }
+
+    #[test]
+    fn a_name_in_the_domain_is_found_with_the_domain_stripped() {
+        let t = DnsTable::new([(format!("host.{DOMAIN}"), ip(254))]);
+        // `host.vswitch.internal` reaches the lookup as `host`.
+        assert_eq!(t.lookup("host"), Some(vec![ip(254)]));
+        assert_eq!(t.lookup("other"), None);
     }
 }
