@@ -286,6 +286,17 @@ container_port = 80
     assert!(link.contains("mtu 65520"), "{link}");
     r.cli(&["port", "rm", "8081/tcp"]);
     assert!(!get(8081).status.success(), "unpublished port still open");
+    // A range: a host listening socket for each of its ports.
+    r.cli(&["port", "publish", "appnet", "web", "8090-8091:80-81/tcp"]);
+    let ranged = get(8090);
+    assert_eq!(
+        String::from_utf8_lossy(&ranged.stdout).trim(),
+        "192.0.2.9",
+        "{}",
+        String::from_utf8_lossy(&ranged.stderr)
+    );
+    r.cli(&["port", "rm", "8090-8091/tcp"]);
+    assert!(!get(8090).status.success(), "unpublished range still open");
 
     // DNS: one container finds the other by name on the user-defined network ("a" would be
     // taken by dig as the query type).
