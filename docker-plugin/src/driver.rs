@@ -1,4 +1,5 @@
-//! The driver: each libnetwork method turned into vswitch control requests. It keeps no state
+//! The driver: each libnetwork method carried out with vswitch control requests (what they
+//! say is worked out in [`crate::translate`]; this module does the I/O). It keeps no state
 //! of its own: the vswitch network of Docker network `N` is `dk-<first 12 hex of N>`, the
 //! vswitch container of endpoint `E` is `ep-<first 12 hex of E>`, and everything else (the
 //! veth peer, the gateway, the published ports) is asked of the daemon, so a restarted plugin
@@ -7,11 +8,12 @@
 //! Addresses come from Docker's IPAM (the default one): Docker hands us the pool, the gateway
 //! and each endpoint's address, and vswitch records them as leases.
 
-use crate::api::{self, EndpointInterface, InterfaceName, Options, PortBinding};
+use crate::api::{self, EndpointInterface, InterfaceName};
+use crate::translate::{
+    Mapping, addr_of, endpoint_name, mappings, network_create, network_name, published,
+};
 use control::{CallError, Request};
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
 
 /// Where requests go: the daemon's socket, or a fake in the tests.
 pub trait Control: Send + Sync {
@@ -48,7 +50,7 @@ pub enum DriverError {
     Daemon { what: String, source: CallError },
 }
 
-type Result<T> = std::result::Result<T, DriverError>;
+pub(crate) type Result<T> = std::result::Result<T, DriverError>;
 
 /// Whether the daemon refused a publish because the host port is taken (by another published
 /// port, or a host service the host proxy met).
@@ -57,231 +59,8 @@ fn port_taken(e: &DriverError) -> bool {
         if why.contains("already published") || why.contains("cannot listen"))
 }
 
-fn invalid(msg: impl Into<String>) -> DriverError {
+pub(crate) fn invalid(msg: impl Into<String>) -> DriverError {
     DriverError::Invalid(msg.into())
-}
-
-/// The first 12 characters of a Docker ID (64 hex digits), checked: they become a name.
-fn short_id(kind: &str, id: &str) -> Result<String> {
-    match id.get(..12) {
-        Some(s) if s.bytes().all(|b| b.is_ascii_hexdigit()) => Ok(s.to_ascii_lowercase()),
-        _ => Err(invalid(format!(
-            "{kind} {id:?} is not a Docker ID (64 hex digits)"
-        ))),
-    }
-}
-
-/// The vswitch network of a Docker network.
-pub fn network_name(network_id: &str) -> Result<String> {
-    Ok(format!("dk-{}", short_id("NetworkID", network_id)?))
-}
-
-/// The vswitch container of a Docker endpoint.
-pub fn endpoint_name(endpoint_id: &str) -> Result<String> {
-    Ok(format!("ep-{}", short_id("EndpointID", endpoint_id)?))
-}
-
-/// An address with or without its length (`10.77.0.1/24`, `10.77.0.1`).
-fn addr_of(what: &str, s: &str) -> Result<Ipv4Addr> {
-    let bare = s.split_once('/').map_or(s, |(a, _)| a);
-    bare.parse()
-        .map_err(|_| invalid(format!("{what} {s:?} is not an IPv4 address")))
-}
-
-/// A boolean option as Docker sends it: a JSON bool, or a string from `-o`.
-fn flag(options: &Options, generic: &BTreeMap<String, String>, key: &str) -> Result<bool> {
-    let v = options
-        .get(key)
-        .cloned()
-        .or_else(|| generic.get(key).map(|s| Value::String(s.clone())));
-    match v {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::Bool(b)) => Ok(b),
-        Some(Value::String(s)) => s
-            .parse()
-            .map_err(|_| invalid(format!("option {key}={s:?}: give true or false"))),
-        Some(other) => Err(invalid(format!("option {key}={other}: give true or false"))),
-    }
-}
-
-/// The `-o key=value` options of `docker network create` (values are strings).
-fn generic_options(options: &Options) -> Result<BTreeMap<String, String>> {
-    match options.get(api::GENERIC) {
-        None | Some(Value::Null) => Ok(BTreeMap::new()),
-        Some(Value::Object(m)) => m
-            .iter()
-            .map(|(k, v)| match v {
-                Value::String(s) => Ok((k.clone(), s.clone())),
-                other => Ok((k.clone(), other.to_string())),
-            })
-            .collect(),
-        Some(other) => Err(invalid(format!("{} is not a map: {other}", api::GENERIC))),
-    }
-}
-
-/// `-o` options the driver understands (Docker's bridge names where one exists).
-const MTU: &str = "com.docker.network.driver.mtu";
-const ICC: &str = "com.docker.network.bridge.enable_icc";
-const ANTI_SPOOFING: &str = "vswitch.anti_spoofing";
-
-/// The `network create` request for Docker's `CreateNetwork`.
-pub fn network_create(req: &api::CreateNetwork) -> Result<Request> {
-    let name = network_name(&req.network_id)?;
-    let options = req.options.clone().unwrap_or_default();
-    let generic = generic_options(&options)?;
-    if flag(&options, &generic, api::ENABLE_IPV6)?
-        || req.ipv6_data.as_ref().is_some_and(|v| !v.is_empty())
-    {
-        return Err(invalid(
-            "vswitch networks are IPv4 only: create the network without --ipv6",
-        ));
-    }
-    let pool = match req.ipv4_data.as_deref() {
-        Some([one]) => one,
-        Some([]) | None => {
-            return Err(invalid(
-                "no IPv4 pool: use Docker's default IPAM driver (give --subnet, or none)",
-            ));
-        }
-        Some(_) => {
-            return Err(invalid(
-                "a vswitch network has one IPv4 subnet: give one --subnet",
-            ));
-        }
-    };
-    let subnet: ipnet::Ipv4Net = pool
-        .pool
-        .parse()
-        .map_err(|_| invalid(format!("pool {:?} is not an IPv4 subnet", pool.pool)))?;
-    let gateway = if pool.gateway.is_empty() {
-        None
-    } else {
-        Some(addr_of("gateway", &pool.gateway)?)
-    };
-    let mut mtu = None;
-    let mut icc = true;
-    let mut anti_spoofing = true;
-    for (k, v) in &generic {
-        match k.as_str() {
-            MTU => {
-                mtu = Some(v.parse::<u16>().ok().filter(|&m| m >= 68).ok_or_else(|| {
-                    invalid(format!("option {MTU}={v:?}: give an MTU from 68 to 65535"))
-                })?)
-            }
-            ICC => icc = flag(&options, &generic, ICC)?,
-            ANTI_SPOOFING => anti_spoofing = flag(&options, &generic, ANTI_SPOOFING)?,
-            // Set by Docker itself for --internal / --ipv6 on some versions.
-            api::INTERNAL | api::ENABLE_IPV6 => {}
-            other => {
-                return Err(invalid(format!(
-                    "unknown option {other:?}: the vswitch driver takes -o {MTU}=N, -o {ICC}=true|false, -o {ANTI_SPOOFING}=true|false"
-                )));
-            }
-        }
-    }
-    let labels = BTreeMap::from([("docker.network_id".to_string(), req.network_id.clone())]);
-    Ok(Request::NetworkCreate {
-        name,
-        subnet: Some(subnet),
-        gateway,
-        ip_range: None,
-        internal: flag(&options, &generic, api::INTERNAL)?,
-        icc,
-        anti_spoofing,
-        mtu,
-        labels,
-    })
-}
-
-/// How a container port is published: one host port of Docker's binding.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mapping {
-    pub proto: &'static str,
-    pub host_ip: Option<Ipv4Addr>,
-    /// Host ports to try, in order, until one is free (Docker's `HostPort..=HostPortEnd`
-    /// means "any one of these", as `-p 8000-8010:80` asks).
-    pub host_ports: std::ops::RangeInclusive<u16>,
-    pub container_port: u16,
-}
-
-/// The mappings of ProgramExternalConnectivity's `com.docker.network.portmap` (none when
-/// Docker sends none). IPv6 bindings on `::` are left out (vswitch is IPv4 only and the
-/// 0.0.0.0 binding covers the port).
-pub fn mappings(options: &Options) -> Result<Vec<Mapping>> {
-    let bindings: Vec<PortBinding> = match options.get(api::PORTMAP) {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(v) => serde_json::from_value(v.clone())
-            .map_err(|e| invalid(format!("{}: {e}", api::PORTMAP)))?,
-    };
-    let mut out = Vec::with_capacity(bindings.len());
-    for b in bindings {
-        let proto = match b.proto {
-            6 => "tcp",
-            17 => "udp",
-            n => {
-                return Err(invalid(format!(
-                    "port {}: protocol {n} cannot be published by vswitch (tcp or udp only)",
-                    b.port
-                )));
-            }
-        };
-        let host_ip = match b.host_ip.as_deref().unwrap_or("") {
-            "" => None,
-            s => match s.parse::<IpAddr>() {
-                Ok(IpAddr::V4(a)) if a.is_unspecified() => None,
-                Ok(IpAddr::V4(a)) => Some(a),
-                Ok(IpAddr::V6(a)) if a.is_unspecified() => continue,
-                _ => {
-                    return Err(invalid(format!(
-                        "host address {s:?} of port {}: vswitch publishes on IPv4 addresses only",
-                        b.port
-                    )));
-                }
-            },
-        };
-        if b.host_port == 0 {
-            return Err(invalid(format!(
-                "{proto} port {}: give the host port (-p HOST:{}): the vswitch driver cannot tell Docker a port it picked",
-                b.port, b.port
-            )));
-        }
-        let last = b.host_port_end.max(b.host_port);
-        out.push(Mapping {
-            proto,
-            host_ip,
-            host_ports: b.host_port..=last,
-            container_port: b.port,
-        });
-    }
-    Ok(out)
-}
-
-/// A published port as `port ls` lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Published {
-    proto: String,
-    host_port: u16,
-    network: String,
-    container: String,
-    container_port: u16,
-}
-
-fn published(v: &Value) -> Vec<Published> {
-    v.as_array()
-        .map(|rows| {
-            rows.iter()
-                .filter_map(|r| {
-                    Some(Published {
-                        proto: r.get("proto")?.as_str()?.to_string(),
-                        host_port: u16::try_from(r.get("host_port")?.as_u64()?).ok()?,
-                        network: r.get("network")?.as_str()?.to_string(),
-                        container: r.get("container")?.as_str()?.to_string(),
-                        container_port: u16::try_from(r.get("container_port")?.as_u64()?).ok()?,
-                    })
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// The driver over a daemon.
@@ -613,6 +392,7 @@ fn str_field(v: &Value, key: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::translate::tests::portmap;
     use std::sync::Mutex;
 
     const NID: &str = "2b90aec0fa142d0a0a7b001f6e79ea533e5e343513852e2b54a40fa3d7f53983";
@@ -890,71 +670,6 @@ mod tests {
             .handle("NetworkDriver.DeleteNetwork", &b)
             .expect_err("refused");
         assert!(e.to_string().contains("has containers"), "{e}");
-    }
-
-    fn portmap() -> Value {
-        json!({
-            "com.docker.network.endpoint.exposedports": [{"Proto": 6, "Port": 80}],
-            "com.docker.network.portmap": [
-                {"Proto": 6, "IP": "", "Port": 80, "HostIP": "127.0.0.1", "HostPort": 8081, "HostPortEnd": 8081},
-                {"Proto": 6, "IP": "", "Port": 80, "HostIP": "", "HostPort": 8080, "HostPortEnd": 8080},
-                {"Proto": 17, "IP": "", "Port": 53, "HostIP": "0.0.0.0", "HostPort": 5300, "HostPortEnd": 5310},
-                {"Proto": 6, "IP": "", "Port": 80, "HostIP": "::", "HostPort": 8080, "HostPortEnd": 8080}
-            ]
-        })
-    }
-
-    #[test]
-    fn portmap_becomes_publish_requests() {
-        let options: Options = serde_json::from_value(portmap()).expect("options");
-        let m = mappings(&options).expect("mappings");
-        assert_eq!(
-            m,
-            vec![
-                Mapping {
-                    proto: "tcp",
-                    host_ip: Some(Ipv4Addr::LOCALHOST),
-                    host_ports: 8081..=8081,
-                    container_port: 80
-                },
-                Mapping {
-                    proto: "tcp",
-                    host_ip: None,
-                    host_ports: 8080..=8080,
-                    container_port: 80
-                },
-                Mapping {
-                    proto: "udp",
-                    host_ip: None,
-                    host_ports: 5300..=5310,
-                    container_port: 53
-                },
-            ]
-        );
-        for (binding, why) in [
-            (
-                json!({"Proto": 132, "Port": 80, "HostPort": 80}),
-                "tcp or udp",
-            ),
-            (
-                json!({"Proto": 6, "Port": 80, "HostPort": 0}),
-                "give the host port",
-            ),
-            (
-                json!({"Proto": 6, "Port": 80, "HostIP": "::1", "HostPort": 80}),
-                "IPv4 addresses only",
-            ),
-            (
-                json!({"Proto": 6, "Port": 80, "HostIP": "nowhere", "HostPort": 80}),
-                "IPv4 addresses only",
-            ),
-        ] {
-            let options: Options =
-                serde_json::from_value(json!({"com.docker.network.portmap": [binding]}))
-                    .expect("options");
-            let e = mappings(&options).expect_err("refused");
-            assert!(e.to_string().contains(why), "{e} lacks {why:?}");
-        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 mod api;
 mod driver;
+mod translate;
 
 use anyhow::{Context, Result};
 use clap::Parser;
