@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::{Answer, Namespaces, cni, fetch_from_inet, vswitch_bin, web_root};
+use common::{
+    Answer, Namespaces, cni, fetch_from_inet, fetch_from_inet_within, vswitch_bin, web_root,
+};
 use serde_json::{Value, json};
 use std::process::Command;
 use std::time::Duration;
@@ -272,16 +274,13 @@ fn port_mappings_name_reuse_and_gc() {
     let add = cni(&lab, &web_env, &ports);
     assert!(add.ok, "ADD with ports: {} {}", add.json, add.stderr);
     let url = format!("http://{UPLINK_ADDR}:8080/index.html");
-    let mut body = None;
-    assert!(
-        wait_until(Duration::from_secs(10), || {
-            body = fetch_from_inet(&lab, &url);
-            body.is_some()
-        }),
-        "{url} not reached; daemon log:\n{}",
+    let body = fetch_from_inet_within(&lab, &url, Duration::from_secs(10));
+    assert_eq!(
+        body.as_deref(),
+        Some("hello from the container\n"),
+        "{url}; daemon log:\n{}",
         lab.log("vswitch.log")
     );
-    assert_eq!(body.as_deref(), Some("hello from the container\n"));
     assert!(
         fetch_from_inet(&lab, &format!("http://{UPLINK_ADDR}:8081/index.html")).is_none(),
         "a port published on 127.0.0.1 is not reachable from outside"

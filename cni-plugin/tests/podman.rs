@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::{fetch_from_inet, plugin, vswitch_bin, web_root};
+use common::{fetch_from_inet, fetch_from_inet_within, plugin, vswitch_bin, web_root};
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::Command;
@@ -251,15 +251,12 @@ fn podman_cni_backend_end_to_end() {
 
     // Published ports.
     let url = format!("http://{UPLINK_ADDR}:8080/index.html");
-    let mut body = None;
-    assert!(
-        wait_until(Duration::from_secs(10), || {
-            body = fetch_from_inet(&lab, &url);
-            body.is_some()
-        }),
-        "-p 8080:80 is not reached from the internet"
+    let body = fetch_from_inet_within(&lab, &url, Duration::from_secs(10));
+    assert_eq!(
+        body.as_deref(),
+        Some("from-c2\n"),
+        "-p 8080:80 from the internet"
     );
-    assert_eq!(body.as_deref(), Some("from-c2\n"));
     assert!(
         fetch_from_inet(&lab, &format!("http://{UPLINK_ADDR}:8081/index.html")).is_none(),
         "-p 127.0.0.1:8081:80 must not be reachable from outside"

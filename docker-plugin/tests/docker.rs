@@ -51,6 +51,24 @@ impl Docker {
         self.run(&full)
     }
 
+    /// `docker network create -d DRIVER [EXTRA...] --subnet SUBNET NAME`; the vswitch
+    /// network it became (`dk-` and the first 12 hex of Docker's ID).
+    fn network_create(
+        &self,
+        driver: &str,
+        name: &str,
+        subnet: &str,
+        extra: &[&str],
+    ) -> io::Result<String> {
+        let mut args = vec!["network", "create", "-d", driver];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--subnet", subnet, name]);
+        let id = self.run(&args)?;
+        id.get(..12)
+            .map(|short| format!("dk-{short}"))
+            .ok_or_else(|| io::Error::other(format!("docker network create answered {id:?}")))
+    }
+
     fn ip_of(&self, name: &str, network: &str) -> io::Result<String> {
         let format = format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}");
         self.run(&["inspect", "-f", &format, name])
@@ -171,18 +189,9 @@ fn docker_network_driver_end_to_end() {
 
     // A network: a vswitch network named after its ID.
     let net = format!("{prefix}net");
-    let net_id = docker
-        .run(&[
-            "network",
-            "create",
-            "-d",
-            &prefix,
-            "--subnet",
-            "10.77.0.0/24",
-            &net,
-        ])
+    let vnet = docker
+        .network_create(&prefix, &net, "10.77.0.0/24", &[])
         .unwrap_or_else(|e| fail(&lab, "docker network create", e));
-    let vnet = format!("dk-{}", &net_id[..12]);
     assert!(
         vswitch(&lab, &["network", "ls"]).contains(&vnet),
         "no vswitch network {vnet}"
@@ -334,18 +343,9 @@ fn docker_network_driver_end_to_end() {
 
     // `docker network connect` / `disconnect` of a running container.
     let net2 = format!("{prefix}net2");
-    let net2_id = docker
-        .run(&[
-            "network",
-            "create",
-            "-d",
-            &prefix,
-            "--subnet",
-            "10.78.0.0/24",
-            &net2,
-        ])
+    let vnet2 = docker
+        .network_create(&prefix, &net2, "10.78.0.0/24", &[])
         .unwrap_or_else(|e| fail(&lab, "docker network create", e));
-    let vnet2 = format!("dk-{}", &net2_id[..12]);
     docker
         .run(&["network", "connect", &net2, &a])
         .unwrap_or_else(|e| fail(&lab, "docker network connect", e));
@@ -398,21 +398,10 @@ fn docker_network_driver_end_to_end() {
 
     // An internal network with its own MTU: no default route, the MTU on the link.
     let net3 = format!("{prefix}net3");
-    let net3_id = docker
-        .run(&[
-            "network",
-            "create",
-            "-d",
-            &prefix,
-            "--internal",
-            "-o",
-            "com.docker.network.driver.mtu=1400",
-            "--subnet",
-            "10.79.0.0/24",
-            &net3,
-        ])
+    let internal = ["--internal", "-o", "com.docker.network.driver.mtu=1400"];
+    let vnet3 = docker
+        .network_create(&prefix, &net3, "10.79.0.0/24", &internal)
         .unwrap_or_else(|e| fail(&lab, "docker network create --internal", e));
-    let vnet3 = format!("dk-{}", &net3_id[..12]);
     let inspect = vswitch(&lab, &["network", "inspect", &vnet3]);
     assert!(inspect.contains("\"Internal\": true"), "{inspect}");
     let d = format!("{prefix}d");

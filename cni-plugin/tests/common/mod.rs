@@ -104,6 +104,21 @@ pub fn fetch_from_inet(lab: &RuntimeHost, url: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// [`fetch_from_inet`] tried again for up to `timeout` (a port that is published a moment
+/// before it answers); the body once it answers.
+pub fn fetch_from_inet_within(
+    lab: &RuntimeHost,
+    url: &str,
+    timeout: std::time::Duration,
+) -> Option<String> {
+    let mut body = None;
+    testkit::lab::wait_until(timeout, || {
+        body = fetch_from_inet(lab, url);
+        body.is_some()
+    });
+    body
+}
+
 /// The vswitch CLI binary.
 pub fn vswitch_bin() -> PathBuf {
     testkit::lab::workspace_bin("vswitch")
