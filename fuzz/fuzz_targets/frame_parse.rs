@@ -86,6 +86,20 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(v, !add(fold(pseudo), fold(sum(seg))));
             }
         }
+        L3::Ipv6(info) => {
+            // The extension chain is bounded and lies inside the packet.
+            assert!(info.header_len >= 40 && info.header_len <= 40 + info.payload_len);
+            assert!(info.header_len <= 40 + 8 * packet::MAX_EXTENSION_HEADERS * 256);
+            assert_eq!(c.l4_offset, c.l3_offset + info.header_len);
+            assert_eq!(c.ip_end, c.l3_offset + 40 + info.payload_len);
+            if info.is_later_fragment() {
+                assert_eq!(c.l4, L4::None);
+            }
+            let seg = &data[c.l4_offset..c.ip_end];
+            if !matches!(c.l4, L4::None) {
+                assert!(seg.len() >= 8);
+            }
+        }
         L3::Arp => {
             assert!(data.len() >= c.l3_offset + 28);
             assert_eq!(c.l4, L4::None);

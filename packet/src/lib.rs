@@ -17,7 +17,10 @@ mod mac;
 pub mod offload;
 mod proto;
 
-pub use classify::{Classified, Ipv4Info, L3, L4, Malformed, classify, tcp_flags};
+pub use classify::{
+    Classified, IPPROTO_ICMPV6, IPV6_HEADER_LEN, Ipv4Info, Ipv6Fragment, Ipv6Info, L3, L4,
+    MAX_EXTENSION_HEADERS, Malformed, classify, tcp_flags,
+};
 pub use mac::MacAddr;
 pub use proto::{L4Proto, NoPorts, ParseL4ProtoError, ParsePortProtoError, PortProto};
 pub use smoltcp::wire::{

@@ -1,7 +1,7 @@
 //! A MAC address small enough to be a hash key and cheap to compare.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 /// An Ethernet MAC address.
@@ -45,6 +45,29 @@ impl MacAddr {
     pub const fn docker(ip: Ipv4Addr) -> MacAddr {
         let [a, b, c, d] = ip.octets();
         MacAddr([0x02, 0x42, a, b, c, d])
+    }
+
+    /// The EUI-64 link-local address of this MAC (RFC 4291 appendix A, RFC 4862 5.3): what
+    /// Linux gives an interface by default (`addr_gen_mode` 0), so what a container sends
+    /// neighbour discovery and MLD from.
+    pub const fn link_local(self) -> Ipv6Addr {
+        let m = self.0;
+        Ipv6Addr::new(
+            0xfe80,
+            0,
+            0,
+            0,
+            u16::from_be_bytes([m[0] ^ 0x02, m[1]]),
+            u16::from_be_bytes([m[2], 0xff]),
+            u16::from_be_bytes([0xfe, m[3]]),
+            u16::from_be_bytes([m[4], m[5]]),
+        )
+    }
+
+    /// The multicast MAC of an IPv6 group: 33:33 and its low 32 bits (RFC 2464 7).
+    pub const fn ipv6_multicast(group: Ipv6Addr) -> MacAddr {
+        let o = group.octets();
+        MacAddr([0x33, 0x33, o[12], o[13], o[14], o[15]])
     }
 
     /// The MAC as a u64, for compact keys.
@@ -139,6 +162,18 @@ mod tests {
         assert_eq!(
             MacAddr::docker(Ipv4Addr::new(10, 255, 0, 1)).to_string(),
             "02:42:0a:ff:00:01"
+        );
+    }
+
+    #[test]
+    fn link_local_and_ipv6_multicast_on_known_addresses() {
+        // Docker's container 172.17.0.2 shows fe80::42:acff:fe11:2 in `ip -6 addr`.
+        let mac = MacAddr::docker(Ipv4Addr::new(172, 17, 0, 2));
+        assert_eq!(mac.link_local().to_string(), "fe80::42:acff:fe11:2");
+        let group: Ipv6Addr = "ff02::1:ff11:2".parse().unwrap();
+        assert_eq!(
+            MacAddr::ipv6_multicast(group).to_string(),
+            "33:33:ff:11:00:02"
         );
     }
 

@@ -431,3 +431,172 @@ pub fn neighbor_solicitation(src_mac: MacAddr, src: Ipv6Addr, target: Ipv6Addr) 
         &target.octets(),
     )
 }
+
+/// Default hop limit of built IPv6 packets.
+pub const HOP_LIMIT: u8 = 64;
+
+/// A UDP datagram in IPv6 in Ethernet.
+pub fn udp6(
+    src_mac: MacAddr,
+    dst_mac: MacAddr,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    src_port: u16,
+    dst_port: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(src_mac.0, dst_mac.0)
+        .ipv6(src.octets(), dst.octets(), HOP_LIMIT)
+        .udp(src_port, dst_port);
+    finish(|v| b.write(v, payload))
+}
+
+/// A TCP segment in IPv6 in Ethernet; `flags` as for [`tcp`].
+#[allow(clippy::too_many_arguments)]
+pub fn tcp6(
+    src_mac: MacAddr,
+    dst_mac: MacAddr,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    src_port: u16,
+    dst_port: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut b = PacketBuilder::ethernet2(src_mac.0, dst_mac.0)
+        .ipv6(src.octets(), dst.octets(), HOP_LIMIT)
+        .tcp(src_port, dst_port, seq, 64240);
+    if flags & 0x01 != 0 {
+        b = b.fin();
+    }
+    if flags & 0x02 != 0 {
+        b = b.syn();
+    }
+    if flags & 0x04 != 0 {
+        b = b.rst();
+    }
+    if flags & 0x10 != 0 {
+        b = b.ack(ack);
+    }
+    finish(|v| b.write(v, payload))
+}
+
+/// An ICMPv6 message to a unicast (or any) `dst` with hop limit `hop_limit`: `ty`, `code`,
+/// the 4 bytes after the checksum, then `payload`.
+#[allow(clippy::too_many_arguments)]
+pub fn icmpv6(
+    src_mac: MacAddr,
+    dst_mac: MacAddr,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    hop_limit: u8,
+    ty: u8,
+    code: u8,
+    rest_of_header: [u8; 4],
+    payload: &[u8],
+) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(src_mac.0, dst_mac.0)
+        .ipv6(src.octets(), dst.octets(), hop_limit)
+        .icmpv6_raw(ty, code, rest_of_header);
+    finish(|v| b.write(v, payload))
+}
+
+/// An ICMPv6 echo request (`request = true`) or reply.
+#[allow(clippy::too_many_arguments)]
+pub fn icmpv6_echo(
+    src_mac: MacAddr,
+    dst_mac: MacAddr,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    request: bool,
+    ident: u16,
+    seq: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let [i0, i1] = ident.to_be_bytes();
+    let [s0, s1] = seq.to_be_bytes();
+    let ty = if request { 128 } else { 129 };
+    icmpv6(
+        src_mac,
+        dst_mac,
+        src,
+        dst,
+        HOP_LIMIT,
+        ty,
+        0,
+        [i0, i1, s0, s1],
+        payload,
+    )
+}
+
+/// The NDP link-layer address option (RFC 4861 4.6.1): 1 source, 2 target.
+pub fn ndp_mac_option(kind: u8, mac: MacAddr) -> [u8; 8] {
+    let m = mac.0;
+    [kind, 1, m[0], m[1], m[2], m[3], m[4], m[5]]
+}
+
+/// A neighbour advertisement for `target` from `src` (hop limit 255) to `dst`, with the
+/// target link-layer option `mac`; `flags` is the R/S/O byte (0x80 router, 0x40 solicited,
+/// 0x20 override).
+#[allow(clippy::too_many_arguments)]
+pub fn neighbor_advertisement(
+    src_mac: MacAddr,
+    dst_mac: MacAddr,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    target: Ipv6Addr,
+    flags: u8,
+    mac: MacAddr,
+) -> Vec<u8> {
+    let mut body = target.octets().to_vec();
+    body.extend_from_slice(&ndp_mac_option(2, mac));
+    icmpv6(
+        src_mac,
+        dst_mac,
+        src,
+        dst,
+        255,
+        136,
+        0,
+        [flags, 0, 0, 0],
+        &body,
+    )
+}
+
+/// A router solicitation from `src` to ff02::2 with the source link-layer option (none when
+/// `src` is `::`, as RFC 4861 6.3.7 requires).
+pub fn router_solicitation(src_mac: MacAddr, src: Ipv6Addr) -> Vec<u8> {
+    let opt = if src.is_unspecified() {
+        Vec::new()
+    } else {
+        ndp_mac_option(1, src_mac).to_vec()
+    };
+    icmpv6_multicast(
+        src_mac,
+        src,
+        Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2),
+        false,
+        133,
+        0,
+        [0; 4],
+        &opt,
+    )
+}
+
+/// A router advertisement (router lifetime 1800 s, no options) from `src` to ff02::1, as a
+/// rogue router would send it.
+pub fn router_advertisement(src_mac: MacAddr, src: Ipv6Addr) -> Vec<u8> {
+    let [l0, l1] = 1800u16.to_be_bytes();
+    icmpv6_multicast(
+        src_mac,
+        src,
+        Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1),
+        false,
+        134,
+        0,
+        [64, 0, l0, l1],
+        &[0; 8],
+    )
+}

@@ -376,7 +376,7 @@ impl Gateway {
                 }
                 self.route(f, dg, None);
             }
-            L3::Other { .. } => f.drop(DropReason::NotForUs),
+            L3::Ipv6(_) | L3::Other { .. } => f.drop(DropReason::NotForUs),
         }
     }
 }
