@@ -131,6 +131,7 @@ pub(crate) fn def_of(n: &NetworkRecord) -> NetworkDef {
         internal: n.internal,
         icc: n.icc,
         anti_spoofing: n.anti_spoofing,
+        ipv6: None,
     }
 }
 

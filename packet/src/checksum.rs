@@ -11,7 +11,7 @@
 //! An update never validates: a checksum that was wrong before stays wrong by the same amount, as
 //! a real router does (captures with offloaded checksums must not be "fixed" or rejected).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Ones' complement sum of `data` as big-endian 16-bit words, not yet folded. An odd trailing
 /// byte is padded with zero, as RFC 1071 says.
@@ -70,6 +70,51 @@ pub fn pseudo_header_sum(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, l4_len: u16
 pub fn l4_checksum(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, segment: &[u8]) -> u16 {
     let len = u16::try_from(segment.len()).unwrap_or(u16::MAX);
     !fold(pseudo_header_sum(src, dst, protocol, len) + sum(segment))
+}
+
+/// Partial sum of the IPv6 pseudo-header (RFC 8200 8.1) used by TCP, UDP and ICMPv6.
+#[inline]
+pub fn pseudo_header_sum_v6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, l4_len: u32) -> u32 {
+    let mut acc = u64::from(next_header) + u64::from(l4_len >> 16) + u64::from(l4_len & 0xffff);
+    for a in [src, dst] {
+        for w in a.segments() {
+            acc += u64::from(w);
+        }
+    }
+    fold64(acc)
+}
+
+/// Checksum of a TCP, UDP or ICMPv6 message (checksum field as it is) under the IPv6
+/// pseudo-header; 0 when the field holds the right value.
+#[inline]
+pub fn l4_checksum_v6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, segment: &[u8]) -> u16 {
+    let len = u32::try_from(segment.len()).unwrap_or(u32::MAX);
+    !fold(pseudo_header_sum_v6(src, dst, next_header, len) + sum(segment))
+}
+
+/// The ones' complement difference `new - old` of two IPv6 addresses, to add to a sum.
+#[inline]
+fn addr_delta_v6(old: Ipv6Addr, new: Ipv6Addr) -> u32 {
+    let mut acc: u64 = 0;
+    for (o, n) in old.segments().into_iter().zip(new.segments()) {
+        acc += u64::from(!o) + u64::from(n);
+    }
+    fold64(acc)
+}
+
+/// RFC 1624 update for a changed IPv6 address (eight words) in a complete checksum.
+///
+/// The result is never 0x0000 (see [`nonzero`]; UDP over IPv6 must not carry 0 either).
+#[inline]
+pub fn update_addr_v6(checksum: u16, old: Ipv6Addr, new: Ipv6Addr) -> u16 {
+    nonzero(!fold(u32::from(!checksum) + addr_delta_v6(old, new)))
+}
+
+/// [`update_partial_addr`] for an IPv6 address: a partial checksum field (the folded
+/// pseudo-header sum) gains `new - old`, with no complement.
+#[inline]
+pub fn update_partial_addr_v6(field: u16, old: Ipv6Addr, new: Ipv6Addr) -> u16 {
+    fold(u32::from(field) + addr_delta_v6(old, new))
 }
 
 /// RFC 1624 eqn. 3 for one changed 16-bit word.
@@ -146,6 +191,35 @@ mod tests {
         h[10] = 0;
         h[11] = 0;
         assert_eq!(internet_checksum(&h), 0xb861);
+    }
+
+    proptest! {
+        /// A UDP segment over IPv6 built with a correct checksum stays correct when NAT66
+        /// rewrites either address, both in complete and in partial form.
+        #[test]
+        fn ipv6_address_updates_match_recompute(
+            src in any::<u128>(), dst in any::<u128>(), new in any::<u128>(),
+            payload in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let (src, dst, new) = (Ipv6Addr::from(src), Ipv6Addr::from(dst), Ipv6Addr::from(new));
+            let mut seg = vec![0x12, 0x34, 0x00, 0x35, 0, 0, 0, 0];
+            seg.extend_from_slice(&payload);
+            let len = seg.len() as u16;
+            seg[4..6].copy_from_slice(&len.to_be_bytes());
+            let ck = nonzero(l4_checksum_v6(src, dst, 17, &seg));
+            seg[6..8].copy_from_slice(&ck.to_be_bytes());
+            prop_assert_eq!(l4_checksum_v6(src, dst, 17, &seg), 0);
+            let updated = update_addr_v6(ck, src, new);
+            seg[6..8].copy_from_slice(&updated.to_be_bytes());
+            prop_assert_eq!(l4_checksum_v6(new, dst, 17, &seg), 0);
+            // Partial form: the field holds the folded pseudo-header sum.
+            let partial = fold(pseudo_header_sum_v6(src, dst, 17, u32::from(len)));
+            let moved = update_partial_addr_v6(partial, dst, new);
+            prop_assert_eq!(
+                moved,
+                fold(pseudo_header_sum_v6(src, new, 17, u32::from(len)))
+            );
+        }
     }
 
     #[test]

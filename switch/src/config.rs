@@ -4,11 +4,15 @@
 //! dense ids for networks and ports so the fast path indexes vectors instead of hashing names.
 //! Every way a file can be wrong is a [`ConfigError`] that names the offending item.
 
-use ipnet::Ipv4Net;
+mod ipv6;
+
+pub use ipv6::{NetworkV6, UplinkV6, UplinkV6Config};
+
+use ipnet::{Ipv4Net, Ipv6Net};
 use packet::{MacAddr, PortProto};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Index of a network in the topology.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -144,6 +148,9 @@ pub struct UplinkConfig {
     /// services to every container.
     #[serde(default)]
     pub host_loopback: Option<Ipv4Addr>,
+    /// The uplink's IPv6 side (`[uplink.ipv6]`): without it, IPv6 is not routed out.
+    #[serde(default)]
+    pub ipv6: Option<UplinkV6Config>,
 }
 
 /// How an `af_packet` uplink lives beside the host's own stack on the same interface.
@@ -352,6 +359,15 @@ pub struct NetworkConfig {
     /// Ports with an assigned MAC/address may only send from them (see [`PortConfig::mac`]).
     #[serde(default = "yes")]
     pub anti_spoofing: bool,
+    /// IPv6 prefix beside the IPv4 subnet (dual-stack), e.g. fd00:1::/64; needs `gateway`.
+    #[serde(default)]
+    pub subnet6: Option<Ipv6Net>,
+    /// IPv6 gateway address; the prefix's `::1` when absent.
+    #[serde(default)]
+    pub gateway6: Option<Ipv6Addr>,
+    /// Router Advertisements let containers configure addresses from the prefix (SLAAC).
+    #[serde(default)]
+    pub ipv6_autoconf: bool,
 }
 
 fn yes() -> bool {
@@ -391,6 +407,10 @@ pub struct PortConfig {
     /// for other addresses are dropped.
     #[serde(default)]
     pub ip: Option<Ipv4Addr>,
+    /// The container's IPv6 address: with anti-spoofing, IPv6 from anything but it, the
+    /// link-local address of the port's MAC and `::` (duplicate address detection) is dropped.
+    #[serde(default)]
+    pub ip6: Option<Ipv6Addr>,
 }
 
 /// Why a topology file was rejected.
@@ -428,6 +448,38 @@ pub enum ConfigError {
     /// A gateway without a subnet.
     #[error("network {0:?} has a gateway but no subnet: add subnet = \"A.B.C.D/N\"")]
     GatewayWithoutSubnet(String),
+    /// An IPv6 prefix on a network without an IPv4 gateway.
+    #[error(
+        "network {0:?} has subnet6 but no IPv4 gateway: IPv6 networks are dual-stack, add subnet and gateway"
+    )]
+    Ipv6WithoutIpv4(String),
+    /// An IPv6 prefix with host bits set, or too long to hold a gateway and a container.
+    #[error(
+        "network {network:?}: subnet6 {subnet} must have its host bits clear and be /126 or shorter"
+    )]
+    BadIpv6Subnet {
+        /// The network.
+        network: String,
+        /// Its prefix.
+        subnet: Ipv6Net,
+    },
+    /// The IPv6 gateway is outside the prefix, or is its subnet-router anycast address.
+    #[error(
+        "network {network:?}: gateway6 {gateway} must be an address inside {subnet} other than the prefix itself"
+    )]
+    BadIpv6Gateway {
+        /// The network.
+        network: String,
+        /// The gateway asked for.
+        gateway: Ipv6Addr,
+        /// Its prefix.
+        subnet: Ipv6Net,
+    },
+    /// The uplink's IPv6 address cannot be a host's.
+    #[error(
+        "[uplink.ipv6] address {0} is unspecified or multicast: give the host's IPv6 address on the uplink"
+    )]
+    BadUplinkIpv6(Ipv6Addr),
     /// A port has no network and is not the uplink.
     #[error("port {0:?} has no network: set network = \"NAME\", or name it in [uplink] port")]
     PortWithoutNetwork(String),
@@ -491,6 +543,8 @@ pub struct Network {
     pub icc: bool,
     /// Assigned addresses of its ports are enforced.
     pub anti_spoofing: bool,
+    /// Its IPv6 prefix and gateway (dual-stack networks).
+    pub v6: Option<NetworkV6>,
 }
 
 /// The addresses a port was given; under anti-spoofing, the only ones it may send from.
@@ -500,6 +554,8 @@ pub struct PortAddress {
     pub mac: Option<MacAddr>,
     /// Assigned IPv4 address.
     pub ip: Option<Ipv4Addr>,
+    /// Assigned IPv6 address.
+    pub ip6: Option<Ipv6Addr>,
 }
 
 /// A port as the pipeline sees it.
@@ -542,6 +598,8 @@ pub struct Uplink {
     pub next_hop_mac: Option<MacAddr>,
     /// MTU.
     pub mtu: u16,
+    /// Its IPv6 side, if IPv6 is routed out.
+    pub v6: Option<UplinkV6>,
 }
 
 /// A published port, checked.
@@ -629,6 +687,17 @@ impl Topology {
                 }
                 (None, _) => None,
             };
+            let v6 = match (n.subnet6, gateway) {
+                (None, _) => None,
+                (Some(_), None) => return Err(ConfigError::Ipv6WithoutIpv4(n.name.clone())),
+                (Some(subnet6), Some((_, gw_mac))) => Some(NetworkV6::new(
+                    &n.name,
+                    subnet6,
+                    n.gateway6,
+                    gw_mac,
+                    n.ipv6_autoconf,
+                )?),
+            };
             networks.push(Network {
                 name: n.name.clone(),
                 ports: Vec::new(),
@@ -637,6 +706,7 @@ impl Topology {
                 internal: n.internal,
                 icc: n.icc,
                 anti_spoofing: n.anti_spoofing,
+                v6,
             });
         }
         for (i, a) in networks.iter().enumerate() {
@@ -686,6 +756,7 @@ impl Topology {
                 address: PortAddress {
                     mac: p.mac,
                     ip: p.ip,
+                    ip6: p.ip6,
                 },
                 offloads: packet::offload::Capabilities::NONE,
             });
@@ -697,14 +768,16 @@ impl Topology {
                     .iter()
                     .position(|p| p.name == u.port)
                     .ok_or_else(|| ConfigError::UnknownUplinkPort(u.port.clone()))?;
+                let mac = u.mac.unwrap_or_else(|| MacAddr::docker(u.address));
                 Some(Uplink {
                     port: PortId(port as u16),
                     address: u.address,
-                    mac: u.mac.unwrap_or_else(|| MacAddr::docker(u.address)),
+                    mac,
                     subnet: u.subnet,
                     next_hop: u.next_hop,
                     next_hop_mac: u.next_hop_mac,
                     mtu: u.mtu,
+                    v6: u.ipv6.as_ref().map(|c| UplinkV6::new(c, mac)).transpose()?,
                 })
             }
         };
@@ -862,6 +935,14 @@ mod tests {
                 "outside subnet",
             ),
             ("[[network]]\nname='n'\ngateway='10.0.1.1'", "no subnet"),
+            (
+                "[[network]]\nname='n'\nsubnet6='fd00::/64'",
+                "IPv6 networks are dual-stack",
+            ),
+            (
+                "[[network]]\nname='n'\nsubnet='10.0.0.0/24'\ngateway='10.0.0.1'\nsubnet6='fd00::/64'\ngateway6='fd01::1'",
+                "must be an address inside fd00::/64",
+            ),
             (
                 "[[port]]\nname='a'\nkind='floppy'\nnetwork='n'",
                 "unknown variant",

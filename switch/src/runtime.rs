@@ -12,12 +12,12 @@
 //! (`add_network`, `publish`, ...) delegate here and to the gateway.
 
 use crate::config::{
-    ConfigError, Network, NetworkId, Port, PortAddress, PortId, PortKind, Topology,
+    ConfigError, Network, NetworkId, NetworkV6, Port, PortAddress, PortId, PortKind, Topology,
 };
 use crate::pipeline::PortError;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use packet::MacAddr;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// A network to add at run time.
 #[derive(Clone, Debug)]
@@ -34,6 +34,8 @@ pub struct NetworkDef {
     pub icc: bool,
     /// Enforce the ports' assigned addresses.
     pub anti_spoofing: bool,
+    /// IPv6 prefix and gateway (dual-stack).
+    pub ipv6: Option<(Ipv6Net, Ipv6Addr)>,
 }
 
 impl Topology {
@@ -64,6 +66,23 @@ impl Topology {
                 ));
             }
         }
+        let gateway_mac = MacAddr::docker(def.gateway);
+        let v6 = def
+            .ipv6
+            .map(|(subnet, gw)| NetworkV6::new(&def.name, subnet, Some(gw), gateway_mac, false))
+            .transpose()?;
+        if let Some(v6) = v6 {
+            let taken = self.networks.iter().filter_map(|n| n.v6.map(|v| (n, v)));
+            for (n, other) in taken.filter(|(n, _)| !n.name.is_empty()) {
+                let (x, y) = (other.subnet, v6.subnet);
+                if x.contains(&y.network()) || y.contains(&x.network()) {
+                    return Err(ConfigError::OverlappingSubnets(
+                        n.name.clone(),
+                        def.name.clone(),
+                    ));
+                }
+            }
+        }
         let id = NetworkId(
             u16::try_from(self.networks.len()).map_err(|_| ConfigError::TooMany("networks"))?,
         );
@@ -71,10 +90,11 @@ impl Topology {
             name: def.name.clone(),
             ports: Vec::new(),
             subnet: Some(def.subnet),
-            gateway: Some((def.gateway, MacAddr::docker(def.gateway))),
+            gateway: Some((def.gateway, gateway_mac)),
             internal: def.internal,
             icc: def.icc,
             anti_spoofing: def.anti_spoofing,
+            v6,
         });
         Ok(id)
     }
@@ -92,6 +112,7 @@ impl Topology {
         n.name.clear();
         n.subnet = None;
         n.gateway = None;
+        n.v6 = None;
         true
     }
 
@@ -166,7 +187,39 @@ mod tests {
             internal: false,
             icc: true,
             anti_spoofing: true,
+            ipv6: None,
         }
+    }
+
+    #[test]
+    fn ipv6_prefixes_of_live_networks_never_overlap() {
+        let mut p = Pipeline::new(&Config::default()).unwrap();
+        let v6 = |s: &str, gw: &str| Some((s.parse().unwrap(), gw.parse().unwrap()));
+        let a = NetworkDef {
+            ipv6: v6("fd00:1::/64", "fd00:1::1"),
+            ..def("a", "10.1.0.0/24", [10, 1, 0, 1])
+        };
+        let id = p.add_network(&a).unwrap();
+        let v = p.topology().networks[usize::from(id.0)].v6.unwrap();
+        assert_eq!(v.gateway.to_string(), "fd00:1::1");
+        let b = NetworkDef {
+            ipv6: v6("fd00:1::/80", "fd00:1::1"),
+            ..def("b", "10.2.0.0/24", [10, 2, 0, 1])
+        };
+        assert!(matches!(
+            p.add_network(&b),
+            Err(ConfigError::OverlappingSubnets(..))
+        ));
+        assert!(p.remove_network("a"));
+        p.add_network(&b).unwrap();
+        let bad = NetworkDef {
+            ipv6: v6("fd00:3::/64", "fd00:4::1"),
+            ..def("c", "10.3.0.0/24", [10, 3, 0, 1])
+        };
+        assert!(matches!(
+            p.add_network(&bad),
+            Err(ConfigError::BadIpv6Gateway { .. })
+        ));
     }
 
     #[test]

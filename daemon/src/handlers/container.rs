@@ -131,6 +131,7 @@ pub(crate) fn connect_held(d: &Daemon, args: ConnectArgs) -> Result<Container> {
     let address = PortAddress {
         mac: Some(mac),
         ip: Some(ip),
+        ip6: None,
     };
     let gateway = (!rec.internal).then_some(rec.gateway);
     let mtu = rec.mtu.min(d.mtu);
@@ -359,6 +360,7 @@ pub(crate) fn reattach(d: &Daemon) {
                 let address = PortAddress {
                     mac: lease.mac.parse().ok(),
                     ip: Some(ip),
+                    ip6: None,
                 };
                 attach_port(d, &network, &lease.host_ifname, address)
             })

@@ -1,5 +1,6 @@
-//! Neighbor (ARP) tables of the gateway: one per network and one for the uplink, plus the
-//! queue of packets waiting for an address to resolve.
+//! Neighbor tables of the gateway (ARP for IPv4, neighbour discovery for IPv6: one
+//! [`Neighbors`] per family): one per network and one for the uplink, plus the queue of
+//! packets waiting for an address to resolve.
 //!
 //! Invariants: a pending queue never holds more than [`MAX_PENDING_PER_IP`] frames, and all
 //! queues together never more than [`MAX_PENDING_TOTAL`]; a queue older than
@@ -10,7 +11,42 @@
 use crate::config::PortId;
 use packet::MacAddr;
 use rustc_hash::FxHashMap;
-use std::net::Ipv4Addr;
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// An address family's neighbour address: how `(side, address)` packs into a cache key.
+pub trait NeighborAddr: Copy + Eq + Ord + Hash + Debug {
+    /// The packed key (one word for IPv4).
+    type Key: Copy + Eq + Hash + Debug;
+    /// `(side, ip)` packed (injective).
+    fn key(side: Side, ip: Self) -> Self::Key;
+}
+
+impl NeighborAddr for Ipv4Addr {
+    type Key = u64;
+    /// The side above the address: one word hashes in a single step.
+    #[inline]
+    fn key(side: Side, ip: Ipv4Addr) -> u64 {
+        (side_bits(side) << 32) | u64::from(ip.to_bits())
+    }
+}
+
+impl NeighborAddr for Ipv6Addr {
+    type Key = (u32, u128);
+    #[inline]
+    fn key(side: Side, ip: Ipv6Addr) -> (u32, u128) {
+        (side_bits(side) as u32, ip.to_bits())
+    }
+}
+
+#[inline]
+fn side_bits(side: Side) -> u64 {
+    match side {
+        Side::Network(n) => u64::from(n),
+        Side::Uplink => 1 << 16,
+    }
+}
 
 /// Where a neighbor lives: a network (by id) or the uplink.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -61,12 +97,12 @@ pub enum Enqueued {
     Full(Waiting),
 }
 
-/// ARP caches and pending queues.
+/// Neighbor caches and pending queues of one address family.
 #[derive(Debug)]
-pub struct Neighbors {
-    /// Keyed by [`cache_key`]: one word hashes in a single step.
-    cache: FxHashMap<u64, (MacAddr, u64)>,
-    pending: FxHashMap<(Side, Ipv4Addr), Queue>,
+pub struct Neighbors<A: NeighborAddr = Ipv4Addr> {
+    /// Keyed by [`NeighborAddr::key`].
+    cache: FxHashMap<A::Key, (MacAddr, u64)>,
+    pending: FxHashMap<(Side, A), Queue>,
     pending_total: usize,
     /// Bytes of the frames waiting: super-frames (up to 64 KB) must not let the frame limits
     /// pin 64 MB.
@@ -80,26 +116,16 @@ pub struct Neighbors {
 /// Bytes the pending queues may hold per allowed frame: what MTU-sized frames would take.
 const PENDING_BYTES_PER_FRAME: usize = 2048;
 
-impl Default for Neighbors {
+impl<A: NeighborAddr> Default for Neighbors<A> {
     fn default() -> Self {
         Neighbors::with_limits(MAX_PENDING_PER_IP, MAX_PENDING_TOTAL)
     }
 }
 
-/// `(side, ip)` packed into one word (injective: the side above the address).
-#[inline]
-fn cache_key(side: Side, ip: Ipv4Addr) -> u64 {
-    let side = match side {
-        Side::Network(n) => u64::from(n),
-        Side::Uplink => 1 << 16,
-    };
-    (side << 32) | u64::from(ip.to_bits())
-}
-
-impl Neighbors {
+impl<A: NeighborAddr> Neighbors<A> {
     /// Empty caches whose pending queues hold at most `per_ip` frames per address and `total`
     /// in all.
-    pub fn with_limits(per_ip: usize, total: usize) -> Neighbors {
+    pub fn with_limits(per_ip: usize, total: usize) -> Neighbors<A> {
         Neighbors {
             cache: FxHashMap::default(),
             pending: FxHashMap::default(),
@@ -113,18 +139,18 @@ impl Neighbors {
 
     /// The MAC of `ip` on `side`, if known and fresh.
     #[inline]
-    pub fn lookup(&self, side: Side, ip: Ipv4Addr, now: u64) -> Option<MacAddr> {
+    pub fn lookup(&self, side: Side, ip: A, now: u64) -> Option<MacAddr> {
         self.cache
-            .get(&cache_key(side, ip))
+            .get(&A::key(side, ip))
             .filter(|(_, t)| now.saturating_sub(*t) < NEIGHBOR_TIMEOUT)
             .map(|(m, _)| *m)
     }
 
     /// [`Neighbors::lookup`] with the first clock value at which the entry is stale.
     #[inline]
-    pub fn lookup_until(&self, side: Side, ip: Ipv4Addr, now: u64) -> Option<(MacAddr, u64)> {
+    pub fn lookup_until(&self, side: Side, ip: A, now: u64) -> Option<(MacAddr, u64)> {
         self.cache
-            .get(&cache_key(side, ip))
+            .get(&A::key(side, ip))
             .filter(|(_, t)| now.saturating_sub(*t) < NEIGHBOR_TIMEOUT)
             .map(|&(m, t)| (m, t.saturating_add(NEIGHBOR_TIMEOUT)))
     }
@@ -136,8 +162,8 @@ impl Neighbors {
     }
 
     /// Records `ip` at `mac` on `side`; returns the frames that were waiting for it.
-    pub fn learn(&mut self, side: Side, ip: Ipv4Addr, mac: MacAddr, now: u64) -> Vec<Waiting> {
-        let key = cache_key(side, ip);
+    pub fn learn(&mut self, side: Side, ip: A, mac: MacAddr, now: u64) -> Vec<Waiting> {
+        let key = A::key(side, ip);
         match self.cache.get_mut(&key) {
             Some(e) if e.0 == mac => e.1 = now,
             _ => {
@@ -158,7 +184,7 @@ impl Neighbors {
     }
 
     /// Holds a frame until `ip` on `side` resolves.
-    pub fn enqueue(&mut self, side: Side, ip: Ipv4Addr, frame: Waiting, now: u64) -> Enqueued {
+    pub fn enqueue(&mut self, side: Side, ip: A, frame: Waiting, now: u64) -> Enqueued {
         let budget = self.max_total.saturating_mul(PENDING_BYTES_PER_FRAME);
         if self.pending_total >= self.max_total || self.pending_bytes + frame.data.len() > budget {
             return Enqueued::Full(frame);
@@ -189,7 +215,7 @@ impl Neighbors {
             return Vec::new();
         }
         let mut dead = Vec::new();
-        let mut keys: Vec<(Side, Ipv4Addr)> = self
+        let mut keys: Vec<(Side, A)> = self
             .pending
             .iter()
             .filter(|(_, q)| now.saturating_sub(q.since) >= PENDING_TIMEOUT)
