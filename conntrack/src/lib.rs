@@ -26,6 +26,7 @@
 
 #![forbid(unsafe_code)]
 
+mod address;
 mod config;
 mod index;
 mod table;
@@ -35,6 +36,7 @@ mod tuple;
 #[cfg(test)]
 mod model_tests;
 
+pub use address::Address;
 pub use config::{Config, Timeouts};
 pub use table::{Conntrack, Counters, Entry, EntryId, InsertError, State, Verdict};
 pub use tcp::{TcpSegment, TcpState, tcp_may_create};
