@@ -28,6 +28,9 @@
 //!   that ever exceeded `u32` in the `wide` side map, flagged `WIDE`;
 //! - the TCP sequence bookkeeping as `tcp::PackedTrack` (21 bytes).
 //!
+//! The slot encoding lives in `slot`, the per-address limit bookkeeping in
+//! `limits`.
+//!
 //! Invariants:
 //! - a slot is in exactly one list iff it holds an entry (`kind != FREE`), and
 //!   that list is the one `LIST_OF_KIND[kind]` names;
@@ -46,13 +49,20 @@
 //! Nothing here reads a clock, allocates randomness or panics on input: all
 //! time arithmetic saturates and slab access goes through `get`.
 
-use crate::config::{Config, Timeouts};
+mod limits;
+mod slot;
+
+use crate::config::Config;
 use crate::index::{Index, tag_of};
 use crate::tcp::{self, Outcome, PackedTrack, TcpSegment, TcpState, TcpTrack};
 use crate::tuple::{Direction, Tuple};
 use packet::L4Proto;
 use rustc_hash::FxHashMap;
 use std::net::Ipv4Addr;
+
+#[cfg(test)]
+use limits::{bump, source_translated};
+use slot::*;
 
 /// Opaque handle to a table entry (slab index + generation).
 ///
@@ -196,211 +206,9 @@ pub enum Verdict {
     Reopen,
 }
 
-const NIL: u32 = u32::MAX;
-/// Timeout classes (see `class_of`); each has one list per assured value.
-const NUM_CLASSES: usize = 11;
-const NUM_LISTS: usize = NUM_CLASSES * 2;
-const CLASS_UDP_UNREPLIED: usize = 8;
-const CLASS_UDP_ASSURED: usize = 9;
-const CLASS_ICMP: usize = 10;
 /// Expired entries reclaimed by an `insert` that finds the table full: one
 /// slot is needed, a few more amortise the next inserts.
 const RECLAIM_BUDGET: usize = 16;
-/// Slots per slab chunk (24 KiB): at most one chunk is partly used.
-const CHUNK_BITS: u32 = 8;
-const CHUNK: usize = 1 << CHUNK_BITS;
-
-const fn class_of(state: State, assured: bool) -> usize {
-    match state {
-        // An entry awaiting its first SYN times out like SYN_SENT.
-        State::Tcp(TcpState::None | TcpState::SynSent) => 0,
-        State::Tcp(TcpState::SynRecv) => 1,
-        State::Tcp(TcpState::Established) => 2,
-        State::Tcp(TcpState::FinWait) => 3,
-        State::Tcp(TcpState::CloseWait) => 4,
-        State::Tcp(TcpState::LastAck) => 5,
-        State::Tcp(TcpState::TimeWait) => 6,
-        State::Tcp(TcpState::Close) => 7,
-        State::Udp { .. } if assured => CLASS_UDP_ASSURED,
-        State::Udp { .. } => CLASS_UDP_UNREPLIED,
-        State::Icmp { .. } => CLASS_ICMP,
-    }
-}
-
-fn class_timeout(t: &Timeouts, class: usize) -> u64 {
-    match class {
-        0 => t.tcp_syn_sent,
-        1 => t.tcp_syn_recv,
-        2 => t.tcp_established,
-        3 => t.tcp_fin_wait,
-        4 => t.tcp_close_wait,
-        5 => t.tcp_last_ack,
-        6 => t.tcp_time_wait,
-        7 => t.tcp_close,
-        CLASS_UDP_UNREPLIED => t.udp_unreplied,
-        CLASS_UDP_ASSURED => t.udp_assured,
-        _ => t.icmp,
-    }
-}
-
-const fn list_of(state: State, assured: bool) -> usize {
-    class_of(state, assured) * 2 + assured as usize
-}
-
-// ---- the packed `kind` byte: bits 0-1 original protocol, 2-5 state, 6 assured ----
-
-/// `kind` of a slot that holds no entry (protocol code 3).
-const FREE: u8 = u8::MAX;
-const ASSURED: u8 = 1 << 6;
-/// `Slot::spill` flags: which side maps hold part of the entry.
-const WIDE: u8 = 1;
-const LATE: u8 = 2;
-
-const fn proto_code(p: L4Proto) -> u8 {
-    match p {
-        L4Proto::Icmp => 0,
-        L4Proto::Tcp => 1,
-        L4Proto::Udp => 2,
-    }
-}
-
-const fn proto_of(code: u8) -> L4Proto {
-    match code & 3 {
-        0 => L4Proto::Icmp,
-        1 => L4Proto::Tcp,
-        _ => L4Proto::Udp,
-    }
-}
-
-const fn tcp_state_of(code: u8) -> TcpState {
-    match code {
-        0 => TcpState::None,
-        1 => TcpState::SynSent,
-        2 => TcpState::SynRecv,
-        3 => TcpState::Established,
-        4 => TcpState::FinWait,
-        5 => TcpState::CloseWait,
-        6 => TcpState::LastAck,
-        7 => TcpState::TimeWait,
-        _ => TcpState::Close,
-    }
-}
-
-const fn kind_of(state: State, assured: bool) -> u8 {
-    let (proto, detail) = match state {
-        State::Tcp(s) => (1, s as u8),
-        State::Udp { replied } => (2, replied as u8),
-        State::Icmp { replied } => (0, replied as u8),
-    };
-    proto | detail << 2 | if assured { ASSURED } else { 0 }
-}
-
-const fn state_of(kind: u8) -> State {
-    let detail = (kind >> 2) & 0x0f;
-    match kind & 3 {
-        1 => State::Tcp(tcp_state_of(detail)),
-        2 => State::Udp {
-            replied: detail != 0,
-        },
-        _ => State::Icmp {
-            replied: detail != 0,
-        },
-    }
-}
-
-/// The list of every `kind` (`NUM_LISTS` for `FREE`): one load per lookup.
-const LIST_OF_KIND: [u8; 256] = {
-    let mut t = [NUM_LISTS as u8; 256];
-    let mut k = 0;
-    while k < 256 {
-        let kind = k as u8;
-        if kind & 3 != 3 {
-            t[k] = list_of(state_of(kind), kind & ASSURED != 0) as u8;
-        }
-        k += 1;
-    }
-    t
-};
-
-/// A tuple without its protocol: addresses and both ports as three words.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Key {
-    src: u32,
-    dst: u32,
-    ports: u32,
-}
-
-impl Key {
-    #[inline]
-    fn of(t: &Tuple) -> Key {
-        Key {
-            src: t.src.to_bits(),
-            dst: t.dst.to_bits(),
-            ports: u32::from(t.src_port) << 16 | u32::from(t.dst_port),
-        }
-    }
-
-    fn tuple(self, proto: L4Proto) -> Tuple {
-        Tuple::new(
-            proto,
-            Ipv4Addr::from_bits(self.src),
-            (self.ports >> 16) as u16,
-            Ipv4Addr::from_bits(self.dst),
-            self.ports as u16,
-        )
-    }
-}
-
-/// One slab slot: an entry packed into 96 bytes (see the module docs).
-#[derive(Clone, Debug)]
-struct Slot {
-    original: Key,
-    reply: Key,
-    created: u64,
-    /// Table clock of the last timeout refresh: the list sort key (used to
-    /// pick the oldest early-drop victim across lists), and `expires_at`
-    /// minus the class timeout.
-    refreshed_at: u64,
-    /// Low halves per direction; the high halves are in `wide` if `WIDE`.
-    packets: [u32; 2],
-    bytes: [u32; 2],
-    mark: u32,
-    generation: u32,
-    /// LRU neighbours while stored; `next` threads the free list otherwise.
-    prev: u32,
-    next: u32,
-    /// `PackedTrack::words` (TCP only).
-    tcp: [u32; 5],
-    tcp_flags: u8,
-    /// Original protocol, state, assured; `FREE` if empty.
-    kind: u8,
-    reply_proto: u8,
-    /// `WIDE` | `LATE`.
-    spill: u8,
-}
-
-const _: () = assert!(std::mem::size_of::<Slot>() == 96);
-
-impl Slot {
-    #[inline]
-    fn is_live(&self) -> bool {
-        self.kind != FREE
-    }
-
-    #[inline]
-    fn list(&self) -> usize {
-        usize::from(LIST_OF_KIND[usize::from(self.kind)])
-    }
-
-    #[inline]
-    fn has_key(&self, dir: Direction, key: &Tuple) -> bool {
-        let (k, proto) = match dir {
-            Direction::Original => (self.original, self.kind),
-            Direction::Reply => (self.reply, self.reply_proto),
-        };
-        self.is_live() && k == Key::of(key) && proto & 3 == proto_code(key.proto)
-    }
-}
 
 #[derive(Clone, Copy, Debug)]
 struct List {
@@ -436,95 +244,6 @@ pub struct Conntrack {
     wide: FxHashMap<u32, [u32; 4]>,
     /// `last_seen` of slots flagged `LATE`.
     late: FxHashMap<u32, u64>,
-}
-
-/// Whether the entry's source was translated (masquerade, hairpin): the reply is not addressed
-/// to the original source.
-fn source_translated(original: &Tuple, reply: &Tuple) -> bool {
-    reply.dst != original.src || reply.dst_port != original.src_port
-}
-
-/// Adds `delta` (+1 / -1) to `key`'s count, forgetting keys that reach zero.
-fn bump(map: &mut FxHashMap<Ipv4Addr, u32>, key: Ipv4Addr, up: bool) {
-    if up {
-        *map.entry(key).or_insert(0) += 1;
-    } else if let Some(n) = map.get_mut(&key) {
-        *n = n.saturating_sub(1);
-        if *n == 0 {
-            map.remove(&key);
-        }
-    }
-}
-
-fn pack(idx: u32, dir: Direction) -> u32 {
-    (idx << 1) | dir.index() as u32
-}
-
-fn unpack(v: u32) -> (u32, Direction) {
-    let dir = if v & 1 == 0 {
-        Direction::Original
-    } else {
-        Direction::Reply
-    };
-    (v >> 1, dir)
-}
-
-const fn join(hi: u32, lo: u32) -> u64 {
-    (hi as u64) << 32 | lo as u64
-}
-
-#[inline]
-fn slot_in(chunks: &[Vec<Slot>], idx: u32) -> Option<&Slot> {
-    chunks
-        .get((idx >> CHUNK_BITS) as usize)?
-        .get(idx as usize & (CHUNK - 1))
-}
-
-#[inline]
-fn slot_in_mut(chunks: &mut [Vec<Slot>], idx: u32) -> Option<&mut Slot> {
-    chunks
-        .get_mut((idx >> CHUNK_BITS) as usize)?
-        .get_mut(idx as usize & (CHUNK - 1))
-}
-
-/// Counts a packet of `len` bytes in direction `d`, saturating at `u64::MAX` like a `u64`
-/// counter: the `u32` low halves take it unless one would carry, which moves the entry's high
-/// halves into `wide`.
-fn count_packet(
-    slot: &mut Slot,
-    wide: &mut FxHashMap<u32, [u32; 4]>,
-    idx: u32,
-    d: usize,
-    len: usize,
-) {
-    let packets = slot.packets[d].checked_add(1);
-    let bytes = u32::try_from(len)
-        .ok()
-        .and_then(|l| slot.bytes[d].checked_add(l));
-    if let (Some(p), Some(b)) = (packets, bytes) {
-        slot.packets[d] = p;
-        slot.bytes[d] = b;
-        return;
-    }
-    let hi = wide.entry(idx).or_insert([0; 4]);
-    slot.spill |= WIDE;
-    let p = join(hi[d], slot.packets[d]).saturating_add(1);
-    let b = join(hi[2 + d], slot.bytes[d]).saturating_add(u64::try_from(len).unwrap_or(u64::MAX));
-    hi[d] = (p >> 32) as u32;
-    hi[2 + d] = (b >> 32) as u32;
-    slot.packets[d] = p as u32;
-    slot.bytes[d] = b as u32;
-}
-
-/// Records `last_seen = clock` for a slot whose `refreshed_at` is already current.
-fn set_last_seen(slot: &mut Slot, late: &mut FxHashMap<u32, u64>, idx: u32, clock: u64) {
-    if clock != slot.refreshed_at {
-        late.insert(idx, clock);
-        slot.spill |= LATE;
-    } else if slot.spill & LATE != 0 {
-        late.remove(&idx);
-        slot.spill &= !LATE;
-    }
 }
 
 impl Conntrack {
@@ -1048,55 +767,6 @@ impl Conntrack {
             self.counters.expired += 1;
         }
         expired
-    }
-    /// Refuses an insert that would exceed the per-source or per-destination limit. Expired
-    /// entries still count until reclaimed, so an over-limit insert first reclaims a bounded
-    /// number of the table's oldest expired entries (any source's; housekeeping reaches the
-    /// rest), then counts again.
-    fn check_address_limits(&mut self, original: &Tuple, reply: &Tuple) -> Result<(), InsertError> {
-        let (src_max, dst_max) = (
-            self.config.max_per_source,
-            self.config.max_nat_per_destination,
-        );
-        let translated = source_translated(original, reply);
-        let over = |t: &Self| {
-            let src_n = t.per_source.get(&original.src).copied().unwrap_or(0);
-            let dst_n = t.per_destination.get(&original.dst).copied().unwrap_or(0);
-            if src_max > 0 && src_n >= src_max {
-                Some(InsertError::SourceLimit(original.src, src_max))
-            } else if dst_max > 0 && translated && dst_n >= dst_max {
-                Some(InsertError::DestinationLimit(original.dst, dst_max))
-            } else {
-                None
-            }
-        };
-        if over(self).is_some() {
-            self.expire(self.clock, RECLAIM_BUDGET);
-        }
-        match over(self) {
-            None => Ok(()),
-            Some(e) => {
-                match e {
-                    InsertError::SourceLimit(..) => self.counters.source_limited += 1,
-                    _ => self.counters.destination_limited += 1,
-                }
-                Err(e)
-            }
-        }
-    }
-
-    fn count_addresses(&mut self, original: &Tuple, reply: &Tuple, up: bool) {
-        if self.config.max_per_source > 0 {
-            bump(&mut self.per_source, original.src, up);
-        }
-        if self.config.max_nat_per_destination > 0 && source_translated(original, reply) {
-            bump(&mut self.per_destination, original.dst, up);
-        }
-    }
-
-    /// Entries held by one original source address (0 unless `max_per_source` is set).
-    pub fn source_count(&self, src: Ipv4Addr) -> u32 {
-        self.per_source.get(&src).copied().unwrap_or(0)
     }
 
     /// Oldest (least recently refreshed) head among the unassured lists;
