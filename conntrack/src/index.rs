@@ -35,6 +35,7 @@ use std::hash::BuildHasher;
 
 use rustc_hash::FxBuildHasher;
 
+use crate::address::Address;
 use crate::tuple::Tuple;
 
 const EMPTY: u64 = u64::MAX;
@@ -45,7 +46,7 @@ const MIN_BUCKETS: usize = 16;
 /// multiplied once more and the product's upper half, which depends on every
 /// bit, is kept.
 #[inline]
-pub(crate) fn tag_of(key: &Tuple) -> u32 {
+pub(crate) fn tag_of<A: Address>(key: &Tuple<A>) -> u32 {
     let h = FxBuildHasher.hash_one(key);
     (h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as u32
 }

@@ -1,9 +1,13 @@
 //! The connection table: storage, lookup, per-packet tracking and expiry.
 //!
-//! Owns every connection. Layout (OVS / VPP nat44-ed style), sized for at
-//! most 128 bytes per connection including the index (`tests/memory.rs`
+//! Owns every connection of one address family: [`Conntrack`] is generic
+//! over [`Address`] (`Conntrack<Ipv4Addr>`, the default, or
+//! `Conntrack<Ipv6Addr>` for NAT66), with the same states, timeouts and
+//! limits for both. Layout (OVS / VPP nat44-ed style), sized for at most 128
+//! bytes per IPv4 connection including the index (`tests/memory.rs`
 //! measures it):
-//! - a slab of 96-byte `Slot`s in chunks of `CHUNK` slots (`Vec<Vec<Slot>>`:
+//! - a slab of `Slot`s (96 bytes for IPv4, 144 for IPv6: the addresses are
+//!   stored as `Address::Bits`) in chunks of `CHUNK` slots (`Vec<Vec<Slot>>`:
 //!   growth adds a chunk, never copies or doubles the slab), plus a free list
 //!   threaded through `Slot::next`; an [`EntryId`] is a slab index plus the
 //!   slot's generation, so a stale id never reaches a reused slot;
@@ -16,9 +20,9 @@
 //! - intrusive doubly-linked LRU lists, one per (timeout class, assured).
 //!
 //! A slot stores an entry packed, and [`Entry`] is built on read:
-//! - the tuples as three words each, the protocols and the state + assured flag
-//!   in one byte each (`kind`: original protocol, TCP state or `replied`,
-//!   assured; `FREE` when the slot holds nothing; the list is derived from it);
+//! - the tuples as two addresses and a ports word each, the protocols and
+//!   the state + assured flag in one byte each (`kind`: original protocol,
+//!   TCP state or `replied`, assured; `FREE` when the slot holds nothing; the list is derived from it);
 //! - `refreshed_at` (the last timeout refresh) instead of `expires_at`, which
 //!   is `refreshed_at + timeout(class)`, saturating;
 //! - `last_seen` only when it differs from `refreshed_at` (the last packet did
@@ -52,13 +56,14 @@
 mod limits;
 mod slot;
 
+use crate::address::Address;
 use crate::config::Config;
 use crate::index::{Index, tag_of};
 use crate::tcp::{self, Outcome, PackedTrack, TcpSegment, TcpState, TcpTrack};
 use crate::tuple::{Direction, Tuple};
 use packet::L4Proto;
 use rustc_hash::FxHashMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 #[cfg(test)]
 use limits::{bump, source_translated};
@@ -129,11 +134,11 @@ impl serde::Serialize for State {
 /// One tracked connection, as read from the table (which stores it packed, see the module
 /// docs, and builds this on every read).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Entry {
+pub struct Entry<A: Address = Ipv4Addr> {
     /// Tuple of the packet that created the entry.
-    pub original: Tuple,
+    pub original: Tuple<A>,
     /// Tuple reply packets carry on the wire (after NAT).
-    pub reply: Tuple,
+    pub reply: Tuple<A>,
     /// Protocol state.
     pub state: State,
     /// Seen as a real two-way connection: never early-dropped.
@@ -176,7 +181,7 @@ pub struct Counters {
 
 /// Why `insert` refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum InsertError {
+pub enum InsertError<A: Address = Ipv4Addr> {
     /// No room and nothing evictable (every entry is assured).
     #[error("conntrack table full ({max_entries} entries): raise max_entries or lower timeouts")]
     TableFull {
@@ -188,10 +193,10 @@ pub enum InsertError {
     Exists,
     /// The source address holds as many entries as `max_per_source` allows.
     #[error("source {0} has {1} tracked connections, the per-source limit")]
-    SourceLimit(std::net::Ipv4Addr, u32),
+    SourceLimit(A, u32),
     /// As many translated entries go to this destination as `max_nat_per_destination` allows.
     #[error("destination {0} has {1} translated connections, the per-destination limit")]
-    DestinationLimit(std::net::Ipv4Addr, u32),
+    DestinationLimit(A, u32),
 }
 
 /// What the caller should do with a tracked packet.
@@ -223,22 +228,22 @@ const EMPTY_LIST: List = List {
 
 /// The connection tracking table. See the module docs for its invariants.
 #[derive(Clone, Debug)]
-pub struct Conntrack {
+pub struct Conntrack<A: Address = Ipv4Addr> {
     config: Config,
     /// `class_timeout` per class.
     timeouts: [u64; NUM_CLASSES],
     map: Index,
-    chunks: Vec<Vec<Slot>>,
+    chunks: Vec<Vec<Slot<A>>>,
     free_head: u32,
     lists: [List; NUM_LISTS],
     len: usize,
     clock: u64,
     counters: Counters,
     /// Entries per original source address (kept only when `max_per_source` is set).
-    per_source: FxHashMap<Ipv4Addr, u32>,
+    per_source: FxHashMap<A, u32>,
     /// Translated entries per original destination (kept only when `max_nat_per_destination`
     /// is set).
-    per_destination: FxHashMap<Ipv4Addr, u32>,
+    per_destination: FxHashMap<A, u32>,
     /// High halves (packets original, reply, bytes original, reply) of the counters of slots
     /// flagged `WIDE`.
     wide: FxHashMap<u32, [u32; 4]>,
@@ -246,10 +251,32 @@ pub struct Conntrack {
     late: FxHashMap<u32, u64>,
 }
 
-impl Conntrack {
-    /// An empty table. `max_entries` is clamped to
+impl Conntrack<Ipv4Addr> {
+    /// An empty IPv4 table. `max_entries` is clamped to
     /// [`Config::MAX_ENTRIES_LIMIT`]; nothing is preallocated.
-    pub fn new(mut config: Config) -> Self {
+    pub fn new(config: Config) -> Self {
+        Self::with_config(config)
+    }
+
+    /// [`Conntrack::memory_per_entry`] of an IPv4 table.
+    pub const fn entry_memory_bytes() -> usize {
+        Self::memory_per_entry()
+    }
+}
+
+impl Conntrack<Ipv6Addr> {
+    /// An empty IPv6 table (for NAT66), otherwise as [`Conntrack::new`].
+    pub fn new_v6(config: Config) -> Self {
+        Self::with_config(config)
+    }
+}
+
+impl<A: Address> Conntrack<A> {
+    /// An empty table of either family (`Conntrack::new` and
+    /// `Conntrack::new_v6` name the family, so that a call needs no type
+    /// annotation). `max_entries` is clamped to [`Config::MAX_ENTRIES_LIMIT`];
+    /// nothing is preallocated.
+    pub fn with_config(mut config: Config) -> Self {
         config.max_entries = config.max_entries.min(Config::MAX_ENTRIES_LIMIT);
         let mut timeouts = [0; NUM_CLASSES];
         for (class, t) in timeouts.iter_mut().enumerate() {
@@ -290,7 +317,7 @@ impl Conntrack {
     /// direction `key` travels in. One hash lookup. Counts `found` on a hit.
     /// An entry already expired at `now` is removed (counted `expired`) and
     /// reported as absent.
-    pub fn lookup(&mut self, key: &Tuple, now: u64) -> Option<(EntryId, Direction)> {
+    pub fn lookup(&mut self, key: &Tuple<A>, now: u64) -> Option<(EntryId, Direction)> {
         self.advance(now);
         let (idx, dir) = unpack(self.find(key)?);
         let slot = self.slot(idx)?;
@@ -311,7 +338,7 @@ impl Conntrack {
     /// check: a read-only probe, e.g. to pull a batch's entries into the
     /// cache before processing it (the answer may be stale by then).
     #[inline]
-    pub fn peek(&self, key: &Tuple) -> Option<(Entry, Direction)> {
+    pub fn peek(&self, key: &Tuple<A>) -> Option<(Entry<A>, Direction)> {
         let (idx, dir) = unpack(self.find(key)?);
         let slot = self.slot(idx)?;
         Some((self.entry_at(idx, slot), dir))
@@ -321,7 +348,7 @@ impl Conntrack {
     /// counters, no side effects (the NAT port allocator probes with it).
     /// An expired-but-unreclaimed entry counts as absent: `insert` reclaims
     /// such an entry when it collides with it.
-    pub fn contains(&self, key: &Tuple) -> bool {
+    pub fn contains(&self, key: &Tuple<A>) -> bool {
         self.find(key).is_some_and(|v| {
             let (idx, _) = unpack(v);
             self.slot(idx)
@@ -345,11 +372,11 @@ impl Conntrack {
     /// and returns `TableFull`. Counts `new` on success.
     pub fn insert(
         &mut self,
-        original: Tuple,
-        reply: Tuple,
+        original: Tuple<A>,
+        reply: Tuple<A>,
         mark: u32,
         now: u64,
-    ) -> Result<EntryId, InsertError> {
+    ) -> Result<EntryId, InsertError<A>> {
         self.advance(now);
         for key in [original, reply] {
             if let Some(v) = self.find(&key) {
@@ -535,14 +562,14 @@ impl Conntrack {
 
     /// The entry behind `id`, if `id` is still current (expired entries not
     /// yet reclaimed are still returned).
-    pub fn entry(&self, id: EntryId) -> Option<Entry> {
+    pub fn entry(&self, id: EntryId) -> Option<Entry<A>> {
         self.live_slot(id).map(|s| self.entry_at(id.idx, s))
     }
 
     /// The original and reply tuples of a live-or-unreclaimed entry (cheap: no `Entry`
     /// materialized, no counters or clocks read).
     #[inline]
-    pub fn tuples(&self, id: EntryId) -> Option<(Tuple, Tuple)> {
+    pub fn tuples(&self, id: EntryId) -> Option<(Tuple<A>, Tuple<A>)> {
         self.live_slot(id).map(|s| {
             (
                 s.original.tuple(proto_of(s.kind)),
@@ -554,7 +581,7 @@ impl Conntrack {
     /// [`Conntrack::peek`] for routing hints: the entry's original tuple, caller data and the
     /// direction `key` travels in, without materializing the `Entry`.
     #[inline]
-    pub fn peek_route(&self, key: &Tuple) -> Option<(Tuple, u32, Direction)> {
+    pub fn peek_route(&self, key: &Tuple<A>) -> Option<(Tuple<A>, u32, Direction)> {
         let (idx, dir) = unpack(self.find(key)?);
         let s = self.slot(idx)?;
         Some((s.original.tuple(proto_of(s.kind)), s.mark, dir))
@@ -607,8 +634,8 @@ impl Conntrack {
     /// Removes every entry with `addr` on either side of either direction (a container went
     /// away: its flows must not outlive it and greet whoever gets the address next, as stale
     /// UDP entries do after a restart, kubernetes#71261); how many went.
-    pub fn remove_address(&mut self, addr: Ipv4Addr) -> usize {
-        let has = |t: &Tuple| t.src == addr || t.dst == addr;
+    pub fn remove_address(&mut self, addr: A) -> usize {
+        let has = |t: &Tuple<A>| t.src == addr || t.dst == addr;
         let doomed: Vec<EntryId> = self
             .iter()
             .map(|(id, _)| id)
@@ -664,7 +691,7 @@ impl Conntrack {
 
     /// Entries live at the table clock, in slab-index (= `EntryId`) order,
     /// which is deterministic for a given sequence of calls.
-    pub fn iter(&self) -> impl Iterator<Item = (EntryId, Entry)> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (EntryId, Entry<A>)> + '_ {
         self.slots()
             .filter(|(_, s)| s.is_live() && self.expires_at(s) > self.clock)
             .map(|(idx, s)| {
@@ -676,31 +703,32 @@ impl Conntrack {
             })
     }
 
-    /// Approximate memory per entry: one 96-byte slab slot plus two index
-    /// keys (an 8-byte bucket each, at the worst load of 0.7, just after the
-    /// index grew). The slab grows by 24 KiB chunks, so it adds little on
-    /// top; the side maps only hold entries whose counters outgrew `u32` or
-    /// whose last packet did not refresh the timeout.
-    pub const fn entry_memory_bytes() -> usize {
-        std::mem::size_of::<Slot>() + 2 * Index::BYTES_PER_KEY
+    /// Approximate memory per entry: one slab slot (96 bytes for IPv4, 144
+    /// for IPv6) plus two index keys (an 8-byte bucket each, at the worst
+    /// load of 0.7, just after the index grew). The slab grows by chunks of
+    /// 256 slots, so it adds little on top; the side maps only hold entries
+    /// whose counters outgrew `u32` or whose last packet did not refresh the
+    /// timeout.
+    pub const fn memory_per_entry() -> usize {
+        std::mem::size_of::<Slot<A>>() + 2 * Index::BYTES_PER_KEY
     }
 
     // ---- internals ----
 
     #[inline]
-    fn slot(&self, idx: u32) -> Option<&Slot> {
+    fn slot(&self, idx: u32) -> Option<&Slot<A>> {
         slot_in(&self.chunks, idx)
     }
 
     /// The slot `id` names, if current and holding an entry.
     #[inline]
-    fn live_slot(&self, id: EntryId) -> Option<&Slot> {
+    fn live_slot(&self, id: EntryId) -> Option<&Slot<A>> {
         self.slot(id.idx)
             .filter(|s| s.generation == id.generation && s.is_live())
     }
 
     /// Every slot with its index, in index order.
-    fn slots(&self) -> impl Iterator<Item = (u32, &Slot)> + '_ {
+    fn slots(&self) -> impl Iterator<Item = (u32, &Slot<A>)> + '_ {
         self.chunks.iter().enumerate().flat_map(|(c, chunk)| {
             chunk
                 .iter()
@@ -712,7 +740,7 @@ impl Conntrack {
     /// When a live slot's entry expires (0 for a free slot: callers check
     /// liveness first, or reach the slot through `find`).
     #[inline]
-    fn expires_at(&self, s: &Slot) -> u64 {
+    fn expires_at(&self, s: &Slot<A>) -> u64 {
         let class = usize::from(LIST_OF_KIND[usize::from(s.kind)]) / 2;
         match self.timeouts.get(class) {
             Some(&t) => s.refreshed_at.saturating_add(t),
@@ -721,7 +749,7 @@ impl Conntrack {
     }
 
     /// Builds the public view of the live slot at `idx`.
-    fn entry_at(&self, idx: u32, s: &Slot) -> Entry {
+    fn entry_at(&self, idx: u32, s: &Slot<A>) -> Entry<A> {
         let hi = if s.spill & WIDE != 0 {
             self.wide.get(&idx).copied().unwrap_or_default()
         } else {
@@ -749,7 +777,7 @@ impl Conntrack {
     /// The index value of `key`: a candidate whose slot carries `key` in
     /// the direction the value names.
     #[inline]
-    fn find(&self, key: &Tuple) -> Option<u32> {
+    fn find(&self, key: &Tuple<A>) -> Option<u32> {
         self.map.candidates(tag_of(key)).find(|&v| {
             let (idx, dir) = unpack(v);
             self.slot(idx).is_some_and(|s| s.has_key(dir, key))
@@ -787,7 +815,7 @@ impl Conntrack {
 
     /// Stores `new` in a free slot (the free list's head, else a new one at
     /// the end of the slab); returns its index and generation.
-    fn alloc(&mut self, mut new: Slot) -> (u32, u32) {
+    fn alloc(&mut self, mut new: Slot<A>) -> (u32, u32) {
         let idx = self.free_head;
         if let Some(slot) = slot_in_mut(&mut self.chunks, idx) {
             self.free_head = slot.next;

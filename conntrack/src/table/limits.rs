@@ -7,18 +7,18 @@
 //! or expired-but-unreclaimed) it counts, and no zero counts.
 
 use super::{Conntrack, InsertError, RECLAIM_BUDGET};
+use crate::address::Address;
 use crate::tuple::Tuple;
 use rustc_hash::FxHashMap;
-use std::net::Ipv4Addr;
 
 /// Whether the entry's source was translated (masquerade, hairpin): the reply is not addressed
 /// to the original source.
-pub(super) fn source_translated(original: &Tuple, reply: &Tuple) -> bool {
+pub(super) fn source_translated<A: Address>(original: &Tuple<A>, reply: &Tuple<A>) -> bool {
     reply.dst != original.src || reply.dst_port != original.src_port
 }
 
 /// Adds `delta` (+1 / -1) to `key`'s count, forgetting keys that reach zero.
-pub(super) fn bump(map: &mut FxHashMap<Ipv4Addr, u32>, key: Ipv4Addr, up: bool) {
+pub(super) fn bump<A: Address>(map: &mut FxHashMap<A, u32>, key: A, up: bool) {
     if up {
         *map.entry(key).or_insert(0) += 1;
     } else if let Some(n) = map.get_mut(&key) {
@@ -29,16 +29,16 @@ pub(super) fn bump(map: &mut FxHashMap<Ipv4Addr, u32>, key: Ipv4Addr, up: bool) 
     }
 }
 
-impl Conntrack {
+impl<A: Address> Conntrack<A> {
     /// Refuses an insert that would exceed the per-source or per-destination limit. Expired
     /// entries still count until reclaimed, so an over-limit insert first reclaims a bounded
     /// number of the table's oldest expired entries (any source's; housekeeping reaches the
     /// rest), then counts again.
     pub(super) fn check_address_limits(
         &mut self,
-        original: &Tuple,
-        reply: &Tuple,
-    ) -> Result<(), InsertError> {
+        original: &Tuple<A>,
+        reply: &Tuple<A>,
+    ) -> Result<(), InsertError<A>> {
         let (src_max, dst_max) = (
             self.config.max_per_source,
             self.config.max_nat_per_destination,
@@ -70,7 +70,7 @@ impl Conntrack {
         }
     }
 
-    pub(super) fn count_addresses(&mut self, original: &Tuple, reply: &Tuple, up: bool) {
+    pub(super) fn count_addresses(&mut self, original: &Tuple<A>, reply: &Tuple<A>, up: bool) {
         if self.config.max_per_source > 0 {
             bump(&mut self.per_source, original.src, up);
         }
@@ -80,7 +80,7 @@ impl Conntrack {
     }
 
     /// Entries held by one original source address (0 unless `max_per_source` is set).
-    pub fn source_count(&self, src: Ipv4Addr) -> u32 {
+    pub fn source_count(&self, src: A) -> u32 {
         self.per_source.get(&src).copied().unwrap_or(0)
     }
 }

@@ -11,7 +11,9 @@ use crate::tcp::TcpState;
 use crate::tuple::{Direction, Tuple};
 use packet::L4Proto;
 use rustc_hash::FxHashMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use crate::address::Address;
 
 use super::State;
 
@@ -138,17 +140,18 @@ pub(super) const LIST_OF_KIND: [u8; 256] = {
     t
 };
 
-/// A tuple without its protocol: addresses and both ports as three words.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(super) struct Key {
-    pub(super) src: u32,
-    pub(super) dst: u32,
+/// A tuple without its protocol: addresses (as `A::Bits`) and both ports
+/// packed in a word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Key<A: Address> {
+    pub(super) src: A::Bits,
+    pub(super) dst: A::Bits,
     pub(super) ports: u32,
 }
 
-impl Key {
+impl<A: Address> Key<A> {
     #[inline]
-    pub(super) fn of(t: &Tuple) -> Key {
+    pub(super) fn of(t: &Tuple<A>) -> Self {
         Key {
             src: t.src.to_bits(),
             dst: t.dst.to_bits(),
@@ -156,22 +159,23 @@ impl Key {
         }
     }
 
-    pub(super) fn tuple(self, proto: L4Proto) -> Tuple {
-        Tuple::new(
+    pub(super) fn tuple(self, proto: L4Proto) -> Tuple<A> {
+        Tuple::from_parts(
             proto,
-            Ipv4Addr::from_bits(self.src),
+            A::from_bits(self.src),
             (self.ports >> 16) as u16,
-            Ipv4Addr::from_bits(self.dst),
+            A::from_bits(self.dst),
             self.ports as u16,
         )
     }
 }
 
-/// One slab slot: an entry packed into 96 bytes (see the module docs).
+/// One slab slot: an entry packed into 96 bytes for IPv4, 144 for IPv6 (see
+/// the module docs).
 #[derive(Clone, Debug)]
-pub(super) struct Slot {
-    pub(super) original: Key,
-    pub(super) reply: Key,
+pub(super) struct Slot<A: Address> {
+    pub(super) original: Key<A>,
+    pub(super) reply: Key<A>,
     pub(super) created: u64,
     /// Table clock of the last timeout refresh: the list sort key (used to
     /// pick the oldest early-drop victim across lists), and `expires_at`
@@ -195,9 +199,12 @@ pub(super) struct Slot {
     pub(super) spill: u8,
 }
 
-const _: () = assert!(std::mem::size_of::<Slot>() == 96);
+// An IPv4 slot stays as small as before the table was generic; an IPv6 one
+// grows by its 48 address bytes and no padding.
+const _: () = assert!(std::mem::size_of::<Slot<Ipv4Addr>>() == 96);
+const _: () = assert!(std::mem::size_of::<Slot<Ipv6Addr>>() == 144);
 
-impl Slot {
+impl<A: Address> Slot<A> {
     #[inline]
     pub(super) fn is_live(&self) -> bool {
         self.kind != FREE
@@ -209,7 +216,7 @@ impl Slot {
     }
 
     #[inline]
-    pub(super) fn has_key(&self, dir: Direction, key: &Tuple) -> bool {
+    pub(super) fn has_key(&self, dir: Direction, key: &Tuple<A>) -> bool {
         let (k, proto) = match dir {
             Direction::Original => (self.original, self.kind),
             Direction::Reply => (self.reply, self.reply_proto),
@@ -236,14 +243,17 @@ pub(super) const fn join(hi: u32, lo: u32) -> u64 {
 }
 
 #[inline]
-pub(super) fn slot_in(chunks: &[Vec<Slot>], idx: u32) -> Option<&Slot> {
+pub(super) fn slot_in<A: Address>(chunks: &[Vec<Slot<A>>], idx: u32) -> Option<&Slot<A>> {
     chunks
         .get((idx >> CHUNK_BITS) as usize)?
         .get(idx as usize & (CHUNK - 1))
 }
 
 #[inline]
-pub(super) fn slot_in_mut(chunks: &mut [Vec<Slot>], idx: u32) -> Option<&mut Slot> {
+pub(super) fn slot_in_mut<A: Address>(
+    chunks: &mut [Vec<Slot<A>>],
+    idx: u32,
+) -> Option<&mut Slot<A>> {
     chunks
         .get_mut((idx >> CHUNK_BITS) as usize)?
         .get_mut(idx as usize & (CHUNK - 1))
@@ -252,8 +262,8 @@ pub(super) fn slot_in_mut(chunks: &mut [Vec<Slot>], idx: u32) -> Option<&mut Slo
 /// Counts a packet of `len` bytes in direction `d`, saturating at `u64::MAX` like a `u64`
 /// counter: the `u32` low halves take it unless one would carry, which moves the entry's high
 /// halves into `wide`.
-pub(super) fn count_packet(
-    slot: &mut Slot,
+pub(super) fn count_packet<A: Address>(
+    slot: &mut Slot<A>,
     wide: &mut FxHashMap<u32, [u32; 4]>,
     idx: u32,
     d: usize,
@@ -279,7 +289,12 @@ pub(super) fn count_packet(
 }
 
 /// Records `last_seen = clock` for a slot whose `refreshed_at` is already current.
-pub(super) fn set_last_seen(slot: &mut Slot, late: &mut FxHashMap<u32, u64>, idx: u32, clock: u64) {
+pub(super) fn set_last_seen<A: Address>(
+    slot: &mut Slot<A>,
+    late: &mut FxHashMap<u32, u64>,
+    idx: u32,
+    clock: u64,
+) {
     if clock != slot.refreshed_at {
         late.insert(idx, clock);
         slot.spill |= LATE;
