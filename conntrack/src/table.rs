@@ -993,3 +993,5 @@ impl<A: Address> Conntrack<A> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_v6;
