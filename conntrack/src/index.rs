@@ -1,4 +1,5 @@
-//! The key index of the table: [`Tuple`] hash -> packed slab reference.
+//! The key index of the table: [`Tuple`] hash -> packed slab reference, the
+//! same 8-byte buckets for either address family (keys are not stored).
 //!
 //! Robin Hood open addressing with linear probing over one `Vec<u64>`. A
 //! bucket holds the upper 32 bits of the key's hash (the tag, which also picks

@@ -24,7 +24,8 @@ pub(super) const NUM_LISTS: usize = NUM_CLASSES * 2;
 pub(super) const CLASS_UDP_UNREPLIED: usize = 8;
 pub(super) const CLASS_UDP_ASSURED: usize = 9;
 pub(super) const CLASS_ICMP: usize = 10;
-/// Slots per slab chunk (24 KiB): at most one chunk is partly used.
+/// Slots per slab chunk (24 KiB for IPv4, 36 KiB for IPv6): at most one chunk
+/// is partly used.
 pub(super) const CHUNK_BITS: u32 = 8;
 pub(super) const CHUNK: usize = 1 << CHUNK_BITS;
 
