@@ -1,4 +1,5 @@
-//! The key index of the table: [`Tuple`] hash -> packed slab reference.
+//! The key index of the table: [`Tuple`] hash -> packed slab reference, the
+//! same 8-byte buckets for either address family (keys are not stored).
 //!
 //! Robin Hood open addressing with linear probing over one `Vec<u64>`. A
 //! bucket holds the upper 32 bits of the key's hash (the tag, which also picks
@@ -35,6 +36,7 @@ use std::hash::BuildHasher;
 
 use rustc_hash::FxBuildHasher;
 
+use crate::address::Address;
 use crate::tuple::Tuple;
 
 const EMPTY: u64 = u64::MAX;
@@ -45,7 +47,7 @@ const MIN_BUCKETS: usize = 16;
 /// multiplied once more and the product's upper half, which depends on every
 /// bit, is kept.
 #[inline]
-pub(crate) fn tag_of(key: &Tuple) -> u32 {
+pub(crate) fn tag_of<A: Address>(key: &Tuple<A>) -> u32 {
     let h = FxBuildHasher.hash_one(key);
     (h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as u32
 }

@@ -1,8 +1,10 @@
 //! Userspace connection tracking for vswitch.
 //!
-//! Owns the connection table ([`Conntrack`]): flow keys ([`Tuple`]), per-flow
-//! state (TCP state machine after Linux `nf_conntrack_proto_tcp`, UDP and
-//! ICMP echo), timeouts and expiry. Each entry is reachable from its
+//! Owns the connection table ([`Conntrack`]) of one address family (generic
+//! over [`Address`]: IPv4 by default, IPv6 for NAT66, with the same states,
+//! timeouts and limits): flow keys ([`Tuple`]), per-flow state (TCP state
+//! machine after Linux `nf_conntrack_proto_tcp`, UDP and ICMP echo, which is
+//! ICMPv6 echo in an IPv6 table), timeouts and expiry. Each entry is reachable from its
 //! original and its (possibly NATed) reply tuple with a single hash lookup.
 //!
 //! The crate is pure and deterministic: it never reads a clock (the caller
@@ -26,6 +28,7 @@
 
 #![forbid(unsafe_code)]
 
+mod address;
 mod config;
 mod index;
 mod table;
@@ -35,6 +38,7 @@ mod tuple;
 #[cfg(test)]
 mod model_tests;
 
+pub use address::Address;
 pub use config::{Config, Timeouts};
 pub use table::{Conntrack, Counters, Entry, EntryId, InsertError, State, Verdict};
 pub use tcp::{TcpSegment, TcpState, tcp_may_create};

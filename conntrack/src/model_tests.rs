@@ -4,20 +4,46 @@
 //! table's structural invariants (`check_invariants`).
 //!
 //! The model covers UDP and ICMP (whose state machines are trivial to
-//! mirror); TCP transitions have their own unit tests.
+//! mirror); TCP transitions have their own unit tests. It runs for both
+//! address families, on the same key pool shape.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use proptest::prelude::*;
 
-use crate::{Config, Conntrack, Direction, EntryId, InsertError, Timeouts, Tuple, Verdict};
+use crate::{
+    Address, Config, Conntrack, Direction, EntryId, InsertError, Timeouts, Tuple, Verdict,
+};
 use packet::L4Proto;
 
 const S: u64 = 1_000_000_000;
 const POOL: usize = 12;
 
+/// The addresses the key pool uses, per family: a client, a server, a remote peer.
+trait Family: Address {
+    const HOSTS: [Self; 3];
+}
+
+impl Family for Ipv4Addr {
+    const HOSTS: [Self; 3] = [
+        Ipv4Addr::new(10, 0, 0, 1),
+        Ipv4Addr::new(10, 0, 0, 2),
+        Ipv4Addr::new(203, 0, 113, 1),
+    ];
+}
+
+impl Family for Ipv6Addr {
+    const HOSTS: [Self; 3] = [
+        Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1),
+        // Differs from the client in both halves.
+        Ipv6Addr::new(0xfd00, 0, 0, 1, 0, 0, 0, 2),
+        Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1),
+    ];
+}
+
 /// A small key pool so that collisions (Exists, NAT reply clashes) happen.
-fn key(i: usize) -> Tuple {
+fn key<A: Family>(i: usize) -> Tuple<A> {
+    let [client, server, remote] = A::HOSTS;
     let i = i % POOL;
     let proto = if matches!(i % 3, 0) {
         L4Proto::Icmp
@@ -26,21 +52,9 @@ fn key(i: usize) -> Tuple {
     };
     let port = (i / 2) as u16;
     if matches!(i % 2, 0) {
-        Tuple::new(
-            proto,
-            Ipv4Addr::new(10, 0, 0, 1),
-            port,
-            Ipv4Addr::new(10, 0, 0, 2),
-            80,
-        )
+        Tuple::from_parts(proto, client, port, server, 80)
     } else {
-        Tuple::new(
-            proto,
-            Ipv4Addr::new(10, 0, 0, 2),
-            80,
-            Ipv4Addr::new(203, 0, 113, 1),
-            port,
-        )
+        Tuple::from_parts(proto, server, 80, remote, port)
     }
 }
 
@@ -66,10 +80,10 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 #[derive(Clone, Debug)]
-struct ModelEntry {
+struct ModelEntry<A: Address> {
     id: EntryId,
-    orig: Tuple,
-    reply: Tuple,
+    orig: Tuple<A>,
+    reply: Tuple<A>,
     proto: L4Proto,
     replied: bool,
     assured: bool,
@@ -79,7 +93,7 @@ struct ModelEntry {
     seq: u64,
 }
 
-impl ModelEntry {
+impl<A: Address> ModelEntry<A> {
     fn class(&self) -> u8 {
         match (self.proto, self.assured) {
             (L4Proto::Udp, false) => 8,
@@ -96,15 +110,23 @@ impl ModelEntry {
     }
 }
 
-#[derive(Default)]
-struct Model {
+struct Model<A: Address> {
     clock: u64,
-    live: Vec<ModelEntry>,
+    live: Vec<ModelEntry<A>>,
     dead: Vec<EntryId>,
     seq: u64,
 }
 
-impl Model {
+impl<A: Address> Model<A> {
+    fn new() -> Self {
+        Model {
+            clock: 0,
+            live: Vec::new(),
+            dead: Vec::new(),
+            seq: 0,
+        }
+    }
+
     fn advance(&mut self, now: u64) {
         self.clock = self.clock.max(now);
         let clock = self.clock;
@@ -116,7 +138,7 @@ impl Model {
         self.dead.extend(gone.into_iter().map(|e| e.id));
     }
 
-    fn find(&self, k: &Tuple) -> Option<(usize, Direction)> {
+    fn find(&self, k: &Tuple<A>) -> Option<(usize, Direction)> {
         self.live
             .iter()
             .position(|e| e.orig == *k)
@@ -130,9 +152,9 @@ impl Model {
     }
 }
 
-fn run(max: usize, steps: Vec<(i8, Op)>) -> Result<(), TestCaseError> {
+fn run<A: Family>(max: usize, steps: Vec<(i8, Op)>) -> Result<(), TestCaseError> {
     let timeouts = Timeouts::default();
-    let mut ct = Conntrack::new(Config {
+    let mut ct = Conntrack::<A>::with_config(Config {
         max_entries: max,
         timeouts,
         // Count per source and destination without ever refusing: check_invariants then
@@ -140,7 +162,7 @@ fn run(max: usize, steps: Vec<(i8, Op)>) -> Result<(), TestCaseError> {
         max_per_source: u32::MAX,
         max_nat_per_destination: u32::MAX,
     });
-    let mut m = Model::default();
+    let mut m = Model::<A>::new();
     let mut now: u64 = 1000 * S;
     for (dt, op) in steps {
         // Steps of up to +-16 s; negative steps model capture clocks
@@ -155,7 +177,7 @@ fn run(max: usize, steps: Vec<(i8, Op)>) -> Result<(), TestCaseError> {
         }
         match op {
             Op::Insert { orig, reply } => {
-                let o = key(orig);
+                let o = key::<A>(orig);
                 let r = reply.map_or(o.reversed(), key);
                 let got = ct.insert(o, r, 0, now);
                 let want = if m.find(&o).is_some() || m.find(&r).is_some() {
@@ -198,7 +220,11 @@ fn run(max: usize, steps: Vec<(i8, Op)>) -> Result<(), TestCaseError> {
                 }
             }
             Op::Lookup { key: k, reversed } => {
-                let k = if reversed { key(k).reversed() } else { key(k) };
+                let k = if reversed {
+                    key::<A>(k).reversed()
+                } else {
+                    key(k)
+                };
                 let got = ct.lookup(&k, now);
                 let want = m.find(&k).map(|(i, d)| (m.live[i].id, d));
                 prop_assert_eq!(got, want);
@@ -265,7 +291,7 @@ fn run(max: usize, steps: Vec<(i8, Op)>) -> Result<(), TestCaseError> {
         prop_assert!(ct.len() <= max);
         prop_assert!(ct.len() >= m.live.len());
         for i in 0..POOL {
-            for k in [key(i), key(i).reversed()] {
+            for k in [key::<A>(i), key::<A>(i).reversed()] {
                 prop_assert_eq!(ct.contains(&k), m.find(&k).is_some(), "key {}", k);
             }
         }
@@ -298,6 +324,15 @@ proptest! {
         max in 0usize..8,
         steps in proptest::collection::vec((-40i8..127, op()), 1..120),
     ) {
-        run(max, steps)?;
+        run::<Ipv4Addr>(max, steps)?;
+    }
+
+    /// The same model over IPv6 tuples (`Conntrack<Ipv6Addr>`, NAT66).
+    #[test]
+    fn ipv6_table_agrees_with_model(
+        max in 0usize..8,
+        steps in proptest::collection::vec((-40i8..127, op()), 1..120),
+    ) {
+        run::<Ipv6Addr>(max, steps)?;
     }
 }

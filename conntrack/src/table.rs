@@ -1,9 +1,13 @@
 //! The connection table: storage, lookup, per-packet tracking and expiry.
 //!
-//! Owns every connection. Layout (OVS / VPP nat44-ed style), sized for at
-//! most 128 bytes per connection including the index (`tests/memory.rs`
+//! Owns every connection of one address family: [`Conntrack`] is generic
+//! over [`Address`] (`Conntrack<Ipv4Addr>`, the default, or
+//! `Conntrack<Ipv6Addr>` for NAT66), with the same states, timeouts and
+//! limits for both. Layout (OVS / VPP nat44-ed style), sized for at most 128
+//! bytes per IPv4 connection including the index (`tests/memory.rs`
 //! measures it):
-//! - a slab of 96-byte `Slot`s in chunks of `CHUNK` slots (`Vec<Vec<Slot>>`:
+//! - a slab of `Slot`s (96 bytes for IPv4, 144 for IPv6: the addresses are
+//!   stored as `Address::Bits`) in chunks of `CHUNK` slots (`Vec<Vec<Slot>>`:
 //!   growth adds a chunk, never copies or doubles the slab), plus a free list
 //!   threaded through `Slot::next`; an [`EntryId`] is a slab index plus the
 //!   slot's generation, so a stale id never reaches a reused slot;
@@ -16,9 +20,9 @@
 //! - intrusive doubly-linked LRU lists, one per (timeout class, assured).
 //!
 //! A slot stores an entry packed, and [`Entry`] is built on read:
-//! - the tuples as three words each, the protocols and the state + assured flag
-//!   in one byte each (`kind`: original protocol, TCP state or `replied`,
-//!   assured; `FREE` when the slot holds nothing; the list is derived from it);
+//! - the tuples as two addresses and a ports word each, the protocols and
+//!   the state + assured flag in one byte each (`kind`: original protocol,
+//!   TCP state or `replied`, assured; `FREE` when the slot holds nothing; the list is derived from it);
 //! - `refreshed_at` (the last timeout refresh) instead of `expires_at`, which
 //!   is `refreshed_at + timeout(class)`, saturating;
 //! - `last_seen` only when it differs from `refreshed_at` (the last packet did
@@ -27,6 +31,9 @@
 //! - packet and byte counters as `u32` low halves, the high halves of those
 //!   that ever exceeded `u32` in the `wide` side map, flagged `WIDE`;
 //! - the TCP sequence bookkeeping as `tcp::PackedTrack` (21 bytes).
+//!
+//! The slot encoding lives in `slot`, the per-address limit bookkeeping in
+//! `limits`.
 //!
 //! Invariants:
 //! - a slot is in exactly one list iff it holds an entry (`kind != FREE`), and
@@ -46,13 +53,21 @@
 //! Nothing here reads a clock, allocates randomness or panics on input: all
 //! time arithmetic saturates and slab access goes through `get`.
 
-use crate::config::{Config, Timeouts};
+mod limits;
+mod slot;
+
+use crate::address::Address;
+use crate::config::Config;
 use crate::index::{Index, tag_of};
 use crate::tcp::{self, Outcome, PackedTrack, TcpSegment, TcpState, TcpTrack};
 use crate::tuple::{Direction, Tuple};
 use packet::L4Proto;
 use rustc_hash::FxHashMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+#[cfg(test)]
+use limits::{bump, source_translated};
+use slot::*;
 
 /// Opaque handle to a table entry (slab index + generation).
 ///
@@ -119,11 +134,11 @@ impl serde::Serialize for State {
 /// One tracked connection, as read from the table (which stores it packed, see the module
 /// docs, and builds this on every read).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Entry {
+pub struct Entry<A: Address = Ipv4Addr> {
     /// Tuple of the packet that created the entry.
-    pub original: Tuple,
+    pub original: Tuple<A>,
     /// Tuple reply packets carry on the wire (after NAT).
-    pub reply: Tuple,
+    pub reply: Tuple<A>,
     /// Protocol state.
     pub state: State,
     /// Seen as a real two-way connection: never early-dropped.
@@ -166,7 +181,7 @@ pub struct Counters {
 
 /// Why `insert` refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum InsertError {
+pub enum InsertError<A: Address = Ipv4Addr> {
     /// No room and nothing evictable (every entry is assured).
     #[error("conntrack table full ({max_entries} entries): raise max_entries or lower timeouts")]
     TableFull {
@@ -178,10 +193,10 @@ pub enum InsertError {
     Exists,
     /// The source address holds as many entries as `max_per_source` allows.
     #[error("source {0} has {1} tracked connections, the per-source limit")]
-    SourceLimit(std::net::Ipv4Addr, u32),
+    SourceLimit(A, u32),
     /// As many translated entries go to this destination as `max_nat_per_destination` allows.
     #[error("destination {0} has {1} translated connections, the per-destination limit")]
-    DestinationLimit(std::net::Ipv4Addr, u32),
+    DestinationLimit(A, u32),
 }
 
 /// What the caller should do with a tracked packet.
@@ -196,211 +211,9 @@ pub enum Verdict {
     Reopen,
 }
 
-const NIL: u32 = u32::MAX;
-/// Timeout classes (see `class_of`); each has one list per assured value.
-const NUM_CLASSES: usize = 11;
-const NUM_LISTS: usize = NUM_CLASSES * 2;
-const CLASS_UDP_UNREPLIED: usize = 8;
-const CLASS_UDP_ASSURED: usize = 9;
-const CLASS_ICMP: usize = 10;
 /// Expired entries reclaimed by an `insert` that finds the table full: one
 /// slot is needed, a few more amortise the next inserts.
 const RECLAIM_BUDGET: usize = 16;
-/// Slots per slab chunk (24 KiB): at most one chunk is partly used.
-const CHUNK_BITS: u32 = 8;
-const CHUNK: usize = 1 << CHUNK_BITS;
-
-const fn class_of(state: State, assured: bool) -> usize {
-    match state {
-        // An entry awaiting its first SYN times out like SYN_SENT.
-        State::Tcp(TcpState::None | TcpState::SynSent) => 0,
-        State::Tcp(TcpState::SynRecv) => 1,
-        State::Tcp(TcpState::Established) => 2,
-        State::Tcp(TcpState::FinWait) => 3,
-        State::Tcp(TcpState::CloseWait) => 4,
-        State::Tcp(TcpState::LastAck) => 5,
-        State::Tcp(TcpState::TimeWait) => 6,
-        State::Tcp(TcpState::Close) => 7,
-        State::Udp { .. } if assured => CLASS_UDP_ASSURED,
-        State::Udp { .. } => CLASS_UDP_UNREPLIED,
-        State::Icmp { .. } => CLASS_ICMP,
-    }
-}
-
-fn class_timeout(t: &Timeouts, class: usize) -> u64 {
-    match class {
-        0 => t.tcp_syn_sent,
-        1 => t.tcp_syn_recv,
-        2 => t.tcp_established,
-        3 => t.tcp_fin_wait,
-        4 => t.tcp_close_wait,
-        5 => t.tcp_last_ack,
-        6 => t.tcp_time_wait,
-        7 => t.tcp_close,
-        CLASS_UDP_UNREPLIED => t.udp_unreplied,
-        CLASS_UDP_ASSURED => t.udp_assured,
-        _ => t.icmp,
-    }
-}
-
-const fn list_of(state: State, assured: bool) -> usize {
-    class_of(state, assured) * 2 + assured as usize
-}
-
-// ---- the packed `kind` byte: bits 0-1 original protocol, 2-5 state, 6 assured ----
-
-/// `kind` of a slot that holds no entry (protocol code 3).
-const FREE: u8 = u8::MAX;
-const ASSURED: u8 = 1 << 6;
-/// `Slot::spill` flags: which side maps hold part of the entry.
-const WIDE: u8 = 1;
-const LATE: u8 = 2;
-
-const fn proto_code(p: L4Proto) -> u8 {
-    match p {
-        L4Proto::Icmp => 0,
-        L4Proto::Tcp => 1,
-        L4Proto::Udp => 2,
-    }
-}
-
-const fn proto_of(code: u8) -> L4Proto {
-    match code & 3 {
-        0 => L4Proto::Icmp,
-        1 => L4Proto::Tcp,
-        _ => L4Proto::Udp,
-    }
-}
-
-const fn tcp_state_of(code: u8) -> TcpState {
-    match code {
-        0 => TcpState::None,
-        1 => TcpState::SynSent,
-        2 => TcpState::SynRecv,
-        3 => TcpState::Established,
-        4 => TcpState::FinWait,
-        5 => TcpState::CloseWait,
-        6 => TcpState::LastAck,
-        7 => TcpState::TimeWait,
-        _ => TcpState::Close,
-    }
-}
-
-const fn kind_of(state: State, assured: bool) -> u8 {
-    let (proto, detail) = match state {
-        State::Tcp(s) => (1, s as u8),
-        State::Udp { replied } => (2, replied as u8),
-        State::Icmp { replied } => (0, replied as u8),
-    };
-    proto | detail << 2 | if assured { ASSURED } else { 0 }
-}
-
-const fn state_of(kind: u8) -> State {
-    let detail = (kind >> 2) & 0x0f;
-    match kind & 3 {
-        1 => State::Tcp(tcp_state_of(detail)),
-        2 => State::Udp {
-            replied: detail != 0,
-        },
-        _ => State::Icmp {
-            replied: detail != 0,
-        },
-    }
-}
-
-/// The list of every `kind` (`NUM_LISTS` for `FREE`): one load per lookup.
-const LIST_OF_KIND: [u8; 256] = {
-    let mut t = [NUM_LISTS as u8; 256];
-    let mut k = 0;
-    while k < 256 {
-        let kind = k as u8;
-        if kind & 3 != 3 {
-            t[k] = list_of(state_of(kind), kind & ASSURED != 0) as u8;
-        }
-        k += 1;
-    }
-    t
-};
-
-/// A tuple without its protocol: addresses and both ports as three words.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Key {
-    src: u32,
-    dst: u32,
-    ports: u32,
-}
-
-impl Key {
-    #[inline]
-    fn of(t: &Tuple) -> Key {
-        Key {
-            src: t.src.to_bits(),
-            dst: t.dst.to_bits(),
-            ports: u32::from(t.src_port) << 16 | u32::from(t.dst_port),
-        }
-    }
-
-    fn tuple(self, proto: L4Proto) -> Tuple {
-        Tuple::new(
-            proto,
-            Ipv4Addr::from_bits(self.src),
-            (self.ports >> 16) as u16,
-            Ipv4Addr::from_bits(self.dst),
-            self.ports as u16,
-        )
-    }
-}
-
-/// One slab slot: an entry packed into 96 bytes (see the module docs).
-#[derive(Clone, Debug)]
-struct Slot {
-    original: Key,
-    reply: Key,
-    created: u64,
-    /// Table clock of the last timeout refresh: the list sort key (used to
-    /// pick the oldest early-drop victim across lists), and `expires_at`
-    /// minus the class timeout.
-    refreshed_at: u64,
-    /// Low halves per direction; the high halves are in `wide` if `WIDE`.
-    packets: [u32; 2],
-    bytes: [u32; 2],
-    mark: u32,
-    generation: u32,
-    /// LRU neighbours while stored; `next` threads the free list otherwise.
-    prev: u32,
-    next: u32,
-    /// `PackedTrack::words` (TCP only).
-    tcp: [u32; 5],
-    tcp_flags: u8,
-    /// Original protocol, state, assured; `FREE` if empty.
-    kind: u8,
-    reply_proto: u8,
-    /// `WIDE` | `LATE`.
-    spill: u8,
-}
-
-const _: () = assert!(std::mem::size_of::<Slot>() == 96);
-
-impl Slot {
-    #[inline]
-    fn is_live(&self) -> bool {
-        self.kind != FREE
-    }
-
-    #[inline]
-    fn list(&self) -> usize {
-        usize::from(LIST_OF_KIND[usize::from(self.kind)])
-    }
-
-    #[inline]
-    fn has_key(&self, dir: Direction, key: &Tuple) -> bool {
-        let (k, proto) = match dir {
-            Direction::Original => (self.original, self.kind),
-            Direction::Reply => (self.reply, self.reply_proto),
-        };
-        self.is_live() && k == Key::of(key) && proto & 3 == proto_code(key.proto)
-    }
-}
 
 #[derive(Clone, Copy, Debug)]
 struct List {
@@ -415,22 +228,22 @@ const EMPTY_LIST: List = List {
 
 /// The connection tracking table. See the module docs for its invariants.
 #[derive(Clone, Debug)]
-pub struct Conntrack {
+pub struct Conntrack<A: Address = Ipv4Addr> {
     config: Config,
     /// `class_timeout` per class.
     timeouts: [u64; NUM_CLASSES],
     map: Index,
-    chunks: Vec<Vec<Slot>>,
+    chunks: Vec<Vec<Slot<A>>>,
     free_head: u32,
     lists: [List; NUM_LISTS],
     len: usize,
     clock: u64,
     counters: Counters,
     /// Entries per original source address (kept only when `max_per_source` is set).
-    per_source: FxHashMap<Ipv4Addr, u32>,
+    per_source: FxHashMap<A, u32>,
     /// Translated entries per original destination (kept only when `max_nat_per_destination`
     /// is set).
-    per_destination: FxHashMap<Ipv4Addr, u32>,
+    per_destination: FxHashMap<A, u32>,
     /// High halves (packets original, reply, bytes original, reply) of the counters of slots
     /// flagged `WIDE`.
     wide: FxHashMap<u32, [u32; 4]>,
@@ -438,99 +251,32 @@ pub struct Conntrack {
     late: FxHashMap<u32, u64>,
 }
 
-/// Whether the entry's source was translated (masquerade, hairpin): the reply is not addressed
-/// to the original source.
-fn source_translated(original: &Tuple, reply: &Tuple) -> bool {
-    reply.dst != original.src || reply.dst_port != original.src_port
-}
-
-/// Adds `delta` (+1 / -1) to `key`'s count, forgetting keys that reach zero.
-fn bump(map: &mut FxHashMap<Ipv4Addr, u32>, key: Ipv4Addr, up: bool) {
-    if up {
-        *map.entry(key).or_insert(0) += 1;
-    } else if let Some(n) = map.get_mut(&key) {
-        *n = n.saturating_sub(1);
-        if *n == 0 {
-            map.remove(&key);
-        }
-    }
-}
-
-fn pack(idx: u32, dir: Direction) -> u32 {
-    (idx << 1) | dir.index() as u32
-}
-
-fn unpack(v: u32) -> (u32, Direction) {
-    let dir = if v & 1 == 0 {
-        Direction::Original
-    } else {
-        Direction::Reply
-    };
-    (v >> 1, dir)
-}
-
-const fn join(hi: u32, lo: u32) -> u64 {
-    (hi as u64) << 32 | lo as u64
-}
-
-#[inline]
-fn slot_in(chunks: &[Vec<Slot>], idx: u32) -> Option<&Slot> {
-    chunks
-        .get((idx >> CHUNK_BITS) as usize)?
-        .get(idx as usize & (CHUNK - 1))
-}
-
-#[inline]
-fn slot_in_mut(chunks: &mut [Vec<Slot>], idx: u32) -> Option<&mut Slot> {
-    chunks
-        .get_mut((idx >> CHUNK_BITS) as usize)?
-        .get_mut(idx as usize & (CHUNK - 1))
-}
-
-/// Counts a packet of `len` bytes in direction `d`, saturating at `u64::MAX` like a `u64`
-/// counter: the `u32` low halves take it unless one would carry, which moves the entry's high
-/// halves into `wide`.
-fn count_packet(
-    slot: &mut Slot,
-    wide: &mut FxHashMap<u32, [u32; 4]>,
-    idx: u32,
-    d: usize,
-    len: usize,
-) {
-    let packets = slot.packets[d].checked_add(1);
-    let bytes = u32::try_from(len)
-        .ok()
-        .and_then(|l| slot.bytes[d].checked_add(l));
-    if let (Some(p), Some(b)) = (packets, bytes) {
-        slot.packets[d] = p;
-        slot.bytes[d] = b;
-        return;
-    }
-    let hi = wide.entry(idx).or_insert([0; 4]);
-    slot.spill |= WIDE;
-    let p = join(hi[d], slot.packets[d]).saturating_add(1);
-    let b = join(hi[2 + d], slot.bytes[d]).saturating_add(u64::try_from(len).unwrap_or(u64::MAX));
-    hi[d] = (p >> 32) as u32;
-    hi[2 + d] = (b >> 32) as u32;
-    slot.packets[d] = p as u32;
-    slot.bytes[d] = b as u32;
-}
-
-/// Records `last_seen = clock` for a slot whose `refreshed_at` is already current.
-fn set_last_seen(slot: &mut Slot, late: &mut FxHashMap<u32, u64>, idx: u32, clock: u64) {
-    if clock != slot.refreshed_at {
-        late.insert(idx, clock);
-        slot.spill |= LATE;
-    } else if slot.spill & LATE != 0 {
-        late.remove(&idx);
-        slot.spill &= !LATE;
-    }
-}
-
-impl Conntrack {
-    /// An empty table. `max_entries` is clamped to
+impl Conntrack<Ipv4Addr> {
+    /// An empty IPv4 table. `max_entries` is clamped to
     /// [`Config::MAX_ENTRIES_LIMIT`]; nothing is preallocated.
-    pub fn new(mut config: Config) -> Self {
+    pub fn new(config: Config) -> Self {
+        Self::with_config(config)
+    }
+
+    /// [`Conntrack::memory_per_entry`] of an IPv4 table.
+    pub const fn entry_memory_bytes() -> usize {
+        Self::memory_per_entry()
+    }
+}
+
+impl Conntrack<Ipv6Addr> {
+    /// An empty IPv6 table (for NAT66), otherwise as [`Conntrack::new`].
+    pub fn new_v6(config: Config) -> Self {
+        Self::with_config(config)
+    }
+}
+
+impl<A: Address> Conntrack<A> {
+    /// An empty table of either family (`Conntrack::new` and
+    /// `Conntrack::new_v6` name the family, so that a call needs no type
+    /// annotation). `max_entries` is clamped to [`Config::MAX_ENTRIES_LIMIT`];
+    /// nothing is preallocated.
+    pub fn with_config(mut config: Config) -> Self {
         config.max_entries = config.max_entries.min(Config::MAX_ENTRIES_LIMIT);
         let mut timeouts = [0; NUM_CLASSES];
         for (class, t) in timeouts.iter_mut().enumerate() {
@@ -571,7 +317,7 @@ impl Conntrack {
     /// direction `key` travels in. One hash lookup. Counts `found` on a hit.
     /// An entry already expired at `now` is removed (counted `expired`) and
     /// reported as absent.
-    pub fn lookup(&mut self, key: &Tuple, now: u64) -> Option<(EntryId, Direction)> {
+    pub fn lookup(&mut self, key: &Tuple<A>, now: u64) -> Option<(EntryId, Direction)> {
         self.advance(now);
         let (idx, dir) = unpack(self.find(key)?);
         let slot = self.slot(idx)?;
@@ -592,7 +338,7 @@ impl Conntrack {
     /// check: a read-only probe, e.g. to pull a batch's entries into the
     /// cache before processing it (the answer may be stale by then).
     #[inline]
-    pub fn peek(&self, key: &Tuple) -> Option<(Entry, Direction)> {
+    pub fn peek(&self, key: &Tuple<A>) -> Option<(Entry<A>, Direction)> {
         let (idx, dir) = unpack(self.find(key)?);
         let slot = self.slot(idx)?;
         Some((self.entry_at(idx, slot), dir))
@@ -602,7 +348,7 @@ impl Conntrack {
     /// counters, no side effects (the NAT port allocator probes with it).
     /// An expired-but-unreclaimed entry counts as absent: `insert` reclaims
     /// such an entry when it collides with it.
-    pub fn contains(&self, key: &Tuple) -> bool {
+    pub fn contains(&self, key: &Tuple<A>) -> bool {
         self.find(key).is_some_and(|v| {
             let (idx, _) = unpack(v);
             self.slot(idx)
@@ -626,11 +372,11 @@ impl Conntrack {
     /// and returns `TableFull`. Counts `new` on success.
     pub fn insert(
         &mut self,
-        original: Tuple,
-        reply: Tuple,
+        original: Tuple<A>,
+        reply: Tuple<A>,
         mark: u32,
         now: u64,
-    ) -> Result<EntryId, InsertError> {
+    ) -> Result<EntryId, InsertError<A>> {
         self.advance(now);
         for key in [original, reply] {
             if let Some(v) = self.find(&key) {
@@ -816,14 +562,14 @@ impl Conntrack {
 
     /// The entry behind `id`, if `id` is still current (expired entries not
     /// yet reclaimed are still returned).
-    pub fn entry(&self, id: EntryId) -> Option<Entry> {
+    pub fn entry(&self, id: EntryId) -> Option<Entry<A>> {
         self.live_slot(id).map(|s| self.entry_at(id.idx, s))
     }
 
     /// The original and reply tuples of a live-or-unreclaimed entry (cheap: no `Entry`
     /// materialized, no counters or clocks read).
     #[inline]
-    pub fn tuples(&self, id: EntryId) -> Option<(Tuple, Tuple)> {
+    pub fn tuples(&self, id: EntryId) -> Option<(Tuple<A>, Tuple<A>)> {
         self.live_slot(id).map(|s| {
             (
                 s.original.tuple(proto_of(s.kind)),
@@ -835,7 +581,7 @@ impl Conntrack {
     /// [`Conntrack::peek`] for routing hints: the entry's original tuple, caller data and the
     /// direction `key` travels in, without materializing the `Entry`.
     #[inline]
-    pub fn peek_route(&self, key: &Tuple) -> Option<(Tuple, u32, Direction)> {
+    pub fn peek_route(&self, key: &Tuple<A>) -> Option<(Tuple<A>, u32, Direction)> {
         let (idx, dir) = unpack(self.find(key)?);
         let s = self.slot(idx)?;
         Some((s.original.tuple(proto_of(s.kind)), s.mark, dir))
@@ -888,8 +634,8 @@ impl Conntrack {
     /// Removes every entry with `addr` on either side of either direction (a container went
     /// away: its flows must not outlive it and greet whoever gets the address next, as stale
     /// UDP entries do after a restart, kubernetes#71261); how many went.
-    pub fn remove_address(&mut self, addr: Ipv4Addr) -> usize {
-        let has = |t: &Tuple| t.src == addr || t.dst == addr;
+    pub fn remove_address(&mut self, addr: A) -> usize {
+        let has = |t: &Tuple<A>| t.src == addr || t.dst == addr;
         let doomed: Vec<EntryId> = self
             .iter()
             .map(|(id, _)| id)
@@ -945,7 +691,7 @@ impl Conntrack {
 
     /// Entries live at the table clock, in slab-index (= `EntryId`) order,
     /// which is deterministic for a given sequence of calls.
-    pub fn iter(&self) -> impl Iterator<Item = (EntryId, Entry)> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (EntryId, Entry<A>)> + '_ {
         self.slots()
             .filter(|(_, s)| s.is_live() && self.expires_at(s) > self.clock)
             .map(|(idx, s)| {
@@ -957,31 +703,32 @@ impl Conntrack {
             })
     }
 
-    /// Approximate memory per entry: one 96-byte slab slot plus two index
-    /// keys (an 8-byte bucket each, at the worst load of 0.7, just after the
-    /// index grew). The slab grows by 24 KiB chunks, so it adds little on
-    /// top; the side maps only hold entries whose counters outgrew `u32` or
-    /// whose last packet did not refresh the timeout.
-    pub const fn entry_memory_bytes() -> usize {
-        std::mem::size_of::<Slot>() + 2 * Index::BYTES_PER_KEY
+    /// Approximate memory per entry: one slab slot (96 bytes for IPv4, 144
+    /// for IPv6) plus two index keys (an 8-byte bucket each, at the worst
+    /// load of 0.7, just after the index grew). The slab grows by chunks of
+    /// 256 slots, so it adds little on top; the side maps only hold entries
+    /// whose counters outgrew `u32` or whose last packet did not refresh the
+    /// timeout.
+    pub const fn memory_per_entry() -> usize {
+        std::mem::size_of::<Slot<A>>() + 2 * Index::BYTES_PER_KEY
     }
 
     // ---- internals ----
 
     #[inline]
-    fn slot(&self, idx: u32) -> Option<&Slot> {
+    fn slot(&self, idx: u32) -> Option<&Slot<A>> {
         slot_in(&self.chunks, idx)
     }
 
     /// The slot `id` names, if current and holding an entry.
     #[inline]
-    fn live_slot(&self, id: EntryId) -> Option<&Slot> {
+    fn live_slot(&self, id: EntryId) -> Option<&Slot<A>> {
         self.slot(id.idx)
             .filter(|s| s.generation == id.generation && s.is_live())
     }
 
     /// Every slot with its index, in index order.
-    fn slots(&self) -> impl Iterator<Item = (u32, &Slot)> + '_ {
+    fn slots(&self) -> impl Iterator<Item = (u32, &Slot<A>)> + '_ {
         self.chunks.iter().enumerate().flat_map(|(c, chunk)| {
             chunk
                 .iter()
@@ -993,7 +740,7 @@ impl Conntrack {
     /// When a live slot's entry expires (0 for a free slot: callers check
     /// liveness first, or reach the slot through `find`).
     #[inline]
-    fn expires_at(&self, s: &Slot) -> u64 {
+    fn expires_at(&self, s: &Slot<A>) -> u64 {
         let class = usize::from(LIST_OF_KIND[usize::from(s.kind)]) / 2;
         match self.timeouts.get(class) {
             Some(&t) => s.refreshed_at.saturating_add(t),
@@ -1002,7 +749,7 @@ impl Conntrack {
     }
 
     /// Builds the public view of the live slot at `idx`.
-    fn entry_at(&self, idx: u32, s: &Slot) -> Entry {
+    fn entry_at(&self, idx: u32, s: &Slot<A>) -> Entry<A> {
         let hi = if s.spill & WIDE != 0 {
             self.wide.get(&idx).copied().unwrap_or_default()
         } else {
@@ -1030,7 +777,7 @@ impl Conntrack {
     /// The index value of `key`: a candidate whose slot carries `key` in
     /// the direction the value names.
     #[inline]
-    fn find(&self, key: &Tuple) -> Option<u32> {
+    fn find(&self, key: &Tuple<A>) -> Option<u32> {
         self.map.candidates(tag_of(key)).find(|&v| {
             let (idx, dir) = unpack(v);
             self.slot(idx).is_some_and(|s| s.has_key(dir, key))
@@ -1048,55 +795,6 @@ impl Conntrack {
             self.counters.expired += 1;
         }
         expired
-    }
-    /// Refuses an insert that would exceed the per-source or per-destination limit. Expired
-    /// entries still count until reclaimed, so an over-limit insert first reclaims a bounded
-    /// number of the table's oldest expired entries (any source's; housekeeping reaches the
-    /// rest), then counts again.
-    fn check_address_limits(&mut self, original: &Tuple, reply: &Tuple) -> Result<(), InsertError> {
-        let (src_max, dst_max) = (
-            self.config.max_per_source,
-            self.config.max_nat_per_destination,
-        );
-        let translated = source_translated(original, reply);
-        let over = |t: &Self| {
-            let src_n = t.per_source.get(&original.src).copied().unwrap_or(0);
-            let dst_n = t.per_destination.get(&original.dst).copied().unwrap_or(0);
-            if src_max > 0 && src_n >= src_max {
-                Some(InsertError::SourceLimit(original.src, src_max))
-            } else if dst_max > 0 && translated && dst_n >= dst_max {
-                Some(InsertError::DestinationLimit(original.dst, dst_max))
-            } else {
-                None
-            }
-        };
-        if over(self).is_some() {
-            self.expire(self.clock, RECLAIM_BUDGET);
-        }
-        match over(self) {
-            None => Ok(()),
-            Some(e) => {
-                match e {
-                    InsertError::SourceLimit(..) => self.counters.source_limited += 1,
-                    _ => self.counters.destination_limited += 1,
-                }
-                Err(e)
-            }
-        }
-    }
-
-    fn count_addresses(&mut self, original: &Tuple, reply: &Tuple, up: bool) {
-        if self.config.max_per_source > 0 {
-            bump(&mut self.per_source, original.src, up);
-        }
-        if self.config.max_nat_per_destination > 0 && source_translated(original, reply) {
-            bump(&mut self.per_destination, original.dst, up);
-        }
-    }
-
-    /// Entries held by one original source address (0 unless `max_per_source` is set).
-    pub fn source_count(&self, src: Ipv4Addr) -> u32 {
-        self.per_source.get(&src).copied().unwrap_or(0)
     }
 
     /// Oldest (least recently refreshed) head among the unassured lists;
@@ -1117,7 +815,7 @@ impl Conntrack {
 
     /// Stores `new` in a free slot (the free list's head, else a new one at
     /// the end of the slab); returns its index and generation.
-    fn alloc(&mut self, mut new: Slot) -> (u32, u32) {
+    fn alloc(&mut self, mut new: Slot<A>) -> (u32, u32) {
         let idx = self.free_head;
         if let Some(slot) = slot_in_mut(&mut self.chunks, idx) {
             self.free_head = slot.next;
@@ -1295,3 +993,5 @@ impl Conntrack {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_v6;

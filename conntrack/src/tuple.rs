@@ -1,47 +1,53 @@
 //! Connection keys: the 5-tuple (over [`packet::L4Proto`]) and the packet direction.
 //!
-//! Owns the identity of a flow as the table sees it. Invariants: a [`Tuple`]
-//! is a plain value (no normalisation is applied: `a->b` and `b->a` are
-//! different keys), and for ICMP echo both ports carry the echo identifier,
-//! so `reversed()` of an echo request key is the echo reply key.
+//! Owns the identity of a flow as the table sees it, for either address
+//! family ([`Tuple<Ipv4Addr>`], the default, or [`Tuple<Ipv6Addr>`]).
+//! Invariants: a [`Tuple`] is a plain value (no normalisation is applied:
+//! `a->b` and `b->a` are different keys), and for ICMP echo (ICMPv6 echo in
+//! an IPv6 tuple: `L4Proto::Icmp` names both) both ports carry the echo
+//! identifier, so `reversed()` of an echo request key is the echo reply key.
 
 use packet::L4Proto;
 use std::hash::{Hash, Hasher};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
-/// A directional flow key as seen on the wire.
+use crate::address::Address;
+
+/// A directional flow key as seen on the wire, over IPv4 (the default) or
+/// IPv6 addresses.
 ///
 /// For ICMP echo, `src_port == dst_port ==` the echo identifier.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-pub struct Tuple {
+pub struct Tuple<A: Address = Ipv4Addr> {
     /// L4 protocol.
     pub proto: L4Proto,
     /// Source address.
-    pub src: Ipv4Addr,
+    pub src: A,
     /// Destination address.
-    pub dst: Ipv4Addr,
+    pub dst: A,
     /// Source port (ICMP: echo identifier).
     pub src_port: u16,
     /// Destination port (ICMP: echo identifier).
     pub dst_port: u16,
 }
 
-// Hand-written so that hashing is two word writes instead of a dozen byte
-// writes (`Ipv4Addr` hashes as a length-prefixed byte array). The packing is
-// injective, so it stays consistent with the derived `Eq`.
-impl Hash for Tuple {
+// Hand-written so that hashing is a few word writes instead of a dozen byte
+// writes (`Ipv4Addr` hashes as a length-prefixed byte array): for IPv4 two
+// `u64`s, as before the tuple was generic; for IPv6 two `u128`s and a `u64`.
+// The packing is injective, so it stays consistent with the derived `Eq`.
+impl<A: Address> Hash for Tuple<A> {
+    #[inline]
     fn hash<H: Hasher>(&self, state: &mut H) {
-        let addrs = (u64::from(self.src.to_bits()) << 32) | u64::from(self.dst.to_bits());
+        A::hash_pair(self.src, self.dst, state);
         let rest = (u64::from(self.src_port) << 24)
             | (u64::from(self.dst_port) << 8)
             | u64::from(self.proto.number());
-        state.write_u64(addrs);
         state.write_u64(rest);
     }
 }
 
-impl Tuple {
-    /// Convenience constructor.
+impl Tuple<Ipv4Addr> {
+    /// Convenience constructor for an IPv4 tuple.
     pub const fn new(
         proto: L4Proto,
         src: Ipv4Addr,
@@ -49,6 +55,27 @@ impl Tuple {
         dst: Ipv4Addr,
         dst_port: u16,
     ) -> Self {
+        Tuple::from_parts(proto, src, src_port, dst, dst_port)
+    }
+}
+
+impl Tuple<Ipv6Addr> {
+    /// Convenience constructor for an IPv6 tuple.
+    pub const fn new_v6(
+        proto: L4Proto,
+        src: Ipv6Addr,
+        src_port: u16,
+        dst: Ipv6Addr,
+        dst_port: u16,
+    ) -> Self {
+        Tuple::from_parts(proto, src, src_port, dst, dst_port)
+    }
+}
+
+impl<A: Address> Tuple<A> {
+    /// Constructor for either family (`Tuple::new` and `Tuple::new_v6` name
+    /// the family, so that a call infers it from neither argument).
+    pub const fn from_parts(proto: L4Proto, src: A, src_port: u16, dst: A, dst_port: u16) -> Self {
         Tuple {
             proto,
             src,
@@ -59,7 +86,7 @@ impl Tuple {
     }
 
     /// The same flow seen from the other end (addresses and ports swapped).
-    pub const fn reversed(&self) -> Tuple {
+    pub const fn reversed(&self) -> Tuple<A> {
         Tuple {
             proto: self.proto,
             src: self.dst,
@@ -70,13 +97,13 @@ impl Tuple {
     }
 }
 
-impl std::fmt::Display for Tuple {
+impl<A: Address> std::fmt::Display for Tuple<A> {
+    /// `udp 10.0.0.1:1 -> 10.0.0.2:2`; IPv6 addresses in brackets
+    /// (`tcp [2001:db8::1]:1 -> [2001:db8::2]:2`).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} {}:{} -> {}:{}",
-            self.proto, self.src, self.src_port, self.dst, self.dst_port
-        )
+        let src = SocketAddr::new(self.src.into(), self.src_port);
+        let dst = SocketAddr::new(self.dst.into(), self.dst_port);
+        write!(f, "{} {src} -> {dst}", self.proto)
     }
 }
 
@@ -151,5 +178,36 @@ mod tests {
         assert_eq!(Direction::Original.opposite(), Direction::Reply);
         assert_eq!(Direction::Reply.index(), 1);
         assert_eq!(t(1, 2).to_string(), "udp 10.0.0.1:1 -> 10.0.0.2:2");
+    }
+
+    fn t6(sp: u16, dp: u16) -> Tuple<Ipv6Addr> {
+        Tuple::new_v6(
+            L4Proto::Tcp,
+            Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1),
+            sp,
+            Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2),
+            dp,
+        )
+    }
+
+    #[test]
+    fn ipv6_tuples_reverse_hash_and_display() {
+        let a = t6(1234, 443);
+        assert_eq!(a.reversed().reversed(), a);
+        assert_eq!(a.reversed().src, a.dst);
+        assert_eq!(a.to_string(), "tcp [2001:db8::1]:1234 -> [2001:db8::2]:443");
+        let mut set = FxHashSet::default();
+        set.insert(a);
+        set.insert(a.reversed());
+        set.insert(t6(1234, 444));
+        // Addresses differing only in their high or their low half.
+        let mut hi = a;
+        hi.src = Ipv6Addr::new(0x2001, 0xdb9, 0, 0, 0, 0, 0, 1);
+        set.insert(hi);
+        let mut lo = a;
+        lo.src = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 3);
+        set.insert(lo);
+        assert_eq!(set.len(), 5);
+        assert!(set.contains(&t6(1234, 443)));
     }
 }
