@@ -6,6 +6,8 @@
 //!   same with a flow's checksum terms summed once ([`Prepared`]);
 //! - [`icmp_error_inner`] and [`rewrite_icmp_error`]: translation of ICMP errors, whose quoted
 //!   packet must be translated along with the outer header (RFC 5508, RFC 3022 section 4.3);
+//! - [`rewrite6`]: the same for IPv6 (NAT66), whose upper-layer checksums all cover the
+//!   pseudo-header;
 //! - [`allocate_port`]: deterministic source-port selection for masquerade;
 //! - [`EimTable`]: the RFC 4787 endpoint-independent mapping table for UDP.
 //!
@@ -30,6 +32,7 @@ mod icmp_error;
 mod port;
 mod prepared;
 mod rewrite;
+mod rewrite6;
 mod wire;
 
 pub use eim::EimTable;
@@ -37,6 +40,7 @@ pub use icmp_error::{InnerPacket, icmp_error_inner, is_icmp_error, rewrite_icmp_
 pub use port::{PortRange, allocate_port, hash_seed};
 pub use prepared::{Prepared, rewrite_prepared};
 pub use rewrite::{is_query_reply, is_query_request, rewrite, rewrite_offloaded};
+pub use rewrite6::{Endpoint6, rewrite6};
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -68,8 +72,10 @@ impl fmt::Display for Endpoint {
 /// Why a packet could not be rewritten. The frame is left unchanged in every case.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RewriteError {
-    /// The frame was not classified as IPv4.
-    #[error("frame is not IPv4: only IPv4 packets can be translated; bridge or drop it instead")]
+    /// The frame was not classified as the IP version the rewrite is for.
+    #[error(
+        "frame is not of the IP version this rewrite is for: use rewrite for IPv4, rewrite6 for IPv6"
+    )]
     NotIpv4,
     /// An offset of the classification falls outside the frame or a header is cut short.
     #[error(

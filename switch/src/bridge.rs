@@ -15,10 +15,10 @@ use crate::fdb::{Fdb, FdbRow, Learned};
 use crate::frame::Frame;
 use crate::pipeline::NANOS_PER_SEC;
 use packet::{
-    ETH_HEADER_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_VLAN, MIN_FRAME_LEN, MacAddr, dst_mac,
-    ethertype, src_mac,
+    ETH_HEADER_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN, L3, L4,
+    MIN_FRAME_LEN, MacAddr, dst_mac, ethertype, src_mac,
 };
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// 802.1ad service tag.
 const ETHERTYPE_QINQ: u16 = 0x88a8;
@@ -179,9 +179,10 @@ fn to_listeners(f: &mut Frame<'_>, ports: impl Iterator<Item = PortId>, data: Ve
 }
 
 /// Anti-spoofing: whether a frame from a port with `address` uses only that port's addresses.
-/// Untagged IPv4 and ARP are checked; a VLAN tag is refused outright, since the tag would hide
-/// the inner header from the check. Other EtherTypes (IPv6, LLDP) pass with the MAC check alone.
-/// Short headers are left to the later stages, which count them as malformed.
+/// Untagged IPv4, ARP and IPv6 (with its neighbour discovery, see [`check_ipv6`]) are checked;
+/// a VLAN tag is refused outright, since the tag would hide the inner header from the check.
+/// Other EtherTypes (LLDP) pass with the MAC check alone. Short headers are left to the later
+/// stages, which count them as malformed.
 pub(crate) fn check_source(
     address: &PortAddress,
     src: MacAddr,
@@ -193,6 +194,9 @@ pub(crate) fn check_source(
     let ty = ethertype(frame);
     if matches!(ty, Some(ETHERTYPE_VLAN | ETHERTYPE_QINQ)) {
         return Err(DropReason::SpoofedIp);
+    }
+    if ty == Some(ETHERTYPE_IPV6) {
+        return check_ipv6(address, address.mac.unwrap_or(src), frame);
     }
     let Some(ip) = address.ip else {
         return Ok(());
@@ -224,4 +228,71 @@ pub(crate) fn check_source(
         _ => {}
     }
     Ok(())
+}
+
+/// Anti-spoofing for IPv6 from a port whose MAC is `mac`: the source must be the port's IPv6
+/// address, the link-local address of its MAC, or `::` (only for duplicate address detection's
+/// solicitations and MLD reports, RFC 4862 5.4, RFC 3810 5.2.13); a neighbour advertisement
+/// must be for one of those addresses and neighbour discovery may name no other link-layer
+/// address; router advertisements and redirects are routers' alone (RA guard, RFC 6105).
+fn check_ipv6(address: &PortAddress, mac: MacAddr, frame: &[u8]) -> Result<(), DropReason> {
+    let Ok(c) = packet::classify(frame) else {
+        return Ok(());
+    };
+    let L3::Ipv6(info) = c.l3 else {
+        return Ok(());
+    };
+    let own = |ip: Ipv6Addr| ip == mac.link_local() || Some(ip) == address.ip6;
+    let icmp_type = match c.l4 {
+        L4::Icmp { ty, .. } if info.protocol == packet::IPPROTO_ICMPV6 => Some(ty),
+        _ => None,
+    };
+    if info.src.is_unspecified() {
+        if !matches!(icmp_type, Some(135 | 131 | 143)) {
+            return Err(DropReason::SpoofedIpv6);
+        }
+    } else if !own(info.src) {
+        return Err(DropReason::SpoofedIpv6);
+    }
+    let Some(ty) = icmp_type else {
+        return Ok(());
+    };
+    let body = frame.get(c.l4_offset..c.ip_end).unwrap_or_default();
+    match ty {
+        134 | 137 => Err(DropReason::RaGuard),
+        135 | 136 => {
+            // Target address at 8, options from 24 (RFC 4861 4.3, 4.4).
+            let target = body
+                .get(8..24)
+                .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                .map(Ipv6Addr::from);
+            if ty == 136 && !target.is_some_and(own) {
+                return Err(DropReason::SpoofedNd);
+            }
+            if ndp_link_layer_options(body.get(24..).unwrap_or_default()).any(|m| m != mac) {
+                return Err(DropReason::SpoofedNd);
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The link-layer addresses (source or target options, RFC 4861 4.6.1) among NDP options;
+/// a malformed option ends the walk.
+pub(crate) fn ndp_link_layer_options(mut opts: &[u8]) -> impl Iterator<Item = MacAddr> + '_ {
+    std::iter::from_fn(move || {
+        loop {
+            let [kind, len, ..] = *opts else { return None };
+            let size = usize::from(len) * 8;
+            if size == 0 || size > opts.len() {
+                return None;
+            }
+            let (opt, rest) = opts.split_at(size);
+            opts = rest;
+            if matches!(kind, 1 | 2) && size == 8 {
+                return MacAddr::from_slice(&opt[2..8]);
+            }
+        }
+    })
 }

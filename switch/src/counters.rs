@@ -36,10 +36,13 @@ drop_reasons! {
     SpoofedMac => "spoofed_mac", "Anti-spoofing: source MAC is not the one assigned to the port.";
     SpoofedIp => "spoofed_ip", "Anti-spoofing: IPv4 source is neither the port's address nor 0.0.0.0 (or hidden behind a VLAN tag).";
     SpoofedArp => "spoofed_arp", "Anti-spoofing: ARP sender MAC or address is not the port's own.";
+    SpoofedIpv6 => "spoofed_ipv6", "Anti-spoofing: IPv6 source is neither the port's address, the link-local address of its MAC nor :: (for duplicate address detection and MLD only).";
+    SpoofedNd => "spoofed_nd", "Anti-spoofing: a neighbour advertisement for an address not the port's, or neighbour discovery naming another link-layer address.";
+    RaGuard => "ra_guard", "RA guard (RFC 6105): a router advertisement or redirect from a container port.";
     SamePort => "same_port", "Destination was learned on the ingress port: never sent back out.";
     NoEgress => "no_egress", "Flooded, but the network has no other port.";
     IccBlocked => "icc_blocked", "Inter-container traffic on a network with icc = false.";
-    Malformed => "malformed", "IPv4/ARP header or transport header truncated or inconsistent.";
+    Malformed => "malformed", "IPv4/IPv6/ARP header, extension header chain or transport header truncated or inconsistent.";
     NotForUs => "not_for_us", "Arrived on the uplink for another host or protocol.";
     SpoofedSource => "spoofed_source", "Source address impossible for the port it came from.";
     GatewayUnsupported => "gateway_unsupported", "Addressed to the gateway itself, and not something it answers.";

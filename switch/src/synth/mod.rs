@@ -1,7 +1,10 @@
-//! Frames the gateway originates: ARP requests and replies, ICMP echo replies and ICMP errors.
+//! Frames the gateway originates: ARP requests and replies, ICMP echo replies and ICMP errors
+//! (their IPv6 counterparts, neighbour discovery among them, in [`v6`]).
 //!
 //! These are slow-path frames (one per ARP miss or error), so they are built into fresh buffers
 //! with fixed layouts; nothing here can fail or panic, whatever the offending packet looks like.
+
+pub mod v6;
 
 use packet::checksum::{internet_checksum, update_u16};
 use packet::{ETHERTYPE_ARP, ETHERTYPE_IPV4, MacAddr};
