@@ -8,19 +8,25 @@
 //!
 //! Tables (keys are ordered, values are JSON for debuggability):
 //! - `networks`: name → [`NetworkRecord`]
-//! - `leases`: (network, ip as u32) → [`Lease`]
+//! - `leases`: (network, ip as u32) → [`Lease`] (with its IPv6 address on a dual-stack network)
 //! - `lease_by_container`: (network, container) → ip as u32 (index of `leases`)
 //! - `published`: (proto, host port) → [`Publish`]
 //! - `meta`: `schema_version`, `network_seq` (creation counter used for network ids)
-//! - `lease_by_mac`, `free_ranges`, `published_by_container`: indexes derived from the tables
-//!   above, rebuilt at every open (see [`derived`])
+//! - `lease_by_mac`, `free_ranges`, `published_by_container`, `leases6`: indexes derived from
+//!   the tables above, rebuilt at every open (see [`derived`]; `leases6`, the leased IPv6
+//!   addresses, is what IPv6 allocation scans, see `v6`)
 //!
 //! Invariants (checked by [`Store::verify`], kept by every write):
 //! - network subnets never overlap; a gateway lies inside its subnet and is neither the network
 //!   nor the broadcast address; an `ip_range` lies inside its subnet; prefixes are at most /30;
+//! - IPv6 subnets (of dual-stack networks) never overlap, have a prefix of /64 to /124 with host
+//!   bits clear; an IPv6 gateway lies inside its subnet and is not prefix:: (subnet-router
+//!   anycast);
 //! - a lease's address lies in its network's subnet and is not the network, broadcast or gateway
 //!   address; an address is leased at most once per network (it is the key), a container holds at
 //!   most one lease per network, and `lease_by_container` is exactly the inverse of `leases`;
+//! - a lease has an IPv6 address exactly when its network is dual-stack; it lies in the IPv6
+//!   subnet, is neither prefix:: nor the gateway, and is leased at most once per network;
 //! - MAC addresses are unique per network;
 //! - a published port refers to a live lease (network, container) and carries its address; a
 //!   (proto, host port) pair is published at most once.
@@ -31,6 +37,7 @@
 //!
 //! The code is split by role: this module opens the file and checks it ([`Store::verify`]);
 //! `networks`, `leases` and `publish` hold the records and the [`Store`] methods of each kind;
+//! `v6` the IPv6 side of dual-stack networks (pool, checks, allocation);
 //! `error` holds [`StoreError`]; `derived` keeps the indexes.
 
 mod derived;
@@ -40,11 +47,15 @@ mod networks;
 mod publish;
 #[cfg(test)]
 mod testutil;
+mod v6;
 
 pub use error::StoreError;
 pub use leases::{Lease, LeaseMeta, Released, format_mac, local_mac};
 pub use networks::{NetworkRecord, NetworkSpec, default_pools};
 pub use publish::{Publish, PublishTarget};
+pub use v6::{
+    DEFAULT_V6_POOL, Ipv6Config, Ipv6Spec, V6_MAX_PROBES, V6_PREFIX_LENS, default_v6_pools,
+};
 
 use derived::{FREE, LEASE_BY_MAC, PUBLISHED_BY_CONTAINER};
 use leases::reserved;
@@ -56,7 +67,7 @@ use redb::{
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 const NETWORKS: TableDefinition<&str, &str> = TableDefinition::new("networks");
@@ -232,9 +243,22 @@ impl Store {
             if let Some(b) = nets[i + 1..].iter().find(|b| overlaps(a.subnet, b.subnet)) {
                 return bad(format!("networks {:?} and {:?} overlap", a.name, b.name));
             }
+            let Some(a6) = a.ipv6 else { continue };
+            if let Some(problem) = v6::config_problem(&a6) {
+                return bad(format!("network {:?} has {problem}", a.name));
+            }
+            let overlaps6 =
+                |b: &&NetworkRecord| b.ipv6.is_some_and(|b6| v6::overlaps6(a6.subnet, b6.subnet));
+            if let Some(b) = nets[i + 1..].iter().find(overlaps6) {
+                return bad(format!(
+                    "IPv6 subnets of {:?} and {:?} overlap",
+                    a.name, b.name
+                ));
+            }
         }
         let mut leases: BTreeMap<(String, String), Ipv4Addr> = BTreeMap::new();
         let mut macs: BTreeSet<(String, String)> = BTreeSet::new();
+        let mut ip6s: BTreeSet<(String, Ipv6Addr)> = BTreeSet::new();
         let mut count = 0;
         for row in txn.open_table(LEASES)?.iter()? {
             let (k, v) = row?;
@@ -246,6 +270,26 @@ impl Store {
             };
             if !n.subnet.contains(&ip) || reserved(n, ip) {
                 return bad(format!("lease {net}/{ip} outside {} or reserved", n.subnet));
+            }
+            match (n.ipv6, lease.ip6) {
+                (None, None) => {}
+                (Some(cfg), Some(ip6)) => {
+                    if !cfg.subnet.contains(&ip6) || v6::reserved6(&cfg, ip6) {
+                        return bad(format!(
+                            "lease {net}/{ip} has {ip6}, outside {} or reserved",
+                            cfg.subnet
+                        ));
+                    }
+                    if !ip6s.insert((net.to_string(), ip6)) {
+                        return bad(format!("{ip6} leased twice on {net}"));
+                    }
+                }
+                (Some(_), None) => return bad(format!("lease {net}/{ip} lacks its IPv6 address")),
+                (None, Some(ip6)) => {
+                    return bad(format!(
+                        "lease {net}/{ip} has {ip6} on an IPv4-only network"
+                    ));
+                }
             }
             if leases
                 .insert((net.to_string(), lease.container.clone()), ip)

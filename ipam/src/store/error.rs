@@ -2,9 +2,9 @@
 
 use super::SCHEMA_VERSION;
 use crate::IpamError;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use packet::PortProto;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 /// Why a state operation failed. Each message says what to do about it.
@@ -191,6 +191,47 @@ pub enum StoreError {
         /// Where it goes now.
         container: String,
     },
+    /// The IPv6 subnet overlaps an existing network's.
+    #[error(
+        "IPv6 subnet {subnet} overlaps network {other:?} ({other_subnet}): pick another IPv6 subnet"
+    )]
+    Overlap6 {
+        /// The subnet asked for.
+        subnet: Ipv6Net,
+        /// The network it overlaps.
+        other: String,
+        /// That network's IPv6 subnet.
+        other_subnet: Ipv6Net,
+    },
+    /// An IPv6 CIDR with host bits set.
+    #[error("{given} has host bits set: did you mean {suggested}?")]
+    HostBits6 {
+        /// As given.
+        given: Ipv6Net,
+        /// With the host bits cleared.
+        suggested: Ipv6Net,
+    },
+    /// The IPv6 gateway is outside the subnet or is its subnet-router anycast address.
+    #[error(
+        "IPv6 gateway {gateway} is not a usable address of {subnet}: pick an address inside the subnet other than {anycast} (its subnet-router anycast address)",
+        anycast = .subnet.network()
+    )]
+    BadGateway6 {
+        /// The gateway asked for.
+        gateway: Ipv6Addr,
+        /// The subnet.
+        subnet: Ipv6Net,
+    },
+    /// Every /64 of the default IPv6 pool is used.
+    #[error(
+        "all default IPv6 subnets (the /64s of fd00:7673:7700::/48) are in use: give an IPv6 subnet explicitly"
+    )]
+    V6PoolsExhausted,
+    /// An IPv6 address was requested on a network without IPv6.
+    #[error(
+        "network {0:?} has no IPv6 subnet: request no IPv6 address there, or use a network created with IPv6"
+    )]
+    NoIpv6(String),
     /// Ports cannot be published into an internal network.
     #[error("network {0:?} is internal (no uplink): publish ports from a non-internal network")]
     InternalNetwork(String),

@@ -4,16 +4,17 @@
 use super::{
     FREE, LEASE_BY_CONTAINER, LEASE_BY_MAC, LEASES, NETWORKS, NetworkRecord, PUBLISHED,
     PUBLISHED_BY_CONTAINER, Publish, Store, StoreError, check_name, decode, derived, encode,
-    read_network,
+    read_network, v6,
 };
 use crate::IpamError;
 use packet::{MacAddr, PortProto};
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
-/// One container's address on one network. The address is the key it is stored under.
+/// One container's address on one network. The IPv4 address is the key it is stored under; the
+/// IPv6 one, on a dual-stack network, is in the record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
     /// Container name.
@@ -26,6 +27,10 @@ pub struct Lease {
     pub ifname: String,
     /// Host-side interface name.
     pub host_ifname: String,
+    /// Its IPv6 address: always one on a dual-stack network, never on an IPv4-only one (records
+    /// written before this field existed read as none).
+    #[serde(default)]
+    pub ip6: Option<Ipv6Addr>,
 }
 
 /// What the caller knows about the link when allocating.
@@ -39,6 +44,9 @@ pub struct LeaseMeta {
     pub host_ifname: String,
     /// A MAC to use; None derives 02:42:a:b:c:d from the address (as Docker does).
     pub mac: Option<[u8; 6]>,
+    /// The IPv6 address to lease on a dual-stack network; None takes the lowest free one.
+    /// Refused on an IPv4-only network ([`StoreError::NoIpv6`]).
+    pub ip6: Option<Ipv6Addr>,
 }
 
 /// What [`Store::release`] gave back.
@@ -46,7 +54,7 @@ pub struct LeaseMeta {
 pub struct Released {
     /// The address.
     pub ip: Ipv4Addr,
-    /// The lease.
+    /// The lease (with the IPv6 address it freed too, if any).
     pub lease: Lease,
     /// Ports that were published to this container on this network, as they were: removed in
     /// the same transaction, or (unless asked to remove them) kept without an address.
@@ -99,7 +107,10 @@ fn network_leases(
 impl Store {
     /// Leases an address on `network` to `container`: `requested` if given (anywhere in the
     /// subnet, as Docker allows, but not reserved or leased), else the lowest free address of the
-    /// ip range (or subnet). One write transaction: a crash leaves either no lease or this one.
+    /// ip range (or subnet). On a dual-stack network the lease gets an IPv6 address too:
+    /// `meta.ip6` if given (inside the IPv6 subnet, not prefix:: nor the gateway, not leased),
+    /// else the lowest free one from prefix::1 on (the gateway skipped: prefix::2 by default).
+    /// One write transaction: a crash leaves either no lease or this one, with both addresses.
     pub fn allocate(
         &self,
         network: &str,
@@ -121,6 +132,9 @@ impl Store {
         self.write(|txn| {
             let net = read_network(&txn.open_table(NETWORKS)?, network)?
                 .ok_or(StoreError::UnknownNetwork(network.to_string()))?;
+            if meta.ip6.is_some() && net.ipv6.is_none() {
+                return Err(StoreError::NoIpv6(network.to_string()));
+            }
             let mut by_container = txn.open_table(LEASE_BY_CONTAINER)?;
             if let Some(ip) = by_container.get((network, container))? {
                 return Err(StoreError::AlreadyConnected {
@@ -165,12 +179,20 @@ impl Store {
                     container: other.container,
                 });
             }
+            let ip6 = match &net.ipv6 {
+                Some(cfg) => {
+                    let mut leases6 = txn.open_table(v6::LEASES6)?;
+                    Some(v6::take(&mut leases6, network, container, cfg, meta.ip6)?)
+                }
+                None => None,
+            };
             let lease = Lease {
                 container: container.to_string(),
                 mac,
                 netns: meta.netns,
                 ifname: meta.ifname,
                 host_ifname: meta.host_ifname,
+                ip6,
             };
             leases.insert((network, u32::from(ip)), encode(&lease)?.as_str())?;
             by_container.insert((network, container), u32::from(ip))?;
@@ -179,9 +201,9 @@ impl Store {
         })
     }
 
-    /// Gives back `container`'s address on `network`. The ports published to it lose their
-    /// address in the same transaction, and are removed too when `unpublish`. `Ok(None)` if it
-    /// had no lease there.
+    /// Gives back `container`'s address on `network` (both addresses, on a dual-stack network).
+    /// The ports published to it lose their address in the same transaction, and are removed too
+    /// when `unpublish`. `Ok(None)` if it had no lease there.
     pub fn release(
         &self,
         network: &str,
@@ -210,6 +232,9 @@ impl Store {
             txn.open_table(LEASE_BY_MAC)?
                 .remove((network, lease.mac.as_str()))?;
             derived::give_back(&mut txn.open_table(FREE)?, &net, ip)?;
+            if let Some(ip6) = lease.ip6 {
+                v6::give_back(&mut txn.open_table(v6::LEASES6)?, network, container, ip6)?;
+            }
             let mut published = txn.open_table(PUBLISHED)?;
             let mut index = txn.open_table(PUBLISHED_BY_CONTAINER)?;
             let mut unpublished = Vec::new();
@@ -248,6 +273,33 @@ impl Store {
     /// Leases on one network, by address. An unknown network has none.
     pub fn leases(&self, network: &str) -> Result<Vec<(Ipv4Addr, Lease)>, StoreError> {
         network_leases(&self.read()?.open_table(LEASES)?, network)
+    }
+
+    /// `container`'s lease on `network` with its IPv4 address; None if it holds none there (or
+    /// the network does not exist). The IPv6 address is [`Lease::ip6`].
+    pub fn lease_of(
+        &self,
+        network: &str,
+        container: &str,
+    ) -> Result<Option<(Ipv4Addr, Lease)>, StoreError> {
+        let txn = self.read()?;
+        let Some(ip) = txn
+            .open_table(LEASE_BY_CONTAINER)?
+            .get((network, container))?
+            .map(|v| v.value())
+        else {
+            return Ok(None);
+        };
+        let key = format!("{network}/{}", Ipv4Addr::from(ip));
+        match txn.open_table(LEASES)?.get((network, ip))? {
+            Some(v) => Ok(Some((
+                Ipv4Addr::from(ip),
+                decode("lease", &key, v.value())?,
+            ))),
+            None => Err(StoreError::Corrupt(format!(
+                "index points to missing lease {key}"
+            ))),
+        }
     }
 
     /// Every lease as (network, address, lease), by network then address.

@@ -3,8 +3,9 @@
 
 use super::{
     DEFAULT_BRIDGE, META, NETWORKS, RESERVED_NAMES, Store, StoreError, all_networks, check_name,
-    derived, encode, read_network,
+    derived, encode, read_network, v6, yes,
 };
+use super::{Ipv6Config, Ipv6Spec};
 use super::{LEASES, PUBLISHED, PUBLISHED_BY_CONTAINER};
 use ipnet::Ipv4Net;
 use redb::{ReadableTable, WriteTransaction};
@@ -44,10 +45,10 @@ pub struct NetworkRecord {
     pub created_unix: u64,
     /// The default `bridge` network: cannot be removed, has no embedded DNS.
     pub builtin: bool,
-}
-
-fn yes() -> bool {
-    true
+    /// The IPv6 subnet and gateway of a dual-stack network; None: IPv4 only (as every record
+    /// written before this field existed reads).
+    #[serde(default)]
+    pub ipv6: Option<Ipv6Config>,
 }
 
 /// What `network create` asks for. Build with [`NetworkSpec::new`] (icc defaults to true).
@@ -71,10 +72,13 @@ pub struct NetworkSpec {
     pub mtu: Option<u16>,
     /// Labels.
     pub labels: BTreeMap<String, String>,
+    /// Make the network dual-stack with this IPv6 side; None: IPv4 only.
+    pub ipv6: Option<Ipv6Spec>,
 }
 
 impl NetworkSpec {
-    /// A spec with Docker's defaults: pool subnet, first-host gateway, icc on, MTU 1500.
+    /// A spec with Docker's defaults: pool subnet, first-host gateway, icc on, MTU 1500, IPv4
+    /// only.
     pub fn new(name: impl Into<String>) -> NetworkSpec {
         NetworkSpec {
             name: name.into(),
@@ -86,6 +90,7 @@ impl NetworkSpec {
             anti_spoofing: true,
             mtu: None,
             labels: BTreeMap::new(),
+            ipv6: None,
         }
     }
 }
@@ -141,7 +146,10 @@ fn now_unix() -> u64 {
 
 impl Store {
     /// Creates a network. Without a subnet, takes the first default pool that overlaps no
-    /// existing network; the gateway defaults to the subnet's first host.
+    /// existing network; the gateway defaults to the subnet's first host. With
+    /// [`NetworkSpec::ipv6`] the network is dual-stack: its IPv6 subnet (given, or the first
+    /// /64 of [`DEFAULT_V6_POOL`](super::DEFAULT_V6_POOL) that no network's overlaps) and
+    /// gateway (given, or prefix::1) are checked the same way (see [`Ipv6Spec`]).
     pub fn create_network(&self, spec: NetworkSpec) -> Result<NetworkRecord, StoreError> {
         check_name("network", &spec.name)?;
         if RESERVED_NAMES.contains(&spec.name.as_str()) {
@@ -160,6 +168,9 @@ impl Store {
         }
         if let Some(range) = spec.ip_range {
             check_cidr(range)?;
+        }
+        if let Some(v6) = &spec.ipv6 {
+            v6::check_spec(v6)?;
         }
         self.write(|txn| {
             let mut nets = txn.open_table(NETWORKS)?;
@@ -182,7 +193,11 @@ impl Store {
                     .find(|p| !existing.iter().any(|o| overlaps(*p, o.subnet)))
                     .ok_or(StoreError::PoolsExhausted)?,
             };
-            let record = build_record(txn, &spec, subnet, false)?;
+            let ipv6 = match &spec.ipv6 {
+                Some(v6) => Some(v6::config(v6, &existing)?),
+                None => None,
+            };
+            let record = build_record(txn, &spec, subnet, ipv6, false)?;
             nets.insert(record.name.as_str(), encode(&record)?.as_str())?;
             derived::init_free(txn, &record)?;
             Ok(record)
@@ -210,7 +225,7 @@ impl Store {
             }
             let mut spec = NetworkSpec::new(DEFAULT_BRIDGE);
             spec.gateway = Some(gateway);
-            let record = build_record(txn, &spec, subnet, true)?;
+            let record = build_record(txn, &spec, subnet, None, true)?;
             nets.insert(record.name.as_str(), encode(&record)?.as_str())?;
             derived::init_free(txn, &record)?;
             Ok(record)
@@ -247,6 +262,7 @@ impl Store {
             }
             nets.remove(name)?;
             derived::drop_free(txn, name)?;
+            v6::drop_network(txn, name)?;
             Ok(net)
         })
     }
@@ -262,11 +278,13 @@ impl Store {
     }
 }
 
-/// The record for `spec` on `subnet`, taking the next creation sequence number.
+/// The record for `spec` on `subnet` (and `ipv6`, checked by the caller), taking the next
+/// creation sequence number.
 fn build_record(
     txn: &WriteTransaction,
     spec: &NetworkSpec,
     subnet: Ipv4Net,
+    ipv6: Option<Ipv6Config>,
     builtin: bool,
 ) -> Result<NetworkRecord, StoreError> {
     if subnet.prefix_len() > 30 {
@@ -298,6 +316,7 @@ fn build_record(
         labels: spec.labels.clone(),
         created_unix: now_unix(),
         builtin,
+        ipv6,
     })
 }
 

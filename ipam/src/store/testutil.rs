@@ -1,7 +1,5 @@
 //! Helpers of the store's unit tests: a store file in a temporary directory, parsing shorthands.
 
-#![allow(clippy::unwrap_used)]
-
 use super::{LeaseMeta, NetworkSpec};
 use ipnet::Ipv4Net;
 use std::net::Ipv4Addr;
@@ -39,5 +37,6 @@ pub(crate) fn meta() -> LeaseMeta {
         ifname: "eth0".into(),
         host_ifname: "vethabc".into(),
         mac: None,
+        ip6: None,
     }
 }
