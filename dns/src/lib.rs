@@ -8,8 +8,10 @@
 //!
 //! | query                                                  | decision                          |
 //! |--------------------------------------------------------|-----------------------------------|
-//! | single label (`web`) or `NAME.DOMAIN`, name known      | A records, TTL 600, AA and RA set |
-//! | same, name known, type AAAA (or anything but A/ANY)    | NOERROR, no answers (IPv4-only)   |
+//! | single label (`web`) or `NAME.DOMAIN`, name known, A   | its IPv4 addresses, A records     |
+//! | same, type AAAA                                        | its IPv6 addresses, AAAA records  |
+//! | same, type ANY                                         | both, in `lookup`'s order         |
+//! | same, none of the asked family, or another type        | NOERROR, no answers (NODATA)      |
 //! | `NAME.DOMAIN`, name unknown                            | NXDOMAIN, AA set                  |
 //! | `DOMAIN` itself                                        | NOERROR, no answers               |
 //! | single label, name unknown                             | [`Decision::Forward`]             |
@@ -17,6 +19,8 @@
 //! | shorter than a header (12 bytes), or a response (QR=1) | [`Decision::Drop`]                |
 //! | opcode other than QUERY                                | NOTIMP (header only)              |
 //! | QDCOUNT ≠ 1, or a body that does not parse             | FORMERR (header only)             |
+//!
+//! Records carry TTL 600; answers built from the zone have AA and RA set.
 //!
 //! Drop vs FORMERR follows miekg/dns's default acceptor (which Docker's resolver runs on): a
 //! readable query header gets an error reply so the client fails fast; bytes that are not a
@@ -30,7 +34,8 @@
 //! Responses echo the id, opcode, question, RD and CD bits. A query with EDNS gets an OPT
 //! record back (version 0, payload 1232, no DNSSEC); the response fits the client's limit
 //! (512 bytes without EDNS, else its advertised size capped at 1232): when the addresses do not
-//! all fit, as many as fit are sent and TC is set (RFC 2181 §9). No SOA is added to negative
+//! all fit, as many as fit are sent and TC is set (RFC 2181 §9). An A record takes 16 bytes, an
+//! AAAA record 28 (name compressed to a pointer), so fewer AAAA records fit. No SOA is added to negative
 //! answers, so resolvers do not cache NXDOMAIN (Docker does the same). Addresses are answered in
 //! the order `lookup` returns them, duplicates removed: rotate them in the caller for round robin.
 //!
@@ -40,11 +45,11 @@
 #![forbid(unsafe_code)]
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
-/// TTL of the A records we answer (Docker's value).
+/// TTL of the A and AAAA records we answer (Docker's value).
 pub const TTL: u32 = 600;
 /// UDP payload we advertise and never exceed (the DNS flag day 2020 value).
 pub const MAX_UDP_PAYLOAD: u16 = 1232;
@@ -52,6 +57,8 @@ pub const MAX_UDP_PAYLOAD: u16 = 1232;
 const CLASSIC_UDP_PAYLOAD: u16 = 512;
 /// Wire size of one compressed A record: pointer 2, type 2, class 2, ttl 4, rdlength 2, rdata 4.
 const A_RECORD_LEN: usize = 16;
+/// Wire size of one compressed AAAA record: as an A record, with 16 bytes of rdata.
+const AAAA_RECORD_LEN: usize = 28;
 const HEADER_LEN: usize = 12;
 
 /// What to do with one UDP datagram received on the gateway's port 53.
@@ -71,9 +78,10 @@ pub struct Zone<'a> {
     /// Case and a trailing dot do not matter.
     pub domain: Option<&'a str>,
     /// Container name or alias (lowercase, no trailing dot, domain stripped) → its addresses on
-    /// **this** network. `None`: unknown name. `Some(vec![])`: the name exists but has no IPv4
-    /// address (answered NOERROR with no records).
-    pub lookup: &'a dyn Fn(&str) -> Option<Vec<Ipv4Addr>>,
+    /// **this** network, IPv4 and IPv6 in any mix (A queries get the IPv4 ones, AAAA queries
+    /// the IPv6 ones). `None`: unknown name. A name with no address of the asked family
+    /// (`Some(vec![])`, or only the other family) is answered NOERROR with no records.
+    pub lookup: &'a dyn Fn(&str) -> Option<Vec<IpAddr>>,
 }
 
 /// The header fields we need, read without trusting the rest of the message.
@@ -203,19 +211,54 @@ pub fn respond(query: &[u8], zone: &Zone) -> Decision {
             None => return Decision::Forward,
         },
     };
-    let wants_a = matches!(q.query_type(), RecordType::A | RecordType::ANY);
-    let addrs = if wants_a { dedup(addrs) } else { Vec::new() };
+    let t = q.query_type();
+    let addrs = dedup(addrs.into_iter().filter(|a| wanted(t, a)).collect());
     build(&msg, q, rcode, &addrs).unwrap_or_else(|| error_reply(&h, 2 /* SERVFAIL */))
 }
 
-fn dedup(mut addrs: Vec<Ipv4Addr>) -> Vec<Ipv4Addr> {
+/// Whether a query of type `t` is answered with `ip`: A with IPv4, AAAA with IPv6, ANY with both.
+fn wanted(t: RecordType, ip: &IpAddr) -> bool {
+    match t {
+        RecordType::A => ip.is_ipv4(),
+        RecordType::AAAA => ip.is_ipv6(),
+        RecordType::ANY => true,
+        _ => false,
+    }
+}
+
+fn dedup(mut addrs: Vec<IpAddr>) -> Vec<IpAddr> {
     let mut seen = std::collections::HashSet::with_capacity(addrs.len());
     addrs.retain(|a| seen.insert(*a));
     addrs
 }
 
-/// The response for `query` with `addrs` as A records, cut to the client's size limit.
-fn build(query: &Message, q: &Query, rcode: ResponseCode, addrs: &[Ipv4Addr]) -> Option<Decision> {
+/// The A or AAAA record of `ip` for `name`.
+fn record(name: &Name, ip: IpAddr) -> Record {
+    let data = match ip {
+        IpAddr::V4(a) => RData::A(A(a)),
+        IpAddr::V6(a) => RData::AAAA(AAAA(a)),
+    };
+    Record::from_rdata(name.clone(), TTL, data)
+}
+
+/// How many of `addrs`, from the first, could fit in `limit` bytes counting the records alone.
+fn upper_bound(addrs: &[IpAddr], limit: usize) -> usize {
+    let mut used = 0;
+    addrs
+        .iter()
+        .take_while(|a| {
+            used += if a.is_ipv4() {
+                A_RECORD_LEN
+            } else {
+                AAAA_RECORD_LEN
+            };
+            used <= limit
+        })
+        .count()
+}
+
+/// The response for `query` with `addrs` as A and AAAA records, cut to the client's size limit.
+fn build(query: &Message, q: &Query, rcode: ResponseCode, addrs: &[IpAddr]) -> Option<Decision> {
     let mut resp = Message::new(query.metadata.id, MessageType::Response, OpCode::Query);
     resp.metadata.authoritative = true;
     resp.metadata.recursion_desired = query.metadata.recursion_desired;
@@ -234,12 +277,9 @@ fn build(query: &Message, q: &Query, rcode: ResponseCode, addrs: &[Ipv4Addr]) ->
         None => CLASSIC_UDP_PAYLOAD,
     } as usize;
     // Never more records than could fit; then drop from the end until the bytes fit.
-    let mut n = addrs.len().min(limit / A_RECORD_LEN);
+    let mut n = upper_bound(addrs, limit);
     loop {
-        resp.answers = addrs[..n]
-            .iter()
-            .map(|ip| Record::from_rdata(q.name().clone(), TTL, RData::A(A(*ip))))
-            .collect();
+        resp.answers = addrs[..n].iter().map(|ip| record(q.name(), *ip)).collect();
         resp.metadata.truncation = n < addrs.len();
         let bytes = resp.to_vec().ok()?;
         if bytes.len() <= limit || n == 0 {
@@ -272,22 +312,31 @@ pub fn query_name(query: &[u8]) -> Option<String> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
-    fn table(name: &str) -> Option<Vec<Ipv4Addr>> {
+    fn v4(d: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(172, 18, 0, d))
+    }
+
+    fn v6(i: u16) -> IpAddr {
+        IpAddr::V6(Ipv6Addr::new(0xfd00, 0x7673, 0x7700, 0, 0, 0, 0, i))
+    }
+
+    fn table(name: &str) -> Option<Vec<IpAddr>> {
         match name {
-            "web" => Some(vec![Ipv4Addr::new(172, 18, 0, 2)]),
-            "db" => Some(vec![
-                Ipv4Addr::new(172, 18, 0, 3),
-                Ipv4Addr::new(172, 18, 0, 4),
-                Ipv4Addr::new(172, 18, 0, 3),
-            ]),
-            "my.app" => Some(vec![Ipv4Addr::new(172, 18, 0, 9)]),
+            "web" => Some(vec![v4(2)]),
+            "db" => Some(vec![v4(3), v4(4), v4(3)]),
+            "my.app" => Some(vec![v4(9)]),
             "nov4" => Some(vec![]),
             "many" => Some(
                 (0..200u32)
-                    .map(|i| Ipv4Addr::from(0xac12_0000 + i))
+                    .map(|i| IpAddr::V4(Ipv4Addr::from(0xac12_0000 + i)))
                     .collect(),
             ),
+            "dual" => Some(vec![v6(2), v4(2), v6(3), v6(2)]),
+            "v6only" => Some(vec![v6(7)]),
+            "many6" => Some((0..200u16).map(v6).collect()),
+            "mixed" => Some((0..100u16).flat_map(|i| [v4(i as u8), v6(i)]).collect()),
             _ => None,
         }
     }
@@ -317,6 +366,36 @@ mod tests {
             Decision::Answer(b) => Message::from_vec(&b).unwrap(),
             other => panic!("expected an answer, got {other:?}"),
         }
+    }
+
+    fn aaaa_records(m: &Message) -> Vec<Ipv6Addr> {
+        m.answers
+            .iter()
+            .map(|r| match &r.data {
+                RData::AAAA(a) => a.0,
+                other => panic!("not an AAAA record: {other:?}"),
+            })
+            .collect()
+    }
+
+    fn ips(m: &Message) -> Vec<IpAddr> {
+        m.answers
+            .iter()
+            .map(|r| match &r.data {
+                RData::A(a) => IpAddr::V4(a.0),
+                RData::AAAA(a) => IpAddr::V6(a.0),
+                other => panic!("not an address record: {other:?}"),
+            })
+            .collect()
+    }
+
+    fn only_v6(ips: &[IpAddr]) -> Vec<Ipv6Addr> {
+        ips.iter()
+            .filter_map(|a| match a {
+                IpAddr::V6(a) => Some(*a),
+                IpAddr::V4(_) => None,
+            })
+            .collect()
     }
 
     fn a_records(m: &Message) -> Vec<Ipv4Addr> {
@@ -378,6 +457,127 @@ mod tests {
             respond(&q, &zone(Some("vswitch.internal"))),
             Decision::Forward
         );
+    }
+
+    #[test]
+    fn aaaa_gets_the_ipv6_addresses_a_the_ipv4_ones() {
+        let z = zone(Some("vswitch.internal"));
+        let q = query_bytes(0x66, "dual.vswitch.internal", RecordType::AAAA, None);
+        let m = answer(respond(&q, &z));
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert!(m.metadata.authoritative && !m.metadata.truncation);
+        assert_eq!(
+            aaaa_records(&m),
+            only_v6(&[v6(2), v6(3)]),
+            "in lookup order, duplicates removed"
+        );
+        assert!(m.answers.iter().all(|r| r.ttl == TTL));
+        assert_eq!(m.answers[0].name.to_ascii(), "dual.vswitch.internal.");
+        let q = query_bytes(0x66, "Dual", RecordType::A, None);
+        let m = answer(respond(&q, &z));
+        assert_eq!(a_records(&m), vec![Ipv4Addr::new(172, 18, 0, 2)]);
+        // ANY: both families, as `lookup` orders them
+        let q = query_bytes(0x66, "dual", RecordType::ANY, None);
+        assert_eq!(ips(&answer(respond(&q, &z))), vec![v6(2), v4(2), v6(3)]);
+    }
+
+    #[test]
+    fn nodata_either_way() {
+        let z = zone(Some("vswitch.internal"));
+        // IPv6 only: A is NODATA, AAAA answered
+        for name in ["v6only", "v6only.vswitch.internal"] {
+            let m = answer(respond(&query_bytes(5, name, RecordType::A, None), &z));
+            assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{name}");
+            assert!(m.answers.is_empty() && m.metadata.authoritative, "{name}");
+            let m = answer(respond(&query_bytes(5, name, RecordType::AAAA, None), &z));
+            assert_eq!(aaaa_records(&m), only_v6(&[v6(7)]));
+        }
+        // IPv4 only: AAAA is NODATA
+        let m = answer(respond(&query_bytes(5, "web", RecordType::AAAA, None), &z));
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert!(m.answers.is_empty());
+        // no address at all: NODATA for both
+        for t in [RecordType::A, RecordType::AAAA] {
+            let m = answer(respond(&query_bytes(5, "nov4", t, None), &z));
+            assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{t}");
+            assert!(m.answers.is_empty(), "{t}");
+        }
+        // unknown names as before: NXDOMAIN in the domain, forwarded outside it
+        let q = query_bytes(5, "ghost.vswitch.internal", RecordType::AAAA, None);
+        let m = answer(respond(&q, &z));
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+        let q = query_bytes(5, "ghost", RecordType::AAAA, None);
+        assert_eq!(respond(&q, &z), Decision::Forward);
+    }
+
+    #[test]
+    fn many_aaaa_records_are_truncated_to_fit() {
+        let z = zone(None);
+        let mut counts = Vec::new();
+        for (edns, limit) in [(None, 512), (Some(4096), 1232), (Some(100), 512)] {
+            let q = query_bytes(9, "many6", RecordType::AAAA, edns);
+            let Decision::Answer(b) = respond(&q, &z) else {
+                panic!()
+            };
+            assert!(b.len() <= limit, "{edns:?}: {}", b.len());
+            // full: one more AAAA record (28 bytes) would not have fitted
+            assert!(b.len() + AAAA_RECORD_LEN > limit, "{edns:?}: {}", b.len());
+            let m = Message::from_vec(&b).unwrap();
+            assert!(m.metadata.truncation, "{edns:?}");
+            let got = aaaa_records(&m);
+            assert_eq!(
+                got,
+                (0..got.len() as u16)
+                    .map(|i| Ipv6Addr::new(0xfd00, 0x7673, 0x7700, 0, 0, 0, 0, i))
+                    .collect::<Vec<_>>(),
+                "the first ones, in order"
+            );
+            counts.push(got.len());
+        }
+        // 512 bytes: header 12, question 11 ("many6" 7, type and class 4), n * 28
+        assert_eq!(counts[0], (512 - 12 - 11) / AAAA_RECORD_LEN);
+        assert!(counts[1] > 2 * counts[0], "{counts:?}");
+        assert_eq!(counts[2], counts[0]);
+        // the IPv4 ones of the same name fit more: 16 bytes each
+        let q = query_bytes(9, "many", RecordType::A, None);
+        let n4 = answer(respond(&q, &z)).answers.len();
+        assert_eq!(n4, (512 - 12 - 10) / A_RECORD_LEN);
+    }
+
+    #[test]
+    fn mixed_families_are_cut_by_their_own_sizes() {
+        let z = zone(None);
+        // A and AAAA of 100 dual-stack names under one name: ANY carries both
+        let q = query_bytes(9, "mixed", RecordType::ANY, None);
+        let Decision::Answer(b) = respond(&q, &z) else {
+            panic!()
+        };
+        assert!(
+            b.len() <= 512 && b.len() + A_RECORD_LEN > 512,
+            "{}",
+            b.len()
+        );
+        let m = Message::from_vec(&b).unwrap();
+        assert!(m.metadata.truncation);
+        let got = ips(&m);
+        let want: Vec<IpAddr> = (0..100u16)
+            .flat_map(|i| [v4(i as u8), v6(i)])
+            .take(got.len())
+            .collect();
+        assert_eq!(got, want);
+        // header 12, question 11 ("mixed" 7, type and class 4): 11 pairs of 44 bytes, 5 left
+        assert_eq!(got.len(), 2 * 11);
+        // the same name's AAAA query: only the 100 IPv6 ones, cut at 28 bytes each
+        let q = query_bytes(9, "mixed", RecordType::AAAA, None);
+        let m = answer(respond(&q, &z));
+        assert!(m.metadata.truncation);
+        assert_eq!(m.answers.len(), (512 - 12 - 11) / AAAA_RECORD_LEN);
+        assert_eq!(only_v6(&ips(&m)).len(), m.answers.len());
+        // and a small mixed answer is not truncated
+        let q = query_bytes(9, "dual", RecordType::ANY, Some(1232));
+        let m = answer(respond(&q, &z));
+        assert!(!m.metadata.truncation);
+        assert_eq!(m.answers.len(), 3);
     }
 
     #[test]
