@@ -8,8 +8,10 @@
 //!
 //! | query                                                  | decision                          |
 //! |--------------------------------------------------------|-----------------------------------|
-//! | single label (`web`) or `NAME.DOMAIN`, name known      | A records, TTL 600, AA and RA set |
-//! | same, name known, type AAAA (or anything but A/ANY)    | NOERROR, no answers (IPv4-only)   |
+//! | single label (`web`) or `NAME.DOMAIN`, name known, A   | its IPv4 addresses, A records     |
+//! | same, type AAAA                                        | its IPv6 addresses, AAAA records  |
+//! | same, type ANY                                         | both, in `lookup`'s order         |
+//! | same, none of the asked family, or another type        | NOERROR, no answers (NODATA)      |
 //! | `NAME.DOMAIN`, name unknown                            | NXDOMAIN, AA set                  |
 //! | `DOMAIN` itself                                        | NOERROR, no answers               |
 //! | single label, name unknown                             | [`Decision::Forward`]             |
@@ -17,6 +19,8 @@
 //! | shorter than a header (12 bytes), or a response (QR=1) | [`Decision::Drop`]                |
 //! | opcode other than QUERY                                | NOTIMP (header only)              |
 //! | QDCOUNT ≠ 1, or a body that does not parse             | FORMERR (header only)             |
+//!
+//! Records carry TTL 600; answers built from the zone have AA and RA set.
 //!
 //! Drop vs FORMERR follows miekg/dns's default acceptor (which Docker's resolver runs on): a
 //! readable query header gets an error reply so the client fails fast; bytes that are not a
@@ -30,21 +34,22 @@
 //! Responses echo the id, opcode, question, RD and CD bits. A query with EDNS gets an OPT
 //! record back (version 0, payload 1232, no DNSSEC); the response fits the client's limit
 //! (512 bytes without EDNS, else its advertised size capped at 1232): when the addresses do not
-//! all fit, as many as fit are sent and TC is set (RFC 2181 §9). No SOA is added to negative
+//! all fit, as many as fit are sent and TC is set (RFC 2181 §9). An A record takes 16 bytes, an
+//! AAAA record 28 (name compressed to a pointer), so fewer AAAA records fit. No SOA is added to negative
 //! answers, so resolvers do not cache NXDOMAIN (Docker does the same). Addresses are answered in
 //! the order `lookup` returns them, duplicates removed: rotate them in the caller for round robin.
 //!
 //! Invariant: [`respond`] never panics on any input, and every [`Decision::Answer`] starts with
-//! the query's id and has QR set (property-tested below).
+//! the query's id and has QR set (property-tested in `tests.rs`).
 
 #![forbid(unsafe_code)]
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
-/// TTL of the A records we answer (Docker's value).
+/// TTL of the A and AAAA records we answer (Docker's value).
 pub const TTL: u32 = 600;
 /// UDP payload we advertise and never exceed (the DNS flag day 2020 value).
 pub const MAX_UDP_PAYLOAD: u16 = 1232;
@@ -52,6 +57,8 @@ pub const MAX_UDP_PAYLOAD: u16 = 1232;
 const CLASSIC_UDP_PAYLOAD: u16 = 512;
 /// Wire size of one compressed A record: pointer 2, type 2, class 2, ttl 4, rdlength 2, rdata 4.
 const A_RECORD_LEN: usize = 16;
+/// Wire size of one compressed AAAA record: as an A record, with 16 bytes of rdata.
+const AAAA_RECORD_LEN: usize = 28;
 const HEADER_LEN: usize = 12;
 
 /// What to do with one UDP datagram received on the gateway's port 53.
@@ -71,9 +78,10 @@ pub struct Zone<'a> {
     /// Case and a trailing dot do not matter.
     pub domain: Option<&'a str>,
     /// Container name or alias (lowercase, no trailing dot, domain stripped) → its addresses on
-    /// **this** network. `None`: unknown name. `Some(vec![])`: the name exists but has no IPv4
-    /// address (answered NOERROR with no records).
-    pub lookup: &'a dyn Fn(&str) -> Option<Vec<Ipv4Addr>>,
+    /// **this** network, IPv4 and IPv6 in any mix (A queries get the IPv4 ones, AAAA queries
+    /// the IPv6 ones). `None`: unknown name. A name with no address of the asked family
+    /// (`Some(vec![])`, or only the other family) is answered NOERROR with no records.
+    pub lookup: &'a dyn Fn(&str) -> Option<Vec<IpAddr>>,
 }
 
 /// The header fields we need, read without trusting the rest of the message.
@@ -203,19 +211,54 @@ pub fn respond(query: &[u8], zone: &Zone) -> Decision {
             None => return Decision::Forward,
         },
     };
-    let wants_a = matches!(q.query_type(), RecordType::A | RecordType::ANY);
-    let addrs = if wants_a { dedup(addrs) } else { Vec::new() };
+    let t = q.query_type();
+    let addrs = dedup(addrs.into_iter().filter(|a| wanted(t, a)).collect());
     build(&msg, q, rcode, &addrs).unwrap_or_else(|| error_reply(&h, 2 /* SERVFAIL */))
 }
 
-fn dedup(mut addrs: Vec<Ipv4Addr>) -> Vec<Ipv4Addr> {
+/// Whether a query of type `t` is answered with `ip`: A with IPv4, AAAA with IPv6, ANY with both.
+fn wanted(t: RecordType, ip: &IpAddr) -> bool {
+    match t {
+        RecordType::A => ip.is_ipv4(),
+        RecordType::AAAA => ip.is_ipv6(),
+        RecordType::ANY => true,
+        _ => false,
+    }
+}
+
+fn dedup(mut addrs: Vec<IpAddr>) -> Vec<IpAddr> {
     let mut seen = std::collections::HashSet::with_capacity(addrs.len());
     addrs.retain(|a| seen.insert(*a));
     addrs
 }
 
-/// The response for `query` with `addrs` as A records, cut to the client's size limit.
-fn build(query: &Message, q: &Query, rcode: ResponseCode, addrs: &[Ipv4Addr]) -> Option<Decision> {
+/// The A or AAAA record of `ip` for `name`.
+fn record(name: &Name, ip: IpAddr) -> Record {
+    let data = match ip {
+        IpAddr::V4(a) => RData::A(A(a)),
+        IpAddr::V6(a) => RData::AAAA(AAAA(a)),
+    };
+    Record::from_rdata(name.clone(), TTL, data)
+}
+
+/// How many of `addrs`, from the first, could fit in `limit` bytes counting the records alone.
+fn upper_bound(addrs: &[IpAddr], limit: usize) -> usize {
+    let mut used = 0;
+    addrs
+        .iter()
+        .take_while(|a| {
+            used += if a.is_ipv4() {
+                A_RECORD_LEN
+            } else {
+                AAAA_RECORD_LEN
+            };
+            used <= limit
+        })
+        .count()
+}
+
+/// The response for `query` with `addrs` as A and AAAA records, cut to the client's size limit.
+fn build(query: &Message, q: &Query, rcode: ResponseCode, addrs: &[IpAddr]) -> Option<Decision> {
     let mut resp = Message::new(query.metadata.id, MessageType::Response, OpCode::Query);
     resp.metadata.authoritative = true;
     resp.metadata.recursion_desired = query.metadata.recursion_desired;
@@ -234,12 +277,9 @@ fn build(query: &Message, q: &Query, rcode: ResponseCode, addrs: &[Ipv4Addr]) ->
         None => CLASSIC_UDP_PAYLOAD,
     } as usize;
     // Never more records than could fit; then drop from the end until the bytes fit.
-    let mut n = addrs.len().min(limit / A_RECORD_LEN);
+    let mut n = upper_bound(addrs, limit);
     loop {
-        resp.answers = addrs[..n]
-            .iter()
-            .map(|ip| Record::from_rdata(q.name().clone(), TTL, RData::A(A(*ip))))
-            .collect();
+        resp.answers = addrs[..n].iter().map(|ip| record(q.name(), *ip)).collect();
         resp.metadata.truncation = n < addrs.len();
         let bytes = resp.to_vec().ok()?;
         if bytes.len() <= limit || n == 0 {
@@ -269,384 +309,4 @@ pub fn query_name(query: &[u8]) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn table(name: &str) -> Option<Vec<Ipv4Addr>> {
-        match name {
-            "web" => Some(vec![Ipv4Addr::new(172, 18, 0, 2)]),
-            "db" => Some(vec![
-                Ipv4Addr::new(172, 18, 0, 3),
-                Ipv4Addr::new(172, 18, 0, 4),
-                Ipv4Addr::new(172, 18, 0, 3),
-            ]),
-            "my.app" => Some(vec![Ipv4Addr::new(172, 18, 0, 9)]),
-            "nov4" => Some(vec![]),
-            "many" => Some(
-                (0..200u32)
-                    .map(|i| Ipv4Addr::from(0xac12_0000 + i))
-                    .collect(),
-            ),
-            _ => None,
-        }
-    }
-
-    fn zone(domain: Option<&'static str>) -> Zone<'static> {
-        Zone {
-            domain,
-            lookup: &table,
-        }
-    }
-
-    fn query_bytes(id: u16, name: &str, t: RecordType, edns: Option<u16>) -> Vec<u8> {
-        let mut m = Message::new(id, MessageType::Query, OpCode::Query);
-        m.metadata.recursion_desired = true;
-        // from_ascii keeps case (FromStr goes through IDNA, which lowercases)
-        m.add_query(Query::query(Name::from_ascii(name).unwrap(), t));
-        if let Some(p) = edns {
-            let mut e = Edns::new();
-            e.set_max_payload(p);
-            m.set_edns(e);
-        }
-        m.to_vec().unwrap()
-    }
-
-    fn answer(d: Decision) -> Message {
-        match d {
-            Decision::Answer(b) => Message::from_vec(&b).unwrap(),
-            other => panic!("expected an answer, got {other:?}"),
-        }
-    }
-
-    fn a_records(m: &Message) -> Vec<Ipv4Addr> {
-        m.answers
-            .iter()
-            .map(|r| match &r.data {
-                RData::A(a) => a.0,
-                other => panic!("not an A record: {other:?}"),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn bare_name_gets_a_records() {
-        let q = query_bytes(0x1234, "web.", RecordType::A, None);
-        let m = answer(respond(&q, &zone(None)));
-        assert_eq!(m.metadata.id, 0x1234);
-        assert_eq!(m.metadata.message_type, MessageType::Response);
-        assert!(m.metadata.authoritative && m.metadata.recursion_available);
-        assert!(m.metadata.recursion_desired, "RD echoed");
-        assert!(!m.metadata.truncation);
-        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
-        assert_eq!(m.queries.len(), 1);
-        assert_eq!(m.queries[0].name().to_ascii(), "web.");
-        assert_eq!(a_records(&m), vec![Ipv4Addr::new(172, 18, 0, 2)]);
-        assert_eq!(m.answers[0].ttl, TTL);
-        assert_eq!(m.answers[0].name.to_ascii(), "web.");
-    }
-
-    #[test]
-    fn case_insensitive_and_question_echoed_as_sent() {
-        let q = query_bytes(7, "WeB", RecordType::A, None);
-        let m = answer(respond(&q, &zone(Some("vswitch.internal"))));
-        assert_eq!(a_records(&m), vec![Ipv4Addr::new(172, 18, 0, 2)]);
-        assert_eq!(m.queries[0].name().to_ascii(), "WeB.");
-        let q = query_bytes(8, "WEB.VSwitch.Internal.", RecordType::A, None);
-        let m = answer(respond(&q, &zone(Some("vswitch.internal."))));
-        assert_eq!(a_records(&m), vec![Ipv4Addr::new(172, 18, 0, 2)]);
-    }
-
-    #[test]
-    fn multiple_addresses_deduplicated_in_order() {
-        let q = query_bytes(1, "db.vswitch.internal", RecordType::A, None);
-        let m = answer(respond(&q, &zone(Some("vswitch.internal"))));
-        assert_eq!(
-            a_records(&m),
-            vec![Ipv4Addr::new(172, 18, 0, 3), Ipv4Addr::new(172, 18, 0, 4)]
-        );
-    }
-
-    #[test]
-    fn dotted_container_name_inside_domain() {
-        let q = query_bytes(1, "my.app.vswitch.internal", RecordType::A, None);
-        let m = answer(respond(&q, &zone(Some("vswitch.internal"))));
-        assert_eq!(a_records(&m), vec![Ipv4Addr::new(172, 18, 0, 9)]);
-        // outside the domain a two-label name is not ours
-        let q = query_bytes(1, "my.app", RecordType::A, None);
-        assert_eq!(
-            respond(&q, &zone(Some("vswitch.internal"))),
-            Decision::Forward
-        );
-    }
-
-    #[test]
-    fn known_name_other_types_get_nodata() {
-        for t in [RecordType::AAAA, RecordType::MX, RecordType::TXT] {
-            let q = query_bytes(2, "web", t, None);
-            let m = answer(respond(&q, &zone(None)));
-            assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{t}");
-            assert!(m.answers.is_empty());
-            assert_eq!(m.queries[0].query_type(), t);
-        }
-        let q = query_bytes(2, "web", RecordType::ANY, None);
-        assert_eq!(a_records(&answer(respond(&q, &zone(None)))).len(), 1);
-        // a name with no IPv4 address: NODATA for A too
-        let q = query_bytes(2, "nov4", RecordType::A, None);
-        let m = answer(respond(&q, &zone(None)));
-        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
-        assert!(m.answers.is_empty());
-    }
-
-    #[test]
-    fn unknown_names() {
-        let z = zone(Some("vswitch.internal"));
-        // single label: upstream may know it (search domains, LAN names)
-        let q = query_bytes(3, "ghost", RecordType::A, None);
-        assert_eq!(respond(&q, &z), Decision::Forward);
-        // inside the domain: we are authoritative
-        let q = query_bytes(3, "ghost.vswitch.internal", RecordType::A, None);
-        let m = answer(respond(&q, &z));
-        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
-        assert!(m.metadata.authoritative && m.answers.is_empty());
-        let q = query_bytes(3, "ghost.vswitch.internal", RecordType::AAAA, None);
-        assert_eq!(
-            answer(respond(&q, &z)).metadata.response_code,
-            ResponseCode::NXDomain
-        );
-        // a label that cannot be a container name (a space, a dot inside the label)
-        for bad in [&b"we b"[..], b"we.b"] {
-            let raw = |labels: Vec<&[u8]>| {
-                let mut m = Message::new(3, MessageType::Query, OpCode::Query);
-                m.add_query(Query::query(
-                    Name::from_labels(labels).unwrap(),
-                    RecordType::A,
-                ));
-                m.to_vec().unwrap()
-            };
-            let q = raw(vec![bad, b"vswitch", b"internal"]);
-            assert_eq!(
-                answer(respond(&q, &z)).metadata.response_code,
-                ResponseCode::NXDomain
-            );
-            assert_eq!(respond(&raw(vec![bad]), &z), Decision::Forward);
-        }
-        // the apex exists
-        let q = query_bytes(3, "vswitch.internal", RecordType::SOA, None);
-        let m = answer(respond(&q, &z));
-        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
-        // without a domain, suffixed names are someone else's
-        let q = query_bytes(3, "web.vswitch.internal", RecordType::A, None);
-        assert_eq!(respond(&q, &zone(None)), Decision::Forward);
-    }
-
-    #[test]
-    fn other_names_and_classes_are_forwarded() {
-        let z = zone(Some("vswitch.internal"));
-        for name in [
-            "example.com",
-            "web.example.com",
-            "2.0.18.172.in-addr.arpa",
-            "internal",
-        ] {
-            let q = query_bytes(4, name, RecordType::A, None);
-            assert_eq!(respond(&q, &z), Decision::Forward, "{name}");
-        }
-        let mut m = Message::new(4, MessageType::Query, OpCode::Query);
-        let mut qq = Query::query(Name::from_ascii("web.").unwrap(), RecordType::A);
-        qq.set_query_class(DNSClass::CH);
-        m.add_query(qq);
-        assert_eq!(respond(&m.to_vec().unwrap(), &z), Decision::Forward);
-        // root
-        let q = query_bytes(4, ".", RecordType::NS, None);
-        assert_eq!(respond(&q, &z), Decision::Forward);
-    }
-
-    #[test]
-    fn lookup_sees_normalised_names_only() {
-        let seen = std::cell::RefCell::new(Vec::new());
-        let f = |n: &str| {
-            seen.borrow_mut().push(n.to_string());
-            None
-        };
-        let z = Zone {
-            domain: Some("Vswitch.Internal."),
-            lookup: &f,
-        };
-        for name in ["Web.", "WEB.vswitch.INTERNAL.", "a.B.vswitch.internal"] {
-            respond(&query_bytes(1, name, RecordType::A, None), &z);
-        }
-        assert_eq!(*seen.borrow(), vec!["web", "web", "a.b"]);
-    }
-
-    #[test]
-    fn unreadable_input_is_dropped() {
-        let z = zone(None);
-        assert_eq!(respond(&[], &z), Decision::Drop);
-        assert_eq!(respond(&[0; 11], &z), Decision::Drop);
-        // a response (QR=1) is never answered
-        let mut q = query_bytes(5, "web", RecordType::A, None);
-        q[2] |= 0x80;
-        assert_eq!(respond(&q, &z), Decision::Drop);
-    }
-
-    fn header_only(d: Decision) -> [u8; 12] {
-        match d {
-            Decision::Answer(b) => b.as_slice().try_into().unwrap(),
-            other => panic!("expected a header-only answer, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn readable_but_bad_queries_get_error_replies() {
-        let z = zone(None);
-        let q = query_bytes(0xbeef, "web", RecordType::A, None);
-        // NOTIFY (opcode 4) → NOTIMP, opcode echoed
-        let mut n = q.clone();
-        n[2] = (n[2] & !0x78) | (4 << 3);
-        let r = header_only(respond(&n, &z));
-        assert_eq!(&r[..2], &[0xbe, 0xef]);
-        assert_eq!(r[2], 0x80 | (4 << 3) | 0x01);
-        assert_eq!(r[3] & 0x0f, 4);
-        let parsed = Message::from_vec(&r).unwrap();
-        assert_eq!(parsed.metadata.response_code, ResponseCode::NotImp);
-        // QDCOUNT 0 and 2 → FORMERR
-        for qd in [0u8, 2] {
-            let mut b = q.clone();
-            b[5] = qd;
-            let r = header_only(respond(&b, &z));
-            assert_eq!(r[3] & 0x0f, 1, "qdcount {qd}");
-        }
-        // header fine, question truncated → FORMERR
-        let r = header_only(respond(&q[..15], &z));
-        assert_eq!(r[3] & 0x0f, 1);
-        // forged huge counts do not make us allocate or panic
-        let mut b = q.clone();
-        b[6..12].copy_from_slice(&[0xff; 6]);
-        assert_eq!(header_only(respond(&b, &z))[3] & 0x0f, 1);
-    }
-
-    #[test]
-    fn edns_is_echoed_and_bounds_the_size() {
-        let z = zone(None);
-        let q = query_bytes(9, "web", RecordType::A, Some(4096));
-        let m = answer(respond(&q, &z));
-        let e = m.edns.as_ref().unwrap();
-        assert_eq!(e.max_payload(), MAX_UDP_PAYLOAD);
-        assert_eq!(e.version(), 0);
-
-        // 200 addresses: without EDNS cut to 512 bytes with TC
-        let q = query_bytes(9, "many", RecordType::A, None);
-        let Decision::Answer(b) = respond(&q, &z) else {
-            panic!()
-        };
-        assert!(b.len() <= 512, "{}", b.len());
-        let m = Message::from_vec(&b).unwrap();
-        assert!(m.metadata.truncation);
-        let n512 = m.answers.len();
-        assert!(n512 > 20, "{n512}");
-        assert_eq!(a_records(&m)[0], Ipv4Addr::new(172, 18, 0, 0));
-        // with EDNS 4096: capped at 1232
-        let q = query_bytes(9, "many", RecordType::A, Some(4096));
-        let Decision::Answer(b) = respond(&q, &z) else {
-            panic!()
-        };
-        assert!(b.len() <= 1232 && b.len() > 1100, "{}", b.len());
-        let m = Message::from_vec(&b).unwrap();
-        assert!(m.metadata.truncation && m.answers.len() > n512);
-        // EDNS below 512 is treated as 512
-        let q = query_bytes(9, "many", RecordType::A, Some(100));
-        let Decision::Answer(b) = respond(&q, &z) else {
-            panic!()
-        };
-        assert!(b.len() <= 512 && b.len() > 400);
-    }
-
-    #[test]
-    fn query_name_for_logs() {
-        assert_eq!(
-            query_name(&query_bytes(1, "Web.Example.COM.", RecordType::A, None)).as_deref(),
-            Some("web.example.com")
-        );
-        assert_eq!(
-            query_name(&query_bytes(1, ".", RecordType::NS, None)).as_deref(),
-            Some(".")
-        );
-        assert_eq!(query_name(&[1, 2, 3]), None);
-        assert_eq!(query_name(&[0; 12]), None);
-    }
-
-    fn label() -> impl Strategy<Value = String> {
-        "[a-zA-Z0-9][a-zA-Z0-9-]{0,15}"
-    }
-
-    proptest! {
-        #[test]
-        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..700)) {
-            let z = zone(Some("vswitch.internal"));
-            if let Decision::Answer(b) = respond(&bytes, &z) {
-                prop_assert!(b.len() >= HEADER_LEN);
-                prop_assert_eq!(&b[..2], &bytes[..2]);
-                prop_assert!(b[2] & 0x80 != 0);
-            }
-            let _ = query_name(&bytes);
-        }
-
-        #[test]
-        fn mutated_queries_never_panic(
-            name in label(), pos in 0usize..64, byte in any::<u8>(), cut in 0usize..64
-        ) {
-            let mut q = query_bytes(77, &name, RecordType::A, Some(1232));
-            let i = pos % q.len();
-            q[i] = byte;
-            q.truncate(q.len().saturating_sub(cut % 8));
-            let z = zone(Some("vswitch.internal"));
-            if let Decision::Answer(b) = respond(&q, &z) {
-                prop_assert_eq!(&b[..2], &q[..2]);
-            }
-        }
-
-        #[test]
-        fn valid_queries_get_a_matching_response(
-            id in any::<u16>(),
-            rd in any::<bool>(),
-            labels in proptest::collection::vec(label(), 1..4),
-            in_domain in any::<bool>(),
-            known in any::<bool>(),
-            t in prop::sample::select(vec![
-                RecordType::A, RecordType::AAAA, RecordType::ANY, RecordType::MX, RecordType::PTR
-            ]),
-            edns in proptest::option::of(0u16..9000),
-        ) {
-            let mut name = if known { "web".to_string() } else { labels.join(".") };
-            if in_domain {
-                name.push_str(".vswitch.internal");
-            }
-            let mut m = Message::new(id, MessageType::Query, OpCode::Query);
-            m.metadata.recursion_desired = rd;
-            m.add_query(Query::query(Name::from_ascii(format!("{name}.")).unwrap(), t));
-            if let Some(p) = edns {
-                let mut e = Edns::new();
-                e.set_max_payload(p);
-                m.set_edns(e);
-            }
-            let q = m.to_vec().unwrap();
-            match respond(&q, &zone(Some("vswitch.internal"))) {
-                Decision::Answer(b) => {
-                    let r = Message::from_vec(&b).unwrap();
-                    prop_assert_eq!(r.metadata.id, id);
-                    prop_assert_eq!(r.metadata.message_type, MessageType::Response);
-                    prop_assert_eq!(r.metadata.recursion_desired, rd);
-                    prop_assert_eq!(&r.queries, &m.queries);
-                    prop_assert_eq!(r.edns.is_some(), edns.is_some());
-                    prop_assert!(b.len() <= 512 || edns.is_some());
-                }
-                Decision::Forward => {
-                    prop_assert!(!in_domain);
-                    prop_assert!(!known || name.contains('.'));
-                }
-                Decision::Drop => prop_assert!(false, "a valid query was dropped"),
-            }
-        }
-    }
-}
+mod tests;

@@ -5,19 +5,39 @@
 use dns::{Decision, MAX_UDP_PAYLOAD, Zone, query_name, respond};
 use hickory_proto::op::Message;
 use libfuzzer_sys::fuzz_target;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-fn lookup(name: &str) -> Option<Vec<Ipv4Addr>> {
+fn lookup(name: &str) -> Option<Vec<IpAddr>> {
     match name {
-        "b1" => Some(vec![Ipv4Addr::new(172, 18, 0, 2)]),
+        "b1" => Some(vec![Ipv4Addr::new(172, 18, 0, 2).into()]),
         "web" => Some(vec![
-            Ipv4Addr::new(172, 18, 0, 10),
-            Ipv4Addr::new(172, 18, 0, 11),
-            Ipv4Addr::new(172, 18, 0, 10),
+            Ipv4Addr::new(172, 18, 0, 10).into(),
+            Ipv4Addr::new(172, 18, 0, 11).into(),
+            Ipv4Addr::new(172, 18, 0, 10).into(),
         ]),
         "db" => Some(vec![]),
         // More records than fit in any response: truncation.
-        "many" => Some((0..200u8).map(|i| Ipv4Addr::new(172, 18, 1, i)).collect()),
+        "many" => Some(
+            (0..200u8)
+                .map(|i| Ipv4Addr::new(172, 18, 1, i).into())
+                .collect(),
+        ),
+        // The same with AAAA records, and both families (ANY).
+        "many6" => Some(
+            (0..200u16)
+                .map(|i| Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, i).into())
+                .collect(),
+        ),
+        "mixed" => Some(
+            (0..200u8)
+                .flat_map(|i| {
+                    [
+                        Ipv4Addr::new(172, 18, 2, i).into(),
+                        Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 2, u16::from(i)).into(),
+                    ]
+                })
+                .collect(),
+        ),
         _ => None,
     }
 }

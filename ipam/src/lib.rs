@@ -1,4 +1,4 @@
-//! IPv4 address management: which addresses of a network's subnet are handed out.
+//! Address management: which addresses of a network's subnets are handed out.
 //!
 //! A [`Pool`] covers one subnet. The network address, the broadcast address and the gateway are
 //! never handed out; allocation takes the lowest free address (as Docker does), so results are
@@ -6,18 +6,20 @@
 //! the subnet (or the configured range) are ever returned.
 //!
 //! [`store`] keeps networks, leases and published ports in an embedded transactional database
-//! (redb), one write transaction per operation, so that leases survive restarts and crashes.
+//! (redb), one write transaction per operation, so that leases survive restarts and crashes. A
+//! network may be dual-stack: an IPv6 subnet beside the IPv4 one ([`Ipv6Spec`]), and then each
+//! of its leases holds an IPv6 address too, taken in the same transaction ([`Lease::ip6`]).
 
 pub mod store;
 
 pub use store::{
-    Lease, LeaseMeta, NetworkRecord, NetworkSpec, Publish, PublishTarget, Released, Store,
-    StoreError,
+    Ipv6Config, Ipv6Spec, Lease, LeaseMeta, NetworkRecord, NetworkSpec, Publish, PublishTarget,
+    Released, Store, StoreError,
 };
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Why an address could not be given.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +36,28 @@ pub enum IpamError {
     /// The requested address is already leased.
     #[error("{0} is already in use on this network")]
     InUse(Ipv4Addr),
+    /// No free IPv6 address was found (every one, or the most one allocation looks at, is
+    /// taken).
+    #[error(
+        "IPv6 pool exhausted: no free address in {0} (searched from its start, at most {max} addresses): disconnect a container, use a larger subnet or request a free address",
+        max = store::V6_MAX_PROBES
+    )]
+    Exhausted6(Ipv6Net),
+    /// The requested IPv6 address is outside the network's IPv6 subnet.
+    #[error("{0} is outside the network's IPv6 subnet {1}")]
+    OutsideSubnet6(Ipv6Addr, Ipv6Net),
+    /// The requested IPv6 address is reserved (the subnet-router anycast prefix::, the gateway).
+    #[error("{0} is reserved in {1} (subnet-router anycast or gateway address)")]
+    Reserved6(Ipv6Addr, Ipv6Net),
+    /// The requested IPv6 address is already leased.
+    #[error("{0} is already in use on this network")]
+    InUse6(Ipv6Addr),
+    /// An IPv6 subnet whose prefix is outside /64 to /124.
+    #[error(
+        "IPv6 subnet {0} has a /{len} prefix: use a prefix length from /64 to /124 (/64 is the usual one)",
+        len = .0.prefix_len()
+    )]
+    PrefixLen6(Ipv6Net),
 }
 
 /// The addresses of one subnet.

@@ -13,6 +13,7 @@ fn meta(i: usize) -> LeaseMeta {
         ifname: "eth0".into(),
         host_ifname: format!("veth{i}"),
         mac: None,
+        ip6: None,
     }
 }
 

@@ -2,22 +2,24 @@
 //! can; the parent kills it with SIGKILL at pseudo-random moments, reopens the store each time and
 //! checks that it opens cleanly (the file lives on /dev/shm when
 //! present) and that every invariant holds (no address leased twice, every
-//! lease inside its subnet, index and published ports consistent).
+//! lease inside its subnet, index and published ports consistent). The network is dual-stack:
+//! every lease has its IPv6 address too (both were committed, or neither).
 //!
 //! The child is this test binary re-executed with `--exact child_loop` and `IPAM_CRASH_DB` set;
 //! without the variable `child_loop` returns at once. Bounded: 20 kills, about 5 s.
 //! `IPAM_CRASH_SEED` picks the kill schedule (printed on each run).
 
-use ipam::{IpamError, LeaseMeta, NetworkSpec, Store, StoreError};
+use ipam::{IpamError, Ipv6Spec, LeaseMeta, NetworkSpec, Store, StoreError};
 use packet::PortProto;
 use std::io::Read;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const ENV_DB: &str = "IPAM_CRASH_DB";
 const NET: &str = "crash";
 const SUBNET: &str = "10.77.0.0/26";
+const SUBNET6: &str = "fd77::/120";
 const CONTAINERS: u64 = 50;
 const KILLS: usize = 20;
 
@@ -53,11 +55,17 @@ fn child_loop() {
             let hosts = u32::from(subnet.broadcast()) - u32::from(subnet.network());
             Ipv4Addr::from(u32::from(subnet.network()) + ((r >> 16) as u32 % hosts))
         });
+        // and an eighth a specific IPv6 address (some of them the gateway or taken)
+        let ip6 = (r >> 48).is_multiple_of(8).then(|| {
+            let base = u128::from(SUBNET6.parse::<ipnet::Ipv6Net>().expect("subnet").network());
+            Ipv6Addr::from(base + u128::from((r >> 52) % 256))
+        });
         let meta = LeaseMeta {
             netns: format!("ns-{container}"),
             ifname: "eth0".into(),
             host_ifname: format!("veth{}", r % CONTAINERS),
             mac: None,
+            ip6,
         };
         match store.allocate(NET, &container, requested, meta) {
             Ok(_) => {
@@ -75,7 +83,11 @@ fn child_loop() {
                     .expect("child: release");
             }
             Err(StoreError::Address(
-                IpamError::Exhausted(_) | IpamError::InUse(_) | IpamError::Reserved(..),
+                IpamError::Exhausted(_)
+                | IpamError::InUse(_)
+                | IpamError::Reserved(..)
+                | IpamError::InUse6(_)
+                | IpamError::Reserved6(..),
             ))
             | Err(StoreError::MacInUse { .. }) => {}
             Err(e) => panic!("child: allocate: {e}"),
@@ -115,9 +127,14 @@ fn kill9_never_duplicates_a_lease() {
         let s = Store::open(&path).unwrap();
         let mut spec = NetworkSpec::new(NET);
         spec.subnet = Some(SUBNET.parse().unwrap());
+        spec.ipv6 = Some(Ipv6Spec {
+            subnet: Some(SUBNET6.parse().unwrap()),
+            gateway: None,
+        });
         s.create_network(spec).unwrap();
     }
     let subnet: ipnet::Ipv4Net = SUBNET.parse().unwrap();
+    let subnet6: ipnet::Ipv6Net = SUBNET6.parse().unwrap();
     let exe = std::env::current_exe().unwrap();
     let started = Instant::now();
     let (mut child_ops, mut leases_checked, mut snapshots) = (0u64, 0usize, Vec::new());
@@ -182,6 +199,23 @@ fn kill9_never_duplicates_a_lease() {
         for (ip, _) in &leases {
             assert!(subnet.contains(ip), "{ip} outside {subnet}");
             assert_ne!(*ip, Ipv4Addr::new(10, 77, 0, 1), "gateway leased");
+        }
+        let mut ip6s: Vec<Ipv6Addr> = leases
+            .iter()
+            .map(|(ip, l)| {
+                l.ip6
+                    .unwrap_or_else(|| panic!("{ip} without its IPv6 address after kill {kill}"))
+            })
+            .collect();
+        ip6s.sort();
+        ip6s.dedup();
+        assert_eq!(ip6s.len(), leases.len(), "duplicate IPv6 after kill {kill}");
+        for ip6 in &ip6s {
+            assert!(subnet6.contains(ip6), "{ip6} outside {subnet6}");
+            assert!(
+                ![subnet6.network(), "fd77::1".parse().unwrap()].contains(ip6),
+                "{ip6} is reserved"
+            );
         }
         for (_, _, p) in s.published().unwrap() {
             assert!(

@@ -115,6 +115,7 @@ pub(crate) fn connect_held(d: &Daemon, args: ConnectArgs) -> Result<Container> {
         ifname: ifname.clone(),
         host_ifname: port.clone(),
         mac: mac.map(|m| m.0),
+        ip6: None,
     };
     let (ip, lease) = d.store.allocate(network, &name, ip, meta)?;
     let undo = |d: &Daemon| {

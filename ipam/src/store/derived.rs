@@ -6,7 +6,9 @@
 //!   allocation range (ip range, or subnet) that are neither reserved nor leased, so the lowest
 //!   free address is the first key of the network;
 //! - `published_by_container`: (network, container, proto, host port) → (), the ports to drop
-//!   when a container leaves.
+//!   when a container leaves;
+//! - `leases6`: (network, IPv6 address as u128) → container, the IPv6 addresses of the leases
+//!   (kept by `v6`, which allocates from it).
 //!
 //! Each is a pure function of `networks`, `leases` and `published`, and is rebuilt from them in
 //! the write transaction of every [`Store::open`](super::Store::open): a file written by an older
@@ -14,6 +16,7 @@
 //! without a schema bump, which would lock those older versions out. The cost is one pass over
 //! the leases at start-up, where [`Store::verify`](super::Store::verify) makes one anyway.
 
+use super::v6::LEASES6;
 use super::{LEASES, Lease, NETWORKS, NetworkRecord, PUBLISHED, StoreError, all_networks, decode};
 use crate::IpamError;
 use packet::PortProto;
@@ -237,11 +240,12 @@ pub(super) fn network_ports(
     Ok(out)
 }
 
-/// The three tables as the primary tables imply them.
+/// The derived tables as the primary tables imply them.
 struct Derived {
     macs: BTreeMap<(String, String), u32>,
     free: BTreeMap<(String, u32), u32>,
     ports: Vec<(String, String, String, u16)>,
+    leases6: BTreeMap<(String, u128), String>,
 }
 
 fn derive(
@@ -250,15 +254,19 @@ fn derive(
     published: &impl ReadableTable<(&'static str, u16), &'static str>,
 ) -> Result<Derived, StoreError> {
     let mut macs = BTreeMap::new();
+    let mut leases6 = BTreeMap::new();
     let mut leased: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
     for row in leases.iter()? {
         let (k, v) = row?;
         let (net, ip) = k.value();
         let lease: Lease = decode("lease", &format!("{net}/{}", Ipv4Addr::from(ip)), v.value())?;
-        macs.insert((net.to_string(), lease.mac), ip);
         if let Some(n) = nets.iter().find(|n| n.name == net) {
             leased.entry(n.name.as_str()).or_default().push(ip);
+            if let Some(ip6) = lease.ip6 {
+                leases6.insert((net.to_string(), u128::from(ip6)), lease.container);
+            }
         }
+        macs.insert((net.to_string(), lease.mac), ip);
     }
     let mut free = BTreeMap::new();
     for n in nets {
@@ -275,7 +283,12 @@ fn derive(
         ports.push((p.network, p.container, proto.to_string(), port));
     }
     ports.sort();
-    Ok(Derived { macs, free, ports })
+    Ok(Derived {
+        macs,
+        free,
+        ports,
+        leases6,
+    })
 }
 
 /// Rebuilds the derived tables from the primary ones (see the module docs for why at every open).
@@ -286,6 +299,7 @@ pub(super) fn rebuild(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.delete_table(LEASE_BY_MAC)?;
     txn.delete_table(FREE)?;
     txn.delete_table(PUBLISHED_BY_CONTAINER)?;
+    txn.delete_table(LEASES6)?;
     let mut macs = txn.open_table(LEASE_BY_MAC)?;
     for ((net, mac), ip) in &d.macs {
         macs.insert((net.as_str(), mac.as_str()), *ip)?;
@@ -297,6 +311,10 @@ pub(super) fn rebuild(txn: &WriteTransaction) -> Result<(), StoreError> {
     let mut ports = txn.open_table(PUBLISHED_BY_CONTAINER)?;
     for (net, c, proto, port) in &d.ports {
         ports.insert((net.as_str(), c.as_str(), proto.as_str(), *port), ())?;
+    }
+    let mut leases6 = txn.open_table(LEASES6)?;
+    for ((net, ip6), c) in &d.leases6 {
+        leases6.insert((net.as_str(), *ip6), c.as_str())?;
     }
     Ok(())
 }
@@ -338,6 +356,17 @@ pub(super) fn verify(txn: &ReadTransaction, nets: &[NetworkRecord]) -> Result<()
     if ports != want.ports {
         return Err(StoreError::Corrupt(
             "port index disagrees with published ports".into(),
+        ));
+    }
+    let mut leases6 = BTreeMap::new();
+    for row in txn.open_table(LEASES6)?.iter()? {
+        let (k, v) = row?;
+        let (net, ip6) = k.value();
+        leases6.insert((net.to_string(), ip6), v.value().to_string());
+    }
+    if leases6 != want.leases6 {
+        return Err(StoreError::Corrupt(
+            "IPv6 index disagrees with leases".into(),
         ));
     }
     Ok(())

@@ -22,7 +22,7 @@ use crate::synth;
 use packet::checksum::{internet_checksum, l4_checksum};
 use packet::{Classified, Ipv4Info};
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 /// The domain every network answers for, besides bare container names.
 pub const DOMAIN: &str = "vswitch.internal";
@@ -116,7 +116,12 @@ impl Gateway {
         let Some(query) = dg.data.get(payload_at..c.ip_end) else {
             return DnsOutcome::Drop;
         };
-        let lookup = |name: &str| table.lookup(name);
+        // The table is IPv4-only for now: its addresses answer A queries, AAAA gets NODATA.
+        let lookup = |name: &str| {
+            table
+                .lookup(name)
+                .map(|ips| ips.into_iter().map(IpAddr::V4).collect())
+        };
         let zone = ::dns::Zone {
             domain: Some(DOMAIN),
             lookup: &lookup,
