@@ -151,10 +151,10 @@ mod ipv6 {
     use packet::{IPPROTO_ICMPV6, Ipv6Addr, MAX_EXTENSION_HEADERS};
 
     fn a() -> Ipv6Addr {
-        "fd00::2".parse().unwrap()
+        "fd00::2".parse().expect("an IPv6 address")
     }
     fn b() -> Ipv6Addr {
-        "2001:db8::1".parse().unwrap()
+        "2001:db8::1".parse().expect("an IPv6 address")
     }
 
     #[test]

@@ -846,6 +846,14 @@ impl Topology {
             .map(|i| NetworkId(i as u16))
     }
 
+    /// The dual-stack network whose IPv6 prefix holds `ip`.
+    pub fn network_of_ip6(&self, ip: Ipv6Addr) -> Option<NetworkId> {
+        self.networks
+            .iter()
+            .position(|n| n.v6.is_some_and(|v| v.subnet.contains(&ip)))
+            .map(|i| NetworkId(i as u16))
+    }
+
     /// Looks a network up by name.
     pub fn network_by_name(&self, name: &str) -> Option<NetworkId> {
         self.networks

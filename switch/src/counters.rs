@@ -190,6 +190,12 @@ pub struct BridgeCounters {
     pub arp_replies_sent: u64,
     /// ICMP echo replies the gateway sent.
     pub echo_replies_sent: u64,
+    /// Neighbour solicitations the gateway sent (IPv6's ARP requests).
+    pub neighbor_solicitations_sent: u64,
+    /// Neighbour advertisements the gateway sent (IPv6's ARP replies).
+    pub neighbor_advertisements_sent: u64,
+    /// Router advertisements the gateway sent.
+    pub router_advertisements_sent: u64,
     /// ICMP errors the gateway originated (time exceeded, fragmentation needed).
     pub icmp_errors_sent: u64,
     /// Packets translated by NAT.
@@ -245,6 +251,9 @@ impl BridgeCounters {
         self.arp_requests_sent += o.arp_requests_sent;
         self.arp_replies_sent += o.arp_replies_sent;
         self.echo_replies_sent += o.echo_replies_sent;
+        self.neighbor_solicitations_sent += o.neighbor_solicitations_sent;
+        self.neighbor_advertisements_sent += o.neighbor_advertisements_sent;
+        self.router_advertisements_sent += o.router_advertisements_sent;
         self.icmp_errors_sent += o.icmp_errors_sent;
         self.nat_translated += o.nat_translated;
         self.dns_answered += o.dns_answered;

@@ -26,9 +26,9 @@ use crate::multicast::{Destination, Multicast};
 use crate::runtime::NetworkDef;
 use conntrack::Conntrack;
 use packet::offload::{Capabilities, Offload};
-use packet::{Classified, ETHERTYPE_ARP, ETHERTYPE_IPV4, classify, ethertype};
+use packet::{Classified, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, classify, ethertype};
 use serde::Serialize;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Conntrack size from which `process` warms the caches for a whole batch first (below it the
 /// table and the neighbor caches stay in the core's caches anyway).
@@ -252,7 +252,7 @@ impl Pipeline {
             .and_then(|n| n.gateway)
             .is_some_and(|(_, gw_mac)| {
                 packet::dst_mac(&pkt.data) == Some(gw_mac)
-                    && ethertype(&pkt.data) == Some(ETHERTYPE_IPV4)
+                    && matches!(ethertype(&pkt.data), Some(ETHERTYPE_IPV4 | ETHERTYPE_IPV6))
             })
     }
 
@@ -339,9 +339,19 @@ impl Pipeline {
         self.gateway.forget_address(addr)
     }
 
+    /// Forgets the tracked IPv6 flows of `addr`; how many went.
+    pub fn forget_address6(&mut self, addr: Ipv6Addr) -> usize {
+        self.gateway.forget_address6(addr)
+    }
+
     /// The conntrack table (for dumps).
     pub fn conntrack(&self) -> &Conntrack {
         self.gateway.conntrack()
+    }
+
+    /// The IPv6 conntrack table (for dumps).
+    pub fn conntrack6(&self) -> &Conntrack<Ipv6Addr> {
+        self.gateway.conntrack6()
     }
 
     /// Adds a network; returns its id, or the existing one if a network of that name with the
@@ -515,7 +525,15 @@ impl Pipeline {
             if dst == gw_mac && ty == Some(ETHERTYPE_IPV4) {
                 return self.gateway.ipv4(&mut f, network, data, classified);
             }
-            if ty == Some(ETHERTYPE_ARP) && (dst == gw_mac || dst.is_broadcast()) {
+            if ty == Some(ETHERTYPE_IPV6)
+                && net.v6.is_some()
+                && (dst == gw_mac || dst.is_multicast())
+            {
+                match self.gateway.ipv6(&mut f, network, data, classified) {
+                    Some(back) => data = back,
+                    None => return,
+                }
+            } else if ty == Some(ETHERTYPE_ARP) && (dst == gw_mac || dst.is_broadcast()) {
                 match self.gateway.arp(&mut f, network, data) {
                     Some(back) => data = back,
                     None => return,

@@ -33,6 +33,7 @@ pub mod dns;
 pub(crate) mod flow_cache;
 pub mod fragments;
 mod icmp_error;
+mod ipv6;
 pub mod neighbor;
 mod route;
 mod warm;
@@ -52,15 +53,19 @@ use neighbor::{Neighbors, Side, Waiting};
 use packet::offload::Offload;
 use packet::{ArpPacket, Classified, Ipv4Info, L3, L4, MacAddr, classify};
 use rustc_hash::FxHashMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// The gateways of all networks and the router between them and the uplink.
 #[derive(Debug)]
 pub(crate) struct Gateway {
     /// Connection tracking (and so NAT state) of routed traffic.
     ct: Conntrack,
+    /// The same for routed IPv6 (NAT66 and routed mode), with the same limits.
+    ct6: Conntrack<Ipv6Addr>,
     /// ARP caches and packets waiting for ARP.
     neighbors: Neighbors,
+    /// IPv6 neighbour caches and packets waiting for neighbour discovery.
+    neighbors6: Neighbors<Ipv6Addr>,
     /// Published ports: (IP protocol, host port) → (container address, container port).
     published: FxHashMap<(u8, u16), (Ipv4Addr, u16)>,
     /// Translations of fragmented datagrams, for their later fragments.
@@ -103,7 +108,12 @@ impl Gateway {
             .collect();
         Gateway {
             ct: Conntrack::new(topo.conntrack),
+            ct6: Conntrack::new_v6(topo.conntrack),
             neighbors: Neighbors::with_limits(
+                topo.limits.arp_queue_per_address as usize,
+                topo.limits.arp_queue_total as usize,
+            ),
+            neighbors6: Neighbors::with_limits(
                 topo.limits.arp_queue_per_address as usize,
                 topo.limits.arp_queue_total as usize,
             ),
@@ -146,10 +156,21 @@ impl Gateway {
         &self.ct
     }
 
-    /// Forgets every tracked connection.
+    /// The IPv6 conntrack table.
+    pub(crate) fn conntrack6(&self) -> &Conntrack<Ipv6Addr> {
+        &self.ct6
+    }
+
+    /// Forgets every tracked connection, of both families.
     pub(crate) fn flush_conntrack(&mut self) {
         self.ct.flush();
+        self.ct6.flush();
         self.invalidate_flows();
+    }
+
+    /// Forgets the IPv6 flows of `addr` (its container went away). How many went.
+    pub(crate) fn forget_address6(&mut self, addr: Ipv6Addr) -> usize {
+        self.ct6.remove_address(addr)
     }
 
     /// Forgets what the gateway knows of `addr` (its container went away): its tracked flows
@@ -190,6 +211,7 @@ impl Gateway {
     /// the caller bumps.)
     pub(crate) fn forget_port(&mut self, port: PortId) {
         self.neighbors.forget_ingress(port);
+        self.neighbors6.forget_ingress(port);
     }
 
     /// The DNS table of `network`, if it serves DNS.
@@ -199,13 +221,15 @@ impl Gateway {
 
     /// Drops frames whose ARP never resolved; expires conntrack entries a little at a time.
     pub(crate) fn housekeeping(&mut self, now: u64, counters: &mut Counters) {
-        for w in self.neighbors.expire(now) {
+        let unresolved = self.neighbors.expire(now);
+        for w in unresolved.into_iter().chain(self.neighbors6.expire(now)) {
             if let Some(c) = counters.port(w.ingress) {
                 c.queued = c.queued.saturating_sub(1);
                 c.drops.add(DropReason::ArpUnresolved);
             }
         }
         self.ct.expire(now, 256);
+        self.ct6.expire(now, 256);
         self.eim.expire(now, 64);
         self.fragments.expire(now);
     }
@@ -376,7 +400,8 @@ impl Gateway {
                 }
                 self.route(f, dg, None);
             }
-            L3::Ipv6(_) | L3::Other { .. } => f.drop(DropReason::NotForUs),
+            L3::Ipv6(_) => self.uplink_ingress6(f, data, c),
+            L3::Other { .. } => f.drop(DropReason::NotForUs),
         }
     }
 }

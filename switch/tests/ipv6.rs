@@ -1,0 +1,438 @@
+//! IPv6 through the pipeline, end to end: the gateway's neighbour discovery and router
+//! advertisements, echo, NAT66 out and back, a published port reached by an IPv6 client with
+//! its address kept, hairpin, hop limit and packet-too-big errors, ICMPv6 errors translated,
+//! and anti-spoofing with RA guard. Every emitted IPv6 frame's checksum is checked with
+//! etherparse (an implementation independent of the code under test).
+
+#![allow(clippy::unwrap_used)] // Test helpers: panicking is how a test fails.
+
+use etherparse::{Icmpv6Header, NetSlice, SlicedPacket, TransportSlice};
+use packet::{L3, L4, MacAddr, classify, tcp_flags};
+use std::net::Ipv6Addr;
+use switch::{Config, DropReason, Packet, Pipeline, PortId};
+use testkit::frames as build;
+use testkit::topology::{self, Topo};
+
+const C1: PortId = PortId(0);
+const C2: PortId = PortId(1);
+const UP: PortId = PortId(2);
+const SEC: u64 = 1_000_000_000;
+
+const C1_MAC: MacAddr = MacAddr([0x02, 0x42, 172, 17, 0, 2]);
+const C2_MAC: MacAddr = MacAddr([0x02, 0x42, 172, 17, 0, 3]);
+const GW_MAC: MacAddr = MacAddr([0x02, 0x42, 172, 17, 0, 1]);
+const ROUTER: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xfe]);
+
+fn v6(s: &str) -> Ipv6Addr {
+    s.parse().unwrap()
+}
+
+fn c1() -> Ipv6Addr {
+    v6("fd00:17::2")
+}
+fn c2() -> Ipv6Addr {
+    v6("fd00:17::3")
+}
+fn gw() -> Ipv6Addr {
+    v6("fd00:17::1")
+}
+fn uplink6() -> Ipv6Addr {
+    v6("2001:db8::2")
+}
+fn remote() -> Ipv6Addr {
+    v6("2001:db8:ffff::9")
+}
+
+fn uplink_mac() -> MacAddr {
+    MacAddr::docker(topology::UPLINK_ADDRESS.parse().unwrap())
+}
+
+/// `bridge` dual-stack (fd00:17::/64) with c1 and c2 (addresses enforced), the static uplink
+/// with its IPv6 side (MTU 1400), tcp 8080 published to c2:80.
+fn topo() -> String {
+    let port = |t: Topo, name: &str, mac: MacAddr, ip: &str, ip6: &str| {
+        t.port(name, "bridge")
+            .set_str("mac", &mac.to_string())
+            .set_str("ip", ip)
+            .set_str("ip6", ip6)
+    };
+    let t = Topo::new()
+        .routed("bridge", "172.17.0.0/16", "172.17.0.1")
+        .set_str("subnet6", "fd00:17::/64");
+    let t = port(t, "c1", C1_MAC, "172.17.0.2", "fd00:17::2");
+    let t = port(t, "c2", C2_MAC, "172.17.0.3", "fd00:17::3");
+    t.uplink_port("up")
+        .uplink_static("up")
+        .set("mtu", 1400)
+        .block("uplink.ipv6", false)
+        .set_str("address", "2001:db8::2")
+        .set_str("subnet", "2001:db8::/64")
+        .set_str("next_hop", "2001:db8::1")
+        .set_str("next_hop_mac", &ROUTER.to_string())
+        .publish("tcp", 8080, "172.17.0.3", 80)
+        .build()
+}
+
+struct Rig {
+    p: Pipeline,
+    now: u64,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        Rig {
+            p: Pipeline::new(&Config::from_toml(&topo()).unwrap()).unwrap(),
+            now: 1_000 * SEC,
+        }
+    }
+
+    fn send(&mut self, port: PortId, data: Vec<u8>) -> Vec<Packet> {
+        self.now += 1_000_000;
+        let mut input = vec![Packet::new(port, data)];
+        let mut out = Vec::new();
+        self.p.process(self.now, &mut input, &mut out);
+        for pkt in &out {
+            assert_valid6(&pkt.data);
+        }
+        for i in 0..3 {
+            let c = self.p.port_counters(PortId(i)).unwrap();
+            assert_eq!(
+                c.rx_frames,
+                c.forwarded + c.local + c.dropped() + c.queued,
+                "port {i}: {c:?}"
+            );
+        }
+        out
+    }
+
+    fn drops(&self, port: PortId, reason: DropReason) -> u64 {
+        self.p.port_counters(port).unwrap().drops.get(reason)
+    }
+}
+
+/// Every IPv6 frame out must carry a valid TCP/UDP/ICMPv6 checksum, as etherparse computes it.
+fn assert_valid6(frame: &[u8]) {
+    let Ok(s) = SlicedPacket::from_ethernet(frame) else {
+        return;
+    };
+    let Some(NetSlice::Ipv6(ip)) = &s.net else {
+        return;
+    };
+    let h = ip.header().to_header();
+    match &s.transport {
+        Some(TransportSlice::Tcp(t)) => {
+            let want = t.to_header().calc_checksum_ipv6(&h, t.payload()).unwrap();
+            assert_eq!(t.checksum(), want, "TCP checksum");
+        }
+        Some(TransportSlice::Udp(u)) => {
+            let want = u.to_header().calc_checksum_ipv6(&h, u.payload()).unwrap();
+            assert_eq!(u.checksum(), want, "UDP checksum");
+        }
+        Some(TransportSlice::Icmpv6(i)) => {
+            let want =
+                Icmpv6Header::with_checksum(i.icmp_type(), h.source, h.destination, i.payload())
+                    .unwrap();
+            assert_eq!(i.checksum(), want.checksum, "ICMPv6 checksum");
+        }
+        _ => {}
+    }
+}
+
+/// The one frame out, on `port`.
+fn only(out: &[Packet], port: PortId) -> &[u8] {
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].port, port);
+    &out[0].data
+}
+
+fn icmp_type(frame: &[u8]) -> Option<u8> {
+    match classify(frame).ok()?.l4 {
+        L4::Icmp { ty, .. } => Some(ty),
+        _ => None,
+    }
+}
+
+fn addrs(frame: &[u8]) -> (Ipv6Addr, Ipv6Addr) {
+    match classify(frame).unwrap().l3 {
+        L3::Ipv6(i) => (i.src, i.dst),
+        l3 => panic!("not IPv6: {l3:?}"),
+    }
+}
+
+#[test]
+fn the_gateway_answers_neighbour_and_router_solicitations_and_pings() {
+    let mut r = Rig::new();
+    let ns = build::neighbor_solicitation(C1_MAC, c1(), gw());
+    let out = r.send(C1, ns);
+    let na = only(&out, C1);
+    assert_eq!(icmp_type(na), Some(136));
+    assert_eq!(addrs(na), (gw(), c1()));
+    // Target link-layer option: the gateway's MAC.
+    assert_eq!(&na[14 + 40 + 24 + 2..14 + 40 + 24 + 8], &GW_MAC.0);
+    // Its link-local address is the gateway's too.
+    let out = r.send(
+        C1,
+        build::neighbor_solicitation(C1_MAC, c1(), GW_MAC.link_local()),
+    );
+    assert_eq!(icmp_type(only(&out, C1)), Some(136));
+
+    let out = r.send(C1, build::router_solicitation(C1_MAC, C1_MAC.link_local()));
+    let ra = only(&out, C1);
+    assert_eq!(icmp_type(ra), Some(134));
+    assert_eq!(addrs(ra), (GW_MAC.link_local(), C1_MAC.link_local()));
+    let c = classify(ra).unwrap();
+    let body = &ra[c.l4_offset..c.ip_end];
+    assert_eq!(
+        u16::from_be_bytes([body[6], body[7]]),
+        1800,
+        "router lifetime"
+    );
+    // The prefix option: fd00:17::/64, on-link, not autonomous.
+    let prefix = body.windows(2).position(|w| w == [3, 4]).unwrap();
+    assert_eq!(body[prefix + 2], 64);
+    assert_eq!(body[prefix + 3], 0x80);
+    assert_eq!(&body[prefix + 16..prefix + 32], &v6("fd00:17::").octets());
+
+    let ping = build::icmpv6_echo(C1_MAC, GW_MAC, c1(), gw(), true, 7, 1, b"hi");
+    let out = r.send(C1, ping);
+    let reply = only(&out, C1);
+    assert_eq!(icmp_type(reply), Some(129));
+    assert_eq!(addrs(reply), (gw(), c1()));
+    assert_eq!(r.p.port_counters(C1).unwrap().local, 4);
+    // A solicitation for a neighbour is the bridge's: flooded to c2, not answered.
+    let out = r.send(C1, build::neighbor_solicitation(C1_MAC, c1(), c2()));
+    assert_eq!(
+        only(&out, C2),
+        &build::neighbor_solicitation(C1_MAC, c1(), c2())[..]
+    );
+}
+
+#[test]
+fn nat66_masquerades_out_and_translates_back() {
+    let mut r = Rig::new();
+    let syn = build::tcp6(
+        C1_MAC,
+        GW_MAC,
+        c1(),
+        remote(),
+        40000,
+        443,
+        1,
+        0,
+        tcp_flags::SYN,
+        &[],
+    );
+    let out = r.send(C1, syn);
+    let f = only(&out, UP).to_vec();
+    assert_eq!(addrs(&f), (uplink6(), remote()));
+    assert_eq!(&f[..6], &ROUTER.0);
+    assert_eq!(&f[6..12], &uplink_mac().0);
+    let c = classify(&f).unwrap();
+    let L4::Tcp { src_port, .. } = c.l4 else {
+        panic!()
+    };
+    assert_eq!(src_port, 40000, "the source port is kept when free");
+    let L3::Ipv6(info) = c.l3 else { panic!() };
+    assert_eq!(info.hop_limit, build::HOP_LIMIT - 1);
+
+    let synack = build::tcp6(
+        ROUTER,
+        uplink_mac(),
+        remote(),
+        uplink6(),
+        443,
+        src_port,
+        9,
+        2,
+        tcp_flags::SYN | tcp_flags::ACK,
+        &[],
+    );
+    let out = r.send(UP, synack);
+    let back = only(&out, C1);
+    assert_eq!(addrs(back), (remote(), c1()));
+    assert_eq!(
+        &back[..6],
+        &C1_MAC.0,
+        "c1's MAC was gleaned from its packet"
+    );
+    assert!(matches!(
+        classify(back).unwrap().l4,
+        L4::Tcp {
+            dst_port: 40000,
+            ..
+        }
+    ));
+    assert_eq!(r.p.conntrack6().len(), 1);
+
+    // Unsolicited inbound, and a packet from the uplink claiming a container's source.
+    let stray = build::udp6(ROUTER, uplink_mac(), remote(), uplink6(), 53, 5353, b"x");
+    assert!(r.send(UP, stray).is_empty());
+    assert_eq!(r.drops(UP, DropReason::Unsolicited), 1);
+    let spoof = build::udp6(ROUTER, uplink_mac(), c2(), uplink6(), 53, 5353, b"x");
+    assert!(r.send(UP, spoof).is_empty());
+    assert_eq!(r.drops(UP, DropReason::SpoofedSource), 1);
+}
+
+#[test]
+fn a_published_port_reaches_the_container_with_the_client_address_kept() {
+    let mut r = Rig::new();
+    let syn = build::tcp6(
+        ROUTER,
+        uplink_mac(),
+        remote(),
+        uplink6(),
+        5555,
+        8080,
+        1,
+        0,
+        tcp_flags::SYN,
+        &[],
+    );
+    // c2's MAC is unknown: the gateway solicits it and holds the packet.
+    let out = r.send(UP, syn);
+    assert_eq!(out.len(), 2, "flooded in the network: {out:?}");
+    let ns = &out[1].data;
+    assert_eq!(icmp_type(ns), Some(135));
+    assert_eq!(addrs(ns), (gw(), v6("ff02::1:ff00:3")));
+    assert_eq!(r.p.port_counters(UP).unwrap().queued, 1);
+    let na = build::neighbor_advertisement(C2_MAC, GW_MAC, c2(), gw(), c2(), 0x60, C2_MAC);
+    let out = r.send(C2, na);
+    let f = only(&out, C2);
+    assert_eq!(addrs(f), (remote(), c2()), "the client's address is kept");
+    assert!(matches!(
+        classify(f).unwrap().l4,
+        L4::Tcp {
+            dst_port: 80,
+            src_port: 5555,
+            ..
+        }
+    ));
+
+    // Hairpin: c1 to the uplink address's published port reaches c2, from the uplink address.
+    let syn = build::tcp6(
+        C1_MAC,
+        GW_MAC,
+        c1(),
+        uplink6(),
+        41000,
+        8080,
+        1,
+        0,
+        tcp_flags::SYN,
+        &[],
+    );
+    let out = r.send(C1, syn);
+    let f = only(&out, C2);
+    assert_eq!(addrs(f), (uplink6(), c2()));
+    // A port nothing is published on is refused at once: port unreachable.
+    let syn = build::tcp6(
+        C1_MAC,
+        GW_MAC,
+        c1(),
+        uplink6(),
+        41001,
+        9999,
+        1,
+        0,
+        tcp_flags::SYN,
+        &[],
+    );
+    let out = r.send(C1, syn);
+    assert_eq!(icmp_type(only(&out, C1)), Some(1));
+    assert_eq!(r.drops(C1, DropReason::UplinkPortClosed), 1);
+}
+
+#[test]
+fn hop_limit_and_mtu_errors_and_icmpv6_errors_translated() {
+    let mut r = Rig::new();
+    let mut last_hop = build::udp6(C1_MAC, GW_MAC, c1(), remote(), 1000, 53, b"q");
+    last_hop[14 + 7] = 1;
+    let out = r.send(C1, last_hop);
+    let te = only(&out, C1);
+    assert_eq!(icmp_type(te), Some(3));
+    assert_eq!(addrs(te), (gw(), c1()));
+    assert_eq!(r.drops(C1, DropReason::TtlExceeded), 1);
+
+    let big = build::udp6(C1_MAC, GW_MAC, c1(), remote(), 1000, 53, &[0; 1400]);
+    let out = r.send(C1, big);
+    let ptb = only(&out, C1);
+    assert_eq!(icmp_type(ptb), Some(2));
+    assert_eq!(&ptb[14 + 40 + 4..14 + 40 + 8], &1400u32.to_be_bytes());
+    assert_eq!(r.drops(C1, DropReason::FragNeeded), 1);
+
+    // A flow out, then the far side's port unreachable about it comes back translated.
+    let q = build::udp6(C1_MAC, GW_MAC, c1(), remote(), 1000, 53, b"query");
+    let out = r.send(C1, q);
+    let sent = only(&out, UP).to_vec();
+    let quoted = &sent[14..];
+    let err = build::icmpv6(
+        ROUTER,
+        uplink_mac(),
+        remote(),
+        uplink6(),
+        64,
+        1,
+        4,
+        [0; 4],
+        quoted,
+    );
+    let out = r.send(UP, err);
+    let back = only(&out, C1);
+    assert_eq!(addrs(back), (remote(), c1()));
+    // The quoted packet is c1's as it sent it: source c1, port 1000.
+    let inner = &back[14 + 40 + 8..];
+    assert_eq!(&inner[8..24], &c1().octets());
+    assert_eq!(u16::from_be_bytes([inner[40], inner[41]]), 1000);
+    // An error quoting nothing we track goes nowhere.
+    let other = build::udp6(C1_MAC, GW_MAC, c1(), remote(), 2000, 53, b"z");
+    let err = build::icmpv6(
+        ROUTER,
+        uplink_mac(),
+        remote(),
+        uplink6(),
+        64,
+        1,
+        4,
+        [0; 4],
+        &other[14..],
+    );
+    assert!(r.send(UP, err).is_empty());
+    assert_eq!(r.drops(UP, DropReason::IcmpErrorNoFlow), 1);
+}
+
+#[test]
+fn anti_spoofing_ra_guard_and_neighbour_advertisement_guard() {
+    let mut r = Rig::new();
+    let spoofed = build::udp6(C1_MAC, C2_MAC, c2(), v6("fd00:17::9"), 1, 2, b"x");
+    assert!(r.send(C1, spoofed).is_empty());
+    assert_eq!(r.drops(C1, DropReason::SpoofedIpv6), 1);
+    let rogue = build::router_advertisement(C1_MAC, C1_MAC.link_local());
+    assert!(r.send(C1, rogue).is_empty());
+    assert_eq!(r.drops(C1, DropReason::RaGuard), 1);
+    let steal = build::neighbor_advertisement(C1_MAC, C2_MAC, c1(), c2(), c2(), 0x20, C1_MAC);
+    assert!(r.send(C1, steal).is_empty());
+    assert_eq!(r.drops(C1, DropReason::SpoofedNd), 1);
+    let wrong_ll = build::neighbor_advertisement(C1_MAC, C2_MAC, c1(), c2(), c1(), 0x20, C2_MAC);
+    assert!(r.send(C1, wrong_ll).is_empty());
+    assert_eq!(r.drops(C1, DropReason::SpoofedNd), 2);
+    // `::` only for duplicate address detection.
+    let dad = build::neighbor_solicitation(C1_MAC, Ipv6Addr::UNSPECIFIED, c1());
+    assert_eq!(r.send(C1, dad).len(), 1);
+    let unspec = build::udp6(C1_MAC, C2_MAC, Ipv6Addr::UNSPECIFIED, c2(), 1, 2, b"x");
+    assert!(r.send(C1, unspec).is_empty());
+    assert_eq!(r.drops(C1, DropReason::SpoofedIpv6), 2);
+    // Its own addresses still work: c1 to c2 over the bridge, by global and link-local.
+    let ok = build::icmpv6_echo(C1_MAC, C2_MAC, c1(), c2(), true, 1, 1, b"");
+    assert_eq!(only(&r.send(C1, ok), C2).len(), 14 + 40 + 8);
+    let ll = build::icmpv6_echo(
+        C1_MAC,
+        C2_MAC,
+        C1_MAC.link_local(),
+        C2_MAC.link_local(),
+        true,
+        1,
+        1,
+        b"",
+    );
+    assert_eq!(r.send(C1, ll).len(), 1);
+}
