@@ -220,6 +220,7 @@ impl Switch {
                     name: Some(format!("c{i}")),
                     ifname: Some("eth0".into()),
                     ip: None,
+                    ip6: None,
                     mac: None,
                     peer_in_host: false,
                 };
@@ -243,6 +244,8 @@ impl Switch {
                     mtu: 1500,
                     addr: Some((addr, 16)),
                     gateway: Some(GATEWAY.parse()?),
+                    addr6: None,
+                    gateway6: None,
                 };
                 datapath::io::in_netns(br, || {
                     link::create_container_veth(&spec)?;

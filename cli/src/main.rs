@@ -155,6 +155,9 @@ enum NetworkAction {
         /// Address (default: lowest free in the subnet).
         #[arg(long)]
         ip: Option<Ipv4Addr>,
+        /// IPv6 address on a dual-stack network (default: lowest free from the prefix's ::2).
+        #[arg(long)]
+        ip6: Option<std::net::Ipv6Addr>,
         /// MAC address (default: derived from the address, as Docker does).
         #[arg(long)]
         mac: Option<String>,
@@ -178,12 +181,18 @@ enum NetworkAction {
     Create {
         /// Network name.
         name: String,
-        /// Subnet in CIDR form (default: the next free /16 from 172.18.0.0/16 up).
+        /// Subnet in CIDR form (default: the next free /16 from 172.18.0.0/16 up); given twice,
+        /// an IPv4 and an IPv6 one (as `docker network create --ipv6 --subnet A --subnet B`).
         #[arg(long)]
-        subnet: Option<ipnet::Ipv4Net>,
-        /// Gateway address (default: the subnet's first host).
+        subnet: Vec<ipnet::IpNet>,
+        /// Gateway address (default: the subnet's first host, the IPv6 prefix's ::1); one per
+        /// family.
         #[arg(long)]
-        gateway: Option<Ipv4Addr>,
+        gateway: Vec<std::net::IpAddr>,
+        /// Dual-stack: give the network an IPv6 prefix too (default: the next free /64 of
+        /// fd00:7673:7700::/48); implied by an IPv6 --subnet.
+        #[arg(long)]
+        ipv6: bool,
         /// Allocate container addresses from this sub-range only.
         #[arg(long)]
         ip_range: Option<ipnet::Ipv4Net>,
@@ -311,6 +320,7 @@ fn main() -> ExitCode {
                     name,
                     ifname,
                     ip,
+                    ip6,
                     mac,
                     client: c,
                 },
@@ -326,6 +336,7 @@ fn main() -> ExitCode {
                 name,
                 ifname: Some(ifname),
                 ip,
+                ip6,
                 mac,
                 peer_in_host: false,
             };
@@ -373,11 +384,14 @@ fn main() -> ExitCode {
                     anti_spoofing,
                     mtu,
                     labels,
+                    ipv6,
                     client: c,
                 },
         } => {
             let labels = parse_labels(&labels);
+            let families = split_families(&subnet, &gateway);
             labels.and_then(|labels| {
+                let (subnet, subnet6, gateway, gateway6) = families?;
                 let req = Request::NetworkCreate {
                     name,
                     subnet,
@@ -388,6 +402,9 @@ fn main() -> ExitCode {
                     anti_spoofing,
                     mtu,
                     labels,
+                    ipv6,
+                    subnet6,
+                    gateway6,
                 };
                 client(&c, &req, |v| {
                     println!("{}", v["Id"].as_str().unwrap_or("?"))
@@ -457,6 +474,63 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--subnet` and `--gateway` values sorted by family: at most one of each.
+#[allow(clippy::type_complexity)]
+fn split_families(
+    subnets: &[ipnet::IpNet],
+    gateways: &[std::net::IpAddr],
+) -> Result<(
+    Option<ipnet::Ipv4Net>,
+    Option<ipnet::Ipv6Net>,
+    Option<Ipv4Addr>,
+    Option<std::net::Ipv6Addr>,
+)> {
+    use ipnet::IpNet;
+    use std::net::IpAddr;
+    let one = |what: &str, n: usize| {
+        if n > 1 {
+            bail!("give at most one IPv4 and one IPv6 {what}");
+        }
+        Ok(())
+    };
+    let v4: Vec<_> = subnets
+        .iter()
+        .filter_map(|s| match s {
+            IpNet::V4(n) => Some(*n),
+            IpNet::V6(_) => None,
+        })
+        .collect();
+    let v6: Vec<_> = subnets
+        .iter()
+        .filter_map(|s| match s {
+            IpNet::V6(n) => Some(*n),
+            IpNet::V4(_) => None,
+        })
+        .collect();
+    let g4: Vec<_> = gateways
+        .iter()
+        .filter_map(|g| match g {
+            IpAddr::V4(a) => Some(*a),
+            IpAddr::V6(_) => None,
+        })
+        .collect();
+    let g6: Vec<_> = gateways
+        .iter()
+        .filter_map(|g| match g {
+            IpAddr::V6(a) => Some(*a),
+            IpAddr::V4(_) => None,
+        })
+        .collect();
+    one("--subnet", v4.len().max(v6.len()))?;
+    one("--gateway", g4.len().max(g6.len()))?;
+    Ok((
+        v4.first().copied(),
+        v6.first().copied(),
+        g4.first().copied(),
+        g6.first().copied(),
+    ))
 }
 
 fn parse_labels(labels: &[String]) -> Result<std::collections::BTreeMap<String, String>> {

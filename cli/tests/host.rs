@@ -367,6 +367,7 @@ fn a_runtimes_veth_survives_a_graceful_restart() {
         name: Some("ep-runtime".into()),
         ifname: None,
         ip: None,
+        ip6: None,
         mac: None,
         peer_in_host: true,
     };

@@ -161,6 +161,7 @@ fn add(env: &Env, conf: &NetConf, daemon: &Daemon) -> Result<Value, Error> {
             name: Some(name.clone()),
             ifname: Some(env.ifname.clone()),
             ip,
+            ip6: None,
             mac,
             peer_in_host: false,
         },

@@ -15,7 +15,7 @@ pub struct NetworkInspect {
     pub created: u64,
     /// Always `vswitch`.
     pub driver: String,
-    /// IPv6 is not offered yet.
+    /// Dual-stack: the network has an IPv6 prefix (its second `IPAM.Config`).
     #[serde(rename = "EnableIPv6")]
     pub enable_ipv6: bool,
     /// Address management.
@@ -43,7 +43,7 @@ pub struct Endpoint {
     /// `ADDRESS/PREFIX`.
     #[serde(rename = "IPv4Address")]
     pub ipv4_address: String,
-    /// Empty until IPv6 lands.
+    /// `ADDRESS/PREFIX` on a dual-stack network, else empty.
     #[serde(rename = "IPv6Address")]
     pub ipv6_address: String,
     /// The switch-side interface (vswitch's addition to Docker's fields).
@@ -58,7 +58,7 @@ pub struct Endpoint {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Ipam {
-    /// One entry per subnet.
+    /// One entry per subnet: the IPv4 one, then the IPv6 one on a dual-stack network.
     pub config: Vec<IpamConfig>,
     /// Always `default`.
     pub driver: String,

@@ -25,7 +25,7 @@ pub enum Request {
     ConntrackFlush,
     /// Attach a container's network namespace to a network. The answer is the container
     /// (`name`, `network`, `port`, `ip`, `mac`, `netns`, `ifname`, `peer`, `prefix_len`,
-    /// `gateway`, `dns`).
+    /// `gateway`, `dns`, and on a dual-stack network `ip6`, `prefix_len6`, `gateway6`).
     Connect {
         /// Network name.
         network: String,
@@ -43,6 +43,9 @@ pub enum Request {
         /// Address to use (default: lowest free).
         #[serde(default)]
         ip: Option<Ipv4Addr>,
+        /// IPv6 address to use on a dual-stack network (default: lowest free from ::2).
+        #[serde(default)]
+        ip6: Option<std::net::Ipv6Addr>,
         /// MAC to use (default: derived from the address).
         #[serde(default)]
         mac: Option<String>,
@@ -110,6 +113,16 @@ pub enum Request {
         /// Labels.
         #[serde(default)]
         labels: std::collections::BTreeMap<String, String>,
+        /// Dual-stack: an IPv6 prefix beside the IPv4 subnet (Docker's `--ipv6`).
+        #[serde(default)]
+        ipv6: bool,
+        /// The IPv6 prefix (default: the next free /64 of fd00:7673:7700::/48); implies
+        /// `ipv6`.
+        #[serde(default)]
+        subnet6: Option<ipnet::Ipv6Net>,
+        /// The IPv6 gateway (default: the prefix's ::1).
+        #[serde(default)]
+        gateway6: Option<std::net::Ipv6Addr>,
     },
     /// List networks.
     NetworkLs,

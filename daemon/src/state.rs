@@ -12,7 +12,7 @@ use datapath::io::rootless::HostHelper;
 use ipam::{NetworkRecord, NetworkSpec, Store};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -43,6 +43,15 @@ pub struct Container {
     pub prefix_len: u8,
     /// The default gateway (none on an internal network).
     pub gateway: Option<Ipv4Addr>,
+    /// Its IPv6 address on a dual-stack network.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
+    /// The network's IPv6 prefix length.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix_len6: Option<u8>,
+    /// The IPv6 default gateway (none on an internal or IPv4-only network).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<Ipv6Addr>,
     /// The resolvers it should use (the gateway's embedded DNS on user-defined networks).
     pub dns: Vec<Ipv4Addr>,
     #[serde(skip)]
@@ -59,6 +68,15 @@ pub struct Container {
 
 /// Fanout group ids for the ports' socket groups: unique per port within the namespace.
 pub(crate) struct FanoutGroups(std::sync::atomic::AtomicU16);
+
+impl Container {
+    /// Its addresses, IPv4 first (for DNS).
+    pub(crate) fn addresses(&self) -> Vec<IpAddr> {
+        std::iter::once(IpAddr::V4(self.ip))
+            .chain(self.ip6.map(IpAddr::V6))
+            .collect()
+    }
+}
 
 impl FanoutGroups {
     pub(crate) fn new() -> FanoutGroups {
@@ -131,7 +149,7 @@ pub(crate) fn def_of(n: &NetworkRecord) -> NetworkDef {
         internal: n.internal,
         icc: n.icc,
         anti_spoofing: n.anti_spoofing,
-        ipv6: None,
+        ipv6: n.ipv6.map(|v| (v.subnet, v.gateway)),
     }
 }
 
@@ -181,7 +199,10 @@ pub(crate) fn refresh_dns(d: &Daemon, network: &str) {
     } else {
         let leases = d.store.leases(network).unwrap_or_default();
         Some(switch::dns_gateway::DnsTable::new(
-            leases.into_iter().map(|(ip, l)| (l.container, ip)),
+            leases.into_iter().flat_map(|(ip, l)| {
+                let v6 = l.ip6.map(|ip6| (l.container.clone(), IpAddr::V6(ip6)));
+                std::iter::once((l.container, IpAddr::V4(ip))).chain(v6)
+            }),
         ))
     };
     let name = network.to_string();
@@ -192,19 +213,22 @@ pub(crate) fn refresh_dns(d: &Daemon, network: &str) {
     });
 }
 
-/// Adds (`add`) or removes container `name` at `ip` in `network`'s DNS table on every worker.
-/// A network without a table (the default bridge) is left without one.
-pub(crate) fn dns_update(d: &Daemon, network: &str, name: &str, ip: Ipv4Addr, add: bool) {
+/// Adds (`add`) or removes container `name` at `ips` (its IPv4 and IPv6 addresses) in
+/// `network`'s DNS table on every worker. A network without a table (the default bridge) is
+/// left without one.
+pub(crate) fn dns_update(d: &Daemon, network: &str, name: &str, ips: Vec<IpAddr>, add: bool) {
     let (network, name) = (network.to_string(), name.to_string());
     d.call_all(move |e| {
         let Some(id) = e.pipeline().topology().network_by_name(&network) else {
             return;
         };
         let p = e.pipeline_mut();
-        if add {
-            p.dns_insert(id, &name, ip);
-        } else {
-            p.dns_remove(id, &name, ip);
+        for &ip in &ips {
+            if add {
+                p.dns_insert(id, &name, ip);
+            } else {
+                p.dns_remove(id, &name, ip);
+            }
         }
     });
 }

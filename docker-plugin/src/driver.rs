@@ -188,6 +188,7 @@ impl<C: Control> Driver<C> {
                 name: Some(name.clone()),
                 ifname: None,
                 ip,
+                ip6: None,
                 mac: mac.clone(),
                 // Docker moves the peer into the container and configures it at Join.
                 peer_in_host: true,

@@ -139,6 +139,9 @@ pub fn network_create(req: &api::CreateNetwork) -> Result<Request> {
         anti_spoofing,
         mtu,
         labels,
+        ipv6: false,
+        subnet6: None,
+        gateway6: None,
     })
 }
 

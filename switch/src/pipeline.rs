@@ -28,7 +28,7 @@ use conntrack::Conntrack;
 use packet::offload::{Capabilities, Offload};
 use packet::{Classified, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, classify, ethertype};
 use serde::Serialize;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Conntrack size from which `process` warms the caches for a whole batch first (below it the
 /// table and the neighbor caches stay in the core's caches anyway).
@@ -393,7 +393,7 @@ impl Pipeline {
 
     /// Answers `name` (without case) with `ip` too on `network` (a container connected). False,
     /// and nothing done, if the network has no embedded DNS (the default bridge).
-    pub fn dns_insert(&mut self, network: NetworkId, name: &str, ip: Ipv4Addr) -> bool {
+    pub fn dns_insert(&mut self, network: NetworkId, name: &str, ip: impl Into<IpAddr>) -> bool {
         match self.gateway.dns_table_mut(network) {
             Some(t) => {
                 t.insert(name, ip);
@@ -405,7 +405,7 @@ impl Pipeline {
 
     /// Stops answering `name` with `ip` on `network` (a container disconnected); false if it
     /// was not there.
-    pub fn dns_remove(&mut self, network: NetworkId, name: &str, ip: Ipv4Addr) -> bool {
+    pub fn dns_remove(&mut self, network: NetworkId, name: &str, ip: impl Into<IpAddr>) -> bool {
         self.gateway
             .dns_table_mut(network)
             .is_some_and(|t| t.remove(name, ip))

@@ -1019,7 +1019,7 @@ mod embedded_dns {
             bridge,
             Some(DnsTable::new([("web".to_string(), ip(172, 17, 0, 3))])),
         );
-        r.p.set_dns_table(backend, Some(DnsTable::new([])));
+        r.p.set_dns_table(backend, Some(DnsTable::default()));
         let c1 = ip(172, 17, 0, 2);
         let gw = ip(172, 17, 0, 1);
         let out = r.send(

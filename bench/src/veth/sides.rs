@@ -49,6 +49,7 @@ subnet = "203.0.113.0/24"
                 name: Some(tag.into()),
                 ifname: Some("eth0".into()),
                 ip: Some(addr.parse()?),
+                ip6: None,
                 mac: None,
                 peer_in_host: false,
             };

@@ -23,6 +23,7 @@ pub(crate) struct ConnectArgs {
     pub(crate) name: Option<String>,
     pub(crate) ifname: Option<String>,
     pub(crate) ip: Option<Ipv4Addr>,
+    pub(crate) ip6: Option<std::net::Ipv6Addr>,
     pub(crate) mac: Option<String>,
     pub(crate) peer_in_host: bool,
     /// A default route via the gateway in the namespace (not for the host port: the host
@@ -55,6 +56,7 @@ pub(crate) fn connect_held(d: &Daemon, args: ConnectArgs) -> Result<Container> {
         name,
         ifname,
         ip,
+        ip6,
         mac,
         peer_in_host,
         default_route,
@@ -115,7 +117,7 @@ pub(crate) fn connect_held(d: &Daemon, args: ConnectArgs) -> Result<Container> {
         ifname: ifname.clone(),
         host_ifname: port.clone(),
         mac: mac.map(|m| m.0),
-        ip6: None,
+        ip6,
     };
     let (ip, lease) = d.store.allocate(network, &name, ip, meta)?;
     let undo = |d: &Daemon| {
@@ -132,9 +134,11 @@ pub(crate) fn connect_held(d: &Daemon, args: ConnectArgs) -> Result<Container> {
     let address = PortAddress {
         mac: Some(mac),
         ip: Some(ip),
-        ip6: None,
+        ip6: lease.ip6,
     };
     let gateway = (!rec.internal).then_some(rec.gateway);
+    let v6 = rec.ipv6.zip(lease.ip6);
+    let gateway6 = v6.filter(|_| !rec.internal).map(|(n, _)| n.gateway);
     let mtu = rec.mtu.min(d.mtu);
     let attached = match (&d.rootless, &netns) {
         // Rootless: a TAP made inside the container by the helper (no veth can cross into a
@@ -171,6 +175,8 @@ pub(crate) fn connect_held(d: &Daemon, args: ConnectArgs) -> Result<Container> {
                 mtu,
                 addr: Some((ip, rec.subnet.prefix_len())),
                 gateway: gateway.filter(|_| default_route),
+                addr6: v6.map(|(n, ip6)| (ip6, n.subnet.prefix_len())),
+                gateway6: gateway6.filter(|_| default_route),
             };
             link::create_container_veth(&spec)
                 .context("creating the container's veth pair")
@@ -196,6 +202,9 @@ pub(crate) fn connect_held(d: &Daemon, args: ConnectArgs) -> Result<Container> {
         peer: peer_in_host.then_some(peer_ifname),
         prefix_len: rec.subnet.prefix_len(),
         gateway,
+        ip6: lease.ip6,
+        prefix_len6: rec.ipv6.map(|n| n.subnet.prefix_len()),
+        gateway6,
         dns: if rec.builtin {
             Vec::new()
         } else {
@@ -205,7 +214,7 @@ pub(crate) fn connect_held(d: &Daemon, args: ConnectArgs) -> Result<Container> {
         netns_identity,
     };
     lock(&d.containers).insert((network.to_string(), name.clone()), c.clone());
-    dns_update(d, network, &c.name, c.ip, true);
+    dns_update(d, network, &c.name, c.addresses(), true);
     // Ports published to this container before (it was disconnected, or restarted) follow it.
     match d.store.republish(network, &name) {
         Ok(ports) => {
@@ -299,9 +308,12 @@ pub(crate) fn forget(d: &Daemon, network: &str, name: &str, unpublish: bool) -> 
             super::port::deactivate(d, proto, host_port, unpublish);
         }
     }
-    dns_update(d, network, &c.name, c.ip, false);
-    let ip = c.ip;
-    d.call_all(move |e| e.pipeline_mut().forget_address(ip));
+    dns_update(d, network, &c.name, c.addresses(), false);
+    let (ip, ip6) = (c.ip, c.ip6);
+    d.call_all(move |e| {
+        let p = e.pipeline_mut();
+        p.forget_address(ip) + ip6.map_or(0, |ip6| p.forget_address6(ip6))
+    });
     Ok(c)
 }
 
@@ -361,7 +373,7 @@ pub(crate) fn reattach(d: &Daemon) {
                 let address = PortAddress {
                     mac: lease.mac.parse().ok(),
                     ip: Some(ip),
-                    ip6: None,
+                    ip6: lease.ip6,
                 };
                 attach_port(d, &network, &lease.host_ifname, address)
             })
@@ -392,6 +404,16 @@ pub(crate) fn reattach(d: &Daemon) {
                         .then(|| format!("{}p", lease.host_ifname)),
                     prefix_len: rec.as_ref().map_or(32, |r| r.subnet.prefix_len()),
                     gateway: rec.as_ref().filter(|r| !r.internal).map(|r| r.gateway),
+                    ip6: lease.ip6,
+                    prefix_len6: rec
+                        .as_ref()
+                        .and_then(|r| r.ipv6)
+                        .map(|n| n.subnet.prefix_len()),
+                    gateway6: rec
+                        .as_ref()
+                        .filter(|r| !r.internal && lease.ip6.is_some())
+                        .and_then(|r| r.ipv6)
+                        .map(|n| n.gateway),
                     dns: rec
                         .as_ref()
                         .filter(|r| !r.builtin)

@@ -87,6 +87,11 @@ pub(crate) fn ensure(d: &Daemon, network: &str) {
         name: Some(HOST_NAME.to_string()),
         ifname: Some(ifname.clone()),
         ip: Some(ip),
+        // The prefix's last address, as the IPv4 side takes the subnet's last host.
+        ip6: rec
+            .ipv6
+            .map(|v| v.subnet.broadcast())
+            .filter(|&last| Some(last) != rec.ipv6.map(|v| v.gateway)),
         mac: None,
         peer_in_host: false,
         default_route: false,

@@ -32,6 +32,7 @@ pub(crate) fn run(d: &Daemon, req: Request) -> Result<serde_json::Value> {
             name,
             ifname,
             ip,
+            ip6,
             mac,
             peer_in_host,
         } => {
@@ -41,6 +42,7 @@ pub(crate) fn run(d: &Daemon, req: Request) -> Result<serde_json::Value> {
                 name,
                 ifname,
                 ip,
+                ip6,
                 mac,
                 peer_in_host,
                 default_route: true,
@@ -76,8 +78,16 @@ pub(crate) fn run(d: &Daemon, req: Request) -> Result<serde_json::Value> {
             anti_spoofing,
             mtu,
             labels,
+            ipv6,
+            subnet6,
+            gateway6,
         } => {
             let mut spec = ipam::NetworkSpec::new(name);
+            spec.ipv6 =
+                (ipv6 || subnet6.is_some() || gateway6.is_some()).then_some(ipam::Ipv6Spec {
+                    subnet: subnet6,
+                    gateway: gateway6,
+                });
             spec.subnet = subnet;
             spec.gateway = gateway;
             spec.ip_range = ip_range;

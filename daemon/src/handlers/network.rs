@@ -39,6 +39,7 @@ pub(super) fn ls(d: &Daemon) -> Result<Value> {
             "driver": "vswitch",
             "subnet": n.subnet,
             "gateway": n.gateway,
+            "subnet6": n.ipv6.map(|v| v.subnet),
             "internal": n.internal,
             "icc": n.icc,
             "anti_spoofing": n.anti_spoofing,
@@ -111,7 +112,10 @@ fn inspect_one(d: &Daemon, n: &NetworkRecord) -> Result<NetworkInspect> {
         .map(|(ip, l)| {
             let endpoint = Endpoint {
                 ipv4_address: format!("{ip}/{}", n.subnet.prefix_len()),
-                ipv6_address: String::new(),
+                ipv6_address: match (l.ip6, n.ipv6) {
+                    (Some(ip6), Some(v6)) => format!("{ip6}/{}", v6.subnet.prefix_len()),
+                    _ => String::new(),
+                },
                 interface: l.host_ifname,
                 mac_address: l.mac,
                 name: l.container.clone(),
@@ -137,13 +141,19 @@ fn inspect_one(d: &Daemon, n: &NetworkRecord) -> Result<NetworkInspect> {
         containers,
         created: n.created_unix,
         driver: "vswitch".into(),
-        enable_ipv6: false,
+        enable_ipv6: n.ipv6.is_some(),
         ipam: Ipam {
-            config: vec![IpamConfig {
+            config: std::iter::once(IpamConfig {
                 gateway: n.gateway.to_string(),
                 ip_range: n.ip_range.map(|r| r.to_string()),
                 subnet: n.subnet.to_string(),
-            }],
+            })
+            .chain(n.ipv6.map(|v| IpamConfig {
+                gateway: v.gateway.to_string(),
+                ip_range: None,
+                subnet: v.subnet.to_string(),
+            }))
+            .collect(),
             driver: "default".into(),
             options: BTreeMap::new(),
         },

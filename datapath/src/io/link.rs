@@ -31,7 +31,7 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::{
     AddressFamily, RouteNetlinkMessage,
-    address::{AddressAttribute, AddressMessage, AddressScope},
+    address::{AddressAttribute, AddressFlags, AddressMessage, AddressScope},
     link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
     route::{
         RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
@@ -40,7 +40,7 @@ use netlink_packet_route::{
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 use std::fs::File;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
@@ -63,6 +63,10 @@ pub struct VethSpec<'a> {
     pub addr: Option<(Ipv4Addr, u8)>,
     /// The container's default gateway (the switch's gateway address).
     pub gateway: Option<Ipv4Addr>,
+    /// The container's IPv6 address and prefix length (dual-stack networks).
+    pub addr6: Option<(Ipv6Addr, u8)>,
+    /// The container's IPv6 default gateway.
+    pub gateway6: Option<Ipv6Addr>,
 }
 
 /// Creates a veth pair `host_ifname` <-> `peer_ifname` with the peer created directly inside the
@@ -156,6 +160,8 @@ pub fn configure_link_here(
         mtu,
         addr,
         gateway,
+        addr6: None,
+        gateway6: None,
     };
     configure_end(&spec, offloads_off)
 }
@@ -212,16 +218,44 @@ fn configure_end(spec: &VethSpec, offloads_off: bool) -> Result<(), IoError> {
             || format!("adding address {addr}/{prefix} to {name}"),
         )?;
     }
-    if let Some(gw) = spec.gateway {
+    if let Some((addr, prefix)) = spec.addr6 {
+        // A namespace may start with IPv6 off; a dual-stack network's interface needs it.
+        set_ipv6(name, true)?;
+        let mut msg = AddressMessage::default();
+        msg.header.family = AddressFamily::Inet6;
+        msg.header.prefix_len = prefix;
+        msg.header.scope = AddressScope::Universe;
+        msg.header.index = index;
+        // No duplicate address detection (as Docker): IPAM made the address unique, and DAD
+        // would hold it "tentative" for a second after the container starts.
+        msg.attributes = vec![
+            AddressAttribute::Address(addr.into()),
+            AddressAttribute::Flags(AddressFlags::Nodad),
+        ];
+        rtnl.request(
+            RouteNetlinkMessage::NewAddress(msg),
+            NLM_F_CREATE | NLM_F_REPLACE,
+            || format!("adding address {addr}/{prefix} to {name}"),
+        )?;
+    }
+    let routes = spec
+        .gateway
+        .map(IpAddr::V4)
+        .into_iter()
+        .chain(spec.gateway6.map(IpAddr::V6));
+    for gw in routes {
         let mut msg = RouteMessage::default();
-        msg.header.address_family = AddressFamily::Inet;
+        msg.header.address_family = match gw {
+            IpAddr::V4(_) => AddressFamily::Inet,
+            IpAddr::V6(_) => AddressFamily::Inet6,
+        };
         msg.header.destination_prefix_length = 0;
         msg.header.table = RouteHeader::RT_TABLE_MAIN;
         msg.header.protocol = RouteProtocol::Boot;
         msg.header.scope = RouteScope::Universe;
         msg.header.kind = RouteType::Unicast;
         msg.attributes = vec![
-            RouteAttribute::Gateway(RouteAddress::Inet(gw)),
+            RouteAttribute::Gateway(RouteAddress::from(gw)),
             RouteAttribute::Oif(index),
         ];
         rtnl.request(
@@ -283,11 +317,17 @@ pub fn set_link_up(ifname: &str, mtu: Option<u16>) -> Result<(), IoError> {
 /// container, and answered its IPv6 multicast itself. A kernel without IPv6 has nothing to turn
 /// off. (There is no netlink attribute for it: IFLA_INET6_CONF is read-only.)
 pub fn disable_ipv6(ifname: &str) -> Result<(), IoError> {
+    set_ipv6(ifname, false)
+}
+
+/// Turns IPv6 on or off on `ifname` of the caller's namespace (see [`disable_ipv6`]); a kernel
+/// without IPv6 has nothing to turn.
+fn set_ipv6(ifname: &str, on: bool) -> Result<(), IoError> {
     check_ifname(ifname)?;
     // /proc/sys/net follows the writing thread's namespace (unlike /sys), so this works
     // inside [`in_netns`].
     let path = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
-    match std::fs::write(&path, "1") {
+    match std::fs::write(&path, if on { "0" } else { "1" }) {
         Ok(()) => Ok(()),
         Err(e)
             if e.kind() == std::io::ErrorKind::NotFound
@@ -296,7 +336,10 @@ pub fn disable_ipv6(ifname: &str) -> Result<(), IoError> {
             Ok(())
         }
         Err(source) => Err(IoError::Sys {
-            what: format!("turning IPv6 off on {ifname} ({path})"),
+            what: format!(
+                "turning IPv6 {} on {ifname} ({path})",
+                if on { "on" } else { "off" }
+            ),
             source,
         }),
     }
@@ -554,6 +597,8 @@ mod tests {
             mtu: 1450,
             addr: Some(("192.0.2.10".parse().unwrap(), 24)),
             gateway: Some("192.0.2.1".parse().unwrap()),
+            addr6: None,
+            gateway6: None,
         };
         create_container_veth(&spec).unwrap();
 
@@ -666,6 +711,8 @@ mod tests {
             mtu: 1500,
             addr: Some(("192.0.2.10".parse().unwrap(), 24)),
             gateway: Some("198.51.100.1".parse().unwrap()),
+            addr6: None,
+            gateway6: None,
         };
         let err = create_container_veth(&spec).unwrap_err();
         assert!(err.to_string().contains("default route via"), "{err}");

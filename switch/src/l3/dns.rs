@@ -40,22 +40,24 @@ pub(crate) enum DnsOutcome {
 /// Names of the containers on one network.
 #[derive(Debug, Default, Clone)]
 pub struct DnsTable {
-    names: BTreeMap<String, Vec<Ipv4Addr>>,
+    /// IPv4 addresses sort before IPv6 ones: A and AAAA answers each keep address order.
+    names: BTreeMap<String, Vec<IpAddr>>,
 }
 
 impl DnsTable {
     /// A table from (name, address) pairs; names are matched without case.
-    pub fn new(entries: impl IntoIterator<Item = (String, Ipv4Addr)>) -> DnsTable {
-        let mut names: BTreeMap<String, Vec<Ipv4Addr>> = BTreeMap::new();
+    pub fn new<A: Into<IpAddr>>(entries: impl IntoIterator<Item = (String, A)>) -> DnsTable {
+        let mut table = DnsTable::default();
         for (name, ip) in entries {
-            names.entry(name.to_ascii_lowercase()).or_default().push(ip);
+            table.insert(&name, ip);
         }
-        DnsTable { names }
+        table
     }
 
     /// Adds `ip` to `name`. Its addresses stay in address order, as [`DnsTable::new`] gets
     /// them from the store's leases, so answers do not depend on the order of connects.
-    pub fn insert(&mut self, name: &str, ip: Ipv4Addr) {
+    pub fn insert(&mut self, name: &str, ip: impl Into<IpAddr>) {
+        let ip = ip.into();
         let ips = self.names.entry(name.to_ascii_lowercase()).or_default();
         if let Err(at) = ips.binary_search(&ip) {
             ips.insert(at, ip);
@@ -64,7 +66,8 @@ impl DnsTable {
 
     /// Removes `ip` from `name` (two containers whose names differ only in case share a
     /// name); the name goes with its last address. False if it was not there.
-    pub fn remove(&mut self, name: &str, ip: Ipv4Addr) -> bool {
+    pub fn remove(&mut self, name: &str, ip: impl Into<IpAddr>) -> bool {
+        let ip = ip.into();
         let key = name.to_ascii_lowercase();
         let Some(ips) = self.names.get_mut(&key) else {
             return false;
@@ -91,7 +94,7 @@ impl DnsTable {
 
     /// The addresses of `name` (as the resolver passes it: the domain stripped), or of a
     /// container whose own name ends in the domain (the host port's `host.vswitch.internal`).
-    fn lookup(&self, name: &str) -> Option<Vec<Ipv4Addr>> {
+    fn lookup(&self, name: &str) -> Option<Vec<IpAddr>> {
         self.names
             .get(name)
             .or_else(|| self.names.get(&format!("{name}.{DOMAIN}")))
@@ -116,12 +119,8 @@ impl Gateway {
         let Some(query) = dg.data.get(payload_at..c.ip_end) else {
             return DnsOutcome::Drop;
         };
-        // The table is IPv4-only for now: its addresses answer A queries, AAAA gets NODATA.
-        let lookup = |name: &str| {
-            table
-                .lookup(name)
-                .map(|ips| ips.into_iter().map(IpAddr::V4).collect())
-        };
+        // IPv4 addresses answer A queries, IPv6 ones AAAA (NODATA where a name has none).
+        let lookup = |name: &str| table.lookup(name);
         let zone = ::dns::Zone {
             domain: Some(DOMAIN),
             lookup: &lookup,
@@ -188,8 +187,8 @@ fn build_reply(data: &mut Vec<u8>, c: &Classified, info: &Ipv4Info, answer: &[u8
 mod tests {
     use super::*;
 
-    fn ip(last: u8) -> Ipv4Addr {
-        Ipv4Addr::new(172, 18, 0, last)
+    fn ip(last: u8) -> IpAddr {
+        Ipv4Addr::new(172, 18, 0, last).into()
     }
 
     #[test]
@@ -221,6 +220,22 @@ mod tests {
         let rest = DnsTable::new([("web".to_string(), ip(2)), ("cache".to_string(), ip(5))]);
         assert_eq!(step.names, rest.names);
         assert_eq!(step.len(), 2);
+    }
+
+    #[test]
+    fn a_dual_stack_name_keeps_ipv4_before_ipv6_in_address_order() {
+        let v6 = |s: &str| IpAddr::from(s.parse::<std::net::Ipv6Addr>().unwrap());
+        let mut t = DnsTable::default();
+        t.insert("web", v6("fd00::3"));
+        t.insert("web", ip(3));
+        t.insert("web", v6("fd00::2"));
+        t.insert("web", ip(2));
+        assert_eq!(
+            t.lookup("web"),
+            Some(vec![ip(2), ip(3), v6("fd00::2"), v6("fd00::3")])
+        );
+        assert!(t.remove("web", v6("fd00::2")));
+        assert_eq!(t.lookup("web").map(|v| v.len()), Some(3));
     }
 
     #[test]
