@@ -125,10 +125,10 @@ enum ConntrackAction {
         proto: Option<String>,
         /// Only entries whose original source is this address (conntrack -L --src).
         #[arg(long)]
-        src: Option<Ipv4Addr>,
+        src: Option<std::net::IpAddr>,
         /// Only entries whose original destination is this address (conntrack -L --dst).
         #[arg(long)]
-        dst: Option<Ipv4Addr>,
+        dst: Option<std::net::IpAddr>,
     },
     /// Forget every tracked connection.
     Flush(ClientArgs),

@@ -211,8 +211,8 @@ pub fn conntrack_line(e: &Value, now_ns: Option<u64>) -> String {
 pub fn print_conntrack(
     v: &Value,
     proto: Option<&str>,
-    src: Option<std::net::Ipv4Addr>,
-    dst: Option<std::net::Ipv4Addr>,
+    src: Option<std::net::IpAddr>,
+    dst: Option<std::net::IpAddr>,
 ) {
     let entries = v["entries"].as_array().cloned().unwrap_or_default();
     let mut shown = 0;

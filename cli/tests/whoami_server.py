@@ -1,6 +1,9 @@
 """A tiny HTTP server for the end-to-end tests: serves files from the current directory, and
-/whoami answers with the client's address as the server saw it (to prove NAT keeps or hides it)."""
+/whoami answers with the client's address as the server saw it (to prove NAT keeps or hides it).
+
+  whoami_server.py PORT [ADDRESS]    ADDRESS defaults to 0.0.0.0; "::" serves IPv6 (and IPv4)."""
 import http.server
+import socket
 import socketserver
 import sys
 
@@ -29,4 +32,7 @@ class Server(http.server.ThreadingHTTPServer):
         self.server_name, self.server_port = "localhost", self.server_address[1]
 
 
-Server(("0.0.0.0", int(sys.argv[1])), Handler).serve_forever()
+address = sys.argv[2] if len(sys.argv) > 2 else "0.0.0.0"
+if ":" in address:
+    Server.address_family = socket.AF_INET6
+Server((address, int(sys.argv[1])), Handler).serve_forever()

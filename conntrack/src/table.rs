@@ -179,6 +179,20 @@ pub struct Counters {
     pub expired: u64,
 }
 
+impl Counters {
+    /// Adds another table's counters (another worker's, or the other address family's).
+    pub fn merge(&mut self, o: &Counters) {
+        self.found += o.found;
+        self.new += o.new;
+        self.invalid += o.invalid;
+        self.dropped += o.dropped;
+        self.early_dropped += o.early_dropped;
+        self.source_limited += o.source_limited;
+        self.destination_limited += o.destination_limited;
+        self.expired += o.expired;
+    }
+}
+
 /// Why `insert` refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum InsertError<A: Address = Ipv4Addr> {

@@ -19,6 +19,8 @@
 //! ([`Owner::Any`]); the kernel's symmetric fanout hash already keeps each L2 flow on one
 //! worker, so FDBs learn both ends. ARP replies go to every worker ([`Owner::All`]) since any of
 //! them may be waiting for that answer; ARP requests on the uplink are answered by worker 0.
+//! IPv6 follows the same rules: neighbour advertisements (IPv6's ARP replies) go to every
+//! worker, solicitations on the uplink to worker 0, routed packets by their remote address.
 //! IGMP and MLD reports and leaves from container ports go to every worker too: each worker's
 //! pipeline snoops multicast for the frames it forwards, so each must learn every membership;
 //! each consumes its copy and forwards nothing, so no frame is duplicated.
@@ -26,10 +28,10 @@
 use crate::config::{PortId, Topology};
 use crate::multicast::{self, Kind};
 use crate::pipeline::Snapshot;
-use packet::{ETHERTYPE_ARP, ETHERTYPE_IPV4, dst_mac, ethertype};
+use packet::{ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, dst_mac, ethertype};
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Where a frame must be processed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,8 +45,17 @@ pub enum Owner {
 }
 
 fn pick(addr: Ipv4Addr, workers: usize) -> Owner {
+    pick_key(u64::from(u32::from(addr)), workers)
+}
+
+fn pick6(addr: Ipv6Addr, workers: usize) -> Owner {
+    let b = addr.to_bits();
+    pick_key((b as u64) ^ ((b >> 64) as u64), workers)
+}
+
+fn pick_key(key: u64, workers: usize) -> Owner {
     // A fixed mix (splitmix64 finalizer): the same in every worker, so they all agree.
-    let mut x = u64::from(u32::from(addr));
+    let mut x = key;
     x ^= x >> 30;
     x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x ^= x >> 27;
@@ -73,6 +84,56 @@ fn remote(frame: &[u8], l3: usize, src_side: bool) -> Option<Ipv4Addr> {
     ip_at(frame, l3 + if src_side { 12 } else { 16 })
 }
 
+fn ip6_at(b: &[u8], at: usize) -> Option<Ipv6Addr> {
+    b.get(at..at + 16)
+        .and_then(|x| <[u8; 16]>::try_from(x).ok())
+        .map(Ipv6Addr::from)
+}
+
+/// [`remote`] for the IPv6 packet at `l3` (an ICMPv6 error right after the fixed header names
+/// the remote of the packet it quotes).
+fn remote6(frame: &[u8], l3: usize, src_side: bool) -> Option<Ipv6Addr> {
+    if frame.get(l3 + 6) == Some(&packet::IPPROTO_ICMPV6)
+        && matches!(frame.get(l3 + 40), Some(1..=4))
+    {
+        return remote6(frame, l3 + 48, !src_side);
+    }
+    ip6_at(frame, l3 + if src_side { 8 } else { 24 })
+}
+
+/// Where an IPv6 frame goes: neighbour advertisements to every worker, solicitations from the
+/// uplink to worker 0, routed packets by their remote address, the rest anywhere.
+fn owner6(
+    topo: &Topology,
+    network: Option<crate::config::NetworkId>,
+    frame: &[u8],
+    workers: usize,
+) -> Owner {
+    let icmp_type = (frame.get(20) == Some(&packet::IPPROTO_ICMPV6))
+        .then(|| frame.get(54).copied())
+        .flatten();
+    match (icmp_type, network) {
+        (Some(136), _) => return Owner::All,
+        (Some(135), None) => return Owner::Worker(0),
+        (Some(133..=137), Some(_)) => return Owner::Any,
+        _ => {}
+    }
+    match network {
+        None => remote6(frame, 14, true).map_or(Owner::Worker(0), |a| pick6(a, workers)),
+        Some(net) => {
+            let to_gateway = topo
+                .networks
+                .get(usize::from(net.0))
+                .and_then(|n| n.gateway)
+                .is_some_and(|(_, gw_mac)| dst_mac(frame) == Some(gw_mac));
+            if !to_gateway {
+                return Owner::Any;
+            }
+            remote6(frame, 14, false).map_or(Owner::Any, |a| pick6(a, workers))
+        }
+    }
+}
+
 /// Which of `workers` loops must process `frame`, which arrived on `ingress`.
 pub fn owner(topo: &Topology, ingress: PortId, frame: &[u8], workers: usize) -> Owner {
     if workers <= 1 {
@@ -97,6 +158,9 @@ pub fn owner(topo: &Topology, ingress: PortId, frame: &[u8], workers: usize) -> 
             _ if port.network.is_none() => Owner::Worker(0),
             _ => Owner::Any,
         };
+    }
+    if ty == ETHERTYPE_IPV6 {
+        return owner6(topo, port.network, frame, workers);
     }
     if ty != ETHERTYPE_IPV4 {
         return Owner::Any;
@@ -153,15 +217,9 @@ pub fn merge_snapshots(parts: Vec<Snapshot>) -> Option<Snapshot> {
             mine.counters.merge(&theirs.counters);
         }
         all.bridge.merge(&s.bridge);
-        let c = &mut all.conntrack_counters;
-        let o = &s.conntrack_counters;
-        c.found += o.found;
-        c.new += o.new;
-        c.invalid += o.invalid;
-        c.dropped += o.dropped;
-        c.early_dropped += o.early_dropped;
-        c.expired += o.expired;
+        all.conntrack_counters.merge(&s.conntrack_counters);
         all.conntrack.extend(s.conntrack);
+        all.conntrack6.extend(s.conntrack6);
         for row in s.groups {
             // Every worker learns every report, but their clocks differ a little: the union.
             match group_at.entry((row.network.clone(), row.group.clone())) {
@@ -280,6 +338,49 @@ address = "203.0.113.2"
         );
         let reply = build::arp_reply(router, Ipv4Addr::new(203, 0, 113, 1), uplink_mac, u);
         assert_eq!(owner(&topo, up, &reply, 3), Owner::All);
+    }
+
+    #[test]
+    fn both_directions_of_ipv6_flows_meet_and_advertisements_reach_everyone() {
+        let text = TOPO.replace(
+            "gateway = \"172.17.0.1\"\n",
+            "gateway = \"172.17.0.1\"\nsubnet6 = \"fd00::/64\"\n",
+        ) + "[uplink.ipv6]\naddress = \"2001:db8::2\"\n";
+        let topo = Topology::new(&Config::from_toml(&text).unwrap()).unwrap();
+        let (c1, up) = (PortId(0), PortId(1));
+        let gw = MacAddr([0x02, 0x42, 172, 17, 0, 1]);
+        let me = MacAddr([2, 0, 0, 0, 0, 2]);
+        let router = MacAddr([2, 0, 0, 0, 0, 0xfe]);
+        let uplink_mac = MacAddr([0x02, 0x42, 203, 0, 113, 2]);
+        let c: Ipv6Addr = "fd00::2".parse().unwrap();
+        let u: Ipv6Addr = "2001:db8::2".parse().unwrap();
+        let mut workers_seen = std::collections::HashSet::new();
+        for last in 1..40u16 {
+            let r = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, last);
+            let out = build::udp6(me, gw, c, r, 1000, 53, b"q");
+            let back = build::udp6(router, uplink_mac, r, u, 53, 40000, b"a");
+            let a = owner(&topo, c1, &out, 3);
+            workers_seen.insert(format!("{a:?}"));
+            assert_eq!(a, owner(&topo, up, &back, 3), "NAT66, both ways");
+            let quoted = build::udp6(uplink_mac, router, u, r, 40000, 53, b"q");
+            let err = build::icmpv6(router, uplink_mac, r, u, 64, 1, 4, [0; 4], &quoted[14..]);
+            assert_eq!(
+                a,
+                owner(&topo, up, &err, 3),
+                "ICMPv6 error follows its flow"
+            );
+        }
+        assert_eq!(workers_seen.len(), 3, "remotes spread over the workers");
+        let na = build::neighbor_advertisement(router, uplink_mac, r6(), u, r6(), 0x60, router);
+        assert_eq!(owner(&topo, up, &na, 3), Owner::All);
+        let ns = build::neighbor_solicitation(router, r6(), u);
+        assert_eq!(owner(&topo, up, &ns, 3), Owner::Worker(0));
+        let rs = build::router_solicitation(me, me.link_local());
+        assert_eq!(owner(&topo, c1, &rs, 3), Owner::Any);
+    }
+
+    fn r6() -> Ipv6Addr {
+        Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)
     }
 
     #[test]

@@ -113,10 +113,12 @@ pub struct Snapshot {
     pub bridge: BridgeCounters,
     /// Live FDB entries.
     pub fdb: Vec<FdbRowNamed>,
-    /// Conntrack counters.
+    /// Conntrack counters, both address families together.
     pub conntrack_counters: conntrack::Counters,
-    /// Tracked connections, in table order.
+    /// Tracked IPv4 connections, in table order.
     pub conntrack: Vec<conntrack::Entry>,
+    /// Tracked IPv6 connections, in table order.
+    pub conntrack6: Vec<conntrack::Entry<Ipv6Addr>>,
     /// Multicast group memberships learned by snooping, by network and group.
     pub groups: Vec<GroupRowNamed>,
 }
@@ -597,8 +599,13 @@ impl Pipeline {
                     age_secs: r.age_ns as f64 / NANOS_PER_SEC as f64,
                 })
                 .collect(),
-            conntrack_counters: self.gateway.conntrack().counters(),
+            conntrack_counters: {
+                let mut c = self.gateway.conntrack().counters();
+                c.merge(&self.gateway.conntrack6().counters());
+                c
+            },
             conntrack: self.gateway.conntrack().iter().map(|(_, e)| e).collect(),
+            conntrack6: self.gateway.conntrack6().iter().map(|(_, e)| e).collect(),
             groups: self
                 .multicast
                 .rows(now)

@@ -436,3 +436,48 @@ fn anti_spoofing_ra_guard_and_neighbour_advertisement_guard() {
     );
     assert_eq!(r.send(C1, ll).len(), 1);
 }
+
+#[test]
+fn the_uplink_next_hop_is_resolved_by_neighbour_discovery() {
+    let text = topo().replace(&format!("next_hop_mac = \"{ROUTER}\"\n"), "");
+    let mut r = Rig {
+        p: Pipeline::new(&Config::from_toml(&text).unwrap()).unwrap(),
+        now: 1_000 * SEC,
+    };
+    let syn = build::tcp6(
+        C1_MAC,
+        GW_MAC,
+        c1(),
+        remote(),
+        40000,
+        443,
+        1,
+        0,
+        tcp_flags::SYN,
+        &[],
+    );
+    let out = r.send(C1, syn);
+    let ns = only(&out, UP);
+    assert_eq!(icmp_type(ns), Some(135));
+    assert_eq!(addrs(ns), (uplink6(), v6("ff02::1:ff00:1")));
+    let router = v6("2001:db8::1");
+    let na = build::neighbor_advertisement(
+        ROUTER,
+        uplink_mac(),
+        router,
+        uplink6(),
+        router,
+        0xe0,
+        ROUTER,
+    );
+    let out = r.send(UP, na);
+    let f = only(&out, UP);
+    assert_eq!(&f[..6], &ROUTER.0);
+    assert_eq!(addrs(f), (uplink6(), remote()));
+    // The router asks for our address: answered, and it is learned from the solicitation.
+    let ask = build::neighbor_solicitation(ROUTER, router, uplink6());
+    let out = r.send(UP, ask);
+    let na = only(&out, UP);
+    assert_eq!(icmp_type(na), Some(136));
+    assert_eq!(&na[..6], &ROUTER.0);
+}

@@ -231,8 +231,13 @@ subnet = "203.0.113.0/24"
 
     /// Starts the whoami/file HTTP server in `ns` on `port`, serving `dir`, and waits for it.
     pub fn http_server(&mut self, ns: &str, port: u16, dir: &Path) {
+        self.http_server_at(ns, "0.0.0.0", port, dir);
+    }
+
+    /// [`Lab::http_server`] bound to `addr` (`::` serves IPv6 and IPv4).
+    pub fn http_server_at(&mut self, ns: &str, addr: &str, port: u16, dir: &Path) {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/whoami_server.py");
-        self.spawn(ns, dir, &["python3", script, &port.to_string()]);
+        self.spawn(ns, dir, &["python3", script, &port.to_string(), addr]);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let out = self.exec(

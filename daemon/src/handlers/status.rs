@@ -59,7 +59,13 @@ pub(super) fn fdb(d: &Daemon) -> Result<Value> {
 /// Tracked connections and the tracker's counters.
 pub(super) fn conntrack(d: &Daemon) -> Result<Value> {
     let s = snapshot(d)?;
-    Ok(json!({ "counters": s.conntrack_counters, "entries": s.conntrack }))
+    let mut entries = serde_json::to_value(&s.conntrack)?;
+    if let (Value::Array(all), Value::Array(v6)) =
+        (&mut entries, serde_json::to_value(&s.conntrack6)?)
+    {
+        all.extend(v6);
+    }
+    Ok(json!({ "counters": s.conntrack_counters, "entries": entries }))
 }
 
 /// Forgets every tracked connection on every loop.

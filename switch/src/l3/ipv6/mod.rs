@@ -164,15 +164,7 @@ impl Gateway {
             return f.drop(DropReason::NotForUs);
         };
         let src_mac = packet::src_mac(&data).unwrap_or(MacAddr::ZERO);
-        if let (
-            IPPROTO_ICMPV6,
-            L4::Icmp {
-                ty: ty @ (135 | 136),
-                code,
-                ..
-            },
-        ) = (info.protocol, c.l4)
-        {
+        if let (IPPROTO_ICMPV6, L4::Icmp { ty: 135, code, .. }) = (info.protocol, c.l4) {
             let body = icmp_body(&data, &c);
             let Some(target) = ndp_target(body).filter(|_| valid_ndp(&info, code)) else {
                 return f.drop(DropReason::Malformed);
@@ -180,16 +172,15 @@ impl Gateway {
             let lladdr = ndp_link_layer_options(body.get(24..).unwrap_or_default())
                 .next()
                 .unwrap_or(src_mac);
-            let learned = if ty == 135 { info.src } else { target };
             if !up6.is_ours(target) {
                 return f.drop(DropReason::NotForUs);
             }
-            if ty == 136 || learned.is_unspecified() || lladdr.is_multicast() {
-                // An advertisement of our own address is someone else's claim: ignored.
+            if info.src.is_unspecified() || lladdr.is_multicast() {
+                // Someone's duplicate address detection for our address: nothing to learn.
                 f.local();
                 return;
             }
-            let released = self.neighbors6.learn(Side::Uplink, learned, lladdr, f.now);
+            let released = self.neighbors6.learn(Side::Uplink, info.src, lladdr, f.now);
             release(f, Side::Uplink, lladdr, released);
             let na = synth6::neighbor_advertisement(up.mac, target, src_mac, info.src, false);
             f.events().neighbor_advertisements_sent += 1;
