@@ -26,7 +26,7 @@
 
 mod common;
 
-use common::{NAT_SCENARIOS, OFFLOAD_SCENARIOS, fixtures_root, harness};
+use common::{IPV6_SCENARIOS, NAT_SCENARIOS, OFFLOAD_SCENARIOS, fixtures_root, harness};
 use packet::MacAddr;
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -570,6 +570,7 @@ fn fixtures_and_descriptions_agree() {
     // The gateway/NAT scenarios are described (and checked) by golden_nat.rs.
     described.extend_from_slice(NAT_SCENARIOS);
     described.extend_from_slice(OFFLOAD_SCENARIOS);
+    described.extend_from_slice(IPV6_SCENARIOS);
     described.sort_unstable();
     assert_eq!(fixture_dirs(&fixtures_root()), described);
     assert_distinct_inputs(&scenarios);

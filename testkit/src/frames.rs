@@ -435,6 +435,13 @@ pub fn neighbor_solicitation(src_mac: MacAddr, src: Ipv6Addr, target: Ipv6Addr) 
 /// Default hop limit of built IPv6 packets.
 pub const HOP_LIMIT: u8 = 64;
 
+/// Sets the hop limit of an untagged IPv6 frame (no header checksum to fix in IPv6).
+pub fn set_hop_limit(frame: &mut [u8], hop_limit: u8) {
+    if let Some(h) = frame.get_mut(14 + 7) {
+        *h = hop_limit;
+    }
+}
+
 /// A UDP datagram in IPv6 in Ethernet.
 pub fn udp6(
     src_mac: MacAddr,

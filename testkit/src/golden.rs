@@ -684,7 +684,8 @@ const CHECKSUM_GOOD: &str = "1";
 const CHECKSUM_BAD: &str = "0";
 
 /// Every IPv4 frame of `file` has a good IP header checksum and a good checksum for its own
-/// TCP/UDP/ICMP header, and no checksum anywhere in it (quoted packets included) is bad.
+/// TCP/UDP/ICMP header, every IPv6 frame a good TCP/UDP/ICMPv6 checksum, and no checksum
+/// anywhere in it (quoted packets included) is bad.
 pub fn check_with_tshark(name: &str, file: &Path, frames: &[Record]) {
     let out = Command::new("tshark")
         .args(["-n", "-r"])
@@ -706,6 +707,8 @@ pub fn check_with_tshark(name: &str, file: &Path, frames: &[Record]) {
             "udp.checksum.status",
             "-e",
             "icmp.checksum.status",
+            "-e",
+            "icmpv6.checksum.status",
         ])
         .output()
         .unwrap();
@@ -733,10 +736,24 @@ pub fn check_with_tshark(name: &str, file: &Path, frames: &[Record]) {
             cols.iter().flatten().all(|s| *s != CHECKSUM_BAD),
             "{ctx}: a bad checksum"
         );
+        let col = |k: usize| cols.get(k).and_then(|c| c.first()).copied();
+        if let Ok(packet::Classified {
+            l3: packet::L3::Ipv6(info),
+            ..
+        }) = packet::classify(&rec.data)
+        {
+            let l4 = match info.protocol {
+                6 => 1,
+                17 => 2,
+                58 => 4,
+                p => panic!("{ctx}: unexpected IPv6 next header {p}"),
+            };
+            assert_eq!(col(l4), Some(CHECKSUM_GOOD), "{ctx}: IPv6 L4 checksum");
+            continue;
+        }
         if rec.data.get(12..14) != Some(&[0x08, 0x00]) {
             continue;
         }
-        let col = |k: usize| cols.get(k).and_then(|c| c.first()).copied();
         assert_eq!(col(0), Some(CHECKSUM_GOOD), "{ctx}: IPv4 header checksum");
         let l4 = match rec.data[23] {
             6 => 1,

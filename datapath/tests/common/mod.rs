@@ -1,5 +1,5 @@
 //! What the golden-pcap checkers (`golden.rs`: L2 scenarios, `golden_nat.rs`: gateway and NAT
-//! scenarios) share beyond `testkit::golden`: the datapath as the harness's [`Driver`], the
+//! scenarios, `golden_ipv6.rs`: IPv6 at the gateway) share beyond `testkit::golden`: the datapath as the harness's [`Driver`], the
 //! fixtures root and the list of scenario folders each checker owns.
 
 // Each test crate compiles this module on its own and uses only part of it.
@@ -25,6 +25,9 @@ pub const NAT_SCENARIOS: &[&str] = &[
     "table-full-and-port-exhaustion",
     "ttl-expiry",
 ];
+
+/// The scenario folders described by `golden_ipv6.rs`.
+pub const IPV6_SCENARIOS: &[&str] = &["ipv6-gateway-nd", "ipv6-nat66"];
 
 /// The scenario folders described by `golden_offload.rs`.
 pub const OFFLOAD_SCENARIOS: &[&str] = &["gso-super-frames"];
