@@ -5,8 +5,8 @@
 use switch::{Config, Packet, Pipeline, PortId};
 use testkit::traffic;
 pub use testkit::traffic::{
-    HEADERS, NAT_DST_PORT, NAT_GATEWAY_IP, NAT_ROUTER_MAC, NAT_SRC_PORT, NAT_UPLINK_IP, NatFlows,
-    host_ip, host_mac, nat_container_ip, nat_remote_ip, udp_frame,
+    Family, HEADERS, NAT_DST_PORT, NAT_GATEWAY_IP, NAT_ROUTER_MAC, NAT_SRC_PORT, NAT_UPLINK_IP,
+    NatFlows, host_ip, host_mac, nat_container_ip, nat_remote_ip, udp_frame, udp_frame_of,
 };
 
 /// `ports` pcap ports (p0, p1, ...) on one network with default bridge settings.
@@ -19,6 +19,17 @@ pub fn l2_config(ports: u16) -> Config {
 /// the host on the next port, so with two ports the directions alternate. Every frame is a known
 /// unicast: the pipeline forwards it to exactly one port.
 pub fn l2_learned(ports: u16, batch: usize, len: usize, now: u64) -> (Pipeline, Vec<Packet>) {
+    l2_learned_of(Family::V4, ports, batch, len, now)
+}
+
+/// [`l2_learned`] with frames of `family`.
+pub fn l2_learned_of(
+    family: Family,
+    ports: u16,
+    batch: usize,
+    len: usize,
+    now: u64,
+) -> (Pipeline, Vec<Packet>) {
     let mut pipeline = Pipeline::new(&l2_config(ports)).expect("valid topology");
     // Each host announces itself once (broadcast), which teaches the FDB.
     let mut hello: Vec<Packet> = (0..ports)
@@ -31,7 +42,7 @@ pub fn l2_learned(ports: u16, batch: usize, len: usize, now: u64) -> (Pipeline, 
             // `k % ports` fits in u16 because `ports` does.
             let from = (k % usize::from(ports)) as u16;
             let to = (from + 1) % ports;
-            Packet::new(PortId(from), udp_frame(from, to, len))
+            Packet::new(PortId(from), udp_frame_of(family, from, to, len))
         })
         .collect();
     (pipeline, input)
@@ -41,7 +52,13 @@ pub fn l2_learned(ports: u16, batch: usize, len: usize, now: u64) -> (Pipeline, 
 /// `up` (port 1) with address [`NAT_UPLINK_IP`] and a static next hop, so no ARP is involved;
 /// with `max_entries`, a conntrack table of that size.
 pub fn nat_config(max_entries: Option<u32>) -> Config {
-    Config::from_toml(&traffic::nat_topology(max_entries)).expect("NAT topology is valid")
+    nat_config_of(Family::V4, max_entries)
+}
+
+/// [`nat_config`], dual-stack with the uplink's IPv6 side for [`Family::V6`] (NAT66).
+pub fn nat_config_of(family: Family, max_entries: Option<u32>) -> Config {
+    Config::from_toml(&traffic::nat_topology_of(family, max_entries))
+        .expect("NAT topology is valid")
 }
 
 /// Port of the container network in [`nat_config`].

@@ -7,6 +7,8 @@
 //!   batch alternates original (SNAT) and reply (de-NAT) frames, cycling over the flows. NAT
 //!   rewrites in place, so each buffer gets the 42 header bytes of its next frame copied back
 //!   (payload bytes are left as they are: the pipeline never reads them); that copy is measured.
+//! - both `l2` and `nat` run for IPv4 and IPv6 (`--families 4,6`): IPv6 L2 forwarding, and
+//!   NAT66 masquerade to the uplink's IPv6 address (62 header bytes copied per frame).
 //! - `pcap`: the frames of a capture (or of a scenario's `in/PORT.pcap` files, merged by time)
 //!   replayed in a loop on the scenario's topology, each frame copied into a recycled buffer.
 //!
@@ -25,7 +27,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 use switch::{Config, NANOS_PER_SEC, Packet, Pipeline, PortId};
-use testkit::traffic::{HEADERS, NatFlows};
+use testkit::traffic::{Family, NatFlows};
 
 /// Frames per `process` call.
 const BATCH: usize = 64;
@@ -59,6 +61,9 @@ pub struct PipelineArgs {
     /// Workloads to run.
     #[arg(long, value_delimiter = ',', default_value = "l2,nat,pcap")]
     only: Vec<Kind>,
+    /// IP versions of the l2 and nat cases (6: IPv6 L2 and NAT66).
+    #[arg(long, value_delimiter = ',', default_value = "4,6")]
+    families: Vec<u8>,
     /// Run the NAT cases without the flow cache (every packet takes the slow path), to see
     /// what the cache saves.
     #[arg(long)]
@@ -83,6 +88,8 @@ pub enum Kind {
 #[derive(Clone, Debug)]
 struct Case {
     kind: Kind,
+    /// IP version of the frames (l2, nat).
+    family: Family,
     /// Live flows (nat), in total over the workers.
     flows: u32,
     /// Frame length (l2, nat).
@@ -93,11 +100,25 @@ struct Case {
 
 impl Case {
     fn label(&self) -> String {
+        let v6 = if self.family == Family::V6 { "6" } else { "" };
         match self.kind {
-            Kind::L2 => format!("l2 {}B", self.frame_len),
-            Kind::Nat => format!("nat {} flows {}B", self.flows, self.frame_len),
+            Kind::L2 => format!("l2{v6} {}B", self.frame_len),
+            Kind::Nat => format!(
+                "nat{} {} flows {}B",
+                v6.repeat(2),
+                self.flows,
+                self.frame_len
+            ),
             Kind::Pcap => "pcap mix".to_string(),
         }
+    }
+}
+
+/// "ipv4" or "ipv6", as reports name a family.
+fn family_name(f: Family) -> &'static str {
+    match f {
+        Family::V4 => "ipv4",
+        Family::V6 => "ipv6",
     }
 }
 
@@ -106,6 +127,9 @@ impl Case {
 pub struct CaseResult {
     /// Workload.
     pub case: Kind,
+    /// IP version of the generated frames: "ipv4" or "ipv6" (the pcap mix says "ipv4"; its
+    /// capture holds whatever it holds).
+    pub family: &'static str,
     /// Live flows in total (nat only).
     pub flows: Option<u32>,
     /// Frame length in bytes (the mean, for the pcap mix).
@@ -129,6 +153,8 @@ pub struct CaseResult {
 pub struct Scaling {
     /// Workload.
     pub case: Kind,
+    /// IP version.
+    pub family: &'static str,
     /// Live flows (nat only).
     pub flows: Option<u32>,
     /// Frame length in bytes.
@@ -178,14 +204,28 @@ pub fn run(args: PipelineArgs) -> Result<()> {
             bail!("--sizes: {s} is not a frame length in 60..=1514 bytes (no FCS)");
         }
     }
+    let mut families = Vec::new();
+    for &f in &args.families {
+        families.push(match f {
+            4 => Family::V4,
+            6 => Family::V6,
+            _ => bail!("--families: {f} is not an IP version (4 or 6)"),
+        });
+    }
+    if args.sizes.iter().any(|&s| s < 64) && families.contains(&Family::V6) {
+        bail!("--sizes: IPv6 frames need at least 64 bytes (62 of headers)");
+    }
     let mut cases = Vec::new();
     if args.only.contains(&Kind::L2) {
-        cases.extend(args.sizes.iter().map(|&frame_len| Case {
-            flow_cache: false,
-            kind: Kind::L2,
-            flows: 0,
-            frame_len,
-        }));
+        for &family in &families {
+            cases.extend(args.sizes.iter().map(|&frame_len| Case {
+                flow_cache: false,
+                kind: Kind::L2,
+                family,
+                flows: 0,
+                frame_len,
+            }));
+        }
     }
     if args.only.contains(&Kind::Nat) {
         let mut flows = args.flows.clone();
@@ -197,13 +237,16 @@ pub fn run(args: PipelineArgs) -> Result<()> {
                 bail!("--flows: {f} is not in 1..=1000000");
             }
         }
-        for &frame_len in &args.sizes {
-            cases.extend(flows.iter().map(|&flows| Case {
-                kind: Kind::Nat,
-                flows,
-                frame_len,
-                flow_cache: !args.no_flow_cache,
-            }));
+        for &family in &families {
+            for &frame_len in &args.sizes {
+                cases.extend(flows.iter().map(|&flows| Case {
+                    kind: Kind::Nat,
+                    family,
+                    flows,
+                    frame_len,
+                    flow_cache: !args.no_flow_cache,
+                }));
+            }
         }
     }
     let mix = if args.only.contains(&Kind::Pcap) {
@@ -212,6 +255,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         cases.push(Case {
             flow_cache: false,
             kind: Kind::Pcap,
+            family: Family::V4,
             flows: 0,
             frame_len: 0,
         });
@@ -294,12 +338,14 @@ fn scaling(results: &[CaseResult]) -> Vec<Scaling> {
         let one = results.iter().find(|o| {
             o.workers == 1
                 && o.case == r.case
+                && o.family == r.family
                 && o.flows == r.flows
                 && o.frame_bytes == r.frame_bytes
         });
         if let Some(one) = one.filter(|o| o.mpps.median > 0.0) {
             out.push(Scaling {
                 case: r.case,
+                family: r.family,
                 flows: r.flows,
                 frame_bytes: r.frame_bytes,
                 workers: r.workers,
@@ -322,8 +368,9 @@ fn print_table(r: &Report) {
         r.batch
     );
     println!(
-        "{:<6} {:>8} {:>7} {:>7}  {:<24} {:<22} {:<22} {:>6}",
+        "{:<6} {:>4} {:>8} {:>7} {:>7}  {:<24} {:<22} {:<22} {:>6}",
         "case",
+        "ip",
         "flows",
         "frame",
         "workers",
@@ -334,8 +381,9 @@ fn print_table(r: &Report) {
     );
     for c in &r.results {
         println!(
-            "{:<6} {:>8} {:>6}B {:>7}  {:<24} {:<22} {:<22} {:>6.1}",
+            "{:<6} {:>4} {:>8} {:>6}B {:>7}  {:<24} {:<22} {:<22} {:>6.1}",
             format!("{:?}", c.case).to_lowercase(),
+            c.family.trim_start_matches("ip"),
             c.flows.map_or("-".into(), |f| f.to_string()),
             format!("{:.0}", c.frame_bytes),
             c.workers,
@@ -349,8 +397,9 @@ fn print_table(r: &Report) {
         println!("scaling (median Mpps with W workers / with 1):");
         for s in &r.scaling {
             println!(
-                "  {:<5} {:>8} {:>5.0}B  1→{} workers: {:.2}×",
+                "  {:<5} {:>4} {:>8} {:>5.0}B  1→{} workers: {:.2}×",
                 format!("{:?}", s.case).to_lowercase(),
+                s.family.trim_start_matches("ip"),
                 s.flows.map_or("-".into(), |f| f.to_string()),
                 s.frame_bytes,
                 s.workers,
@@ -485,6 +534,7 @@ fn measure(
     let w = workers as f64;
     Ok(CaseResult {
         case: case.kind,
+        family: family_name(case.family),
         flows: (case.kind == Kind::Nat).then_some(case.flows),
         frame_bytes: bytes_per_packet,
         workers,
@@ -523,6 +573,8 @@ enum Generator {
     Nat {
         originals: Vec<u8>,
         replies: Vec<u8>,
+        /// Header bytes per frame (42 for IPv4, 62 for IPv6).
+        headers: usize,
         flows: usize,
         next: usize,
     },
@@ -540,7 +592,7 @@ impl Workload {
         match case.kind {
             Kind::L2 => {
                 let ports = 2u16;
-                let (pipeline, input) = l2_learned(ports, case.frame_len, base)?;
+                let (pipeline, input) = l2_learned(case.family, ports, case.frame_len, base)?;
                 Ok(Workload::with(
                     pipeline,
                     Generator::L2 { ports },
@@ -554,11 +606,12 @@ impl Workload {
                 let share = (case.flows as usize / workers).max(1);
                 let first = u32::try_from(worker * share).unwrap_or(0);
                 let count = u32::try_from(share).unwrap_or(1);
-                let frames = NatFlows::new(case.frame_len);
+                let frames = NatFlows::new_of(case.family, case.frame_len);
                 let mut pipeline = nat_established(&frames, first, count, base)?;
                 pipeline.set_flow_cache(case.flow_cache);
-                let mut originals = Vec::with_capacity(share * HEADERS);
-                let mut replies = Vec::with_capacity(share * HEADERS);
+                let headers = case.family.headers();
+                let mut originals = Vec::with_capacity(share * headers);
+                let mut replies = Vec::with_capacity(share * headers);
                 for i in first..first + count {
                     originals.extend_from_slice(&frames.headers(i, false));
                     replies.extend_from_slice(&frames.headers(i, true));
@@ -572,6 +625,7 @@ impl Workload {
                     Generator::Nat {
                         originals,
                         replies,
+                        headers,
                         flows: share,
                         next: 0,
                     },
@@ -639,18 +693,20 @@ impl Workload {
             Generator::Nat {
                 originals,
                 replies,
+                headers,
                 flows,
                 next,
             } => {
+                let h = *headers;
                 for (k, mut p) in self.output.drain(..).enumerate() {
                     let flow = (*next + k / 2) % *flows;
                     let (port, src) = if k % 2 == 0 {
-                        (NAT_CONTAINER, &originals[flow * HEADERS..][..HEADERS])
+                        (NAT_CONTAINER, &originals[flow * h..][..h])
                     } else {
-                        (NAT_UPLINK, &replies[flow * HEADERS..][..HEADERS])
+                        (NAT_UPLINK, &replies[flow * h..][..h])
                     };
                     p.port = port;
-                    p.data[..HEADERS].copy_from_slice(src);
+                    p.data[..h].copy_from_slice(src);
                     self.input.push(p);
                 }
                 *next = (*next + BATCH / 2) % *flows;
@@ -701,8 +757,8 @@ impl Workload {
 
 /// A pipeline on `ports` ports where host `i` has been learned on port `i`, and a batch where
 /// frame `k` enters port `k % ports` addressed to the host on the next port.
-fn l2_learned(ports: u16, len: usize, now: u64) -> Result<(Pipeline, Vec<Packet>)> {
-    let (mut pipeline, mut input) = vswitch_bench::l2_learned(ports, BATCH, len, now);
+fn l2_learned(family: Family, ports: u16, len: usize, now: u64) -> Result<(Pipeline, Vec<Packet>)> {
+    let (mut pipeline, mut input) = vswitch_bench::l2_learned_of(family, ports, BATCH, len, now);
     // Check once that every frame is a known unicast, forwarded to one port.
     let mut out = Vec::with_capacity(BATCH);
     pipeline.process(now, &mut input, &mut out);
@@ -725,7 +781,8 @@ const NAT_MAX_ENTRIES: u32 = 2_097_152;
 /// A pipeline where flows `first..first + count` are live and assured: each was created by its
 /// first packet, answered, and sent again (UDP is assured on the first packet after a reply).
 fn nat_established(frames: &NatFlows, first: u32, count: u32, now: u64) -> Result<Pipeline> {
-    let mut pipeline = Pipeline::new(&vswitch_bench::nat_config(Some(NAT_MAX_ENTRIES)))?;
+    let config = vswitch_bench::nat_config_of(frames.family(), Some(NAT_MAX_ENTRIES));
+    let mut pipeline = Pipeline::new(&config)?;
     let mut input = Vec::with_capacity(4096);
     let mut out = Vec::with_capacity(4096);
     let end = first + count;
@@ -756,11 +813,12 @@ fn nat_established(frames: &NatFlows, first: u32, count: u32, now: u64) -> Resul
             start = stop;
         }
     }
-    if pipeline.conntrack().len() != count as usize {
-        bail!(
-            "nat set-up: {} connections tracked, {count} expected",
-            pipeline.conntrack().len()
-        );
+    let tracked = match frames.family() {
+        Family::V4 => pipeline.conntrack().len(),
+        Family::V6 => pipeline.conntrack6().len(),
+    };
+    if tracked != count as usize {
+        bail!("nat set-up: {tracked} connections tracked, {count} expected");
     }
     Ok(pipeline)
 }

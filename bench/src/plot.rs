@@ -41,9 +41,15 @@ pub fn pipeline(r: &PipelineReport, path: &Path) -> Result<()> {
     // Cases in run order, each with its results by worker count.
     let mut cases: Vec<(String, Vec<(usize, Stat)>)> = Vec::new();
     for c in &r.results {
+        let v6 = if c.family == "ipv6" { "6" } else { "" };
         let label = match c.case {
-            Kind::L2 => format!("l2 {:.0}B", c.frame_bytes),
-            Kind::Nat => format!("nat {} flows {:.0}B", c.flows.unwrap_or(0), c.frame_bytes),
+            Kind::L2 => format!("l2{v6} {:.0}B", c.frame_bytes),
+            Kind::Nat => format!(
+                "nat{} {} flows {:.0}B",
+                v6.repeat(2),
+                c.flows.unwrap_or(0),
+                c.frame_bytes
+            ),
             Kind::Pcap => format!("pcap mix ~{:.0}B", c.frame_bytes),
         };
         match cases.iter_mut().find(|(l, _)| *l == label) {
@@ -121,9 +127,11 @@ pub fn pipeline(r: &PipelineReport, path: &Path) -> Result<()> {
         .iter()
         .filter(|c| c.workers == 1)
         .map(|c| match c.case {
+            Kind::L2 if c.family == "ipv6" => format!("l2₆/{:.0}", c.frame_bytes),
             Kind::L2 => format!("l2/{:.0}", c.frame_bytes),
             Kind::Nat => format!(
-                "nat{}/{:.0}",
+                "nat{}{}/{:.0}",
+                if c.family == "ipv6" { "66·" } else { "" },
                 short_count(c.flows.unwrap_or(0)),
                 c.frame_bytes
             ),

@@ -70,8 +70,9 @@ fn pipeline_bench_json() {
     assert_eq!(v["bench"], "pipeline");
     assert!(v["machine"]["cpu"].is_string());
     let results = v["results"].as_array().unwrap();
-    // l2 × 2 sizes + nat × 3 flow counts × 2 sizes + pcap, each with 1 and 2 workers.
-    assert_eq!(results.len(), 9 * 2, "{v:#}");
+    // (l2 × 2 sizes + nat × 3 flow counts × 2 sizes) × 2 IP versions + pcap, each with 1 and
+    // 2 workers.
+    assert_eq!(results.len(), 17 * 2, "{v:#}");
     for r in results {
         let case = r["case"].as_str().unwrap();
         assert!(["l2", "nat", "pcap"].contains(&case), "{r}");
@@ -83,16 +84,25 @@ fn pipeline_bench_json() {
             assert_eq!(r["dropped_share"].as_f64().unwrap(), 0.0, "{r}");
         }
     }
-    for flows in [1, 1000, 100_000] {
+    for family in ["ipv4", "ipv6"] {
+        for flows in [1, 1000, 100_000] {
+            assert!(
+                results.iter().any(|r| r["case"] == "nat"
+                    && r["family"] == family
+                    && r["flows"] == flows
+                    && r["frame_bytes"] == 64.0),
+                "{family} nat {flows} flows missing"
+            );
+        }
         assert!(
             results
                 .iter()
-                .any(|r| r["case"] == "nat" && r["flows"] == flows && r["frame_bytes"] == 64.0),
-            "nat {flows} flows missing"
+                .any(|r| r["case"] == "l2" && r["family"] == family && r["frame_bytes"] == 1500.0),
+            "{family} l2 missing"
         );
     }
     let scaling = v["scaling"].as_array().unwrap();
-    assert_eq!(scaling.len(), 9);
+    assert_eq!(scaling.len(), 17);
     assert!(scaling.iter().all(|s| s["ratio"].as_f64().unwrap() > 0.0));
     let svg = std::fs::read_to_string(&plot).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("scaling"), "plot");

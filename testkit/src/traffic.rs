@@ -8,15 +8,61 @@
 //! template built once with [`crate::frames`] and recomputes both checksums (the payload's sum
 //! computed once), which makes a million flows cheap to generate and is checked equal to building
 //! every frame.
+//!
+//! Every generator has an IPv6 twin ([`Family::V6`]): host `i` is fd00::hi:lo, NAT66 flow `i`
+//! is fd00:16::2+i:40000 → 2001:db8:100::i:443 through the uplink's 2001:db8::2, with 62
+//! header bytes.
 
 use crate::frames;
 use crate::topology::Topo;
 use packet::MacAddr;
-use packet::checksum::{fold, pseudo_header_sum, sum as sum16};
-use std::net::Ipv4Addr;
+use packet::checksum::{fold, pseudo_header_sum, pseudo_header_sum_v6, sum as sum16};
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-/// Ethernet + IPv4 + UDP header bytes of every generated frame.
+/// Ethernet + IPv4 + UDP header bytes of every generated IPv4 frame.
 pub const HEADERS: usize = 42;
+/// Ethernet + IPv6 + UDP header bytes of every generated IPv6 frame.
+pub const HEADERS6: usize = 62;
+
+/// The IP version of generated traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// IPv4.
+    V4,
+    /// IPv6.
+    V6,
+}
+
+impl Family {
+    /// Ethernet, IP and UDP header bytes of this family's frames.
+    pub const fn headers(self) -> usize {
+        match self {
+            Family::V4 => HEADERS,
+            Family::V6 => HEADERS6,
+        }
+    }
+}
+
+/// The IPv6 address of host `i`: fd00::hi:lo.
+pub fn host_ip6(i: u16) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, i)
+}
+
+/// [`udp_frame`] in `family`.
+pub fn udp_frame_of(family: Family, src: u16, dst: u16, len: usize) -> Vec<u8> {
+    match family {
+        Family::V4 => udp_frame(src, dst, len),
+        Family::V6 => frames::udp6(
+            host_mac(src),
+            host_mac(dst),
+            host_ip6(src),
+            host_ip6(dst),
+            40000,
+            50000,
+            &vec![0x5a; len.saturating_sub(HEADERS6)],
+        ),
+    }
+}
 
 /// The MAC of host `i` (locally administered unicast).
 pub fn host_mac(i: u16) -> MacAddr {
@@ -58,6 +104,9 @@ pub fn hello_frame(i: u16) -> Vec<u8> {
     frames::ethernet(host_mac(i), MacAddr::BROADCAST, 0x88b5, &[0; 46])
 }
 
+/// IPv6 address of vswitch on the uplink in [`nat_topology_of`] `(V6, ..)`.
+pub const NAT_UPLINK_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+
 /// Address of vswitch on the uplink in [`nat_topology`].
 pub const NAT_UPLINK_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
 /// Gateway of the container network in [`nat_topology`].
@@ -77,11 +126,26 @@ pub const NAT_UPLINK_PORT: u16 = 1;
 /// `up` (port 1) with address [`NAT_UPLINK_IP`] and a static next hop, so no ARP is involved;
 /// with `max_entries`, a conntrack table of that size.
 pub fn nat_topology(max_entries: Option<u32>) -> String {
-    let t = Topo::new()
-        .routed("bridge", "172.16.0.0/12", "172.16.0.1")
-        .port("c", "bridge")
-        .uplink_port("up")
-        .uplink_static("up");
+    nat_topology_of(Family::V4, max_entries)
+}
+
+/// [`nat_topology`], dual-stack for [`Family::V6`]: the network also holds fd00:16::/64 and
+/// the uplink has [`NAT_UPLINK_IP6`] with a static next hop (no neighbour discovery).
+pub fn nat_topology_of(family: Family, max_entries: Option<u32>) -> String {
+    let t = Topo::new().routed("bridge", "172.16.0.0/12", "172.16.0.1");
+    let t = match family {
+        Family::V4 => t,
+        Family::V6 => t.set_str("subnet6", "fd00:16::/64"),
+    };
+    let t = t.port("c", "bridge").uplink_port("up").uplink_static("up");
+    let t = match family {
+        Family::V4 => t,
+        Family::V6 => t
+            .block("uplink.ipv6", false)
+            .set_str("address", &NAT_UPLINK_IP6.to_string())
+            .set_str("next_hop", "2001:db8::1")
+            .set_str("next_hop_mac", &NAT_ROUTER_MAC.to_string()),
+    };
     match max_entries {
         Some(n) => t.block("conntrack", false).set("max_entries", n),
         None => t,
@@ -99,9 +163,21 @@ pub fn nat_remote_ip(i: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 64, 0, 0)) + i)
 }
 
-/// Frames of the NAT flows of [`nat_topology`], `len` bytes each (at least [`HEADERS`]).
+/// The container of NAT66 flow `i`: fd00:16::2 + i.
+pub fn nat_container_ip6(i: u32) -> Ipv6Addr {
+    Ipv6Addr::from(Ipv6Addr::new(0xfd00, 0x16, 0, 0, 0, 0, 0, 2).to_bits() + u128::from(i))
+}
+
+/// The far host of NAT66 flow `i`: 2001:db8:100:: + i.
+pub fn nat_remote_ip6(i: u32) -> Ipv6Addr {
+    Ipv6Addr::from(Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0).to_bits() + u128::from(i))
+}
+
+/// Frames of the NAT flows of [`nat_topology_of`], `len` bytes each (at least the family's
+/// header bytes).
 #[derive(Debug, Clone)]
 pub struct NatFlows {
+    family: Family,
     /// Full frames of flow 0: original, reply.
     templates: [Vec<u8>; 2],
     /// One's-complement sum of the payload (constant).
@@ -109,19 +185,60 @@ pub struct NatFlows {
 }
 
 impl NatFlows {
-    /// Templates for frames of `len` bytes.
+    /// Templates for IPv4 frames of `len` bytes.
     pub fn new(len: usize) -> NatFlows {
-        let payload = vec![0x5a; len.saturating_sub(HEADERS)];
+        NatFlows::new_of(Family::V4, len)
+    }
+
+    /// Templates for frames of `len` bytes in `family`.
+    pub fn new_of(family: Family, len: usize) -> NatFlows {
+        let payload = vec![0x5a; len.saturating_sub(family.headers())];
         NatFlows {
+            family,
             templates: [
-                Self::build(0, false, &payload),
-                Self::build(0, true, &payload),
+                Self::build_of(family, 0, false, &payload),
+                Self::build_of(family, 0, true, &payload),
             ],
             payload_sum: sum16(&payload),
         }
     }
 
-    /// Flow `i`'s frame in one direction, built from scratch (what [`NatFlows::frame`] must equal).
+    /// The flows' address family.
+    pub fn family(&self) -> Family {
+        self.family
+    }
+
+    /// [`NatFlows::build`] in `family`.
+    pub fn build_of(family: Family, i: u32, reply: bool, payload: &[u8]) -> Vec<u8> {
+        if family == Family::V4 {
+            return Self::build(i, reply, payload);
+        }
+        let (container, remote) = (nat_container_ip6(i), nat_remote_ip6(i));
+        if reply {
+            frames::udp6(
+                NAT_ROUTER_MAC,
+                MacAddr::docker(NAT_UPLINK_IP),
+                remote,
+                NAT_UPLINK_IP6,
+                NAT_DST_PORT,
+                NAT_SRC_PORT,
+                payload,
+            )
+        } else {
+            frames::udp6(
+                host_mac(1),
+                MacAddr::docker(NAT_GATEWAY_IP),
+                container,
+                remote,
+                NAT_SRC_PORT,
+                NAT_DST_PORT,
+                payload,
+            )
+        }
+    }
+
+    /// Flow `i`'s IPv4 frame in one direction, built from scratch (what [`NatFlows::frame`]
+    /// must equal).
     pub fn build(i: u32, reply: bool, payload: &[u8]) -> Vec<u8> {
         let (container, remote) = (nat_container_ip(i), nat_remote_ip(i));
         if reply {
@@ -147,10 +264,12 @@ impl NatFlows {
         }
     }
 
-    /// The [`HEADERS`] header bytes of flow `i` in one direction.
-    pub fn headers(&self, i: u32, reply: bool) -> [u8; HEADERS] {
-        let mut h = [0u8; HEADERS];
-        h.copy_from_slice(&self.templates[usize::from(reply)][..HEADERS]);
+    /// The header bytes of flow `i` in one direction ([`Family::headers`] of them).
+    pub fn headers(&self, i: u32, reply: bool) -> Vec<u8> {
+        if self.family == Family::V6 {
+            return self.headers6(i, reply);
+        }
+        let mut h = self.templates[usize::from(reply)][..HEADERS].to_vec();
         let (container, remote) = (nat_container_ip(i), nat_remote_ip(i));
         let (src, dst) = if reply {
             (remote, NAT_UPLINK_IP)
@@ -172,10 +291,30 @@ impl NatFlows {
         h
     }
 
+    fn headers6(&self, i: u32, reply: bool) -> Vec<u8> {
+        let mut h = self.templates[usize::from(reply)][..HEADERS6].to_vec();
+        let (container, remote) = (nat_container_ip6(i), nat_remote_ip6(i));
+        let (src, dst) = if reply {
+            (remote, NAT_UPLINK_IP6)
+        } else {
+            (container, remote)
+        };
+        h[22..38].copy_from_slice(&src.octets());
+        h[38..54].copy_from_slice(&dst.octets());
+        // UDP checksum over the IPv6 pseudo-header (mandatory in IPv6; 0 is sent as 0xffff).
+        h[60..62].copy_from_slice(&[0, 0]);
+        let udp_len = u16::from_be_bytes([h[58], h[59]]);
+        let pseudo = pseudo_header_sum_v6(src, dst, 17, u32::from(udp_len));
+        let udp = !fold(pseudo + sum16(&h[54..62]) + self.payload_sum);
+        h[60..62].copy_from_slice(&(if udp == 0 { 0xffff } else { udp }).to_be_bytes());
+        h
+    }
+
     /// A full frame of flow `i`: the original direction, or the reply.
     pub fn frame(&self, i: u32, reply: bool) -> Vec<u8> {
         let mut f = self.templates[usize::from(reply)].clone();
-        f[..HEADERS].copy_from_slice(&self.headers(i, reply));
+        let h = self.headers(i, reply);
+        f[..h.len()].copy_from_slice(&h);
         f
     }
 }
@@ -186,16 +325,18 @@ mod tests {
 
     #[test]
     fn patched_nat_frames_equal_built_ones() {
-        for len in [64, 65, 1500] {
-            let flows = NatFlows::new(len);
-            let payload = vec![0x5a; len - HEADERS];
-            for i in [0u32, 1, 255, 65_537, 999_999] {
-                for reply in [false, true] {
-                    assert_eq!(
-                        flows.frame(i, reply),
-                        NatFlows::build(i, reply, &payload),
-                        "len {len} flow {i} reply {reply}"
-                    );
+        for family in [Family::V4, Family::V6] {
+            for len in [64, 65, 1500] {
+                let flows = NatFlows::new_of(family, len);
+                let payload = vec![0x5a; len.saturating_sub(family.headers())];
+                for i in [0u32, 1, 255, 65_537, 999_999] {
+                    for reply in [false, true] {
+                        assert_eq!(
+                            flows.frame(i, reply),
+                            NatFlows::build_of(family, i, reply, &payload),
+                            "{family:?} len {len} flow {i} reply {reply}"
+                        );
+                    }
                 }
             }
         }
@@ -205,5 +346,7 @@ mod tests {
     fn udp_frame_has_the_asked_length() {
         assert_eq!(udp_frame(1, 2, 64).len(), 64);
         assert_eq!(udp_frame(1, 2, 1514).len(), 1514);
+        assert_eq!(udp_frame_of(Family::V6, 1, 2, 64).len(), 64);
+        assert_eq!(udp_frame_of(Family::V6, 1, 2, 1514).len(), 1514);
     }
 }
