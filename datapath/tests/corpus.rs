@@ -327,12 +327,15 @@ fn corpus_replays_with_every_frame_accounted_for() {
 // ---------------------------------------------------------------------------------------------
 // The corpus through the gateway and NAT.
 
-/// A gateway + NAT topology for the corpus: network "bridge" with a wide subnet (0.0.0.0/1, so
-/// that the private and many public sources of the corpus count as containers) and its gateway,
-/// an uplink with a static next hop, one published port.
+/// A gateway + NAT topology for the corpus: network "bridge" dual-stack with wide subnets
+/// (0.0.0.0/1 and ::/1, so that the private and many public sources of the corpus count as
+/// containers) and its gateways, an uplink with static next hops on both families (its IPv6
+/// address fd00::1, outside ::/1), one published port.
 fn gateway_topo() -> String {
     Topo::new()
         .routed("bridge", "0.0.0.0/1", "10.0.0.1")
+        .set_str("subnet6", "::/1")
+        .set_str("gateway6", "2001:db8::1")
         .ports("bridge", &["c1", "c2"])
         .uplink_port("up")
         .block("uplink", false)
@@ -340,6 +343,10 @@ fn gateway_topo() -> String {
         .set_str("address", "192.168.1.1")
         .set_str("subnet", "192.168.1.0/24")
         .set_str("next_hop", "192.168.1.254")
+        .set_str("next_hop_mac", topology::NEXT_HOP_MAC)
+        .block("uplink.ipv6", false)
+        .set_str("address", "fd00::1")
+        .set_str("next_hop", "fd00::fe")
         .set_str("next_hop_mac", topology::NEXT_HOP_MAC)
         .publish("tcp", 80, "10.0.0.2", 8080)
         .publish("udp", 53, "10.0.0.3", 53)
@@ -423,6 +430,43 @@ fn ipv4_sums(frame: &[u8]) -> Option<Result<Sums, String>> {
     })())
 }
 
+/// Whether an untagged IPv6 frame's TCP, UDP or ICMPv6 checksum is right, as etherparse computes
+/// it; `None` for other frames, fragments and what etherparse cannot slice.
+fn ipv6_l4_ok(frame: &[u8]) -> Option<bool> {
+    use etherparse::{Icmpv6Header, NetSlice, SlicedPacket, TransportSlice};
+    let s = SlicedPacket::from_ethernet(frame).ok()?;
+    let Some(NetSlice::Ipv6(ip)) = &s.net else {
+        return None;
+    };
+    if ip.is_payload_fragmented() {
+        return None;
+    }
+    let h = ip.header().to_header();
+    match s.transport.as_ref()? {
+        TransportSlice::Tcp(t) => {
+            let want = t.to_header().calc_checksum_ipv6(&h, t.payload()).ok()?;
+            Some(t.checksum() == want)
+        }
+        TransportSlice::Udp(u) => {
+            let want = u.to_header().calc_checksum_ipv6(&h, u.payload()).ok()?;
+            Some(u.checksum() == want)
+        }
+        TransportSlice::Icmpv6(i) => {
+            let want =
+                Icmpv6Header::with_checksum(i.icmp_type(), h.source, h.destination, i.payload())
+                    .ok()?;
+            Some(i.checksum() == want.checksum)
+        }
+        _ => None,
+    }
+}
+
+/// (next header, source, destination) of an untagged IPv6 frame: what NAT66 keeps on one side.
+fn ip6_key(frame: &[u8]) -> Option<(u8, [u8; 16])> {
+    (frame.get(12..14)? == [0x86, 0xdd]).then_some(())?;
+    Some((*frame.get(20)?, frame.get(22..38)?.try_into().ok()?))
+}
+
 /// (protocol, identification) of an untagged IPv4 frame: what a routed frame keeps, so a frame
 /// released later (after ARP) can be matched to the input it came from.
 /// Keyed with the destination too, since many captures leave the identification at zero (a
@@ -451,10 +495,15 @@ fn replay_through_gateway(
     let (mut emitted, mut rewritten) = (0usize, 0usize);
     let mut seen: std::collections::HashMap<(u8, [u8; 2], [u8; 4]), Option<Sums>> =
         Default::default();
+    let mut seen6: std::collections::HashMap<(u8, [u8; 16]), Option<bool>> = Default::default();
     for (i, r) in records.iter().enumerate() {
         let mut data = r.data.clone();
-        if ipv4_sums(&data).is_some() {
+        if ipv4_sums(&data).is_some() || ip6_key(&data).is_some() {
             data[..6].copy_from_slice(&to_mac);
+        }
+        let before6 = ipv6_l4_ok(&data);
+        if let Some(k) = ip6_key(&data) {
+            seen6.entry(k).or_insert(before6);
         }
         let before = ipv4_sums(&data);
         if let Some(k) = ip_key(&data) {
@@ -467,6 +516,21 @@ fn replay_through_gateway(
             emitted += 1;
             if pkt.data != data {
                 rewritten += 1;
+            }
+            if let Some(false) = ipv6_l4_ok(&pkt.data) {
+                // Only a frame whose input verified must verify; a frame released later (after
+                // neighbour discovery) is judged by an input of its source.
+                let was = if ip6_key(&pkt.data) == ip6_key(&data) {
+                    before6
+                } else {
+                    ip6_key(&pkt.data).and_then(|k| seen6.get(&k).copied().flatten())
+                };
+                if was == Some(true) {
+                    return Err(format!(
+                        "record {i}: emitted IPv6 L4 checksum invalid (input's was valid): in {data:02x?} out {:02x?}",
+                        pkt.data
+                    ));
+                }
             }
             let Some(after) = ipv4_sums(&pkt.data) else {
                 continue;
@@ -522,6 +586,7 @@ fn corpus_through_the_gateway_stays_well_formed() {
     let up_mac = [0x02, 0x42, 192, 168, 1, 1];
     let mut failures = Vec::new();
     let (mut frames_in, mut frames_out, mut rewritten, mut read) = (0, 0, 0, 0);
+    let mut ipv6_in = 0;
     for file in &files {
         let records = match read_file(&dir.join(file)) {
             Ok(r) => r,
@@ -533,6 +598,10 @@ fn corpus_through_the_gateway_stays_well_formed() {
             }
         };
         read += 1;
+        ipv6_in += 2 * records
+            .iter()
+            .filter(|r| ip6_key(&r.data).is_some())
+            .count();
         for (ingress, mac) in [("c1", gw_mac), ("up", up_mac)] {
             frames_in += records.len();
             match catch_unwind(AssertUnwindSafe(|| {
@@ -556,11 +625,11 @@ fn corpus_through_the_gateway_stays_well_formed() {
     );
     // Not vacuous: the gateway translated or answered real traffic.
     assert!(
-        frames_in > 1000 && rewritten > 100,
-        "{frames_in} in, {frames_out} out, {rewritten} rewritten"
+        frames_in > 1000 && rewritten > 100 && ipv6_in > 100,
+        "{frames_in} in ({ipv6_in} IPv6), {frames_out} out, {rewritten} rewritten"
     );
     eprintln!(
-        "{read} corpus files through the gateway (on c1 and on up): {frames_in} frames in, \
-         {frames_out} out, {rewritten} of them rewritten"
+        "{read} corpus files through the gateway (on c1 and on up): {frames_in} frames in \
+         ({ipv6_in} IPv6), {frames_out} out, {rewritten} of them rewritten"
     );
 }

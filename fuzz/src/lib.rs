@@ -11,6 +11,8 @@ use packet::MacAddr;
 use testkit::topology::Topo;
 use std::net::Ipv4Addr;
 
+pub mod v6;
+
 /// Gateway of the `bridge` network.
 pub const GW_A: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 1);
 /// Gateway of the `backend` network.
@@ -25,19 +27,25 @@ pub const NEXT_HOP_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xfe]);
 pub const RESOLVER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 53);
 
 /// The topology of the `pipeline` target: the addresses of the pcap fixtures (so their captures
-/// are meaningful seeds), a second network with embedded DNS, published ports, a tiny conntrack
+/// are meaningful seeds), `bridge` dual-stack with the uplink's IPv6 side (its next hop
+/// resolved by neighbour discovery), a second network with embedded DNS, published ports, a tiny conntrack
 /// table (eviction), a tiny NAT port range (exhaustion) and a tiny per-port MAC limit.
 /// `eim` sets `udp_endpoint_independent`.
 pub fn topology(eim: bool) -> String {
     Topo::new()
         .bridge(&[("aging_secs", "60"), ("max_macs_per_port", "4")])
         .routed("bridge", "172.17.0.0/16", "172.17.0.1")
+        .set_str("subnet6", "fd00:17::/64")
         .routed("backend", "172.18.0.0/16", "172.18.0.1")
         .set("icc", false)
         .ports("bridge", &["c1", "c2"])
         .port("b1", "backend")
         .uplink_port("up")
         .uplink_static("up")
+        .block("uplink.ipv6", false)
+        .set_str("address", "2001:db8::2")
+        .set_str("subnet", "2001:db8::/64")
+        .set_str("next_hop", "2001:db8::1")
         .block("nat", false)
         .set("port_first", 50000)
         .set("port_last", 50007)
@@ -348,6 +356,8 @@ pub enum Body {
     Ipv4(Ipv4Spec, L4Spec),
     /// ARP.
     Arp(ArpSpec),
+    /// IPv6.
+    Ipv6(v6::Ipv6Spec, v6::L6Spec),
     /// Anything.
     Raw(u16, Vec<u8>),
 }
@@ -373,7 +383,7 @@ pub struct FrameSpec {
 
 const MAX_PAYLOAD: usize = 1400;
 
-fn cut(v: &[u8]) -> &[u8] {
+pub(crate) fn cut(v: &[u8]) -> &[u8] {
     &v[..v.len().min(MAX_PAYLOAD)]
 }
 
@@ -558,6 +568,10 @@ impl FrameSpec {
                     packet::ETHERTYPE_ARP,
                     f.get(14..).unwrap_or_default().to_vec(),
                 )
+            }
+            Body::Ipv6(ip, l6) => {
+                let (nh, upper) = l6.build(ip.src.addr(), ip.dst.addr());
+                (packet::ETHERTYPE_IPV6, v6::ipv6_packet(ip, nh, &upper))
             }
             Body::Raw(t, b) => (*t, cut(b).to_vec()),
         };
