@@ -481,3 +481,46 @@ fn the_uplink_next_hop_is_resolved_by_neighbour_discovery() {
     assert_eq!(icmp_type(na), Some(136));
     assert_eq!(&na[..6], &ROUTER.0);
 }
+
+/// The fragment of the IPv6 `frame`'s payload at `offset..offset + len` (a multiple of 8 unless
+/// last), behind a fragment header with `ident`.
+fn fragment6(frame: &[u8], offset: usize, len: usize, more: bool, ident: u32) -> Vec<u8> {
+    let payload = &frame[14 + 40..];
+    let part = &payload[offset..(offset + len).min(payload.len())];
+    let mut f = frame[..14 + 40].to_vec();
+    let nh = f[14 + 6];
+    f[14 + 6] = 44;
+    let word = ((offset / 8) as u16) << 3 | u16::from(more);
+    f.extend_from_slice(&[nh, 0]);
+    f.extend_from_slice(&word.to_be_bytes());
+    f.extend_from_slice(&ident.to_be_bytes());
+    f.extend_from_slice(part);
+    let plen = (8 + part.len()) as u16;
+    f[14 + 4..14 + 6].copy_from_slice(&plen.to_be_bytes());
+    f
+}
+
+#[test]
+fn later_fragments_follow_their_first_fragment_through_nat66() {
+    let mut r = Rig::new();
+    let whole = build::udp6(C1_MAC, GW_MAC, c1(), remote(), 40000, 53, &[7; 40]);
+    let first = fragment6(&whole, 0, 24, true, 99);
+    let second = fragment6(&whole, 24, 24, false, 99);
+    // A later fragment of a datagram never seen goes nowhere.
+    let stray = fragment6(&whole, 24, 24, false, 100);
+    assert!(r.send(C1, stray).is_empty());
+    assert_eq!(r.drops(C1, DropReason::Unsupported), 1);
+    let out = r.send(C1, first);
+    let f1 = only(&out, UP).to_vec();
+    assert_eq!(addrs(&f1), (uplink6(), remote()));
+    let out = r.send(C1, second);
+    let f2 = only(&out, UP);
+    assert_eq!(addrs(f2), (uplink6(), remote()));
+    // Reassembled, the datagram is the original one translated: its UDP checksum verifies.
+    let mut payload = f1[14 + 48..].to_vec();
+    payload.extend_from_slice(&f2[14 + 48..]);
+    assert_eq!(
+        packet::checksum::l4_checksum_v6(uplink6(), remote(), 17, &payload),
+        0
+    );
+}

@@ -1,4 +1,4 @@
-//! Translation of IPv4 fragments that carry no transport header.
+//! Translation of IPv4 and IPv6 fragments that carry no transport header.
 //!
 //! Only a datagram's first fragment has ports, so conntrack can only match that one. When a
 //! first fragment is translated, the translation of its addresses is remembered under the
@@ -6,8 +6,9 @@
 //! later fragments of the same datagram get the same addresses. Fragments that arrive before
 //! their first fragment find nothing and are dropped (counted): reassembly is not done here.
 //!
-//! Owns [`Fragments`], the table of remembered translations (the gateway holds one), and the
-//! routing of later fragments through it.
+//! Owns [`Fragments`], the table of remembered translations (the gateway holds one per address
+//! family: IPv6 keys carry the fragment header's 32-bit identification), and the routing of
+//! later IPv4 fragments through it (IPv6's is in `ipv6::route`).
 //!
 //! Invariants: at most [`MAX_DATAGRAMS`] datagrams are remembered (oldest forgotten first), each
 //! for [`FRAGMENT_TIMEOUT`] (Linux's ipfrag_time is 30 s).
@@ -21,6 +22,7 @@ use crate::synth;
 use nat::Endpoint;
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
+use std::hash::Hash;
 use std::net::Ipv4Addr;
 
 /// Most datagrams in flight remembered at once.
@@ -28,30 +30,40 @@ pub const MAX_DATAGRAMS: usize = 4096;
 /// How long a datagram's translation is kept after its first fragment.
 pub const FRAGMENT_TIMEOUT: u64 = 30_000_000_000;
 
-/// A datagram as it arrived: protocol, source, destination, identification.
-pub type FragmentKey = (u8, Ipv4Addr, Ipv4Addr, u16);
+/// A datagram as it arrived: protocol, source, destination, identification (16 bits in
+/// IPv4's header, 32 in IPv6's fragment header).
+pub type FragmentKey<A = Ipv4Addr, I = u16> = (u8, A, A, I);
 
 /// Where a datagram's later fragments go and which addresses they get.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FragmentPlan {
+pub struct FragmentPlan<A = Ipv4Addr> {
     /// New source address.
-    pub src: Ipv4Addr,
+    pub src: A,
     /// New destination address.
-    pub dst: Ipv4Addr,
+    pub dst: A,
     /// Egress side.
     pub egress: Side,
 }
 
 /// Remembered translations of fragmented datagrams.
-#[derive(Debug, Default)]
-pub struct Fragments {
-    map: FxHashMap<FragmentKey, (FragmentPlan, u64)>,
-    order: VecDeque<(FragmentKey, u64)>,
+#[derive(Debug)]
+pub struct Fragments<A = Ipv4Addr, I = u16> {
+    map: FxHashMap<FragmentKey<A, I>, (FragmentPlan<A>, u64)>,
+    order: VecDeque<(FragmentKey<A, I>, u64)>,
 }
 
-impl Fragments {
+impl<A, I> Default for Fragments<A, I> {
+    fn default() -> Self {
+        Fragments {
+            map: FxHashMap::default(),
+            order: VecDeque::new(),
+        }
+    }
+}
+
+impl<A: Copy + Eq + Hash, I: Copy + Eq + Hash> Fragments<A, I> {
     /// Remembers the translation of the datagram whose first fragment was just translated.
-    pub fn remember(&mut self, key: FragmentKey, plan: FragmentPlan, now: u64) {
+    pub fn remember(&mut self, key: FragmentKey<A, I>, plan: FragmentPlan<A>, now: u64) {
         self.expire(now);
         if self.map.len() >= MAX_DATAGRAMS
             && let Some((old, _)) = self.order.pop_front()
@@ -64,7 +76,7 @@ impl Fragments {
     }
 
     /// The translation for a later fragment, if its first fragment came by recently.
-    pub fn lookup(&self, key: &FragmentKey, now: u64) -> Option<FragmentPlan> {
+    pub fn lookup(&self, key: &FragmentKey<A, I>, now: u64) -> Option<FragmentPlan<A>> {
         self.map
             .get(key)
             .filter(|(_, exp)| now < *exp)

@@ -70,6 +70,8 @@ pub(crate) struct Gateway {
     published: FxHashMap<(u8, u16), (Ipv4Addr, u16)>,
     /// Translations of fragmented datagrams, for their later fragments.
     fragments: Fragments,
+    /// The same for IPv6 (keyed by the fragment header's 32-bit identification).
+    fragments6: Fragments<Ipv6Addr, u32>,
     /// Endpoint-independent UDP mappings (used when the topology asks for them).
     eim: nat::EimTable,
     /// Embedded DNS: container names per network that serves DNS.
@@ -119,6 +121,7 @@ impl Gateway {
             ),
             published,
             fragments: Fragments::default(),
+            fragments6: Fragments::default(),
             // RFC 4787 REQ-5: a mapping lives at least 2 minutes; 5 is recommended.
             eim: nat::EimTable::new(300 * NANOS_PER_SEC),
             dns: FxHashMap::default(),
@@ -232,6 +235,7 @@ impl Gateway {
         self.ct6.expire(now, 256);
         self.eim.expire(now, 64);
         self.fragments.expire(now);
+        self.fragments6.expire(now);
     }
 
     /// ARP from a container port of `net`. Returns the frame back if it is not for the gateway.

@@ -3,8 +3,7 @@
 //!
 //! A dual-stack network's gateway answers neighbour solicitations for its addresses (the
 //! configured one and the link-local address of its MAC), answers router solicitations with a
-//! router advertisement (the prefix on-link, the MTU, no SLAAC unless asked, the DNS server
-//! when the network serves DNS), answers echo, and learns its containers' link-layer addresses
+//! router advertisement (the prefix on-link, the MTU, no SLAAC unless asked), answers echo, and learns its containers' link-layer addresses
 //! from their neighbour discovery and from the packets they route (gleaning). Toward the
 //! uplink it answers solicitations for the uplink's IPv6 addresses and resolves its next hop by
 //! solicitation, with the same pending queue as ARP.
@@ -87,7 +86,10 @@ impl Gateway {
                         prefix: (v6.subnet.network(), v6.subnet.prefix_len()),
                         autoconf: v6.autoconf,
                         mtu,
-                        dns: self.dns.contains_key(&net).then_some(v6.gateway),
+                        // Not announced: the embedded DNS answers on the IPv4 gateway only (the
+                        // runtime's resolv.conf names it); a resolver taken from the RA would
+                        // get port unreachable.
+                        dns: None,
                     };
                     let reply = synth6::router_advertisement(&ad, src_mac, info.src);
                     f.events().router_advertisements_sent += 1;

@@ -14,6 +14,7 @@ use super::synth6;
 use crate::config::Topology;
 use crate::counters::DropReason;
 use crate::frame::Frame;
+use crate::l3::fragments::FragmentPlan;
 use conntrack::{Direction, InsertError, TcpSegment, Tuple, Verdict, tcp_may_create};
 use nat::{Endpoint6, NatError, PortRange};
 use packet::checksum::l4_checksum_v6;
@@ -155,8 +156,8 @@ impl Gateway {
     /// Conntrack, NAT66 and forwarding of a routed IPv6 packet.
     pub(super) fn route6(&mut self, f: &mut Frame<'_>, dg: Datagram6) {
         let (c, info) = (dg.c, dg.info);
-        if info.is_later_fragment() {
-            return f.drop(DropReason::Unsupported);
+        if let Some(frag) = info.fragment.filter(|fr| fr.offset != 0) {
+            return self.route_fragment6(f, dg, frag.ident);
         }
         if let L4::Icmp { ty, .. } = c.l4
             && info.protocol == IPPROTO_ICMPV6
@@ -233,8 +234,44 @@ impl Gateway {
             return f.drop(DropReason::Malformed);
         }
         f.events().nat_translated += u64::from(target != tuple);
+        if let Some(frag) = info.fragment.filter(|fr| fr.more) {
+            // A first fragment: its later fragments (no ports) follow its translation.
+            let key = (info.protocol, info.src, info.dst, frag.ident);
+            let plan = FragmentPlan {
+                src: target.src,
+                dst: target.dst,
+                egress,
+            };
+            self.fragments6.remember(key, plan, f.now);
+        }
         synth6::decrement_hop_limit(&mut data, c.l3_offset);
         self.send_to6(f, egress, target.dst, data);
+    }
+
+    /// A later fragment: translated as its first fragment was, or dropped when that one did
+    /// not come by (no reassembly here).
+    fn route_fragment6(&mut self, f: &mut Frame<'_>, dg: Datagram6, ident: u32) {
+        let (c, info) = (dg.c, dg.info);
+        let key = (info.protocol, info.src, info.dst, ident);
+        let Some(plan) = self.fragments6.lookup(&key, f.now) else {
+            return f.drop(DropReason::Unsupported);
+        };
+        if info.hop_limit <= 1 {
+            return f.drop(DropReason::TtlExceeded);
+        }
+        let mtu = usize::from(super::super::route::egress_mtu(f.topo, plan.egress));
+        if c.ip_end - c.l3_offset > mtu {
+            send_error6(f, &dg, Error6::TooBig(mtu as u32));
+            return f.drop(DropReason::FragNeeded);
+        }
+        let mut data = dg.data;
+        let (src, dst) = (Endpoint6::new(plan.src, 0), Endpoint6::new(plan.dst, 0));
+        if nat::rewrite6(&mut data, &c, src, dst, false).is_err() {
+            return f.drop(DropReason::Malformed);
+        }
+        f.events().nat_translated += 1;
+        synth6::decrement_hop_limit(&mut data, c.l3_offset);
+        self.send_to6(f, plan.egress, plan.dst, data);
     }
 
     /// The conntrack entry for a new connection from the frame's ingress side, or why not.
