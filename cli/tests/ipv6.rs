@@ -89,7 +89,13 @@ fn dual_stack_containers_ping_resolve_and_reach_the_internet_over_ipv6() {
     assert!(addrs.contains("fd00:89::2/64"), "{addrs}");
 
     let ping6 = ["ping", "-6", "-c", "2", "-i", "0.2", "-W", "2"];
-    lab.exec_ok(&c1, &[&ping6[..], &["fd00:89::3"]].concat());
+    let out = lab.exec_ok(&c1, &[&ping6[..], &["fd00:89::3"]].concat());
+    // What the README shows (run with --nocapture to see it).
+    eprintln!(
+        "$ vswitch network inspect web6\n{}",
+        lab.cli(&["network", "inspect", "web6"])
+    );
+    eprintln!("c1$ ip -6 addr show dev eth0\n{addrs}\nc1$ ping -6 fd00:89::3\n{out}");
     lab.exec_ok(&c2, &[&ping6[..], &["fd00:89::2"]].concat());
     lab.exec_ok(&c1, &[&ping6[..], &["fd00:89::1"]].concat());
 
@@ -103,6 +109,7 @@ fn dual_stack_containers_ping_resolve_and_reach_the_internet_over_ipv6() {
         from_ra,
         "no default route from a router advertisement:\n{routes}"
     );
+    eprintln!("c1$ ip -6 route\n{routes}");
 
     // Names resolve to AAAA records too.
     let aaaa = lab.exec_ok(
@@ -118,6 +125,7 @@ fn dual_stack_containers_ping_resolve_and_reach_the_internet_over_ipv6() {
         ],
     );
     assert_eq!(aaaa.trim(), "fd00:89::3");
+    eprintln!("c1$ dig +short AAAA c2 @10.89.0.1\n{aaaa}");
 
     // Out through NAT66: the server sees the uplink's address; a download arrives whole.
     let www = lab.dir.join("www6");
@@ -129,6 +137,7 @@ fn dual_stack_containers_ping_resolve_and_reach_the_internet_over_ipv6() {
     lab.http_server_at(&inet, "::", 8000, &www);
     let seen = lab.curl(&c1, &format!("http://[{INET6}]:8000/whoami"));
     assert_eq!(seen.trim(), UPLINK6, "NAT66 hides the container's address");
+    eprintln!("c1$ curl http://[{INET6}]:8000/whoami\n{seen}");
     lab.download_checked(
         &c1,
         &format!("http://[{INET6}]:8000/big.bin"),
@@ -153,6 +162,8 @@ fn dual_stack_containers_ping_resolve_and_reach_the_internet_over_ipv6() {
     );
     assert!(drops(&lab, "ra_guard") >= 5, "{}", lab.cli(&["stats"]));
     assert!(drops(&lab, "spoofed_nd") >= 5, "{}", lab.cli(&["stats"]));
+    eprintln!("$ vswitch stats\n{}", lab.cli(&["stats"]));
+    eprintln!("$ vswitch conntrack ls\n{}", lab.cli(&["conntrack", "ls"]));
     let routes = lab.exec_ok(&c2, &["ip", "-6", "route"]);
     assert!(
         !routes.contains("2001:db8:bad"),

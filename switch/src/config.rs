@@ -448,6 +448,11 @@ pub enum ConfigError {
     /// A gateway without a subnet.
     #[error("network {0:?} has a gateway but no subnet: add subnet = \"A.B.C.D/N\"")]
     GatewayWithoutSubnet(String),
+    /// SLAAC asked for where anti-spoofing would drop the addresses it makes.
+    #[error(
+        "network {0:?}: ipv6_autoconf needs anti_spoofing = false (vswitch cannot know the addresses containers make themselves; without autoconf they get theirs from IPAM)"
+    )]
+    AutoconfWithAntiSpoofing(String),
     /// An IPv6 prefix on a network without an IPv4 gateway.
     #[error(
         "network {0:?} has subnet6 but no IPv4 gateway: IPv6 networks are dual-stack, add subnet and gateway"
@@ -687,6 +692,9 @@ impl Topology {
                 }
                 (None, _) => None,
             };
+            if n.ipv6_autoconf && n.anti_spoofing {
+                return Err(ConfigError::AutoconfWithAntiSpoofing(n.name.clone()));
+            }
             let v6 = match (n.subnet6, gateway) {
                 (None, _) => None,
                 (Some(_), None) => return Err(ConfigError::Ipv6WithoutIpv4(n.name.clone())),
@@ -946,6 +954,10 @@ mod tests {
             (
                 "[[network]]\nname='n'\nsubnet6='fd00::/64'",
                 "IPv6 networks are dual-stack",
+            ),
+            (
+                "[[network]]\nname='n'\nsubnet='10.0.0.0/24'\ngateway='10.0.0.1'\nsubnet6='fd00::/64'\nipv6_autoconf=true",
+                "ipv6_autoconf needs anti_spoofing = false",
             ),
             (
                 "[[network]]\nname='n'\nsubnet='10.0.0.0/24'\ngateway='10.0.0.1'\nsubnet6='fd00::/64'\ngateway6='fd01::1'",
