@@ -139,8 +139,9 @@ const MLD_V2_REPORT: u8 = 143;
 const MLD_V1_LEN: usize = 24;
 /// IGMPv3 and MLDv2 reports: type, reserved, checksum, reserved, number of records.
 const REPORT_V3_HEADER_LEN: usize = 8;
-/// Extension headers walked before giving up on finding the upper layer.
-const MAX_EXTENSION_HEADERS: usize = 8;
+/// Extension headers walked before giving up on finding the upper layer: the bound of
+/// `packet::classify`, so both agree on which chains are too long.
+const MAX_EXTENSION_HEADERS: usize = packet::MAX_EXTENSION_HEADERS;
 
 /// Classifies a frame whose destination MAC is multicast (broadcast included). `Err` for an IP
 /// header that cannot be read (`Malformed`) and for an IGMP or MLD report that is truncated,
