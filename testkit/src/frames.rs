@@ -63,9 +63,20 @@ pub fn tcp(
     flags: u8,
     payload: &[u8],
 ) -> Vec<u8> {
-    let mut b = PacketBuilder::ethernet2(src_mac.0, dst_mac.0)
+    let b = PacketBuilder::ethernet2(src_mac.0, dst_mac.0)
         .ipv4(src.octets(), dst.octets(), TTL)
         .tcp(src_port, dst_port, seq, 64240);
+    let b = with_tcp_flags(b, flags, ack);
+    finish(|v| b.write(v, payload))
+}
+
+/// Sets the FIN, SYN, RST and ACK bits of `flags` (and the acknowledgement number) on a TCP
+/// builder step, of either IP version.
+fn with_tcp_flags(
+    mut b: etherparse::PacketBuilderStep<etherparse::TcpHeader>,
+    flags: u8,
+    ack: u32,
+) -> etherparse::PacketBuilderStep<etherparse::TcpHeader> {
     if flags & 0x01 != 0 {
         b = b.fin();
     }
@@ -78,7 +89,7 @@ pub fn tcp(
     if flags & 0x10 != 0 {
         b = b.ack(ack);
     }
-    finish(|v| b.write(v, payload))
+    b
 }
 
 /// A TCP reset as a host's stack sends it to refuse a segment (RFC 793 3.4): window 0, no
@@ -472,21 +483,10 @@ pub fn tcp6(
     flags: u8,
     payload: &[u8],
 ) -> Vec<u8> {
-    let mut b = PacketBuilder::ethernet2(src_mac.0, dst_mac.0)
+    let b = PacketBuilder::ethernet2(src_mac.0, dst_mac.0)
         .ipv6(src.octets(), dst.octets(), HOP_LIMIT)
         .tcp(src_port, dst_port, seq, 64240);
-    if flags & 0x01 != 0 {
-        b = b.fin();
-    }
-    if flags & 0x02 != 0 {
-        b = b.syn();
-    }
-    if flags & 0x04 != 0 {
-        b = b.rst();
-    }
-    if flags & 0x10 != 0 {
-        b = b.ack(ack);
-    }
+    let b = with_tcp_flags(b, flags, ack);
     finish(|v| b.write(v, payload))
 }
 

@@ -84,6 +84,36 @@ pub(super) fn endpoints(t: &Tuple) -> (Endpoint, Endpoint) {
     )
 }
 
+/// A masquerade port on `addr` (either family) that no connection in `ct` to `remote` uses
+/// and no published port claims; the candidates are walked from `preferred`, then in an order
+/// `seed` picks.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn free_port<A: conntrack::Address, T>(
+    ct: &conntrack::Conntrack<A>,
+    published: &rustc_hash::FxHashMap<(u8, u16), T>,
+    topo: &Topology,
+    proto: L4Proto,
+    remote: (A, u16),
+    addr: A,
+    preferred: u16,
+    seed: u64,
+) -> Result<u16, DropReason> {
+    let (first, last) = topo.nat_ports;
+    let range = PortRange { first, last };
+    let taken = |p: u16| {
+        // ICMP echo: the identifier stands for both ports.
+        let remote_port = if proto == L4Proto::Icmp { p } else { remote.1 };
+        let key = Tuple::from_parts(proto, remote.0, remote_port, addr, p);
+        ct.contains(&key)
+            || (proto != L4Proto::Icmp && published.contains_key(&(proto.number(), p)))
+    };
+    nat::allocate_port(range, preferred, seed, PORT_TRIES, taken).map_err(|e| match e {
+        NatError::PortsExhausted { .. } | NatError::InvalidPortRange { .. } => {
+            DropReason::PortsExhausted
+        }
+    })
+}
+
 /// The side `ip` lives on: the network whose subnet holds it, else the uplink.
 pub(super) fn side_of(topo: &Topology, ip: Ipv4Addr) -> Side {
     match topo.network_of_ip(ip) {
@@ -417,33 +447,22 @@ impl Gateway {
         addr: Ipv4Addr,
         preferred: u16,
     ) -> Result<u16, DropReason> {
-        let (first, last) = topo.nat_ports;
-        let range = PortRange { first, last };
         let seed = nat::hash_seed(
             t.proto.number(),
             Endpoint::new(t.src, t.src_port),
             Endpoint::new(t.dst, t.dst_port),
         );
-        let taken = |p: u16| {
-            let remote_port = if t.proto == L4Proto::Icmp {
-                p
-            } else {
-                remote.port
-            };
-            let key = Tuple {
-                proto: t.proto,
-                src: remote.addr,
-                dst: addr,
-                src_port: remote_port,
-                dst_port: p,
-            };
-            self.ct.contains(&key)
-                || (t.proto != L4Proto::Icmp && self.published.contains_key(&(t.proto.number(), p)))
-        };
-        nat::allocate_port(range, preferred, seed, PORT_TRIES, taken).map_err(|e| match e {
-            NatError::PortsExhausted { .. } => DropReason::PortsExhausted,
-            _ => DropReason::PortsExhausted,
-        })
+        let remote = (remote.addr, remote.port);
+        free_port(
+            &self.ct,
+            &self.published,
+            topo,
+            t.proto,
+            remote,
+            addr,
+            preferred,
+            seed,
+        )
     }
 
     /// Puts a routed, translated packet on the wire toward `dst_ip` on `side`: Ethernet addresses,

@@ -9,6 +9,7 @@
 //! the one the same port was given (the topology's port addresses), looked up per new flow.
 
 use super::super::neighbor::{Enqueued, Side, Waiting};
+use super::super::route::free_port;
 use super::super::{Gateway, ingress_side, transmit};
 use super::synth6;
 use crate::config::Topology;
@@ -16,13 +17,10 @@ use crate::counters::DropReason;
 use crate::frame::Frame;
 use crate::l3::fragments::FragmentPlan;
 use conntrack::{Direction, InsertError, TcpSegment, Tuple, Verdict, tcp_may_create};
-use nat::{Endpoint6, NatError, PortRange};
+use nat::Endpoint6;
 use packet::checksum::l4_checksum_v6;
 use packet::{Classified, IPPROTO_ICMPV6, Ipv6Info, L3, L4, L4Proto, classify};
 use std::net::Ipv6Addr;
-
-/// How many candidate ports the allocator tries before giving up.
-const PORT_TRIES: u32 = 65_536;
 
 /// A routed IPv6 packet: its bytes and the header summary parsed from them.
 pub(crate) struct Datagram6 {
@@ -358,24 +356,18 @@ impl Gateway {
         addr: Ipv6Addr,
         preferred: u16,
     ) -> Result<u16, DropReason> {
-        let (first, last) = topo.nat_ports;
-        let range = PortRange { first, last };
+        let remote = (remote.addr, remote.port);
         let seed = seed6(t);
-        let taken = |p: u16| {
-            let remote_port = if t.proto == L4Proto::Icmp {
-                p
-            } else {
-                remote.port
-            };
-            let key = Tuple::from_parts(t.proto, remote.addr, remote_port, addr, p);
-            self.ct6.contains(&key)
-                || (t.proto != L4Proto::Icmp && self.published.contains_key(&(t.proto.number(), p)))
-        };
-        nat::allocate_port(range, preferred, seed, PORT_TRIES, taken).map_err(|e| match e {
-            NatError::PortsExhausted { .. } | NatError::InvalidPortRange { .. } => {
-                DropReason::PortsExhausted
-            }
-        })
+        free_port(
+            &self.ct6,
+            &self.published,
+            topo,
+            t.proto,
+            remote,
+            addr,
+            preferred,
+            seed,
+        )
     }
 
     /// An ICMPv6 error: matched by the connection it quotes, translated outer and inner.
