@@ -524,3 +524,90 @@ fn later_fragments_follow_their_first_fragment_through_nat66() {
         0
     );
 }
+
+#[test]
+fn a_tso6_super_frame_is_translated_and_segmented_for_a_port_without_offloads() {
+    use packet::offload::{Checksum, Gso, Offload};
+    let mut r = Rig::new();
+    // Open the flow (the super-frame is an ACK segment of an established-enough connection).
+    let syn = build::tcp6(
+        C1_MAC,
+        GW_MAC,
+        c1(),
+        remote(),
+        40000,
+        443,
+        1,
+        0,
+        tcp_flags::SYN,
+        &[],
+    );
+    only(&r.send(C1, syn), UP);
+    let sa = tcp_flags::SYN | tcp_flags::ACK;
+    let back = build::tcp6(
+        ROUTER,
+        uplink_mac(),
+        remote(),
+        uplink6(),
+        443,
+        40000,
+        9,
+        2,
+        sa,
+        &[],
+    );
+    only(&r.send(UP, back), C1);
+    // 3,000 payload bytes as the kernel hands them to a packet socket: one frame, its TCP
+    // checksum field holding the pseudo-header sum, to be cut at 1,000 bytes.
+    let payload: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+    let mut sf = build::tcp6(
+        C1_MAC,
+        GW_MAC,
+        c1(),
+        remote(),
+        40000,
+        443,
+        2,
+        10,
+        tcp_flags::ACK,
+        &payload,
+    );
+    let tcp_len = (sf.len() - 54) as u32;
+    let pseudo = packet::checksum::fold(packet::checksum::pseudo_header_sum_v6(
+        c1(),
+        remote(),
+        6,
+        tcp_len,
+    ));
+    sf[54 + 16..54 + 18].copy_from_slice(&pseudo.to_be_bytes());
+    let offload = Offload {
+        checksum: Checksum::Partial {
+            start: 54,
+            offset: 16,
+        },
+        gso: Gso::Tcp {
+            mss: 1000,
+            ipv6: true,
+            ecn: false,
+        },
+    };
+    r.now += 1_000_000;
+    let mut input = vec![Packet::with_offload(C1, sf, offload)];
+    let mut out = Vec::new();
+    r.p.process(r.now, &mut input, &mut out);
+    assert_eq!(out.len(), 3, "{out:?}");
+    let mut seqs = Vec::new();
+    for seg in &out {
+        assert_eq!(seg.port, UP);
+        assert_valid6(&seg.data);
+        assert_eq!(addrs(&seg.data), (uplink6(), remote()));
+        let L4::Tcp {
+            seq, payload_len, ..
+        } = classify(&seg.data).unwrap().l4
+        else {
+            panic!()
+        };
+        seqs.push((seq, payload_len));
+    }
+    assert_eq!(seqs, [(2, 1000), (1002, 1000), (2002, 1000)]);
+}
