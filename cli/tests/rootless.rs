@@ -5,7 +5,9 @@
 //! with nothing behind it, 192.0.2.1/24), servers on its loopback. Inside it, as the plain user
 //! `VSWITCH_ROOTLESS_USER` (default `vswitch-test`, created by `.ci/run`): the daemon runs with
 //! `--rootless`, and two "rootless containers" are `unshare --user --map-root-user --net`
-//! processes attached with `network connect --pid`.
+//! processes attached with `network connect --pid`. A third one is on a dual-stack network:
+//! IPv6 leaves through the socket gateway too (NAT66 to the embedded topology's ULA uplink
+//! address).
 //!
 //! Needs root to build the stand-in host and a user to drop to; skips (saying why) without
 //! them, and when `VSWITCH_SKIP_E2E=1`.
@@ -320,6 +322,76 @@ container_port = 80
         "10.89.0.3",
         "containers of one network talk directly"
     );
+
+    // IPv6, on a dual-stack network: the TAP got the container's IPv6 address and default
+    // route from the helper; the gateway answers, and the socket gateway carries ICMPv6 echo,
+    // TCP and a published port to and from an IPv6 address of the stand-in host.
+    r.cli(&[
+        "network",
+        "create",
+        "dual",
+        "--ipv6",
+        "--subnet",
+        "10.90.0.0/24",
+        "--subnet",
+        "fd00:90::/64",
+    ]);
+    let a = r.container("web6", "dual", "10.90.0.2");
+    for a6 in ["fd00:beef::1/64", "fd00:beef::9/64"] {
+        r.lab
+            .ip(&["-6", "addr", "add", a6, "dev", "de0", "nodad"])
+            .unwrap();
+    }
+    let addr6 = r.ok_in(a, &["ip", "-6", "-o", "addr", "show", "dev", "eth0"]);
+    assert!(addr6.contains("fd00:90::"), "{addr6}");
+    let route6 = r.ok_in(a, &["ip", "-6", "route", "show", "default"]);
+    assert!(route6.contains("via fd00:90::1"), "{route6}");
+    r.ok_in(a, &["ping", "-6", "-c", "2", "-W", "2", "fd00:90::1"]);
+    r.ok_in(a, &["ping", "-6", "-c", "2", "-W", "2", "fd00:beef::1"]);
+    let server6 = r.lab.exec(&["python3", WHOAMI, "8006", "::"]);
+    r.lab.spawn(server6).unwrap();
+    let url6 = "http://[fd00:beef::1]:8006/whoami";
+    wait_for("the host's IPv6 HTTP server", || {
+        r.run_in(
+            a,
+            &["curl", "-sg", "-o", "/dev/null", "--max-time", "2", url6],
+        )
+        .status
+        .success()
+    });
+    let seen = r.ok_in(a, &["curl", "-sSg", "--max-time", "5", url6]);
+    assert!(seen.trim().contains(':'), "an IPv6 host socket: {seen}");
+    let ct = r.cli(&["conntrack", "ls"]);
+    assert!(ct.contains("fd00:beef::1"), "{ct}");
+    // A port published on every host address is reached by an IPv6 client, whose address the
+    // container sees.
+    let mut web6 = r.lab.in_container(a, &["python3", &r.whoami, "81", "::"]);
+    web6.current_dir(&www);
+    r.lab.spawn(web6).unwrap();
+    r.cli(&["port", "publish", "dual", "web6", "8082:81/tcp"]);
+    let get6 = || {
+        r.lab
+            .exec(&["curl", "-sSg", "--max-time", "5"])
+            .args(["--interface", "fd00:beef::9"])
+            .arg("http://[fd00:beef::1]:8082/whoami")
+            .output()
+            .unwrap()
+    };
+    let mut who6 = get6();
+    for _ in 0..50 {
+        if who6.status.success() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        who6 = get6();
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&who6.stdout).trim(),
+        "fd00:beef::9",
+        "{}",
+        String::from_utf8_lossy(&who6.stderr)
+    );
+    r.cli(&["port", "rm", "8082/tcp"]);
 
     // The daemon never ran as root: its state belongs to the user.
     let owner = ok(Command::new("stat")

@@ -1,7 +1,7 @@
 //! Counters of the gateway, shared with other threads through atomics.
 //!
 //! Invariant (checked by tests): `frames_rx` equals the frames handled
-//! (`arp_rx + tcp_rx + udp_rx + icmp_rx`) plus every `drop_*` counter of received frames.
+//! (`arp_rx + ndp_rx + tcp_rx + udp_rx + icmp_rx`, IPv6 included) plus every `drop_*` counter of received frames.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -35,19 +35,25 @@ counters! {
     frames_tx,
     /// ARP frames handled (requests answered or others ignored).
     arp_rx,
+    /// IPv6 neighbour solicitations handled (answered, or ignored: duplicate address detection,
+    /// a node asking for its own address).
+    ndp_rx,
     /// TCP segments handed to the TCP engine (or used to start a connection).
     tcp_rx,
     /// UDP datagrams handled.
     udp_rx,
-    /// ICMP messages handled.
+    /// ICMP and ICMPv6 echo requests handled.
     icmp_rx,
     /// ARP replies sent.
     arp_replies,
+    /// IPv6 neighbour advertisements sent (answers to solicitations).
+    ndp_replies,
     /// Received frames dropped: too short or inconsistent headers, bad IPv4 header checksum.
     drop_malformed,
     /// Received frames dropped: not addressed to the gateway's MAC, or not from U.
     drop_not_for_us,
-    /// Received frames dropped: other EtherTypes (IPv6...), IP protocols, fragments, broadcast.
+    /// Received frames dropped: other EtherTypes, IP protocols (other ICMP and ICMPv6 messages,
+    /// IPv6 extension headers), fragments, broadcast and multicast, IPv6 when not configured.
     drop_unsupported,
     /// Received frames dropped: a SYN retransmitted while its host connect is in progress.
     drop_syn_pending,
@@ -108,6 +114,6 @@ impl CountersSnapshot {
 
     /// Received frames that were handled rather than dropped.
     pub fn rx_handled(&self) -> u64 {
-        self.arp_rx + self.tcp_rx + self.udp_rx + self.icmp_rx
+        self.arp_rx + self.ndp_rx + self.tcp_rx + self.udp_rx + self.icmp_rx
     }
 }

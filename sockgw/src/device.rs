@@ -2,12 +2,12 @@
 //!
 //! The interface uses `Medium::Ip`: received frames keep their Ethernet header in the queue and the
 //! interface sees the bytes after it; transmitted packets get an Ethernet header from the gateway's
-//! MAC to U's MAC. The transmit queue is bounded so that smoltcp, not this queue, holds the data
+//! MAC to U's MAC, with the EtherType of the IP version smoltcp wrote (IPv4 or IPv6). The transmit queue is bounded so that smoltcp, not this queue, holds the data
 //! while the link is slow (smoltcp retries when `transmit` returns `None`).
 
 use std::collections::VecDeque;
 
-use packet::{ETH_HEADER_LEN, ETHERTYPE_IPV4, MacAddr};
+use packet::{ETH_HEADER_LEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, MacAddr};
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
@@ -15,7 +15,7 @@ use smoltcp::time::Instant;
 pub(crate) const TX_QUEUE_LIMIT: usize = 256;
 
 pub(crate) struct FrameQueues {
-    /// Ethernet frames from the switch, IPv4 inside.
+    /// Ethernet frames from the switch, IPv4 or IPv6 inside.
     pub rx: VecDeque<Vec<u8>>,
     /// Ethernet frames for the switch.
     pub tx: VecDeque<Vec<u8>>,
@@ -60,8 +60,12 @@ impl phy::TxToken for TxToken<'_> {
         let mut frame = vec![0u8; ETH_HEADER_LEN + len];
         frame[0..6].copy_from_slice(&self.dst_mac.0);
         frame[6..12].copy_from_slice(&self.src_mac.0);
-        frame[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
         let r = f(&mut frame[ETH_HEADER_LEN..]);
+        let ethertype = match frame.get(ETH_HEADER_LEN).map(|b| b >> 4) {
+            Some(6) => ETHERTYPE_IPV6,
+            _ => ETHERTYPE_IPV4,
+        };
+        frame[12..14].copy_from_slice(&ethertype.to_be_bytes());
         self.queue.push_back(frame);
         r
     }
@@ -104,6 +108,7 @@ impl phy::Device for FrameQueues {
         cs.tcp = Checksum::Tx;
         cs.udp = Checksum::Tx;
         cs.icmpv4 = Checksum::Tx;
+        cs.icmpv6 = Checksum::Tx;
         caps.checksum = cs;
         caps
     }

@@ -2,7 +2,8 @@
 //! connected host sockets, without smoltcp.
 //!
 //! [`DgramFlows`] owns one host socket per flow (a UDP socket, or an unprivileged ICMP socket
-//! where `net.ipv4.ping_group_range` allows), keyed by (is ICMP, [`FlowKey`]). Answers from the
+//! where `net.ipv4.ping_group_range` allows, ICMPv6 for IPv6 flows: the same sysctl governs
+//! both), keyed by (is ICMP, [`FlowKey`]), of the flow's family. Answers from the
 //! host are turned into frames to U by `frames` and queued with [`Ctx::queue_reply`].
 //!
 //! Invariants:
@@ -18,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, ErrorKind};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant as StdInstant;
 
 use mio::net::UdpSocket;
@@ -71,7 +72,7 @@ impl DgramFlows {
 
     /// A UDP datagram from U:`src` to `dst`: sent through the flow's host socket, opened first
     /// for a new 4-tuple.
-    pub fn udp_out(&mut self, ctx: &mut Ctx, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) {
+    pub fn udp_out(&mut self, ctx: &mut Ctx, src: SocketAddr, dst: SocketAddr, payload: &[u8]) {
         let key = FlowKey {
             inner: src,
             outer: dst,
@@ -79,10 +80,10 @@ impl DgramFlows {
         let tok = match self.by_key.get(&(false, key)) {
             Some(t) => *t,
             None => {
-                let Some(addr) = ctx.host_target(*dst.ip(), dst.port()) else {
+                let Some(addr) = ctx.host_target_ip(dst.ip(), dst.port()) else {
                     return Counters::inc(&ctx.counters.drop_forbidden);
                 };
-                let target = SocketAddrV4::new(addr, dst.port());
+                let target = SocketAddr::new(addr, dst.port());
                 match self.open(ctx, key, DgramKind::Udp, Protocol::UDP, target) {
                     Ok(t) => {
                         Counters::inc(&ctx.counters.udp_opened);
@@ -99,22 +100,30 @@ impl DgramFlows {
         ctx.count_send(sent, payload.len(), |c| &c.udp_rx);
     }
 
-    /// An ICMP echo request from U to `dst` with the container's identifier `ident`; `message`
-    /// is the whole ICMP message.
-    pub fn icmp_out(&mut self, ctx: &mut Ctx, dst: Ipv4Addr, ident: u16, message: &[u8]) {
+    /// An ICMP (ICMPv6 for an IPv6 `dst`) echo request from U (U6) to `dst` with the
+    /// container's identifier `ident`; `message` is the whole ICMP message.
+    pub fn icmp_out(&mut self, ctx: &mut Ctx, dst: IpAddr, ident: u16, message: &[u8]) {
+        let Some(uplink) = ctx.cfg.uplink_for(dst) else {
+            return Counters::inc(&ctx.counters.drop_forbidden);
+        };
         let key = FlowKey {
-            inner: SocketAddrV4::new(ctx.cfg.address, ident),
-            outer: SocketAddrV4::new(dst, 0),
+            inner: SocketAddr::new(uplink, ident),
+            outer: SocketAddr::new(dst, 0),
         };
         let tok = match self.by_key.get(&(true, key)) {
             Some(t) => *t,
             None => {
-                let Some(addr) = ctx.host_target(dst, 0) else {
+                let Some(addr) = ctx.host_target_ip(dst, 0) else {
                     return Counters::inc(&ctx.counters.drop_forbidden);
                 };
-                let target = SocketAddrV4::new(addr, 0);
+                let target = SocketAddr::new(addr, 0);
                 let kind = DgramKind::Icmp { ident };
-                match self.open(ctx, key, kind, Protocol::ICMPV4, target) {
+                let proto = if addr.is_ipv6() {
+                    Protocol::ICMPV6
+                } else {
+                    Protocol::ICMPV4
+                };
+                match self.open(ctx, key, kind, proto, target) {
                     Ok(t) => {
                         Counters::inc(&ctx.counters.icmp_opened);
                         t
@@ -145,9 +154,11 @@ impl DgramFlows {
         key: FlowKey,
         kind: DgramKind,
         proto: Protocol,
-        target: SocketAddrV4,
+        target: SocketAddr,
     ) -> io::Result<usize> {
-        let s = ctx.hs.socket(Domain::IPV4, Type::DGRAM, Some(proto))?;
+        let s = ctx
+            .hs
+            .socket(Domain::for_address(target), Type::DGRAM, Some(proto))?;
         s.set_nonblocking(true)?;
         s.connect(&SockAddr::from(target))?;
         let mut sock = UdpSocket::from_std(std::net::UdpSocket::from(s));
@@ -191,7 +202,7 @@ impl DgramFlows {
             let frame = match kind {
                 DgramKind::Udp => frames::udp_frame(&ctx.cfg, key.outer, key.inner.port(), data),
                 DgramKind::Icmp { ident } => {
-                    match frames::icmp_echo_reply_frame(&ctx.cfg, *key.outer.ip(), ident, data) {
+                    match frames::icmp_echo_reply_frame(&ctx.cfg, key.outer.ip(), ident, data) {
                         Some(f) => Some(f),
                         // Not an echo reply: nothing to send.
                         None => continue,
@@ -223,11 +234,13 @@ impl DgramFlows {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::{Ipv4Addr, SocketAddrV4};
     use std::time::Duration;
 
     use smoltcp::wire::{IpProtocol, Ipv4Packet, UdpPacket};
 
-    use crate::ctx::tests::{G, U, ctx};
+    use crate::ctx::tests::{G, G6, U, U6, ctx};
+    use std::net::{Ipv6Addr, SocketAddrV6};
 
     /// A host UDP echo service on 127.0.0.1 (blocking, with a deadline).
     fn host_udp() -> std::net::UdpSocket {
@@ -255,12 +268,12 @@ mod tests {
         let mut d = DgramFlows::new();
         let host = host_udp();
         let port = host.local_addr().unwrap().port();
-        let src = SocketAddrV4::new(U, 40000);
-        let dst = SocketAddrV4::new(G, port);
+        let src = SocketAddrV4::new(U, 40000).into();
+        let dst = SocketAddrV4::new(G, port).into();
         d.udp_out(&mut c, src, dst, b"one");
         d.udp_out(&mut c, src, dst, b"two");
         // Another source port is another flow.
-        d.udp_out(&mut c, SocketAddrV4::new(U, 40001), dst, b"three");
+        d.udp_out(&mut c, SocketAddrV4::new(U, 40001).into(), dst, b"three");
         let s = c.counters.snapshot();
         assert_eq!((s.udp_opened, s.udp_rx, s.bytes_to_host), (2, 3, 11));
         assert_eq!(d.flows.len(), 2);
@@ -298,10 +311,16 @@ mod tests {
     fn forbidden_destinations_open_no_flow() {
         let mut c = ctx();
         let mut d = DgramFlows::new();
-        let src = SocketAddrV4::new(U, 40000);
-        d.udp_out(&mut c, src, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9), b"x");
-        d.udp_out(&mut c, src, SocketAddrV4::new(Ipv4Addr::BROADCAST, 9), b"x");
-        d.icmp_out(&mut c, Ipv4Addr::LOCALHOST, 1, &[8, 0, 0, 0, 0, 1, 0, 1]);
+        let src = SocketAddrV4::new(U, 40000).into();
+        let to = |a: Ipv4Addr| SocketAddrV4::new(a, 9).into();
+        d.udp_out(&mut c, src, to(Ipv4Addr::LOCALHOST), b"x");
+        d.udp_out(&mut c, src, to(Ipv4Addr::BROADCAST), b"x");
+        d.icmp_out(
+            &mut c,
+            Ipv4Addr::LOCALHOST.into(),
+            1,
+            &[8, 0, 0, 0, 0, 1, 0, 1],
+        );
         let s = c.counters.snapshot();
         assert_eq!(s.drop_forbidden, 3);
         assert_eq!(s.udp_opened + s.icmp_opened + s.udp_rx + s.icmp_rx, 0);
@@ -313,8 +332,8 @@ mod tests {
         let mut c = ctx();
         let mut d = DgramFlows::new();
         let host = host_udp();
-        let dst = SocketAddrV4::new(G, host.local_addr().unwrap().port());
-        let src = SocketAddrV4::new(U, 40000);
+        let dst = SocketAddrV4::new(G, host.local_addr().unwrap().port()).into();
+        let src = SocketAddrV4::new(U, 40000).into();
         d.udp_out(&mut c, src, dst, b"a");
         let tok = *d.by_key.values().next().unwrap();
 
@@ -340,7 +359,7 @@ mod tests {
         let mut d = DgramFlows::new();
         // Echo request, ident 0x1234, seq 1, checksum left to the kernel.
         let msg = [8u8, 0, 0, 0, 0x12, 0x34, 0, 1, b'h', b'i'];
-        d.icmp_out(&mut c, G, 0x1234, &msg);
+        d.icmp_out(&mut c, G.into(), 0x1234, &msg);
         let s = c.counters.snapshot();
         if s.drop_icmp_unavailable == 1 {
             // ping_group_range does not cover this user: nothing else may have happened.
@@ -354,8 +373,8 @@ mod tests {
             .get(&(
                 true,
                 FlowKey {
-                    inner: SocketAddrV4::new(U, 0x1234),
-                    outer: SocketAddrV4::new(G, 0),
+                    inner: SocketAddrV4::new(U, 0x1234).into(),
+                    outer: SocketAddrV4::new(G, 0).into(),
                 },
             ))
             .unwrap();
@@ -367,5 +386,92 @@ mod tests {
         assert_eq!(icmp.echo_ident(), 0x1234);
         assert!(icmp.verify_checksum());
         assert_eq!(icmp.data(), b"hi");
+    }
+
+    #[test]
+    fn ipv6_udp_goes_through_an_ipv6_host_socket_and_comes_back_to_u6() {
+        let mut c = ctx();
+        let mut d = DgramFlows::new();
+        let host = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        host.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let port = host.local_addr().unwrap().port();
+        let src = SocketAddrV6::new(U6, 40000, 0, 0).into();
+        // G6 is mapped to the host's ::1.
+        let dst = SocketAddrV6::new(G6, port, 0, 0).into();
+        d.udp_out(&mut c, src, dst, b"ping6");
+        let mut b = [0u8; 64];
+        let (n, from) = host.recv_from(&mut b).unwrap();
+        assert_eq!(&b[..n], b"ping6");
+        assert!(from.is_ipv6() && from.ip().is_loopback());
+        host.send_to(b"pong6", from).unwrap();
+        let tok = d.by_key[&(
+            false,
+            FlowKey {
+                inner: src,
+                outer: dst,
+            },
+        )];
+        let frame = wait_frame(&mut d, &mut c, tok);
+        assert_eq!(&frame[12..14], &[0x86, 0xdd]);
+        let ip = smoltcp::wire::Ipv6Packet::new_checked(&frame[14..]).unwrap();
+        assert_eq!(
+            (ip.src_addr(), ip.dst_addr()),
+            (G6, U6),
+            "from the address U6 sent to"
+        );
+        let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+        assert_eq!((udp.src_port(), udp.dst_port()), (port, 40000));
+        assert!(udp.verify_checksum(&G6.into(), &U6.into()));
+        assert_eq!(udp.payload(), b"pong6");
+        let s = c.counters.snapshot();
+        assert_eq!((s.udp_opened, s.udp_rx, s.bytes_from_host), (1, 1, 5));
+
+        // The host's ::1 unmapped, link-local, multicast and IPv4-mapped are refused.
+        for far in ["::1", "fe80::1", "ff02::1", "::ffff:127.0.0.1"] {
+            let far: Ipv6Addr = far.parse().unwrap();
+            d.udp_out(&mut c, src, SocketAddrV6::new(far, 9, 0, 0).into(), b"x");
+        }
+        d.icmp_out(
+            &mut c,
+            Ipv6Addr::LOCALHOST.into(),
+            1,
+            &[128, 0, 0, 0, 0, 1, 0, 1],
+        );
+        assert_eq!(c.counters.snapshot().drop_forbidden, 5);
+        assert_eq!(d.flows.len(), 1);
+    }
+
+    #[test]
+    fn icmpv6_echo_to_the_hosts_loopback_is_answered() {
+        let mut c = ctx();
+        let mut d = DgramFlows::new();
+        // Echo request, ident 0x1234, seq 1, checksum left to the kernel.
+        let msg = [128u8, 0, 0, 0, 0x12, 0x34, 0, 1, b'h', b'i'];
+        d.icmp_out(&mut c, G6.into(), 0x1234, &msg);
+        let s = c.counters.snapshot();
+        if s.drop_icmp_unavailable == 1 {
+            eprintln!(
+                "skipped: unprivileged ICMPv6 sockets are not permitted here \
+                 (net.ipv4.ping_group_range does not cover this group)"
+            );
+            assert_eq!(s.icmp_opened + s.icmp_rx, 0);
+            assert!(d.flows.is_empty());
+            return;
+        }
+        assert_eq!((s.icmp_opened, s.icmp_rx), (1, 1));
+        let key = FlowKey {
+            inner: SocketAddrV6::new(U6, 0x1234, 0, 0).into(),
+            outer: SocketAddrV6::new(G6, 0, 0, 0).into(),
+        };
+        let tok = d.by_key[&(true, key)];
+        let frame = wait_frame(&mut d, &mut c, tok);
+        let ip = smoltcp::wire::Ipv6Packet::new_checked(&frame[14..]).unwrap();
+        assert_eq!((ip.src_addr(), ip.dst_addr()), (G6, U6));
+        let icmp = smoltcp::wire::Icmpv6Packet::new_checked(ip.payload()).unwrap();
+        assert_eq!(icmp.msg_type(), smoltcp::wire::Icmpv6Message::EchoReply);
+        assert_eq!((icmp.echo_ident(), icmp.echo_seq_no()), (0x1234, 1));
+        assert!(icmp.verify_checksum(&G6, &U6));
+        assert_eq!(icmp.payload(), b"hi");
     }
 }

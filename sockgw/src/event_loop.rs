@@ -17,7 +17,7 @@
 //!   `WAKE` last.
 
 use std::io::{self, ErrorKind};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,6 +52,9 @@ const MAX_ROUNDS: usize = 8;
 /// The interface's own address. It is never seen on the wire: with `any_ip` smoltcp accepts every
 /// destination, and the default route through this address is what lets it answer them.
 const INTERNAL_ADDR: Ipv4Addr = Ipv4Addr::new(169, 254, 255, 254);
+/// The same for IPv6 (link-local: never routed, never a flow's destination, see
+/// `Ctx::host_target6`).
+const INTERNAL_ADDR6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0xffff, 0xfffe);
 
 /// A change to a running gateway, sent through a [`GatewayHandle`].
 #[derive(Debug)]
@@ -131,10 +134,12 @@ impl SocketGateway {
         iface.set_any_ip(true);
         iface.update_ip_addrs(|addrs| {
             let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(INTERNAL_ADDR), 32));
+            let _ = addrs.push(IpCidr::new(IpAddress::Ipv6(INTERNAL_ADDR6), 128));
         });
-        iface
-            .routes_mut()
+        let routes = iface.routes_mut();
+        routes
             .add_default_ipv4_route(INTERNAL_ADDR)
+            .and_then(|_| routes.add_default_ipv6_route(INTERNAL_ADDR6))
             .map_err(|_| io::Error::other("smoltcp route table full"))?;
 
         let mut listeners = Listeners::new();
@@ -336,6 +341,14 @@ impl SocketGateway {
                     ctx.dev.tx.push_back(reply);
                 }
             }
+            Parsed::Ndp(ns) => {
+                Counters::inc(&c.ndp_rx);
+                if let Some(reply) = ns.and_then(|ns| frames::neighbor_advertisement(&ctx.cfg, &ns))
+                {
+                    Counters::inc(&c.ndp_replies);
+                    ctx.dev.tx.push_back(reply);
+                }
+            }
             Parsed::Tcp {
                 src,
                 dst,
@@ -504,11 +517,48 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_solicitations_are_answered_and_counted() {
+        let mut cfg = GatewayConfig::new(U, MAC, GW_MAC);
+        let u6: Ipv6Addr = "fd00:7673:ffff::2".parse().unwrap();
+        let next_hop: Ipv6Addr = "fd00:7673:ffff::1".parse().unwrap();
+        cfg.ipv6 = Some(crate::GatewayV6::new(u6));
+        let mut gw = SocketGateway::new(cfg, Box::new(Direct)).unwrap();
+        let ns = testkit::frames::neighbor_solicitation(MAC, u6, next_hop);
+        gw.on_frame(&ns, ns.len());
+        let dad = testkit::frames::neighbor_solicitation(MAC, Ipv6Addr::UNSPECIFIED, u6);
+        gw.on_frame(&dad, dad.len());
+        // An IPv6 SYN to the host's ::1 (not mapped): refused with an IPv6 RST.
+        let syn = testkit::frames::tcp6(
+            MAC,
+            GW_MAC,
+            u6,
+            Ipv6Addr::LOCALHOST,
+            40000,
+            22,
+            1,
+            0,
+            0x02,
+            b"",
+        );
+        gw.on_frame(&syn, syn.len());
+        let s = gw.ctx.counters.snapshot();
+        assert_eq!((s.ndp_rx, s.ndp_replies), (2, 1), "{s:#?}");
+        assert_eq!((s.tcp_rx, s.tcp_refused), (1, 1));
+        assert_eq!(s.frames_rx, s.rx_handled() + s.rx_dropped(), "{s:#?}");
+        let na = gw.ctx.dev.tx.pop_front().unwrap();
+        assert_eq!(&na[0..6], &MAC.0, "to the switch");
+        assert_eq!(&na[22..38], &next_hop.octets(), "from the target");
+        let rst = gw.ctx.dev.tx.pop_front().unwrap();
+        assert_eq!(&rst[12..14], &[0x86, 0xdd]);
+        assert!(gw.ctx.dev.tx.is_empty());
+    }
+
+    #[test]
     fn commands_publish_refuse_a_port_in_use_and_unpublish() {
         let mut gw = gateway();
         let p = Published {
             proto: PortProto::Tcp,
-            host_addr: Ipv4Addr::LOCALHOST,
+            host_addr: Ipv4Addr::LOCALHOST.into(),
             host_port: 0,
         };
         let (tx, rx) = std::sync::mpsc::channel();

@@ -1,12 +1,13 @@
 //! Parsing frames from the switch into what the gateway acts on, and building the frames it
-//! answers with outside smoltcp (ARP, UDP, ICMP echo replies, RSTs for refused SYNs).
+//! answers with outside smoltcp (ARP, UDP, ICMP echo replies, RSTs for refused SYNs). The IPv6
+//! half (neighbour discovery included) is `v6`; the builders here take either family.
 //!
 //! Every function here takes untrusted bytes: lengths are checked through smoltcp's `new_checked`
 //! views and nothing indexes past them.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
-use packet::{ETH_HEADER_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, MacAddr};
+use packet::{ETH_HEADER_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, MacAddr};
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, Icmpv4Message, Icmpv4Packet,
@@ -14,6 +15,9 @@ use smoltcp::wire::{
 };
 
 use crate::GatewayConfig;
+
+mod v6;
+pub(crate) use v6::{Solicitation, neighbor_advertisement};
 
 /// Why a received frame was dropped; each maps to one counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,23 +32,25 @@ pub(crate) enum DropReason {
 pub(crate) enum Parsed<'a> {
     /// An ARP request to answer (`None`: some other ARP, ignored).
     Arp(Option<ArpRepr>),
-    /// A TCP segment from U; `syn_only` for a connection request (SYN without ACK).
+    /// An IPv6 neighbour solicitation to answer (`None`: one that needs no answer).
+    Ndp(Option<Solicitation>),
+    /// A TCP segment from U (or U6); `syn_only` for a connection request (SYN without ACK).
     Tcp {
-        src: SocketAddrV4,
-        dst: SocketAddrV4,
+        src: SocketAddr,
+        dst: SocketAddr,
         syn_only: bool,
         seq: u32,
         seg_len: u32,
     },
-    /// A UDP datagram from U.
+    /// A UDP datagram from U (or U6).
     Udp {
-        src: SocketAddrV4,
-        dst: SocketAddrV4,
+        src: SocketAddr,
+        dst: SocketAddr,
         payload: &'a [u8],
     },
-    /// An ICMP echo request from U; `message` is the whole ICMP message.
+    /// An ICMP (or ICMPv6) echo request from U (or U6); `message` is the whole ICMP message.
     IcmpEcho {
-        dst: Ipv4Addr,
+        dst: IpAddr,
         ident: u16,
         message: &'a [u8],
     },
@@ -59,7 +65,13 @@ pub(crate) fn parse<'a>(frame: &'a [u8], cfg: &GatewayConfig) -> Result<Parsed<'
     let eth = EthernetFrame::new_checked(frame).map_err(|_| DropReason::Malformed)?;
     let dst_mac = MacAddr(eth.dst_addr().0);
     let ethertype = u16::from(eth.ethertype());
-    if dst_mac != cfg.gateway_mac && !(dst_mac.is_broadcast() && ethertype == ETHERTYPE_ARP) {
+    // IPv6 multicast MACs (33:33:...) carry neighbour solicitations (when serving IPv6).
+    let multicast6 =
+        cfg.ipv6.is_some() && dst_mac.0[0..2] == [0x33, 0x33] && ethertype == ETHERTYPE_IPV6;
+    if dst_mac != cfg.gateway_mac
+        && !(dst_mac.is_broadcast() && ethertype == ETHERTYPE_ARP)
+        && !multicast6
+    {
         return Err(DropReason::NotForUs);
     }
     match ethertype {
@@ -78,6 +90,7 @@ pub(crate) fn parse<'a>(frame: &'a [u8], cfg: &GatewayConfig) -> Result<Parsed<'
             }
         }
         ETHERTYPE_IPV4 => parse_ipv4(eth.payload(), cfg),
+        ETHERTYPE_IPV6 => v6::parse_ipv6(eth.payload(), MacAddr(eth.src_addr().0), multicast6, cfg),
         _ => Err(DropReason::Unsupported),
     }
 }
@@ -97,46 +110,52 @@ fn parse_ipv4<'a>(bytes: &'a [u8], cfg: &GatewayConfig) -> Result<Parsed<'a>, Dr
     let (src, dst) = (ip.src_addr(), ip.dst_addr());
     let payload = ip.payload();
     match ip.next_header() {
-        IpProtocol::Tcp => {
-            let tcp = TcpPacket::new_checked(payload).map_err(|_| DropReason::Malformed)?;
-            let data_len = payload.len().saturating_sub(usize::from(tcp.header_len()));
-            let seg_len = u32::try_from(data_len).map_err(|_| DropReason::Malformed)?
-                + u32::from(tcp.syn())
-                + u32::from(tcp.fin());
-            Ok(Parsed::Tcp {
-                src: SocketAddrV4::new(src, tcp.src_port()),
-                dst: SocketAddrV4::new(dst, tcp.dst_port()),
-                syn_only: tcp.syn() && !tcp.ack() && !tcp.rst(),
-                seq: tcp.seq_number().0 as u32,
-                seg_len,
-            })
-        }
-        IpProtocol::Udp => {
-            let udp = UdpPacket::new_checked(payload).map_err(|_| DropReason::Malformed)?;
-            if udp.src_port() == 0 || udp.dst_port() == 0 {
-                return Err(DropReason::Malformed);
-            }
-            let len = usize::from(udp.len());
-            let data = payload.get(8..len).ok_or(DropReason::Malformed)?;
-            Ok(Parsed::Udp {
-                src: SocketAddrV4::new(src, udp.src_port()),
-                dst: SocketAddrV4::new(dst, udp.dst_port()),
-                payload: data,
-            })
-        }
+        IpProtocol::Tcp => tcp_parsed(IpAddr::V4(src), IpAddr::V4(dst), payload),
+        IpProtocol::Udp => udp_parsed(IpAddr::V4(src), IpAddr::V4(dst), payload),
         IpProtocol::Icmp => {
             let icmp = Icmpv4Packet::new_checked(payload).map_err(|_| DropReason::Malformed)?;
             if icmp.msg_type() != Icmpv4Message::EchoRequest || icmp.msg_code() != 0 {
                 return Err(DropReason::Unsupported);
             }
             Ok(Parsed::IcmpEcho {
-                dst,
+                dst: IpAddr::V4(dst),
                 ident: icmp.echo_ident(),
                 message: payload,
             })
         }
         _ => Err(DropReason::Unsupported),
     }
+}
+
+/// A TCP segment `payload` from `src` to `dst` (either family).
+fn tcp_parsed(src: IpAddr, dst: IpAddr, payload: &[u8]) -> Result<Parsed<'_>, DropReason> {
+    let tcp = TcpPacket::new_checked(payload).map_err(|_| DropReason::Malformed)?;
+    let data_len = payload.len().saturating_sub(usize::from(tcp.header_len()));
+    let seg_len = u32::try_from(data_len).map_err(|_| DropReason::Malformed)?
+        + u32::from(tcp.syn())
+        + u32::from(tcp.fin());
+    Ok(Parsed::Tcp {
+        src: SocketAddr::new(src, tcp.src_port()),
+        dst: SocketAddr::new(dst, tcp.dst_port()),
+        syn_only: tcp.syn() && !tcp.ack() && !tcp.rst(),
+        seq: tcp.seq_number().0 as u32,
+        seg_len,
+    })
+}
+
+/// A UDP datagram `payload` from `src` to `dst` (either family).
+fn udp_parsed(src: IpAddr, dst: IpAddr, payload: &[u8]) -> Result<Parsed<'_>, DropReason> {
+    let udp = UdpPacket::new_checked(payload).map_err(|_| DropReason::Malformed)?;
+    if udp.src_port() == 0 || udp.dst_port() == 0 {
+        return Err(DropReason::Malformed);
+    }
+    let len = usize::from(udp.len());
+    let data = payload.get(8..len).ok_or(DropReason::Malformed)?;
+    Ok(Parsed::Udp {
+        src: SocketAddr::new(src, udp.src_port()),
+        dst: SocketAddr::new(dst, udp.dst_port()),
+        payload: data,
+    })
 }
 
 /// Answers an ARP request for any address with the gateway's MAC.
@@ -196,8 +215,20 @@ fn ipv4_frame(
     Some(frame)
 }
 
-/// A UDP datagram from `src` to `dst` (dst's address is U).
+/// A UDP datagram from `src` to `dst_port` at U (or U6, for an IPv6 `src`).
 pub(crate) fn udp_frame(
+    cfg: &GatewayConfig,
+    src: SocketAddr,
+    dst_port: u16,
+    payload: &[u8],
+) -> Option<Vec<u8>> {
+    match src {
+        SocketAddr::V4(src) => udp_frame_v4(cfg, src, dst_port, payload),
+        SocketAddr::V6(src) => v6::udp_frame(cfg, src, dst_port, payload),
+    }
+}
+
+fn udp_frame_v4(
     cfg: &GatewayConfig,
     src: SocketAddrV4,
     dst_port: u16,
@@ -221,9 +252,22 @@ pub(crate) fn udp_frame(
     })
 }
 
-/// An ICMP message from `src` to U: `message` as the host gave it, with the echo identifier set
-/// back to `ident` and the checksum recomputed. `None` if it is not an echo reply.
+/// An ICMP message from `src` to U (an ICMPv6 one to U6, for an IPv6 `src`): `message` as the
+/// host gave it, with the echo identifier set back to `ident` and the checksum recomputed.
+/// `None` if it is not an echo reply.
 pub(crate) fn icmp_echo_reply_frame(
+    cfg: &GatewayConfig,
+    src: IpAddr,
+    ident: u16,
+    message: &[u8],
+) -> Option<Vec<u8>> {
+    match src {
+        IpAddr::V4(src) => icmp_echo_reply_frame_v4(cfg, src, ident, message),
+        IpAddr::V6(src) => v6::icmp_echo_reply_frame(cfg, src, ident, message),
+    }
+}
+
+fn icmp_echo_reply_frame_v4(
     cfg: &GatewayConfig,
     src: Ipv4Addr,
     ident: u16,
@@ -242,8 +286,36 @@ pub(crate) fn icmp_echo_reply_frame(
 }
 
 /// The RST+ACK that refuses a SYN from `client` to `server` (RFC 793: SEQ 0, ACK = SEG.SEQ +
-/// SEG.LEN when the incoming segment has no ACK).
+/// SEG.LEN when the incoming segment has no ACK); `None` for addresses of two families.
 pub(crate) fn tcp_rst(
+    cfg: &GatewayConfig,
+    server: SocketAddr,
+    client: SocketAddr,
+    seq: u32,
+    seg_len: u32,
+) -> Option<Vec<u8>> {
+    match (server, client) {
+        (SocketAddr::V4(s), SocketAddr::V4(c)) => tcp_rst_v4(cfg, s, c, seq, seg_len),
+        (SocketAddr::V6(s), SocketAddr::V6(c)) => v6::tcp_rst(cfg, s, c, seq, seg_len),
+        _ => None,
+    }
+}
+
+/// The 20-byte header of a refusing RST+ACK (checksum left to the caller).
+fn fill_rst(tcp: &mut TcpPacket<&mut [u8]>, src_port: u16, dst_port: u16, seq: u32, seg_len: u32) {
+    tcp.set_src_port(src_port);
+    tcp.set_dst_port(dst_port);
+    tcp.set_seq_number(TcpSeqNumber(0));
+    tcp.set_ack_number(TcpSeqNumber(seq.wrapping_add(seg_len) as i32));
+    tcp.set_header_len(20);
+    tcp.clear_flags();
+    tcp.set_rst(true);
+    tcp.set_ack(true);
+    tcp.set_window_len(0);
+    tcp.set_urgent_at(0);
+}
+
+fn tcp_rst_v4(
     cfg: &GatewayConfig,
     server: SocketAddrV4,
     client: SocketAddrV4,
@@ -252,16 +324,7 @@ pub(crate) fn tcp_rst(
 ) -> Option<Vec<u8>> {
     ipv4_frame(cfg, *server.ip(), IpProtocol::Tcp, 20, |buf| {
         let mut tcp = TcpPacket::new_unchecked(buf);
-        tcp.set_src_port(server.port());
-        tcp.set_dst_port(client.port());
-        tcp.set_seq_number(TcpSeqNumber(0));
-        tcp.set_ack_number(TcpSeqNumber(seq.wrapping_add(seg_len) as i32));
-        tcp.set_header_len(20);
-        tcp.clear_flags();
-        tcp.set_rst(true);
-        tcp.set_ack(true);
-        tcp.set_window_len(0);
-        tcp.set_urgent_at(0);
+        fill_rst(&mut tcp, server.port(), client.port(), seq, seg_len);
         tcp.fill_checksum(
             &IpAddress::Ipv4(*server.ip()),
             &IpAddress::Ipv4(*client.ip()),
@@ -302,7 +365,7 @@ mod tests {
     fn udp_frame_round_trips() {
         let c = cfg();
         let src = SocketAddrV4::new(Ipv4Addr::new(1, 2, 3, 4), 53);
-        let f = udp_frame(&c, src, 4000, b"hello").unwrap_or_default();
+        let f = udp_frame(&c, src.into(), 4000, b"hello").unwrap_or_default();
         // Turn it around as if U had sent it, then parse it.
         let mut back = f.clone();
         back[0..6].copy_from_slice(&c.gateway_mac.0);
@@ -314,7 +377,7 @@ mod tests {
             Ok(Parsed::Udp { payload, .. }) => assert_eq!(payload, b"hello"),
             other => panic!("unexpected {other:?}"),
         }
-        assert!(udp_frame(&c, src, 1, &vec![0u8; 70000]).is_none());
+        assert!(udp_frame(&c, src.into(), 1, &vec![0u8; 70000]).is_none());
     }
 
     const SYN: u8 = 0x02;
@@ -344,8 +407,8 @@ mod tests {
                 seq,
                 seg_len,
             }) => {
-                assert_eq!(src, SocketAddrV4::new(c.address, 40000));
-                assert_eq!(dst, SocketAddrV4::new(far, 80));
+                assert_eq!(src, SocketAddrV4::new(c.address, 40000).into());
+                assert_eq!(dst, SocketAddrV4::new(far, 80).into());
                 assert!(syn_only);
                 assert_eq!((seq, seg_len), (7, 1));
             }
@@ -396,7 +459,7 @@ mod tests {
                 ident,
                 message,
             }) => {
-                assert_eq!((dst, ident), (far, 0x1234));
+                assert_eq!((dst, ident), (IpAddr::V4(far), 0x1234));
                 assert_eq!(message.len(), 8 + 2, "the whole ICMP message");
             }
             other => panic!("unexpected {other:?}"),
@@ -412,7 +475,7 @@ mod tests {
         let far = Ipv4Addr::new(192, 0, 2, 9);
         // As the host's ping socket returns it: the kernel's identifier 999, "abc".
         let mut msg = vec![0u8, 0, 0, 0, 0x03, 0xe7, 0, 5, b'a', b'b', b'c'];
-        let f = icmp_echo_reply_frame(&c, far, 0x1234, &msg).unwrap();
+        let f = icmp_echo_reply_frame(&c, far.into(), 0x1234, &msg).unwrap();
         let ip = Ipv4Packet::new_checked(&f[ETH_HEADER_LEN..]).unwrap();
         assert!(ip.verify_checksum());
         assert_eq!((ip.src_addr(), ip.dst_addr()), (far, c.address));
@@ -424,8 +487,8 @@ mod tests {
         assert_eq!(icmp.data(), b"abc");
         // Anything but an echo reply is not passed on.
         msg[0] = 8;
-        assert!(icmp_echo_reply_frame(&c, far, 0x1234, &msg).is_none());
-        assert!(icmp_echo_reply_frame(&c, far, 0x1234, &[0, 0]).is_none());
+        assert!(icmp_echo_reply_frame(&c, far.into(), 0x1234, &msg).is_none());
+        assert!(icmp_echo_reply_frame(&c, far.into(), 0x1234, &[0, 0]).is_none());
     }
 
     #[test]
@@ -434,7 +497,7 @@ mod tests {
         let server = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 9), 80);
         let client = SocketAddrV4::new(c.address, 40000);
         // ACK = SEQ + LEN, wrapping.
-        let f = tcp_rst(&c, server, client, u32::MAX, 1).unwrap();
+        let f = tcp_rst(&c, server.into(), client.into(), u32::MAX, 1).unwrap();
         let ip = Ipv4Packet::new_checked(&f[ETH_HEADER_LEN..]).unwrap();
         assert_eq!((ip.src_addr(), ip.dst_addr()), (*server.ip(), c.address));
         let tcp = TcpPacket::new_checked(ip.payload()).unwrap();

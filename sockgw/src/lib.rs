@@ -11,6 +11,9 @@
 //!   host connection reaches the container as a RST, not as an accepted-then-reset connection.
 //! - UDP and ICMP echo are relayed datagram by datagram without smoltcp.
 //! - ARP requests are answered with the gateway's MAC for every address.
+//! - IPv6 (when [`GatewayConfig::ipv6`] is set): the same for flows from the uplink's IPv6
+//!   address (TCP in smoltcp, UDP and ICMPv6 echo relayed through host IPv6 sockets), and
+//!   neighbour solicitations are answered with the gateway's MAC for every target.
 //!
 //! Threading: [`SocketGateway::run`] owns everything on the calling thread; only the
 //! [`Counters`] are shared (atomics).
@@ -18,7 +21,8 @@
 //! Layout, by role: `event_loop` (the mio loop, the link, commands, timers) owns the shared
 //! state `ctx::Ctx` and lends it to one role per event: `tcp` (flows; `tcp/relay` moves their
 //! bytes), `dgram` (UDP and ICMP echo flows) or `listen` (published ports). `frames` parses and
-//! builds the frames handled outside smoltcp; `device` is smoltcp's view of the link.
+//! builds the frames handled outside smoltcp (`frames/v6` their IPv6 half, neighbour discovery
+//! included); `device` is smoltcp's view of the link.
 
 mod counters;
 mod ctx;
@@ -34,7 +38,7 @@ pub use event_loop::{Command, GatewayHandle, SocketGateway};
 pub use packet::MacAddr;
 
 use packet::PortProto;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Default size of each smoltcp TCP buffer (receive and send, per connection). Large enough that
 /// the advertised window (with window scaling) does not throttle a 65520-byte MTU link.
@@ -48,13 +52,15 @@ pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 
 /// A host port published into the switch: traffic to `host_addr:host_port` on the host arrives at
 /// `U:host_port` as a flow from the real client's address and port (the switch's DNAT then takes
-/// it to the container).
+/// it to the container). IPv6 clients arrive at the uplink's IPv6 address instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Published {
     /// TCP or UDP.
     pub proto: PortProto,
-    /// Host address to listen on (0.0.0.0 for all).
-    pub host_addr: Ipv4Addr,
+    /// Host address to listen on. 0.0.0.0 is every address: every IPv4 one, and, when the
+    /// gateway serves IPv6 ([`GatewayConfig::ipv6`]), `[::]` too (IPv6 only; skipped on a host
+    /// without IPv6). An IPv6 address listens there only (`::` for every IPv6 address).
+    pub host_addr: IpAddr,
     /// Host port to listen on; also the destination port at U.
     pub host_port: u16,
 }
@@ -83,6 +89,41 @@ pub struct GatewayConfig {
     /// Size of each smoltcp TCP buffer per connection (receive and send); see
     /// [`DEFAULT_TCP_BUFFER`].
     pub tcp_buffer: usize,
+    /// The uplink's IPv6 side; `None` (the default): IPv6 frames are dropped as unsupported.
+    pub ipv6: Option<GatewayV6>,
+}
+
+/// The IPv6 side of a [`GatewayConfig`]: the counterparts of its IPv4 fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GatewayV6 {
+    /// U6: the switch's uplink IPv6 address; IPv6 flows arrive from it.
+    pub address: Ipv6Addr,
+    /// Flows to this address go to the host's ::1 (off by default).
+    pub host_loopback: Option<Ipv6Addr>,
+    /// The switch's IPv6 next hop on the link. IPv6 clients of published ports on the host's
+    /// loopback appear from `host_loopback`, else from this.
+    pub next_hop: Option<Ipv6Addr>,
+}
+
+impl GatewayV6 {
+    /// U6 = `address`, no host loopback, no next hop.
+    pub fn new(address: Ipv6Addr) -> Self {
+        GatewayV6 {
+            address,
+            host_loopback: None,
+            next_hop: None,
+        }
+    }
+
+    /// [`GatewayConfig::client_addr`] for IPv6: a client on the host's ::1 appears from
+    /// `host_loopback`, else the next hop; others keep their address.
+    pub fn client_addr(&self, peer: Ipv6Addr) -> Ipv6Addr {
+        if peer.is_loopback() {
+            self.host_loopback.or(self.next_hop).unwrap_or(peer)
+        } else {
+            peer
+        }
+    }
 }
 
 impl GatewayConfig {
@@ -98,7 +139,25 @@ impl GatewayConfig {
         }
     }
 
-    /// A configuration with MTU 65520, no host loopback, nothing published and
+    /// [`Self::client_addr`] for either family; `None` for an IPv6 peer when the gateway does
+    /// not serve IPv6.
+    pub fn client_ip(&self, peer: IpAddr) -> Option<IpAddr> {
+        match peer {
+            IpAddr::V4(a) => Some(IpAddr::V4(self.client_addr(a))),
+            IpAddr::V6(a) => self.ipv6.map(|v6| IpAddr::V6(v6.client_addr(a))),
+        }
+    }
+
+    /// U for a flow of `peer`'s family: [`Self::address`], or the IPv6 one (`None` when the
+    /// gateway does not serve IPv6).
+    pub fn uplink_for(&self, peer: IpAddr) -> Option<IpAddr> {
+        match peer {
+            IpAddr::V4(_) => Some(IpAddr::V4(self.address)),
+            IpAddr::V6(_) => self.ipv6.map(|v6| IpAddr::V6(v6.address)),
+        }
+    }
+
+    /// A configuration with MTU 65520, no host loopback, nothing published, no IPv6 and
     /// [`DEFAULT_TCP_BUFFER`].
     pub fn new(address: Ipv4Addr, mac: MacAddr, gateway_mac: MacAddr) -> Self {
         GatewayConfig {
@@ -111,6 +170,7 @@ impl GatewayConfig {
             dns_loopback: Vec::new(),
             published: Vec::new(),
             tcp_buffer: DEFAULT_TCP_BUFFER,
+            ipv6: None,
         }
     }
 }

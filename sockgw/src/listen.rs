@@ -6,6 +6,9 @@
 //! real client's address, and the container's replies to that client leave through the same
 //! socket.
 //!
+//! A port published on 0.0.0.0 takes two slots when the gateway serves IPv6: the IPv4 listener
+//! and an IPv6-only one on `[::]`, whose clients arrive at U6 (see [`crate::Published`]).
+//!
 //! Invariants:
 //! - Slot `i` is registered under token `FIRST_LISTENER + i`. Slots are never removed or
 //!   reordered (unpublishing leaves `Closed`), so a token always names the same port.
@@ -15,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, ErrorKind};
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::Instant as StdInstant;
 
 use mio::net::{TcpListener, TcpStream, UdpSocket};
@@ -42,10 +45,10 @@ pub(crate) enum Accept {
     /// A connection from `peer` to published port `port`.
     Conn {
         stream: TcpStream,
-        peer: SocketAddrV4,
+        peer: SocketAddr,
         port: u16,
     },
-    /// Nothing usable this time (interrupted, or an IPv6 peer); try again.
+    /// Nothing usable this time (interrupted); try again.
     Again,
     /// Nothing more to accept now (or not a TCP listener).
     Done,
@@ -53,7 +56,7 @@ pub(crate) enum Accept {
 
 struct UdpClient {
     slot: usize,
-    real: SocketAddrV4,
+    real: SocketAddr,
     last: StdInstant,
 }
 
@@ -63,7 +66,7 @@ pub(crate) struct Listeners {
     /// Clients of published UDP ports: (host port, client as the switch sees it) → (slot, the
     /// real client, last activity). The two differ for a client on the host's loopback
     /// ([`crate::GatewayConfig::client_addr`]).
-    udp_clients: HashMap<(u16, SocketAddrV4), UdpClient>,
+    udp_clients: HashMap<(u16, SocketAddr), UdpClient>,
     scratch: Vec<u8>,
 }
 
@@ -83,17 +86,43 @@ impl Listeners {
             .then(|| token - FIRST_LISTENER)
     }
 
-    /// Opens and registers a host listening socket in a new slot.
+    /// Opens and registers a host listening socket in a new slot; for 0.0.0.0 on a gateway that
+    /// serves IPv6, `[::]` too in the slot after it (a port in use there fails the publish; a
+    /// host without IPv6 only skips it). Nothing is kept when the publish fails.
     pub fn publish(&mut self, ctx: &Ctx, p: &Published) -> io::Result<()> {
-        let token = Token(FIRST_LISTENER + self.slots.len());
-        let mut l = open_listener(ctx.hs.as_ref(), p)?;
-        let registry = ctx.poll.registry();
-        match &mut l {
-            Listener::Tcp(s, _) => registry.register(s, token, Interest::READABLE)?,
-            Listener::Udp(s, _) => registry.register(s, token, Interest::READABLE)?,
-            Listener::Closed => {}
+        let mut opened = vec![open_listener(ctx.hs.as_ref(), p)?];
+        if p.host_addr == IpAddr::from(std::net::Ipv4Addr::UNSPECIFIED) && ctx.cfg.ipv6.is_some() {
+            let all6 = Published {
+                host_addr: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                ..*p
+            };
+            // The IPv4 listener's port, for port 0.
+            let port = match &opened[0] {
+                Listener::Tcp(_, port) | Listener::Udp(_, port) => *port,
+                Listener::Closed => p.host_port,
+            };
+            match open_listener(
+                ctx.hs.as_ref(),
+                &Published {
+                    host_port: port,
+                    ..all6
+                },
+            ) {
+                Ok(l) => opened.push(l),
+                Err(e) if e.kind() == ErrorKind::AddrInUse => return Err(e),
+                Err(e) => tracing::debug!("sockgw: no IPv6 listener for port {port}: {e}"),
+            }
         }
-        self.slots.push(l);
+        let registry = ctx.poll.registry();
+        for (i, l) in opened.iter_mut().enumerate() {
+            let token = Token(FIRST_LISTENER + self.slots.len() + i);
+            match l {
+                Listener::Tcp(s, _) => registry.register(s, token, Interest::READABLE)?,
+                Listener::Udp(s, _) => registry.register(s, token, Interest::READABLE)?,
+                Listener::Closed => {}
+            }
+        }
+        self.slots.extend(opened);
         Ok(())
     }
 
@@ -138,8 +167,7 @@ impl Listeners {
         };
         let port = *port;
         match l.accept() {
-            Ok((stream, SocketAddr::V4(peer))) => Accept::Conn { stream, peer, port },
-            Ok((_, SocketAddr::V6(_))) => Accept::Again,
+            Ok((stream, peer)) => Accept::Conn { stream, peer, port },
             Err(e) if would_block(&e) => Accept::Done,
             Err(e) if e.kind() == ErrorKind::Interrupted => Accept::Again,
             Err(e) => {
@@ -162,10 +190,11 @@ impl Listeners {
                 // ICMP errors from earlier sends surface here; they end nothing.
                 Err(_) => continue,
             };
-            let SocketAddr::V4(peer) = peer else {
+            // An IPv6 client when the gateway does not serve IPv6: nowhere to take it.
+            let Some(client) = ctx.cfg.client_ip(peer.ip()) else {
                 continue;
             };
-            let seen = SocketAddrV4::new(ctx.cfg.client_addr(*peer.ip()), peer.port());
+            let seen = SocketAddr::new(client, peer.port());
             let client = UdpClient {
                 slot,
                 real: peer,
@@ -183,13 +212,13 @@ impl Listeners {
     /// A datagram from U:`src_port` to `dst`: if `dst` is a client of published UDP port
     /// `src_port`, sends it through that port's socket and returns true; otherwise false (an
     /// ordinary outbound flow).
-    pub fn reply(&mut self, ctx: &Ctx, src_port: u16, dst: SocketAddrV4, payload: &[u8]) -> bool {
+    pub fn reply(&mut self, ctx: &Ctx, src_port: u16, dst: SocketAddr, payload: &[u8]) -> bool {
         let Some(client) = self.udp_clients.get_mut(&(src_port, dst)) else {
             return false;
         };
         client.last = StdInstant::now();
         let sent = match self.slots.get(client.slot) {
-            Some(Listener::Udp(s, _)) => s.send_to(payload, SocketAddr::V4(client.real)).is_ok(),
+            Some(Listener::Udp(s, _)) => s.send_to(payload, client.real).is_ok(),
             _ => false,
         };
         ctx.count_send(sent, payload.len(), |c| &c.udp_rx);
@@ -208,11 +237,22 @@ impl Listeners {
     }
 }
 
+/// A bound host socket for `p` (an IPv6 one takes IPv6 clients only, so that `[::]` and
+/// 0.0.0.0 can share a port).
 fn open_listener(hs: &dyn HostSockets, p: &Published) -> io::Result<Listener> {
-    let addr = SockAddr::from(SocketAddrV4::new(p.host_addr, p.host_port));
+    let sa = SocketAddr::new(p.host_addr, p.host_port);
+    let addr = SockAddr::from(sa);
+    let domain = Domain::for_address(sa);
+    let new = |ty, proto| -> io::Result<socket2::Socket> {
+        let s = hs.socket(domain, ty, Some(proto))?;
+        if sa.is_ipv6() {
+            s.set_only_v6(true)?;
+        }
+        Ok(s)
+    };
     match p.proto {
         PortProto::Tcp => {
-            let s = hs.socket(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+            let s = new(Type::STREAM, Protocol::TCP)?;
             s.set_reuse_address(true)?;
             s.bind(&addr)?;
             s.listen(1024)?;
@@ -227,7 +267,7 @@ fn open_listener(hs: &dyn HostSockets, p: &Published) -> io::Result<Listener> {
             ))
         }
         PortProto::Udp => {
-            let s = hs.socket(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+            let s = new(Type::DGRAM, Protocol::UDP)?;
             s.bind(&addr)?;
             s.set_nonblocking(true)?;
             let port = s
@@ -245,7 +285,7 @@ fn open_listener(hs: &dyn HostSockets, p: &Published) -> io::Result<Listener> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
+    use std::net::{Ipv4Addr, SocketAddrV4};
     use std::time::Duration;
 
     use smoltcp::wire::{Ipv4Packet, UdpPacket};
@@ -255,12 +295,12 @@ mod tests {
     fn local(proto: PortProto, host_port: u16) -> Published {
         Published {
             proto,
-            host_addr: Ipv4Addr::LOCALHOST,
+            host_addr: Ipv4Addr::LOCALHOST.into(),
             host_port,
         }
     }
 
-    fn accept_within_deadline(l: &Listeners, slot: usize) -> (TcpStream, SocketAddrV4, u16) {
+    fn accept_within_deadline(l: &Listeners, slot: usize) -> (TcpStream, SocketAddr, u16) {
         let start = StdInstant::now();
         loop {
             if let Accept::Conn { stream, peer, port } = l.accept(slot) {
@@ -287,7 +327,7 @@ mod tests {
 
         let client = std::net::TcpStream::connect(addr).unwrap();
         let (_stream, peer, port) = accept_within_deadline(&l, 0);
-        assert_eq!(SocketAddr::V4(peer), client.local_addr().unwrap());
+        assert_eq!(peer, client.local_addr().unwrap());
         assert_eq!(port, addr.port());
 
         // Unpublishing UDP on the same port leaves the TCP listener alone.
@@ -339,9 +379,7 @@ mod tests {
         client
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
-        let SocketAddr::V4(client_addr) = client.local_addr().unwrap() else {
-            unreachable!()
-        };
+        let client_addr = client.local_addr().unwrap();
         client.send_to(b"hello", addr).unwrap();
         client.send_to(b"again", addr).unwrap();
         let start = StdInstant::now();
@@ -367,14 +405,14 @@ mod tests {
 
         // The container's reply to the mapped address leaves through the published socket,
         // to the real client.
-        let seen = SocketAddrV4::new(G, client_addr.port());
+        let seen = SocketAddrV4::new(G, client_addr.port()).into();
         assert!(l.reply(&c, addr.port(), seen, b"reply"));
         let mut b = [0u8; 16];
         let (n, from) = client.recv_from(&mut b).unwrap();
         assert_eq!((&b[..n], from), (&b"reply"[..], addr));
         assert_eq!(c.counters.snapshot().udp_rx, 1);
         // Not a client: an ordinary flow, not handled here.
-        let other = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9);
+        let other = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9).into();
         assert!(!l.reply(&c, addr.port(), other, b"x"));
 
         l.expire(&c, StdInstant::now() + DATAGRAM_IDLE_TIMEOUT / 2);

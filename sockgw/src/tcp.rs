@@ -15,6 +15,9 @@
 //! C:cp (any local address is allowed: the interface runs with `any_ip` and smoltcp's `connect`
 //! takes an explicit local endpoint) to U:host_port, then the same relay.
 //!
+//! IPv6 flows (from U6, or IPv6 clients of published ports to U6) take the same path with host
+//! IPv6 sockets; a flow's two ends are always of one family.
+//!
 //! Invariants:
 //! - `by_key` and `flows` hold the same flows; a flow in `Open` owns exactly one socket of the set.
 //! - mio is edge-triggered: a flow's `readable`/`writable` are set by events here and cleared
@@ -25,7 +28,7 @@
 
 use std::collections::HashMap;
 use std::io::ErrorKind;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant as StdInstant};
 
 use mio::net::TcpStream;
@@ -161,15 +164,14 @@ impl TcpFlows {
         let Segment {
             key, seq, seg_len, ..
         } = seg;
-        let Some(addr) = ctx.host_target(*key.outer.ip(), key.outer.port()) else {
+        let Some(addr) = ctx.host_target_ip(key.outer.ip(), key.outer.port()) else {
             // Refused like a closed port (counted as tcp_refused).
             return Self::refuse(ctx, key, seq, seg_len);
         };
-        let target = SocketAddrV4::new(addr, key.outer.port());
+        let target = SocketAddr::new(addr, key.outer.port());
         let sock = (|| {
-            let s = ctx
-                .hs
-                .socket(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+            let domain = Domain::for_address(target);
+            let s = ctx.hs.socket(domain, Type::STREAM, Some(Protocol::TCP))?;
             s.set_nonblocking(true)?;
             s.set_tcp_nodelay(true)?;
             match s.connect(&SockAddr::from(target)) {
@@ -280,7 +282,7 @@ impl TcpFlows {
         }
         let mut sock = self.new_socket();
         let ep = IpListenEndpoint {
-            addr: Some(IpAddress::Ipv4(*key.outer.ip())),
+            addr: Some(IpAddress::from(key.outer.ip())),
             port: key.outer.port(),
         };
         if sock.listen(ep).is_err() {
@@ -301,29 +303,38 @@ impl TcpFlows {
     }
 
     /// Takes a connection accepted on published port `port` from `peer`: a smoltcp socket
-    /// connects from `peer` (a loopback client from [`GatewayConfig::client_addr`]) to
-    /// U:`port`. On failure the host connection is reset.
+    /// connects from `peer` (a loopback client from [`GatewayConfig::client_ip`]) to U:`port`
+    /// (U6 for an IPv6 peer). On failure, or an IPv6 peer when the gateway does not serve IPv6,
+    /// the host connection is reset.
     ///
-    /// [`GatewayConfig::client_addr`]: crate::GatewayConfig::client_addr
+    /// [`GatewayConfig::client_ip`]: crate::GatewayConfig::client_ip
     pub fn adopt(
         &mut self,
         ctx: &mut Ctx,
         iface: &mut Interface,
         mut stream: TcpStream,
-        peer: SocketAddrV4,
+        peer: SocketAddr,
         port: u16,
     ) {
-        let peer = SocketAddrV4::new(ctx.cfg.client_addr(*peer.ip()), peer.port());
+        let reset = |s: &TcpStream| {
+            let _ = SockRef::from(s).set_linger(Some(Duration::ZERO));
+        };
+        let (Some(client), Some(uplink)) =
+            (ctx.cfg.client_ip(peer.ip()), ctx.cfg.uplink_for(peer.ip()))
+        else {
+            return reset(&stream);
+        };
+        let peer = SocketAddr::new(client, peer.port());
         let key = FlowKey {
-            inner: SocketAddrV4::new(ctx.cfg.address, port),
+            inner: SocketAddr::new(uplink, port),
             outer: peer,
         };
         let mut sock = self.new_socket();
         let local = IpListenEndpoint {
-            addr: Some(IpAddress::Ipv4(*peer.ip())),
+            addr: Some(IpAddress::from(peer.ip())),
             port: peer.port(),
         };
-        let remote = IpEndpoint::new(IpAddress::Ipv4(ctx.cfg.address), port);
+        let remote = IpEndpoint::new(IpAddress::from(uplink), port);
         let tok = ctx.token();
         if self.by_key.contains_key(&key)
             || sock.connect(iface.context(), remote, local).is_err()
@@ -337,8 +348,7 @@ impl TcpFlows {
                 )
                 .is_err()
         {
-            let _ = SockRef::from(&stream).set_linger(Some(Duration::ZERO));
-            return;
+            return reset(&stream);
         }
         let h = self.sockets.add(sock);
         Counters::inc(&ctx.counters.tcp_published);
@@ -431,7 +441,7 @@ impl TcpFlows {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::{Ipv4Addr, TcpListener};
+    use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 
     use crate::ctx::tests::ctx;
 
@@ -441,8 +451,8 @@ mod tests {
         let mut t = TcpFlows::new(4096);
         let seg = Segment {
             key: FlowKey {
-                inner: SocketAddrV4::new(c.cfg.address, 40000),
-                outer: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 22),
+                inner: SocketAddrV4::new(c.cfg.address, 40000).into(),
+                outer: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 22).into(),
             },
             syn_only: true,
             seq: 1000,
@@ -470,8 +480,8 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let key = FlowKey {
-            inner: SocketAddrV4::new(c.cfg.address, 40001),
-            outer: SocketAddrV4::new(crate::ctx::tests::G, port),
+            inner: SocketAddrV4::new(c.cfg.address, 40001).into(),
+            outer: SocketAddrV4::new(crate::ctx::tests::G, port).into(),
         };
         let seg = Segment {
             key,

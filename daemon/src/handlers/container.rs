@@ -152,6 +152,8 @@ pub(crate) fn connect_held(d: &Daemon, args: ConnectArgs) -> Result<Container> {
                     mtu: d.mtu,
                     addr: (ip, rec.subnet.prefix_len()),
                     gateway,
+                    addr6: v6.map(|(n, ip6)| (ip6, n.subnet.prefix_len())),
+                    gateway6,
                 };
                 let fd = helper
                     .call(&req)

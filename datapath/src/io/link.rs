@@ -141,14 +141,16 @@ pub fn create_container_veth(spec: &VethSpec) -> Result<(), IoError> {
 }
 
 /// Configures link `ifname` of the current namespace as a container's interface (MAC, MTU, up,
-/// address, default route, `lo` up), as [`create_container_veth`] does for its container end.
-/// `offloads_off` turns its offloads off too (veth; a TAP without a vnet header has none).
+/// address, default route, `lo` up), as [`create_container_veth`] does for its container end:
+/// `v4` is the IPv4 address and gateway, `v6` the IPv6 address and gateway of a dual-stack
+/// network. `offloads_off` turns its offloads off too (veth; a TAP without a vnet header has
+/// none).
 pub fn configure_link_here(
     ifname: &str,
     mac: Option<[u8; 6]>,
     mtu: u16,
-    addr: Option<(Ipv4Addr, u8)>,
-    gateway: Option<Ipv4Addr>,
+    (addr, gateway): (Option<(Ipv4Addr, u8)>, Option<Ipv4Addr>),
+    v6: Option<((Ipv6Addr, u8), Option<Ipv6Addr>)>,
     offloads_off: bool,
 ) -> Result<(), IoError> {
     let spec = VethSpec {
@@ -160,8 +162,8 @@ pub fn configure_link_here(
         mtu,
         addr,
         gateway,
-        addr6: None,
-        gateway6: None,
+        addr6: v6.map(|(a, _)| a),
+        gateway6: v6.and_then(|(_, g)| g),
     };
     configure_end(&spec, offloads_off)
 }

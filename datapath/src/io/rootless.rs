@@ -30,7 +30,7 @@ use nix::sys::socket::{
 };
 use serde::{Deserialize, Serialize};
 use std::io::{IoSlice, IoSliceMut};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
 
@@ -60,6 +60,12 @@ pub enum Request {
         addr: (Ipv4Addr, u8),
         /// Default gateway, if the network has an uplink.
         gateway: Option<Ipv4Addr>,
+        /// IPv6 address and prefix length, on a dual-stack network.
+        #[serde(default)]
+        addr6: Option<(Ipv6Addr, u8)>,
+        /// IPv6 default gateway, if the network has an uplink.
+        #[serde(default)]
+        gateway6: Option<Ipv6Addr>,
     },
 }
 
@@ -324,6 +330,8 @@ fn container_tap(req: &Request) -> Result<OwnedFd, String> {
         mtu,
         addr,
         gateway,
+        addr6,
+        gateway6,
     } = req
     else {
         return Err("not a container request".into());
@@ -344,7 +352,8 @@ fn container_tap(req: &Request) -> Result<OwnedFd, String> {
     nix::sched::setns(&net, CloneFlags::CLONE_NEWNET)
         .map_err(|e| format!("entering the network namespace of process {pid}: {e}"))?;
     let tap = super::tap::open_here(ifname).map_err(|e| e.to_string())?;
-    super::link::configure_link_here(ifname, Some(*mac), *mtu, Some(*addr), *gateway, false)
+    let v6 = addr6.map(|a| (a, *gateway6));
+    super::link::configure_link_here(ifname, Some(*mac), *mtu, (Some(*addr), *gateway), v6, false)
         .map_err(|e| e.to_string())?;
     Ok(tap)
 }

@@ -235,8 +235,8 @@ mod tests {
             let (peer, _) = listener.accept().unwrap();
             peer.set_read_timeout(Some(DEADLINE)).unwrap();
             let key = FlowKey {
-                inner: SocketAddrV4::new(A, 40000),
-                outer: SocketAddrV4::new(A, 80),
+                inner: SocketAddrV4::new(A, 40000).into(),
+                outer: SocketAddrV4::new(A, 80).into(),
             };
             let flow = TcpFlow::new(key, TcpStream::from_std(host), TcpPhase::Open(gw), true);
             let mut rig = Rig {

@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::io::ErrorKind;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
@@ -19,11 +19,15 @@ use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::socket::{tcp, udp};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint};
-use sockgw::{Counters, Direct, GatewayConfig, MacAddr, Published, SocketGateway};
+use sockgw::{Counters, Direct, GatewayConfig, GatewayV6, MacAddr, Published, SocketGateway};
 
 pub const U: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
 /// The client's default gateway, mapped to the host's 127.0.0.1.
 pub const G: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
+/// U6: the client's IPv6 address.
+pub const U6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x7673, 0xffff, 0, 0, 0, 0, 2);
+/// The client's IPv6 default gateway, mapped to the host's ::1 by [`config6`].
+pub const G6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x7673, 0xffff, 0, 0, 0, 0, 1);
 pub const MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x0f]);
 pub const GW_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x02]);
 pub const MTU: usize = 65520;
@@ -34,13 +38,22 @@ pub fn config() -> GatewayConfig {
     c
 }
 
+/// [`config`] serving IPv6 too: U6, with G6 mapped to the host's ::1.
+pub fn config6() -> GatewayConfig {
+    let mut c = config();
+    let mut v6 = GatewayV6::new(U6);
+    v6.host_loopback = Some(G6);
+    c.ipv6 = Some(v6);
+    c
+}
+
 /// [`config`] with one port of `proto` published on 127.0.0.1 (port 0: the kernel picks it; see
 /// `SocketGateway::published_addrs`).
 pub fn config_publishing(proto: PortProto) -> GatewayConfig {
     let mut c = config();
     c.published.push(Published {
         proto,
-        host_addr: Ipv4Addr::LOCALHOST,
+        host_addr: Ipv4Addr::LOCALHOST.into(),
         host_port: 0,
     });
     c
@@ -153,8 +166,11 @@ impl Harness {
         let mut iface = Interface::new(cfg, &mut dev, Instant::now());
         iface.update_ip_addrs(|a| {
             a.push(IpCidr::new(IpAddress::Ipv4(U), 24)).unwrap();
+            a.push(IpCidr::new(IpAddress::Ipv6(U6), 64)).unwrap();
         });
         iface.routes_mut().add_default_ipv4_route(G).unwrap();
+        // G6 is on-link (U6/64): the client solicits it, the gateway answers.
+        iface.routes_mut().add_default_ipv6_route(G6).unwrap();
         Harness {
             iface,
             dev,
@@ -223,11 +239,22 @@ impl Harness {
     /// A client TCP socket with `buf`-byte buffers connecting from U:`local_port` to G:`port`
     /// (the host's 127.0.0.1:`port`).
     pub fn tcp_connect(&mut self, buf: usize, port: u16, local_port: u16) -> SocketHandle {
+        self.tcp_connect_to(buf, IpAddress::Ipv4(G), port, local_port)
+    }
+
+    /// A client TCP socket with `buf`-byte buffers connecting from `local_port` to `to`:`port`.
+    pub fn tcp_connect_to(
+        &mut self,
+        buf: usize,
+        to: IpAddress,
+        port: u16,
+        local_port: u16,
+    ) -> SocketHandle {
         let handle = self.sockets.add(tcp_socket(buf));
         let cx = self.iface.context();
         self.sockets
             .get_mut::<tcp::Socket>(handle)
-            .connect(cx, (IpAddress::Ipv4(G), port), local_port)
+            .connect(cx, (to, port), local_port)
             .unwrap();
         handle
     }
