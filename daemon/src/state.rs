@@ -161,7 +161,15 @@ pub(crate) fn register_config_networks(store: &Store, config: &Config) -> Result
         let (Some(subnet), Some(gateway)) = (n.subnet, n.gateway) else {
             continue;
         };
+        let want6 = n.subnet6;
         match store.network(&n.name)? {
+            Some(rec) if !rec.builtin && rec.ipv6.map(|v| v.subnet) != want6 => bail!(
+                "network {:?} has IPv6 prefix {} in the topology file but {} in the state: make them agree, or remove it with `vswitch network rm`",
+                n.name,
+                want6.map_or("none".to_string(), |s| s.to_string()),
+                rec.ipv6
+                    .map_or("none".to_string(), |v| v.subnet.to_string()),
+            ),
             Some(rec) if rec.subnet == subnet && rec.gateway == gateway => {}
             Some(rec) => bail!(
                 "network {:?} is {} (gateway {}) in the topology file but {} (gateway {}) in the state: make them agree, or remove it with `vswitch network rm`",
@@ -178,6 +186,10 @@ pub(crate) fn register_config_networks(store: &Store, config: &Config) -> Result
                 spec.internal = n.internal;
                 spec.icc = n.icc;
                 spec.anti_spoofing = n.anti_spoofing;
+                spec.ipv6 = n.subnet6.map(|subnet| ipam::Ipv6Spec {
+                    subnet: Some(subnet),
+                    gateway: n.gateway6,
+                });
                 store.create_network(spec).with_context(|| {
                     format!("registering network {:?} of the topology file", n.name)
                 })?;
@@ -243,4 +255,33 @@ pub(crate) fn snapshot(d: &Daemon) -> Result<switch::Snapshot> {
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panicked holder leaves data that is still consistent for our uses (maps of records).
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(network: &str) -> Config {
+        Config::from_toml(&format!(
+            "[[network]]\nname = \"bridge\"\nsubnet = \"172.17.0.0/16\"\ngateway = \"172.17.0.1\"\n\n{network}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_topology_file_s_dual_stack_network_is_registered_with_its_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("state.redb")).unwrap();
+        let web = "[[network]]\nname = \"web\"\nsubnet = \"10.9.0.0/24\"\ngateway = \"10.9.0.1\"\nsubnet6 = \"fd00:9::/64\"\n";
+        register_config_networks(&store, &config(web)).unwrap();
+        let rec = store.network("web").unwrap().unwrap();
+        let v6 = rec.ipv6.expect("the prefix is in the store");
+        assert_eq!(v6.subnet.to_string(), "fd00:9::/64");
+        assert_eq!(v6.gateway.to_string(), "fd00:9::1");
+        // Idempotent; a file that changes the prefix is refused with what to do.
+        register_config_networks(&store, &config(web)).unwrap();
+        let other = web.replace("fd00:9::/64", "fd00:10::/64");
+        let err = register_config_networks(&store, &config(&other)).unwrap_err();
+        assert!(err.to_string().contains("make them agree"), "{err}");
+    }
 }
