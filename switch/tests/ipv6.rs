@@ -611,3 +611,63 @@ fn a_tso6_super_frame_is_translated_and_segmented_for_a_port_without_offloads() 
     }
     assert_eq!(seqs, [(2, 1000), (1002, 1000), (2002, 1000)]);
 }
+
+#[test]
+fn routed_mode_keeps_the_container_address_and_admits_only_replies() {
+    let text = topo().replace(
+        "next_hop = \"2001:db8::1\"\n",
+        "next_hop = \"2001:db8::1\"\nnat = false\n",
+    );
+    let mut r = Rig {
+        p: Pipeline::new(&Config::from_toml(&text).unwrap()).unwrap(),
+        now: 1_000 * SEC,
+    };
+    let syn = build::tcp6(
+        C1_MAC,
+        GW_MAC,
+        c1(),
+        remote(),
+        40000,
+        443,
+        1,
+        0,
+        tcp_flags::SYN,
+        &[],
+    );
+    let out = r.send(C1, syn);
+    assert_eq!(
+        addrs(only(&out, UP)),
+        (c1(), remote()),
+        "no NAT66: the source is c1's"
+    );
+    let sa = tcp_flags::SYN | tcp_flags::ACK;
+    let back = build::tcp6(
+        ROUTER,
+        uplink_mac(),
+        remote(),
+        c1(),
+        443,
+        40000,
+        9,
+        2,
+        sa,
+        &[],
+    );
+    let out = r.send(UP, back);
+    assert_eq!(addrs(only(&out, C1)), (remote(), c1()));
+    // A connection the container did not open is not let in, routed or not.
+    let probe = build::tcp6(
+        ROUTER,
+        uplink_mac(),
+        remote(),
+        c2(),
+        5555,
+        22,
+        1,
+        0,
+        tcp_flags::SYN,
+        &[],
+    );
+    assert!(r.send(UP, probe).is_empty());
+    assert_eq!(r.drops(UP, DropReason::Unsolicited), 1);
+}
