@@ -126,6 +126,20 @@ fn dual_stack_containers_ping_resolve_and_reach_the_internet_over_ipv6() {
     );
     assert_eq!(aaaa.trim(), "fd00:89::3");
     eprintln!("c1$ dig +short AAAA c2 @10.89.0.1\n{aaaa}");
+    // ... over IPv6 too, at the gateway's IPv6 address (what the RA announces as DNS server).
+    let aaaa6 = lab.exec_ok(
+        &c1,
+        &[
+            "dig",
+            "+short",
+            "+time=2",
+            "+tries=2",
+            "AAAA",
+            "c2",
+            "@fd00:89::1",
+        ],
+    );
+    assert_eq!(aaaa6.trim(), "fd00:89::3");
 
     // Out through NAT66: the server sees the uplink's address; a download arrives whole.
     let www = lab.dir.join("www6");

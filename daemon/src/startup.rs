@@ -14,7 +14,7 @@ use datapath::io::link;
 use datapath::ports::{AfPacketPort, TapPort};
 use ipam::Store;
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -184,7 +184,7 @@ fn open_topology_ports(
     opts: &DaemonOptions,
     config: &Config,
     topo: &switch::Topology,
-    upstream: &[Ipv4Addr],
+    upstream: &[IpAddr],
     groups: &FanoutGroups,
     uplink_macvlan: Option<&str>,
     engines: &mut [Engine],
@@ -221,10 +221,14 @@ fn open_topology_ports(
                 if workers > 1 {
                     bail!("port {}: a socket uplink needs --workers 1", p.name);
                 }
+                // The socket gateway reaches loopback IPv4 resolvers (stubs such as
+                // systemd-resolved's) for its containers.
                 let dns_loopback = upstream
                     .iter()
-                    .copied()
-                    .filter(|a| a.is_loopback())
+                    .filter_map(|a| match a {
+                        IpAddr::V4(a) if a.is_loopback() => Some(*a),
+                        _ => None,
+                    })
                     .collect();
                 let port = socket_uplink(config, topo, dns_loopback, opts.rootless.clone())?;
                 gateway = Some(port.handle());
@@ -240,7 +244,7 @@ fn open_topology_ports(
 
 /// What the last run left: containers whose link survived, the host ports, the host proxy's
 /// and the socket gateway's listening sockets of published ports, DNS upstreams and names.
-fn restore(daemon: &Daemon, upstream: Vec<Ipv4Addr>) {
+fn restore(daemon: &Daemon, upstream: Vec<IpAddr>) {
     handlers::reattach(daemon);
     handlers::ensure_host_ports(daemon);
     handlers::activate_published(daemon);

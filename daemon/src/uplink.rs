@@ -113,13 +113,15 @@ pub(crate) fn small_mtu_warning(bridge_mtu: u16, uplink_mtu: u16) -> Option<Stri
 /// Docker does: they would not be reachable from the containers' side).
 /// The nameservers of /etc/resolv.conf; loopback ones only when `keep_loopback` (a socket
 /// uplink can reach them, a routed uplink cannot).
-pub(crate) fn host_resolvers(keep_loopback: bool) -> Vec<Ipv4Addr> {
+pub(crate) fn host_resolvers(keep_loopback: bool) -> Vec<IpAddr> {
     std::fs::read_to_string("/etc/resolv.conf")
         .unwrap_or_default()
         .lines()
         .filter_map(|l| l.trim().strip_prefix("nameserver"))
-        .filter_map(|a| a.trim().parse::<Ipv4Addr>().ok())
+        // A scoped address (fe80::1%eth0) names another host's link: not a resolver here.
+        .filter_map(|a| a.trim().parse::<IpAddr>().ok())
         .filter(|a| keep_loopback || !a.is_loopback())
+        .filter(|a| !matches!(a, IpAddr::V6(v6) if v6.is_unicast_link_local()))
         .collect()
 }
 

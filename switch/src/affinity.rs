@@ -121,13 +121,21 @@ fn owner6(
     match network {
         None => remote6(frame, 14, true).map_or(Owner::Worker(0), |a| pick6(a, workers)),
         Some(net) => {
-            let to_gateway = topo
-                .networks
-                .get(usize::from(net.0))
-                .and_then(|n| n.gateway)
-                .is_some_and(|(_, gw_mac)| dst_mac(frame) == Some(gw_mac));
-            if !to_gateway {
+            let Some(n) = topo.networks.get(usize::from(net.0)) else {
                 return Owner::Any;
+            };
+            let (Some((_, gw_mac)), Some(v6)) = (n.gateway, n.v6) else {
+                return Owner::Any;
+            };
+            if dst_mac(frame) != Some(gw_mac) {
+                return Owner::Any;
+            }
+            // A DNS query to the gateway may be forwarded: its flow's remote is the resolver.
+            let to_dns = ip6_at(frame, 38) == Some(v6.gateway)
+                && frame.get(20) == Some(&17)
+                && frame.get(56..58) == Some(&[0, 53][..]);
+            if let (true, Some(&resolver)) = (to_dns, topo.dns_upstream6.first()) {
+                return pick6(resolver, workers);
             }
             remote6(frame, 14, false).map_or(Owner::Any, |a| pick6(a, workers))
         }
@@ -345,7 +353,7 @@ address = "203.0.113.2"
         let text = TOPO.replace(
             "gateway = \"172.17.0.1\"\n",
             "gateway = \"172.17.0.1\"\nsubnet6 = \"fd00::/64\"\n",
-        ) + "[uplink.ipv6]\naddress = \"2001:db8::2\"\n";
+        ) + "[uplink.ipv6]\naddress = \"2001:db8::2\"\n[dns]\nupstream = [\"2001:db8:53::53\"]\n";
         let topo = Topology::new(&Config::from_toml(&text).unwrap()).unwrap();
         let (c1, up) = (PortId(0), PortId(1));
         let gw = MacAddr([0x02, 0x42, 172, 17, 0, 1]);
@@ -377,6 +385,17 @@ address = "203.0.113.2"
         assert_eq!(owner(&topo, up, &ns, 3), Owner::Worker(0));
         let rs = build::router_solicitation(me, me.link_local());
         assert_eq!(owner(&topo, c1, &rs, 3), Owner::Any);
+        // A DNS query to the gateway may be forwarded: it goes where the resolver's answer will.
+        let gw6: Ipv6Addr = "fd00::1".parse().unwrap();
+        let resolver: Ipv6Addr = "2001:db8:53::53".parse().unwrap();
+        let q = build::udp6(me, gw, c, gw6, 5353, 53, b"q");
+        let a = build::udp6(router, uplink_mac, resolver, u, 53, 5353, b"a");
+        assert_eq!(owner(&topo, c1, &q, 3), owner(&topo, up, &a, 3));
+        assert_eq!(
+            owner(&topo, c1, &q, 3),
+            pick6(resolver, 3),
+            "by the resolver"
+        );
     }
 
     fn r6() -> Ipv6Addr {

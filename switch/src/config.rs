@@ -14,7 +14,7 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use packet::{MacAddr, PortProto};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Index of a network in the topology.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -114,8 +114,10 @@ impl Default for LimitsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct DnsConfig {
     /// Resolvers that queries for other names are forwarded to; empty means the host's
-    /// (the nameservers of /etc/resolv.conf, loopback ones left out).
-    pub upstream: Vec<Ipv4Addr>,
+    /// (the nameservers of /etc/resolv.conf, loopback ones left out). Queries over IPv4 go to
+    /// the first IPv4 one, queries over IPv6 (to a gateway's IPv6 address) to the first IPv6
+    /// one.
+    pub upstream: Vec<IpAddr>,
 }
 
 /// The uplink: where routed traffic leaves and published ports arrive.
@@ -530,8 +532,10 @@ pub struct Topology {
     pub conntrack: conntrack::Config,
     /// Published ports.
     pub published: Vec<Published>,
-    /// Resolvers the embedded DNS forwards to (the first is used).
+    /// IPv4 resolvers the embedded DNS forwards queries over IPv4 to (the first is used).
     pub dns_upstream: Vec<Ipv4Addr>,
+    /// IPv6 resolvers for queries over IPv6.
+    pub dns_upstream6: Vec<Ipv6Addr>,
     /// Resource limits.
     pub limits: LimitsConfig,
     /// Active ports by name: `port_by_name` is asked on every connect, on every worker. Kept in
@@ -540,6 +544,26 @@ pub struct Topology {
     /// Slots of removed ports. The lowest is reused first: every worker's pipeline sees the
     /// same adds and removes and so must pick the same id for the same port.
     pub(crate) free_ports: BTreeSet<u16>,
+}
+
+/// The IPv4 addresses of `all`, in order.
+pub(crate) fn v4_only(all: &[IpAddr]) -> Vec<Ipv4Addr> {
+    all.iter()
+        .filter_map(|a| match a {
+            IpAddr::V4(a) => Some(*a),
+            IpAddr::V6(_) => None,
+        })
+        .collect()
+}
+
+/// The IPv6 addresses of `all`, in order.
+pub(crate) fn v6_only(all: &[IpAddr]) -> Vec<Ipv6Addr> {
+    all.iter()
+        .filter_map(|a| match a {
+            IpAddr::V6(a) => Some(*a),
+            IpAddr::V4(_) => None,
+        })
+        .collect()
 }
 
 impl Topology {
@@ -732,7 +756,8 @@ impl Topology {
                 ..config.conntrack.to_table_config()
             },
             published,
-            dns_upstream: config.dns.upstream.clone(),
+            dns_upstream: v4_only(&config.dns.upstream),
+            dns_upstream6: v6_only(&config.dns.upstream),
             limits: config.limits.clone(),
         })
     }

@@ -414,8 +414,9 @@ impl Pipeline {
     }
 
     /// Resolvers that forwarded queries go to (the first one is used).
-    pub fn set_dns_upstream(&mut self, resolvers: Vec<Ipv4Addr>) {
-        self.topo.dns_upstream = resolvers;
+    pub fn set_dns_upstream(&mut self, resolvers: Vec<IpAddr>) {
+        self.topo.dns_upstream = crate::config::v4_only(&resolvers);
+        self.topo.dns_upstream6 = crate::config::v6_only(&resolvers);
         self.gateway.invalidate_flows();
     }
 

@@ -992,14 +992,7 @@ mod embedded_dns {
     use switch::dns_gateway::DnsTable;
 
     fn query(id: u16, name: &str) -> Vec<u8> {
-        let mut q = id.to_be_bytes().to_vec();
-        q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-        for label in name.split('.') {
-            q.push(label.len() as u8);
-            q.extend_from_slice(label.as_bytes());
-        }
-        q.extend_from_slice(&[0, 0, 1, 0, 1]);
-        q
+        build::dns_query(id, name, 1)
     }
 
     fn rcode(frame: &[u8]) -> u8 {

@@ -671,3 +671,95 @@ fn routed_mode_keeps_the_container_address_and_admits_only_replies() {
     assert!(r.send(UP, probe).is_empty());
     assert_eq!(r.drops(UP, DropReason::Unsolicited), 1);
 }
+
+#[test]
+fn dns_over_ipv6_answers_names_and_forwards_the_rest_to_an_ipv6_resolver() {
+    use switch::dns_gateway::DnsTable;
+    let resolver = v6("2001:db8:53::53");
+    let text = topo().replace(
+        "[[publish]]",
+        &format!("[dns]\nupstream = [\"198.51.100.53\", \"{resolver}\"]\n\n[[publish]]"),
+    );
+    let mut r = Rig {
+        p: Pipeline::new(&Config::from_toml(&text).unwrap()).unwrap(),
+        now: 1_000 * SEC,
+    };
+    let bridge = r.p.topology().network_by_name("bridge").unwrap();
+    r.p.set_dns_table(
+        bridge,
+        Some(DnsTable::new([(
+            "c2".to_string(),
+            std::net::IpAddr::V6(c2()),
+        )])),
+    );
+    // The RA names the gateway as DNS server once the network serves DNS (RDNSS, type 25).
+    let out = r.send(C1, build::router_solicitation(C1_MAC, C1_MAC.link_local()));
+    let ra = only(&out, C1);
+    let rdnss = ra
+        .windows(2)
+        .position(|w| w == [25, 3])
+        .expect("an RDNSS option");
+    assert_eq!(&ra[rdnss + 8..rdnss + 24], &gw().octets());
+
+    let q = build::udp6(
+        C1_MAC,
+        GW_MAC,
+        c1(),
+        gw(),
+        5353,
+        53,
+        &build::dns_query(7, "c2", 28),
+    );
+    let out = r.send(C1, q);
+    let answer = only(&out, C1);
+    assert_eq!(addrs(answer), (gw(), c1()));
+    assert!(matches!(
+        classify(answer).unwrap().l4,
+        L4::Udp {
+            src_port: 53,
+            dst_port: 5353
+        }
+    ));
+    assert_eq!(
+        &answer[answer.len() - 16..],
+        &c2().octets(),
+        "the AAAA record"
+    );
+
+    // Another name goes to the IPv6 resolver through NAT66, and its answer comes back from
+    // the gateway's address.
+    let q = build::udp6(
+        C1_MAC,
+        GW_MAC,
+        c1(),
+        gw(),
+        40001,
+        53,
+        &build::dns_query(8, "example.com", 28),
+    );
+    let out = r.send(C1, q);
+    let sent = only(&out, UP);
+    assert_eq!(addrs(sent), (uplink6(), resolver));
+    let L4::Udp { src_port, .. } = classify(sent).unwrap().l4 else {
+        panic!()
+    };
+    let reply = build::udp6(
+        ROUTER,
+        uplink_mac(),
+        resolver,
+        uplink6(),
+        53,
+        src_port,
+        b"answer",
+    );
+    let out = r.send(UP, reply);
+    let back = only(&out, C1);
+    assert_eq!(addrs(back), (gw(), c1()));
+    assert!(matches!(
+        classify(back).unwrap().l4,
+        L4::Udp {
+            src_port: 53,
+            dst_port: 40001
+        }
+    ));
+}

@@ -607,3 +607,18 @@ pub fn router_advertisement(src_mac: MacAddr, src: Ipv6Addr) -> Vec<u8> {
         &[0; 8],
     )
 }
+
+/// A DNS query message (RFC 1035 4.1: recursion desired, one question of `qtype`, class IN)
+/// for `name`: what a stub resolver sends. 1 is A, 28 AAAA.
+pub fn dns_query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.push(0);
+    q.extend_from_slice(&qtype.to_be_bytes());
+    q.extend_from_slice(&[0, 1]);
+    q
+}

@@ -15,24 +15,26 @@
 //! Invariant: a network's table only ever holds its own containers, so a name on one network is
 //! never answered on another.
 
+use super::ipv6::Datagram6;
 use super::{Datagram, Gateway};
 use crate::config::NetworkId;
 use crate::frame::Frame;
 use crate::synth;
-use packet::checksum::{internet_checksum, l4_checksum};
-use packet::{Classified, Ipv4Info};
+use packet::checksum::{internet_checksum, l4_checksum, l4_checksum_v6};
+use packet::{Classified, Ipv4Info, L3};
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The domain every network answers for, besides bare container names.
 pub const DOMAIN: &str = "vswitch.internal";
 
-/// What the gateway did with a DNS query.
-pub(crate) enum DnsOutcome {
+/// What the gateway did with a DNS query (over IPv4: `A` is `Ipv4Addr`; over IPv6,
+/// `Ipv6Addr`: a query is forwarded to a resolver of its own family).
+pub(crate) enum DnsOutcome<A = Ipv4Addr> {
     /// Answered: the reply is on its way.
     Answered,
     /// Not a local name: forward to this upstream resolver.
-    Forward(Ipv4Addr),
+    Forward(A),
     /// Garbage, or no resolver to forward to: drop, counted.
     Drop,
 }
@@ -111,23 +113,10 @@ impl Gateway {
         network: NetworkId,
         dg: &mut Datagram,
     ) -> DnsOutcome {
-        let Some(table) = self.dns.get(&network) else {
-            return DnsOutcome::Drop;
-        };
-        let (c, info) = (&dg.c, &dg.info);
-        let payload_at = c.l4_offset + 8;
-        let Some(query) = dg.data.get(payload_at..c.ip_end) else {
-            return DnsOutcome::Drop;
-        };
-        // IPv4 addresses answer A queries, IPv6 ones AAAA (NODATA where a name has none).
-        let lookup = |name: &str| table.lookup(name);
-        let zone = ::dns::Zone {
-            domain: Some(DOMAIN),
-            lookup: &lookup,
-        };
-        match ::dns::respond(query, &zone) {
-            ::dns::Decision::Answer(answer) => {
-                if build_reply(&mut dg.data, c, info, &answer) {
+        let (c, info) = (dg.c, dg.info);
+        match self.dns_decision(network, &dg.data, &c) {
+            Some(::dns::Decision::Answer(answer)) => {
+                if build_reply(&mut dg.data, &c, &info, &answer) {
                     f.events().dns_answered += 1;
                     f.reply(std::mem::take(&mut dg.data));
                     DnsOutcome::Answered
@@ -135,15 +124,103 @@ impl Gateway {
                     DnsOutcome::Drop
                 }
             }
-            ::dns::Decision::Forward => match f.topo.dns_upstream.first() {
-                Some(&up) if !f.topo.networks[usize::from(network.0)].internal => {
-                    DnsOutcome::Forward(up)
-                }
-                _ => DnsOutcome::Drop,
-            },
-            ::dns::Decision::Drop => DnsOutcome::Drop,
+            Some(::dns::Decision::Forward) => forward_to(f, network, &f.topo.dns_upstream),
+            Some(::dns::Decision::Drop) | None => DnsOutcome::Drop,
         }
     }
+
+    /// [`Gateway::dns_query`] for a query over IPv6 to the gateway's IPv6 address: answered
+    /// the same way, or forwarded to an IPv6 resolver (through NAT66, as IPv4 queries go
+    /// through masquerade).
+    pub(super) fn dns_query6(
+        &mut self,
+        f: &mut Frame<'_>,
+        network: NetworkId,
+        dg: &mut Datagram6,
+    ) -> DnsOutcome<Ipv6Addr> {
+        let c = dg.c;
+        let L3::Ipv6(info) = c.l3 else {
+            return DnsOutcome::Drop;
+        };
+        match self.dns_decision(network, &dg.data, &c) {
+            Some(::dns::Decision::Answer(answer)) => {
+                if build_reply6(&mut dg.data, &c, &info, &answer) {
+                    f.events().dns_answered += 1;
+                    f.reply(std::mem::take(&mut dg.data));
+                    DnsOutcome::Answered
+                } else {
+                    DnsOutcome::Drop
+                }
+            }
+            Some(::dns::Decision::Forward) => forward_to(f, network, &f.topo.dns_upstream6),
+            Some(::dns::Decision::Drop) | None => DnsOutcome::Drop,
+        }
+    }
+
+    /// What the DNS responder says of the UDP payload of `data` for `network`'s names; `None`
+    /// when the network serves no DNS or the datagram has no payload.
+    fn dns_decision(
+        &self,
+        network: NetworkId,
+        data: &[u8],
+        c: &Classified,
+    ) -> Option<::dns::Decision> {
+        let table = self.dns.get(&network)?;
+        let query = data.get(c.l4_offset + 8..c.ip_end)?;
+        // IPv4 addresses answer A queries, IPv6 ones AAAA (NODATA where a name has none).
+        let lookup = |name: &str| table.lookup(name);
+        let zone = ::dns::Zone {
+            domain: Some(DOMAIN),
+            lookup: &lookup,
+        };
+        Some(::dns::respond(query, &zone))
+    }
+}
+
+/// The first of `upstream` to forward to, unless `network` is internal (nothing leaves it).
+fn forward_to<A: Copy>(f: &Frame<'_>, network: NetworkId, upstream: &[A]) -> DnsOutcome<A> {
+    match upstream.first() {
+        Some(&up) if !f.topo.networks[usize::from(network.0)].internal => DnsOutcome::Forward(up),
+        _ => DnsOutcome::Drop,
+    }
+}
+
+/// [`build_reply`] for a query over IPv6 (no header checksum; the UDP checksum is mandatory).
+fn build_reply6(
+    data: &mut Vec<u8>,
+    c: &Classified,
+    info: &packet::Ipv6Info,
+    answer: &[u8],
+) -> bool {
+    let (l3, l4) = (c.l3_offset, c.l4_offset);
+    let Ok(udp_len) = u16::try_from(8 + answer.len()) else {
+        return false;
+    };
+    let Ok(payload_len) = u16::try_from(l4 - l3 - packet::IPV6_HEADER_LEN + usize::from(udp_len))
+    else {
+        return false;
+    };
+    if data.len() < l4 + 8 {
+        return false;
+    }
+    data.truncate(l4 + 8);
+    data.extend_from_slice(answer);
+    let (dst, src) = data.split_at_mut(6);
+    dst.swap_with_slice(&mut src[..6]);
+    data[l3 + 4..l3 + 6].copy_from_slice(&payload_len.to_be_bytes());
+    data[l3 + 7] = synth::v6::ORIGIN_HOP_LIMIT;
+    data[l3 + 8..l3 + 24].copy_from_slice(&info.dst.octets());
+    data[l3 + 24..l3 + 40].copy_from_slice(&info.src.octets());
+    let (sport, dport) = ([data[l4], data[l4 + 1]], [data[l4 + 2], data[l4 + 3]]);
+    data[l4..l4 + 2].copy_from_slice(&dport);
+    data[l4 + 2..l4 + 4].copy_from_slice(&sport);
+    data[l4 + 4..l4 + 6].copy_from_slice(&udp_len.to_be_bytes());
+    data[l4 + 6] = 0;
+    data[l4 + 7] = 0;
+    let sum = l4_checksum_v6(info.dst, info.src, 17, &data[l4..]);
+    let sum = if sum == 0 { 0xffff } else { sum };
+    data[l4 + 6..l4 + 8].copy_from_slice(&sum.to_be_bytes());
+    true
 }
 
 /// Turns the query frame into the answer: Ethernet and IP addresses and ports swapped, the

@@ -3,7 +3,8 @@
 //!
 //! A dual-stack network's gateway answers neighbour solicitations for its addresses (the
 //! configured one and the link-local address of its MAC), answers router solicitations with a
-//! router advertisement (the prefix on-link, the MTU, no SLAAC unless asked), answers echo, and learns its containers' link-layer addresses
+//! router advertisement (the prefix on-link, the MTU, no SLAAC unless asked, the gateway as DNS
+//! server when the network serves DNS, RFC 8106), answers echo and DNS queries, and learns its containers' link-layer addresses
 //! from their neighbour discovery and from the packets they route (gleaning). Toward the
 //! uplink it answers solicitations for the uplink's IPv6 addresses and resolves its next hop by
 //! solicitation, with the same pending queue as ARP.
@@ -14,6 +15,7 @@
 
 mod route;
 
+use super::dns::DnsOutcome;
 use super::neighbor::Side;
 use super::{Gateway, release};
 use crate::bridge::ndp_link_layer_options;
@@ -86,10 +88,7 @@ impl Gateway {
                         prefix: (v6.subnet.network(), v6.subnet.prefix_len()),
                         autoconf: v6.autoconf,
                         mtu,
-                        // Not announced: the embedded DNS answers on the IPv4 gateway only (the
-                        // runtime's resolv.conf names it); a resolver taken from the RA would
-                        // get port unreachable.
-                        dns: None,
+                        dns: self.dns.contains_key(&net).then_some(v6.gateway),
                     };
                     let reply = synth6::router_advertisement(&ad, src_mac, info.src);
                     f.events().router_advertisements_sent += 1;
@@ -143,7 +142,18 @@ impl Gateway {
             let released = self.neighbors6.learn(side, info.src, src_mac, f.now);
             release(f, side, src_mac, released);
         }
-        let dg = Datagram6 { data, c, info };
+        let mut dg = Datagram6 { data, c, info };
+        if info.dst == v6.gateway
+            && matches!(c.l4, L4::Udp { dst_port: 53, .. })
+            && self.dns.contains_key(&net)
+        {
+            match self.dns_query6(f, net, &mut dg) {
+                DnsOutcome::Answered => f.local(),
+                DnsOutcome::Drop => f.drop(DropReason::DnsDropped),
+                DnsOutcome::Forward(upstream) => self.route6(f, dg, Some(upstream)),
+            }
+            return None;
+        }
         if v6.is_gateway(info.dst) {
             if let L4::Icmp { ty: 128, .. } = c.l4 {
                 answer_ping6(f, dg);
@@ -153,7 +163,7 @@ impl Gateway {
             f.drop(DropReason::GatewayUnsupported);
             return None;
         }
-        self.route6(f, dg);
+        self.route6(f, dg, None);
         None
     }
 
@@ -216,7 +226,7 @@ impl Gateway {
         {
             return answer_ping6(f, dg);
         }
-        self.route6(f, dg);
+        self.route6(f, dg, None);
     }
 }
 

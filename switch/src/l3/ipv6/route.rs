@@ -25,11 +25,11 @@ use std::net::Ipv6Addr;
 /// A routed IPv6 packet: its bytes and the header summary parsed from them.
 pub(crate) struct Datagram6 {
     /// The Ethernet frame.
-    pub(super) data: Vec<u8>,
+    pub(in crate::l3) data: Vec<u8>,
     /// Where its headers are.
-    pub(super) c: Classified,
+    pub(in crate::l3) c: Classified,
     /// Its IPv6 header.
-    pub(super) info: Ipv6Info,
+    pub(in crate::l3) info: Ipv6Info,
 }
 
 type Tuple6 = Tuple<Ipv6Addr>;
@@ -151,8 +151,9 @@ pub(super) fn refuse6(f: &mut Frame<'_>, dg: &Datagram6) {
 }
 
 impl Gateway {
-    /// Conntrack, NAT66 and forwarding of a routed IPv6 packet.
-    pub(super) fn route6(&mut self, f: &mut Frame<'_>, dg: Datagram6) {
+    /// Conntrack, NAT66 and forwarding of a routed IPv6 packet. `redirect` sends a new flow to
+    /// another destination (a DNS query to the gateway forwarded to the IPv6 resolver).
+    pub(super) fn route6(&mut self, f: &mut Frame<'_>, dg: Datagram6, redirect: Option<Ipv6Addr>) {
         let (c, info) = (dg.c, dg.info);
         if let Some(frag) = info.fragment.filter(|fr| fr.offset != 0) {
             return self.route_fragment6(f, dg, frag.ident);
@@ -173,7 +174,7 @@ impl Gateway {
         let (now, len, from) = (f.now, dg.data.len(), ingress_side(f));
         let (id, dir, created) = match self.ct6.lookup(&tuple, now) {
             Some((id, dir)) => (id, dir, false),
-            None => match self.new_flow6(f, &tuple, seg.as_ref()) {
+            None => match self.new_flow6(f, &tuple, seg.as_ref(), redirect) {
                 Ok(id) => (id, Direction::Original, true),
                 Err(DropReason::UplinkPortClosed) => {
                     refuse6(f, &dg);
@@ -195,7 +196,7 @@ impl Gateway {
             }
             Verdict::Reopen => {
                 self.ct6.remove(id);
-                let id = match self.new_flow6(f, &tuple, seg.as_ref()) {
+                let id = match self.new_flow6(f, &tuple, seg.as_ref(), redirect) {
                     Ok(id) => id,
                     Err(reason) => return f.drop(reason),
                 };
@@ -278,6 +279,7 @@ impl Gateway {
         f: &Frame<'_>,
         t: &Tuple6,
         seg: Option<&TcpSegment>,
+        redirect: Option<Ipv6Addr>,
     ) -> Result<conntrack::EntryId, DropReason> {
         if seg.is_some_and(|s| !tcp_may_create(s)) {
             self.ct6.count_invalid();
@@ -285,7 +287,7 @@ impl Gateway {
         }
         let (now, from, topo) = (f.now, ingress_side(f), f.topo);
         let up6 = topo.uplink.and_then(|u| u.v6);
-        let to_uplink_address = up6.is_some_and(|u| u.is_ours(t.dst));
+        let to_uplink_address = redirect.is_none() && up6.is_some_and(|u| u.is_ours(t.dst));
         let reply = if to_uplink_address {
             // A published port: DNAT to the container's IPv6 address.
             let target = self
@@ -318,23 +320,23 @@ impl Gateway {
             if topo.networks[usize::from(n)].internal {
                 return Err(DropReason::InternalNetwork);
             }
-            if topo.network_of_ip6(t.dst).is_some() {
+            if redirect.is_none() && topo.network_of_ip6(t.dst).is_some() {
                 return Err(DropReason::InterNetwork);
             }
             let Some(u) = up6 else {
                 return Err(DropReason::NoRoute);
             };
+            let remote = Endpoint6::new(redirect.unwrap_or(t.dst), t.dst_port);
             if u.nat {
-                let remote = Endpoint6::new(t.dst, t.dst_port);
                 let p = self.allocate6(topo, t, remote, u.address, t.src_port)?;
                 let remote_port = if t.proto == L4Proto::Icmp {
                     p
                 } else {
                     t.dst_port
                 };
-                Tuple::from_parts(t.proto, t.dst, remote_port, u.address, p)
+                Tuple::from_parts(t.proto, remote.addr, remote_port, u.address, p)
             } else {
-                t.reversed()
+                Tuple::from_parts(t.proto, remote.addr, remote.port, t.src, t.src_port)
             }
         };
         match self.ct6.insert(*t, reply, side_mark(from), now) {
