@@ -182,12 +182,13 @@ fn to_listeners(f: &mut Frame<'_>, ports: impl Iterator<Item = PortId>, data: Ve
 /// Untagged IPv4, ARP and IPv6 (with its neighbour discovery, see [`check_ipv6`]) are checked;
 /// a VLAN tag is refused outright, since the tag would hide the inner header from the check.
 /// Other EtherTypes (LLDP) pass with the MAC check alone. Short headers are left to the later
-/// stages, which count them as malformed.
+/// stages, which count them as malformed. An IPv6 frame that passes comes back classified
+/// (the check had to find its upper layer), so the gateway does not classify it again.
 pub(crate) fn check_source(
     address: &PortAddress,
     src: MacAddr,
     frame: &[u8],
-) -> Result<(), DropReason> {
+) -> Result<Option<packet::Classified>, DropReason> {
     if address.mac.is_some_and(|m| m != src) {
         return Err(DropReason::SpoofedMac);
     }
@@ -199,7 +200,7 @@ pub(crate) fn check_source(
         return check_ipv6(address, address.mac.unwrap_or(src), frame);
     }
     let Some(ip) = address.ip else {
-        return Ok(());
+        return Ok(None);
     };
     let allowed = |b: Option<&[u8]>| {
         b.and_then(|b| <[u8; 4]>::try_from(b).ok())
@@ -227,7 +228,7 @@ pub(crate) fn check_source(
         }
         _ => {}
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Anti-spoofing for IPv6 from a port whose MAC is `mac`: the source must be the port's IPv6
@@ -235,12 +236,16 @@ pub(crate) fn check_source(
 /// solicitations and MLD reports, RFC 4862 5.4, RFC 3810 5.2.13); a neighbour advertisement
 /// must be for one of those addresses and neighbour discovery may name no other link-layer
 /// address; router advertisements and redirects are routers' alone (RA guard, RFC 6105).
-fn check_ipv6(address: &PortAddress, mac: MacAddr, frame: &[u8]) -> Result<(), DropReason> {
+fn check_ipv6(
+    address: &PortAddress,
+    mac: MacAddr,
+    frame: &[u8],
+) -> Result<Option<packet::Classified>, DropReason> {
     let Ok(c) = packet::classify(frame) else {
-        return Ok(());
+        return Ok(None);
     };
     let L3::Ipv6(info) = c.l3 else {
-        return Ok(());
+        return Ok(None);
     };
     let own = |ip: Ipv6Addr| ip == mac.link_local() || Some(ip) == address.ip6;
     let icmp_type = match c.l4 {
@@ -255,7 +260,7 @@ fn check_ipv6(address: &PortAddress, mac: MacAddr, frame: &[u8]) -> Result<(), D
         return Err(DropReason::SpoofedIpv6);
     }
     let Some(ty) = icmp_type else {
-        return Ok(());
+        return Ok(Some(c));
     };
     let body = frame.get(c.l4_offset..c.ip_end).unwrap_or_default();
     match ty {
@@ -272,9 +277,9 @@ fn check_ipv6(address: &PortAddress, mac: MacAddr, frame: &[u8]) -> Result<(), D
             if ndp_link_layer_options(body.get(24..).unwrap_or_default()).any(|m| m != mac) {
                 return Err(DropReason::SpoofedNd);
             }
-            Ok(())
+            Ok(Some(c))
         }
-        _ => Ok(()),
+        _ => Ok(Some(c)),
     }
 }
 

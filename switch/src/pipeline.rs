@@ -503,12 +503,14 @@ impl Pipeline {
             return self.gateway.uplink_ingress(&mut f, pkt.data, classified);
         };
         let net = &topo.networks[usize::from(network.0)];
-        if address != PortAddress::default()
-            && net.anti_spoofing
-            && let Err(reason) = check_source(&address, src, &pkt.data)
-        {
-            // Before learning: a spoofed MAC must not move another container's FDB entry.
-            return self.counters.drop(ingress, reason);
+        let mut classified = classified;
+        if address != PortAddress::default() && net.anti_spoofing {
+            match check_source(&address, src, &pkt.data) {
+                // Before learning: a spoofed MAC must not move another container's FDB entry.
+                Err(reason) => return self.counters.drop(ingress, reason),
+                // The IPv6 check classified the frame: the gateway need not do it again.
+                Ok(c) => classified = classified.or(c),
+            }
         }
         self.bridge
             .learn(now, network, src, ingress, &mut self.counters.bridge);
