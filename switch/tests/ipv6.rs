@@ -763,3 +763,29 @@ fn dns_over_ipv6_answers_names_and_forwards_the_rest_to_an_ipv6_resolver() {
         }
     ));
 }
+
+#[test]
+fn a_neighbour_reached_through_the_gateway_is_routed_back_without_nat() {
+    let mut r = Rig::new();
+    // c2 talks first, so the gateway knows its MAC.
+    let hello = build::icmpv6_echo(C2_MAC, GW_MAC, c2(), gw(), true, 1, 1, b"");
+    only(&r.send(C2, hello), C2);
+    let via_gw = build::udp6(C1_MAC, GW_MAC, c1(), c2(), 1000, 2000, b"x");
+    let out = r.send(C1, via_gw);
+    let f = only(&out, C2);
+    assert_eq!(addrs(f), (c1(), c2()), "no NAT inside a network");
+    assert_eq!(&f[..6], &C2_MAC.0);
+    assert_eq!(f[14 + 7], build::HOP_LIMIT - 1);
+    // Without icc the gateway does not carry it either.
+    let text = topo().replace(
+        "subnet6 = \"fd00:17::/64\"\n",
+        "subnet6 = \"fd00:17::/64\"\nicc = false\n",
+    );
+    let mut r = Rig {
+        p: Pipeline::new(&Config::from_toml(&text).unwrap()).unwrap(),
+        now: 1_000 * SEC,
+    };
+    let via_gw = build::udp6(C1_MAC, GW_MAC, c1(), c2(), 1000, 2000, b"x");
+    assert!(r.send(C1, via_gw).is_empty());
+    assert_eq!(r.drops(C1, DropReason::IccBlocked), 1);
+}

@@ -98,15 +98,13 @@ impl Gateway {
                 }
                 135 | 136 => {
                     let body = icmp_body(&data, &c);
-                    let target = ndp_target(body);
-                    if !valid_ndp(&info, code) || target.is_none() {
+                    let Some(target) = ndp_target(body).filter(|_| valid_ndp(&info, code)) else {
                         if to_gateway {
                             f.drop(DropReason::Malformed);
                             return None;
                         }
                         return Some(data);
-                    }
-                    let target = target.unwrap_or(Ipv6Addr::UNSPECIFIED);
+                    };
                     let lladdr = ndp_link_layer_options(body.get(24..).unwrap_or_default())
                         .next()
                         .unwrap_or(src_mac);
@@ -161,6 +159,16 @@ impl Gateway {
             }
             route::refuse6(f, &dg);
             f.drop(DropReason::GatewayUnsupported);
+            return None;
+        }
+        if v6.subnet.contains(&info.dst) {
+            // To a neighbour on the same network, but through the gateway: routed straight
+            // back onto the network without NAT, as for IPv4.
+            if !network.icc {
+                f.drop(DropReason::IccBlocked);
+                return None;
+            }
+            self.route_back6(f, side, dg);
             return None;
         }
         self.route6(f, dg, None);

@@ -247,6 +247,18 @@ impl Gateway {
         self.send_to6(f, egress, target.dst, data);
     }
 
+    /// A packet for a neighbour on its own network that came through the gateway: hop limit,
+    /// then back onto the network as it is.
+    pub(super) fn route_back6(&mut self, f: &mut Frame<'_>, side: Side, dg: Datagram6) {
+        if dg.info.hop_limit <= 1 {
+            send_error6(f, &dg, Error6::HopLimit);
+            return f.drop(DropReason::TtlExceeded);
+        }
+        let Datagram6 { mut data, c, info } = dg;
+        synth6::decrement_hop_limit(&mut data, c.l3_offset);
+        self.send_to6(f, side, info.dst, data);
+    }
+
     /// A later fragment: translated as its first fragment was, or dropped when that one did
     /// not come by (no reassembly here).
     fn route_fragment6(&mut self, f: &mut Frame<'_>, dg: Datagram6, ident: u32) {
