@@ -220,7 +220,9 @@ impl Gateway {
         };
         let egress = side_of6(f.topo, target.dst);
         let mtu = usize::from(super::super::route::egress_mtu(f.topo, egress));
-        let wire = (c.ip_end - c.l3_offset).min(f.offload.wire_len(&dg.data) - c.l3_offset);
+        // As long on the wire as one segment, for a super-frame (as Linux checks GSO packets).
+        let wire =
+            (c.ip_end - c.l3_offset).min(f.offload.wire_len(&dg.data).saturating_sub(c.l3_offset));
         if wire > mtu {
             send_error6(f, &dg, Error6::TooBig(mtu as u32));
             return f.drop(DropReason::FragNeeded);
