@@ -3,15 +3,16 @@
 //! - `interfaces`: \[0\] the switch's end of the veth pair (in the daemon's namespace, with its
 //!   MAC when it can be read there), \[1\] the container's (`sandbox` = the namespace path);
 //! - `ips`: the address with the network's prefix, its gateway, `interface: 1`
-//!   (plus `"version": "4"` for a 0.4.0 configuration);
-//! - `routes`: `0.0.0.0/0` via the gateway, none on an internal network;
+//!   (plus `"version": "4"` for a 0.4.0 configuration), then on a dual-stack network the IPv6
+//!   address the same way (`"version": "6"`);
+//! - `routes`: `0.0.0.0/0` (and `::/0`) via the gateways, none on an internal network;
 //! - `dns`: the daemon's resolvers (the gateway, on networks whose DNS serves container names),
 //!   else the configuration's; `domain`, `search` and `options` from the configuration.
 
 use crate::config::Dns;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// A container as the daemon reports it (connect, container check, status).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -39,6 +40,15 @@ pub struct Attached {
     /// Resolvers.
     #[serde(default)]
     pub dns: Vec<Ipv4Addr>,
+    /// Its IPv6 address, on a dual-stack network.
+    #[serde(default)]
+    pub ip6: Option<Ipv6Addr>,
+    /// The network's IPv6 prefix length.
+    #[serde(default)]
+    pub prefix_len6: Option<u8>,
+    /// IPv6 default gateway.
+    #[serde(default)]
+    pub gateway6: Option<Ipv6Addr>,
 }
 
 /// The CNI result for `c`, in version `cni_version`; `host_mac` is the host end's MAC when
@@ -50,23 +60,38 @@ pub fn build(c: &Attached, cni_version: &str, host_mac: Option<&str>, dns: Optio
         host.insert("mac".into(), json!(mac));
     }
     let container = json!({ "name": c.ifname, "mac": c.mac, "sandbox": c.netns });
-    let mut ip = Map::new();
-    if cni_version == "0.4.0" {
-        ip.insert("version".into(), json!("4"));
-    }
-    ip.insert(
-        "address".into(),
-        json!(format!("{}/{}", c.ip, c.prefix_len)),
-    );
-    if let Some(gw) = c.gateway {
-        ip.insert("gateway".into(), json!(gw.to_string()));
-    }
-    ip.insert("interface".into(), json!(1));
-    let routes: Vec<Value> = c
+    let entry = |version: &str, address: String, gateway: Option<String>| {
+        let mut ip = Map::new();
+        if cni_version == "0.4.0" {
+            ip.insert("version".into(), json!(version));
+        }
+        ip.insert("address".into(), json!(address));
+        if let Some(gw) = gateway {
+            ip.insert("gateway".into(), json!(gw));
+        }
+        ip.insert("interface".into(), json!(1));
+        Value::Object(ip)
+    };
+    let mut ips = vec![entry(
+        "4",
+        format!("{}/{}", c.ip, c.prefix_len),
+        c.gateway.map(|g| g.to_string()),
+    )];
+    let mut routes: Vec<Value> = c
         .gateway
         .map(|gw| json!({ "dst": "0.0.0.0/0", "gw": gw.to_string() }))
         .into_iter()
         .collect();
+    if let (Some(ip6), Some(len)) = (c.ip6, c.prefix_len6) {
+        ips.push(entry(
+            "6",
+            format!("{ip6}/{len}"),
+            c.gateway6.map(|g| g.to_string()),
+        ));
+        if let Some(gw) = c.gateway6 {
+            routes.push(json!({ "dst": "::/0", "gw": gw.to_string() }));
+        }
+    }
     let conf = dns.cloned().unwrap_or_default();
     let nameservers: Vec<String> = if c.dns.is_empty() {
         conf.nameservers
@@ -89,7 +114,7 @@ pub fn build(c: &Attached, cni_version: &str, host_mac: Option<&str>, dns: Optio
     json!({
         "cniVersion": cni_version,
         "interfaces": [Value::Object(host), container],
-        "ips": [Value::Object(ip)],
+        "ips": ips,
         "routes": routes,
         "dns": Value::Object(d),
     })
@@ -161,7 +186,40 @@ mod tests {
             prefix_len: 16,
             gateway,
             dns,
+            ip6: None,
+            prefix_len6: None,
+            gateway6: None,
         }
+    }
+
+    #[test]
+    fn a_dual_stack_container_lists_both_addresses_and_default_routes() {
+        let gw = Ipv4Addr::new(172, 20, 0, 1);
+        let c = Attached {
+            ip6: Some("fd00:20::2".parse().unwrap()),
+            prefix_len6: Some(64),
+            gateway6: Some("fd00:20::1".parse().unwrap()),
+            ..attached(Some(gw), vec![gw])
+        };
+        let r = build(&c, "0.4.0", None, None);
+        assert_eq!(r["ips"][1]["address"], "fd00:20::2/64");
+        assert_eq!(r["ips"][1]["gateway"], "fd00:20::1");
+        assert_eq!(r["ips"][1]["version"], "6");
+        assert_eq!(r["ips"][1]["interface"], 1);
+        assert_eq!(r["routes"][1]["dst"], "::/0");
+        // The daemon's IPv4-only answer (no IPv6 fields) still reads.
+        let v4: Attached = serde_json::from_value(json!({
+            "name": "a", "network": "n", "port": "vsw1", "ip": "10.0.0.2",
+            "mac": "02:42:0a:00:00:02", "ifname": "eth0", "prefix_len": 24
+        }))
+        .unwrap();
+        assert_eq!(
+            build(&v4, "1.0.0", None, None)["ips"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]
