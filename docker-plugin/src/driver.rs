@@ -10,7 +10,7 @@
 
 use crate::api::{self, EndpointInterface, InterfaceName};
 use crate::translate::{
-    Mapping, addr_of, endpoint_name, mappings, network_create, network_name, published,
+    Mapping, addr_of, addr6_of, endpoint_name, mappings, network_create, network_name, published,
 };
 use control::{CallError, Request};
 use serde_json::{Value, json};
@@ -170,14 +170,15 @@ impl<C: Control> Driver<C> {
         let network = network_name(&req.network_id)?;
         let name = endpoint_name(&req.endpoint_id)?;
         let iface = req.interface.clone().unwrap_or_default();
-        if !iface.address_ipv6.is_empty() {
-            return Err(invalid(
-                "vswitch networks are IPv4 only: the endpoint cannot have an IPv6 address",
-            ));
-        }
         let ip = match iface.address.as_str() {
             "" => None,
             a => Some(addr_of("endpoint address", a)?),
+        };
+        // On a dual-stack network Docker's IPAM names the IPv6 address too (an IPv4-only
+        // vswitch network refuses one, with the daemon's error).
+        let ip6 = match iface.address_ipv6.as_str() {
+            "" => None,
+            a => Some(addr6_of("endpoint IPv6 address", a)?),
         };
         let mac = Some(iface.mac_address.clone()).filter(|m| !m.is_empty());
         let c = self.call(
@@ -188,7 +189,7 @@ impl<C: Control> Driver<C> {
                 name: Some(name.clone()),
                 ifname: None,
                 ip,
-                ip6: None,
+                ip6,
                 mac: mac.clone(),
                 // Docker moves the peer into the container and configures it at Join.
                 peer_in_host: true,
@@ -203,6 +204,12 @@ impl<C: Control> Driver<C> {
             if ip.is_none() {
                 let prefix = c.get("prefix_len").and_then(Value::as_u64).unwrap_or(32);
                 answer.address = format!("{}/{prefix}", str_field(&c, "ip")?);
+            }
+            if ip6.is_none()
+                && let Some(ip6) = c.get("ip6").and_then(Value::as_str)
+            {
+                let prefix = c.get("prefix_len6").and_then(Value::as_u64).unwrap_or(128);
+                answer.address_ipv6 = format!("{ip6}/{prefix}");
             }
             Ok(answer)
         };
@@ -280,6 +287,9 @@ impl<C: Control> Driver<C> {
         // None on an internal network: the container gets no default route.
         if let Some(gw) = c.get("gateway").and_then(Value::as_str) {
             answer["Gateway"] = json!(gw);
+        }
+        if let Some(gw6) = c.get("gateway6").and_then(Value::as_str) {
+            answer["GatewayIPv6"] = json!(gw6);
         }
         Ok(answer)
     }
@@ -471,15 +481,36 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv6_network_becomes_a_dual_stack_vswitch_network() {
+        let d = Fake::new(|_| Ok(json!({})));
+        let b = body(json!({
+            "NetworkID": NID,
+            "Options": {"com.docker.network.enable_ipv6": true},
+            "IPv4Data": [{"Pool": "10.77.0.0/24", "Gateway": "10.77.0.1/24"}],
+            "IPv6Data": [{"Pool": "fd00:77::/64", "Gateway": "fd00:77::1/64"}],
+        }));
+        assert_eq!(
+            d.handle("NetworkDriver.CreateNetwork", &b).unwrap(),
+            json!({})
+        );
+        let req = &sent(&d)[0];
+        assert_eq!(req["ipv6"], true);
+        assert_eq!(req["subnet6"], "fd00:77::/64");
+        assert_eq!(req["gateway6"], "fd00:77::1");
+        let two = body(json!({
+            "NetworkID": NID,
+            "IPv4Data": [{"Pool": "10.77.0.0/24"}],
+            "IPv6Data": [{"Pool": "fd00:77::/64"}, {"Pool": "fd00:78::/64"}],
+        }));
+        let e = d.handle("NetworkDriver.CreateNetwork", &two).unwrap_err();
+        assert!(e.to_string().contains("one IPv6 prefix"), "{e}");
+    }
+
+    #[test]
     fn create_network_refuses_what_vswitch_cannot_do() {
         let d = Fake::new(|_| Ok(json!({})));
         let pool = json!([{"Pool": "10.77.0.0/24", "Gateway": "10.77.0.1/24"}]);
         for (options, v4, why) in [
-            (
-                json!({"com.docker.network.enable_ipv6": true}),
-                pool.clone(),
-                "IPv4 only",
-            ),
             (json!({}), json!([]), "no IPv4 pool"),
             (
                 json!({}),
@@ -602,6 +633,36 @@ mod tests {
             d.handle("NetworkDriver.Join", &b).expect("joined")["Gateway"],
             "10.77.0.1"
         );
+        // A dual-stack endpoint gets its IPv6 default gateway too.
+        let d = Fake::new(|_| {
+            Ok(
+                json!({"port": "vsw3", "peer": "vsw3p", "gateway": "10.77.0.1", "gateway6": "fd00:77::1"}),
+            )
+        });
+        let joined = d.handle("NetworkDriver.Join", &b).expect("joined");
+        assert_eq!(joined["GatewayIPv6"], "fd00:77::1");
+    }
+
+    #[test]
+    fn a_dual_stack_endpoint_passes_docker_s_ipv6_address_or_answers_the_daemon_s() {
+        let d = Fake::new(|req| {
+            Ok(json!({
+                "ip": "10.77.0.2", "prefix_len": 24, "mac": "02:42:0a:4d:00:02",
+                "ip6": req["ip6"].as_str().unwrap_or("fd00:77::5"), "prefix_len6": 64
+            }))
+        });
+        let given = body(json!({
+            "NetworkID": NID, "EndpointID": EID,
+            "Interface": {"Address": "10.77.0.2/24", "AddressIPv6": "fd00:77::2/64"}
+        }));
+        let answer = d.handle("NetworkDriver.CreateEndpoint", &given).unwrap();
+        assert_eq!(sent(&d)[0]["ip6"], "fd00:77::2");
+        assert!(answer["Interface"].get("AddressIPv6").is_none(), "{answer}");
+        let left_empty = body(json!({"NetworkID": NID, "EndpointID": EID, "Interface": {}}));
+        let answer = d
+            .handle("NetworkDriver.CreateEndpoint", &left_empty)
+            .unwrap();
+        assert_eq!(answer["Interface"]["AddressIPv6"], "fd00:77::5/64");
     }
 
     #[test]

@@ -37,6 +37,13 @@ pub(crate) fn addr_of(what: &str, s: &str) -> Result<Ipv4Addr> {
         .map_err(|_| invalid(format!("{what} {s:?} is not an IPv4 address")))
 }
 
+/// An IPv6 address as Docker sends it (`fd00::2/64` or bare).
+pub(crate) fn addr6_of(what: &str, s: &str) -> Result<std::net::Ipv6Addr> {
+    let bare = s.split_once('/').map_or(s, |(a, _)| a);
+    bare.parse()
+        .map_err(|_| invalid(format!("{what} {s:?} is not an IPv6 address")))
+}
+
 /// A boolean option as Docker sends it: a JSON bool, or a string from `-o`.
 fn flag(options: &Options, generic: &BTreeMap<String, String>, key: &str) -> Result<bool> {
     let v = options
@@ -78,13 +85,28 @@ pub fn network_create(req: &api::CreateNetwork) -> Result<Request> {
     let name = network_name(&req.network_id)?;
     let options = req.options.clone().unwrap_or_default();
     let generic = generic_options(&options)?;
-    if flag(&options, &generic, api::ENABLE_IPV6)?
-        || req.ipv6_data.as_ref().is_some_and(|v| !v.is_empty())
-    {
-        return Err(invalid(
-            "vswitch networks are IPv4 only: create the network without --ipv6",
-        ));
-    }
+    let ipv6 = flag(&options, &generic, api::ENABLE_IPV6)?
+        || req.ipv6_data.as_ref().is_some_and(|v| !v.is_empty());
+    let (subnet6, gateway6) = match req.ipv6_data.as_deref() {
+        None | Some([]) => (None, None),
+        Some([one]) => {
+            let subnet: ipnet::Ipv6Net = one
+                .pool
+                .parse()
+                .map_err(|_| invalid(format!("pool {:?} is not an IPv6 subnet", one.pool)))?;
+            let gateway = if one.gateway.is_empty() {
+                None
+            } else {
+                Some(addr6_of("IPv6 gateway", &one.gateway)?)
+            };
+            (Some(subnet), gateway)
+        }
+        Some(_) => {
+            return Err(invalid(
+                "a vswitch network has one IPv6 prefix: give one IPv6 --subnet",
+            ));
+        }
+    };
     let pool = match req.ipv4_data.as_deref() {
         Some([one]) => one,
         Some([]) | None => {
@@ -139,9 +161,9 @@ pub fn network_create(req: &api::CreateNetwork) -> Result<Request> {
         anti_spoofing,
         mtu,
         labels,
-        ipv6: false,
-        subnet6: None,
-        gateway6: None,
+        ipv6,
+        subnet6,
+        gateway6,
     })
 }
 

@@ -432,6 +432,62 @@ fn docker_network_driver_end_to_end() {
         .run(&["network", "rm", &net3])
         .unwrap_or_else(|e| fail(&lab, "docker network rm", e));
 
+    // Dual-stack: `--ipv6` with an IPv6 prefix from Docker's IPAM; containers get both
+    // families, reach each other and the gateway over IPv6.
+    let net6 = format!("{prefix}net6");
+    let vnet6 = docker
+        .network_create(
+            &prefix,
+            &net6,
+            "10.80.0.0/24",
+            &["--ipv6", "--subnet", "fd00:80::/64"],
+        )
+        .unwrap_or_else(|e| fail(&lab, "docker network create --ipv6", e));
+    let inspect = vswitch(&lab, &["network", "inspect", &vnet6]);
+    assert!(inspect.contains("\"EnableIPv6\": true"), "{inspect}");
+    assert!(inspect.contains("fd00:80::/64"), "{inspect}");
+    let (e1, e2) = (format!("{prefix}e1"), format!("{prefix}e2"));
+    for name in [&e1, &e2] {
+        docker
+            .run(&[
+                "run",
+                "-d",
+                "--network",
+                &net6,
+                "--name",
+                name,
+                &image,
+                "busybox",
+                "sleep",
+                "600",
+            ])
+            .unwrap_or_else(|e| fail(&lab, "docker run on a dual-stack network", e));
+    }
+    let format = format!("{{{{(index .NetworkSettings.Networks \"{net6}\").GlobalIPv6Address}}}}");
+    let e2_ip6 = docker
+        .run(&["inspect", "-f", &format, &e2])
+        .unwrap_or_else(|e| fail(&lab, "docker inspect", e));
+    assert!(e2_ip6.starts_with("fd00:80::"), "{e2_ip6:?}");
+    let addrs = docker
+        .busybox(&e1, &["ip", "-6", "addr", "show", "eth0"])
+        .unwrap_or_default();
+    assert!(addrs.contains("fd00:80::"), "{addrs}");
+    for to in [e2_ip6.as_str(), "fd00:80::1"] {
+        docker
+            .busybox(&e1, &["ping", "-6", "-c", "1", "-W", "3", to])
+            .unwrap_or_else(|e| fail(&lab, &format!("ping -6 {to}"), e));
+    }
+    let routes = docker
+        .busybox(&e1, &["ip", "-6", "route"])
+        .unwrap_or_default();
+    assert!(routes.contains("default via fd00:80::1"), "{routes}");
+    docker
+        .run(&["rm", "-f", &e1, &e2])
+        .unwrap_or_else(|e| fail(&lab, "docker rm -f", e));
+    docker
+        .run(&["network", "rm", &net6])
+        .unwrap_or_else(|e| fail(&lab, "docker network rm", e));
+
     // Attach time: `docker run -d` on the vswitch network against `--network none`.
     let mut timings = Vec::new();
     for network in [net.as_str(), "none"] {
