@@ -90,6 +90,9 @@ fn dual_stack_containers_ping_resolve_and_reach_the_internet_over_ipv6() {
 
     let ping6 = ["ping", "-6", "-c", "2", "-i", "0.2", "-W", "2"];
     let out = lab.exec_ok(&c1, &[&ping6[..], &["fd00:89::3"]].concat());
+    // The host reaches its containers over IPv6 too, through the host port.
+    let sw = lab.ns("sw");
+    lab.exec_ok(&sw, &[&ping6[..], &["fd00:89::2"]].concat());
     // What the README shows (run with --nocapture to see it).
     eprintln!(
         "$ vswitch network inspect web6\n{}",

@@ -179,8 +179,8 @@ pub struct Mapping {
 }
 
 /// The mappings of ProgramExternalConnectivity's `com.docker.network.portmap` (none when
-/// Docker sends none). IPv6 bindings on `::` are left out (vswitch is IPv4 only and the
-/// 0.0.0.0 binding covers the port).
+/// Docker sends none). IPv6 bindings on `::` are left out: the 0.0.0.0 binding covers the
+/// port, which vswitch publishes on the uplink's IPv6 address too when it has one.
 pub fn mappings(options: &Options) -> Result<Vec<Mapping>> {
     let bindings: Vec<PortBinding> = match options.get(api::PORTMAP) {
         None | Some(Value::Null) => return Ok(Vec::new()),

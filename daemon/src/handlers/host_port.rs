@@ -98,12 +98,14 @@ pub(crate) fn ensure(d: &Daemon, network: &str) {
     };
     match connect_held(d, args) {
         Ok(c) => {
-            // vswitch routes IPv4 only: the host's IPv6 chatter (router solicitations, MLD)
-            // has no business on the networks.
-            if let Err(e) = link::disable_ipv6(&ifname) {
+            // On an IPv4-only network the host's IPv6 chatter (router solicitations, MLD) has
+            // no business there; a dual-stack network's host port keeps its IPv6 address.
+            if c.ip6.is_none()
+                && let Err(e) = link::disable_ipv6(&ifname)
+            {
                 tracing::debug!(%ifname, "leaving IPv6 on: {e}");
             }
-            tracing::info!(network, %ifname, ip = %c.ip, "host port");
+            tracing::info!(network, %ifname, ip = %c.ip, ip6 = ?c.ip6, "host port");
         }
         Err(e) => tracing::warn!(network, "no host port: {e:#}"),
     }
