@@ -53,8 +53,11 @@
 //! Nothing here reads a clock, allocates randomness or panics on input: all
 //! time arithmetic saturates and slab access goes through `get`.
 
+mod counters;
 mod limits;
 mod slot;
+
+pub use counters::Counters;
 
 use crate::address::Address;
 use crate::config::Config;
@@ -155,42 +158,6 @@ pub struct Entry<A: Address = Ipv4Addr> {
     pub bytes: [u64; 2],
     /// Caller data (network index, NAT kind, ...); opaque to the table.
     pub mark: u32,
-}
-
-/// Event counters, cumulative since `new` (not reset by `flush`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Counters {
-    /// Successful lookups.
-    pub found: u64,
-    /// Entries inserted.
-    pub new: u64,
-    /// Packets judged invalid (by `track`, or reported via `count_invalid`).
-    pub invalid: u64,
-    /// Inserts refused because the table was full of assured entries.
-    pub dropped: u64,
-    /// Unassured entries evicted to make room.
-    pub early_dropped: u64,
-    /// Inserts refused because the source address held `max_per_source` entries.
-    pub source_limited: u64,
-    /// Inserts refused because `max_nat_per_destination` translated entries went to that
-    /// destination already.
-    pub destination_limited: u64,
-    /// Entries removed because they timed out (by `expire`, or lazily).
-    pub expired: u64,
-}
-
-impl Counters {
-    /// Adds another table's counters (another worker's, or the other address family's).
-    pub fn merge(&mut self, o: &Counters) {
-        self.found += o.found;
-        self.new += o.new;
-        self.invalid += o.invalid;
-        self.dropped += o.dropped;
-        self.early_dropped += o.early_dropped;
-        self.source_limited += o.source_limited;
-        self.destination_limited += o.destination_limited;
-        self.expired += o.expired;
-    }
 }
 
 /// Why `insert` refused.

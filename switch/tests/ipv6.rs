@@ -80,8 +80,12 @@ struct Rig {
 
 impl Rig {
     fn new() -> Rig {
+        Rig::with(&topo())
+    }
+
+    fn with(text: &str) -> Rig {
         Rig {
-            p: Pipeline::new(&Config::from_toml(&topo()).unwrap()).unwrap(),
+            p: Pipeline::new(&Config::from_toml(text).unwrap()).unwrap(),
             now: 1_000 * SEC,
         }
     }
@@ -440,10 +444,7 @@ fn anti_spoofing_ra_guard_and_neighbour_advertisement_guard() {
 #[test]
 fn the_uplink_next_hop_is_resolved_by_neighbour_discovery() {
     let text = topo().replace(&format!("next_hop_mac = \"{ROUTER}\"\n"), "");
-    let mut r = Rig {
-        p: Pipeline::new(&Config::from_toml(&text).unwrap()).unwrap(),
-        now: 1_000 * SEC,
-    };
+    let mut r = Rig::with(&text);
     let syn = build::tcp6(
         C1_MAC,
         GW_MAC,
@@ -618,10 +619,7 @@ fn routed_mode_keeps_the_container_address_and_admits_only_replies() {
         "next_hop = \"2001:db8::1\"\n",
         "next_hop = \"2001:db8::1\"\nnat = false\n",
     );
-    let mut r = Rig {
-        p: Pipeline::new(&Config::from_toml(&text).unwrap()).unwrap(),
-        now: 1_000 * SEC,
-    };
+    let mut r = Rig::with(&text);
     let syn = build::tcp6(
         C1_MAC,
         GW_MAC,
@@ -680,10 +678,7 @@ fn dns_over_ipv6_answers_names_and_forwards_the_rest_to_an_ipv6_resolver() {
         "[[publish]]",
         &format!("[dns]\nupstream = [\"198.51.100.53\", \"{resolver}\"]\n\n[[publish]]"),
     );
-    let mut r = Rig {
-        p: Pipeline::new(&Config::from_toml(&text).unwrap()).unwrap(),
-        now: 1_000 * SEC,
-    };
+    let mut r = Rig::with(&text);
     let bridge = r.p.topology().network_by_name("bridge").unwrap();
     r.p.set_dns_table(
         bridge,
@@ -781,10 +776,7 @@ fn a_neighbour_reached_through_the_gateway_is_routed_back_without_nat() {
         "subnet6 = \"fd00:17::/64\"\n",
         "subnet6 = \"fd00:17::/64\"\nicc = false\n",
     );
-    let mut r = Rig {
-        p: Pipeline::new(&Config::from_toml(&text).unwrap()).unwrap(),
-        now: 1_000 * SEC,
-    };
+    let mut r = Rig::with(&text);
     let via_gw = build::udp6(C1_MAC, GW_MAC, c1(), c2(), 1000, 2000, b"x");
     assert!(r.send(C1, via_gw).is_empty());
     assert_eq!(r.drops(C1, DropReason::IccBlocked), 1);

@@ -32,6 +32,18 @@ struct Plan {
 }
 
 pub(super) fn tuple_of(info: &Ipv4Info, l4: &L4) -> Option<(Tuple, Option<TcpSegment>)> {
+    tuple_from(info.src, info.dst, l4, [0, 8])
+}
+
+/// The conntrack key of a packet from `src` to `dst` with transport `l4`, and its TCP
+/// segment; ICMP echo (of the types in `echo`: reply and request of this IP version) is keyed
+/// by its identifier as both ports.
+pub(super) fn tuple_from<A: conntrack::Address>(
+    src: A,
+    dst: A,
+    l4: &L4,
+    echo: [u8; 2],
+) -> Option<(Tuple<A>, Option<TcpSegment>)> {
     let (proto, src_port, dst_port, seg) = match *l4 {
         L4::Tcp {
             src_port,
@@ -47,21 +59,10 @@ pub(super) fn tuple_of(info: &Ipv4Info, l4: &L4) -> Option<(Tuple, Option<TcpSeg
             Some(TcpSegment::from_flags(flags, seq, ack, payload_len)),
         ),
         L4::Udp { src_port, dst_port } => (L4Proto::Udp, src_port, dst_port, None),
-        L4::Icmp {
-            ty: 0 | 8, ident, ..
-        } => (L4Proto::Icmp, ident, ident, None),
+        L4::Icmp { ty, ident, .. } if echo.contains(&ty) => (L4Proto::Icmp, ident, ident, None),
         _ => return None,
     };
-    Some((
-        Tuple {
-            proto,
-            src: info.src,
-            dst: info.dst,
-            src_port,
-            dst_port,
-        },
-        seg,
-    ))
+    Some((Tuple::from_parts(proto, src, src_port, dst, dst_port), seg))
 }
 
 /// The IPv4 identification field.

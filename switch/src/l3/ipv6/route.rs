@@ -9,7 +9,7 @@
 //! the one the same port was given (the topology's port addresses), looked up per new flow.
 
 use super::super::neighbor::{Enqueued, Side, Waiting};
-use super::super::route::free_port;
+use super::super::route::{free_port, tuple_from};
 use super::super::{Gateway, ingress_side, transmit};
 use super::synth6;
 use crate::config::Topology;
@@ -34,31 +34,10 @@ pub(crate) struct Datagram6 {
 
 type Tuple6 = Tuple<Ipv6Addr>;
 
-/// The conntrack key of a packet, and its TCP segment; ICMPv6 echo is keyed by its identifier.
+/// The conntrack key of a packet, and its TCP segment; ICMPv6 echo (reply 129, request 128)
+/// is keyed by its identifier.
 fn tuple_of6(info: &Ipv6Info, l4: &L4) -> Option<(Tuple6, Option<TcpSegment>)> {
-    let (proto, sp, dp, seg) = match *l4 {
-        L4::Tcp {
-            src_port,
-            dst_port,
-            flags,
-            seq,
-            ack,
-            payload_len,
-        } => (
-            L4Proto::Tcp,
-            src_port,
-            dst_port,
-            Some(TcpSegment::from_flags(flags, seq, ack, payload_len)),
-        ),
-        L4::Udp { src_port, dst_port } => (L4Proto::Udp, src_port, dst_port, None),
-        L4::Icmp {
-            ty: 128 | 129,
-            ident,
-            ..
-        } if info.protocol == IPPROTO_ICMPV6 => (L4Proto::Icmp, ident, ident, None),
-        _ => return None,
-    };
-    Some((Tuple::from_parts(proto, info.src, sp, info.dst, dp), seg))
+    tuple_from(info.src, info.dst, l4, [129, 128])
 }
 
 fn side_mark(side: Side) -> u32 {
