@@ -1,11 +1,12 @@
 //! Routing of IPv6 datagrams: conntrack (an IPv6 table with the IPv4 one's states and limits),
 //! NAT66 masquerade to the uplink's IPv6 address (or routing of the containers' own addresses),
 //! published ports for IPv6 clients (the client's address kept), hairpin, ICMPv6 errors
-//! translated outer and inner, hop limit and packet-too-big (IPv6 routers never fragment), and
-//! the way onto the wire by neighbour discovery.
+//! translated outer and inner, hop limit and packet-too-big (IPv6 routers never fragment), later
+//! fragments following their first, DNS queries forwarded to an IPv6 resolver, packets routed
+//! back onto their own network, and the way onto the wire by neighbour discovery.
 //!
-//! Owns no state: it works on the [`Gateway`]'s IPv6 conntrack and neighbour tables and on the
-//! published ports. A published port names its container by IPv4 address; its IPv6 address is
+//! Owns no state: it works on the [`Gateway`]'s IPv6 conntrack, neighbour and fragment tables
+//! and on the published ports. A published port names its container by IPv4 address; its IPv6 address is
 //! the one the same port was given (the topology's port addresses), looked up per new flow.
 
 use super::super::neighbor::{Enqueued, Side, Waiting};
