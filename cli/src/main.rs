@@ -96,6 +96,10 @@ struct DaemonArgs {
     /// uplink of host sockets and containers attached by `network connect --pid PID`.
     #[arg(long)]
     rootless: bool,
+    /// Serve Prometheus metrics (the OpenMetrics text format) at http://ADDR/metrics, e.g.
+    /// 127.0.0.1:9469; off by default.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Args, Clone)]
@@ -565,6 +569,7 @@ fn run_daemon(args: DaemonArgs) -> Result<()> {
         socket,
         workers: daemon::workers(args.rootless, args.workers),
         rootless,
+        metrics: args.metrics,
     })
 }
 

@@ -559,3 +559,56 @@ fn embedded_dns_answers_names_on_the_same_network_with_dig() {
     lab.cli(&["network", "disconnect", "web", "w2"]);
     assert!(dig(&w1, "172.20.0.1", &["w2.vswitch.internal"]).contains("status: NXDOMAIN"));
 }
+
+#[test]
+fn metrics_are_served_in_prometheus_text_when_asked_for() {
+    if skip() {
+        return;
+    }
+    let mut lab = Lab::with_daemon_args("", &["--metrics", "127.0.0.1:9469"]);
+    let c1 = lab.container("c1", "bridge", "172.17.0.2");
+    lab.exec_ok(
+        &c1,
+        &["ping", "-c", "2", "-i", "0.2", "-W", "2", "172.17.0.1"],
+    );
+    let sw = lab.ns("sw");
+    let text = lab.exec_ok(
+        &sw,
+        &["curl", "-sS", "-m", "5", "http://127.0.0.1:9469/metrics"],
+    );
+    let port = lab.json(&["status"])["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "c1")
+        .map(|c| c["port"].as_str().unwrap().to_string())
+        .unwrap();
+    let rx = format!("vswitch_port_rx_packets_total{{port=\"{port}\",network=\"bridge\"}} ");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&rx))
+        .unwrap_or_else(|| panic!("{text}"));
+    let n: f64 = line[rx.len()..].trim().parse().unwrap();
+    assert!(n >= 2.0, "{line}");
+    assert!(
+        text.contains("vswitch_bridge_events_total{event=\"echo_replies_sent\"} 2"),
+        "{text}"
+    );
+    assert!(text.contains("vswitch_workers 2"), "{text}");
+    assert!(text.ends_with("# EOF\n"));
+    eprintln!("$ curl http://127.0.0.1:9469/metrics\n{text}");
+    // Anything but GET /metrics is not found.
+    let code = lab.exec_ok(
+        &sw,
+        &[
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "http://127.0.0.1:9469/",
+        ],
+    );
+    assert_eq!(code, "404");
+}

@@ -21,6 +21,7 @@
 
 mod handlers;
 mod host_proxy;
+mod metrics;
 mod server;
 mod startup;
 mod state;
@@ -46,6 +47,8 @@ pub struct DaemonOptions {
     pub workers: usize,
     /// Rootless mode: the helper left in the host's namespaces (host sockets, container TAPs).
     pub rootless: Option<Arc<HostHelper>>,
+    /// Serve Prometheus metrics on this address (`GET /metrics`); none by default.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Rootless mode, first thing in the process while it is still single-threaded: forks the

@@ -126,6 +126,9 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     });
     restore(&daemon, upstream);
     handlers::watch_containers(&daemon);
+    if let Some(addr) = opts.metrics {
+        crate::metrics::serve(&daemon, addr)?;
+    }
 
     let listener = server::bind_socket(&opts.socket)?;
     tracing::info!(socket = %opts.socket.display(), "vswitch daemon ready");

@@ -26,5 +26,6 @@ pub use counters::{BridgeCounters, DropReason, PortCounters};
 pub use l3::dns as dns_gateway;
 pub use l3::{fragments, neighbor};
 pub use pipeline::{
-    FlowCacheStats, GroupRowNamed, NANOS_PER_SEC, Packet, Pipeline, PortError, Snapshot,
+    FlowCacheStats, GroupRowNamed, NANOS_PER_SEC, Packet, Pipeline, PortError, PortSnapshot,
+    Snapshot,
 };

@@ -22,12 +22,19 @@ pub struct Lab {
     pub daemon: Option<Child>,
     pub dir: PathBuf,
     pub config: String,
+    /// More `vswitch daemon` arguments (e.g. `--metrics ADDR`).
+    pub daemon_args: Vec<String>,
 }
 
 impl Lab {
     /// A lab with the switch namespace and the "internet" namespace (203.0.113.1/24, linked to
     /// the switch's uplink port `up0`), and a daemon with `extra` appended to its topology.
     pub fn new(extra: &str) -> Lab {
+        Lab::with_daemon_args(extra, &[])
+    }
+
+    /// [`Lab::new`] with more `vswitch daemon` arguments.
+    pub fn with_daemon_args(extra: &str, daemon_args: &[&str]) -> Lab {
         let prefix = testkit::lab::prefix("vse");
         let dir = std::env::temp_dir().join(format!("{prefix}-state"));
         let _ = std::fs::remove_dir_all(&dir);
@@ -41,6 +48,7 @@ impl Lab {
             daemon: None,
             dir,
             config: String::new(),
+            daemon_args: daemon_args.iter().map(|a| a.to_string()).collect(),
         };
         let sw = lab.netns("sw");
         let inet = lab.netns("inet");
@@ -120,6 +128,7 @@ subnet = "203.0.113.0/24"
             .arg(&self.dir)
             // Two packet loops even on a one-core runner: cross-worker handoff is under test too.
             .args(["--workers", "2"])
+            .args(&self.daemon_args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
