@@ -143,55 +143,43 @@ impl Collector for Scrape {
                 .collect::<Vec<_>>()
         };
         use MetricType::{Counter, Gauge};
-        family(
-            &mut e,
-            "vswitch_port_rx_packets",
-            "Frames received on a port.",
-            Counter,
-            per_port(|c| c.rx_frames),
-        )?;
-        family(
-            &mut e,
-            "vswitch_port_rx_bytes",
-            "Bytes received on a port.",
-            Counter,
-            per_port(|c| c.rx_bytes),
-        )?;
-        family(
-            &mut e,
-            "vswitch_port_tx_packets",
-            "Frames sent out of a port.",
-            Counter,
-            per_port(|c| c.tx_frames),
-        )?;
-        family(
-            &mut e,
-            "vswitch_port_tx_bytes",
-            "Bytes sent out of a port.",
-            Counter,
-            per_port(|c| c.tx_bytes),
-        )?;
-        family(
-            &mut e,
-            "vswitch_port_forwarded_packets",
-            "Received frames forwarded (bridged or routed).",
-            Counter,
-            per_port(|c| c.forwarded),
-        )?;
-        family(
-            &mut e,
-            "vswitch_port_local_packets",
-            "Received frames the switch answered or consumed itself.",
-            Counter,
-            per_port(|c| c.local),
-        )?;
-        family(
-            &mut e,
-            "vswitch_port_kernel_drops",
-            "Frames the kernel dropped before the port's ring.",
-            Counter,
-            per_port(|c| c.rx_kernel_drops),
-        )?;
+        type PortCounter = fn(&switch::PortCounters) -> u64;
+        let port_counters: [(&str, &str, PortCounter); 7] = [
+            (
+                "vswitch_port_rx_packets",
+                "Frames received on a port.",
+                |c| c.rx_frames,
+            ),
+            ("vswitch_port_rx_bytes", "Bytes received on a port.", |c| {
+                c.rx_bytes
+            }),
+            (
+                "vswitch_port_tx_packets",
+                "Frames sent out of a port.",
+                |c| c.tx_frames,
+            ),
+            ("vswitch_port_tx_bytes", "Bytes sent out of a port.", |c| {
+                c.tx_bytes
+            }),
+            (
+                "vswitch_port_forwarded_packets",
+                "Received frames forwarded (bridged or routed).",
+                |c| c.forwarded,
+            ),
+            (
+                "vswitch_port_local_packets",
+                "Received frames the switch answered or consumed itself.",
+                |c| c.local,
+            ),
+            (
+                "vswitch_port_kernel_drops",
+                "Frames the kernel dropped before the port's ring.",
+                |c| c.rx_kernel_drops,
+            ),
+        ];
+        for (name, help, f) in port_counters {
+            family(&mut e, name, help, Counter, per_port(f))?;
+        }
         let drops = s.ports.iter().flat_map(|p| {
             DropReason::ALL.iter().filter_map(move |r| {
                 let n = p.counters.drops.get(*r);
