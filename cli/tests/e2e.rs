@@ -436,6 +436,19 @@ fn networks_published_ports_and_state_across_kill_9() {
         .arg(lab.socket()));
     assert!(!rm.status.success(), "a network with containers stays");
 
+    // A container end left as a daemon killed mid-connect leaves it: no address yet.
+    let half = lab.netns("half");
+    lab.cli(&[
+        "network",
+        "connect",
+        "web",
+        "--netns",
+        &format!("/run/netns/{half}"),
+        "--name",
+        "half",
+    ]);
+    lab.exec_ok(&half, &["ip", "addr", "flush", "dev", "eth0"]);
+
     // A loop of connects and disconnects, killed with SIGKILL part-way.
     let mut extra = Vec::new();
     for i in 0..6 {
@@ -492,6 +505,15 @@ fn networks_published_ports_and_state_across_kill_9() {
         .filter(|c| c["network"] == "web" && c["name"] != "host.vswitch.internal")
         .count();
     assert_eq!(attached, n, "every lease re-attached: {status}");
+    assert!(
+        containers.get("half").is_none(),
+        "a half-made container's lease is released: {inspect}"
+    );
+    assert!(
+        lab.daemon_log().contains("its connect did not finish"),
+        "{}",
+        lab.daemon_log()
+    );
     lab.exec_ok(
         &w1,
         &["ping", "-c", "2", "-i", "0.2", "-W", "2", "172.20.0.2"],

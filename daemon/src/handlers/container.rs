@@ -333,31 +333,33 @@ pub(crate) fn check(d: &Daemon, network: &str, name: &str) -> Result<Container> 
     if c.netns.is_empty() || c.tap {
         return Ok(c);
     }
-    let state = linkwatch::link_state_in(Path::new(&c.netns), &c.ifname)
-        .with_context(|| format!("reading {} in {}", c.ifname, c.netns))?
-        .with_context(|| format!("{name:?} has no interface {} in {}", c.ifname, c.netns))?;
+    check_container_end(&c.netns, &c.ifname, &c.mac, (c.ip, c.prefix_len))
+        .with_context(|| format!("container {name:?}"))?;
+    Ok(c)
+}
+
+/// Whether interface `ifname` in the namespace at `netns` is up with MAC `mac` and address
+/// `addr`, as a finished connect leaves it; what differs otherwise.
+fn check_container_end(netns: &str, ifname: &str, mac: &str, addr: (Ipv4Addr, u8)) -> Result<()> {
+    let state = linkwatch::link_state_in(Path::new(netns), ifname)
+        .with_context(|| format!("reading {ifname} in {netns}"))?
+        .with_context(|| format!("there is no interface {ifname} in {netns}"))?;
     if !state.up {
-        bail!("{} of {name:?} is down", c.ifname);
+        bail!("{ifname} is down");
     }
-    let mac = c.mac.parse::<packet::MacAddr>().ok().map(|m| m.0);
-    if state.mac != mac {
-        bail!(
-            "{} of {name:?} has MAC {:?}, not {}",
-            c.ifname,
-            state.mac,
-            c.mac
-        );
+    let want = mac.parse::<packet::MacAddr>().ok().map(|m| m.0);
+    if state.mac != want {
+        bail!("{ifname} has MAC {:?}, not {mac}", state.mac);
     }
-    if !state.addrs.contains(&(c.ip, c.prefix_len)) {
+    if !state.addrs.contains(&addr) {
         bail!(
-            "{} of {name:?} lacks its address {}/{} (has {:?})",
-            c.ifname,
-            c.ip,
-            c.prefix_len,
+            "{ifname} lacks its address {}/{} (has {:?})",
+            addr.0,
+            addr.1,
             state.addrs
         );
     }
-    Ok(c)
+    Ok(())
 }
 
 /// Re-attaches containers whose link survived a restart; releases the leases of the others.
@@ -370,16 +372,31 @@ pub(crate) fn reattach(d: &Daemon) {
         // A runtime's veth (Docker's) has no namespace recorded: its link is all there is.
         let alive = link::link_exists(&lease.host_ifname)
             && (lease.netns.is_empty() || Path::new(&lease.netns).exists());
-        let attached = alive
+        let rec = d.store.network(&network).ok().flatten();
+        // A daemon killed mid-connect leaves a pair whose container end is half made (down,
+        // no address): that connect failed for its caller, so its lease goes.
+        let half_made = (alive && !lease.netns.is_empty() && d.rootless.is_none())
             .then(|| {
-                let address = PortAddress {
-                    mac: lease.mac.parse().ok(),
-                    ip: Some(ip),
-                    ip6: lease.ip6,
-                };
-                attach_port(d, &network, &lease.host_ifname, address)
+                let prefix_len = rec.as_ref().map_or(32, |r| r.subnet.prefix_len());
+                check_container_end(&lease.netns, &lease.ifname, &lease.mac, (ip, prefix_len)).err()
             })
-            .transpose();
+            .flatten();
+        let attached = match half_made {
+            Some(e) => Err(e.context("its connect did not finish")),
+            None => Ok(()),
+        }
+        .and_then(|()| {
+            alive
+                .then(|| {
+                    let address = PortAddress {
+                        mac: lease.mac.parse().ok(),
+                        ip: Some(ip),
+                        ip6: lease.ip6,
+                    };
+                    attach_port(d, &network, &lease.host_ifname, address)
+                })
+                .transpose()
+        });
         match attached {
             Ok(Some(port_id)) => {
                 if let Some(n) = lease
@@ -389,7 +406,6 @@ pub(crate) fn reattach(d: &Daemon) {
                 {
                     d.next_link.fetch_max(n + 1, Ordering::Relaxed);
                 }
-                let rec = d.store.network(&network).ok().flatten();
                 let c = Container {
                     tap: false,
                     name: lease.container.clone(),
