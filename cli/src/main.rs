@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod capture;
 mod mapping;
 mod table;
 
@@ -56,6 +57,9 @@ enum Command {
         #[command(subcommand)]
         action: PortAction,
     },
+    /// Live capture from the packet loops: a port, a container or a network, both ways (frames
+    /// the switch sends are after NAT). `-w FILE` writes pcapng for tcpdump and Wireshark.
+    Capture(capture::CaptureArgs),
     /// Ask the daemon to stop (it removes the links it created).
     Shutdown(ClientArgs),
     /// Print the version.
@@ -366,6 +370,7 @@ fn main() -> ExitCode {
                 println!("disconnected {}", v["name"].as_str().unwrap_or("?"))
             })
         }
+        Command::Capture(args) => capture::run(args),
         Command::Shutdown(c) => client(&c, &Request::Shutdown, |_| println!("daemon stopping")),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();

@@ -99,10 +99,10 @@ impl Error {
         use control::CallError as C;
         use std::io::ErrorKind as K;
         match e {
-            C::Connect { source, .. }
-                if matches!(source.kind(), K::WouldBlock | K::Interrupted | K::TimedOut) =>
+            C::Connect { reason, .. }
+                if matches!(reason.kind(), K::WouldBlock | K::Interrupted | K::TimedOut) =>
             {
-                Error::TryAgain(format!("{what}: the daemon is busy ({source})"))
+                Error::TryAgain(format!("{what}: the daemon is busy ({reason})"))
             }
             e @ C::Connect { .. } => Error::DaemonUnreachable(format!("{what}: {e}")),
             C::Io(io) if matches!(io.kind(), K::WouldBlock | K::TimedOut) => {
@@ -147,12 +147,12 @@ mod tests {
     fn call_errors_map_to_codes() {
         let gone = control::CallError::Connect {
             path: "/nonexistent".into(),
-            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            reason: std::io::Error::from(std::io::ErrorKind::NotFound),
         };
         assert_eq!(Error::from_call("connect", gone).code(), 100);
         let busy = control::CallError::Connect {
             path: "/x".into(),
-            source: std::io::Error::from(std::io::ErrorKind::WouldBlock),
+            reason: std::io::Error::from(std::io::ErrorKind::WouldBlock),
         };
         assert_eq!(Error::from_call("connect", busy).code(), 11);
         let refused = Error::from_call("connect", control::CallError::Refused("no".into()));

@@ -11,14 +11,14 @@ use std::time::Duration;
 pub enum CallError {
     /// The socket cannot be opened.
     #[error(
-        "cannot reach the daemon at {}: is `vswitch daemon` running (and are you allowed to open its socket)? ({source})",
+        "cannot reach the daemon at {}: is `vswitch daemon` running (and are you allowed to open its socket)? ({reason})",
         path.display()
     )]
     Connect {
         /// The socket.
         path: PathBuf,
-        /// Why.
-        source: std::io::Error,
+        /// Why (not the error's `source`: the text says it already).
+        reason: std::io::Error,
     },
     /// Sending or receiving failed.
     #[error("talking to the daemon: {0}")]
@@ -36,27 +36,40 @@ pub enum CallError {
 
 /// Sends one request and waits for the response: the result when the daemon says ok.
 pub fn call(socket: &Path, req: &Request) -> Result<serde_json::Value, CallError> {
-    let stream = UnixStream::connect(socket).map_err(|source| CallError::Connect {
+    call_streaming(socket, req).map(|(v, _)| v)
+}
+
+/// As [`call`], and the connection after the response line, for requests whose answer is
+/// followed by a stream (`capture`). The reader has no timeout: a stream may be quiet.
+pub fn call_streaming(
+    socket: &Path,
+    req: &Request,
+) -> Result<(serde_json::Value, BufReader<UnixStream>), CallError> {
+    let stream = UnixStream::connect(socket).map_err(|reason| CallError::Connect {
         path: socket.to_path_buf(),
-        source,
+        reason,
     })?;
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut w = &stream;
     let mut line = serde_json::to_string(req)?;
     line.push('\n');
     w.write_all(line.as_bytes())?;
-    let mut reader = BufReader::new(&stream);
+    let mut reader = BufReader::new(stream);
     let mut answer = String::new();
     reader.read_line(&mut answer)?;
     if answer.is_empty() {
         return Err(CallError::NoAnswer);
     }
     let resp: Response = serde_json::from_str(&answer)?;
-    match (resp.ok, resp.result, resp.error) {
-        (true, Some(v), _) => Ok(v),
-        (true, None, _) => Ok(serde_json::Value::Null),
-        (false, _, e) => Err(CallError::Refused(
-            e.unwrap_or_else(|| "request failed".into()),
-        )),
-    }
+    let value = match (resp.ok, resp.result, resp.error) {
+        (true, Some(v), _) => v,
+        (true, None, _) => serde_json::Value::Null,
+        (false, _, e) => {
+            return Err(CallError::Refused(
+                e.unwrap_or_else(|| "request failed".into()),
+            ));
+        }
+    };
+    reader.get_ref().set_read_timeout(None)?;
+    Ok((value, reader))
 }

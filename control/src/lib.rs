@@ -5,8 +5,10 @@
 //! - [`request`]: what a client may ask, and the decoder that refuses bad lines with a reason;
 //! - [`response`]: the envelope of every answer;
 //! - [`docker`]: answers shaped like Docker's own JSON (`docker network inspect`);
-//! - [`client`]: one call to a daemon.
+//! - [`client`]: one call to a daemon;
+//! - [`capture`]: the binary records a `capture` request's connection carries after its answer.
 
+pub mod capture;
 pub mod client;
 pub mod docker;
 pub mod request;

@@ -172,6 +172,21 @@ pub enum Request {
         #[serde(default)]
         host_port_last: Option<u16>,
     },
+    /// Live capture: after the `ok` line (whose result names the ports taken), the connection
+    /// carries [`crate::capture::Record`]s until the client shuts down its writing half.
+    Capture {
+        /// A port (`vsw3`, `up0`), a container (`NAME` or `NETWORK/NAME`) or a network.
+        target: String,
+        /// A filter in tcpdump's syntax.
+        #[serde(default)]
+        filter: Option<String>,
+        /// Bytes kept of each frame (default 262144: all of a super-frame).
+        #[serde(default)]
+        snaplen: Option<u32>,
+        /// `in` (read from the port), `out` (written to it, after NAT) or `both` (default).
+        #[serde(default)]
+        direction: Option<String>,
+    },
     /// Stop the daemon (removing the links it created).
     Shutdown,
 }

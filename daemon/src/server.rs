@@ -1,6 +1,7 @@
 //! The control socket: bind (mode 0600, refusing a live socket of another daemon), accept with
 //! the `limits.control_clients` cap, one thread per client reading one request line at a time
-//! (bounded by `limits.control_request_bytes`), and one response line per request.
+//! (bounded by `limits.control_request_bytes`), and one response line per request; a
+//! `capture` turns its connection into the capture's stream.
 
 use crate::handlers;
 use crate::state::{ClientSlot, Daemon};
@@ -76,6 +77,29 @@ fn serve(d: &Daemon, stream: UnixStream) {
             return;
         }
         let resp = match decode_request(&line, d.max_request) {
+            Ok(control::Request::Capture {
+                target,
+                filter,
+                snaplen,
+                direction,
+            }) => {
+                let args = handlers::capture::CaptureArgs {
+                    target,
+                    filter,
+                    snaplen,
+                    direction,
+                };
+                match handlers::capture::start(d, args) {
+                    // The connection is the capture's from here on.
+                    Ok((answer, streaming)) => {
+                        if respond(&mut writer, &Response::ok(answer)).is_ok() {
+                            streaming.run(&stream);
+                        }
+                        return;
+                    }
+                    Err(e) => Response::err(format!("{e:#}")),
+                }
+            }
             Ok(req) => handle(d, req),
             Err(e @ DecodeError::TooLong(_)) => {
                 // The rest of the line is still unread: the stream cannot be resynchronised.

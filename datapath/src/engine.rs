@@ -16,6 +16,7 @@
 //! connection's state on another worker ([`switch::affinity::owner`]) is handed to that worker
 //! through a channel and its waker: the only cross-thread traffic on the packet path.
 
+use crate::capture::{Direction, Tap, Taps};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -141,6 +142,8 @@ pub struct Engine {
     /// Ports read since then, each once (`stats_due[port]` says whether it is listed).
     stats_ports: Vec<usize>,
     stats_due: Vec<bool>,
+    /// Live captures (see [`crate::capture`]).
+    taps: Taps,
 }
 
 impl Engine {
@@ -187,6 +190,7 @@ impl Engine {
                 stats_at: 0,
                 stats_ports: Vec::new(),
                 stats_due: Vec::new(),
+                taps: Taps::default(),
             };
             out.push((engine, EngineHandle { tx, waker }));
         }
@@ -239,6 +243,16 @@ impl Engine {
         Some(io)
     }
 
+    /// Installs a live capture on this loop.
+    pub fn add_tap(&mut self, tap: Tap) {
+        self.taps.add(tap);
+    }
+
+    /// Removes capture `id`; whether it was installed.
+    pub fn remove_tap(&mut self, id: u64) -> bool {
+        self.taps.remove(id)
+    }
+
     /// Asks the loop to return after the current iteration.
     pub fn stop(&mut self) {
         self.running = false;
@@ -274,6 +288,7 @@ impl Engine {
                 }
             }
             self.run_commands();
+            self.taps.start_batch();
             for &idx in &ready {
                 self.read_port(idx, &mut batch);
             }
@@ -393,6 +408,7 @@ impl Engine {
         let generation = topo.port(port).map_or(0, |p| p.generation);
         let peers = &self.peers;
         let counters = &mut self.io;
+        let taps = &mut self.taps;
         // Workers to wake, as a bit set (no allocation per read); beyond 64 workers bits are
         // shared, which only costs a spurious wake-up.
         let mut woken = 0u64;
@@ -407,6 +423,9 @@ impl Engine {
             };
             buf.clear();
             buf.extend_from_slice(frame);
+            if !taps.is_empty() {
+                taps.offer(topo, port, Direction::In, frame);
+            }
             match owner(topo, port, frame, workers) {
                 Owner::Any => batch.push(Packet::with_offload(port, buf, offload)),
                 Owner::Worker(w) if w == me => batch.push(Packet::with_offload(port, buf, offload)),
@@ -462,6 +481,12 @@ impl Engine {
                 .iter()
                 .position(|p| p.port != port)
                 .map_or(out.len(), |n| start + n);
+            if !self.taps.is_empty() {
+                let topo = self.pipeline.topology();
+                for p in &out[start..end] {
+                    self.taps.offer(topo, port, Direction::Out, &p.data);
+                }
+            }
             if let Some(Some(io)) = self.ports.get_mut(usize::from(port.0)) {
                 let frames: Vec<(&[u8], Offload)> = out[start..end]
                     .iter()

@@ -3,6 +3,7 @@
 //! loops will live here too, and this is the one crate where `unsafe` and raw syscalls will be
 //! allowed.
 
+pub mod capture;
 pub mod engine;
 pub mod io;
 pub mod pcap;

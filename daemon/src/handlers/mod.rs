@@ -1,6 +1,7 @@
 //! One module per resource the control protocol names: what each request does to the store and
 //! the packet loops. [`run`] only dispatches.
 
+pub(crate) mod capture;
 mod container;
 mod host_port;
 mod lifecycle;
@@ -129,6 +130,9 @@ pub(crate) fn run(d: &Daemon, req: Request) -> Result<serde_json::Value> {
             host_port,
             host_port_last,
         } => port::rm(d, &proto, host_port, host_port_last)?,
+        Request::Capture { .. } => {
+            anyhow::bail!("a capture streams: the control server serves it on its connection")
+        }
         Request::Shutdown => {
             d.shutdown.store(true, Ordering::Relaxed);
             serde_json::json!({})

@@ -13,6 +13,8 @@
 //! - [`macvlan`]: the uplink beside the host's own stack (a macvlan of the NIC with vswitch's
 //!   MAC, inert for the host), and the host's addresses on a link.
 //! - [`kernel`]: what the running kernel offers, checked at start-up.
+//! - [`bpf`]: capture filters in tcpdump's syntax, compiled and run by libpcap (opened at run
+//!   time).
 //!
 //! Invariants kept by the whole module:
 //! - Every file descriptor is an [`std::os::fd::OwnedFd`]; nothing here closes a raw fd by hand.
@@ -26,6 +28,7 @@
 #![allow(unsafe_code)]
 
 pub mod afpacket;
+pub mod bpf;
 pub mod kernel;
 pub mod link;
 pub mod linkwatch;
