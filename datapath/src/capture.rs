@@ -129,7 +129,7 @@ impl Tap {
         port: PortId,
         direction: Direction,
         frame: &[u8],
-        time: Duration,
+        now: &mut Option<Duration>,
     ) {
         if !self.wants(topo, port, direction) {
             return;
@@ -147,6 +147,12 @@ impl Tap {
             c.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        // The wall clock once per batch, and only when a frame is taken.
+        let time = *now.get_or_insert_with(|| {
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+        });
         let captured = Captured {
             time,
             port,
@@ -172,6 +178,15 @@ impl TapReader {
     /// The next frame, waiting up to `timeout`.
     pub fn recv_timeout(&self, timeout: Duration) -> Option<Captured> {
         let c = self.rx.recv_timeout(timeout).ok()?;
+        self.counters
+            .queued_bytes
+            .fetch_sub(c.data.len(), Ordering::Relaxed);
+        Some(c)
+    }
+
+    /// The next frame if one is queued (no wait: crossbeam's zero timeout yields the CPU).
+    pub fn try_recv(&self) -> Option<Captured> {
+        let c = self.rx.try_recv().ok()?;
         self.counters
             .queued_bytes
             .fetch_sub(c.data.len(), Ordering::Relaxed);
@@ -222,13 +237,8 @@ impl Taps {
 
     /// Offers `frame`, seen on `port` going `direction`, to every tap.
     pub fn offer(&mut self, topo: &Topology, port: PortId, direction: Direction, frame: &[u8]) {
-        let time = *self.now.get_or_insert_with(|| {
-            SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default()
-        });
         for tap in &self.taps {
-            tap.offer(topo, port, direction, frame, time);
+            tap.offer(topo, port, direction, frame, &mut self.now);
         }
     }
 }
@@ -266,7 +276,7 @@ mod tests {
             (PortId(1), Direction::In, 60)
         );
         assert_eq!(c.data, frame[..20]);
-        assert!(reader.recv_timeout(Duration::ZERO).is_none());
+        assert!(reader.try_recv().is_none());
         assert_eq!(reader.counts(), (1, 0));
         assert!(taps.remove(1) && taps.is_empty());
     }
@@ -285,7 +295,7 @@ mod tests {
         }
         assert_eq!(reader.counts(), (QUEUE_FRAMES as u64, 10));
         // Draining frees room again.
-        assert!(reader.recv_timeout(Duration::ZERO).is_some());
+        assert!(reader.try_recv().is_some());
         taps.offer(&topo, PortId(0), Direction::In, &frame);
         assert_eq!(reader.counts(), (QUEUE_FRAMES as u64 + 1, 10));
     }

@@ -190,7 +190,7 @@ impl Streaming<'_> {
                 }
                 .encode(&mut out);
                 next = (out.len() < 32 * 1024)
-                    .then(|| self.reader.recv_timeout(Duration::ZERO))
+                    .then(|| self.reader.try_recv())
                     .flatten();
             }
             if stats_at.elapsed() >= STATS_EVERY {
