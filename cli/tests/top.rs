@@ -4,8 +4,8 @@
 //! The lab of e2e.rs (namespaces with a unique prefix, removed on drop). The iperf3 server is
 //! in the lab's "internet": a container's connection out is masqueraded, so conntrack tracks
 //! it and top can rate it (traffic between containers of one network is switched at L2, with
-//! no conntrack entry). The tmux server has a socket of its own (`-L PREFIX`), killed by a
-//! guard whatever happens. Needs root and tmux; skipped when not root.
+//! no conntrack entry). The tmux server has a socket of its own in the lab's directory, killed
+//! by a guard whatever happens. Needs root and tmux; skipped when not root.
 
 #![allow(clippy::unwrap_used)]
 
@@ -16,14 +16,14 @@ use lab::*;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// A private tmux server, killed on drop.
+/// A private tmux server (its socket in the lab's directory), killed on drop.
 struct Tmux {
-    socket: String,
+    socket: std::path::PathBuf,
 }
 
 impl Tmux {
     fn cmd(&self, args: &[&str]) -> std::process::Output {
-        run(Command::new("tmux").arg("-L").arg(&self.socket).args(args))
+        run(Command::new("tmux").arg("-S").arg(&self.socket).args(args))
     }
 
     fn has_session(&self, name: &str) -> bool {
@@ -105,8 +105,11 @@ impl Exit {
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = Command::new("tmux")
-            .args(["-L", &self.socket, "kill-server"])
+            .arg("-S")
+            .arg(&self.socket)
+            .arg("kill-server")
             .output();
+        let _ = std::fs::remove_file(&self.socket);
     }
 }
 
@@ -165,14 +168,14 @@ fn top_shows_the_container_and_its_flow_while_iperf3_runs() {
     lab.spawn(
         &c1,
         &dir,
-        &["iperf3", "-c", INET_IP, "-p", "5201", "-t", "12"],
+        &["iperf3", "-c", INET_IP, "-p", "5201", "-t", "20"],
     );
     let dst = format!("{INET_IP}:5201");
 
     // The interactive screen in a 160x50 tmux pane; its exit status and the terminal's modes
     // after it land in files.
     let tmux = Tmux {
-        socket: lab.prefix.clone(),
+        socket: dir.join("tmux.sock"),
     };
     let session = format!("{}-top", lab.prefix);
     let exited = tmux.start(&session, &lab.socket(), &dir.join("top"));
@@ -188,8 +191,14 @@ fn top_shows_the_container_and_its_flow_while_iperf3_runs() {
     let (bits, row) = flow_bits(&screen, &dst).unwrap();
     eprintln!("vswitch top, flow row at {bits:.3e} bit/s:\n{row}");
     std::fs::write(dir.join("top-screen.txt"), &screen).unwrap();
+    // For docs/: VSWITCH_TOP_SCREEN=FILE keeps the screen as text, and FILE.ansi with its
+    // colours (scripts/screenshot.py draws that as a PNG).
     if let Ok(keep) = std::env::var("VSWITCH_TOP_SCREEN") {
-        std::fs::write(keep, &screen).unwrap();
+        std::fs::write(&keep, &screen).unwrap();
+        let ansi = tmux
+            .cmd(&["capture-pane", "-p", "-e", "-t", &session])
+            .stdout;
+        std::fs::write(format!("{keep}.ansi"), ansi).unwrap();
     }
     // The container's own row (not only the flow's CONTAINER cell).
     assert!(
