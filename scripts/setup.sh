@@ -21,7 +21,7 @@ VSWITCH_TOOLS_TEST="$VSWITCH_TOOLS_DEMO tcpdump:tcpdump tshark:tshark iperf3:ipe
 iptables:iptables trafgen:netsniff-ng pgrep:procps unshare:util-linux \
 setpriv:util-linux nsenter:util-linux sha256sum:coreutils \
 dockerd:docker.io podman:podman busybox:busybox-static runc:runc newuidmap:uidmap \
-slirp4netns:slirp4netns"
+slirp4netns:slirp4netns tmux:tmux"
 
 # Prints the packages whose tool is missing for job $1 (demo | test), one per line, deduplicated.
 vswitch_missing_packages() {

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 mod capture;
 mod mapping;
 mod table;
+mod top;
 
 use control::Request;
 use std::net::Ipv4Addr;
@@ -37,6 +38,9 @@ enum Command {
     Status(ClientArgs),
     /// Per-port counters and drops by reason.
     Stats(ClientArgs),
+    /// Live view: networks, ports, containers and their top flows by rate, conntrack fill,
+    /// drops by reason (q quits; s/Tab sorts; r reverses). `--once` prints one frame.
+    Top(TopArgs),
     /// Forwarding database.
     Fdb {
         #[command(subcommand)]
@@ -114,6 +118,27 @@ struct ClientArgs {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
+}
+
+#[derive(Args)]
+struct TopArgs {
+    /// Seconds between refreshes (and between the two samples of --once); fractions allowed.
+    #[arg(long, default_value = "1", value_parser = top::parse_interval, value_name = "SECS")]
+    interval: std::time::Duration,
+    /// Print one plain-text frame (rates over --interval) and exit: for scripts.
+    #[arg(long)]
+    once: bool,
+    /// Order rows by bits, packets, drops or name (per second, largest first).
+    #[arg(long, default_value = "bits", value_parser = top::sort_key, value_name = "KEY")]
+    sort: top::model::SortKey,
+    /// Smallest (or last name) first.
+    #[arg(long)]
+    reverse: bool,
+    /// With --once: how many flows to print.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    flows: usize,
+    #[command(flatten)]
+    client: ClientArgs,
 }
 
 #[derive(Subcommand)]
@@ -302,6 +327,17 @@ fn main() -> ExitCode {
         Command::Daemon(args) => run_daemon(args),
         Command::Status(c) => client(&c, &Request::Status, table::print_status),
         Command::Stats(c) => client(&c, &Request::Stats, table::print_stats),
+        Command::Top(t) => top::run(&top::Options {
+            socket: &t.client.socket,
+            interval: t.interval,
+            once: t.once,
+            json: t.client.json,
+            order: top::model::Order {
+                key: t.sort,
+                reversed: t.reverse,
+            },
+            flows: t.flows,
+        }),
         Command::Fdb {
             action: FdbAction::Show(c),
         } => client(&c, &Request::Fdb, table::print_fdb),

@@ -36,16 +36,29 @@ pub(super) fn status(d: &Daemon) -> Result<Value> {
 }
 
 /// Per-port counters and drops by reason, bridge and conntrack counters, each packet loop's NAT
-/// flow cache counters, and the multicast group memberships snooping learned.
+/// flow cache counters and conntrack table fill, and the multicast group memberships snooping
+/// learned.
 pub(super) fn stats(d: &Daemon) -> Result<Value> {
     let s = snapshot(d)?;
     let flow_cache = d
         .call_all(|e| e.pipeline().flow_cache_stats())
         .context("the packet loop is not running")?;
+    // Each loop has its own tables (one per family), each limited to `conntrack.max_entries`:
+    // a table that fills refuses new connections even while the others have room.
+    let conntrack_tables = d
+        .call_all(|e| {
+            let (v4, v6) = (e.pipeline().conntrack(), e.pipeline().conntrack6());
+            json!({
+                "ipv4": { "entries": v4.len(), "max_entries": v4.config().max_entries },
+                "ipv6": { "entries": v6.len(), "max_entries": v6.config().max_entries },
+            })
+        })
+        .context("the packet loop is not running")?;
     Ok(json!({
         "ports": s.ports,
         "bridge": s.bridge,
         "conntrack": s.conntrack_counters,
+        "conntrack_tables": conntrack_tables,
         "flow_cache": flow_cache,
         "multicast_groups": s.groups,
     }))
