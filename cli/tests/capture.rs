@@ -128,6 +128,7 @@ fn ping_and_curl_captured_on_the_container_port_and_the_uplink() {
         "{c1_text}"
     );
     let up_text = tcpdump(&on_up);
+    eprintln!("tcpdump -nn -r up0.pcap:\n{up_text}");
     assert!(
         up_text.contains(&format!("{UPLINK_IP} > {INET_IP}: ICMP echo request")),
         "{up_text}"
@@ -175,6 +176,31 @@ fn ping_and_curl_captured_on_the_container_port_and_the_uplink() {
         "{fields}"
     );
 
+    // One line per frame without -w; printed for the README.
+    let lines = Command::new(BIN)
+        .args(["capture", "c1", "-c", "4", "--socket"])
+        .arg(lab.socket())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_started(&lab, 4);
+    lab.exec_ok(&c1, &["ping", "-c", "2", "-i", "0.2", "-W", "2", INET_IP]);
+    let out = lines.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{}{text}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(text.lines().count(), 4, "{text}");
+    assert!(
+        text.contains(&format!(
+            " In  IP 172.17.0.2 > {INET_IP}: ICMP echo request"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(" Out IP {INET_IP} > 172.17.0.2: ICMP echo reply")),
+        "{text}"
+    );
+
     // `-w -` into `tcpdump -r -`, ending itself after two frames.
     let mut pipe = Command::new("sh")
         .arg("-c")
@@ -186,7 +212,7 @@ fn ping_and_curl_captured_on_the_container_port_and_the_uplink() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_started(&lab, 4);
+    wait_started(&lab, 5);
     lab.exec_ok(&c1, &["ping", "-c", "1", "-W", "2", INET_IP]);
     let done = testkit::lab::wait_until(Duration::from_secs(10), || {
         matches!(pipe.try_wait(), Ok(Some(_)))
