@@ -32,6 +32,7 @@ pub trait Address:
     + Debug
     + Display
     + serde::Serialize
+    + serde::de::DeserializeOwned
     + Into<IpAddr>
     + Send
     + Sync

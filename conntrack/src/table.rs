@@ -55,9 +55,11 @@
 
 mod counters;
 mod limits;
+mod saved;
 mod slot;
 
 pub use counters::Counters;
+pub use saved::{ImportError, SavedEntry, SavedState, SavedTcp};
 
 use crate::address::Address;
 use crate::config::Config;

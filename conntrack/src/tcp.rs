@@ -14,7 +14,9 @@
 use crate::tuple::Direction;
 
 /// TCP conntrack states, named and printed as Linux does (`SYN_SENT`, ...).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TcpState {
     /// Entry created by `insert`, first packet not tracked yet.
@@ -125,19 +127,19 @@ const fn after(a: u32, b: u32) -> bool {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct TcpTrack {
     /// Highest `end_seq` sent, per direction.
-    next_seq: [u32; 2],
+    pub(crate) next_seq: [u32; 2],
     /// Highest ACK number sent, per direction.
-    last_ack: [u32; 2],
+    pub(crate) last_ack: [u32; 2],
     /// Initial sequence number of the original direction.
-    isn: u32,
-    seen: [bool; 2],
-    ack_seen: [bool; 2],
+    pub(crate) isn: u32,
+    pub(crate) seen: [bool; 2],
+    pub(crate) ack_seen: [bool; 2],
     /// End of an original-direction SYN we let through on a live entry: a
     /// SYN/ACK acknowledging it means both ends restarted and we resync.
-    ignored_syn_end: Option<u32>,
+    pub(crate) ignored_syn_end: Option<u32>,
     /// In SYN_SENT: the ACK number of a reply-direction ACK (a server's challenge ACK for a
     /// connection it still holds); the client's RST answering it carries this sequence.
-    challenge_ack: Option<u32>,
+    pub(crate) challenge_ack: Option<u32>,
 }
 
 impl TcpTrack {

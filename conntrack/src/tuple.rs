@@ -17,7 +17,10 @@ use crate::address::Address;
 /// IPv6 addresses.
 ///
 /// For ICMP echo, `src_port == dst_port ==` the echo identifier.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(bound = "")]
 pub struct Tuple<A: Address = Ipv4Addr> {
     /// L4 protocol.
     pub proto: L4Proto,
