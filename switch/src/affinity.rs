@@ -200,6 +200,76 @@ pub fn owner(topo: &Topology, ingress: PortId, frame: &[u8], workers: usize) -> 
     }
 }
 
+/// The worker that owns a tracked IPv4 flow, from what its conntrack entry says: the side its
+/// first packet came from (`from`: a network, or `None` for the uplink) and its original tuple.
+/// The same rule as [`owner`] applies to that first packet (and so to every later packet of
+/// the flow, both ways): the remote address decides; a DNS query to a gateway goes with the
+/// resolver it is forwarded to. Used to put restored entries back on the right worker.
+pub fn flow_owner(
+    topo: &Topology,
+    from: Option<crate::config::NetworkId>,
+    original: &conntrack::Tuple<Ipv4Addr>,
+    workers: usize,
+) -> usize {
+    if workers <= 1 {
+        return 0;
+    }
+    let remote = match from {
+        None => original.src,
+        Some(net) => {
+            let gw = topo
+                .networks
+                .get(usize::from(net.0))
+                .and_then(|n| n.gateway)
+                .map(|(ip, _)| ip);
+            let to_dns = gw == Some(original.dst)
+                && original.proto == packet::L4Proto::Udp
+                && original.dst_port == 53;
+            match (to_dns, topo.dns_upstream.first()) {
+                (true, Some(&resolver)) => resolver,
+                _ => original.dst,
+            }
+        }
+    };
+    match pick(remote, workers) {
+        Owner::Worker(w) => w,
+        _ => 0,
+    }
+}
+
+/// [`flow_owner`] for an IPv6 flow.
+pub fn flow_owner6(
+    topo: &Topology,
+    from: Option<crate::config::NetworkId>,
+    original: &conntrack::Tuple<Ipv6Addr>,
+    workers: usize,
+) -> usize {
+    if workers <= 1 {
+        return 0;
+    }
+    let remote = match from {
+        None => original.src,
+        Some(net) => {
+            let gw = topo
+                .networks
+                .get(usize::from(net.0))
+                .and_then(|n| n.v6)
+                .map(|v6| v6.gateway);
+            let to_dns = gw == Some(original.dst)
+                && original.proto == packet::L4Proto::Udp
+                && original.dst_port == 53;
+            match (to_dns, topo.dns_upstream6.first()) {
+                (true, Some(&resolver)) => resolver,
+                _ => original.dst,
+            }
+        }
+    };
+    match pick6(remote, workers) {
+        Owner::Worker(w) => w,
+        _ => 0,
+    }
+}
+
 /// One view of several workers' snapshots: counters summed per port, FDB entries merged (the
 /// freshest sighting of each MAC wins), conntrack tables side by side (flows never overlap:
 /// each lives on exactly one worker).
@@ -435,5 +505,43 @@ address = "203.0.113.2"
         bad[45] ^= 1;
         assert_eq!(owner(&topo, c1, &bad, 4), Owner::Any);
         assert_ne!(owner(&topo, up, &reports[0], 4), Owner::All);
+    }
+
+    #[test]
+    fn restored_flows_go_where_their_packets_will() {
+        let topo = Topology::new(&Config::from_toml(TOPO).unwrap()).unwrap();
+        let (c1, up) = (PortId(0), PortId(1));
+        let bridge = topo.network_by_name("bridge");
+        let gw = MacAddr([0x02, 0x42, 172, 17, 0, 1]);
+        let me = MacAddr([2, 0, 0, 0, 0, 2]);
+        let router = MacAddr([2, 0, 0, 0, 0, 0xfe]);
+        let uplink_mac = MacAddr([0x02, 0x42, 203, 0, 113, 2]);
+        let c = Ipv4Addr::new(172, 17, 0, 2);
+        let u = Ipv4Addr::new(203, 0, 113, 2);
+        let tcp = packet::L4Proto::Tcp;
+        for workers in 1..7 {
+            for last in 1..40u8 {
+                let r = Ipv4Addr::new(198, 51, 100, last);
+                let w = |o: Owner| match o {
+                    Owner::Worker(w) => w,
+                    _ => 0,
+                };
+                // Masquerade: the entry's original tuple is the container's first packet.
+                let t = conntrack::Tuple::new(tcp, c, 40000, r, 5201);
+                let out = build::tcp(me, gw, c, r, 40000, 5201, 1, 0, 2, b"");
+                let back = build::tcp(router, uplink_mac, r, u, 5201, 61000, 1, 2, 0x12, b"");
+                let at = flow_owner(&topo, bridge, &t, workers);
+                assert_eq!(at, w(owner(&topo, c1, &out, workers)));
+                assert_eq!(at, w(owner(&topo, up, &back, workers)));
+                // A published port: the client's first packet came in on the uplink.
+                let t = conntrack::Tuple::new(tcp, r, 5555, u, 8080);
+                let syn = build::tcp(router, uplink_mac, r, u, 5555, 8080, 1, 0, 2, b"");
+                let synack = build::tcp(me, gw, c, r, 80, 5555, 1, 2, 0x12, b"");
+                let at = flow_owner(&topo, None, &t, workers);
+                assert_eq!(at, w(owner(&topo, up, &syn, workers)));
+                assert_eq!(at, w(owner(&topo, c1, &synack, workers)));
+                assert!(at < workers);
+            }
+        }
     }
 }

@@ -140,6 +140,20 @@ impl Bridge {
     }
 
     /// Makes room for port `id` (new or reused) with no entries.
+    /// Learns a saved entry back (`last_seen` on the pipeline's clock); false at the port's cap.
+    pub(crate) fn restore(
+        &mut self,
+        network: NetworkId,
+        mac: MacAddr,
+        port: PortId,
+        last_seen: u64,
+    ) -> bool {
+        !matches!(
+            self.fdb.learn(network, mac, port, last_seen),
+            Learned::CapReached
+        )
+    }
+
     pub(crate) fn add_port(&mut self, id: PortId) {
         self.fdb.add_port(id);
     }

@@ -19,6 +19,7 @@ mod l3;
 mod multicast;
 pub mod pipeline;
 pub mod runtime;
+pub mod saved;
 pub mod synth;
 
 pub use config::{Config, ConfigError, NetworkId, PortAddress, PortId, PortKind, Topology};

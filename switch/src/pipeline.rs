@@ -346,6 +346,22 @@ impl Pipeline {
         self.gateway.forget_address6(addr)
     }
 
+    /// The gateway, mutably (restoring saved state).
+    pub(crate) fn gateway_mut(&mut self) -> &mut Gateway {
+        &mut self.gateway
+    }
+
+    /// Learns a saved FDB entry back; false at the port's MAC cap.
+    pub(crate) fn restore_fdb(
+        &mut self,
+        network: NetworkId,
+        mac: packet::MacAddr,
+        port: PortId,
+        last_seen: u64,
+    ) -> bool {
+        self.bridge.restore(network, mac, port, last_seen)
+    }
+
     /// The conntrack table (for dumps).
     pub fn conntrack(&self) -> &Conntrack {
         self.gateway.conntrack()

@@ -154,6 +154,16 @@ impl Gateway {
         self.flows.stats()
     }
 
+    /// The conntrack table, mutably (restoring saved entries).
+    pub(crate) fn conntrack_mut(&mut self) -> &mut Conntrack {
+        &mut self.ct
+    }
+
+    /// The IPv6 conntrack table, mutably.
+    pub(crate) fn conntrack6_mut(&mut self) -> &mut Conntrack<Ipv6Addr> {
+        &mut self.ct6
+    }
+
     /// The conntrack table.
     pub(crate) fn conntrack(&self) -> &Conntrack {
         &self.ct
