@@ -123,6 +123,8 @@ pub struct Engine {
     poll: Poll,
     commands: Receiver<Command>,
     start: Instant,
+    /// Added to the time since `start` (see [`Engine::set_clock_base`]).
+    clock_base: u64,
     pool: Vec<Vec<u8>>,
     /// Buffers for frames longer than [`BUF_CAPACITY`] (super-frames), at most [`BIG_POOL`].
     big_pool: Vec<Vec<u8>>,
@@ -178,6 +180,7 @@ impl Engine {
                 poll,
                 commands: rx,
                 start: Instant::now(),
+                clock_base: 0,
                 pool: Vec::new(),
                 big_pool: Vec::new(),
                 hot: Vec::new(),
@@ -212,9 +215,20 @@ impl Engine {
         self.io
     }
 
-    /// Nanoseconds since the engine started: the pipeline's clock.
+    /// Nanoseconds since the engine started, plus the clock base (0 unless set): the
+    /// pipeline's clock.
     pub fn now(&self) -> u64 {
-        u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        u64::try_from(self.start.elapsed().as_nanos())
+            .unwrap_or(u64::MAX)
+            .saturating_add(self.clock_base)
+    }
+
+    /// Starts the clock at `base` instead of 0, before the loop runs: state restored from a
+    /// previous run (conntrack entries created up to `base` ago) then keeps its times without
+    /// going below 0. Nothing in the pipeline depends on where the clock starts.
+    pub fn set_clock_base(&mut self, base: u64) {
+        self.clock_base = base;
+        self.stats_at = self.now();
     }
 
     /// Serves `port` with `io` from now on.
@@ -253,7 +267,9 @@ impl Engine {
         self.taps.remove(id)
     }
 
-    /// Asks the loop to return after the current iteration.
+    /// Asks the loop to return once the commands queued now have run, before it reads or
+    /// processes another frame (so a state export made by a command just before is the last
+    /// word: frames still queued in the kernel stay there).
     pub fn stop(&mut self) {
         self.running = false;
     }
@@ -288,6 +304,9 @@ impl Engine {
                 }
             }
             self.run_commands();
+            if !self.running {
+                break;
+            }
             self.taps.start_batch();
             for &idx in &ready {
                 self.read_port(idx, &mut batch);
