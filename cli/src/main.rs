@@ -66,6 +66,9 @@ enum Command {
     Capture(capture::CaptureArgs),
     /// Ask the daemon to stop (it removes the links it created).
     Shutdown(ClientArgs),
+    /// Ask the daemon to stop for an upgrade: as SIGTERM with --keep-state, it keeps the links
+    /// and writes its connections to the state directory for the next start to restore.
+    Upgrade(ClientArgs),
     /// Print the version.
     Version,
     /// Print a shell completion script: `vswitch completions bash > /etc/bash_completion.d/vswitch`.
@@ -108,6 +111,11 @@ struct DaemonArgs {
     /// 127.0.0.1:9469; off by default.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
+    /// On SIGTERM/SIGINT, keep the containers' links and leases and write the connection
+    /// tracking table, NAT mappings and FDB to STATE_DIR/keep-state.json; the next start
+    /// (possibly of a newer binary) restores them, so connections survive the restart.
+    #[arg(long)]
+    keep_state: bool,
 }
 
 #[derive(Args, Clone)]
@@ -408,6 +416,15 @@ fn main() -> ExitCode {
         }
         Command::Capture(args) => capture::run(args),
         Command::Shutdown(c) => client(&c, &Request::Shutdown, |_| println!("daemon stopping")),
+        Command::Upgrade(c) => client(&c, &Request::Upgrade, |v| {
+            println!(
+                "daemon stopping, keeping its state in {}: start the new binary with the same \
+                 --state-dir",
+                v.get("state")
+                    .and_then(|s| s.as_str())
+                    .unwrap_or("its state directory")
+            )
+        }),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "vswitch", &mut std::io::stdout());
@@ -611,6 +628,7 @@ fn run_daemon(args: DaemonArgs) -> Result<()> {
         workers: daemon::workers(args.rootless, args.workers),
         rootless,
         metrics: args.metrics,
+        keep_state: args.keep_state,
     })
 }
 

@@ -189,6 +189,9 @@ pub enum Request {
     },
     /// Stop the daemon (removing the links it created).
     Shutdown,
+    /// Stop the daemon keeping its state (as SIGTERM with `--keep-state`): the links stay and
+    /// the connections are written for the next start to restore.
+    Upgrade,
 }
 
 fn yes() -> bool {

@@ -12,7 +12,9 @@
 //! link or namespace is gone are released.
 //!
 //! On SIGTERM/SIGINT the daemon stops the loops and deletes the veth pairs it created, leaving
-//! the namespaces as they were before `network connect` (and releasing those leases).
+//! the namespaces as they were before `network connect` (and releasing those leases). With
+//! `--keep-state` (or on a `vswitch upgrade` request) it keeps them instead and writes its
+//! connections to `STATE_DIR/keep-state.json` for the next start to restore ([`keep_state`]).
 //!
 //! Rooms: [`startup`] (start and stop), `server` (the control socket), `state` (what the
 //! daemon holds, and its locks), `handlers` (one module per resource: network, container, port,
@@ -21,6 +23,7 @@
 
 mod handlers;
 mod host_proxy;
+pub mod keep_state;
 mod metrics;
 mod server;
 mod startup;
@@ -49,6 +52,8 @@ pub struct DaemonOptions {
     pub rootless: Option<Arc<HostHelper>>,
     /// Serve Prometheus metrics on this address (`GET /metrics`); none by default.
     pub metrics: Option<std::net::SocketAddr>,
+    /// Keep connections across a restart (`--keep-state`): see [`keep_state`].
+    pub keep_state: bool,
 }
 
 /// Rootless mode, first thing in the process while it is still single-threaded: forks the

@@ -3,6 +3,7 @@
 //! containers of the last run re-attached; then the accept loop until SIGTERM/SIGINT or a
 //! `shutdown` request, and the links the daemon made removed.
 
+use crate::keep_state::{self, Snapshot};
 use crate::state::{Daemon, FanoutGroups, def_of, lock, refresh_dns, register_config_networks};
 use crate::uplink::{
     ROOTLESS_TOPOLOGY, gateway_published, host_resolvers, raw_uplink_macvlan, socket_uplink,
@@ -44,7 +45,7 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     tracing::info!(leases = checked, "state verified");
 
     let workers = opts.workers.max(1);
-    let pipelines = (0..workers)
+    let mut pipelines = (0..workers)
         .map(|i| {
             let mut p = stored_pipeline(&config, &origin, &store)?;
             // One IGMP/MLD querier: worker 0. Every worker learns the reports (Owner::All).
@@ -53,6 +54,8 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         })
         .collect::<Result<Vec<_>>>()?;
     let topo = pipelines[0].topology().clone();
+    // Before any loop runs: the connections the last run kept, each on its owner worker.
+    let (kept_fdb, clock_base) = restore_kept(&opts.state_dir, &topo, &mut pipelines);
     // A socket uplink reaches the host's own resolvers too (its sockets live in the host's
     // namespace), loopback ones such as systemd-resolved's 127.0.0.53 included.
     let socket_uplink_port = topo.ports.iter().any(|p| p.kind == PortKind::Socket);
@@ -63,6 +66,11 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     };
     let (mut engines, handles): (Vec<Engine>, Vec<EngineHandle>) =
         Engine::group(pipelines)?.into_iter().unzip();
+    if let Some(base) = clock_base {
+        for e in &mut engines {
+            e.set_clock_base(base);
+        }
+    }
     let groups = FanoutGroups::new();
     let uplink_macvlan = raw_uplink_macvlan(&config, &topo)?;
     let opened = open_topology_ports(
@@ -105,6 +113,8 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         changes: Mutex::new(()),
         next_link: AtomicU32::new(0),
         shutdown,
+        keep_state: AtomicBool::new(opts.keep_state),
+        state_dir: opts.state_dir.clone(),
         started: Instant::now(),
         mtu: topo.bridge.mtu,
         rootless: opts.rootless.clone(),
@@ -125,6 +135,16 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         proxy: Default::default(),
     });
     restore(&daemon, upstream);
+    if !kept_fdb.is_empty() {
+        // The containers are attached again (under new port ids): their MACs back on them.
+        let r = daemon.call_all(move |e| {
+            let now = e.now();
+            e.pipeline_mut().import_fdb(&kept_fdb, now)
+        });
+        if let Some(r) = r.and_then(|r| r.into_iter().next()) {
+            tracing::info!(fdb = r.fdb, skipped = r.skipped, "kept FDB restored");
+        }
+    }
     handlers::watch_containers(&daemon);
     if let Some(addr) = opts.metrics {
         crate::metrics::serve(&daemon, addr)?;
@@ -267,11 +287,98 @@ fn restore(daemon: &Daemon, upstream: Vec<IpAddr>) {
     }
 }
 
-/// Stops the loops, then removes the links the daemon made and releases their leases (a
-/// runtime's veth pairs stay; see below).
+/// The snapshot the last run kept (see [`crate::keep_state`]), read, checked and restored
+/// into `pipelines`; the FDB entries to restore once the ports exist, and the clock the loops
+/// must start at. A snapshot that cannot be used is reported and ignored: a clean start.
+fn restore_kept(
+    dir: &std::path::Path,
+    topo: &switch::Topology,
+    pipelines: &mut [switch::Pipeline],
+) -> (Vec<switch::saved::SavedFdb>, Option<u64>) {
+    let mut snap = match Snapshot::take(dir) {
+        Ok(Some(s)) => s,
+        Ok(None) => return (Vec::new(), None),
+        Err(e) => {
+            tracing::error!(
+                "cannot restore the kept state: {e:#}; starting clean (connections through \
+                 vswitch must reconnect; the file was removed)"
+            );
+            eprintln!("vswitch daemon: kept state not restored: {e:#}; starting clean");
+            return (Vec::new(), None);
+        }
+    };
+    let (down, ran_out) = snap.age_by_downtime();
+    let base = snap.clock_base();
+    let (parts, lost) = match pipelines.first() {
+        Some(p) => snap.place(topo, p, pipelines.len()),
+        None => return (Vec::new(), None),
+    };
+    let mut done = switch::saved::Restored::default();
+    for (p, (v4, v6)) in pipelines.iter_mut().zip(&parts) {
+        done.merge(p.import_conntrack(v4, v6, base));
+    }
+    let per_worker: Vec<usize> = parts.iter().map(|(a, b)| a.len() + b.len()).collect();
+    tracing::info!(
+        written_by = %snap.header.vswitch,
+        down_ms = down / 1_000_000,
+        conntrack = done.conntrack,
+        conntrack6 = done.conntrack6,
+        ?per_worker,
+        expired_while_down = ran_out,
+        network_gone = lost,
+        skipped = done.skipped,
+        fdb_entries = snap.fdb.len(),
+        "kept state restored"
+    );
+    for r in &done.reasons {
+        tracing::warn!("kept state: skipped {r}");
+    }
+    (snap.fdb, Some(base))
+}
+
+/// Stops the loops (each exporting its state first when the state is kept), then removes the
+/// links the daemon made and releases their leases (a runtime's veth pairs stay; see below);
+/// with the state kept, every link and lease stays, for the next start to re-attach.
 fn stop(daemon: &Daemon, loop_threads: Vec<LoopThread>) {
     let _guard = lock(&daemon.changes);
-    daemon.call_all(|e| e.stop());
+    let keep = daemon.keep_state.load(std::sync::atomic::Ordering::Relaxed);
+    if keep {
+        // Export and stop in one command: nothing is processed after a worker's export.
+        let parts = daemon.call_all(|e| {
+            let now = e.now();
+            let saved = e.pipeline().export_state(now);
+            e.stop();
+            saved
+        });
+        match parts {
+            Some(parts) => {
+                let snap = Snapshot::merge(parts);
+                let (n4, n6, nf) = (snap.conntrack.len(), snap.conntrack6.len(), snap.fdb.len());
+                match snap.write(&daemon.state_dir) {
+                    Ok(bytes) => {
+                        tracing::info!(
+                            conntrack = n4,
+                            conntrack6 = n6,
+                            fdb = nf,
+                            bytes,
+                            file = %daemon.state_dir.join(keep_state::FILE).display(),
+                            "state kept for the next start; links and leases left in place"
+                        );
+                    }
+                    Err(e) => tracing::error!(
+                        "cannot write the kept state: {e:#}; the links stay all the same (the next \
+                         start re-attaches them, but connections must reconnect)"
+                    ),
+                }
+            }
+            None => {
+                tracing::error!("a packet loop had stopped: no state kept; the links stay");
+                daemon.call_all(|e| e.stop());
+            }
+        }
+    } else {
+        daemon.call_all(|e| e.stop());
+    }
     for t in loop_threads {
         match t.join() {
             Ok(Ok(())) => {}
@@ -285,6 +392,10 @@ fn stop(daemon: &Daemon, loop_threads: Vec<LoopThread>) {
         tracing::warn!("removing the uplink's macvlan {m}: {e}");
     }
     let containers = std::mem::take(&mut *lock(&daemon.containers));
+    if keep {
+        // As after a crash, on purpose: the next start re-attaches every link (`reattach`).
+        return;
+    }
     for c in containers.values() {
         if c.peer.is_some() {
             // A runtime's veth (Docker moved its end in): the runtime owns it and would not

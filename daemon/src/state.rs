@@ -102,6 +102,10 @@ pub(crate) struct Daemon {
     pub(crate) changes: Mutex<()>,
     pub(crate) next_link: AtomicU32,
     pub(crate) shutdown: Arc<AtomicBool>,
+    /// Keep the links and write the connections at stop (`--keep-state`, `vswitch upgrade`).
+    pub(crate) keep_state: AtomicBool,
+    /// The state directory (where the kept state is written).
+    pub(crate) state_dir: std::path::PathBuf,
     pub(crate) started: Instant,
     pub(crate) mtu: u16,
     pub(crate) rootless: Option<Arc<HostHelper>>,

@@ -137,5 +137,10 @@ pub(crate) fn run(d: &Daemon, req: Request) -> Result<serde_json::Value> {
             d.shutdown.store(true, Ordering::Relaxed);
             serde_json::json!({})
         }
+        Request::Upgrade => {
+            d.keep_state.store(true, Ordering::Relaxed);
+            d.shutdown.store(true, Ordering::Relaxed);
+            serde_json::json!({ "state": d.state_dir.join(crate::keep_state::FILE) })
+        }
     })
 }
