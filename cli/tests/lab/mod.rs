@@ -12,6 +12,7 @@ pub const UPLINK_IP: &str = "203.0.113.2";
 /// Topology lines that publish the uplink's tcp 8080 to 172.17.0.3:80 (Docker's `-p 8080:80`).
 pub const PUBLISH_8080_TO_C2: &str = "\n[[publish]]\nproto = \"tcp\"\nhost_port = 8080\ncontainer_ip = \"172.17.0.3\"\ncontainer_port = 80\n";
 
+#[allow(unused_imports)] // Each test binary uses a subset.
 pub use testkit::lab::{ip, ok, run, sha256, skip};
 
 pub struct Lab {
@@ -24,6 +25,8 @@ pub struct Lab {
     pub config: String,
     /// More `vswitch daemon` arguments (e.g. `--metrics ADDR`).
     pub daemon_args: Vec<String>,
+    /// The binary `start_daemon` runs (the one under test unless changed).
+    pub daemon_bin: PathBuf,
 }
 
 impl Lab {
@@ -49,6 +52,7 @@ impl Lab {
             dir,
             config: String::new(),
             daemon_args: daemon_args.iter().map(|a| a.to_string()).collect(),
+            daemon_bin: PathBuf::from(BIN),
         };
         let sw = lab.netns("sw");
         let inet = lab.netns("inet");
@@ -122,7 +126,9 @@ subnet = "203.0.113.0/24"
         std::fs::write(&cfg, &self.config).unwrap();
         let log = std::fs::File::create(self.dir.join("daemon.log")).unwrap();
         let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns("sw"), BIN, "daemon", "--config"])
+            .args(["netns", "exec", &self.ns("sw")])
+            .arg(&self.daemon_bin)
+            .args(["daemon", "--config"])
             .arg(&cfg)
             .arg("--state-dir")
             .arg(&self.dir)

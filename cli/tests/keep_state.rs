@@ -1,0 +1,333 @@
+//! Zero-loss restart (`vswitch daemon --keep-state`, `vswitch upgrade`), end to end in network
+//! namespaces (see e2e.rs for what the lab guarantees): real TCP connections through NAT and
+//! through a published port keep going while the daemon is stopped and started again, and a
+//! snapshot that cannot be used gives a clear error and a clean start.
+
+#![allow(clippy::unwrap_used)]
+
+mod lab;
+
+use lab::*;
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A TCP echo server (one connection at a time, bytes back as they come).
+const ECHO_SERVER: &str = r#"
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.listen(4)
+while True:
+    c, _ = s.accept()
+    while True:
+        d = c.recv(4096)
+        if not d:
+            break
+        c.sendall(d)
+    c.close()
+"#;
+
+/// One long-lived connection: a line every 0.2 s for `secs`, each echoed back before the next;
+/// exits non-zero on a reset, a close, a wrong echo or 20 s without one. Prints
+/// `ok LINES SLOWEST_ECHO_S`.
+const ECHO_CLIENT: &str = r#"
+import socket, sys, time
+host, port, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+s = socket.create_connection((host, port), timeout=5)
+s.settimeout(20)
+end = time.time() + secs
+n, worst = 0, 0.0
+while time.time() < end:
+    msg = ("line %d\n" % n).encode()
+    t = time.time()
+    s.sendall(msg)
+    got = b""
+    while not got.endswith(b"\n"):
+        d = s.recv(100)
+        if not d:
+            print("closed by the peer after %d lines" % n)
+            sys.exit(2)
+        got += d
+    if got != msg:
+        print("wrong echo %r for %r" % (got, msg))
+        sys.exit(3)
+    worst = max(worst, time.time() - t)
+    n += 1
+    time.sleep(0.2)
+s.close()
+print("ok %d %.3f" % (n, worst))
+"#;
+
+/// A process whose output the test reads; killed if the test ends first.
+struct Bg(Option<Child>);
+
+impl Bg {
+    fn start(ns: &str, cmd: &[&str]) -> Bg {
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(cmd)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Bg(Some(child))
+    }
+
+    /// Waits for it (at most `limit`); (exit success, stdout, stderr).
+    fn finish(mut self, limit: Duration) -> (bool, String, String) {
+        let mut child = self.0.take().unwrap();
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break Some(st);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let (mut out, mut err) = (String::new(), String::new());
+        if let Some(mut o) = child.stdout.take() {
+            let _ = o.read_to_string(&mut out);
+        }
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        (status.is_some_and(|s| s.success()), out, err)
+    }
+}
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn wait_tcp_listener(lab: &Lab, ns: &str, port: u16) {
+    let filter = format!("sport = :{port}");
+    let up = testkit::lab::wait_until(Duration::from_secs(15), || {
+        let out = lab.exec(ns, &["ss", "-H", "-ltn", &filter]);
+        !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+    });
+    assert!(up, "nothing listens on TCP port {port} in {ns}");
+}
+
+/// Waits for the daemon to exit by itself (after `vswitch upgrade`).
+fn wait_daemon_exit(lab: &mut Lab) {
+    let mut d = lab.daemon.take().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the daemon did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// SIGTERM, then a start of `lab.daemon_bin`; the previous run's log, and how long the switch
+/// was away (from the signal to the new daemon's control socket, which it opens after the
+/// state is restored and the containers re-attached).
+fn restart(lab: &mut Lab) -> (String, Duration) {
+    let t = Instant::now();
+    lab.stop_daemon();
+    let log = lab.daemon_log();
+    let snapshot = lab.dir.join("keep-state.json");
+    assert!(snapshot.exists(), "no snapshot written at stop:\n{log}");
+    let links = ip(&["-n", &lab.ns("sw"), "link", "show"]);
+    assert!(
+        links.contains("vsw"),
+        "--keep-state keeps the links: {links}"
+    );
+    lab.start_daemon();
+    let gap = t.elapsed();
+    assert!(!snapshot.exists(), "a snapshot is used once");
+    (log, gap)
+}
+
+/// The `key=N` of the daemon log's "kept state restored" line.
+fn restored_count(log: &str, key: &str) -> u64 {
+    let line = log
+        .lines()
+        .find(|l| l.contains("kept state restored"))
+        .unwrap_or_else(|| panic!("no restore in the log:\n{log}"));
+    let at = line
+        .find(&format!(" {key}="))
+        .unwrap_or_else(|| panic!("no {key} in {line}"));
+    line[at + key.len() + 2..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} count in {line}"))
+}
+
+#[test]
+fn tcp_through_nat_and_a_published_port_survive_keep_state_restarts() {
+    if skip() {
+        return;
+    }
+    let mut lab = Lab::with_daemon_args(PUBLISH_8080_TO_C2, &["--keep-state"]);
+    let c1 = lab.container("c1", "bridge", "172.17.0.2");
+    let c2 = lab.container("c2", "bridge", "172.17.0.3");
+    let inet = lab.ns("inet");
+    let dir = lab.dir.clone();
+    let server = dir.join("echo_server.py");
+    let client = dir.join("echo_client.py");
+    std::fs::write(&server, ECHO_SERVER).unwrap();
+    std::fs::write(&client, ECHO_CLIENT).unwrap();
+    lab.spawn(&inet, &dir, &["iperf3", "-s", "-p", "5201"]);
+    lab.spawn(&c2, &dir, &["python3", server.to_str().unwrap(), "80"]);
+    wait_tcp_listener(&lab, &inet, 5201);
+    wait_tcp_listener(&lab, &c2, 80);
+
+    // iperf3 from c1 out through NAT, bounded at 14 s; the echo connection from the internet
+    // to the published port, 14 s too.
+    let iperf = Bg::start(
+        &c1,
+        &[
+            "timeout", "60", "iperf3", "-c", INET_IP, "-p", "5201", "-t", "14", "-J",
+        ],
+    );
+    let echo = Bg::start(
+        &inet,
+        &[
+            "timeout",
+            "60",
+            "python3",
+            client.to_str().unwrap(),
+            UPLINK_IP,
+            "8080",
+            "14",
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(3));
+
+    // Restart 1: the same binary.
+    let (log1, gap1) = restart(&mut lab);
+    std::thread::sleep(Duration::from_secs(4));
+    // Restart 2: a copy of the binary at another path (a new process image, found anew).
+    let copy = dir.join("vswitch-copy");
+    std::fs::copy(BIN, &copy).unwrap();
+    lab.daemon_bin = copy;
+    let log2_before = lab.daemon_log();
+    let (_, gap2) = restart(&mut lab);
+    let log3 = lab.daemon_log();
+
+    let (ok, out, err) = iperf.finish(Duration::from_secs(60));
+    assert!(ok, "iperf3 failed:\n{out}\n{err}\ndaemon log:\n{log3}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v.get("error").is_none(), "iperf3: {}", v["error"]);
+    let received = v["end"]["sum_received"]["bytes"].as_f64().unwrap();
+    let retransmits = v["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0);
+    let intervals = v["intervals"].as_array().unwrap();
+    let quiet = intervals
+        .iter()
+        .filter(|i| i["sum"]["bytes"].as_f64().unwrap_or(0.0) < 1.0)
+        .count();
+    let last = intervals
+        .last()
+        .map(|i| i["sum"]["bytes"].as_f64().unwrap_or(0.0));
+    eprintln!(
+        "iperf3: {:.1} MB received in 14 s, {retransmits} retransmits, {quiet} intervals of 1 s \
+         without data; switch away {gap1:?} and {gap2:?}",
+        received / 1e6
+    );
+    assert!(received > 50e6, "too little got through: {received} bytes");
+    assert!(
+        last.unwrap_or(0.0) > 0.0,
+        "the transfer was still moving at its end"
+    );
+
+    let (ok, out, err) = echo.finish(Duration::from_secs(60));
+    assert!(
+        ok,
+        "the published-port connection broke:\n{out}\n{err}\ndaemon log:\n{log3}"
+    );
+    let words: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(words.first(), Some(&"ok"), "{out}");
+    let lines: u32 = words[1].parse().unwrap();
+    eprintln!("echo over the published port: {out}");
+    assert!(lines > 20, "{out}");
+
+    // What the daemons said: two TCP connections of iperf3 and the echo one, kept and restored.
+    assert!(log1.contains("state kept for the next start"), "{log1}");
+    for log in [&log2_before, &log3] {
+        assert!(restored_count(log, "conntrack") >= 3, "{log}");
+        assert!(restored_count(log, "fdb_entries") >= 2, "{log}");
+    }
+}
+
+#[test]
+fn upgrade_keeps_state_and_a_bad_snapshot_gives_a_clear_error_and_a_clean_start() {
+    if skip() {
+        return;
+    }
+    // No --keep-state: `vswitch upgrade` asks for it.
+    let mut lab = Lab::new("");
+    let c1 = lab.container("c1", "bridge", "172.17.0.2");
+    lab.exec_ok(&c1, &["ping", "-c", "2", "-i", "0.2", "-W", "2", INET_IP]);
+    let snapshot = lab.dir.join("keep-state.json");
+
+    let said = lab.cli(&["upgrade"]);
+    assert!(said.contains("keep-state.json"), "{said}");
+    wait_daemon_exit(&mut lab);
+    assert!(snapshot.exists(), "upgrade writes the snapshot");
+    let links = ip(&["-n", &lab.ns("sw"), "link", "show"]);
+    assert!(links.contains("vsw"), "upgrade keeps the links: {links}");
+
+    // Truncated: refused, removed, and the daemon starts clean with c1 re-attached.
+    let body = std::fs::read(&snapshot).unwrap();
+    std::fs::write(&snapshot, &body[..body.len() / 2]).unwrap();
+    lab.start_daemon();
+    let log = lab.daemon_log();
+    assert!(
+        log.contains("cannot restore the kept state")
+            && log.contains("not a vswitch keep-state snapshot")
+            && log.contains("starting clean"),
+        "{log}"
+    );
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(!snapshot.exists(), "the bad snapshot is removed");
+    lab.exec_ok(&c1, &["ping", "-c", "2", "-i", "0.2", "-W", "2", INET_IP]);
+
+    // Another format version: refused by its header.
+    lab.cli(&["upgrade"]);
+    wait_daemon_exit(&mut lab);
+    let text = std::fs::read_to_string(&snapshot).unwrap();
+    assert!(
+        text.contains("\"format\":1"),
+        "{}",
+        &text[..text.len().min(200)]
+    );
+    std::fs::write(&snapshot, text.replace("\"format\":1", "\"format\":2")).unwrap();
+    lab.start_daemon();
+    let log = lab.daemon_log();
+    assert!(
+        log.contains("snapshot format 2") && log.contains("reads format 1 only"),
+        "{log}"
+    );
+    lab.exec_ok(&c1, &["ping", "-c", "2", "-i", "0.2", "-W", "2", INET_IP]);
+
+    // Garbage: the same.
+    lab.cli(&["upgrade"]);
+    wait_daemon_exit(&mut lab);
+    std::fs::write(&snapshot, b"\x00\x01garbage{{{").unwrap();
+    lab.start_daemon();
+    assert!(
+        lab.daemon_log()
+            .contains("not a vswitch keep-state snapshot"),
+        "{}",
+        lab.daemon_log()
+    );
+    lab.exec_ok(&c1, &["ping", "-c", "2", "-i", "0.2", "-W", "2", INET_IP]);
+
+    // Without the flag, SIGTERM still removes the links and writes nothing.
+    lab.stop_daemon();
+    assert!(!snapshot.exists());
+    let links = ip(&["-n", &lab.ns("sw"), "link", "show"]);
+    assert!(!links.contains("vsw"), "{links}");
+}
