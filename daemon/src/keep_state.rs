@@ -411,4 +411,32 @@ address = "203.0.113.2"
         s.conntrack[0].from = SavedSide::Network("gone".into());
         assert_eq!(s.place(&topo, &p, 2).1, 1);
     }
+
+    /// A snapshot written by a real run (the keep_state e2e test, two workers, iperf3 and two
+    /// echo connections): every later build that reads format 1 must read it, and place and
+    /// restore all of it. A change that breaks this must bump [`FORMAT`].
+    #[test]
+    fn a_format_1_snapshot_from_a_real_run_still_restores() {
+        let bytes = include_bytes!("../tests/fixtures/keep-state-v1.json");
+        let s = Snapshot::parse(bytes).expect("format 1 parses");
+        assert_eq!((s.header.format, s.header.workers), (1, 2));
+        assert_eq!(s.conntrack.len(), 4);
+        let p = pipeline();
+        let topo = p.topology().clone();
+        let (parts, lost) = s.place(&topo, &p, 2);
+        assert_eq!(lost, 0);
+        assert!(parts.iter().all(|(v4, _)| !v4.is_empty()), "both workers");
+        let mut restored = 0;
+        for (v4, v6) in &parts {
+            let mut q = pipeline();
+            let r = q.import_conntrack(v4, v6, s.clock_base());
+            assert_eq!(r.skipped, 0, "{:?}", r.reasons);
+            restored += r.conntrack;
+            for f in v4 {
+                // The NAT translation is back: its reply tuple is taken.
+                assert!(q.conntrack().contains(&f.entry.reply));
+            }
+        }
+        assert_eq!(restored, 4);
+    }
 }
