@@ -336,6 +336,9 @@ fn upgrade_keeps_state_and_a_bad_snapshot_gives_a_clear_error_and_a_clean_start(
         "{log}"
     );
     assert!(!log.contains("panicked"), "{log}");
+    for l in log.lines().filter(|l| l.contains("kept state")) {
+        eprintln!("daemon: {l}");
+    }
     assert!(!snapshot.exists(), "the bad snapshot is removed");
     lab.exec_ok(&c1, &["ping", "-c", "2", "-i", "0.2", "-W", "2", INET_IP]);
 
