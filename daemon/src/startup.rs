@@ -32,6 +32,13 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         kernel.check().map_err(anyhow::Error::msg)?;
     }
     tracing::info!("{kernel}");
+    if opts.keep_state && opts.rootless.is_some() {
+        bail!(
+            "--keep-state needs a rootful daemon: a rootless daemon's container TAPs and its \
+             socket gateway's host sockets close with the process, so no connection could \
+             survive the restart"
+        );
+    }
     let (config, origin) = load_topology(&opts)?;
     std::fs::create_dir_all(&opts.state_dir)
         .with_context(|| format!("cannot create state dir {}", opts.state_dir.display()))?;

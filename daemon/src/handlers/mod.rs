@@ -138,6 +138,12 @@ pub(crate) fn run(d: &Daemon, req: Request) -> Result<serde_json::Value> {
             serde_json::json!({})
         }
         Request::Upgrade => {
+            if d.rootless.is_some() {
+                anyhow::bail!(
+                    "upgrade keeps connections of a rootful daemon only: a rootless one's \
+                     container TAPs and host sockets close with it (use shutdown)"
+                );
+            }
             d.keep_state.store(true, Ordering::Relaxed);
             d.shutdown.store(true, Ordering::Relaxed);
             serde_json::json!({ "state": d.state_dir.join(crate::keep_state::FILE) })
