@@ -235,10 +235,14 @@ fn tcp_through_nat_and_a_published_port_survive_keep_state_restarts() {
     // Restart 1: the same binary.
     let (log1, gap1) = restart(&mut lab);
     std::thread::sleep(Duration::from_secs(4));
-    // Restart 2: a copy of the binary at another path (a new process image, found anew).
+    // Restart 2: a copy of the binary at another path (a new process image, found anew), with
+    // three workers instead of two: every flow's owner is recomputed (203.0.113.1's move off
+    // worker 0), and a flow left on its old worker would stall.
     let copy = dir.join("vswitch-copy");
     std::fs::copy(BIN, &copy).unwrap();
     lab.daemon_bin = copy;
+    lab.daemon_args
+        .extend(["--workers".to_string(), "3".to_string()]);
     let log2_before = lab.daemon_log();
     let (_, gap2) = restart(&mut lab);
     let log3 = lab.daemon_log();
@@ -292,16 +296,21 @@ fn tcp_through_nat_and_a_published_port_survive_keep_state_restarts() {
             eprintln!("daemon: {l}");
         }
     }
-    for log in [&log2_before, &log3] {
-        assert!(restored_count(log, "conntrack") >= 4, "{log}");
+    let per_worker = |log: &str| -> Vec<u64> {
         let line = log
             .lines()
             .find(|l| l.contains("kept state restored"))
             .unwrap();
-        assert!(
-            !line.contains("per_worker=[0,") && !line.contains(", 0]"),
-            "restored flows on both workers: {line}"
-        );
+        let at = line.find("per_worker=[").unwrap() + "per_worker=[".len();
+        let list = &line[at..at + line[at..].find(']').unwrap()];
+        list.split(", ").map(|n| n.parse().unwrap()).collect()
+    };
+    let (two, three) = (per_worker(&log2_before), per_worker(&log3));
+    eprintln!("restored per worker: {two:?} (2 workers), {three:?} (3 workers)");
+    assert!(two.len() == 2 && two.iter().all(|&n| n > 0), "{two:?}");
+    assert_eq!(three.len(), 3);
+    for log in [&log2_before, &log3] {
+        assert!(restored_count(log, "conntrack") >= 4, "{log}");
         assert!(restored_count(log, "fdb_entries") >= 2, "{log}");
     }
 }

@@ -132,8 +132,13 @@ subnet = "203.0.113.0/24"
             .arg(&cfg)
             .arg("--state-dir")
             .arg(&self.dir)
-            // Two packet loops even on a one-core runner: cross-worker handoff is under test too.
-            .args(["--workers", "2"])
+            // Two packet loops even on a one-core runner: cross-worker handoff is under test too
+            // (unless the test asks for another count).
+            .args(if self.daemon_args.iter().any(|a| a == "--workers") {
+                &[][..]
+            } else {
+                &["--workers", "2"][..]
+            })
             .args(&self.daemon_args)
             .stdout(Stdio::null())
             .stderr(log)
