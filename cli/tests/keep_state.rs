@@ -258,6 +258,16 @@ fn tcp_through_nat_and_a_published_port_survive_keep_state_restarts() {
         .iter()
         .filter(|i| i["sum"]["bytes"].as_f64().unwrap_or(0.0) < 1.0)
         .count();
+    let per_second: Vec<String> = intervals
+        .iter()
+        .map(|i| {
+            format!(
+                "{:.1}",
+                i["sum"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9
+            )
+        })
+        .collect();
+    eprintln!("iperf3 Gbit/s per second: {}", per_second.join(" "));
     let last = intervals
         .last()
         .map(|i| i["sum"]["bytes"].as_f64().unwrap_or(0.0));
