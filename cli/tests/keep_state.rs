@@ -444,3 +444,87 @@ fn control_without_the_snapshot_the_connection_stalls() {
     );
     assert!(!ok, "the connection survived without its state: {out}");
 }
+
+/// IPv6 too: a connection from a dual-stack container out through NAT66 (the IPv6 conntrack
+/// table) survives a restart, on a network created at run time (replayed from the store, and
+/// named in the snapshot).
+#[test]
+fn an_ipv6_connection_through_nat66_survives_a_keep_state_restart() {
+    if skip() {
+        return;
+    }
+    const UPLINK6: &str = "2001:db8:1::2";
+    const INET6: &str = "2001:db8:1::1";
+    let mut lab = Lab::with_daemon_args(
+        &format!("\n[uplink.ipv6]\naddress = \"{UPLINK6}\"\nsubnet = \"2001:db8:1::/64\"\n"),
+        &["--keep-state"],
+    );
+    let inet = lab.ns("inet");
+    ip(&[
+        "-n",
+        &inet,
+        "addr",
+        "add",
+        &format!("{INET6}/64"),
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+    lab.cli(&[
+        "network",
+        "create",
+        "web6",
+        "--ipv6",
+        "--subnet",
+        "10.89.0.0/24",
+        "--subnet",
+        "fd00:89::/64",
+    ]);
+    let c6 = lab.netns("c6");
+    let path = format!("/run/netns/{c6}");
+    lab.cli(&[
+        "network", "connect", "web6", "--netns", &path, "--name", "c6",
+    ]);
+    let routed = testkit::lab::wait_until(Duration::from_secs(15), || {
+        let out = lab.exec(&c6, &["ip", "-6", "route", "show", "default"]);
+        !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+    });
+    assert!(routed, "no IPv6 default route in the container");
+    let dir = lab.dir.clone();
+    let server = dir.join("echo_server6.py");
+    let client = dir.join("echo_client.py");
+    std::fs::write(
+        &server,
+        ECHO_SERVER
+            .replace("socket.socket()", "socket.socket(socket.AF_INET6)")
+            .replace("\"0.0.0.0\"", "\"::\""),
+    )
+    .unwrap();
+    std::fs::write(&client, ECHO_CLIENT).unwrap();
+    lab.spawn(&inet, &dir, &["python3", server.to_str().unwrap(), "7000"]);
+    wait_tcp_listener(&lab, &inet, 7000);
+    let echo = Bg::start(
+        &c6,
+        &[
+            "timeout",
+            "60",
+            "python3",
+            client.to_str().unwrap(),
+            INET6,
+            "7000",
+            "8",
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let (_, gap) = restart(&mut lab);
+    let log = lab.daemon_log();
+    let (ok, out, err) = echo.finish(Duration::from_secs(60));
+    assert!(
+        ok,
+        "the IPv6 connection broke:\n{out}\n{err}\ndaemon log:\n{log}"
+    );
+    eprintln!("IPv6 echo through NAT66: {out} (switch away {gap:?})");
+    assert!(restored_count(&log, "conntrack6") >= 1, "{log}");
+    let lines: u32 = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(lines > 15, "{out}");
+}
