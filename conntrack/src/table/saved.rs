@@ -195,7 +195,10 @@ impl<A: Address> Conntrack<A> {
             .unwrap_or(0);
         let remaining = saved.remaining_ns.min(timeout);
         let refreshed_at = clock.saturating_add(remaining).saturating_sub(timeout);
-        let last_seen = clock.saturating_sub(saved.idle_ns);
+        // A lifetime cut to this table's timeout (or times clamped at 0) moves the refresh:
+        // the last packet is never before it, nor the creation after it.
+        let last_seen = clock.saturating_sub(saved.idle_ns).max(refreshed_at);
+        let created = clock.saturating_sub(saved.age_ns).min(refreshed_at);
         let idx = id.idx;
         // `insert` linked the fresh entry at the tail of its initial list.
         let first_list = list_of(
@@ -211,7 +214,7 @@ impl<A: Address> Conntrack<A> {
             return Ok(id);
         };
         slot.kind = kind;
-        slot.created = clock.saturating_sub(saved.age_ns);
+        slot.created = created;
         slot.refreshed_at = refreshed_at;
         if let SavedState::Tcp { state, track } = saved.state {
             let packed = TcpTrack::from(track).pack(state);
@@ -479,6 +482,7 @@ mod tests {
         let mut long = saved[1];
         long.remaining_ns = u64::MAX;
         let id = fresh.import(&long, 5 * SEC).expect("import");
+        fresh.check_invariants();
         let e = fresh.entry(id).expect("entry");
         assert!(
             e.expires_at
@@ -515,5 +519,81 @@ mod tests {
         // An IPv4 snapshot is not an IPv6 one.
         let v4 = serde_json::to_string(&populated().0.export(10 * SEC)).expect("json");
         assert!(serde_json::from_str::<Vec<SavedEntry<Ipv6Addr>>>(&v4).is_err());
+    }
+
+    fn tcp_state(i: u8) -> TcpState {
+        [
+            TcpState::None,
+            TcpState::SynSent,
+            TcpState::SynRecv,
+            TcpState::Established,
+            TcpState::FinWait,
+            TcpState::CloseWait,
+            TcpState::LastAck,
+            TcpState::TimeWait,
+            TcpState::Close,
+        ][usize::from(i % 9)]
+    }
+
+    proptest::proptest! {
+        /// Whatever a snapshot holds (any times, states, counters, duplicates) and whatever the
+        /// new table's timeouts and size: import never panics and the table stays sound.
+        #[test]
+        fn any_saved_entries_import_into_a_sound_table(
+            entries in proptest::collection::vec(
+                (0u8..3, 0u8..9, proptest::bool::ANY, proptest::bool::ANY, 0u16..6,
+                 0u64..u64::MAX, 0u64..u64::MAX, 0u64..u64::MAX, 0u64..u64::MAX, 0u32..u32::MAX),
+                0..40,
+            ),
+            timeout_s in 1u64..400_000,
+            max_entries in 1usize..30,
+            now in 0u64..u64::MAX / 2,
+        ) {
+            let defaults = Config::default();
+            let config = Config {
+                max_entries,
+                timeouts: crate::config::Timeouts {
+                    tcp_established: timeout_s * SEC,
+                    udp_unreplied: (timeout_s % 90 + 1) * SEC,
+                    ..defaults.timeouts
+                },
+                ..defaults
+            };
+            let mut ct = Conntrack::new(config);
+            for (p, st, flag, assured, port, age, idle, remaining, pk, mark) in entries {
+                let proto = [L4Proto::Tcp, L4Proto::Udp, L4Proto::Icmp][usize::from(p)];
+                let t = Tuple::new(
+                    proto,
+                    Ipv4Addr::new(10, 0, 0, 2),
+                    1000 + port,
+                    Ipv4Addr::new(198, 51, 100, 1),
+                    80,
+                );
+                let state = match (st % 4, flag) {
+                    (0, _) => SavedState::Tcp { state: tcp_state(st), track: SavedTcp::default() },
+                    (1, r) => SavedState::Udp { replied: r },
+                    (2, r) => SavedState::Icmp { replied: r },
+                    _ => SavedState::Tcp { state: tcp_state(st), track: SavedTcp {
+                        seen: [true, flag], ack_seen: [flag, true], ..SavedTcp::default() } },
+                };
+                let saved = SavedEntry {
+                    original: t,
+                    reply: t.reversed(),
+                    state,
+                    assured,
+                    age_ns: age,
+                    idle_ns: idle,
+                    remaining_ns: remaining,
+                    packets: [pk, pk >> 7],
+                    bytes: [u64::from(mark) << 20, pk],
+                    mark,
+                };
+                let _ = ct.import(&saved, now);
+                ct.check_invariants();
+            }
+            let _ = ct.export(now);
+            ct.expire(now.saturating_add(400_000 * SEC), usize::MAX);
+            ct.check_invariants();
+        }
     }
 }
