@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod capture;
+mod events;
 mod mapping;
 mod table;
 mod top;
@@ -64,6 +65,9 @@ enum Command {
     /// Live capture from the packet loops: a port, a container or a network, both ways (frames
     /// the switch sends are after NAT). `-w FILE` writes pcapng for tcpdump and Wireshark.
     Capture(capture::CaptureArgs),
+    /// Stream events as they happen: conntrack (new, assured, destroyed with counts),
+    /// containers attached and detached, ports up and down, limits hit.
+    Events(events::EventsArgs),
     /// Ask the daemon to stop (it removes the links it created).
     Shutdown(ClientArgs),
     /// Print the version.
@@ -407,6 +411,7 @@ fn main() -> ExitCode {
             })
         }
         Command::Capture(args) => capture::run(args),
+        Command::Events(args) => events::run(args),
         Command::Shutdown(c) => client(&c, &Request::Shutdown, |_| println!("daemon stopping")),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();

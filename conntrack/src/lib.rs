@@ -40,6 +40,9 @@ mod model_tests;
 
 pub use address::Address;
 pub use config::{Config, Timeouts};
-pub use table::{Conntrack, Counters, Entry, EntryId, InsertError, State, Verdict};
+pub use table::{
+    Conntrack, Counters, Entry, EntryId, Event, EventKind, InsertError, MAX_PENDING_EVENTS, State,
+    Verdict,
+};
 pub use tcp::{TcpSegment, TcpState, tcp_may_create};
 pub use tuple::{Direction, Tuple};

@@ -187,6 +187,9 @@ pub enum Request {
         #[serde(default)]
         direction: Option<String>,
     },
+    /// Stream events (conntrack, containers, ports, limits): after the `ok` line, one JSON
+    /// object per line until the client closes (see `vswitch events`).
+    Events,
     /// Stop the daemon (removing the links it created).
     Shutdown,
 }

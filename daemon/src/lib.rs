@@ -19,6 +19,7 @@
 //! status; the host port), `host_proxy` (published ports reached from the host itself), `uplink`
 //! (the socket gateway, the embedded rootless topology, resolvers).
 
+mod events;
 mod handlers;
 mod host_proxy;
 mod metrics;

@@ -123,6 +123,7 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         uplink_address: config.uplink.as_ref().map(|u| u.address),
         uplink_macvlan,
         proxy: Default::default(),
+        events: crate::events::EventBus::new(),
     });
     restore(&daemon, upstream);
     handlers::watch_containers(&daemon);

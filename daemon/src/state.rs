@@ -120,6 +120,8 @@ pub(crate) struct Daemon {
     pub(crate) uplink_macvlan: Option<String>,
     /// Published ports reached from the host itself.
     pub(crate) proxy: crate::host_proxy::HostProxy,
+    /// `vswitch events` subscribers.
+    pub(crate) events: Arc<crate::events::EventBus>,
 }
 
 /// Counts a served control client; the count drops when the client's thread ends, however.

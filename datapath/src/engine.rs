@@ -72,6 +72,17 @@ const KERNEL_STATS_EVERY: Duration = Duration::from_secs(1);
 /// was read (see [`switch::config::Port::generation`]).
 type Handoff = (Packet, u32);
 
+/// A conntrack event of one loop, for `vswitch events`.
+#[derive(Clone, Copy, Debug)]
+pub enum LoopEvent {
+    /// An IPv4 entry's event.
+    V4(conntrack::Event<std::net::Ipv4Addr>),
+    /// An IPv6 entry's event.
+    V6(conntrack::Event<std::net::Ipv6Addr>),
+    /// Events lost since the last: the table's pending list or the channel was full.
+    Lost(u64),
+}
+
 /// Work for the loop thread, sent by the control plane.
 pub type Command = Box<dyn FnOnce(&mut Engine) + Send>;
 
@@ -144,6 +155,8 @@ pub struct Engine {
     stats_due: Vec<bool>,
     /// Live captures (see [`crate::capture`]).
     taps: Taps,
+    /// Where conntrack events go while someone listens (`vswitch events`).
+    events: Option<Sender<LoopEvent>>,
 }
 
 impl Engine {
@@ -191,6 +204,7 @@ impl Engine {
                 stats_ports: Vec::new(),
                 stats_due: Vec::new(),
                 taps: Taps::default(),
+                events: None,
             };
             out.push((engine, EngineHandle { tx, waker }));
         }
@@ -253,6 +267,31 @@ impl Engine {
         self.taps.remove(id)
     }
 
+    /// Sends conntrack events to `sink` from now on (`None`: stop recording them). The sink
+    /// is bounded: what does not fit is counted and reported as [`LoopEvent::Lost`].
+    pub fn set_event_sink(&mut self, sink: Option<Sender<LoopEvent>>) {
+        self.pipeline.set_conntrack_events(sink.is_some());
+        self.events = sink;
+    }
+
+    /// Hands the batch's conntrack events to the sink, never waiting for it.
+    fn send_events(&mut self) {
+        let Some(tx) = &self.events else { return };
+        let lost = std::cell::Cell::new(0u64);
+        let send = |e: LoopEvent| {
+            if tx.try_send(e).is_err() {
+                lost.set(lost.get() + 1);
+            }
+        };
+        let dropped = self
+            .pipeline
+            .drain_conntrack_events(|e| send(LoopEvent::V4(e)), |e| send(LoopEvent::V6(e)));
+        let lost = lost.get() + dropped;
+        if lost > 0 {
+            let _ = tx.try_send(LoopEvent::Lost(lost));
+        }
+    }
+
     /// Asks the loop to return after the current iteration.
     pub fn stop(&mut self) {
         self.running = false;
@@ -305,6 +344,9 @@ impl Engine {
             }
             self.pipeline.process(now, &mut batch, &mut out);
             self.io.batches += 1;
+            if self.events.is_some() {
+                self.send_events();
+            }
             self.transmit(&mut out);
         }
         Ok(())

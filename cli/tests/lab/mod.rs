@@ -12,6 +12,7 @@ pub const UPLINK_IP: &str = "203.0.113.2";
 /// Topology lines that publish the uplink's tcp 8080 to 172.17.0.3:80 (Docker's `-p 8080:80`).
 pub const PUBLISH_8080_TO_C2: &str = "\n[[publish]]\nproto = \"tcp\"\nhost_port = 8080\ncontainer_ip = \"172.17.0.3\"\ncontainer_port = 80\n";
 
+#[allow(unused_imports)] // Each test binary uses a subset.
 pub use testkit::lab::{ip, ok, run, sha256, skip};
 
 pub struct Lab {

@@ -130,8 +130,8 @@ pub(crate) fn run(d: &Daemon, req: Request) -> Result<serde_json::Value> {
             host_port,
             host_port_last,
         } => port::rm(d, &proto, host_port, host_port_last)?,
-        Request::Capture { .. } => {
-            anyhow::bail!("a capture streams: the control server serves it on its connection")
+        Request::Capture { .. } | Request::Events => {
+            anyhow::bail!("this request streams: the control server serves it on its connection")
         }
         Request::Shutdown => {
             d.shutdown.store(true, Ordering::Relaxed);
