@@ -112,6 +112,9 @@ struct DaemonArgs {
     /// 127.0.0.1:9469; off by default.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
+    /// Serve fault-injection requests (for tests).
+    #[arg(long, hide = true)]
+    fault_injection: bool,
 }
 
 #[derive(Args, Clone)]
@@ -616,6 +619,7 @@ fn run_daemon(args: DaemonArgs) -> Result<()> {
         workers: daemon::workers(args.rootless, args.workers),
         rootless,
         metrics: args.metrics,
+        fault_injection: args.fault_injection,
     })
 }
 

@@ -310,6 +310,15 @@ fn control_socket_survives_garbage_and_bad_requests() {
         assert_eq!(v["ok"], false, "{v}");
         assert!(!v["error"].as_str().unwrap_or_default().is_empty());
     }
+    // Fault injection is for tests that ask for it at start.
+    let v = ask(b"{\"cmd\":\"fault_inject\",\"action\":\"panic_loop\"}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("fault injection is off"),
+        "{v}"
+    );
     let huge = vec![b'x'; 100_000];
     assert_eq!(ask(&huge)["ok"], false);
     assert_eq!(

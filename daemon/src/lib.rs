@@ -21,6 +21,7 @@
 
 mod events;
 mod handlers;
+mod health;
 mod host_proxy;
 mod metrics;
 mod server;
@@ -50,6 +51,8 @@ pub struct DaemonOptions {
     pub rootless: Option<Arc<HostHelper>>,
     /// Serve Prometheus metrics on this address (`GET /metrics`); none by default.
     pub metrics: Option<std::net::SocketAddr>,
+    /// Serve `fault_inject` requests (tests of what happens when a part dies).
+    pub fault_injection: bool,
 }
 
 /// Rootless mode, first thing in the process while it is still single-threaded: forks the

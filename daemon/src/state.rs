@@ -122,6 +122,10 @@ pub(crate) struct Daemon {
     pub(crate) proxy: crate::host_proxy::HostProxy,
     /// `vswitch events` subscribers.
     pub(crate) events: Arc<crate::events::EventBus>,
+    /// Each packet loop's health, by worker.
+    pub(crate) loops: Vec<Arc<crate::health::LoopHealth>>,
+    /// Whether `fault_inject` requests are served (tests only).
+    pub(crate) fault_injection: bool,
 }
 
 /// Counts a served control client; the count drops when the client's thread ends, however.

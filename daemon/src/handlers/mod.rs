@@ -15,7 +15,7 @@ pub(crate) use lifecycle::start as watch_containers;
 pub(crate) use port::{activate_all as activate_published, dnat_on_uplink};
 
 use crate::state::Daemon;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use control::Request;
 use std::sync::atomic::Ordering;
 
@@ -132,6 +132,23 @@ pub(crate) fn run(d: &Daemon, req: Request) -> Result<serde_json::Value> {
         } => port::rm(d, &proto, host_port, host_port_last)?,
         Request::Capture { .. } | Request::Events => {
             anyhow::bail!("this request streams: the control server serves it on its connection")
+        }
+        Request::FaultInject { action, worker } => {
+            if !d.fault_injection {
+                anyhow::bail!(
+                    "fault injection is off: it is for tests (vswitch daemon --fault-injection)"
+                );
+            }
+            match action.as_str() {
+                "panic_loop" => {
+                    let e = d.engines.get(worker).with_context(|| {
+                        format!("no packet loop {worker}: there are {}", d.engines.len())
+                    })?;
+                    let _ = e.call(|_| -> () { panic!("fault injection: panic_loop") });
+                }
+                other => anyhow::bail!("unknown fault {other:?}: give panic_loop"),
+            }
+            serde_json::json!({})
         }
         Request::Shutdown => {
             d.shutdown.store(true, Ordering::Relaxed);

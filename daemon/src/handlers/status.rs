@@ -32,6 +32,7 @@ pub(super) fn status(d: &Daemon) -> Result<Value> {
         "networks": networks,
         "containers": containers,
         "workers": io,
+        "health": crate::health::report(d),
     }))
 }
 
