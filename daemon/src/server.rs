@@ -76,7 +76,11 @@ fn serve(d: &Daemon, stream: UnixStream) {
         if n == 0 {
             return;
         }
-        let resp = match decode_request(&line, d.max_request) {
+        let decoded = decode_request(&line, d.max_request);
+        let cmd = decoded
+            .as_ref()
+            .map_or_else(|_| "invalid".to_string(), handlers::usage::cmd_of);
+        let resp = match decoded {
             Ok(control::Request::Capture {
                 target,
                 filter,
@@ -92,6 +96,7 @@ fn serve(d: &Daemon, stream: UnixStream) {
                 match handlers::capture::start(d, args) {
                     // The connection is the capture's from here on.
                     Ok((answer, streaming)) => {
+                        d.requests.count(&cmd, true);
                         if respond(&mut writer, &Response::ok(answer)).is_ok() {
                             streaming.run(&stream);
                         }
@@ -101,6 +106,7 @@ fn serve(d: &Daemon, stream: UnixStream) {
                 }
             }
             Ok(control::Request::Events) => {
+                d.requests.count(&cmd, true);
                 if respond(&mut writer, &Response::ok(serde_json::json!({}))).is_ok() {
                     stream_events(d, &stream);
                 }
@@ -109,11 +115,13 @@ fn serve(d: &Daemon, stream: UnixStream) {
             Ok(req) => handle(d, req),
             Err(e @ DecodeError::TooLong(_)) => {
                 // The rest of the line is still unread: the stream cannot be resynchronised.
+                d.requests.count(&cmd, false);
                 let _ = respond(&mut writer, &Response::err(e));
                 return;
             }
             Err(e) => Response::err(e),
         };
+        d.requests.count(&cmd, resp.ok);
         if respond(&mut writer, &resp).is_err() {
             return;
         }

@@ -118,6 +118,7 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         events: crate::events::EventBus::new(),
         loops,
         fault_injection: opts.fault_injection,
+        requests: Default::default(),
     });
     restore(&daemon, upstream);
     handlers::watch_containers(&daemon);

@@ -126,6 +126,8 @@ pub(crate) struct Daemon {
     pub(crate) loops: Vec<Arc<crate::health::LoopHealth>>,
     /// Whether `fault_inject` requests are served (tests only).
     pub(crate) fault_injection: bool,
+    /// Control requests served, by command and result.
+    pub(crate) requests: crate::handlers::usage::RequestCounts,
 }
 
 /// Counts a served control client; the count drops when the client's thread ends, however.

@@ -120,8 +120,13 @@ pub struct IoCounters {
     pub handed_off: u64,
     /// Frames received from another worker.
     pub handed_in: u64,
-    /// Batches processed.
+    /// Batches of at least one frame processed (the pipeline also runs empty, for its timers).
     pub batches: u64,
+    /// Frames processed (read, or handed in): over `batches`, the mean batch size.
+    pub frames: u64,
+    /// Nanoseconds spent working (from the wake-up to the end of transmit): over wall time,
+    /// the loop's utilisation.
+    pub busy_ns: u64,
     /// Handed-in frames dropped because their port was removed and its id reused since they
     /// were read: they are the old container's, not the new one's.
     pub handed_stale: u64,
@@ -316,6 +321,9 @@ impl Engine {
                 return Err(e);
             }
             self.io.wakeups += 1;
+            // One clock read at the wake-up serves the pipeline, the stats timer and the busy
+            // time; one more at the end of the iteration.
+            let woke = self.now();
             ready.clear();
             ready.extend(self.hot.drain(..).filter(|&p| p != HANDOFF_PENDING));
             for ev in events.iter() {
@@ -336,18 +344,19 @@ impl Engine {
                 // More waiting: come back without sleeping.
                 self.hot.push(HANDOFF_PENDING);
             }
-            let now = self.now();
-            // One clock read per batch serves the pipeline and this timer.
+            let now = woke;
             if now.saturating_sub(self.stats_at) >= KERNEL_STATS_EVERY.as_nanos() as u64 {
                 self.stats_at = now;
                 self.collect_port_stats();
             }
+            self.io.frames += batch.len() as u64;
+            self.io.batches += u64::from(!batch.is_empty());
             self.pipeline.process(now, &mut batch, &mut out);
-            self.io.batches += 1;
             if self.events.is_some() {
                 self.send_events();
             }
             self.transmit(&mut out);
+            self.io.busy_ns += self.now().saturating_sub(woke);
         }
         Ok(())
     }

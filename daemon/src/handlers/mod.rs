@@ -8,6 +8,7 @@ mod lifecycle;
 mod network;
 mod port;
 mod status;
+pub(crate) mod usage;
 
 pub(crate) use container::reattach;
 pub(crate) use host_port::ensure_all as ensure_host_ports;
