@@ -71,16 +71,19 @@ impl<A: Address> Conntrack<A> {
         std::mem::take(&mut log.lost)
     }
 
-    /// Records `kind` for the entry in slot `idx`, when events are on.
-    pub(super) fn record(&mut self, kind: EventKind, idx: u32) {
-        if self.events.is_none() {
-            return;
-        }
+    /// The entry in slot `idx` when events are on and it is live; with the log to write to.
+    fn for_event(&mut self, idx: u32) -> Option<(Entry<A>, &mut EventLog<A>)> {
+        self.events.as_ref()?;
         let entry = self
             .slot(idx)
             .filter(|s| s.is_live())
-            .map(|s| self.entry_at(idx, s));
-        if let (Some(entry), Some(log)) = (entry, self.events.as_mut()) {
+            .map(|s| self.entry_at(idx, s))?;
+        Some((entry, self.events.as_mut()?))
+    }
+
+    /// Records `kind` for the entry in slot `idx`, when events are on.
+    pub(super) fn record(&mut self, kind: EventKind, idx: u32) {
+        if let Some((entry, log)) = self.for_event(idx) {
             if log.pending.len() < MAX_PENDING_EVENTS {
                 log.pending.push((idx, Event { kind, entry }));
             } else {
@@ -88,20 +91,11 @@ impl<A: Address> Conntrack<A> {
             }
         }
     }
-}
 
-impl<A: Address> Conntrack<A> {
     /// Brings the pending `New` event of slot `idx` up to date after the packet that created
     /// it was tracked (`conntrack -E` shows a new TCP entry in SYN_SENT, not before its SYN).
     pub(super) fn refresh_new(&mut self, idx: u32) {
-        if self.events.is_none() {
-            return;
-        }
-        let entry = self
-            .slot(idx)
-            .filter(|s| s.is_live())
-            .map(|s| self.entry_at(idx, s));
-        let (Some(entry), Some(log)) = (entry, self.events.as_mut()) else {
+        let Some((entry, log)) = self.for_event(idx) else {
             return;
         };
         if let Some((_, e)) = log
