@@ -213,7 +213,7 @@ impl Sink {
 }
 
 /// `HH:MM:SS.micros` in UTC, as tcpdump prints times.
-fn clock(t: Duration) -> String {
+pub fn clock(t: Duration) -> String {
     let secs = t.as_secs() % 86_400;
     format!(
         "{:02}:{:02}:{:02}.{:06}",

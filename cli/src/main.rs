@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod capture;
+mod events;
 mod mapping;
 mod table;
 mod top;
@@ -64,6 +65,9 @@ enum Command {
     /// Live capture from the packet loops: a port, a container or a network, both ways (frames
     /// the switch sends are after NAT). `-w FILE` writes pcapng for tcpdump and Wireshark.
     Capture(capture::CaptureArgs),
+    /// Stream events as they happen: conntrack (new, assured, destroyed with counts),
+    /// containers attached and detached, ports up and down, limits hit.
+    Events(events::EventsArgs),
     /// Ask the daemon to stop (it removes the links it created).
     Shutdown(ClientArgs),
     /// Ask the daemon to stop for an upgrade: as SIGTERM with --keep-state, it keeps the links
@@ -111,6 +115,9 @@ struct DaemonArgs {
     /// 127.0.0.1:9469; off by default.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
+    /// Serve fault-injection requests (for tests).
+    #[arg(long, hide = true)]
+    fault_injection: bool,
     /// On SIGTERM/SIGINT, keep the containers' links and leases and write the connection
     /// tracking table, NAT mappings and FDB to STATE_DIR/keep-state.json; the next start
     /// (possibly of a newer binary) restores them, so connections survive the restart.
@@ -415,6 +422,7 @@ fn main() -> ExitCode {
             })
         }
         Command::Capture(args) => capture::run(args),
+        Command::Events(args) => events::run(args),
         Command::Shutdown(c) => client(&c, &Request::Shutdown, |_| println!("daemon stopping")),
         Command::Upgrade(c) => client(&c, &Request::Upgrade, |v| {
             println!(
@@ -628,6 +636,7 @@ fn run_daemon(args: DaemonArgs) -> Result<()> {
         workers: daemon::workers(args.rootless, args.workers),
         rootless,
         metrics: args.metrics,
+        fault_injection: args.fault_injection,
         keep_state: args.keep_state,
     })
 }

@@ -77,6 +77,7 @@ fn drops_text(v: &Value) -> String {
 /// `vswitch status`.
 pub fn print_status(v: &Value) {
     println!("vswitch {} up {}s", s(&v["version"]), s(&v["uptime_secs"]));
+    println!("{}", health_line(&v["health"]));
     println!();
     println!(
         "{:<12} {:<18} {:<14} {:<9} {:<5}",
@@ -205,6 +206,33 @@ pub fn conntrack_line(e: &Value, now_ns: Option<u64>) -> String {
         line.push_str(" [ASSURED]");
     }
     line
+}
+
+/// `health: loop0 alive, loop1 DEAD (panicked: ...), rootless helper alive`.
+pub fn health_line(h: &Value) -> String {
+    let part = |name: String, p: &Value| match p["alive"].as_bool() {
+        Some(true) => format!("{name} alive"),
+        Some(false) => format!("{name} DEAD ({})", s(&p["reason"])),
+        None => format!("{name} unknown"),
+    };
+    let mut parts: Vec<String> = h["loops"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| part(format!("loop{}", s(&l["worker"])), l))
+        .collect();
+    for (key, name) in [
+        ("rootless_helper", "rootless helper"),
+        ("socket_gateway", "socket gateway"),
+    ] {
+        if h[key].is_object() {
+            parts.push(part(name.to_string(), &h[key]));
+        }
+    }
+    if parts.is_empty() {
+        return "health: not reported (an older daemon?)".into();
+    }
+    format!("health: {}", parts.join(", "))
 }
 
 /// `vswitch conntrack ls`.

@@ -310,6 +310,15 @@ fn control_socket_survives_garbage_and_bad_requests() {
         assert_eq!(v["ok"], false, "{v}");
         assert!(!v["error"].as_str().unwrap_or_default().is_empty());
     }
+    // Fault injection is for tests that ask for it at start.
+    let v = ask(b"{\"cmd\":\"fault_inject\",\"action\":\"panic_loop\"}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("fault injection is off"),
+        "{v}"
+    );
     let huge = vec![b'x'; 100_000];
     assert_eq!(ask(&huge)["ok"], false);
     assert_eq!(
@@ -617,6 +626,31 @@ fn metrics_are_served_in_prometheus_text_when_asked_for() {
         "{text}"
     );
     assert!(text.contains("vswitch_workers 2"), "{text}");
+    // The control requests so far (the connect) are counted; the loops did work.
+    assert!(
+        text.contains("vswitch_control_requests_total{cmd=\"connect\",result=\"ok\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("vswitch_loop_frames_total{worker=\"0\"}"),
+        "{text}"
+    );
+    // `stats --json` has the same numbers.
+    let stats = lab.json(&["stats"]);
+    let frames: u64 = stats["loops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["frames"].as_u64().unwrap())
+        .sum();
+    assert!(frames >= 4, "{stats}");
+    assert!(
+        stats["control_requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["cmd"] == "connect")
+    );
     assert!(text.ends_with("# EOF\n"));
     eprintln!("$ curl http://127.0.0.1:9469/metrics\n{text}");
     // Anything but GET /metrics is not found.

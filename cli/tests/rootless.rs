@@ -189,6 +189,12 @@ container_port = 80
         sha256(&www.join("big.bin")),
         "download corrupted"
     );
+    // Its parts are alive, and status says so.
+    let status = r.cli(&["status"]);
+    assert!(
+        status.contains("health: loop0 alive, rootless helper alive, socket gateway alive"),
+        "{status}"
+    );
     // The flow is in conntrack like any other.
     let ct = r.cli(&["conntrack", "ls"]);
     assert!(

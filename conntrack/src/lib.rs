@@ -41,8 +41,8 @@ mod model_tests;
 pub use address::Address;
 pub use config::{Config, Timeouts};
 pub use table::{
-    Conntrack, Counters, Entry, EntryId, ImportError, InsertError, SavedEntry, SavedState,
-    SavedTcp, State, Verdict,
+    Conntrack, Counters, Entry, EntryId, Event, EventKind, ImportError, InsertError,
+    MAX_PENDING_EVENTS, SavedEntry, SavedState, SavedTcp, State, Verdict,
 };
 pub use tcp::{TcpSegment, TcpState, tcp_may_create};
 pub use tuple::{Direction, Tuple};

@@ -54,6 +54,7 @@
 //! time arithmetic saturates and slab access goes through `get`.
 
 mod counters;
+mod events;
 mod limits;
 mod saved;
 mod slot;
@@ -70,6 +71,8 @@ use packet::L4Proto;
 use rustc_hash::FxHashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use events::EventLog;
+pub use events::{Event, EventKind, MAX_PENDING_EVENTS};
 #[cfg(test)]
 use limits::{bump, source_translated};
 use slot::*;
@@ -232,6 +235,8 @@ pub struct Conntrack<A: Address = Ipv4Addr> {
     wide: FxHashMap<u32, [u32; 4]>,
     /// `last_seen` of slots flagged `LATE`.
     late: FxHashMap<u32, u64>,
+    /// Events waiting to be drained, while they are asked for (see `events`).
+    events: Option<EventLog<A>>,
 }
 
 impl Conntrack<Ipv4Addr> {
@@ -279,6 +284,7 @@ impl<A: Address> Conntrack<A> {
             per_destination: FxHashMap::default(),
             wide: FxHashMap::default(),
             late: FxHashMap::default(),
+            events: None,
         }
     }
 
@@ -419,6 +425,7 @@ impl<A: Address> Conntrack<A> {
         self.len += 1;
         self.counters.new += 1;
         self.count_addresses(&original, &reply, true);
+        self.record(EventKind::New, idx);
         Ok(EntryId { idx, generation })
     }
 
@@ -499,6 +506,7 @@ impl<A: Address> Conntrack<A> {
                 (State::Icmp { replied }, true)
             }
         };
+        let first_packet = slot.packets == [0; 2] && slot.spill & WIDE == 0;
         count_packet(slot, &mut self.wide, id.idx, dir.index(), len);
         slot.kind = kind_of(state, assured);
         let (old_list, new_list) = (
@@ -518,6 +526,12 @@ impl<A: Address> Conntrack<A> {
             }
         } else {
             set_last_seen(slot, &mut self.late, id.idx, clock);
+        }
+        if first_packet {
+            self.refresh_new(id.idx);
+        }
+        if assured && old_kind & ASSURED == 0 {
+            self.record(EventKind::Assured, id.idx);
         }
         Verdict::Accept
     }
@@ -629,6 +643,21 @@ impl<A: Address> Conntrack<A> {
 
     /// Removes every entry. Counters are kept; outstanding ids go stale.
     pub fn flush(&mut self) {
+        if self.events.is_some() {
+            // Every stored entry, expired ones not yet reclaimed included.
+            let live: Vec<u32> = (self.chunks.iter().enumerate())
+                .flat_map(|(c, chunk)| {
+                    chunk
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, s)| s.is_live())
+                        .map(move |(o, _)| u32::try_from(c << CHUNK_BITS | o).unwrap_or(NIL))
+                })
+                .collect();
+            for idx in live {
+                self.record(EventKind::Destroyed, idx);
+            }
+        }
         self.map.clear();
         self.lists = [EMPTY_LIST; NUM_LISTS];
         self.free_head = NIL;
@@ -823,6 +852,7 @@ impl<A: Address> Conntrack<A> {
 
     /// Removes the entry at `idx` and its keys; false if it holds none.
     fn remove_idx(&mut self, idx: u32) -> bool {
+        self.record(EventKind::Destroyed, idx);
         let Some(s) = self.slot(idx).filter(|s| s.is_live()) else {
             return false;
         };

@@ -187,6 +187,18 @@ pub enum Request {
         #[serde(default)]
         direction: Option<String>,
     },
+    /// Stream events (conntrack, containers, ports, limits): after the `ok` line, one JSON
+    /// object per line until the client closes (see `vswitch events`).
+    Events,
+    /// Make a part of the daemon fail, to test what follows: `panic_loop` panics packet loop
+    /// `worker`. Refused unless the daemon runs with `--fault-injection`.
+    FaultInject {
+        /// What to break: `panic_loop`.
+        action: String,
+        /// The packet loop.
+        #[serde(default)]
+        worker: usize,
+    },
     /// Stop the daemon (removing the links it created).
     Shutdown,
     /// Stop the daemon keeping its state (as SIGTERM with `--keep-state`): the links stay and

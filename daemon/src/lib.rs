@@ -21,7 +21,9 @@
 //! status; the host port), `host_proxy` (published ports reached from the host itself), `uplink`
 //! (the socket gateway, the embedded rootless topology, resolvers).
 
+mod events;
 mod handlers;
+mod health;
 mod host_proxy;
 pub mod keep_state;
 mod metrics;
@@ -52,6 +54,8 @@ pub struct DaemonOptions {
     pub rootless: Option<Arc<HostHelper>>,
     /// Serve Prometheus metrics on this address (`GET /metrics`); none by default.
     pub metrics: Option<std::net::SocketAddr>,
+    /// Serve `fault_inject` requests (tests of what happens when a part dies).
+    pub fault_injection: bool,
     /// Keep connections across a restart (`--keep-state`): see [`keep_state`].
     pub keep_state: bool,
 }

@@ -7,8 +7,10 @@
 //! encoder), `_bytes` for byte counts, labels for what varies (port, network, reason, family,
 //! proto, state, event). The figures are the ones `vswitch stats --json` shows.
 
+use crate::handlers::usage;
 use crate::state::{Daemon, snapshot};
 use anyhow::{Context, Result};
+use datapath::engine::IoCounters;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -74,10 +76,24 @@ fn answer(d: &Daemon, req: tiny_http::Request) {
 
 /// The text of one scrape.
 pub(crate) fn render(d: &Daemon) -> Result<String> {
+    let snapshot = snapshot(d)?;
+    let tables = d
+        .call_all(|e| {
+            let (v4, v6) = (e.pipeline().conntrack(), e.pipeline().conntrack6());
+            [
+                (v4.len(), v4.config().max_entries),
+                (v6.len(), v6.config().max_entries),
+            ]
+        })
+        .context("the packet loop is not running")?;
     let scrape = Scrape {
-        snapshot: snapshot(d)?,
+        nat: usage::nat_ports_in_use(&snapshot),
+        snapshot,
         workers: d.engines.len(),
         containers: crate::state::lock(&d.containers).len(),
+        loops: usage::loops(d).context("the packet loop is not running")?,
+        tables,
+        requests: d.requests.all(),
     };
     encode(scrape)
 }
@@ -97,6 +113,12 @@ struct Scrape {
     snapshot: Snapshot,
     workers: usize,
     containers: usize,
+    /// Each loop's work, by worker.
+    loops: Vec<IoCounters>,
+    /// Each loop's conntrack tables: (entries, max_entries) for IPv4, then IPv6.
+    tables: Vec<[(usize, usize); 2]>,
+    nat: Vec<usage::NatPorts>,
+    requests: Vec<usage::RequestCount>,
 }
 
 /// The fields of a counters struct, by name (its serde form).
@@ -276,7 +298,115 @@ impl Collector for Scrape {
                 [(Vec::new(), ConstGauge::new(n))],
             )?;
         }
-        Ok(())
+        self.encode_usage(&mut e)
+    }
+}
+
+/// `n` as a gauge value.
+fn gauge(n: usize) -> ConstGauge {
+    ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+impl Scrape {
+    /// The loops' work, conntrack fill, NAT ports and control requests.
+    fn encode_usage(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use MetricType::{Counter, Gauge};
+        let workers: Vec<String> = (0..self.loops.len()).map(|w| w.to_string()).collect();
+        type LoopCounter = fn(&IoCounters) -> u64;
+        let loop_counters: [(&str, &str, LoopCounter); 5] = [
+            ("vswitch_loop_wakeups", "Wake-ups of a packet loop.", |c| {
+                c.wakeups
+            }),
+            (
+                "vswitch_loop_batches",
+                "Batches a packet loop ran through the pipeline.",
+                |c| c.batches,
+            ),
+            (
+                "vswitch_loop_frames",
+                "Frames a packet loop processed (over batches: the mean batch size).",
+                |c| c.frames,
+            ),
+            (
+                "vswitch_loop_handed_off",
+                "Frames a loop read and handed to the worker owning their flow.",
+                |c| c.handed_off,
+            ),
+            (
+                "vswitch_loop_tx_errors",
+                "Frames the kernel did not take on transmit.",
+                |c| c.tx_errors,
+            ),
+        ];
+        for (name, help, f) in loop_counters {
+            let samples = self
+                .loops
+                .iter()
+                .zip(&workers)
+                .map(|(c, w)| (vec![("worker", w.as_str())], ConstCounter::new(f(c))));
+            family(e, name, help, Counter, samples)?;
+        }
+        let busy = self.loops.iter().zip(&workers).map(|(c, w)| {
+            (
+                vec![("worker", w.as_str())],
+                ConstCounter::new(c.busy_ns as f64 / 1e9),
+            )
+        });
+        family(
+            e,
+            "vswitch_loop_busy_seconds",
+            "Time a packet loop spent working, not waiting (its rate: the loop's utilisation).",
+            Counter,
+            busy,
+        )?;
+        for (i, (name, help)) in [
+            (
+                "vswitch_conntrack_table_entries",
+                "Entries in a loop's conntrack table, by family.",
+            ),
+            (
+                "vswitch_conntrack_table_max_entries",
+                "Capacity of a loop's conntrack table (conntrack.max_entries), by family.",
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let samples = self.tables.iter().zip(&workers).flat_map(|(t, w)| {
+                [("ipv4", t[0]), ("ipv6", t[1])].map(|(fam, (n, max))| {
+                    let v = if i == 0 { n } else { max };
+                    (vec![("worker", w.as_str()), ("family", fam)], gauge(v))
+                })
+            });
+            family(e, name, help, Gauge, samples)?;
+        }
+        let addrs: Vec<String> = self.nat.iter().map(|n| n.address.to_string()).collect();
+        let nat = self.nat.iter().zip(&addrs).map(|(n, a)| {
+            (
+                vec![("address", a.as_str()), ("proto", n.proto.as_str())],
+                gauge(n.ports),
+            )
+        });
+        family(
+            e,
+            "vswitch_nat_ports_in_use",
+            "Masquerade source ports held by tracked connections, per uplink address.",
+            Gauge,
+            nat,
+        )?;
+        let requests = self.requests.iter().map(|r| {
+            (
+                vec![("cmd", r.cmd.as_str()), ("result", r.result)],
+                ConstCounter::new(r.count),
+            )
+        });
+        family(
+            e,
+            "vswitch_control_requests",
+            "Control-socket requests served, by command and result.",
+            Counter,
+            requests,
+        )
     }
 }
 
@@ -323,6 +453,19 @@ mod tests {
             snapshot: p.snapshot(1_000_000_000),
             workers: 2,
             containers: 3,
+            loops: vec![IoCounters {
+                batches: 4,
+                frames: 10,
+                busy_ns: 1_500_000_000,
+                ..IoCounters::default()
+            }],
+            tables: vec![[(1, 64), (0, 64)]],
+            nat: usage::nat_ports_in_use(&p.snapshot(1_000_000_000)),
+            requests: vec![usage::RequestCount {
+                cmd: "status".into(),
+                result: "ok",
+                count: 7,
+            }],
         };
         let text = encode(scrape).unwrap();
         let lines = text.lines().map(|l| Ok(l.to_string()));
@@ -375,6 +518,32 @@ mod tests {
         );
         assert_eq!(value("vswitch_workers", &[]), Some(2.0));
         assert_eq!(value("vswitch_containers", &[]), Some(3.0));
+        let w0 = [("worker", "0")];
+        assert_eq!(value("vswitch_loop_frames_total", &w0), Some(10.0));
+        assert_eq!(value("vswitch_loop_batches_total", &w0), Some(4.0));
+        assert_eq!(value("vswitch_loop_busy_seconds_total", &w0), Some(1.5));
+        assert_eq!(
+            value(
+                "vswitch_conntrack_table_max_entries",
+                &[("worker", "0"), ("family", "ipv6")]
+            ),
+            Some(64.0)
+        );
+        assert_eq!(
+            value(
+                "vswitch_nat_ports_in_use",
+                &[("address", "203.0.113.2"), ("proto", "udp")]
+            ),
+            Some(1.0),
+            "the masqueraded UDP flow holds one port: {text}"
+        );
+        assert_eq!(
+            value(
+                "vswitch_control_requests_total",
+                &[("cmd", "status"), ("result", "ok")]
+            ),
+            Some(7.0)
+        );
         assert!(
             text.contains("# TYPE vswitch_port_rx_bytes counter"),
             "{text}"

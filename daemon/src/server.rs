@@ -76,7 +76,11 @@ fn serve(d: &Daemon, stream: UnixStream) {
         if n == 0 {
             return;
         }
-        let resp = match decode_request(&line, d.max_request) {
+        let decoded = decode_request(&line, d.max_request);
+        let cmd = decoded
+            .as_ref()
+            .map_or_else(|_| "invalid".to_string(), handlers::usage::cmd_of);
+        let resp = match decoded {
             Ok(control::Request::Capture {
                 target,
                 filter,
@@ -92,6 +96,7 @@ fn serve(d: &Daemon, stream: UnixStream) {
                 match handlers::capture::start(d, args) {
                     // The connection is the capture's from here on.
                     Ok((answer, streaming)) => {
+                        d.requests.count(&cmd, true);
                         if respond(&mut writer, &Response::ok(answer)).is_ok() {
                             streaming.run(&stream);
                         }
@@ -100,18 +105,63 @@ fn serve(d: &Daemon, stream: UnixStream) {
                     Err(e) => Response::err(format!("{e:#}")),
                 }
             }
+            Ok(control::Request::Events) => {
+                d.requests.count(&cmd, true);
+                if respond(&mut writer, &Response::ok(serde_json::json!({}))).is_ok() {
+                    stream_events(d, &stream);
+                }
+                return;
+            }
             Ok(req) => handle(d, req),
             Err(e @ DecodeError::TooLong(_)) => {
                 // The rest of the line is still unread: the stream cannot be resynchronised.
+                d.requests.count(&cmd, false);
                 let _ = respond(&mut writer, &Response::err(e));
                 return;
             }
             Err(e) => Response::err(e),
         };
+        d.requests.count(&cmd, resp.ok);
         if respond(&mut writer, &resp).is_err() {
             return;
         }
     }
+}
+
+/// Whether a streaming client shut down its writing half (or closed): the end of its stream.
+/// Anything it sends meanwhile is ignored.
+pub(crate) fn client_done(stream: &UnixStream) -> bool {
+    match datapath::io::wait::readable(stream.as_fd(), Duration::ZERO) {
+        Ok(true) => {
+            let mut buf = [0u8; 256];
+            let mut r = stream;
+            !matches!(r.read(&mut buf), Ok(n) if n > 0)
+        }
+        Ok(false) => false,
+        Err(_) => true,
+    }
+}
+
+/// Streams events to a subscriber, one JSON line each, until it goes away.
+fn stream_events(d: &Daemon, stream: &UnixStream) {
+    let sub = d.events.subscribe(&d.engines);
+    tracing::info!("events subscriber joined");
+    let mut w = stream;
+    loop {
+        if let Some(event) = sub.next(Duration::from_millis(200)) {
+            let mut line = event.to_string();
+            line.push('\n');
+            if w.write_all(line.as_bytes()).is_err() {
+                break;
+            }
+            continue;
+        }
+        if client_done(stream) {
+            break;
+        }
+    }
+    d.events.unsubscribe(sub, &d.engines);
+    tracing::info!("events subscriber left");
 }
 
 fn respond(w: &mut impl Write, resp: &Response) -> std::io::Result<()> {

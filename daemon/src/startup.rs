@@ -22,7 +22,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 use switch::{Config, PortId, PortKind};
 
-type LoopThread = JoinHandle<std::io::Result<()>>;
+type LoopThread = JoinHandle<()>;
 
 /// Runs the daemon until SIGTERM/SIGINT or a `shutdown` request.
 pub fn run(opts: DaemonOptions) -> Result<()> {
@@ -98,17 +98,9 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
             return Err(e);
         }
     };
-    let loop_threads = engines
-        .into_iter()
-        .enumerate()
-        .map(|(i, mut engine)| {
-            std::thread::Builder::new()
-                .name(format!("vswitch-loop{i}"))
-                .spawn(move || engine.run())
-        })
-        .collect::<std::io::Result<Vec<_>>>()?;
-
     let shutdown = Arc::new(AtomicBool::new(false));
+    let (loop_threads, loops) = crate::health::spawn_loops(engines, &shutdown)?;
+
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, Arc::clone(&shutdown))?;
     }
@@ -140,6 +132,10 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         uplink_address: config.uplink.as_ref().map(|u| u.address),
         uplink_macvlan,
         proxy: Default::default(),
+        events: crate::events::EventBus::new(),
+        loops,
+        fault_injection: opts.fault_injection,
+        requests: Default::default(),
     });
     restore(&daemon, upstream);
     if !kept_fdb.is_empty() {
@@ -164,6 +160,9 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
     eprintln!("vswitch daemon: shutting down");
     stop(&daemon, loop_threads);
     let _ = std::fs::remove_file(&opts.socket);
+    if let Some((worker, reason)) = crate::health::dead_loop(&daemon) {
+        bail!("packet loop {worker} {reason}: the daemon stopped (its supervisor may restart it)");
+    }
     Ok(())
 }
 
@@ -387,11 +386,8 @@ fn stop(daemon: &Daemon, loop_threads: Vec<LoopThread>) {
         daemon.call_all(|e| e.stop());
     }
     for t in loop_threads {
-        match t.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!("packet loop ended with {e}"),
-            Err(_) => tracing::warn!("packet loop panicked"),
-        }
+        // A loop that died said so (crate::health); its thread ends normally.
+        let _ = t.join();
     }
     if let Some(m) = &daemon.uplink_macvlan
         && let Err(e) = link::delete_link(m)

@@ -124,6 +124,14 @@ pub(crate) struct Daemon {
     pub(crate) uplink_macvlan: Option<String>,
     /// Published ports reached from the host itself.
     pub(crate) proxy: crate::host_proxy::HostProxy,
+    /// `vswitch events` subscribers.
+    pub(crate) events: Arc<crate::events::EventBus>,
+    /// Each packet loop's health, by worker.
+    pub(crate) loops: Vec<Arc<crate::health::LoopHealth>>,
+    /// Whether `fault_inject` requests are served (tests only).
+    pub(crate) fault_injection: bool,
+    /// Control requests served, by command and result.
+    pub(crate) requests: crate::handlers::usage::RequestCounts,
 }
 
 /// Counts a served control client; the count drops when the client's thread ends, however.

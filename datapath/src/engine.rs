@@ -72,6 +72,17 @@ const KERNEL_STATS_EVERY: Duration = Duration::from_secs(1);
 /// was read (see [`switch::config::Port::generation`]).
 type Handoff = (Packet, u32);
 
+/// A conntrack event of one loop, for `vswitch events`.
+#[derive(Clone, Copy, Debug)]
+pub enum LoopEvent {
+    /// An IPv4 entry's event.
+    V4(conntrack::Event<std::net::Ipv4Addr>),
+    /// An IPv6 entry's event.
+    V6(conntrack::Event<std::net::Ipv6Addr>),
+    /// Events lost since the last: the table's pending list or the channel was full.
+    Lost(u64),
+}
+
 /// Work for the loop thread, sent by the control plane.
 pub type Command = Box<dyn FnOnce(&mut Engine) + Send>;
 
@@ -109,8 +120,13 @@ pub struct IoCounters {
     pub handed_off: u64,
     /// Frames received from another worker.
     pub handed_in: u64,
-    /// Batches processed.
+    /// Batches of at least one frame processed (the pipeline also runs empty, for its timers).
     pub batches: u64,
+    /// Frames processed (read, or handed in): over `batches`, the mean batch size.
+    pub frames: u64,
+    /// Nanoseconds spent working (from the wake-up to the end of transmit): over wall time,
+    /// the loop's utilisation.
+    pub busy_ns: u64,
     /// Handed-in frames dropped because their port was removed and its id reused since they
     /// were read: they are the old container's, not the new one's.
     pub handed_stale: u64,
@@ -146,6 +162,8 @@ pub struct Engine {
     stats_due: Vec<bool>,
     /// Live captures (see [`crate::capture`]).
     taps: Taps,
+    /// Where conntrack events go while someone listens (`vswitch events`).
+    events: Option<Sender<LoopEvent>>,
 }
 
 impl Engine {
@@ -194,6 +212,7 @@ impl Engine {
                 stats_ports: Vec::new(),
                 stats_due: Vec::new(),
                 taps: Taps::default(),
+                events: None,
             };
             out.push((engine, EngineHandle { tx, waker }));
         }
@@ -267,6 +286,31 @@ impl Engine {
         self.taps.remove(id)
     }
 
+    /// Sends conntrack events to `sink` from now on (`None`: stop recording them). The sink
+    /// is bounded: what does not fit is counted and reported as [`LoopEvent::Lost`].
+    pub fn set_event_sink(&mut self, sink: Option<Sender<LoopEvent>>) {
+        self.pipeline.set_conntrack_events(sink.is_some());
+        self.events = sink;
+    }
+
+    /// Hands the batch's conntrack events to the sink, never waiting for it.
+    fn send_events(&mut self) {
+        let Some(tx) = &self.events else { return };
+        let lost = std::cell::Cell::new(0u64);
+        let send = |e: LoopEvent| {
+            if tx.try_send(e).is_err() {
+                lost.set(lost.get() + 1);
+            }
+        };
+        let dropped = self
+            .pipeline
+            .drain_conntrack_events(|e| send(LoopEvent::V4(e)), |e| send(LoopEvent::V6(e)));
+        let lost = lost.get() + dropped;
+        if lost > 0 {
+            let _ = tx.try_send(LoopEvent::Lost(lost));
+        }
+    }
+
     /// Asks the loop to return once the commands queued now have run, before it reads or
     /// processes another frame (so a state export made by a command just before is the last
     /// word: frames still queued in the kernel stay there).
@@ -293,6 +337,9 @@ impl Engine {
                 return Err(e);
             }
             self.io.wakeups += 1;
+            // One clock read at the wake-up serves the pipeline, the stats timer and the busy
+            // time; one more at the end of the iteration.
+            let woke = self.now();
             ready.clear();
             ready.extend(self.hot.drain(..).filter(|&p| p != HANDOFF_PENDING));
             for ev in events.iter() {
@@ -316,15 +363,19 @@ impl Engine {
                 // More waiting: come back without sleeping.
                 self.hot.push(HANDOFF_PENDING);
             }
-            let now = self.now();
-            // One clock read per batch serves the pipeline and this timer.
+            let now = woke;
             if now.saturating_sub(self.stats_at) >= KERNEL_STATS_EVERY.as_nanos() as u64 {
                 self.stats_at = now;
                 self.collect_port_stats();
             }
+            self.io.frames += batch.len() as u64;
+            self.io.batches += u64::from(!batch.is_empty());
             self.pipeline.process(now, &mut batch, &mut out);
-            self.io.batches += 1;
+            if self.events.is_some() {
+                self.send_events();
+            }
             self.transmit(&mut out);
+            self.io.busy_ns += self.now().saturating_sub(woke);
         }
         Ok(())
     }

@@ -70,9 +70,16 @@ pub enum Command {
 pub struct GatewayHandle {
     tx: std::sync::mpsc::Sender<Command>,
     waker: Arc<mio::Waker>,
+    /// Why the gateway's loop returned, once it has.
+    ended: Arc<std::sync::OnceLock<String>>,
 }
 
 impl GatewayHandle {
+    /// Whether the gateway's loop still runs; why it ended otherwise.
+    pub fn health(&self) -> Result<(), String> {
+        self.ended.get().map_or(Ok(()), |why| Err(why.clone()))
+    }
+
     /// Publishes a host port now; fails when it cannot be bound (in use, not allowed).
     pub fn publish(&self, p: Published) -> io::Result<()> {
         let (tx, rx) = std::sync::mpsc::channel();
@@ -156,7 +163,11 @@ impl SocketGateway {
             dgram: DgramFlows::new(),
             listeners,
             commands,
-            handle: GatewayHandle { tx, waker },
+            handle: GatewayHandle {
+                tx,
+                waker,
+                ended: Arc::default(),
+            },
         })
     }
 
@@ -194,7 +205,18 @@ impl SocketGateway {
     /// switch must come from `mac`; frames to it go to `mac` from `gateway_mac`.
     ///
     /// Returns an error only when the link fails; host socket errors end their flow.
-    pub fn run(mut self, link: UnixDatagram, stop: Arc<AtomicBool>) -> io::Result<()> {
+    pub fn run(self, link: UnixDatagram, stop: Arc<AtomicBool>) -> io::Result<()> {
+        let ended = Arc::clone(&self.handle.ended);
+        let result = self.serve(link, &stop);
+        let _ = ended.set(match &result {
+            Ok(()) if stop.load(std::sync::atomic::Ordering::Relaxed) => "stopped".into(),
+            Ok(()) => "its loop returned".into(),
+            Err(e) => format!("its link failed: {e}"),
+        });
+        result
+    }
+
+    fn serve(mut self, link: UnixDatagram, stop: &AtomicBool) -> io::Result<()> {
         link.set_nonblocking(true)?;
         // Best effort: a bigger send buffer lets more 64 KiB frames wait in the kernel.
         let _ = SockRef::from(&link).set_send_buffer_size(4 << 20);

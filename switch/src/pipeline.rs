@@ -330,6 +330,21 @@ impl Pipeline {
         }
     }
 
+    /// Starts or stops recording conntrack events (`vswitch events`); off by default.
+    pub fn set_conntrack_events(&mut self, on: bool) {
+        self.gateway.set_conntrack_events(on);
+    }
+
+    /// Hands the conntrack events recorded since the last call to `v4` and `v6`, oldest first;
+    /// how many were lost because too many were pending.
+    pub fn drain_conntrack_events(
+        &mut self,
+        v4: impl FnMut(conntrack::Event<Ipv4Addr>),
+        v6: impl FnMut(conntrack::Event<Ipv6Addr>),
+    ) -> u64 {
+        self.gateway.drain_conntrack_events(v4, v6)
+    }
+
     /// Forgets every tracked connection (`vswitch conntrack flush`).
     pub fn flush_conntrack(&mut self) {
         self.gateway.flush_conntrack();

@@ -9,8 +9,7 @@ use datapath::capture::{Direction, Selection, Tap, TapReader};
 use datapath::io::bpf::Filter;
 use serde_json::{Value, json};
 use std::collections::HashSet;
-use std::io::{Read, Write};
-use std::os::fd::AsFd;
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -203,7 +202,7 @@ impl Streaming<'_> {
                 }
                 out.clear();
             }
-            if client_done(stream) {
+            if crate::server::client_done(stream) {
                 break Ok(());
             }
         };
@@ -234,19 +233,5 @@ impl Streaming<'_> {
             })
             .flatten()
             .unwrap_or_else(|| format!("port{}", port.0))
-    }
-}
-
-/// Whether the client shut down its writing half (or closed): end of the capture. Anything it
-/// sends meanwhile is ignored.
-fn client_done(stream: &UnixStream) -> bool {
-    match datapath::io::wait::readable(stream.as_fd(), Duration::ZERO) {
-        Ok(true) => {
-            let mut buf = [0u8; 256];
-            let mut r = stream;
-            !matches!(r.read(&mut buf), Ok(n) if n > 0)
-        }
-        Ok(false) => false,
-        Err(_) => true,
     }
 }

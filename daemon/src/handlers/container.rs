@@ -229,6 +229,7 @@ pub(crate) fn connect_held(d: &Daemon, args: ConnectArgs) -> Result<Container> {
         Err(e) => tracing::warn!(container = %name, "its published ports stay inactive: {e}"),
     }
     tracing::info!(container = %c.name, ip = %c.ip, port = %c.port, "connected");
+    crate::events::container(&d.events, true, &c);
     Ok(c)
 }
 
@@ -316,6 +317,7 @@ pub(crate) fn forget(d: &Daemon, network: &str, name: &str, unpublish: bool) -> 
         let p = e.pipeline_mut();
         p.forget_address(ip) + ip6.map_or(0, |ip6| p.forget_address6(ip6))
     });
+    crate::events::container(&d.events, false, &c);
     Ok(c)
 }
 
@@ -441,6 +443,7 @@ pub(crate) fn reattach(d: &Daemon) {
                     netns_identity: super::lifecycle::identity(&lease.netns),
                 };
                 tracing::info!(container = %c.name, network = %network, ip = %ip, "re-attached");
+                crate::events::container(&d.events, true, &c);
                 lock(&d.containers).insert((network.clone(), c.name.clone()), c);
             }
             other => {

@@ -8,6 +8,7 @@ mod lifecycle;
 mod network;
 mod port;
 mod status;
+pub(crate) mod usage;
 
 pub(crate) use container::reattach;
 pub(crate) use host_port::ensure_all as ensure_host_ports;
@@ -15,7 +16,7 @@ pub(crate) use lifecycle::start as watch_containers;
 pub(crate) use port::{activate_all as activate_published, dnat_on_uplink};
 
 use crate::state::Daemon;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use control::Request;
 use std::sync::atomic::Ordering;
 
@@ -130,8 +131,25 @@ pub(crate) fn run(d: &Daemon, req: Request) -> Result<serde_json::Value> {
             host_port,
             host_port_last,
         } => port::rm(d, &proto, host_port, host_port_last)?,
-        Request::Capture { .. } => {
-            anyhow::bail!("a capture streams: the control server serves it on its connection")
+        Request::Capture { .. } | Request::Events => {
+            anyhow::bail!("this request streams: the control server serves it on its connection")
+        }
+        Request::FaultInject { action, worker } => {
+            if !d.fault_injection {
+                anyhow::bail!(
+                    "fault injection is off: it is for tests (vswitch daemon --fault-injection)"
+                );
+            }
+            match action.as_str() {
+                "panic_loop" => {
+                    let e = d.engines.get(worker).with_context(|| {
+                        format!("no packet loop {worker}: there are {}", d.engines.len())
+                    })?;
+                    let _ = e.call(|_| -> () { panic!("fault injection: panic_loop") });
+                }
+                other => anyhow::bail!("unknown fault {other:?}: give panic_loop"),
+            }
+            serde_json::json!({})
         }
         Request::Shutdown => {
             d.shutdown.store(true, Ordering::Relaxed);

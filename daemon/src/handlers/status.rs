@@ -32,14 +32,16 @@ pub(super) fn status(d: &Daemon) -> Result<Value> {
         "networks": networks,
         "containers": containers,
         "workers": io,
+        "health": crate::health::report(d),
     }))
 }
 
 /// Per-port counters and drops by reason, bridge and conntrack counters, each packet loop's NAT
-/// flow cache counters and conntrack table fill, and the multicast group memberships snooping
-/// learned.
+/// flow cache counters, conntrack table fill and work (`loops`), NAT ports in use per uplink
+/// address, the control requests served, and the multicast group memberships snooping learned.
 pub(super) fn stats(d: &Daemon) -> Result<Value> {
     let s = snapshot(d)?;
+    let loops = super::usage::loops(d).context("the packet loop is not running")?;
     let flow_cache = d
         .call_all(|e| e.pipeline().flow_cache_stats())
         .context("the packet loop is not running")?;
@@ -60,6 +62,9 @@ pub(super) fn stats(d: &Daemon) -> Result<Value> {
         "conntrack": s.conntrack_counters,
         "conntrack_tables": conntrack_tables,
         "flow_cache": flow_cache,
+        "loops": loops,
+        "nat_ports_in_use": super::usage::nat_ports_in_use(&s),
+        "control_requests": d.requests.all(),
         "multicast_groups": s.groups,
     }))
 }

@@ -83,6 +83,10 @@ pub struct HostHelper {
     /// Set when a reply did not come in time: requests and replies can no longer be paired, so
     /// every later call fails at once instead of reading someone else's answer.
     broken: std::sync::atomic::AtomicBool,
+    /// The helper process (our child).
+    pid: nix::unistd::Pid,
+    /// How it ended, once `health` reaped it.
+    ended: std::sync::OnceLock<String>,
 }
 
 /// How long a request may take (a TAP set-up in a container is the slowest, well under this).
@@ -178,7 +182,7 @@ impl HostHelper {
                 // SAFETY: _exit ends the child without running the parent's atexit handlers.
                 unsafe { libc::_exit(0) }
             }
-            Ok(nix::unistd::ForkResult::Parent { .. }) => {
+            Ok(nix::unistd::ForkResult::Parent { child }) => {
                 drop(theirs);
                 let timeout = nix::sys::time::TimeVal::new(REPLY_TIMEOUT.as_secs() as _, 0);
                 nix::sys::socket::setsockopt(
@@ -195,9 +199,32 @@ impl HostHelper {
                 Ok(HostHelper {
                     sock: Mutex::new(ours),
                     broken: std::sync::atomic::AtomicBool::new(false),
+                    pid: child,
+                    ended: std::sync::OnceLock::new(),
                 })
             }
         }
+    }
+
+    /// Whether the helper still runs and answers; why not otherwise (it is reaped here).
+    pub fn health(&self) -> Result<(), String> {
+        use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+        if let Some(how) = self.ended.get() {
+            return Err(how.clone());
+        }
+        let how = match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => {
+                if self.broken.load(std::sync::atomic::Ordering::Relaxed) {
+                    return Err("it stopped answering requests: restart the daemon".into());
+                }
+                return Ok(());
+            }
+            Ok(WaitStatus::Exited(_, code)) => format!("it exited with status {code}"),
+            Ok(WaitStatus::Signaled(_, sig, _)) => format!("it was killed by {sig}"),
+            Ok(other) => return Err(format!("it is {other:?}")),
+            Err(e) => format!("it is gone ({e})"),
+        };
+        Err(self.ended.get_or_init(|| how).clone())
     }
 
     /// Sends `req` and waits for the descriptor it yields.

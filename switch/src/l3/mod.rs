@@ -174,6 +174,21 @@ impl Gateway {
         &self.ct6
     }
 
+    /// Starts or stops recording conntrack events, in both families' tables.
+    pub(crate) fn set_conntrack_events(&mut self, on: bool) {
+        self.ct.set_events(on);
+        self.ct6.set_events(on);
+    }
+
+    /// Drains both tables' events; how many were lost.
+    pub(crate) fn drain_conntrack_events(
+        &mut self,
+        v4: impl FnMut(conntrack::Event<Ipv4Addr>),
+        v6: impl FnMut(conntrack::Event<Ipv6Addr>),
+    ) -> u64 {
+        self.ct.drain_events(v4) + self.ct6.drain_events(v6)
+    }
+
     /// Forgets every tracked connection, of both families.
     pub(crate) fn flush_conntrack(&mut self) {
         self.ct.flush();
