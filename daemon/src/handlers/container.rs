@@ -451,6 +451,12 @@ pub(crate) fn reattach(d: &Daemon) {
                     tracing::warn!("re-attaching {} on {network}: {e:#}", lease.container);
                 }
                 let _ = link::delete_link(&lease.host_ifname);
+                // Flows a kept state restored for it must not greet the address's next holder.
+                let ip6 = lease.ip6;
+                d.call_all(move |e| {
+                    let p = e.pipeline_mut();
+                    p.forget_address(ip) + ip6.map_or(0, |a| p.forget_address6(a))
+                });
                 match d.store.release(&network, &lease.container, false) {
                     Ok(released) => {
                         for (proto, host_port, _) in
