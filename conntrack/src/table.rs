@@ -643,21 +643,7 @@ impl<A: Address> Conntrack<A> {
 
     /// Removes every entry. Counters are kept; outstanding ids go stale.
     pub fn flush(&mut self) {
-        if self.events.is_some() {
-            // Every stored entry, expired ones not yet reclaimed included.
-            let live: Vec<u32> = (self.chunks.iter().enumerate())
-                .flat_map(|(c, chunk)| {
-                    chunk
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, s)| s.is_live())
-                        .map(move |(o, _)| u32::try_from(c << CHUNK_BITS | o).unwrap_or(NIL))
-                })
-                .collect();
-            for idx in live {
-                self.record(EventKind::Destroyed, idx);
-            }
-        }
+        self.record_all_destroyed();
         self.map.clear();
         self.lists = [EMPTY_LIST; NUM_LISTS];
         self.free_head = NIL;

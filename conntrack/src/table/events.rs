@@ -4,6 +4,7 @@
 //! until the caller drains them (once per batch); past [`MAX_PENDING_EVENTS`] they are counted
 //! as lost instead.
 
+use super::slot::{CHUNK_BITS, NIL};
 use super::{Conntrack, Entry};
 use crate::address::Address;
 
@@ -79,6 +80,26 @@ impl<A: Address> Conntrack<A> {
             .filter(|s| s.is_live())
             .map(|s| self.entry_at(idx, s))?;
         Some((entry, self.events.as_mut()?))
+    }
+
+    /// Records every stored entry (expired ones not yet reclaimed included) as destroyed, when
+    /// events are on: the table is about to be flushed.
+    pub(super) fn record_all_destroyed(&mut self) {
+        if self.events.is_none() {
+            return;
+        }
+        let live: Vec<u32> = (self.chunks.iter().enumerate())
+            .flat_map(|(c, chunk)| {
+                chunk
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.is_live())
+                    .map(move |(o, _)| u32::try_from(c << CHUNK_BITS | o).unwrap_or(NIL))
+            })
+            .collect();
+        for idx in live {
+            self.record(EventKind::Destroyed, idx);
+        }
     }
 
     /// Records `kind` for the entry in slot `idx`, when events are on.
