@@ -211,30 +211,12 @@ pub fn flow_owner(
     original: &conntrack::Tuple<Ipv4Addr>,
     workers: usize,
 ) -> usize {
-    if workers <= 1 {
-        return 0;
-    }
-    let remote = match from {
-        None => original.src,
-        Some(net) => {
-            let gw = topo
-                .networks
-                .get(usize::from(net.0))
-                .and_then(|n| n.gateway)
-                .map(|(ip, _)| ip);
-            let to_dns = gw == Some(original.dst)
-                && original.proto == packet::L4Proto::Udp
-                && original.dst_port == 53;
-            match (to_dns, topo.dns_upstream.first()) {
-                (true, Some(&resolver)) => resolver,
-                _ => original.dst,
-            }
-        }
+    let gateway = |net: crate::config::NetworkId| {
+        let n = topo.networks.get(usize::from(net.0))?;
+        n.gateway.map(|(ip, _)| ip)
     };
-    match pick(remote, workers) {
-        Owner::Worker(w) => w,
-        _ => 0,
-    }
+    let remote = flow_remote(from, original, gateway, topo.dns_upstream.first());
+    worker_of(workers, || pick(remote, workers))
 }
 
 /// [`flow_owner`] for an IPv6 flow.
@@ -244,27 +226,39 @@ pub fn flow_owner6(
     original: &conntrack::Tuple<Ipv6Addr>,
     workers: usize,
 ) -> usize {
+    let gateway = |net: crate::config::NetworkId| {
+        let n = topo.networks.get(usize::from(net.0))?;
+        n.v6.map(|v6| v6.gateway)
+    };
+    let remote = flow_remote(from, original, gateway, topo.dns_upstream6.first());
+    worker_of(workers, || pick6(remote, workers))
+}
+
+/// The address that places a flow: its source when it came from the uplink, else its
+/// destination, or the first resolver for a DNS query to the network's gateway.
+fn flow_remote<A: conntrack::Address>(
+    from: Option<crate::config::NetworkId>,
+    original: &conntrack::Tuple<A>,
+    gateway: impl Fn(crate::config::NetworkId) -> Option<A>,
+    resolver: Option<&A>,
+) -> A {
+    let Some(net) = from else {
+        return original.src;
+    };
+    let to_dns = gateway(net) == Some(original.dst)
+        && original.proto == packet::L4Proto::Udp
+        && original.dst_port == 53;
+    match (to_dns, resolver) {
+        (true, Some(&resolver)) => resolver,
+        _ => original.dst,
+    }
+}
+
+fn worker_of(workers: usize, pick: impl FnOnce() -> Owner) -> usize {
     if workers <= 1 {
         return 0;
     }
-    let remote = match from {
-        None => original.src,
-        Some(net) => {
-            let gw = topo
-                .networks
-                .get(usize::from(net.0))
-                .and_then(|n| n.v6)
-                .map(|v6| v6.gateway);
-            let to_dns = gw == Some(original.dst)
-                && original.proto == packet::L4Proto::Udp
-                && original.dst_port == 53;
-            match (to_dns, topo.dns_upstream6.first()) {
-                (true, Some(&resolver)) => resolver,
-                _ => original.dst,
-            }
-        }
-    };
-    match pick6(remote, workers) {
+    match pick() {
         Owner::Worker(w) => w,
         _ => 0,
     }
