@@ -16,39 +16,6 @@ use lab::*;
 use std::process::Command;
 use std::time::Duration;
 
-const UPLINK6: &str = "2001:db8:1::2";
-const INET6: &str = "2001:db8:1::1";
-
-/// The lab with the uplink's IPv6 side, the internet at [`INET6`], and network `web6`
-/// (10.89.0.0/24 and fd00:89::/64).
-fn lab6() -> Lab {
-    let lab = Lab::new(&format!(
-        "\n[uplink.ipv6]\naddress = \"{UPLINK6}\"\nsubnet = \"2001:db8:1::/64\"\n"
-    ));
-    let inet = lab.ns("inet");
-    ip(&[
-        "-n",
-        &inet,
-        "addr",
-        "add",
-        &format!("{INET6}/64"),
-        "dev",
-        "eth0",
-        "nodad",
-    ]);
-    lab.cli(&[
-        "network",
-        "create",
-        "web6",
-        "--ipv6",
-        "--subnet",
-        "10.89.0.0/24",
-        "--subnet",
-        "fd00:89::/64",
-    ]);
-    lab
-}
-
 /// Connects a new namespace `tag` to web6; the namespace and the connect answer.
 fn connect(lab: &mut Lab, tag: &str) -> (String, serde_json::Value) {
     let ns = lab.netns(tag);
@@ -73,7 +40,7 @@ fn dual_stack_containers_ping_resolve_and_reach_the_internet_over_ipv6() {
     if skip() {
         return;
     }
-    let mut lab = lab6();
+    let mut lab = Lab::dual_stack(&[]);
     let inspect: serde_json::Value =
         serde_json::from_str(&lab.cli(&["network", "inspect", "web6"])).unwrap();
     let net = &inspect[0];

@@ -174,6 +174,14 @@ fn restored_count(log: &str, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {key} count in {line}"))
 }
 
+/// Writes the echo server and client into `dir`; their paths.
+fn echo_scripts(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (server, client) = (dir.join("echo_server.py"), dir.join("echo_client.py"));
+    std::fs::write(&server, ECHO_SERVER).unwrap();
+    std::fs::write(&client, ECHO_CLIENT).unwrap();
+    (server, client)
+}
+
 #[test]
 fn tcp_through_nat_and_a_published_port_survive_keep_state_restarts() {
     if skip() {
@@ -184,10 +192,7 @@ fn tcp_through_nat_and_a_published_port_survive_keep_state_restarts() {
     let c2 = lab.container("c2", "bridge", "172.17.0.3");
     let inet = lab.ns("inet");
     let dir = lab.dir.clone();
-    let server = dir.join("echo_server.py");
-    let client = dir.join("echo_client.py");
-    std::fs::write(&server, ECHO_SERVER).unwrap();
-    std::fs::write(&client, ECHO_CLIENT).unwrap();
+    let (server, client) = echo_scripts(&dir);
     lab.spawn(&inet, &dir, &["iperf3", "-s", "-p", "5201"]);
     lab.spawn(&c2, &dir, &["python3", server.to_str().unwrap(), "80"]);
     wait_tcp_listener(&lab, &inet, 5201);
@@ -414,10 +419,7 @@ fn control_without_the_snapshot_the_connection_stalls() {
     let c2 = lab.container("c2", "bridge", "172.17.0.3");
     let inet = lab.ns("inet");
     let dir = lab.dir.clone();
-    let server = dir.join("echo_server.py");
-    let client = dir.join("echo_client.py");
-    std::fs::write(&server, ECHO_SERVER).unwrap();
-    std::fs::write(&client, ECHO_CLIENT).unwrap();
+    let (server, client) = echo_scripts(&dir);
     lab.spawn(&c2, &dir, &["python3", server.to_str().unwrap(), "80"]);
     wait_tcp_listener(&lab, &c2, 80);
     let echo = Bg::start(
@@ -453,33 +455,8 @@ fn an_ipv6_connection_through_nat66_survives_a_keep_state_restart() {
     if skip() {
         return;
     }
-    const UPLINK6: &str = "2001:db8:1::2";
-    const INET6: &str = "2001:db8:1::1";
-    let mut lab = Lab::with_daemon_args(
-        &format!("\n[uplink.ipv6]\naddress = \"{UPLINK6}\"\nsubnet = \"2001:db8:1::/64\"\n"),
-        &["--keep-state"],
-    );
+    let mut lab = Lab::dual_stack(&["--keep-state"]);
     let inet = lab.ns("inet");
-    ip(&[
-        "-n",
-        &inet,
-        "addr",
-        "add",
-        &format!("{INET6}/64"),
-        "dev",
-        "eth0",
-        "nodad",
-    ]);
-    lab.cli(&[
-        "network",
-        "create",
-        "web6",
-        "--ipv6",
-        "--subnet",
-        "10.89.0.0/24",
-        "--subnet",
-        "fd00:89::/64",
-    ]);
     let c6 = lab.netns("c6");
     let path = format!("/run/netns/{c6}");
     lab.cli(&[

@@ -10,6 +10,10 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_vswitch");
 pub const INET_IP: &str = "203.0.113.1";
 pub const UPLINK_IP: &str = "203.0.113.2";
 /// Topology lines that publish the uplink's tcp 8080 to 172.17.0.3:80 (Docker's `-p 8080:80`).
+/// The uplink's IPv6 address in [`Lab::dual_stack`].
+pub const UPLINK6: &str = "2001:db8:1::2";
+/// The "internet" namespace's IPv6 address in [`Lab::dual_stack`].
+pub const INET6: &str = "2001:db8:1::1";
 pub const PUBLISH_8080_TO_C2: &str = "\n[[publish]]\nproto = \"tcp\"\nhost_port = 8080\ncontainer_ip = \"172.17.0.3\"\ncontainer_port = 80\n";
 
 #[allow(unused_imports)] // Each test binary uses a subset.
@@ -102,6 +106,37 @@ subnet = "203.0.113.0/24"
 "#
         );
         lab.start_daemon();
+        lab
+    }
+
+    /// A lab whose uplink has an IPv6 side ([`UPLINK6`]), the internet at [`INET6`], and
+    /// network `web6` (10.89.0.0/24 and fd00:89::/64); the daemon gets `daemon_args`.
+    pub fn dual_stack(daemon_args: &[&str]) -> Lab {
+        let lab = Lab::with_daemon_args(
+            &format!("\n[uplink.ipv6]\naddress = \"{UPLINK6}\"\nsubnet = \"2001:db8:1::/64\"\n"),
+            daemon_args,
+        );
+        let inet = lab.ns("inet");
+        ip(&[
+            "-n",
+            &inet,
+            "addr",
+            "add",
+            &format!("{INET6}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
+        lab.cli(&[
+            "network",
+            "create",
+            "web6",
+            "--ipv6",
+            "--subnet",
+            "10.89.0.0/24",
+            "--subnet",
+            "fd00:89::/64",
+        ]);
         lab
     }
 
