@@ -242,6 +242,9 @@ fn open_topology_ports(
                 .into_iter()
                 .map(|t| Box::new(t) as Box<dyn PortIo>)
                 .collect(),
+            // Made by the pipeline for an overlay network: nothing to open, its frames
+            // travel in VXLAN through the uplink.
+            PortKind::Overlay => continue,
             PortKind::Pcap => bail!(
                 "port {}: pcap ports are for `vswitch replay`, not the daemon",
                 p.name

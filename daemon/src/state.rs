@@ -162,6 +162,7 @@ pub(crate) fn def_of(n: &NetworkRecord) -> NetworkDef {
         icc: n.icc,
         anti_spoofing: n.anti_spoofing,
         ipv6: n.ipv6.map(|v| (v.subnet, v.gateway)),
+        vni: None,
     }
 }
 

@@ -372,6 +372,13 @@ pub struct NetworkConfig {
     /// Router Advertisements let containers configure addresses from the prefix (SLAAC).
     #[serde(default)]
     pub ipv6_autoconf: bool,
+    /// An overlay network: its VXLAN network identifier (1 to 16777215); frames between its
+    /// ports here and its endpoints on other hosts travel in VXLAN over the uplink.
+    #[serde(default)]
+    pub vni: Option<u32>,
+    /// The other VTEPs of an overlay network (the flood list), when no cluster gives them.
+    #[serde(default)]
+    pub vtep_peers: Vec<Ipv4Addr>,
 }
 
 fn yes() -> bool {
@@ -391,6 +398,9 @@ pub enum PortKind {
     /// The uplink served by the socket gateway (rootless mode): flows leaving through it are
     /// re-originated with ordinary host sockets.
     Socket,
+    /// An overlay network's VXLAN side, made by the pipeline (not in a file): frames sent to it
+    /// are encapsulated to the other hosts' VTEPs, frames decapsulated from them come in on it.
+    Overlay,
 }
 
 /// One port.
@@ -443,6 +453,8 @@ pub struct Network {
     pub anti_spoofing: bool,
     /// Its IPv6 prefix and gateway (dual-stack networks).
     pub v6: Option<NetworkV6>,
+    /// Its VXLAN network identifier, for an overlay network.
+    pub vni: Option<u32>,
 }
 
 /// The addresses a port was given; under anti-spoofing, the only ones it may send from.
@@ -630,6 +642,7 @@ impl Topology {
                 icc: n.icc,
                 anti_spoofing: n.anti_spoofing,
                 v6,
+                vni: n.vni,
             });
         }
         for (i, a) in networks.iter().enumerate() {

@@ -66,6 +66,10 @@ drop_reasons! {
     DnsDropped => "dns_dropped", "A DNS query to the gateway that could not be read or forwarded.";
     NoMulticastListener => "no_multicast_listener", "To a multicast group no other port listens to (snooping: no report, and every port snooped).";
     MalformedReport => "malformed_report", "An IGMP or MLD report or leave that is truncated, inconsistent or fails its checksum.";
+    VxlanMalformed => "vxlan_malformed", "VXLAN to the uplink address that is truncated, has inconsistent lengths, a wrong UDP checksum or no valid-VNI flag.";
+    VxlanUnknownVni => "vxlan_unknown_vni", "VXLAN for a VNI no overlay network here has.";
+    VxlanUnknownVtep => "vxlan_unknown_vtep", "VXLAN from a VTEP the overlay network does not know (not in its flood list, no endpoint behind it).";
+    OverlayGatewayMac => "overlay_gateway_mac", "Decapsulated from another host with the network's gateway MAC as its source: every host has its own gateway.";
 }
 
 /// Number of drop reasons.
@@ -202,6 +206,23 @@ pub struct BridgeCounters {
     pub nat_translated: u64,
     /// DNS queries the gateway answered itself.
     pub dns_answered: u64,
+    /// Frames sent to another host in VXLAN (one per copy: a flood to three hosts is three).
+    pub vxlan_encapsulated: u64,
+    /// Frames received from another host in VXLAN.
+    pub vxlan_decapsulated: u64,
+    /// Frames for another host dropped: its VTEP's next hop did not answer ARP in time, or too
+    /// many were waiting for it.
+    pub vxlan_unresolved: u64,
+    /// Frames for another host dropped: too long for the uplink's MTU once encapsulated.
+    pub vxlan_too_big: u64,
+    /// Frames from a gateway MAC kept on this host (each host has its own gateway).
+    pub vxlan_gateway_kept: u64,
+    /// ARP requests for remote endpoints answered here instead of flooded to every host.
+    pub arp_suppressed: u64,
+    /// Remote MACs not learned: the overlay network holds the most it learns.
+    pub overlay_learn_cap_reached: u64,
+    /// Learned remote MACs removed by aging.
+    pub overlay_aged: u64,
 }
 
 impl DropCounts {
@@ -257,5 +278,13 @@ impl BridgeCounters {
         self.icmp_errors_sent += o.icmp_errors_sent;
         self.nat_translated += o.nat_translated;
         self.dns_answered += o.dns_answered;
+        self.vxlan_encapsulated += o.vxlan_encapsulated;
+        self.vxlan_decapsulated += o.vxlan_decapsulated;
+        self.vxlan_unresolved += o.vxlan_unresolved;
+        self.vxlan_too_big += o.vxlan_too_big;
+        self.vxlan_gateway_kept += o.vxlan_gateway_kept;
+        self.arp_suppressed += o.arp_suppressed;
+        self.overlay_learn_cap_reached += o.overlay_learn_cap_reached;
+        self.overlay_aged += o.overlay_aged;
     }
 }

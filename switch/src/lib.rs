@@ -4,7 +4,8 @@
 //!
 //! Layout: [`pipeline`] composes the L2 stage (`bridge`, over [`fdb`], with `multicast`
 //! snooping) and the L3 stage (`l3`: routing, ICMP errors, fragments, DNS, [`neighbor`] tables)
-//! over one frame context (`frame`).
+//! over one frame context (`frame`); [`overlay`] carries overlay networks between hosts in
+//! VXLAN.
 //!
 //! Nothing here reads a clock or makes a syscall: drivers (pcap replay, the bench, the packet
 //! loops) pass frames and `now` in, and take frames out.
@@ -17,6 +18,7 @@ pub mod fdb;
 mod frame;
 mod l3;
 mod multicast;
+pub mod overlay;
 pub mod pipeline;
 pub mod runtime;
 pub mod saved;

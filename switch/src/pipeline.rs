@@ -23,12 +23,16 @@ use crate::l3::Gateway;
 use crate::l3::dns::DnsTable;
 pub use crate::l3::flow_cache::FlowCacheStats;
 use crate::multicast::{Destination, Multicast};
+use crate::overlay::Overlay;
+use crate::overlay::wire;
 use crate::runtime::NetworkDef;
 use conntrack::Conntrack;
 use packet::offload::{Capabilities, Offload};
 use packet::{Classified, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, classify, ethertype};
 use serde::Serialize;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+mod overlay;
 
 /// Conntrack size from which `process` warms the caches for a whole batch first (below it the
 /// table and the neighbor caches stay in the core's caches anyway).
@@ -100,6 +104,8 @@ pub struct Pipeline {
     gateway: Gateway,
     /// Multicast snooping: group memberships, the querier.
     multicast: Multicast,
+    /// Overlay networks: VTEPs, remote endpoints (see `crate::overlay`).
+    overlay: Overlay,
     /// Conntrack size from which batches are warmed (see `process_warmed`).
     warm_min_entries: usize,
 }
@@ -163,14 +169,27 @@ impl Pipeline {
     /// Builds a pipeline from a parsed config.
     pub fn new(config: &Config) -> Result<Pipeline, ConfigError> {
         let topo = Topology::new(config)?;
-        Ok(Pipeline {
+        let aging = topo.bridge.aging_secs.saturating_mul(NANOS_PER_SEC);
+        let mut p = Pipeline {
             counters: Counters::new(topo.ports.len()),
             bridge: Bridge::new(&topo),
             gateway: Gateway::new(&topo),
             multicast: Multicast::new(&topo),
+            overlay: Overlay::new(aging),
             warm_min_entries: WARM_MIN_ENTRIES,
             topo,
-        })
+        };
+        for n in &config.networks {
+            let id = p.topo.network_by_name(&n.name);
+            match (n.vni, id) {
+                (Some(vni), Some(id)) => p.attach_overlay(id, vni, &n.vtep_peers)?,
+                (None, _) if !n.vtep_peers.is_empty() => {
+                    return Err(ConfigError::PeersWithoutVni(n.name.clone()));
+                }
+                _ => {}
+            }
+        }
+        Ok(p)
     }
 
     /// The topology this pipeline runs.
@@ -195,6 +214,16 @@ impl Pipeline {
 
     /// Processes a batch: drains `input`, appends what leaves to `output`.
     pub fn process(&mut self, now: u64, input: &mut Vec<Packet>, output: &mut Vec<Packet>) {
+        let first = output.len();
+        self.process_stages(now, input, output);
+        if self.overlay.is_active() {
+            self.encapsulate_output(now, first, output);
+        }
+    }
+
+    /// Every stage but the overlay's, for one batch.
+    #[inline(always)]
+    fn process_stages(&mut self, now: u64, input: &mut Vec<Packet>, output: &mut Vec<Packet>) {
         self.counters.bridge.fdb_aged += self.bridge.sweep(now) as u64;
         self.gateway.housekeeping(now, &mut self.counters);
         self.multicast
@@ -391,13 +420,24 @@ impl Pipeline {
     /// same subnet is already there (so replaying the control plane's state is idempotent).
     pub fn add_network(&mut self, def: &NetworkDef) -> Result<NetworkId, ConfigError> {
         self.gateway.invalidate_flows();
-        self.topo.add_network(def)
+        let id = self.topo.add_network(def)?;
+        if let Some(vni) = def.vni
+            && self.overlay.port(id).is_none()
+            && let Err(e) = self.attach_overlay(id, vni, &[])
+        {
+            self.topo.remove_network(&def.name);
+            return Err(e);
+        }
+        Ok(id)
     }
 
     /// Removes a network that has no ports left; false if it has ports or does not exist.
     pub fn remove_network(&mut self, name: &str) -> bool {
         self.gateway.invalidate_flows();
-        self.topo.remove_network(name)
+        match self.topo.network_by_name(name) {
+            Some(id) if self.detach_overlay(id) => self.topo.remove_network(name),
+            _ => false,
+        }
     }
 
     /// Publishes `host_port` (IP protocol 6 or 17) on the uplink address to a container.
@@ -497,6 +537,7 @@ impl Pipeline {
         };
         let network = port.network;
         let address = port.address;
+        let kind = port.kind;
         let len = pkt.data.len();
         let counters = &mut self.counters.ports[usize::from(ingress.0)];
         counters.rx_frames += 1;
@@ -518,6 +559,16 @@ impl Pipeline {
             Ok(macs) => macs,
             Err(reason) => return self.counters.drop(ingress, reason),
         };
+        if network.is_none()
+            && self.overlay.is_active()
+            && let Some(up) = self.topo.uplink
+            && let Some(vxlan) = wire::decapsulate(&pkt.data, up.address)
+        {
+            return match vxlan {
+                Ok(d) => self.decapsulate(now, ingress, pkt.data, d, output),
+                Err(_) => self.counters.drop(ingress, DropReason::VxlanMalformed),
+            };
+        }
         let topo = &self.topo;
         let Some(network) = network else {
             // Only the uplink has no network (the topology checks that).
@@ -543,8 +594,16 @@ impl Pipeline {
                 Ok(c) => classified = classified.or(c),
             }
         }
-        self.bridge
-            .learn(now, network, src, ingress, &mut self.counters.bridge);
+        // The overlay port's sources are learned with their VTEPs (`crate::overlay`), not in the
+        // FDB, whose per-port cap is for one container's MACs.
+        let overlay_egress = match net.vni {
+            Some(_) => self.overlay_egress(network, ingress, dst, now),
+            None => None,
+        };
+        if kind != PortKind::Overlay {
+            self.bridge
+                .learn(now, network, src, ingress, &mut self.counters.bridge);
+        }
         let mut f = Frame::new(
             now,
             ingress,
@@ -574,7 +633,22 @@ impl Pipeline {
                     Some(back) => data = back,
                     None => return,
                 }
+                if net.vni.is_some()
+                    && kind != PortKind::Overlay
+                    && let Some(reply) = self.overlay.arp_reply(network, &data)
+                {
+                    // ARP suppression: a remote endpoint's address, answered here.
+                    f.local();
+                    f.events().arp_suppressed += 1;
+                    return f.reply(reply);
+                }
             }
+        }
+        if let Some(port) = overlay_egress
+            && net.icc
+        {
+            f.forwarded();
+            return f.emit(port, data);
         }
         let group = if dst.is_multicast() {
             match self.multicast.snoop(&mut f, network, &data) {

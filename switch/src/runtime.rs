@@ -36,6 +36,8 @@ pub struct NetworkDef {
     pub anti_spoofing: bool,
     /// IPv6 prefix and gateway (dual-stack).
     pub ipv6: Option<(Ipv6Net, Ipv6Addr)>,
+    /// VXLAN network identifier: an overlay network (see `crate::overlay`).
+    pub vni: Option<u32>,
 }
 
 impl Topology {
@@ -95,6 +97,7 @@ impl Topology {
             icc: def.icc,
             anti_spoofing: def.anti_spoofing,
             v6,
+            vni: def.vni,
         });
         Ok(id)
     }
@@ -113,6 +116,7 @@ impl Topology {
         n.subnet = None;
         n.gateway = None;
         n.v6 = None;
+        n.vni = None;
         true
     }
 
@@ -188,6 +192,7 @@ mod tests {
             icc: true,
             anti_spoofing: true,
             ipv6: None,
+            vni: None,
         }
     }
 

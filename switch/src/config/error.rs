@@ -114,4 +114,39 @@ pub enum ConfigError {
     /// A setting out of range.
     #[error("bridge.{0} must be greater than zero")]
     Zero(&'static str),
+
+    /// A VNI outside VXLAN's 24 bits (or zero).
+    #[error("network {network:?}: vni {vni} is out of range: give 1 to 16777215")]
+    BadVni {
+        /// The network.
+        network: String,
+        /// Its VNI.
+        vni: u32,
+    },
+
+    /// Two overlay networks with one VNI.
+    #[error(
+        "vni {vni} is given to networks {first:?} and {second:?}: each overlay network needs its own"
+    )]
+    DuplicateVni {
+        /// The VNI.
+        vni: u32,
+        /// The network that has it.
+        first: String,
+        /// The one that asked for it too.
+        second: String,
+    },
+
+    /// An overlay network without a VTEP address.
+    #[error(
+        "network {0:?} is an overlay (vni) but there is no [uplink] with an address: the uplink \
+         address is this host's VTEP, where the other hosts send the network's frames"
+    )]
+    OverlayWithoutUplink(String),
+
+    /// A flood list on a network that is not an overlay.
+    #[error(
+        "network {0:?}: vtep_peers needs a vni (they are the other hosts of an overlay network)"
+    )]
+    PeersWithoutVni(String),
 }

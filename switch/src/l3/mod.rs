@@ -263,6 +263,11 @@ impl Gateway {
         self.fragments6.expire(now);
     }
 
+    /// The MAC of `ip` on the uplink segment, if ARP resolved it (the overlay's VTEP next hops).
+    pub(crate) fn uplink_neighbor(&self, ip: Ipv4Addr, now: u64) -> Option<MacAddr> {
+        self.neighbors.lookup(Side::Uplink, ip, now)
+    }
+
     /// ARP from a container port of `net`. Returns the frame back if it is not for the gateway.
     pub(crate) fn arp(
         &mut self,
