@@ -223,6 +223,8 @@ pub struct Cluster {
     shared: Arc<Shared>,
     rt: tokio::runtime::Runtime,
     stop: tokio::sync::watch::Sender<bool>,
+    /// The background session, awaited by close so no lease is granted after the revoke.
+    session: Mutex<Option<tokio::task::JoinHandle<()>>>,
     closed: AtomicBool,
 }
 
@@ -274,17 +276,14 @@ impl Cluster {
         });
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
-        rt.spawn(session::run(Arc::clone(&shared), stop_rx, ready_tx));
-        if ready_rx.recv_timeout(OP_TIMEOUT).is_err() {
-            tracing::warn!(
-                "cluster store at {} not reachable yet; retrying in the background",
-                shared.cfg.endpoints.join(",")
-            );
-        }
+        let session = rt.spawn(session::run(Arc::clone(&shared), stop_rx, ready_tx));
+        // Not reachable yet is fine: the session warns and keeps retrying.
+        let _ = ready_rx.recv_timeout(OP_TIMEOUT);
         Ok(Cluster {
             shared,
             rt,
             stop,
+            session: Mutex::new(Some(session)),
             closed: AtomicBool::new(false),
         })
     }
@@ -362,6 +361,11 @@ impl Cluster {
             return;
         }
         let _ = self.stop.send(true);
+        if let Some(session) = lock(&self.session).take() {
+            let _ = self
+                .rt
+                .block_on(async { tokio::time::timeout(Duration::from_secs(1), session).await });
+        }
         let lease = self.shared.lease.swap(0, Ordering::SeqCst);
         if lease != 0
             && let Ok(mut client) = self.shared.client()
@@ -390,5 +394,14 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
         lock(&self.shared.subscribers).clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cluster_is_shared_across_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<super::Cluster>();
     }
 }

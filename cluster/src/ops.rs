@@ -182,8 +182,19 @@ pub(crate) async fn delete_network(sh: &Shared, name: &str) -> Result<(), Error>
             });
         }
         let mut ops = vec![TxnOp::delete(net_key.as_str(), None)];
-        if let Some(vni) = vni {
-            ops.push(TxnOp::delete(sh.keys.vni(vni), None));
+        match vni {
+            Some(vni) => ops.push(TxnOp::delete(sh.keys.vni(vni), None)),
+            // An unreadable record: free whichever VNI names this network.
+            None => {
+                let opts = GetOptions::new().with_prefix();
+                let vnis = client
+                    .get(sh.keys.vnis(), Some(opts))
+                    .await
+                    .map_err(|e| sh.unavailable(e))?;
+                for kv in vnis.kvs().iter().filter(|kv| kv.value() == name.as_bytes()) {
+                    ops.push(TxnOp::delete(kv.key(), None));
+                }
+            }
         }
         // No endpoint may appear between the count and the delete: compare the whole range.
         let txn = Txn::new()

@@ -15,6 +15,8 @@ use crate::{HostRecord as Host, OP_TIMEOUT, Shared, lock};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Why a session ends when etcd is fine but this host's lease is gone (revoked or expired).
+const LEASE_LOST: &str = "this host's lease expired";
 
 /// A client for `endpoints` (no I/O happens until the first call).
 pub(crate) async fn new_client(endpoints: &[String]) -> Result<Client, etcd_client::Error> {
@@ -34,20 +36,26 @@ pub(crate) async fn run(
     let mut backoff = BACKOFF_MIN;
     let mut outage = false;
     let mut first = true;
+    let mut attempt = 0u64;
     loop {
         if *stop.borrow() {
             return;
         }
         let mut up = false;
         let ended = tokio::select! {
-            r = session(&shared, &ready, &mut up, &mut outage, first) => r,
+            r = session(&shared, &ready, &mut up, &mut outage, first, attempt) => r,
             _ = stop.changed() => return,
         };
+        attempt += 1;
         if up {
             backoff = BACKOFF_MIN;
             first = false;
         }
-        if !outage {
+        if ended == LEASE_LOST {
+            tracing::warn!(
+                "cluster store: this host's lease is gone; granting a new one and putting this host's endpoints back"
+            );
+        } else if !outage {
             tracing::warn!(
                 "cluster store at {} unreachable ({ended}); retrying in the background",
                 shared.cfg.endpoints.join(",")
@@ -81,8 +89,9 @@ async fn session(
     up: &mut bool,
     outage: &mut bool,
     first: bool,
+    attempt: u64,
 ) -> String {
-    match session_inner(sh, ready, up, outage, first).await {
+    match session_inner(sh, ready, up, outage, first, attempt).await {
         Ok(never) => match never {},
         Err(e) => e,
     }
@@ -96,9 +105,11 @@ async fn session_inner(
     up: &mut bool,
     outage: &mut bool,
     first: bool,
+    attempt: u64,
 ) -> Result<Never, String> {
-    // A fresh client each session: a channel that saw the server go may not come back.
-    let mut client = if first {
+    // A fresh client each session (but the first, built by connect): a channel that saw the
+    // server go may not come back.
+    let mut client = if attempt == 0 {
         sh.client().map_err(|e| e.to_string())?
     } else {
         let c = new_client(&sh.cfg.endpoints)
@@ -168,7 +179,7 @@ async fn session_inner(
                     Ok(Ok(Some(r))) if r.ttl() > 0 => {}
                     Ok(Ok(Some(_))) => {
                         sh.lease.store(0, Ordering::SeqCst);
-                        return Err("this host's lease expired".into());
+                        return Err(LEASE_LOST.into());
                     }
                     Ok(Ok(None)) => return Err("the lease keepalive stream ended".into()),
                     Ok(Err(e)) => return Err(format!("keeping the lease alive: {e}")),
@@ -206,6 +217,10 @@ async fn republish(sh: &Shared, client: &mut Client, lease: i64) -> Result<(), S
     let mine: Vec<_> = lock(&sh.mine).values().cloned().collect();
     for rec in mine {
         match within_op(ops::put_mine(sh, client, &rec, lease)).await? {
+            // Released while this ran: take it away again.
+            Owned::Stored if !lock(&sh.mine).contains_key(&(rec.network.clone(), rec.ip)) => {
+                within_op(ops::release(sh, rec.network.as_str(), rec.ip)).await?;
+            }
             Owned::Stored => {}
             Owned::Other(other) => {
                 tracing::error!(

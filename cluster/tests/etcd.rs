@@ -404,6 +404,7 @@ fn a_crashed_host_expires_with_its_ttl() {
 
 #[test]
 fn an_etcd_outage_is_reported_and_survived() {
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let mut etcd = Etcd::start();
     let p = prefix();
     let h1 = Cluster::connect(config(&etcd, &p, "h1", 1)).expect("connect h1");
@@ -448,4 +449,54 @@ fn an_etcd_outage_is_reported_and_survived() {
     };
     assert_ne!(second, first);
     wait_view(&rx, Duration::from_secs(1), |v| v.endpoints.len() == 2);
+}
+
+#[test]
+fn a_lost_lease_is_replaced_and_endpoints_put_back_but_never_over_another_host() {
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    let etcd = Etcd::start();
+    let p = prefix();
+    let h1 = Cluster::connect(config(&etcd, &p, "h1", 1)).expect("connect h1");
+    let h2 = Cluster::connect(config(&etcd, &p, "h2", 2)).expect("connect h2");
+    h1.create_network(net("blue", 0)).expect("create");
+    let kept = h1.allocate("blue", "kept", None, None).expect("allocate");
+    let lost = h1.allocate("blue", "lost", None, None).expect("allocate");
+    let rx = h2.subscribe();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut c = etcd_client::Client::connect([etcd.url()], None)
+            .await
+            .expect("raw client");
+        let host = c.get(format!("{p}/hosts/h1"), None).await.expect("get");
+        let lease = host.kvs().first().expect("h1's host record").lease();
+        c.lease_revoke(lease).await.expect("revoke");
+    });
+    // h2 takes one of h1's addresses before h1 notices its lease is gone.
+    h2.allocate("blue", "thief", None, Some(lost))
+        .expect("h2 takes the address");
+    // Old views (before the revoke) have `lost` on h1; only the republished one fits.
+    wait_view(&rx, Duration::from_secs(5), |v| {
+        let holder = |ip| {
+            v.endpoints
+                .iter()
+                .find(|e| e.ip == ip)
+                .map(|e| e.host.as_str())
+        };
+        v.hosts.iter().any(|h| h.host == "h1")
+            && holder(kept) == Some("h1")
+            && holder(lost) == Some("h2")
+    });
+    h1.release("blue", lost)
+        .expect("release is a no-op for another host's address");
+    let v = h2.view().expect("view");
+    assert_eq!(
+        v.endpoints
+            .iter()
+            .find(|e| e.ip == lost)
+            .map(|e| e.host.as_str()),
+        Some("h2")
+    );
 }
