@@ -16,6 +16,8 @@
 //! all of its endpoints are put back (never over another host's record); then subscribers get a
 //! fresh whole [`ClusterView`]. Values that fail to decode are skipped with a warning.
 
+#![warn(missing_docs)]
+
 mod keys;
 mod ops;
 mod session;

@@ -26,13 +26,18 @@ fn free_port() -> u16 {
 }
 
 impl Etcd {
-    fn start() -> Etcd {
-        let mut e = Etcd {
+    /// Ports and a data directory, no server yet.
+    fn stopped() -> Etcd {
+        Etcd {
             child: None,
             dir: tempfile::tempdir().expect("temporary directory"),
             client: free_port(),
             peer: free_port(),
-        };
+        }
+    }
+
+    fn start() -> Etcd {
+        let mut e = Etcd::stopped();
         e.spawn();
         e
     }
@@ -203,6 +208,22 @@ fn config_is_checked_and_an_absent_etcd_is_not_fatal() {
     assert!(t.elapsed() < Duration::from_secs(4));
     c.close();
     c.close();
+}
+
+#[test]
+fn a_host_that_joined_before_etcd_ran_catches_up() {
+    let mut etcd = Etcd::stopped();
+    let p = prefix();
+    let h1 = Cluster::connect(config(&etcd, &p, "h1", 1)).expect("connect without etcd");
+    let rx = h1.subscribe();
+    etcd.spawn();
+    let v = wait_view(&rx, Duration::from_secs(5), |v| v.hosts.len() == 1);
+    assert_eq!(v.hosts[0].host, "h1");
+    h1.create_network(net("blue", 0)).expect("create");
+    assert_eq!(
+        h1.allocate("blue", "a", None, None).expect("allocate"),
+        Ipv4Addr::new(10, 77, 0, 2)
+    );
 }
 
 #[test]
