@@ -220,7 +220,8 @@ impl Shared {
     }
 }
 
-/// A blocking handle on the cluster store, shared across the daemon's threads.
+/// A blocking handle on the cluster store, shared across the daemon's threads (call it from
+/// plain threads, not from inside an async runtime: it runs its own).
 pub struct Cluster {
     shared: Arc<Shared>,
     rt: tokio::runtime::Runtime,
@@ -387,6 +388,18 @@ impl Cluster {
         }
         lock(&self.shared.mine).clear();
         lock(&self.shared.subscribers).clear();
+    }
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("endpoints", &self.shared.cfg.endpoints)
+            .field("prefix", &self.shared.cfg.prefix)
+            .field("host", &self.shared.cfg.host)
+            .field("lease", &self.shared.lease.load(Ordering::SeqCst))
+            .field("closed", &self.closed.load(Ordering::SeqCst))
+            .finish_non_exhaustive()
     }
 }
 
