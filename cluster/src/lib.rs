@@ -177,6 +177,8 @@ pub(crate) struct Shared {
     pub(crate) client: Mutex<Option<etcd_client::Client>>,
     /// This host's lease, 0 while there is none.
     pub(crate) lease: AtomicI64,
+    /// Set when a new lease was granted and this host's endpoints are not back under it yet.
+    pub(crate) republish: AtomicBool,
     /// This host's endpoints, put back under a new lease after an outage.
     pub(crate) mine: Mutex<BTreeMap<(String, Ipv4Addr), EndpointRecord>>,
     pub(crate) subscribers: Mutex<Vec<Sender<ClusterView>>>,
@@ -273,6 +275,7 @@ impl Cluster {
             cfg,
             client: Mutex::new(Some(client)),
             lease: AtomicI64::new(0),
+            republish: AtomicBool::new(false),
             mine: Mutex::new(BTreeMap::new()),
             subscribers: Mutex::new(Vec::new()),
             last_view: Mutex::new(None),

@@ -10,6 +10,8 @@ use crate::{ClusterView, EndpointRecord, Error, NetworkRecord, Shared, lock};
 
 /// How many times a lost race is retried before giving up with [`Error::Conflict`].
 const RACE_RETRIES: usize = 8;
+/// How many VNIs one network creation tries (each lost race means another network got one).
+const VNI_TRIES: usize = 32;
 /// How many addresses one allocation tries before giving up with [`Error::Conflict`].
 const ALLOC_TRIES: usize = 64;
 
@@ -118,7 +120,7 @@ pub(crate) async fn create_network(
     rec.subnet = net.to_string();
     let mut client = sh.client()?;
     let net_key = sh.keys.network(&rec.name);
-    for _ in 0..RACE_RETRIES {
+    for _ in 0..VNI_TRIES {
         let opts = GetOptions::new().with_prefix().with_keys_only();
         let used: BTreeSet<u32> = client
             .get(sh.keys.vnis(), Some(opts))

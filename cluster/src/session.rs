@@ -123,18 +123,25 @@ async fn session_inner(
         .max(2);
     let mut lease = sh.lease.load(Ordering::SeqCst);
     if lease != 0 {
-        let left = within("reading the lease", client.lease_time_to_live(lease, None)).await?;
-        if left.ttl() <= 0 {
+        let left = match timeout(OP_TIMEOUT, client.lease_time_to_live(lease, None)).await {
+            Ok(Ok(r)) => r.ttl(),
+            // Some etcd versions answer NotFound instead of TTL -1.
+            Ok(Err(e)) if e.to_string().contains("lease not found") => -1,
+            Ok(Err(e)) => return Err(format!("reading the lease: {e}")),
+            Err(_) => return Err("reading the lease: no answer within 3 s".into()),
+        };
+        if left <= 0 {
             tracing::info!("cluster store: this host's lease expired; granting a new one");
             lease = 0;
         }
     }
-    let fresh = lease == 0;
-    if fresh {
+    if lease == 0 {
         lease = within("granting a lease", client.lease_grant(ttl, None))
             .await?
             .id();
         sh.lease.store(lease, Ordering::SeqCst);
+        // Until done, also when this session fails halfway and the next keeps the lease.
+        sh.republish.store(true, Ordering::SeqCst);
     }
     let host = Host {
         host: sh.cfg.host.clone(),
@@ -147,8 +154,9 @@ async fn session_inner(
         Some(PutOptions::new().with_lease(lease)),
     );
     within("putting the host record", put).await?;
-    if fresh {
+    if sh.republish.load(Ordering::SeqCst) {
         republish(sh, &mut client, lease).await?;
+        sh.republish.store(false, Ordering::SeqCst);
     }
     let (mut state, mut revision) =
         within("reading the state", ops::read_all(sh, &mut client)).await?;

@@ -365,6 +365,26 @@ fn two_hosts_allocating_concurrently_get_distinct_addresses() {
     let view = h1.view().expect("view");
     assert_eq!(view.endpoints.len(), 40);
     assert_eq!(view.endpoints.iter().filter(|e| e.host == "h1").count(), 20);
+
+    // Networks created at once from both hosts get distinct VNIs.
+    let vnis: BTreeSet<u32> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..10u8)
+            .map(|i| {
+                let c = if i % 2 == 0 { &h1 } else { &h2 };
+                s.spawn(move || {
+                    c.create_network(net(&format!("n{i}"), 10 + i))
+                        .expect("create")
+                        .vni
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    assert_eq!(vnis.len(), 10, "{vnis:?}");
+    assert!(!vnis.contains(&256), "blue has 256: {vnis:?}");
 }
 
 #[test]
