@@ -193,6 +193,12 @@ fn bad_macvlan_configs_are_refused_with_the_fix() {
     assert!(err(&format!("{base}vlan = 10")).contains("needs driver = \"macvlan\""));
     assert!(err(&format!("{base}driver = 'macvlan'\nvlan = 4095")).contains("1 to 4094"));
     assert!(err(&format!("{base}driver = 'macvlan'\nvni = 9")).contains("IPv4 and local"));
+    // The bridge network's isolation settings: internal would not cut a macvlan network off the
+    // LAN, icc = false would cut it off everything.
+    let internal = err(&format!("{base}driver = 'macvlan'\ninternal = true"));
+    assert!(internal.contains("internal = true cannot"), "{internal}");
+    let icc = err(&format!("{base}driver = 'macvlan'\nicc = false"));
+    assert!(icc.contains("macvlan_mode = \"private\""), "{icc}");
     let two = format!(
         "{base}driver = 'macvlan'\nvlan = 7\n[[network]]\nname = 'm'\ndriver = 'macvlan'\nvlan = 7"
     );
@@ -236,6 +242,20 @@ fn macvlan_networks_come_and_go_at_run_time() {
         ..def.clone()
     };
     assert!(p.add_network(&other).is_err(), "VLAN 10 is taken");
+    for (internal, icc) in [(true, true), (false, false)] {
+        let isolated = switch::runtime::NetworkDef {
+            name: "isolated".into(),
+            internal,
+            icc,
+            macvlan: Some(switch::config::Macvlan {
+                mode: switch::config::MacvlanMode::Bridge,
+                vlan: Some(30),
+            }),
+            ..def.clone()
+        };
+        assert!(p.add_network(&isolated).is_err(), "{internal} {icc}");
+        assert!(p.topology().network_by_name("isolated").is_none());
+    }
     assert!(p.topology().network_by_name("other").is_none());
     assert!(p.remove_network("lan"));
     p.add_network(&other).unwrap();
