@@ -27,7 +27,8 @@
 mod common;
 
 use common::{
-    IPV6_SCENARIOS, NAT_SCENARIOS, OFFLOAD_SCENARIOS, OVERLAY_SCENARIOS, fixtures_root, harness,
+    IPV6_SCENARIOS, NAT_SCENARIOS, OFFLOAD_SCENARIOS, OVERLAY_SCENARIOS, VLAN_SCENARIOS,
+    fixtures_root, harness,
 };
 use packet::MacAddr;
 use std::net::Ipv4Addr;
@@ -574,6 +575,7 @@ fn fixtures_and_descriptions_agree() {
     described.extend_from_slice(OFFLOAD_SCENARIOS);
     described.extend_from_slice(IPV6_SCENARIOS);
     described.extend_from_slice(OVERLAY_SCENARIOS);
+    described.extend_from_slice(VLAN_SCENARIOS);
     described.sort_unstable();
     assert_eq!(fixture_dirs(&fixtures_root()), described);
     assert_distinct_inputs(&scenarios);

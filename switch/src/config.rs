@@ -10,6 +10,7 @@ mod macvlan;
 
 pub use error::ConfigError;
 pub use ipv6::{NetworkV6, UplinkV6, UplinkV6Config};
+pub(crate) use macvlan::check_isolation;
 pub use macvlan::{MAX_VLAN, Macvlan, MacvlanMode, NetworkDriver, parse_vlan};
 
 use ipnet::{Ipv4Net, Ipv6Net};

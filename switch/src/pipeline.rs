@@ -699,15 +699,6 @@ impl Pipeline {
             f.forwarded();
             return f.emit(port, data);
         }
-        match private_egress {
-            // Private mode: a container reaches the LAN only, never another container.
-            Some(Ok(parent)) => {
-                f.forwarded();
-                return f.emit(parent, data);
-            }
-            Some(Err(reason)) => return f.drop(reason),
-            None => {}
-        }
         let group = if dst.is_multicast() {
             match self.multicast.snoop(&mut f, network, &data) {
                 Destination::Consumed => return,
@@ -717,6 +708,16 @@ impl Pipeline {
         } else {
             None
         };
+        match private_egress {
+            // Private mode: a container reaches the LAN only, never another container (after
+            // snooping, which learns its reports and sends them to the LAN itself).
+            Some(Ok(parent)) => {
+                f.forwarded();
+                return f.emit(parent, data);
+            }
+            Some(Err(reason)) => return f.drop(reason),
+            None => {}
+        }
         let listeners = group.map(|g| self.multicast.listeners(network, g, now));
         self.bridge.forward(&mut f, network, dst, data, listeners);
     }

@@ -59,6 +59,7 @@ impl Topology {
             return Err(ConfigError::DuplicateNetwork(def.name.clone()));
         }
         if def.macvlan.is_some() {
+            crate::config::check_isolation(&def.name, def.internal, def.icc)?;
             return self.push_network(Network {
                 name: def.name.clone(),
                 ports: Vec::new(),

@@ -193,6 +193,12 @@ fn bad_macvlan_configs_are_refused_with_the_fix() {
     assert!(err(&format!("{base}vlan = 10")).contains("needs driver = \"macvlan\""));
     assert!(err(&format!("{base}driver = 'macvlan'\nvlan = 4095")).contains("1 to 4094"));
     assert!(err(&format!("{base}driver = 'macvlan'\nvni = 9")).contains("IPv4 and local"));
+    // The bridge network's isolation settings: internal would not cut a macvlan network off the
+    // LAN, icc = false would cut it off everything.
+    let internal = err(&format!("{base}driver = 'macvlan'\ninternal = true"));
+    assert!(internal.contains("internal = true cannot"), "{internal}");
+    let icc = err(&format!("{base}driver = 'macvlan'\nicc = false"));
+    assert!(icc.contains("macvlan_mode = \"private\""), "{icc}");
     let two = format!(
         "{base}driver = 'macvlan'\nvlan = 7\n[[network]]\nname = 'm'\ndriver = 'macvlan'\nvlan = 7"
     );
@@ -236,7 +242,86 @@ fn macvlan_networks_come_and_go_at_run_time() {
         ..def.clone()
     };
     assert!(p.add_network(&other).is_err(), "VLAN 10 is taken");
+    for (internal, icc) in [(true, true), (false, false)] {
+        let isolated = switch::runtime::NetworkDef {
+            name: "isolated".into(),
+            internal,
+            icc,
+            macvlan: Some(switch::config::Macvlan {
+                mode: switch::config::MacvlanMode::Bridge,
+                vlan: Some(30),
+            }),
+            ..def.clone()
+        };
+        assert!(p.add_network(&isolated).is_err(), "{internal} {icc}");
+        assert!(p.topology().network_by_name("isolated").is_none());
+    }
     assert!(p.topology().network_by_name("other").is_none());
     assert!(p.remove_network("lan"));
     p.add_network(&other).unwrap();
+}
+
+/// The parent port is where the LAN's multicast routers are (a router port, RFC 4541 2.1):
+/// the containers' reports reach the LAN (tagged on a VLAN), their traffic to a group reaches
+/// it once snooping has settled, private mode's containers are snooped too, and vswitch sends
+/// no queries onto the LAN.
+#[test]
+fn the_parent_port_is_the_lan_s_multicast_router_port() {
+    const SEC: u64 = 1_000_000_000;
+    let mut r = Rig::new();
+    let (g1, g2) = (Ipv4Addr::new(239, 1, 1, 1), Ipv4Addr::new(239, 1, 1, 2));
+    // l1 joins g1 (untagged network), a1 joins g2 (VLAN 10, private mode): learned, and on to
+    // the LAN's routers.
+    let join1 = build::igmpv2_report(mac(20), ip(20), g1);
+    assert_eq!(r.send(L1, join1.clone()), [(UP, join1)]);
+    let join2 = build::igmpv2_report(mac(31), ip(31), g2);
+    assert_eq!(r.send(A1, join2.clone()), [(UP, tagged(join2, 10, 0))]);
+    assert_eq!(r.p.port_counters(L1).unwrap().forwarded, 1);
+    assert_eq!(r.p.bridge_counters().multicast_reports, 2);
+    // A LAN host's report comes in through the trunk: for the LAN, not learned, not flooded.
+    let lan_join = build::igmpv2_report(mac(10), ip(10), g1);
+    assert!(r.send(UP, lan_join).is_empty());
+    // A query interval later: queries for the containers, none out of the uplink.
+    r.now = 130 * SEC;
+    let mut out = Vec::new();
+    r.p.process(r.now, &mut Vec::new(), &mut out);
+    assert!(!out.is_empty(), "the containers are queried");
+    assert!(out.iter().all(|o| o.port != UP), "no query onto the LAN");
+    // Past the grace period (every container snooped): l2's datagram to g1 reaches l1 and the
+    // LAN; the LAN's to g2 on VLAN 10 reaches a1 (not a2, which never joined).
+    r.now = 200 * SEC;
+    let to_g1 = build::udp(
+        mac(21),
+        build::multicast_mac_v4(g1),
+        ip(21),
+        g1,
+        1,
+        2,
+        b"g1",
+    );
+    assert_eq!(
+        r.send(L2, to_g1.clone()),
+        [(L1, to_g1.clone()), (UP, to_g1)]
+    );
+    let to_g2 = build::udp(
+        mac(10),
+        build::multicast_mac_v4(g2),
+        ip(10),
+        g2,
+        1,
+        2,
+        b"g2",
+    );
+    assert_eq!(r.send(UP, tagged(to_g2.clone(), 10, 0)), [(A1, to_g2)]);
+    // a2 (private) sends to g2: to the LAN only, not to a1.
+    let from_a2 = build::udp(
+        mac(32),
+        build::multicast_mac_v4(g2),
+        ip(32),
+        g2,
+        1,
+        2,
+        b"a2",
+    );
+    assert_eq!(r.send(A2, from_a2.clone()), [(UP, tagged(from_a2, 10, 0))]);
 }

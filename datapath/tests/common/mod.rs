@@ -1,7 +1,8 @@
 //! What the golden-pcap checkers (`golden.rs`: L2 scenarios, `golden_nat.rs`: gateway and NAT
 //! scenarios, `golden_ipv6.rs`: IPv6 at the gateway, `golden_offload.rs`: offloads,
-//! `golden_overlay.rs`: a VXLAN overlay) share beyond `testkit::golden`: the datapath as the
-//! harness's [`Driver`], the fixtures root and the list of scenario folders each checker owns.
+//! `golden_overlay.rs`: a VXLAN overlay, `golden_vlan.rs`: macvlan networks and 802.1Q VLANs)
+//! share beyond `testkit::golden`: the datapath as the harness's [`Driver`], the fixtures root
+//! and the list of scenario folders each checker owns.
 
 // Each test crate compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
@@ -35,6 +36,9 @@ pub const OFFLOAD_SCENARIOS: &[&str] = &["gso-super-frames"];
 
 /// The scenario folders described by `golden_overlay.rs`.
 pub const OVERLAY_SCENARIOS: &[&str] = &["overlay-vxlan"];
+
+/// The scenario folders described by `golden_vlan.rs`.
+pub const VLAN_SCENARIOS: &[&str] = &["vlan-trunk", "macvlan-modes"];
 
 pub fn fixtures_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../pcap-fixtures")

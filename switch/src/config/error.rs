@@ -190,6 +190,20 @@ pub enum ConfigError {
     )]
     MacvlanWithoutUplink(String),
 
+    /// A macvlan network with `internal = true`, which would not cut it off the LAN.
+    #[error(
+        "network {0:?}: a macvlan network's containers are on the uplink's LAN, so internal = \
+         true cannot cut them off it: use a bridge network for an internal one"
+    )]
+    MacvlanInternal(String),
+
+    /// A macvlan network with `icc = false`, which would cut it off the LAN too.
+    #[error(
+        "network {0:?}: icc = false on a macvlan network would cut its containers off the LAN \
+         too (it has no gateway): use macvlan_mode = \"private\" to keep them apart"
+    )]
+    MacvlanIcc(String),
+
     /// A flood list on a network that is not an overlay.
     #[error(
         "network {0:?}: vtep_peers needs a vni (they are the other hosts of an overlay network)"

@@ -81,11 +81,28 @@ pub(crate) fn of_config(n: &NetworkConfig) -> Result<Option<Macvlan>, ConfigErro
         NetworkDriver::Macvlan if n.vni.is_some() || n.subnet6.is_some() => {
             Err(ConfigError::MacvlanIpv4Only(n.name.clone()))
         }
-        NetworkDriver::Macvlan => Ok(Some(Macvlan {
-            mode: n.macvlan_mode,
-            vlan: n.vlan,
-        })),
+        NetworkDriver::Macvlan => {
+            check_isolation(&n.name, n.internal, n.icc)?;
+            Ok(Some(Macvlan {
+                mode: n.macvlan_mode,
+                vlan: n.vlan,
+            }))
+        }
     }
+}
+
+/// Refuses the bridge network's isolation settings on a macvlan network, which has no gateway
+/// to keep its containers on: `internal` would not cut them off the LAN (the bridge stage takes
+/// no notice of it) and `icc = false` would cut them off everything, the LAN included (the
+/// bridge stage drops what is not for the gateway).
+pub(crate) fn check_isolation(name: &str, internal: bool, icc: bool) -> Result<(), ConfigError> {
+    if internal {
+        return Err(ConfigError::MacvlanInternal(name.to_string()));
+    }
+    if !icc {
+        return Err(ConfigError::MacvlanIcc(name.to_string()));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

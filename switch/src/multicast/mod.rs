@@ -7,6 +7,14 @@
 //! (there is no multicast router on a vswitch network: its gateway is the switch), so it
 //! consumes every report and leave (`local`) and forwards none.
 //!
+//! A macvlan network's parent port is the exception, a *router port* (RFC 4541 2.1): the LAN's
+//! multicast routers (and its querier) are behind it. It gets every group's traffic (2.1.2),
+//! and the network's reports and leaves, learned from as ever, also go to it (2.1.1: else the
+//! LAN's routers and snooping switches would never send the containers their groups); such a
+//! report counts `forwarded`, not `local`. It is never queried (the LAN's querier is the
+//! LAN's), and the reports that come in through it are not learned (it is no listener: it
+//! gets every group anyway).
+//!
 //! Delivery of a frame to a multicast MAC ([`report::classify`]):
 //! - broadcast, non-IP multicast, 224.0.0.0/24 and ff02::1: to every port, as before;
 //! - any other group: to its member ports and to the ports not snooped yet, never back to the
@@ -94,7 +102,8 @@ struct Unsnooped {
 /// Where a frame to a multicast MAC goes, once snooping has looked at it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Destination {
-    /// It ended here: a report or leave learned from (`local`), or a malformed one (dropped).
+    /// It ended here: a report or leave learned from (`local`, or `forwarded` to the
+    /// network's router ports), or a malformed one (dropped).
     Consumed,
     /// To every port of the network.
     Everyone,
@@ -126,6 +135,9 @@ pub(crate) struct Multicast {
     max_groups_per_port: u32,
     /// Ports that joined since the last housekeeping, and whether to query them then.
     joined: Vec<(PortId, bool)>,
+    /// Router ports (macvlan networks' parent ports) by network: every group's traffic and
+    /// the reports go to them; they are never queried nor snooped.
+    routers: Vec<(NetworkId, PortId)>,
     /// Whether this pipeline sends the queries.
     querier: bool,
     /// When the next general query is due; `None` before the first housekeeping.
@@ -143,6 +155,7 @@ impl Multicast {
             per_port: Vec::new(),
             max_groups_per_port: topo.bridge.max_groups_per_port,
             joined: Vec::new(),
+            routers: Vec::new(),
             querier: true,
             next_query: None,
             next_sweep: 0,
@@ -173,8 +186,26 @@ impl Multicast {
         self.joined.push((port, query));
     }
 
+    /// A router port joined `network` (a macvlan network's parent port): see the module doc.
+    pub(crate) fn add_router_port(&mut self, port: PortId, network: NetworkId) {
+        self.routers.push((network, port));
+    }
+
+    /// The router ports of `network`.
+    fn routers(&self, network: NetworkId) -> impl Iterator<Item = PortId> + '_ {
+        self.routers
+            .iter()
+            .filter(move |(n, _)| *n == network)
+            .map(|(_, p)| *p)
+    }
+
+    fn is_router(&self, port: PortId) -> bool {
+        self.routers.iter().any(|(_, p)| *p == port)
+    }
+
     /// A port went: its memberships and the rest of its state go with it.
     pub(crate) fn remove_port(&mut self, port: PortId, network: NetworkId) {
+        self.routers.retain(|(_, p)| *p != port);
         if let Some(n) = self.per_port.get_mut(usize::from(port.0)) {
             *n = 0;
         }
@@ -201,12 +232,24 @@ impl Multicast {
         match classify(data) {
             Ok(Kind::Flood) => Destination::Everyone,
             Ok(Kind::ToGroup(group)) => Destination::Listeners(group),
+            Ok(Kind::Report(_)) if self.is_router(f.ingress) => {
+                // The LAN's, for its routers: the router port listens to every group anyway.
+                f.events().multicast_reports += 1;
+                f.local();
+                Destination::Consumed
+            }
             Ok(Kind::Report(report)) => {
                 let refused = self.learn(f.now, network, f.ingress, report);
                 let events = f.events();
                 events.multicast_reports += 1;
                 events.multicast_group_cap_reached += refused;
-                f.local();
+                let routers: Vec<PortId> = self.routers(network).collect();
+                let (ingress, offload) = (f.ingress, f.offload);
+                if f.flood_to(routers.into_iter(), Some(ingress), data.to_vec(), offload) > 0 {
+                    f.forwarded();
+                } else {
+                    f.local();
+                }
                 Destination::Consumed
             }
             Err(reason) => {
@@ -268,7 +311,8 @@ impl Multicast {
     }
 
     /// The ports a frame to `group` in `network` goes to at `now`: its live members, then the
-    /// ports not snooped yet for its family (the two never overlap: a member has reported).
+    /// ports not snooped yet for its family (the two never overlap: a member has reported),
+    /// then the router ports (never members, never unsnooped).
     pub(crate) fn listeners(
         &self,
         network: NetworkId,
@@ -285,7 +329,10 @@ impl Multicast {
             .map_or(&[][..], |l| l[group.family() as usize].as_slice());
         let members = members.iter().filter(move |m| m.expires > now);
         let unsnooped = unsnooped.iter().filter(move |u| u.until > now);
-        members.map(|m| m.port).chain(unsnooped.map(|u| u.port))
+        members
+            .map(|m| m.port)
+            .chain(unsnooped.map(|u| u.port))
+            .chain(self.routers(network))
     }
 
     /// Starts the grace period of ports that joined, sends the queries that are due (when
@@ -312,7 +359,7 @@ impl Multicast {
             self.next_query = Some(now.saturating_add(QUERY_INTERVAL));
             if self.querier {
                 for net in &topo.networks {
-                    for &port in &net.ports {
+                    for &port in net.ports.iter().filter(|&&p| !self.is_router(p)) {
                         query_port(topo, port, counters, output);
                     }
                 }

@@ -59,8 +59,9 @@ impl Pipeline {
             None => self.counters.ports.push(PortCounters::default()),
         }
         self.bridge.add_port(port);
-        // The LAN's multicast routers query it; vswitch does not.
-        self.multicast.add_port(port, network, false);
+        // The LAN's multicast routers are behind it: it gets every group and the reports, and
+        // is never queried (a router port, see `crate::multicast`).
+        self.multicast.add_router_port(port, network);
         self.parents.add(network, port, m);
         self.gateway.invalidate_flows();
         Ok(())
