@@ -71,6 +71,7 @@ drop_reasons! {
     VxlanUnknownVtep => "vxlan_unknown_vtep", "VXLAN from a VTEP the overlay network does not know (not in its flood list, no endpoint behind it).";
     VlanUnknown => "vlan_unknown", "From the uplink with an 802.1Q tag no macvlan network here has.";
     VlanQinq => "vlan_qinq", "From the uplink with stacked tags (QinQ) or an 802.1ad service tag: not supported.";
+    VlanOnAccessPort => "vlan_on_access_port", "A container port of a macvlan network sent a frame tagged with a VLAN id: its port is an access port.";
     MacvlanPrivate => "macvlan_private", "Between two containers of a macvlan network in private mode.";
     OverlayGatewayMac => "overlay_gateway_mac", "Decapsulated from another host with the network's gateway MAC as its source: every host has its own gateway.";
 }

@@ -646,6 +646,10 @@ impl Pipeline {
             None => None,
         };
         let private_egress = match net.macvlan {
+            Some(_) if kind != PortKind::Parent && crate::vlan::tagged_with_vlan(&pkt.data) => {
+                // An access port: a frame tagged for a VLAN would leave the trunk on that one.
+                return self.counters.drop(ingress, DropReason::VlanOnAccessPort);
+            }
             Some(_) => self.private_egress(network, ingress, dst, now),
             None => None,
         };

@@ -52,6 +52,13 @@ pub fn tag_of(frame: &[u8]) -> Tag {
     }
 }
 
+/// Whether `frame` carries a tag with a VLAN id (not a priority tag): an access port's frame
+/// never may.
+#[inline]
+pub fn tagged_with_vlan(frame: &[u8]) -> bool {
+    matches!(tag_of(frame), Tag::Stacked | Tag::Vlan { vid: 1.., .. })
+}
+
 /// Removes the outer tag of a tagged `frame` (in place).
 pub fn pop(frame: &mut Vec<u8>) {
     if frame.len() >= 18 {

@@ -152,6 +152,14 @@ fn vlans_on_the_trunk_are_tagged_out_and_only_their_tag_gets_in() {
     assert_eq!(r.send(B1, prio), [(UP, tagged(plain, 20, 5))]);
     let up = r.p.port_counters(UP).unwrap();
     assert_eq!(up.rx_frames, up.forwarded + up.local + up.drops.total());
+    // b1 (no anti-spoofing) tags a frame for VLAN 10 itself: an access port may not.
+    let hop = tagged(
+        build::udp(mac(40), mac(10), ip(40), ip(10), 1, 2, b"h"),
+        10,
+        0,
+    );
+    assert!(r.send(B1, hop).is_empty());
+    assert_eq!(r.drops(B1, DropReason::VlanOnAccessPort), 1);
 }
 
 #[test]
