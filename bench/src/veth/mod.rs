@@ -10,6 +10,16 @@
 //!  Open vSwitch: oa ─┐
 //!                    ├─ ovs: ovsdb-server + ovs-vswitchd, br0 datapath_type=netdev
 //!                ob ─┘       (AF_PACKET ports on the host ends; only when OVS is installed)
+//!
+//!  overlay, vswitch (two hosts in a cluster, VXLAN between their uplinks):
+//!  c1 (10.77.0.x) ─ h1: daemon, up0 VTEP 198.51.100.11 ─┐
+//!                       mg0 198.51.100.21 ──────────────┤ ul: br0 198.51.100.254, etcd :2379
+//!                       mg0 198.51.100.22 ──────────────┤
+//!  c2 (10.77.0.y) ─ h2: daemon, up0 VTEP 198.51.100.12 ─┘
+//!  overlay, kernel (vxlan VNI 256 + br0 on each host, static flood entry to the other):
+//!  xc1 (10.78.0.1) ─ xh1: br0 [vc, vx0] eth0 198.51.100.11 ─┐
+//!                                                           ├─ xul: br0
+//!  xc2 (10.78.0.2) ─ xh2: br0 [vc, vx0] eth0 198.51.100.12 ─┘
 //! ```
 //!
 //! Containers are network namespaces. vswitch's are attached with the daemon's `connect`
@@ -32,7 +42,8 @@
 //! counted from the receiver's rx_packets), TCP Gbit/s with iperf3 container → container, TCP
 //! Gbit/s container → "internet" through NAT, and 64-byte UDP frames per second container →
 //! "internet" through NAT over `--nat-flows` source ports, counted as they arrive masqueraded by
-//! a drop rule in the internet namespace (which therefore answers nothing; see `udp.rs`). Every
+//! a drop rule in the internet namespace (which therefore answers nothing; see `udp.rs`), and
+//! TCP Gbit/s between containers on two hosts over a VXLAN overlay (`overlay.rs`). Every
 //! namespace is named `vsb<pid>-*`; the lab's `Drop` kills what it started and deletes them,
 //! also after an error or Ctrl-C.
 
@@ -46,11 +57,13 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod overlay;
 mod ovs;
 mod sides;
 mod udp;
 
 use crate::lab::{Lab, have, in_ns, ip, is_root, sh, sweep_stale};
+use overlay::{Availability, OVERLAY};
 use ovs::ovs_available;
 use udp::{BLAST_MAX_FLOWS, Nat, Sink, Target, Tracker, Udp, udp_rate};
 pub use udp::{BlastArgs, blast};
@@ -70,6 +83,10 @@ pub struct VethArgs {
     /// Skip the Open vSwitch rows even when openvswitch-switch is installed.
     #[arg(long)]
     no_ovs: bool,
+    /// Skip the overlay rows (overlay_tcp_gbps: two hosts over VXLAN, vswitch's cluster with
+    /// etcd against the kernel's vxlan device and bridge).
+    #[arg(long)]
+    no_overlay: bool,
     /// UDP flows (source ports) of the NAT row, nat_udp_64B_pps (at most 256 without trafgen).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u16).range(1..=50000))]
     nat_flows: u16,
@@ -80,10 +97,10 @@ pub struct VethArgs {
 /// One measured figure.
 #[derive(Debug, Serialize)]
 pub struct Row {
-    /// `udp_64B_pps`, `tcp_gbps`, `nat_tcp_gbps` or `nat_udp_64B_pps`.
+    /// `udp_64B_pps`, `tcp_gbps`, `nat_tcp_gbps`, `nat_udp_64B_pps` or `overlay_tcp_gbps`.
     pub test: &'static str,
-    /// `vswitch`, `linux-bridge`, `linux-router+iptables` / `+nft`, `raw-veth`, `ovs-netdev`
-    /// or `ovs-netdev+tso`.
+    /// `vswitch`, `linux-bridge`, `linux-router+iptables` / `+nft`, `raw-veth`, `ovs-netdev`,
+    /// `ovs-netdev+tso` or `linux-vxlan+bridge`.
     pub system: String,
     /// Offloads on the lab's veths: `kernel defaults`, `off` (every link) or
     /// `off in containers` (Open vSwitch without TSO).
@@ -145,9 +162,11 @@ pub struct Report {
     pub nat_tool: String,
     /// `ovs-vswitchd --version`'s first line, or why Open vSwitch was not measured.
     pub ovs: String,
+    /// The etcd the overlay row's vswitch hosts share, or why that row was not measured.
+    pub overlay: String,
     /// Every figure.
     pub rows: Vec<Row>,
-    /// Rows that were not measured (Open vSwitch not installed or failing).
+    /// Rows that were not measured (Open vSwitch or etcd not installed, Open vSwitch failing).
     pub skipped: Vec<Skipped>,
     /// vswitch against each other row of the same test.
     pub ratios: Vec<Ratio>,
@@ -210,10 +229,13 @@ pub fn run(args: VethArgs) -> Result<()> {
     } else {
         ovs_available()
     };
+    let overlay = Availability::probe(args.no_overlay);
     sweep_stale();
     let machine = Machine::now();
     let mut lab = Lab::new()?;
-    let result = measure_all(&mut lab, &args, trafgen, nat_flows, nat_tool, &ovs);
+    let result = measure_all(
+        &mut lab, &args, trafgen, nat_flows, nat_tool, &ovs, &overlay,
+    );
     let prefix = lab.prefix.clone();
     drop(lab);
     let (rows, skipped, notes) = result?;
@@ -231,6 +253,7 @@ pub fn run(args: VethArgs) -> Result<()> {
             Ok(v) => v,
             Err(why) => format!("not measured: {why}"),
         },
+        overlay: overlay.describe(),
         rows,
         skipped,
         ratios,
@@ -276,8 +299,9 @@ fn print_table(r: &Report) {
         r.generator, r.nat_udp_flows
     );
     println!("Open vSwitch: {}", r.ovs);
+    println!("Overlay: {}", r.overlay);
     println!(
-        "{:<15} {:<24} {:<18} {:>28}  {:>12}",
+        "{:<16} {:<24} {:<18} {:>28}  {:>12}",
         "test", "system", "offloads", "median (min–max)", "vs vswitch"
     );
     for row in &r.rows {
@@ -297,7 +321,7 @@ fn print_table(r: &Report) {
             format!("  (offered {:.0} kpps)", o / 1e3)
         });
         println!(
-            "{:<15} {:<24} {:<18} {:>21} {:<6}  {:>12}{offered}",
+            "{:<16} {:<24} {:<18} {:>21} {:<6}  {:>12}{offered}",
             row.test,
             row.system,
             row.offloads,
@@ -307,7 +331,7 @@ fn print_table(r: &Report) {
         );
     }
     for k in &r.skipped {
-        println!("{:<15} {:<24} skipped: {}", k.test, k.system, k.reason);
+        println!("{:<16} {:<24} skipped: {}", k.test, k.system, k.reason);
     }
     for n in &r.notes {
         println!("note: {n}");
@@ -435,13 +459,14 @@ fn measure_all(
     nat_flows: u16,
     nat_tool: &str,
     ovs_found: &std::result::Result<String, String>,
+    overlay: &Availability,
 ) -> Result<Measured> {
     let reps = args.reps;
     let secs = args.seconds;
     let tcp_secs = secs.ceil().max(1.0) as u32;
     let nat_system = format!("linux-router+{nat_tool}");
     // (test, system, offloads) in run order: vswitch, the raw pair, the kernel with its
-    // defaults, then with offloads off, then Open vSwitch without and with TSO.
+    // defaults, then with offloads off, the overlays, then Open vSwitch without and with TSO.
     let mut plan: Vec<(&'static str, String, &'static str)> = vec![
         (UDP, VSWITCH.into(), DEFAULTS),
         (TCP, VSWITCH.into(), DEFAULTS),
@@ -464,6 +489,7 @@ fn measure_all(
         (TCP, OVS_TSO, DEFAULTS),
     ];
     let mut skipped = Vec::new();
+    overlay.plan(&mut plan, &mut skipped);
     match ovs_found {
         Ok(_) => plan.extend(ovs_plan.map(|(t, s, o)| (t, s.to_string(), o))),
         Err(why) => skipped.extend(ovs_plan.map(|(test, system, _)| Skipped {
@@ -487,15 +513,24 @@ fn measure_all(
             Ok(_) => Some(lab.build_ovs()?),
             Err(_) => None,
         };
-        Ok::<_, anyhow::Error>((v, r, k, o, sinks))
+        let ov = match &overlay.vswitch {
+            Ok(_) => Some(lab.build_overlay_vswitch()?),
+            Err(_) => None,
+        };
+        let ok = match &overlay.kernel {
+            Ok(()) => Some(lab.build_overlay_kernel()?),
+            Err(_) => None,
+        };
+        Ok::<_, anyhow::Error>((v, r, k, o, sinks, (ov, ok)))
     })();
-    let ((a, b, inet), (ra, rb), (ba, bb, binet, br), mut ovs, (sink, bsink)) = match built {
-        Ok(x) => x,
-        Err(e) => {
-            bar.finish_and_clear();
-            return Err(e);
-        }
-    };
+    let ((a, b, inet), (ra, rb), (ba, bb, binet, br), mut ovs, (sink, bsink), (ov, ok)) =
+        match built {
+            Ok(x) => x,
+            Err(e) => {
+                bar.finish_and_clear();
+                return Err(e);
+            }
+        };
     bar.inc(1);
     let mut rows = Vec::new();
     let mut notes = Vec::new();
@@ -544,10 +579,17 @@ fn measure_all(
                 }
                 kernel_off = true;
             }
-            let (src, dst, far): (&str, &str, Option<&str>) = match system.as_str() {
-                VSWITCH => (&a, &b, Some(&inet)),
-                RAW => (&ra, &rb, None),
-                OVS | OVS_TSO => match &ovs {
+            // The overlay rows run on labs of their own (two hosts each).
+            let pair = match (test, system.as_str()) {
+                (OVERLAY, VSWITCH) => Some(ov.as_ref().context("no vswitch overlay lab")?),
+                (OVERLAY, _) => Some(ok.as_ref().context("no kernel overlay lab")?),
+                _ => None,
+            };
+            let (src, dst, far): (&str, &str, Option<&str>) = match (pair, system.as_str()) {
+                (Some(p), _) => (&p.src, &p.dst, None),
+                (None, VSWITCH) => (&a, &b, Some(&inet)),
+                (None, RAW) => (&ra, &rb, None),
+                (None, OVS | OVS_TSO) => match &ovs {
                     Some(o) => (&o.oa, &o.ob, None),
                     None => bail!("the Open vSwitch side was not built"),
                 },
@@ -614,6 +656,10 @@ fn measure_all(
                             udps.push(u);
                         }
                         TCP => values.push(tcp_rate(lab, &src, &dst, "172.17.0.3", tcp_secs)?),
+                        OVERLAY => {
+                            let ip = &pair.context("no overlay lab")?.dst_ip;
+                            values.push(tcp_rate(lab, &src, &dst, ip, tcp_secs)?);
+                        }
                         _ => {
                             let far = far.context("no internet peer")?;
                             values.push(tcp_rate(lab, &src, far, INET_IP, tcp_secs)?);
@@ -644,7 +690,7 @@ fn measure_all(
                 system: system.clone(),
                 offloads: off,
                 value: Stat::of(&values),
-                unit: if test == TCP || test == NAT {
+                unit: if [TCP, NAT, OVERLAY].contains(&test) {
                     "Gbit/s"
                 } else {
                     "pps"
@@ -671,9 +717,9 @@ fn measure_all(
 }
 
 /// Print order: per test, vswitch, the kernel with its defaults, with offloads off, the raw
-/// pair, Open vSwitch without and with TSO.
+/// pair, Open vSwitch without and with TSO (the overlay test: vswitch, then the kernel's).
 fn order(r: &Row) -> usize {
-    let t = [UDP, TCP, NAT, NAT_UDP]
+    let t = [UDP, TCP, NAT, NAT_UDP, OVERLAY]
         .iter()
         .position(|x| *x == r.test)
         .unwrap_or(9);
