@@ -12,16 +12,21 @@
 # rootless end-to-end test needs: the plain user `vswitch-test` and a world read-write
 # /dev/net/tun, as distributions ship it.
 
-# tool:package for every job. A tool listed here is checked with `command -v`.
-VSWITCH_TOOLS_DEMO="ip:iproute2 ping:iputils-ping curl:curl dig:dnsutils python3:python3 ethtool:ethtool"
+# tool:package for every job. A tool listed here is checked with `command -v`; a path (from /)
+# with `test -e` (the build needs protoc and the standard .proto files: etcd-client's gRPC code).
+VSWITCH_TOOLS_DEMO="ip:iproute2 ping:iputils-ping curl:curl dig:dnsutils python3:python3 ethtool:ethtool \
+protoc:protobuf-compiler \
+/usr/include/google/protobuf/descriptor.proto:libprotobuf-dev"
 # The tests: tcpdump and tshark decode the golden pcaps independently of vswitch's code; the
 # rest are the real clients and plumbing of the namespace end-to-end tests and bench smoke tests,
-# and the real runtimes (dockerd, podman with runc) the runtime tests run in a stand-in host.
+# the real runtimes (dockerd, podman with runc) the runtime tests run in a stand-in host, and
+# etcd for the overlay tests.
 VSWITCH_TOOLS_TEST="$VSWITCH_TOOLS_DEMO tcpdump:tcpdump tshark:tshark iperf3:iperf3 \
 iptables:iptables trafgen:netsniff-ng pgrep:procps unshare:util-linux \
 setpriv:util-linux nsenter:util-linux sha256sum:coreutils \
 dockerd:docker.io podman:podman busybox:busybox-static runc:runc newuidmap:uidmap \
-slirp4netns:slirp4netns tmux:tmux"
+slirp4netns:slirp4netns tmux:tmux \
+etcd:etcd-server etcdctl:etcd-client"
 
 # Prints the packages whose tool is missing for job $1 (demo | test), one per line, deduplicated.
 vswitch_missing_packages() {
@@ -34,7 +39,10 @@ vswitch_missing_packages() {
   for pair in $list; do
     tool=${pair%%:*}
     pkg=${pair#*:}
-    command -v "$tool" >/dev/null 2>&1 || echo "$pkg"
+    case "$tool" in
+      /*) [ -e "$tool" ] || echo "$pkg" ;;
+      *) command -v "$tool" >/dev/null 2>&1 || echo "$pkg" ;;
+    esac
   done | sort -u
 }
 

@@ -47,6 +47,9 @@ enum Command {
         #[command(subcommand)]
         action: FdbAction,
     },
+    /// Overlay networks' remote side: each network's VTEP flood list and the MACs known to be
+    /// behind other hosts (from the cluster store, or learned from their VXLAN).
+    Overlay(ClientArgs),
     /// Connection tracking table.
     Conntrack {
         #[command(subcommand)]
@@ -123,6 +126,22 @@ struct DaemonArgs {
     /// (possibly of a newer binary) restores them, so connections survive the restart.
     #[arg(long)]
     keep_state: bool,
+    /// Join a cluster of vswitch hosts for overlay networks: its etcd endpoints, comma
+    /// separated (etcd://10.0.0.1:2379,etcd://10.0.0.2:2379). The uplink address is this
+    /// host's VTEP.
+    #[arg(long, value_name = "ETCD_URLS")]
+    cluster: Option<String>,
+    /// This host's name in the cluster (default: the kernel's host name); unique per host.
+    #[arg(long, value_name = "NAME", requires = "cluster")]
+    cluster_host: Option<String>,
+    /// Seconds this host's endpoints outlive it in the cluster (its etcd lease's TTL).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 10,
+        requires = "cluster"
+    )]
+    cluster_ttl: u64,
 }
 
 #[derive(Args, Clone)]
@@ -260,6 +279,10 @@ enum NetworkAction {
         /// Label KEY=VALUE (repeatable).
         #[arg(long = "label", value_name = "KEY=VALUE")]
         labels: Vec<String>,
+        /// `overlay`: one network across every host of the cluster (the daemons run with
+        /// `--cluster`), carried between hosts in VXLAN; `vswitch` (the default): this host's.
+        #[arg(long, short = 'd')]
+        driver: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -356,6 +379,7 @@ fn main() -> ExitCode {
         Command::Fdb {
             action: FdbAction::Show(c),
         } => client(&c, &Request::Fdb, table::print_fdb),
+        Command::Overlay(c) => client(&c, &Request::Overlay, table::print_overlay),
         Command::Conntrack {
             action:
                 ConntrackAction::Ls {
@@ -455,6 +479,7 @@ fn main() -> ExitCode {
                     mtu,
                     labels,
                     ipv6,
+                    driver,
                     client: c,
                 },
         } => {
@@ -475,6 +500,7 @@ fn main() -> ExitCode {
                     ipv6,
                     subnet6,
                     gateway6,
+                    driver,
                 };
                 client(&c, &req, |v| {
                     println!("{}", v["Id"].as_str().unwrap_or("?"))
@@ -638,6 +664,21 @@ fn run_daemon(args: DaemonArgs) -> Result<()> {
         metrics: args.metrics,
         fault_injection: args.fault_injection,
         keep_state: args.keep_state,
+        cluster: args
+            .cluster
+            .map(|urls| -> Result<_> {
+                Ok(daemon::cluster::ClusterOptions {
+                    endpoints: daemon::cluster::parse_endpoints(&urls)?,
+                    host: match args.cluster_host {
+                        Some(h) => h,
+                        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+                            .map(|h| h.trim().to_string())
+                            .context("reading the host name: give --cluster-host NAME")?,
+                    },
+                    ttl: std::time::Duration::from_secs(args.cluster_ttl.max(2)),
+                })
+            })
+            .transpose()?,
     })
 }
 

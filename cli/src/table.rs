@@ -171,6 +171,38 @@ pub fn print_fdb(v: &Value) {
     }
 }
 
+/// `vswitch overlay`: per overlay network, its VNI and flood list, then one line per remote
+/// MAC.
+pub fn print_overlay(v: &Value) {
+    for n in v.as_array().into_iter().flatten() {
+        let peers: Vec<&str> = n["peers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        println!(
+            "network {} vni {} peers {}",
+            s(&n["network"]),
+            s(&n["vni"]),
+            if peers.is_empty() {
+                "(none)".to_string()
+            } else {
+                peers.join(",")
+            }
+        );
+        for e in n["endpoints"].as_array().into_iter().flatten() {
+            println!(
+                "  {} ip {} vtep {} {}",
+                s(&e["mac"]),
+                e["ip"].as_str().unwrap_or("-"),
+                s(&e["vtep"]),
+                s(&e["origin"])
+            );
+        }
+    }
+}
+
 fn tuple_text(t: &Value) -> String {
     format!(
         "src={} dst={} sport={} dport={}",

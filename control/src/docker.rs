@@ -13,7 +13,7 @@ pub struct NetworkInspect {
     pub containers: BTreeMap<String, Endpoint>,
     /// Creation time, seconds since the Unix epoch.
     pub created: u64,
-    /// Always `vswitch`.
+    /// `vswitch`, or `overlay` for a network across the cluster's hosts.
     pub driver: String,
     /// Dual-stack: the network has an IPv6 prefix (its second `IPAM.Config`).
     #[serde(rename = "EnableIPv6")]
@@ -32,8 +32,23 @@ pub struct NetworkInspect {
     /// Driver options, with Docker's keys where Docker has one
     /// (`com.docker.network.bridge.enable_icc`, `com.docker.network.driver.mtu`).
     pub options: BTreeMap<String, String>,
-    /// Always `local`.
+    /// An overlay network's hosts (this one too) with their VTEP addresses, as Docker's
+    /// overlay shows them; absent for other networks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<Peer>,
+    /// `local`, or `global` for an overlay network.
     pub scope: String,
+}
+
+/// A host of an overlay network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Peer {
+    /// The host's name in the cluster.
+    pub name: String,
+    /// Its VTEP (uplink) address.
+    #[serde(rename = "IP")]
+    pub ip: String,
 }
 
 /// A container's endpoint on a network.
@@ -114,9 +129,11 @@ mod tests {
             labels: BTreeMap::new(),
             name: "shop".into(),
             options: BTreeMap::new(),
+            peers: Vec::new(),
             scope: "local".into(),
         };
         let v = serde_json::to_value(&n).unwrap();
+        assert!(v.get("Peers").is_none(), "only overlay networks have peers");
         assert_eq!(v["IPAM"]["Config"][0]["Subnet"], "172.18.0.0/16");
         assert_eq!(v["IPAM"]["Config"][0]["IPRange"], serde_json::Value::Null);
         assert_eq!(v["EnableIPv6"], false);

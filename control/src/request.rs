@@ -19,6 +19,9 @@ pub enum Request {
     Stats,
     /// The FDB.
     Fdb,
+    /// Overlay networks: their VTEP peers and remote endpoints (`network`, `vni`, `peers`,
+    /// `endpoints` of `mac`, `ip`, `vtep`, `origin` = `cluster` or `learned`).
+    Overlay,
     /// Tracked connections.
     Conntrack,
     /// Forget every tracked connection.
@@ -123,6 +126,11 @@ pub enum Request {
         /// The IPv6 gateway (default: the prefix's ::1).
         #[serde(default)]
         gateway6: Option<std::net::Ipv6Addr>,
+        /// `overlay`: a network shared by every daemon of the cluster (`vswitch daemon
+        /// --cluster`), carried between hosts in VXLAN; default (`vswitch`, `bridge`): this
+        /// host's alone.
+        #[serde(default)]
+        driver: Option<String>,
     },
     /// List networks.
     NetworkLs,

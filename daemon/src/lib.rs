@@ -19,8 +19,10 @@
 //! Rooms: [`startup`] (start and stop), `server` (the control socket), `state` (what the
 //! daemon holds, and its locks), `handlers` (one module per resource: network, container, port,
 //! status; the host port), `host_proxy` (published ports reached from the host itself), `uplink`
-//! (the socket gateway, the embedded rootless topology, resolvers).
+//! (the socket gateway, the embedded rootless topology, resolvers), [`cluster`] (overlay
+//! networks across hosts, from the cluster store).
 
+pub mod cluster;
 mod events;
 mod handlers;
 mod health;
@@ -58,6 +60,8 @@ pub struct DaemonOptions {
     pub fault_injection: bool,
     /// Keep connections across a restart (`--keep-state`): see [`keep_state`].
     pub keep_state: bool,
+    /// Join a cluster (`--cluster`) for overlay networks: see [`cluster`].
+    pub cluster: Option<cluster::ClusterOptions>,
 }
 
 /// Rootless mode, first thing in the process while it is still single-threaded: forks the

@@ -3,6 +3,7 @@
 //! containers of the last run re-attached; then the accept loop until SIGTERM/SIGINT or a
 //! `shutdown` request, and the links the daemon made removed.
 
+use crate::cluster::ClusterLink;
 use crate::keep_state::{self, Snapshot};
 use crate::state::{Daemon, FanoutGroups, def_of, lock, refresh_dns, register_config_networks};
 use crate::uplink::{
@@ -98,6 +99,22 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
             return Err(e);
         }
     };
+    let cluster = match &opts.cluster {
+        Some(c) => {
+            let up = topo.uplink.context(
+                "--cluster needs an [uplink] with an address: it is this host's VTEP, where \
+                 the other hosts send its overlay networks' traffic",
+            )?;
+            if topo.ports.iter().any(|p| p.kind == PortKind::Socket) {
+                bail!(
+                    "--cluster needs a rootful daemon's uplink (af_packet or tap): a socket \
+                     uplink cannot receive the other hosts' VXLAN"
+                );
+            }
+            Some(Box::new(ClusterLink::connect(c, up.address)?))
+        }
+        None => None,
+    };
     let shutdown = Arc::new(AtomicBool::new(false));
     let (loop_threads, loops) = crate::health::spawn_loops(engines, &shutdown)?;
 
@@ -136,8 +153,11 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         loops,
         fault_injection: opts.fault_injection,
         requests: Default::default(),
+        cluster,
+        uplink_mtu: topo.uplink.map_or(topo.bridge.mtu, |u| u.mtu),
     });
     restore(&daemon, upstream);
+    crate::cluster::start(&daemon)?;
     if !kept_fdb.is_empty() {
         // The containers are attached again (under new port ids): their MACs back on them.
         let r = daemon.call_all(move |e| {
@@ -398,6 +418,11 @@ fn stop(daemon: &Daemon, loop_threads: Vec<LoopThread>) {
         tracing::warn!("removing the uplink's macvlan {m}: {e}");
     }
     let containers = std::mem::take(&mut *lock(&daemon.containers));
+    if let Some(c) = &daemon.cluster {
+        // Kept, this host's endpoints outlive it by the lease's TTL, long enough for the
+        // restart to claim them again; else they go from every host now.
+        c.leave(keep);
+    }
     if keep {
         // As after a crash, on purpose: the next start re-attaches every link (`reattach`).
         return;

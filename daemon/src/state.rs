@@ -132,6 +132,10 @@ pub(crate) struct Daemon {
     pub(crate) fault_injection: bool,
     /// Control requests served, by command and result.
     pub(crate) requests: crate::handlers::usage::RequestCounts,
+    /// The cluster this host is in (`--cluster`), for overlay networks.
+    pub(crate) cluster: Option<Box<crate::cluster::ClusterLink>>,
+    /// The uplink's MTU (an overlay network's links get it less the VXLAN encapsulation).
+    pub(crate) uplink_mtu: u16,
 }
 
 /// Counts a served control client; the count drops when the client's thread ends, however.
@@ -162,8 +166,30 @@ pub(crate) fn def_of(n: &NetworkRecord) -> NetworkDef {
         icc: n.icc,
         anti_spoofing: n.anti_spoofing,
         ipv6: n.ipv6.map(|v| (v.subnet, v.gateway)),
-        vni: None,
+        vni: n.vni,
     }
+}
+
+/// Releases container `name`'s lease on `network`; on an overlay network, its record in the
+/// cluster store too (if the store cannot be reached now, the next view of it shows the
+/// record without a lease here, and it is released then).
+pub(crate) fn release_lease(
+    d: &Daemon,
+    network: &str,
+    name: &str,
+    unpublish: bool,
+) -> Result<Option<ipam::Released>, ipam::StoreError> {
+    let released = d.store.release(network, name, unpublish)?;
+    if let Some(r) = &released
+        && d.store
+            .network(network)
+            .ok()
+            .flatten()
+            .is_some_and(|n| n.vni.is_some())
+    {
+        crate::cluster::release(d, network, r.ip);
+    }
+    Ok(released)
 }
 
 /// Makes the store agree with the topology file's networks: the file's `bridge` must be the
@@ -223,11 +249,20 @@ pub(crate) fn refresh_dns(d: &Daemon, network: &str) {
         None
     } else {
         let leases = d.store.leases(network).unwrap_or_default();
+        // An overlay network's containers on other hosts have names here too.
+        let remote = d
+            .cluster
+            .as_deref()
+            .map(|c| c.remote_names(network))
+            .unwrap_or_default();
         Some(switch::dns_gateway::DnsTable::new(
-            leases.into_iter().flat_map(|(ip, l)| {
-                let v6 = l.ip6.map(|ip6| (l.container.clone(), IpAddr::V6(ip6)));
-                std::iter::once((l.container, IpAddr::V4(ip))).chain(v6)
-            }),
+            leases
+                .into_iter()
+                .flat_map(|(ip, l)| {
+                    let v6 = l.ip6.map(|ip6| (l.container.clone(), IpAddr::V6(ip6)));
+                    std::iter::once((l.container, IpAddr::V4(ip))).chain(v6)
+                })
+                .chain(remote),
         ))
     };
     let name = network.to_string();

@@ -26,7 +26,9 @@
 
 mod common;
 
-use common::{IPV6_SCENARIOS, NAT_SCENARIOS, OFFLOAD_SCENARIOS, fixtures_root, harness};
+use common::{
+    IPV6_SCENARIOS, NAT_SCENARIOS, OFFLOAD_SCENARIOS, OVERLAY_SCENARIOS, fixtures_root, harness,
+};
 use packet::MacAddr;
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -571,6 +573,7 @@ fn fixtures_and_descriptions_agree() {
     described.extend_from_slice(NAT_SCENARIOS);
     described.extend_from_slice(OFFLOAD_SCENARIOS);
     described.extend_from_slice(IPV6_SCENARIOS);
+    described.extend_from_slice(OVERLAY_SCENARIOS);
     described.sort_unstable();
     assert_eq!(fixture_dirs(&fixtures_root()), described);
     assert_distinct_inputs(&scenarios);

@@ -79,6 +79,9 @@ fn generic_options(options: &Options) -> Result<BTreeMap<String, String>> {
 const MTU: &str = "com.docker.network.driver.mtu";
 const ICC: &str = "com.docker.network.bridge.enable_icc";
 const ANTI_SPOOFING: &str = "vswitch.anti_spoofing";
+/// `-o vswitch.overlay=true`: the network spans the cluster's hosts (the daemon runs with
+/// `--cluster`); Docker's own `overlay` driver needs swarm mode, this one does not.
+const OVERLAY: &str = "vswitch.overlay";
 
 /// The `network create` request for Docker's `CreateNetwork`.
 pub fn network_create(req: &api::CreateNetwork) -> Result<Request> {
@@ -132,6 +135,7 @@ pub fn network_create(req: &api::CreateNetwork) -> Result<Request> {
     let mut mtu = None;
     let mut icc = true;
     let mut anti_spoofing = true;
+    let mut overlay = false;
     for (k, v) in &generic {
         match k.as_str() {
             MTU => {
@@ -141,11 +145,12 @@ pub fn network_create(req: &api::CreateNetwork) -> Result<Request> {
             }
             ICC => icc = flag(&options, &generic, ICC)?,
             ANTI_SPOOFING => anti_spoofing = flag(&options, &generic, ANTI_SPOOFING)?,
+            OVERLAY => overlay = flag(&options, &generic, OVERLAY)?,
             // Set by Docker itself for --internal / --ipv6 on some versions.
             api::INTERNAL | api::ENABLE_IPV6 => {}
             other => {
                 return Err(invalid(format!(
-                    "unknown option {other:?}: the vswitch driver takes -o {MTU}=N, -o {ICC}=true|false, -o {ANTI_SPOOFING}=true|false"
+                    "unknown option {other:?}: the vswitch driver takes -o {MTU}=N, -o {ICC}=true|false, -o {ANTI_SPOOFING}=true|false, -o {OVERLAY}=true|false"
                 )));
             }
         }
@@ -164,6 +169,7 @@ pub fn network_create(req: &api::CreateNetwork) -> Result<Request> {
         ipv6,
         subnet6,
         gateway6,
+        driver: overlay.then(|| "overlay".to_string()),
     })
 }
 

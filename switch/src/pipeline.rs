@@ -27,7 +27,7 @@ use crate::overlay::Overlay;
 use crate::overlay::wire;
 use crate::runtime::NetworkDef;
 use conntrack::Conntrack;
-use packet::offload::{Capabilities, Offload};
+use packet::offload::{Capabilities, Checksum, Offload};
 use packet::{Classified, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, classify, ethertype};
 use serde::Serialize;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -562,8 +562,18 @@ impl Pipeline {
         if network.is_none()
             && self.overlay.is_active()
             && let Some(up) = self.topo.uplink
-            && let Some(vxlan) = wire::decapsulate(&pkt.data, up.address)
+            && (dst == up.mac || dst.is_broadcast())
+            && let Some(vxlan) = wire::decapsulate(
+                &pkt.data,
+                up.address,
+                offload.checksum == Checksum::Complete,
+            )
         {
+            if offload.gso != packet::offload::Gso::None {
+                // A UDP super-frame of VXLAN datagrams: no sender makes one (tunnel GSO has
+                // no virtio-net header type), so it is not taken apart here.
+                return self.counters.drop(ingress, DropReason::VxlanMalformed);
+            }
             return match vxlan {
                 Ok(d) => self.decapsulate(now, ingress, pkt.data, d, output),
                 Err(_) => self.counters.drop(ingress, DropReason::VxlanMalformed),

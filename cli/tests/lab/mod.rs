@@ -19,8 +19,11 @@ pub const PUBLISH_8080_TO_C2: &str = "\n[[publish]]\nproto = \"tcp\"\nhost_port 
 #[allow(unused_imports)] // Each test binary uses a subset.
 pub use testkit::lab::{ip, ok, run, sha256, skip};
 
+pub mod cluster;
+
 pub struct Lab {
-    pub _serial: std::sync::MutexGuard<'static, ()>,
+    /// The lab lock, unless the lab is one part of a bigger one that holds it.
+    pub _serial: Option<std::sync::MutexGuard<'static, ()>>,
     pub prefix: String,
     pub namespaces: Vec<String>,
     pub procs: Vec<Child>,
@@ -42,22 +45,8 @@ impl Lab {
 
     /// [`Lab::new`] with more `vswitch daemon` arguments.
     pub fn with_daemon_args(extra: &str, daemon_args: &[&str]) -> Lab {
-        let prefix = testkit::lab::prefix("vse");
-        let dir = std::env::temp_dir().join(format!("{prefix}-state"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let serial = testkit::lab::serial();
-        let mut lab = Lab {
-            _serial: serial,
-            prefix,
-            namespaces: Vec::new(),
-            procs: Vec::new(),
-            daemon: None,
-            dir,
-            config: String::new(),
-            daemon_args: daemon_args.iter().map(|a| a.to_string()).collect(),
-            daemon_bin: PathBuf::from(BIN),
-        };
+        let mut lab = Lab::part(daemon_args);
+        lab._serial = Some(testkit::lab::serial());
         let sw = lab.netns("sw");
         let inet = lab.netns("inet");
         ip(&[
@@ -138,6 +127,26 @@ subnet = "203.0.113.0/24"
             "fd00:89::/64",
         ]);
         lab
+    }
+
+    /// A lab with nothing in it yet (no namespace, no daemon, no lock): one part of a bigger
+    /// lab (see [`cluster`]), which holds the lab lock.
+    pub fn part(daemon_args: &[&str]) -> Lab {
+        let prefix = testkit::lab::prefix("vse");
+        let dir = std::env::temp_dir().join(format!("{prefix}-state"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Lab {
+            _serial: None,
+            prefix,
+            namespaces: Vec::new(),
+            procs: Vec::new(),
+            daemon: None,
+            dir,
+            config: String::new(),
+            daemon_args: daemon_args.iter().map(|a| a.to_string()).collect(),
+            daemon_bin: PathBuf::from(BIN),
+        }
     }
 
     pub fn ns(&self, tag: &str) -> String {

@@ -2,7 +2,7 @@
 //! inside it by the rootless helper), its port on every packet loop, and re-attaching the
 //! containers whose link survived a restart.
 
-use crate::state::{Container, Daemon, dns_update, lock};
+use crate::state::{Container, Daemon, dns_update, lock, release_lease};
 use anyhow::{Context, Result, bail};
 use datapath::engine::PortIo;
 use datapath::io::link::{self, VethSpec};
@@ -119,10 +119,24 @@ pub(crate) fn connect_held(d: &Daemon, args: ConnectArgs) -> Result<Container> {
         mac: mac.map(|m| m.0),
         ip6,
     };
-    let (ip, lease) = d.store.allocate(network, &name, ip, meta)?;
+    // On an overlay network the cluster store hands out the address, so that no two hosts
+    // give the same one; the local lease records it as any other.
+    let ip = match rec.vni {
+        Some(_) => Some(crate::cluster::allocate(d, network, &name, ip, mac)?),
+        None => ip,
+    };
+    let (ip, lease) = match d.store.allocate(network, &name, ip, meta) {
+        Ok(l) => l,
+        Err(e) => {
+            if let (Some(ip), Some(_)) = (ip, rec.vni) {
+                crate::cluster::release(d, network, ip);
+            }
+            return Err(e.into());
+        }
+    };
     let undo = |d: &Daemon| {
         let _ = link::delete_link(&port);
-        let _ = d.store.release(network, &name, false);
+        let _ = release_lease(d, network, &name, false);
     };
     let mac = match lease.mac.parse::<packet::MacAddr>() {
         Ok(m) => m,
@@ -285,7 +299,7 @@ pub(crate) fn disconnect(
         Ok(c) => Ok(Some(c)),
         Err(_) if missing_ok => {
             // A lease without an attachment (a daemon that died mid-connect) goes too.
-            d.store.release(network, name, unpublish)?;
+            release_lease(d, network, name, unpublish)?;
             Ok(None)
         }
         Err(e) => Err(e),
@@ -306,7 +320,7 @@ pub(crate) fn forget(d: &Daemon, network: &str, name: &str, unpublish: bool) -> 
     if !c.tap {
         link::delete_link(&c.port).with_context(|| format!("deleting {}", c.port))?;
     }
-    if let Some(released) = d.store.release(network, name, unpublish)? {
+    if let Some(released) = release_lease(d, network, name, unpublish)? {
         for (proto, host_port, _) in released.unpublished {
             super::port::deactivate(d, proto, host_port, unpublish);
         }
@@ -457,7 +471,7 @@ pub(crate) fn reattach(d: &Daemon) {
                     let p = e.pipeline_mut();
                     p.forget_address(ip) + ip6.map_or(0, |a| p.forget_address6(a))
                 });
-                match d.store.release(&network, &lease.container, false) {
+                match release_lease(d, &network, &lease.container, false) {
                     Ok(released) => {
                         for (proto, host_port, _) in
                             released.map(|r| r.unpublished).unwrap_or_default()

@@ -65,8 +65,11 @@ pub(crate) fn ensure(d: &Daemon, network: &str) {
     if !d.host.port || of(d, network).is_some() {
         return;
     }
+    // An overlay network has none: its addresses are the cluster's, and one host port per
+    // host would take one each and answer to the same name on every host. Hosts reach overlay
+    // containers through published ports, as with Docker's overlay driver.
     let rec = match d.store.network(network) {
-        Ok(Some(rec)) if !rec.internal => rec,
+        Ok(Some(rec)) if !rec.internal && rec.vni.is_none() => rec,
         _ => return,
     };
     let Some(ip) = host_address(rec.subnet, rec.gateway) else {

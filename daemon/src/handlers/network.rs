@@ -3,15 +3,20 @@
 
 use crate::state::{Daemon, def_of, lock, refresh_dns};
 use anyhow::{Context, Result, bail};
-use control::docker::{Endpoint, Ipam, IpamConfig, NetworkInspect};
+use control::docker::{Endpoint, Ipam, IpamConfig, NetworkInspect, Peer};
 use ipam::{NetworkRecord, NetworkSpec};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
-/// Creates a network in the store and on every loop; answers as `network inspect` does.
-pub(super) fn create(d: &Daemon, spec: NetworkSpec) -> Result<NetworkInspect> {
+/// Creates a network in the store (an `overlay` one in the cluster's first) and on every
+/// loop; answers as `network inspect` does.
+pub(super) fn create(d: &Daemon, spec: NetworkSpec, overlay: bool) -> Result<NetworkInspect> {
     let _guard = lock(&d.changes);
-    let rec = d.store.create_network(spec)?;
+    let rec = if overlay {
+        crate::cluster::create_network(d, spec)?
+    } else {
+        d.store.create_network(spec)?
+    };
     let def = def_of(&rec);
     let added = d.call_all(move |e| {
         e.pipeline_mut()
@@ -36,7 +41,7 @@ pub(super) fn ls(d: &Daemon) -> Result<Value> {
         out.push(json!({
             "id": n.id.get(..12).unwrap_or(&n.id),
             "name": n.name,
-            "driver": "vswitch",
+            "driver": if n.vni.is_some() { "overlay" } else { "vswitch" },
             "subnet": n.subnet,
             "gateway": n.gateway,
             "subnet6": n.ipv6.map(|v| v.subnet),
@@ -68,9 +73,34 @@ pub(super) fn inspect(d: &Daemon, names: &[String]) -> Result<Vec<NetworkInspect
         .collect()
 }
 
-/// Removes a network without containers from the store and every loop.
+/// Removes a network without containers from the store and every loop; an overlay network
+/// from the cluster's store first (refused while any host has containers on it), so that every
+/// host leaves it.
 pub(super) fn rm(d: &Daemon, name: &str) -> Result<Value> {
     let _guard = lock(&d.changes);
+    let rec = d
+        .store
+        .network(name)?
+        .with_context(|| format!("no such network: {name}"))?;
+    if rec.vni.is_some() {
+        let here = d.store.leases(name)?;
+        if let Some((_, l)) = here
+            .iter()
+            .find(|(_, l)| l.container != super::host_port::HOST_NAME)
+        {
+            anyhow::bail!(
+                "network {name:?} has containers on this host ({} at least): disconnect them first",
+                l.container
+            );
+        }
+        crate::cluster::link(d)?.store.delete_network(name)?;
+    }
+    rm_held(d, name)?;
+    Ok(json!({ "name": rec.name, "id": rec.id }))
+}
+
+/// [`rm`]'s work here, with the `changes` lock already held.
+pub(crate) fn rm_held(d: &Daemon, name: &str) -> Result<()> {
     let kept: Vec<_> = d
         .store
         .published()?
@@ -85,13 +115,11 @@ pub(super) fn rm(d: &Daemon, name: &str) -> Result<Value> {
     {
         super::host_port::remove(d, name)?;
     }
-    let rec = match d.store.remove_network(name) {
-        Ok(rec) => rec,
-        Err(e) => {
-            super::host_port::ensure(d, name);
-            return Err(e.into());
-        }
-    };
+    if let Err(e) = d.store.remove_network(name) {
+        super::host_port::ensure(d, name);
+        return Err(e.into());
+    }
+    crate::cluster::forget_network(d, name);
     // The ports its disconnected containers kept went with it.
     for (proto, host_port, _) in &kept {
         super::port::deactivate(d, *proto, *host_port, true);
@@ -99,7 +127,7 @@ pub(super) fn rm(d: &Daemon, name: &str) -> Result<Value> {
     let n = name.to_string();
     d.call_all(move |e| e.pipeline_mut().remove_network(&n))
         .context("the packet loop is not running")?;
-    Ok(json!({ "name": rec.name, "id": rec.id }))
+    Ok(())
 }
 
 fn inspect_one(d: &Daemon, n: &NetworkRecord) -> Result<NetworkInspect> {
@@ -123,7 +151,7 @@ fn inspect_one(d: &Daemon, n: &NetworkRecord) -> Result<NetworkInspect> {
             (l.container, endpoint)
         })
         .collect();
-    let options = BTreeMap::from([
+    let options: BTreeMap<String, String> = BTreeMap::from([
         (
             "com.docker.network.bridge.enable_icc".to_string(),
             n.icc.to_string(),
@@ -136,11 +164,30 @@ fn inspect_one(d: &Daemon, n: &NetworkRecord) -> Result<NetworkInspect> {
             "com.docker.network.driver.mtu".to_string(),
             n.mtu.to_string(),
         ),
-    ]);
+    ])
+    .into_iter()
+    .chain(n.vni.map(|v| ("vswitch.vni".to_string(), v.to_string())))
+    .collect();
+    let peers = match (n.vni, d.cluster.as_deref()) {
+        (Some(_), Some(c)) => c
+            .peers(&n.name)
+            .into_iter()
+            .map(|(name, vtep)| Peer {
+                name,
+                ip: vtep.to_string(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
     Ok(NetworkInspect {
         containers,
         created: n.created_unix,
-        driver: "vswitch".into(),
+        driver: if n.vni.is_some() {
+            "overlay"
+        } else {
+            "vswitch"
+        }
+        .into(),
         enable_ipv6: n.ipv6.is_some(),
         ipam: Ipam {
             config: std::iter::once(IpamConfig {
@@ -162,6 +209,7 @@ fn inspect_one(d: &Daemon, n: &NetworkRecord) -> Result<NetworkInspect> {
         labels: n.labels.clone(),
         name: n.name.clone(),
         options,
-        scope: "local".into(),
+        peers,
+        scope: if n.vni.is_some() { "global" } else { "local" }.into(),
     })
 }

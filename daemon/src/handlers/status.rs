@@ -1,9 +1,11 @@
-//! `status`, `stats`, `fdb show`, `conntrack ls` and `conntrack flush`: snapshots merged over the
-//! packet loops.
+//! `status`, `stats`, `fdb show`, `overlay`, `conntrack ls` and `conntrack flush`: snapshots
+//! merged over the packet loops.
 
 use crate::state::{Container, Daemon, lock, snapshot};
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use switch::overlay::OverlayRow;
 
 /// Networks, containers and per-worker loop counters.
 pub(super) fn status(d: &Daemon) -> Result<Value> {
@@ -74,6 +76,42 @@ pub(super) fn fdb(d: &Daemon) -> Result<Value> {
     Ok(serde_json::to_value(snapshot(d)?.fdb)?)
 }
 
+/// Every overlay network's flood list and remote endpoints, merged over the loops: the cluster's
+/// endpoints are on all of them, a learned one on the loops that saw its traffic.
+pub(super) fn overlay(d: &Daemon) -> Result<Value> {
+    let parts = d
+        .call_all(|e| e.pipeline().overlay_rows(e.now()))
+        .context("the packet loop is not running")?;
+    Ok(serde_json::to_value(merge_overlay_rows(parts))?)
+}
+
+/// One row per network; an endpoint once per MAC (the cluster's word over a learned entry).
+fn merge_overlay_rows(parts: Vec<Vec<OverlayRow>>) -> Vec<OverlayRow> {
+    let mut by_network: BTreeMap<String, OverlayRow> = BTreeMap::new();
+    for row in parts.into_iter().flatten() {
+        match by_network.get_mut(&row.network) {
+            None => {
+                by_network.insert(row.network.clone(), row);
+            }
+            Some(merged) => {
+                for e in row.endpoints {
+                    match merged.endpoints.iter_mut().find(|m| m.mac == e.mac) {
+                        Some(m) if m.origin == "learned" && e.origin != "learned" => *m = e,
+                        Some(_) => {}
+                        None => merged.endpoints.push(e),
+                    }
+                }
+            }
+        }
+    }
+    let mut rows: Vec<OverlayRow> = by_network.into_values().collect();
+    for r in &mut rows {
+        r.endpoints
+            .sort_by(|a, b| (a.vtep, &a.mac).cmp(&(b.vtep, &b.mac)));
+    }
+    rows
+}
+
 /// Tracked connections and the tracker's counters.
 pub(super) fn conntrack(d: &Daemon) -> Result<Value> {
     let s = snapshot(d)?;
@@ -91,4 +129,51 @@ pub(super) fn conntrack_flush(d: &Daemon) -> Result<Value> {
     d.call_all(|e| e.pipeline_mut().flush_conntrack())
         .context("the packet loop is not running")?;
     Ok(json!({}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switch::overlay::OverlayEndpointRow;
+
+    fn row(endpoints: &[(&str, &'static str)]) -> OverlayRow {
+        OverlayRow {
+            network: "ov".into(),
+            vni: 256,
+            peers: vec!["198.51.100.12".parse().unwrap()],
+            endpoints: endpoints
+                .iter()
+                .map(|(mac, origin)| OverlayEndpointRow {
+                    mac: mac.to_string(),
+                    ip: None,
+                    vtep: "198.51.100.12".parse().unwrap(),
+                    origin,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn workers_rows_merge_once_per_mac_with_the_cluster_s_word_first() {
+        let merged = merge_overlay_rows(vec![
+            vec![row(&[("02:00:00:00:00:01", "learned")])],
+            vec![row(&[
+                ("02:00:00:00:00:01", "cluster"),
+                ("02:00:00:00:00:02", "learned"),
+            ])],
+        ]);
+        assert_eq!(merged.len(), 1);
+        let e: Vec<_> = merged[0]
+            .endpoints
+            .iter()
+            .map(|e| (e.mac.as_str(), e.origin))
+            .collect();
+        assert_eq!(
+            e,
+            [
+                ("02:00:00:00:00:01", "cluster"),
+                ("02:00:00:00:00:02", "learned")
+            ]
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! What the golden-pcap checkers (`golden.rs`: L2 scenarios, `golden_nat.rs`: gateway and NAT
-//! scenarios, `golden_ipv6.rs`: IPv6 at the gateway) share beyond `testkit::golden`: the datapath as the harness's [`Driver`], the
-//! fixtures root and the list of scenario folders each checker owns.
+//! scenarios, `golden_ipv6.rs`: IPv6 at the gateway, `golden_offload.rs`: offloads,
+//! `golden_overlay.rs`: a VXLAN overlay) share beyond `testkit::golden`: the datapath as the
+//! harness's [`Driver`], the fixtures root and the list of scenario folders each checker owns.
 
 // Each test crate compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
@@ -31,6 +32,9 @@ pub const IPV6_SCENARIOS: &[&str] = &["ipv6-gateway-nd", "ipv6-nat66"];
 
 /// The scenario folders described by `golden_offload.rs`.
 pub const OFFLOAD_SCENARIOS: &[&str] = &["gso-super-frames"];
+
+/// The scenario folders described by `golden_overlay.rs`.
+pub const OVERLAY_SCENARIOS: &[&str] = &["overlay-vxlan"];
 
 pub fn fixtures_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../pcap-fixtures")

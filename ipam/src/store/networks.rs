@@ -49,6 +49,11 @@ pub struct NetworkRecord {
     /// written before this field existed reads).
     #[serde(default)]
     pub ipv6: Option<Ipv6Config>,
+    /// An overlay network's VXLAN network identifier, the same on every host of the cluster
+    /// (the cluster store allocates it); None: a network of this host alone (as every record
+    /// written before this field existed reads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
 }
 
 /// What `network create` asks for. Build with [`NetworkSpec::new`] (icc defaults to true).
@@ -74,6 +79,8 @@ pub struct NetworkSpec {
     pub labels: BTreeMap<String, String>,
     /// Make the network dual-stack with this IPv6 side; None: IPv4 only.
     pub ipv6: Option<Ipv6Spec>,
+    /// An overlay network's VNI (allocated by the cluster store); None: a local network.
+    pub vni: Option<u32>,
 }
 
 impl NetworkSpec {
@@ -91,6 +98,7 @@ impl NetworkSpec {
             mtu: None,
             labels: BTreeMap::new(),
             ipv6: None,
+            vni: None,
         }
     }
 }
@@ -317,6 +325,7 @@ fn build_record(
         created_unix: now_unix(),
         builtin,
         ipv6,
+        vni: spec.vni,
     })
 }
 
