@@ -59,12 +59,14 @@ use std::time::{Duration, Instant};
 
 mod overlay;
 mod ovs;
+mod probe;
 mod sides;
 mod udp;
 
 use crate::lab::{Lab, have, in_ns, ip, is_root, sh, sweep_stale};
 use overlay::{Availability, OVERLAY};
 use ovs::ovs_available;
+use probe::{counters, mac, offloads, ping, ping_within, tcp_rate};
 use udp::{BLAST_MAX_FLOWS, Nat, Sink, Target, Tracker, Udp, udp_rate};
 pub use udp::{BlastArgs, blast};
 
@@ -339,116 +341,6 @@ fn print_table(r: &Report) {
     println!("ratios are vswitch's median over the row's median (> 1: vswitch is faster)");
 }
 
-/// Turns the offloads vswitch turns off (tx checksum, sg, tso, gso, gro) off, or back on.
-fn offloads(ns: &str, dev: &str, on: bool) -> Result<()> {
-    let v = if on { "on" } else { "off" };
-    // Order matters when turning off (dependants first); ethtool applies them together.
-    in_ns(
-        ns,
-        &[
-            "ethtool", "-K", dev, "gro", v, "gso", v, "tso", v, "sg", v, "tx", v,
-        ],
-    )
-    .map(|_| ())
-}
-
-/// (rx_packets, tx_packets) of `dev` in `ns`.
-fn counters(ns: &str, dev: &str) -> Result<(u64, u64)> {
-    let out = ip(&["-n", ns, "-s", "-j", "link", "show", dev])?;
-    let v: serde_json::Value = serde_json::from_str(&out)?;
-    let s = &v[0]["stats64"];
-    let get = |dir: &str| s[dir]["packets"].as_u64().context("no packet counters");
-    Ok((get("rx")?, get("tx")?))
-}
-
-fn mac(ns: &str, dev: &str) -> Result<String> {
-    let out = ip(&["-n", ns, "-j", "link", "show", dev])?;
-    let v: serde_json::Value = serde_json::from_str(&out)?;
-    v[0]["address"]
-        .as_str()
-        .map(str::to_string)
-        .context("no MAC address")
-}
-
-/// A ping that warms FDBs and ARP caches and proves the path works.
-fn ping(ns: &str, dst: &str) -> Result<()> {
-    if !have("ping") {
-        return Ok(());
-    }
-    in_ns(ns, &["ping", "-c", "2", "-i", "0.2", "-W", "2", dst])
-        .map(|_| ())
-        .with_context(|| format!("no path from {ns} to {dst}"))
-}
-
-/// Pings `dst` from `ns` until one reply comes, for at most `secs`.
-fn ping_within(ns: &str, dst: &str, secs: f64) -> Result<()> {
-    if !have("ping") {
-        return Ok(());
-    }
-    let deadline = Instant::now() + Duration::from_secs_f64(secs);
-    loop {
-        check_stop()?;
-        let r = in_ns(ns, &["ping", "-c", "1", "-W", "1", dst]);
-        if r.is_ok() || Instant::now() > deadline {
-            return r
-                .map(|_| ())
-                .with_context(|| format!("no path from {ns} to {dst} in {secs} s"));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-static PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(5201);
-
-/// TCP Gbit/s from `src` to `dst_ip` (an iperf3 server started in `dst`).
-fn tcp_rate(lab: &mut Lab, src: &str, dst: &str, dst_ip: &str, secs: u32) -> Result<f64> {
-    let port = PORT
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        .to_string();
-    let server = lab.spawn(dst, &["iperf3", "-s", "-1", "-p", &port], None)?;
-    let out = format!("iperf3-{port}.json");
-    let t = secs.to_string();
-    let mut result = Err(anyhow::anyhow!("iperf3 did not run"));
-    // The server needs a moment to listen: retry a refused connection a few times.
-    for _ in 0..5 {
-        sleep_checked(0.2)?;
-        let client = lab.spawn(
-            src,
-            &[
-                "iperf3",
-                "-c",
-                dst_ip,
-                "-p",
-                &port,
-                "-t",
-                &t,
-                "-i",
-                "0",
-                "-J",
-                "--connect-timeout",
-                "2000",
-            ],
-            Some(&out),
-        )?;
-        let ok = lab.wait(client, f64::from(secs) + 15.0)?;
-        let text = std::fs::read_to_string(lab.dir.join(&out)).unwrap_or_default();
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-        if let Some(bps) = v["end"]["sum_received"]["bits_per_second"].as_f64() {
-            result = Ok(bps / 1e9);
-            break;
-        }
-        let err = v["error"].as_str().unwrap_or("no output").to_string();
-        result = Err(anyhow::anyhow!(
-            "iperf3 {src} → {dst_ip}: {err} (exit ok: {ok})"
-        ));
-        if !err.contains("refused") {
-            break;
-        }
-    }
-    let _ = lab.wait(server, 2.0);
-    result
-}
-
 /// Rows, skipped rows and notes.
 type Measured = (Vec<Row>, Vec<Skipped>, Vec<String>);
 
@@ -597,6 +489,8 @@ fn measure_all(
             };
             let (src, dst) = (src.to_string(), dst.to_string());
             let far = far.map(str::to_string);
+            // The overlay rows' retransmissions, per repetition, for their note.
+            let mut retransmits: Vec<Option<u64>> = Vec::new();
             let measured = (|| -> Result<(Vec<f64>, Vec<Udp>)> {
                 if let Some(o) = ovs.as_mut().filter(|_| is_ovs) {
                     let tso = system == OVS_TSO;
@@ -658,7 +552,9 @@ fn measure_all(
                         TCP => values.push(tcp_rate(lab, &src, &dst, "172.17.0.3", tcp_secs)?),
                         OVERLAY => {
                             let ip = &pair.context("no overlay lab")?.dst_ip;
-                            values.push(tcp_rate(lab, &src, &dst, ip, tcp_secs)?);
+                            let t = probe::tcp_run(lab, &src, &dst, ip, tcp_secs)?;
+                            values.push(t.gbps);
+                            retransmits.push(t.retransmits);
                         }
                         _ => {
                             let far = far.context("no internet peer")?;
@@ -702,6 +598,9 @@ fn measure_all(
             });
             if test == NAT_UDP {
                 notes.push(udp::nat_note(system, off, nat_flows, &udps));
+            }
+            if test == OVERLAY {
+                notes.push(overlay::note(system, &retransmits));
             }
         }
         if let Some(o) = ovs.as_mut() {

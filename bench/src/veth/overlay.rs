@@ -413,6 +413,19 @@ subnet = "198.51.100.0/24"
     }
 }
 
+/// What an overlay row saw besides its figure: iperf3's retransmissions per repetition (a
+/// path that drops, in a switch's rings or on the underlay, shows here first).
+pub(super) fn note(system: &str, retransmits: &[Option<u64>]) -> String {
+    let each: Vec<String> = retransmits
+        .iter()
+        .map(|r| r.map_or("?".to_string(), |n| n.to_string()))
+        .collect();
+    format!(
+        "{OVERLAY} {system}: iperf3 retransmitted {} segments (per repetition)",
+        each.join(", ")
+    )
+}
+
 /// Waits (at most `secs`) until the daemon behind `socket` shows network `ov` as an overlay.
 fn wait_network(socket: &std::path::Path, secs: f64) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
