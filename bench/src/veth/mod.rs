@@ -491,6 +491,7 @@ fn measure_all(
             let far = far.map(str::to_string);
             // The overlay rows' retransmissions, per repetition, for their note.
             let mut retransmits: Vec<Option<u64>> = Vec::new();
+            let drops_before = pair.and_then(overlay::Pair::drops);
             let measured = (|| -> Result<(Vec<f64>, Vec<Udp>)> {
                 if let Some(o) = ovs.as_mut().filter(|_| is_ovs) {
                     let tso = system == OVS_TSO;
@@ -600,7 +601,8 @@ fn measure_all(
                 notes.push(udp::nat_note(system, off, nat_flows, &udps));
             }
             if test == OVERLAY {
-                notes.push(overlay::note(system, &retransmits));
+                let after = pair.and_then(overlay::Pair::drops);
+                notes.push(overlay::note(system, &retransmits, drops_before, after));
             }
         }
         if let Some(o) = ovs.as_mut() {

@@ -53,6 +53,30 @@ pub(super) struct Pair {
     pub(super) src: String,
     pub(super) dst: String,
     pub(super) dst_ip: String,
+    /// The control sockets of the hosts' daemons (vswitch's side; none for the kernel's).
+    sockets: Vec<PathBuf>,
+}
+
+impl Pair {
+    /// The hosts' drops so far, summed over both daemons and all their ports: (receive rings
+    /// full, the packet loop behind; dropped in the pipeline, any reason). None for the kernel,
+    /// or when a daemon does not answer.
+    pub(super) fn drops(&self) -> Option<(u64, u64)> {
+        if self.sockets.is_empty() {
+            return None;
+        }
+        let mut sum = (0, 0);
+        for socket in &self.sockets {
+            let v = control::call(socket, &Request::Stats).ok()?;
+            for p in v["ports"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                sum.0 += p["rx_kernel_drops"].as_u64().unwrap_or(0);
+                sum.1 += p["drops"]
+                    .as_object()
+                    .map_or(0, |d| d.values().filter_map(|n| n.as_u64()).sum());
+            }
+        }
+        Some(sum)
+    }
 }
 
 /// Which overlay rows can run, or why not: the kernel's needs only iproute2, vswitch's needs
@@ -274,6 +298,7 @@ subnet = "198.51.100.0/24"
             src: c1.clone(),
             dst: c2.clone(),
             dst_ip: ip2.clone(),
+            sockets: vec![s1.clone(), s2.clone()],
         })
     }
 
@@ -409,19 +434,34 @@ subnet = "198.51.100.0/24"
             src: c1.clone(),
             dst: c2.clone(),
             dst_ip: "10.78.0.2".into(),
+            sockets: Vec::new(),
         })
     }
 }
 
 /// What an overlay row saw besides its figure: iperf3's retransmissions per repetition (a
-/// path that drops, in a switch's rings or on the underlay, shows here first).
-pub(super) fn note(system: &str, retransmits: &[Option<u64>]) -> String {
+/// path that drops shows here first) and, for vswitch, where its hosts dropped over the row
+/// (`before` and `after`: [`Pair::drops`]).
+pub(super) fn note(
+    system: &str,
+    retransmits: &[Option<u64>],
+    before: Option<(u64, u64)>,
+    after: Option<(u64, u64)>,
+) -> String {
     let each: Vec<String> = retransmits
         .iter()
         .map(|r| r.map_or("?".to_string(), |n| n.to_string()))
         .collect();
+    let drops = match (before, after) {
+        (Some(b), Some(a)) => format!(
+            "; its two hosts dropped {} at full receive rings and {} in their pipelines",
+            a.0.saturating_sub(b.0),
+            a.1.saturating_sub(b.1)
+        ),
+        _ => String::new(),
+    };
     format!(
-        "{OVERLAY} {system}: iperf3 retransmitted {} segments (per repetition)",
+        "{OVERLAY} {system}: iperf3 retransmitted {} segments (per repetition){drops}",
         each.join(", ")
     )
 }
