@@ -87,6 +87,17 @@ fn containers_on_three_hosts_share_one_overlay_network() {
         return;
     }
     let mut lab = cluster(3);
+    // Created again on another host (as Docker and CNI set-ups do on each): joined, when the
+    // subnet agrees; refused with the cluster's subnet named otherwise.
+    lab.host(2).cli(&[
+        "network", "create", "--driver", "overlay", NET, "--subnet", SUBNET,
+    ]);
+    let other = run(std::process::Command::new(BIN)
+        .args(["network", "create", "--driver", "overlay", NET])
+        .args(["--subnet", "10.78.0.0/24", "--socket"])
+        .arg(lab.host(3).socket()));
+    let why = String::from_utf8_lossy(&other.stderr);
+    assert!(!other.status.success() && why.contains(SUBNET), "{why}");
     let (c1, ip1) = connect(&mut lab, 1, "c1");
     let (c2, ip2) = connect(&mut lab, 2, "c2");
     let (c3, ip3) = connect(&mut lab, 3, "c3");
@@ -148,6 +159,27 @@ fn containers_on_three_hosts_share_one_overlay_network() {
         .host(3)
         .curl(&c3, &format!("http://{UNDERLAY_IP}:8080/whoami"));
     assert!(seen.contains(&vtep(3)), "host 3's uplink address: {seen}");
+
+    // A published port on an overlay network is its host's, as with Docker's overlay: the
+    // internet reaches c2's server at host 2's uplink address.
+    lab.host(2)
+        .cli(&["port", "publish", NET, "c2", "8081:8000/tcp"]);
+    let url = format!("http://{}:8081/blob.bin", vtep(2));
+    let got = lab.underlay.exec_ok(
+        &ul,
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &url,
+        ],
+    );
+    assert_eq!(got.trim(), "200", "published on host 2");
 
     // `network inspect` lists the hosts and their VTEPs.
     let inspect = lab.host(1).cli(&["network", "inspect", NET]);

@@ -182,7 +182,7 @@ pub(crate) fn create_network(d: &Daemon, mut spec: NetworkSpec) -> Result<Networ
     let gateway = spec
         .gateway
         .unwrap_or_else(|| Ipv4Addr::from(u32::from(subnet.network()) + 1));
-    let rec = link.store.create_network(::cluster::NetworkRecord {
+    let made = link.store.create_network(::cluster::NetworkRecord {
         name: spec.name.clone(),
         subnet: subnet.to_string(),
         gateway,
@@ -190,7 +190,37 @@ pub(crate) fn create_network(d: &Daemon, mut spec: NetworkSpec) -> Result<Networ
         icc: spec.icc,
         internal: spec.internal,
         created_by: link.host.clone(),
-    })?;
+    });
+    let rec = match made {
+        Ok(rec) => rec,
+        // Made by another host: creating it on each host (as Docker and CNI set-ups do) joins
+        // it, when the subnet agrees.
+        Err(::cluster::Error::NetworkExists(_)) => {
+            let view = link.store.view()?;
+            let rec = view
+                .networks
+                .into_iter()
+                .find(|n| n.name == spec.name)
+                .with_context(|| {
+                    format!("overlay network {:?} went meanwhile: try again", spec.name)
+                })?;
+            if rec.subnet.parse::<ipnet::Ipv4Net>().ok() != Some(subnet.trunc()) {
+                bail!(
+                    "overlay network {:?} exists in the cluster with subnet {}: give that \
+                     subnet to join it, or another name",
+                    spec.name,
+                    rec.subnet
+                );
+            }
+            if let Some(local) = d.store.network(&spec.name)?
+                && local.vni == Some(rec.vni)
+            {
+                return Ok(local);
+            }
+            rec
+        }
+        Err(e) => return Err(e.into()),
+    };
     spec.gateway = Some(gateway);
     spec.vni = Some(rec.vni);
     spec.mtu = Some(overlay_mtu(d).min(spec.mtu.unwrap_or(u16::MAX)));
