@@ -57,25 +57,30 @@ pub(super) struct Pair {
     sockets: Vec<PathBuf>,
 }
 
+/// Drops so far per "host port": (receive ring full, the packet loop behind; dropped in the
+/// pipeline, any reason).
+pub(super) type Drops = std::collections::BTreeMap<String, (u64, u64)>;
+
 impl Pair {
-    /// The hosts' drops so far, summed over both daemons and all their ports: (receive rings
-    /// full, the packet loop behind; dropped in the pipeline, any reason). None for the kernel,
-    /// or when a daemon does not answer.
-    pub(super) fn drops(&self) -> Option<(u64, u64)> {
+    /// The hosts' drops so far, per port of each daemon. None for the kernel, or when a daemon
+    /// does not answer.
+    pub(super) fn drops(&self) -> Option<Drops> {
         if self.sockets.is_empty() {
             return None;
         }
-        let mut sum = (0, 0);
-        for socket in &self.sockets {
+        let mut all = Drops::new();
+        for (n, socket) in self.sockets.iter().enumerate() {
             let v = control::call(socket, &Request::Stats).ok()?;
             for p in v["ports"].as_array().map(Vec::as_slice).unwrap_or_default() {
-                sum.0 += p["rx_kernel_drops"].as_u64().unwrap_or(0);
-                sum.1 += p["drops"]
+                let name = p["name"].as_str().unwrap_or("?");
+                let e = all.entry(format!("h{} {name}", n + 1)).or_default();
+                e.0 += p["rx_kernel_drops"].as_u64().unwrap_or(0);
+                e.1 += p["drops"]
                     .as_object()
-                    .map_or(0, |d| d.values().filter_map(|n| n.as_u64()).sum());
+                    .map_or(0, |d| d.values().filter_map(|n| n.as_u64()).sum::<u64>());
             }
         }
-        Some(sum)
+        Some(all)
     }
 }
 
@@ -441,23 +446,38 @@ subnet = "198.51.100.0/24"
 
 /// What an overlay row saw besides its figure: iperf3's retransmissions per repetition (a
 /// path that drops shows here first) and, for vswitch, where its hosts dropped over the row
-/// (`before` and `after`: [`Pair::drops`]).
+/// (`before` and `after`: [`Pair::drops`]), port by port.
 pub(super) fn note(
     system: &str,
     retransmits: &[Option<u64>],
-    before: Option<(u64, u64)>,
-    after: Option<(u64, u64)>,
+    before: Option<Drops>,
+    after: Option<Drops>,
 ) -> String {
     let each: Vec<String> = retransmits
         .iter()
         .map(|r| r.map_or("?".to_string(), |n| n.to_string()))
         .collect();
     let drops = match (before, after) {
-        (Some(b), Some(a)) => format!(
-            "; its two hosts dropped {} at full receive rings and {} in their pipelines",
-            a.0.saturating_sub(b.0),
-            a.1.saturating_sub(b.1)
-        ),
+        (Some(b), Some(a)) => {
+            let (mut ring, mut pipe, mut at) = (0, 0, Vec::new());
+            for (port, (r, p)) in &a {
+                let (r0, p0) = b.get(port).copied().unwrap_or_default();
+                let (r, p) = (r.saturating_sub(r0), p.saturating_sub(p0));
+                (ring, pipe) = (ring + r, pipe + p);
+                if r + p > 0 {
+                    at.push(format!("{port} {}", r + p));
+                }
+            }
+            let at = if at.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", at.join(", "))
+            };
+            format!(
+                "; its two hosts dropped {ring} at full receive rings and {pipe} in their \
+                 pipelines{at}"
+            )
+        }
         _ => String::new(),
     };
     format!(
