@@ -376,6 +376,28 @@ fn apply(d: &Daemon, view: &ClusterView) {
             release(d, &e.network, e.ip);
         }
     }
+    // Containers of this host without a record (a claim made while etcd was down) get it.
+    let unrecorded: Vec<_> = lock(&d.containers)
+        .values()
+        .filter(|c| overlays.contains(&c.network))
+        .filter(|c| {
+            !view
+                .endpoints
+                .iter()
+                .any(|e| e.network == c.network && e.ip == c.ip && e.host == link.host)
+        })
+        .cloned()
+        .collect();
+    for c in unrecorded {
+        match link.store.claim(&c.network, &c.name, &c.mac, c.ip) {
+            Ok(()) => {
+                tracing::info!(container = %c.name, ip = %c.ip, "recorded in the cluster again")
+            }
+            Err(e) => {
+                tracing::warn!(container = %c.name, ip = %c.ip, "cannot record it in the cluster: {e}")
+            }
+        }
+    }
     let mut applied = lock(&link.applied);
     applied.retain(|name, _| overlays.contains(name));
     for name in overlays {

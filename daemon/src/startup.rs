@@ -264,7 +264,7 @@ fn open_topology_ports(
                 .collect(),
             // Made by the pipeline for an overlay network: nothing to open, its frames
             // travel in VXLAN through the uplink.
-            PortKind::Overlay => continue,
+            PortKind::Overlay | PortKind::Parent => continue,
             PortKind::Pcap => bail!(
                 "port {}: pcap ports are for `vswitch replay`, not the daemon",
                 p.name

@@ -167,6 +167,7 @@ pub(crate) fn def_of(n: &NetworkRecord) -> NetworkDef {
         anti_spoofing: n.anti_spoofing,
         ipv6: n.ipv6.map(|v| (v.subnet, v.gateway)),
         vni: n.vni,
+        macvlan: None,
     }
 }
 

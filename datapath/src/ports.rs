@@ -111,6 +111,8 @@ pub struct AfPacketPort {
     headers: Vec<[u8; VNET_HDR_LEN]>,
     /// Frames cut short, as far as reported in `rx_kernel_drops`.
     truncated_reported: u64,
+    /// Reused for a frame whose VLAN tag the kernel stripped, with the tag back in.
+    retagged: Vec<u8>,
 }
 
 enum Socket {
@@ -205,6 +207,7 @@ impl AfPacketPort {
             bad_offload: 0,
             headers: Vec::with_capacity(64),
             truncated_reported: 0,
+            retagged: Vec::new(),
         }
     }
 
@@ -227,13 +230,37 @@ impl PortIo for AfPacketPort {
     fn rx(&mut self, max: usize, f: &mut dyn FnMut(&[u8], Offload)) -> usize {
         let vnet = self.vnet_hdr();
         let bad = &mut self.bad_offload;
+        let retagged = &mut self.retagged;
         let mut each = |frame: &[u8], meta: FrameMeta| {
-            if !vnet {
-                return f(frame, Offload::NONE);
-            }
-            match Offload::from_vnet_hdr(&meta.vnet, frame) {
-                Ok(offload) => f(frame, offload),
-                Err(_) => *bad += 1,
+            let offload = if vnet {
+                match Offload::from_vnet_hdr(&meta.vnet, frame) {
+                    Ok(offload) => offload,
+                    Err(_) => {
+                        *bad += 1;
+                        return;
+                    }
+                }
+            } else {
+                Offload::NONE
+            };
+            match meta.vlan_tci {
+                // The kernel took the 802.1Q tag off into the ring's metadata before packet
+                // sockets saw the frame: put it back, so the pipeline sees the wire's frame
+                // (macvlan networks on VLANs tell their frames by it).
+                Some(tci) if frame.len() >= 12 => {
+                    let tpid = if meta.vlan_tpid == 0 {
+                        0x8100
+                    } else {
+                        meta.vlan_tpid
+                    };
+                    retagged.clear();
+                    retagged.extend_from_slice(&frame[..12]);
+                    retagged.extend_from_slice(&tpid.to_be_bytes());
+                    retagged.extend_from_slice(&tci.to_be_bytes());
+                    retagged.extend_from_slice(&frame[12..]);
+                    f(retagged, offload.retagged(true))
+                }
+                _ => f(frame, offload),
             }
         };
         match &mut self.sock {

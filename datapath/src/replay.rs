@@ -289,9 +289,13 @@ pub fn replay(
         source,
     })?;
     let mut outputs = Vec::with_capacity(per_port.len());
-    // An overlay port's frames leave in VXLAN through the uplink: it has no capture.
+    // An overlay port's frames leave in VXLAN through the uplink, a parent port's through the
+    // uplink too: neither has a capture of its own.
     let captured = topo.ports.iter().zip(&per_port);
-    for (port, records) in captured.filter(|(p, _)| p.kind != switch::PortKind::Overlay) {
+    let own = |p: &switch::config::Port| {
+        !matches!(p.kind, switch::PortKind::Overlay | switch::PortKind::Parent)
+    };
+    for (port, records) in captured.filter(|(p, _)| own(p)) {
         let file = format!("{}.pcap", port.name);
         write_file(&out_dir.join(&file), records)?;
         outputs.push(OutputFile {

@@ -189,6 +189,23 @@ impl Offload {
         gso: Gso::None,
     };
 
+    /// The same state for the frame with a 4-byte 802.1Q tag inserted after its MACs
+    /// (`tagged`), or removed (`!tagged`): a partial checksum's start moves with the headers.
+    pub fn retagged(self, tagged: bool) -> Offload {
+        let checksum = match self.checksum {
+            Checksum::Partial { start, offset } => Checksum::Partial {
+                start: if tagged {
+                    start.saturating_add(4)
+                } else {
+                    start.saturating_sub(4)
+                },
+                offset,
+            },
+            other => other,
+        };
+        Offload { checksum, ..self }
+    }
+
     /// True when the frame can go to a receiver that understands no offload (a pcap, a port
     /// without a virtio-net header) as it is.
     pub fn is_plain(&self) -> bool {

@@ -6,9 +6,11 @@
 
 mod error;
 mod ipv6;
+mod macvlan;
 
 pub use error::ConfigError;
 pub use ipv6::{NetworkV6, UplinkV6, UplinkV6Config};
+pub use macvlan::{MAX_VLAN, Macvlan, MacvlanMode, NetworkDriver, parse_vlan};
 
 use ipnet::{Ipv4Net, Ipv6Net};
 use packet::{MacAddr, PortProto};
@@ -379,6 +381,16 @@ pub struct NetworkConfig {
     /// The other VTEPs of an overlay network (the flood list), when no cluster gives them.
     #[serde(default)]
     pub vtep_peers: Vec<Ipv4Addr>,
+    /// `bridge` (the default: behind vswitch's gateway and NAT) or `macvlan` (on the uplink's
+    /// LAN: `subnet` is the LAN's, `gateway` its router, which vswitch does not answer for).
+    #[serde(default)]
+    pub driver: NetworkDriver,
+    /// A macvlan network's mode: `bridge` (its containers reach each other) or `private`.
+    #[serde(default)]
+    pub macvlan_mode: MacvlanMode,
+    /// A macvlan network's 802.1Q VLAN id on the uplink (a trunk): tagged out, only that tag in.
+    #[serde(default)]
+    pub vlan: Option<u16>,
 }
 
 fn yes() -> bool {
@@ -401,6 +413,10 @@ pub enum PortKind {
     /// An overlay network's VXLAN side, made by the pipeline (not in a file): frames sent to it
     /// are encapsulated to the other hosts' VTEPs, frames decapsulated from them come in on it.
     Overlay,
+    /// A macvlan network's side of the uplink, made by the pipeline (not in a file): frames sent
+    /// to it leave through the uplink (tagged with the network's VLAN), the uplink's frames for
+    /// the network come in on it.
+    Parent,
 }
 
 /// One port.
@@ -455,6 +471,8 @@ pub struct Network {
     pub v6: Option<NetworkV6>,
     /// Its VXLAN network identifier, for an overlay network.
     pub vni: Option<u32>,
+    /// How a macvlan network reaches the LAN (`None`: a bridge network).
+    pub macvlan: Option<Macvlan>,
 }
 
 /// The addresses a port was given; under anti-spoofing, the only ones it may send from.
@@ -619,6 +637,13 @@ impl Topology {
                 }
                 (None, _) => None,
             };
+            let macvlan = macvlan::of_config(n)?;
+            // A macvlan network's subnet and gateway are the LAN's, for IPAM: vswitch neither
+            // answers for the router nor routes to the subnet.
+            let (subnet, gateway) = match macvlan {
+                Some(_) => (None, None),
+                None => (n.subnet, gateway),
+            };
             if n.ipv6_autoconf && n.anti_spoofing {
                 return Err(ConfigError::AutoconfWithAntiSpoofing(n.name.clone()));
             }
@@ -636,13 +661,14 @@ impl Topology {
             networks.push(Network {
                 name: n.name.clone(),
                 ports: Vec::new(),
-                subnet: n.subnet,
+                subnet,
                 gateway,
                 internal: n.internal,
                 icc: n.icc,
                 anti_spoofing: n.anti_spoofing,
                 v6,
                 vni: n.vni,
+                macvlan,
             });
         }
         for (i, a) in networks.iter().enumerate() {

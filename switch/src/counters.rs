@@ -69,6 +69,9 @@ drop_reasons! {
     VxlanMalformed => "vxlan_malformed", "VXLAN to the uplink address that is truncated, has inconsistent lengths, a wrong UDP checksum or no valid-VNI flag.";
     VxlanUnknownVni => "vxlan_unknown_vni", "VXLAN for a VNI no overlay network here has.";
     VxlanUnknownVtep => "vxlan_unknown_vtep", "VXLAN from a VTEP the overlay network does not know (not in its flood list, no endpoint behind it).";
+    VlanUnknown => "vlan_unknown", "From the uplink with an 802.1Q tag no macvlan network here has.";
+    VlanQinq => "vlan_qinq", "From the uplink with stacked tags (QinQ) or an 802.1ad service tag: not supported.";
+    MacvlanPrivate => "macvlan_private", "Between two containers of a macvlan network in private mode.";
     OverlayGatewayMac => "overlay_gateway_mac", "Decapsulated from another host with the network's gateway MAC as its source: every host has its own gateway.";
 }
 

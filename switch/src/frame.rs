@@ -63,6 +63,13 @@ impl Counters {
         output.push(Packet::new(port, data));
     }
 
+    /// Counts a frame of `len` bytes sent on `port` by a stage that retargets frames in the
+    /// output (the parent stage).
+    #[inline]
+    pub(crate) fn count_tx(&mut self, port: PortId, len: usize) {
+        self.tx(port, len);
+    }
+
     /// Counts a frame sent on `port`.
     #[inline]
     fn tx(&mut self, port: PortId, len: usize) {

@@ -5,7 +5,7 @@
 //! Layout: [`pipeline`] composes the L2 stage (`bridge`, over [`fdb`], with `multicast`
 //! snooping) and the L3 stage (`l3`: routing, ICMP errors, fragments, DNS, [`neighbor`] tables)
 //! over one frame context (`frame`); [`overlay`] carries overlay networks between hosts in
-//! VXLAN.
+//! VXLAN, [`vlan`] macvlan networks onto the uplink's LAN, with 802.1Q tags.
 //!
 //! Nothing here reads a clock or makes a syscall: drivers (pcap replay, the bench, the packet
 //! loops) pass frames and `now` in, and take frames out.
@@ -23,6 +23,7 @@ pub mod pipeline;
 pub mod runtime;
 pub mod saved;
 pub mod synth;
+pub mod vlan;
 
 pub use config::{Config, ConfigError, NetworkId, PortAddress, PortId, PortKind, Topology};
 pub use counters::{BridgeCounters, DropReason, PortCounters};

@@ -26,6 +26,7 @@ use crate::multicast::{Destination, Multicast};
 use crate::overlay::Overlay;
 use crate::overlay::wire;
 use crate::runtime::NetworkDef;
+use crate::vlan::Parents;
 use conntrack::Conntrack;
 use packet::offload::{Capabilities, Checksum, Offload};
 use packet::{Classified, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, classify, ethertype};
@@ -33,6 +34,7 @@ use serde::Serialize;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 mod overlay;
+mod parent;
 
 /// Conntrack size from which `process` warms the caches for a whole batch first (below it the
 /// table and the neighbor caches stay in the core's caches anyway).
@@ -106,6 +108,8 @@ pub struct Pipeline {
     multicast: Multicast,
     /// Overlay networks: VTEPs, remote endpoints (see `crate::overlay`).
     overlay: Overlay,
+    /// Macvlan networks: their parent ports by VLAN (see `crate::vlan`).
+    parents: Parents,
     /// Conntrack size from which batches are warmed (see `process_warmed`).
     warm_min_entries: usize,
 }
@@ -161,6 +165,9 @@ pub struct FdbRowNamed {
     pub mac: String,
     /// Port name.
     pub port: String,
+    /// The network's 802.1Q VLAN on the uplink (macvlan networks), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
     /// Seconds since last seen.
     pub age_secs: f64,
 }
@@ -176,9 +183,16 @@ impl Pipeline {
             gateway: Gateway::new(&topo),
             multicast: Multicast::new(&topo),
             overlay: Overlay::new(aging),
+            parents: Parents::default(),
             warm_min_entries: WARM_MIN_ENTRIES,
             topo,
         };
+        let lans: Vec<_> = (p.topo.networks.iter().enumerate())
+            .filter_map(|(i, n)| n.macvlan.map(|m| (NetworkId(i as u16), m)))
+            .collect();
+        for (id, m) in lans {
+            p.attach_parent(id, m)?;
+        }
         for n in &config.networks {
             let id = p.topo.network_by_name(&n.name);
             match (n.vni, id) {
@@ -218,6 +232,9 @@ impl Pipeline {
         self.process_stages(now, input, output);
         if self.overlay.is_active() {
             self.encapsulate_output(now, first, output);
+        }
+        if self.parents.is_active() {
+            self.parent_output(first, output);
         }
     }
 
@@ -421,6 +438,13 @@ impl Pipeline {
     pub fn add_network(&mut self, def: &NetworkDef) -> Result<NetworkId, ConfigError> {
         self.gateway.invalidate_flows();
         let id = self.topo.add_network(def)?;
+        if let Some(m) = def.macvlan
+            && self.parents.of(id).is_none()
+            && let Err(e) = self.attach_parent(id, m)
+        {
+            self.topo.remove_network(&def.name);
+            return Err(e);
+        }
         if let Some(vni) = def.vni
             && self.overlay.port(id).is_none()
             && let Err(e) = self.attach_overlay(id, vni, &[])
@@ -435,7 +459,9 @@ impl Pipeline {
     pub fn remove_network(&mut self, name: &str) -> bool {
         self.gateway.invalidate_flows();
         match self.topo.network_by_name(name) {
-            Some(id) if self.detach_overlay(id) => self.topo.remove_network(name),
+            Some(id) if self.detach_overlay(id) && self.detach_parent(id) => {
+                self.topo.remove_network(name)
+            }
             _ => false,
         }
     }
@@ -559,6 +585,15 @@ impl Pipeline {
             Ok(macs) => macs,
             Err(reason) => return self.counters.drop(ingress, reason),
         };
+        if network.is_none() && self.parents.is_active() {
+            match self.lan_destination(&pkt.data, dst) {
+                parent::FromLan::Gateway => {}
+                parent::FromLan::Drop(reason) => return self.counters.drop(ingress, reason),
+                parent::FromLan::Network(port) => {
+                    return self.enter_from_lan(now, ingress, port, pkt.data, offload, output);
+                }
+            }
+        }
         if network.is_none()
             && self.overlay.is_active()
             && let Some(up) = self.topo.uplink
@@ -610,6 +645,10 @@ impl Pipeline {
             Some(_) => self.overlay_egress(network, ingress, dst, now),
             None => None,
         };
+        let private_egress = match net.macvlan {
+            Some(_) => self.private_egress(network, ingress, dst, now),
+            None => None,
+        };
         if kind != PortKind::Overlay {
             self.bridge
                 .learn(now, network, src, ingress, &mut self.counters.bridge);
@@ -659,6 +698,15 @@ impl Pipeline {
         {
             f.forwarded();
             return f.emit(port, data);
+        }
+        match private_egress {
+            // Private mode: a container reaches the LAN only, never another container.
+            Some(Ok(parent)) => {
+                f.forwarded();
+                return f.emit(parent, data);
+            }
+            Some(Err(reason)) => return f.drop(reason),
+            None => {}
         }
         let group = if dst.is_multicast() {
             match self.multicast.snoop(&mut f, network, &data) {
@@ -714,6 +762,12 @@ impl Pipeline {
                     network: net_name(r.network),
                     mac: r.mac,
                     port: name(r.port),
+                    vlan: self
+                        .topo
+                        .networks
+                        .get(usize::from(r.network.0))
+                        .and_then(|n| n.macvlan)
+                        .and_then(|m| m.vlan),
                     age_secs: r.age_ns as f64 / NANOS_PER_SEC as f64,
                 })
                 .collect(),

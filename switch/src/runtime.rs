@@ -38,6 +38,9 @@ pub struct NetworkDef {
     pub ipv6: Option<(Ipv6Net, Ipv6Addr)>,
     /// VXLAN network identifier: an overlay network (see `crate::overlay`).
     pub vni: Option<u32>,
+    /// Bridged onto the uplink's LAN (see `crate::config::Macvlan`): `subnet` and `gateway`
+    /// are the LAN's, which vswitch neither routes to nor answers for.
+    pub macvlan: Option<crate::config::Macvlan>,
 }
 
 impl Topology {
@@ -46,10 +49,28 @@ impl Topology {
     pub(crate) fn add_network(&mut self, def: &NetworkDef) -> Result<NetworkId, ConfigError> {
         if let Some(id) = self.network_by_name(&def.name) {
             let n = &self.networks[usize::from(id.0)];
-            if n.subnet == Some(def.subnet) {
+            let same = match def.macvlan {
+                Some(m) => n.macvlan == Some(m),
+                None => n.subnet == Some(def.subnet),
+            };
+            if same {
                 return Ok(id);
             }
             return Err(ConfigError::DuplicateNetwork(def.name.clone()));
+        }
+        if def.macvlan.is_some() {
+            return self.push_network(Network {
+                name: def.name.clone(),
+                ports: Vec::new(),
+                subnet: None,
+                gateway: None,
+                internal: def.internal,
+                icc: def.icc,
+                anti_spoofing: def.anti_spoofing,
+                v6: None,
+                vni: None,
+                macvlan: def.macvlan,
+            });
         }
         if !def.subnet.contains(&def.gateway) {
             return Err(ConfigError::GatewayOutsideSubnet {
@@ -85,10 +106,7 @@ impl Topology {
                 }
             }
         }
-        let id = NetworkId(
-            u16::try_from(self.networks.len()).map_err(|_| ConfigError::TooMany("networks"))?,
-        );
-        self.networks.push(Network {
+        self.push_network(Network {
             name: def.name.clone(),
             ports: Vec::new(),
             subnet: Some(def.subnet),
@@ -98,7 +116,16 @@ impl Topology {
             anti_spoofing: def.anti_spoofing,
             v6,
             vni: def.vni,
-        });
+            macvlan: None,
+        })
+    }
+
+    /// Appends `n`; its id.
+    fn push_network(&mut self, n: Network) -> Result<NetworkId, ConfigError> {
+        let id = NetworkId(
+            u16::try_from(self.networks.len()).map_err(|_| ConfigError::TooMany("networks"))?,
+        );
+        self.networks.push(n);
         Ok(id)
     }
 
@@ -117,6 +144,7 @@ impl Topology {
         n.gateway = None;
         n.v6 = None;
         n.vni = None;
+        n.macvlan = None;
         true
     }
 
@@ -193,6 +221,7 @@ mod tests {
             anti_spoofing: true,
             ipv6: None,
             vni: None,
+            macvlan: None,
         }
     }
 

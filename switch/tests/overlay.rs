@@ -324,6 +324,7 @@ fn overlay_networks_come_and_go_at_run_time() {
         anti_spoofing: true,
         ipv6: None,
         vni: Some(300),
+        macvlan: None,
     };
     let id = p.add_network(&def).unwrap();
     assert_eq!(p.add_network(&def).unwrap(), id, "idempotent");

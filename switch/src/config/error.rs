@@ -144,6 +144,52 @@ pub enum ConfigError {
     )]
     OverlayWithoutUplink(String),
 
+    /// A VLAN id out of 802.1Q's range.
+    #[error("network {network:?}: vlan {vlan} is out of range: give 1 to 4094")]
+    BadVlan {
+        /// The network.
+        network: String,
+        /// Its VLAN id.
+        vlan: u16,
+    },
+
+    /// Two macvlan networks on one VLAN (or both untagged) of the uplink.
+    #[error(
+        "networks {first:?} and {second:?} are both on {} of the uplink: each macvlan \
+         network needs its own VLAN",
+        match vlan { Some(v) => format!("VLAN {v}"), None => "the untagged LAN".to_string() }
+    )]
+    DuplicateVlan {
+        /// The VLAN (None: untagged).
+        vlan: Option<u16>,
+        /// The network that has it.
+        first: String,
+        /// The one that asked for it too.
+        second: String,
+    },
+
+    /// A VLAN on a bridge network.
+    #[error(
+        "network {0:?}: vlan needs driver = \"macvlan\" (a bridge network's traffic leaves \
+         through the gateway's NAT, untagged)"
+    )]
+    VlanNeedsMacvlan(String),
+
+    /// A macvlan mode on a bridge network.
+    #[error("network {0:?}: macvlan_mode needs driver = \"macvlan\"")]
+    ModeNeedsMacvlan(String),
+
+    /// A macvlan network that is also an overlay or dual-stack.
+    #[error("network {0:?}: a macvlan network is IPv4 and local: remove vni / subnet6")]
+    MacvlanIpv4Only(String),
+
+    /// A macvlan network without an uplink to be bridged onto.
+    #[error(
+        "network {0:?} is a macvlan network but there is no [uplink]: it is bridged onto the \
+         uplink's LAN"
+    )]
+    MacvlanWithoutUplink(String),
+
     /// A flood list on a network that is not an overlay.
     #[error(
         "network {0:?}: vtep_peers needs a vni (they are the other hosts of an overlay network)"

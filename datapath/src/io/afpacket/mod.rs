@@ -72,6 +72,8 @@ pub struct FrameMeta {
     pub wire_len: u32,
     /// The stripped 802.1Q tag (TCI), if there was one.
     pub vlan_tci: Option<u16>,
+    /// Its TPID (0x8100, or 0x88a8 for an 802.1ad tag; 0 when the kernel did not say).
+    pub vlan_tpid: u16,
     /// The L4 checksum is partial (CHECKSUM_PARTIAL): offloads are on upstream.
     pub csum_partial: bool,
     /// `sll_pkttype`: PACKET_HOST, _BROADCAST, _MULTICAST, _OTHERHOST.

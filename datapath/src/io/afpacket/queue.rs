@@ -217,6 +217,7 @@ impl AfPacketQueue {
             let meta = FrameMeta {
                 wire_len: frame.len() as u32,
                 vlan_tci: None,
+                vlan_tpid: 0,
                 // VIRTIO_NET_HDR_F_NEEDS_CSUM; without the header the queue cannot tell.
                 csum_partial: vnet[0] & 1 != 0,
                 pkttype: names[i].sll_pkttype,

@@ -395,6 +395,7 @@ impl AfPacket {
             wire_len: truncated_len,
             vlan_tci: (hdr.tp_status & libc::TP_STATUS_VLAN_VALID != 0)
                 .then_some(hdr.hv1.tp_vlan_tci as u16),
+            vlan_tpid: hdr.hv1.tp_vlan_tpid,
             csum_partial: hdr.tp_status & libc::TP_STATUS_CSUMNOTREADY != 0,
             pkttype: sll.sll_pkttype,
             vnet,

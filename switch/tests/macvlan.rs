@@ -1,0 +1,242 @@
+//! Macvlan networks bridged onto the uplink's LAN, untagged and on 802.1Q VLANs of a trunk
+//! uplink, through the pipeline: frames in, frames out, tags read byte by byte (802.1Q's
+//! layout), the rest compared with the frames sent.
+
+#![allow(clippy::unwrap_used)] // Test code: panicking is how a test fails.
+
+use packet::MacAddr;
+use std::net::Ipv4Addr;
+use switch::{Config, DropReason, Packet, Pipeline, PortId};
+use testkit::frames as build;
+
+// Ports in file order.
+const L1: PortId = PortId(0);
+const L2: PortId = PortId(1);
+const A1: PortId = PortId(2);
+const A2: PortId = PortId(3);
+const B1: PortId = PortId(4);
+const UP: PortId = PortId(5);
+
+const UPLINK_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x99]);
+
+/// `lan` (untagged, bridge mode) with l1 and l2, `v10` (VLAN 10, private) with a1 and a2,
+/// `v20` (VLAN 20, bridge, no anti-spoofing) with b1, and the uplink `up`.
+fn topo() -> String {
+    let port = |name: &str, net: &str| {
+        format!("[[port]]\nname = '{name}'\nkind = 'pcap'\nnetwork = '{net}'\n")
+    };
+    let net = |name: &str, extra: &str| {
+        format!(
+            "[[network]]\nname = '{name}'\ndriver = 'macvlan'\nsubnet = '192.168.1.0/24'\n\
+             gateway = '192.168.1.1'\n{extra}\n"
+        )
+    };
+    [
+        net("lan", ""),
+        net("v10", "vlan = 10\nmacvlan_mode = 'private'"),
+        net("v20", "vlan = 20\nanti_spoofing = false"),
+        port("l1", "lan"),
+        port("l2", "lan"),
+        port("a1", "v10"),
+        port("a2", "v10"),
+        port("b1", "v20"),
+        "[[port]]\nname = 'up'\nkind = 'pcap'\n".to_string(),
+        format!(
+            "[uplink]\nport = 'up'\naddress = '192.168.1.2'\nsubnet = '192.168.1.0/24'\nmac = '{UPLINK_MAC}'\n"
+        ),
+    ]
+    .concat()
+}
+
+fn ip(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(192, 168, 1, last)
+}
+fn mac(last: u8) -> MacAddr {
+    MacAddr([2, 0, 0, 0, 1, last])
+}
+
+fn tagged(mut frame: Vec<u8>, vid: u16, pcp: u8) -> Vec<u8> {
+    let tci = (u16::from(pcp) << 13) | vid;
+    frame.splice(12..12, [0x81, 0x00, (tci >> 8) as u8, tci as u8]);
+    frame
+}
+
+struct Rig {
+    p: Pipeline,
+    now: u64,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        Rig {
+            p: Pipeline::new(&Config::from_toml(&topo()).unwrap()).unwrap(),
+            now: 1,
+        }
+    }
+
+    fn send(&mut self, port: PortId, frame: Vec<u8>) -> Vec<(PortId, Vec<u8>)> {
+        let mut out = Vec::new();
+        self.now += 1000;
+        self.p
+            .process(self.now, &mut vec![Packet::new(port, frame)], &mut out);
+        let mut out: Vec<_> = out.into_iter().map(|p| (p.port, p.data)).collect();
+        out.sort();
+        out
+    }
+
+    fn drops(&self, port: PortId, r: DropReason) -> u64 {
+        self.p.port_counters(port).unwrap().drops.get(r)
+    }
+}
+
+#[test]
+fn the_untagged_lan_and_its_containers_see_each_other_without_nat() {
+    let mut r = Rig::new();
+    // A LAN host asks for l1: both containers of the untagged network get it, untagged; the
+    // VLANs' containers do not.
+    let who_has = build::arp_request(mac(10), ip(10), ip(20));
+    let out = r.send(UP, who_has.clone());
+    assert_eq!(out, [(L1, who_has.clone()), (L2, who_has)]);
+    // l1 answers: out of the uplink as it is, from l1's own MAC and address.
+    let is_at = build::arp_reply(mac(20), ip(20), mac(10), ip(10));
+    assert_eq!(r.send(L1, is_at.clone()), [(UP, is_at)]);
+    // The LAN host's datagram to l1 reaches it unchanged (no NAT), and only it.
+    let hello = build::udp(mac(10), mac(20), ip(10), ip(20), 1000, 2000, b"hi");
+    assert_eq!(r.send(UP, hello.clone()), [(L1, hello)]);
+    // Bridge mode: l2 reaches l1 directly.
+    let direct = build::udp(mac(21), mac(20), ip(21), ip(20), 1, 2, b"x");
+    assert_eq!(r.send(L2, direct.clone()), [(L1, direct)]);
+    // The uplink's own address is still the gateway's: a ping to it is answered.
+    let ping = build::icmp_echo(mac(10), UPLINK_MAC, ip(10), ip(2), true, 7, 1, b"p");
+    let out = r.send(UP, ping);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, UP);
+    assert_eq!(&out[0].1[..6], &mac(10).0, "an echo reply to the LAN host");
+    let fdb = r.p.fdb_rows(r.now);
+    assert!(fdb.iter().any(|e| e.mac == mac(10).to_string()), "{fdb:?}");
+}
+
+#[test]
+fn vlans_on_the_trunk_are_tagged_out_and_only_their_tag_gets_in() {
+    let mut r = Rig::new();
+    let who_has = build::arp_request(mac(10), ip(10), ip(30));
+    // VLAN 10's broadcast reaches VLAN 10's containers only, untagged.
+    let out = r.send(UP, tagged(who_has.clone(), 10, 3));
+    assert_eq!(out, [(A1, who_has.clone()), (A2, who_has.clone())]);
+    // VLAN 20's reaches b1 only.
+    assert_eq!(
+        r.send(UP, tagged(who_has.clone(), 20, 0)),
+        [(B1, who_has.clone())]
+    );
+    // a1's answer leaves tagged with VLAN 10.
+    let is_at = build::arp_reply(mac(30), ip(30), mac(10), ip(10));
+    assert_eq!(r.send(A1, is_at.clone()), [(UP, tagged(is_at, 10, 0))]);
+    // A tag no network has, and stacked tags: counted drops on the uplink.
+    assert!(r.send(UP, tagged(who_has.clone(), 30, 0)).is_empty());
+    assert_eq!(r.drops(UP, DropReason::VlanUnknown), 1);
+    assert!(
+        r.send(UP, tagged(tagged(who_has.clone(), 20, 0), 10, 0))
+            .is_empty()
+    );
+    let mut ad = who_has.clone();
+    ad.splice(12..12, [0x88, 0xa8, 0, 20]);
+    assert!(r.send(UP, ad).is_empty());
+    assert_eq!(r.drops(UP, DropReason::VlanQinq), 2);
+    // A priority-tagged frame from a container (VLAN id 0) keeps its priority on the trunk.
+    let prio = tagged(
+        build::udp(mac(40), mac(10), ip(40), ip(10), 1, 2, b"p"),
+        0,
+        5,
+    );
+    let plain = build::udp(mac(40), mac(10), ip(40), ip(10), 1, 2, b"p");
+    assert_eq!(r.send(B1, prio), [(UP, tagged(plain, 20, 5))]);
+    let up = r.p.port_counters(UP).unwrap();
+    assert_eq!(up.rx_frames, up.forwarded + up.local + up.drops.total());
+}
+
+#[test]
+fn private_mode_keeps_containers_apart_but_on_the_lan() {
+    let mut r = Rig::new();
+    // a2 speaks first, so the bridge knows where it is.
+    let a2_hello = build::udp(mac(32), mac(10), ip(32), ip(10), 1, 2, b"a2");
+    assert_eq!(
+        r.send(A2, a2_hello.clone()),
+        [(UP, tagged(a2_hello, 10, 0))]
+    );
+    // a1 to a2: refused.
+    let to_a2 = build::udp(mac(31), mac(32), ip(31), ip(32), 1, 2, b"no");
+    assert!(r.send(A1, to_a2).is_empty());
+    assert_eq!(r.drops(A1, DropReason::MacvlanPrivate), 1);
+    // a1's broadcast goes to the LAN only, not to a2.
+    let bcast = build::arp_request(mac(31), ip(31), ip(10));
+    assert_eq!(r.send(A1, bcast.clone()), [(UP, tagged(bcast, 10, 0))]);
+    // The LAN reaches both.
+    let from_lan = build::udp(mac(10), mac(32), ip(10), ip(32), 1, 2, b"ok");
+    assert_eq!(
+        r.send(UP, tagged(from_lan.clone(), 10, 0)),
+        [(A2, from_lan)]
+    );
+}
+
+#[test]
+fn bad_macvlan_configs_are_refused_with_the_fix() {
+    let err = |net: &str| {
+        let toml = format!(
+            "{net}\n[[port]]\nname='up'\nkind='pcap'\n[uplink]\nport='up'\naddress='192.168.1.2'\n"
+        );
+        Pipeline::new(&Config::from_toml(&toml).unwrap())
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+    };
+    let base = "[[network]]\nname = 'n'\nsubnet = '192.168.1.0/24'\n";
+    assert!(err(&format!("{base}vlan = 10")).contains("needs driver = \"macvlan\""));
+    assert!(err(&format!("{base}driver = 'macvlan'\nvlan = 4095")).contains("1 to 4094"));
+    assert!(err(&format!("{base}driver = 'macvlan'\nvni = 9")).contains("IPv4 and local"));
+    let two = format!(
+        "{base}driver = 'macvlan'\nvlan = 7\n[[network]]\nname = 'm'\ndriver = 'macvlan'\nvlan = 7"
+    );
+    assert!(err(&two).contains("VLAN 7"), "{}", err(&two));
+    let no_uplink =
+        Pipeline::new(&Config::from_toml(&format!("{base}driver = 'macvlan'")).unwrap())
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+    assert!(no_uplink.contains("no [uplink]"), "{no_uplink}");
+}
+
+#[test]
+fn macvlan_networks_come_and_go_at_run_time() {
+    let up = "[[port]]\nname='up'\nkind='pcap'\n[uplink]\nport='up'\naddress='192.168.1.2'\n";
+    let mut p = Pipeline::new(&Config::from_toml(up).unwrap()).unwrap();
+    let def = switch::runtime::NetworkDef {
+        name: "lan".into(),
+        subnet: "192.168.1.0/24".parse().unwrap(),
+        gateway: ip(1),
+        internal: false,
+        icc: true,
+        anti_spoofing: true,
+        ipv6: None,
+        vni: None,
+        macvlan: Some(switch::config::Macvlan {
+            mode: switch::config::MacvlanMode::Bridge,
+            vlan: Some(10),
+        }),
+    };
+    let id = p.add_network(&def).unwrap();
+    assert_eq!(p.add_network(&def).unwrap(), id, "idempotent");
+    let n = &p.topology().networks[usize::from(id.0)];
+    assert_eq!(
+        (n.subnet, n.gateway),
+        (None, None),
+        "no gateway of vswitch's on the LAN"
+    );
+    let other = switch::runtime::NetworkDef {
+        name: "other".into(),
+        ..def.clone()
+    };
+    assert!(p.add_network(&other).is_err(), "VLAN 10 is taken");
+    assert!(p.topology().network_by_name("other").is_none());
+    assert!(p.remove_network("lan"));
+    p.add_network(&other).unwrap();
+}
