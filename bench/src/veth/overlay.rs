@@ -32,7 +32,7 @@ const ETCD_PORT: u16 = 2379;
 /// The overlay network vswitch's containers join, and its subnet.
 const NET: &str = "ov";
 const SUBNET: &str = "10.77.0.0/24";
-/// The kernel side's VNI and its containers' subnet (a /24, as vswitch's).
+/// The kernel side's VNI (any: its two hosts only talk to each other).
 const KERNEL_VNI: &str = "256";
 /// The MTU of an overlay's container links: 1500 less VXLAN's 50 bytes of headers.
 const OVERLAY_MTU: &str = "1450";
@@ -256,7 +256,8 @@ subnet = "198.51.100.0/24"
             bail!("two hosts expected");
         };
         let log = |l: &PathBuf| std::fs::read_to_string(l).unwrap_or_default();
-        // `network create --driver overlay`: the CLI, as a user would (one request).
+        // Through the CLI, as a user creates it: it fills the request's defaults (icc,
+        // anti-spoofing) the way every create does.
         let exe = crate::harness::vswitch_binary()?;
         sh(Command::new(&exe)
             .args(["network", "create", "--driver", "overlay", NET])
