@@ -506,3 +506,28 @@ fn wait_network(socket: &std::path::Path, secs: f64) -> Result<()> {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn note_counts_drops_over_the_row_port_by_port() {
+        let d = |v: &[(&str, u64, u64)]| -> Drops {
+            v.iter()
+                .map(|(p, r, q)| (p.to_string(), (*r, *q)))
+                .collect()
+        };
+        let before = d(&[("h1 up0", 10, 0), ("h2 up0", 5, 1), ("h2 c2", 0, 0)]);
+        let after = d(&[("h1 up0", 10, 0), ("h2 up0", 105, 3), ("h2 c2", 0, 0)]);
+        let n = note(VSWITCH, &[Some(7), None], Some(before), Some(after));
+        assert!(n.contains("retransmitted 7, ? segments"), "{n}");
+        assert!(n.contains("dropped 100 at full receive rings and 2"), "{n}");
+        assert!(n.ends_with("(h2 up0 102)"), "{n}");
+        let k = note(VXLAN, &[Some(3)], None, None);
+        assert!(
+            k.ends_with("retransmitted 3 segments (per repetition)"),
+            "{k}"
+        );
+    }
+}
