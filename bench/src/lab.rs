@@ -16,11 +16,16 @@ pub(crate) struct Lab {
     pub(crate) namespaces: Vec<String>,
     pub(crate) procs: Vec<Child>,
     pub(crate) daemon: Option<Child>,
+    /// More vswitch daemons (the overlay lab's hosts, [`Lab::start_host_daemon`]), each with a
+    /// state dir of its own. They stop before `procs` die, so that they leave their cluster
+    /// while its etcd (one of `procs`) still answers.
+    pub(crate) daemons: Vec<Child>,
     pub(crate) dir: PathBuf,
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        stop_daemons(std::mem::take(&mut self.daemons));
         for p in &mut self.procs {
             if matches!(p.try_wait(), Ok(None)) {
                 signal_group(p, "-KILL");
@@ -28,18 +33,7 @@ impl Drop for Lab {
             let _ = p.kill();
             let _ = p.wait();
         }
-        if let Some(mut d) = self.daemon.take() {
-            // SIGTERM: the daemon removes the links it made, then exits.
-            let _ = Command::new("kill")
-                .args(["-TERM", &d.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline && !matches!(d.try_wait(), Ok(Some(_))) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = d.kill();
-            let _ = d.wait();
-        }
+        stop_daemons(self.daemon.take().into_iter().collect());
         let newest_first: Vec<&str> = self.namespaces.iter().rev().map(String::as_str).collect();
         delete_netns_all(&newest_first);
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -57,6 +51,7 @@ impl Lab {
             namespaces: Vec::new(),
             procs: Vec::new(),
             daemon: None,
+            daemons: Vec::new(),
             dir,
         })
     }
@@ -132,45 +127,96 @@ impl Lab {
     /// Starts the vswitch daemon in `ns` with topology `cfg` and the lab's state dir, and waits
     /// (at most 15 s) for its control socket.
     pub(crate) fn start_daemon(&mut self, ns: &str, cfg: &std::path::Path) -> Result<()> {
-        let exe = crate::harness::vswitch_binary()?;
-        let log = std::fs::File::create(self.dir.join("daemon.log"))?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns])
-            .arg(&exe)
-            .arg("daemon")
-            .arg("--config")
-            .arg(cfg)
-            .arg("--state-dir")
-            .arg(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .context("cannot start the vswitch daemon")?;
-        self.daemon = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !self.socket().exists() {
-            check_stop()?;
-            if let Some(d) = self.daemon.as_mut()
-                && let Ok(Some(st)) = d.try_wait()
-            {
-                bail!("the daemon exited ({st}):\n{}", self.daemon_log());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "the daemon did not open its socket in 15 s:\n{}",
-                    self.daemon_log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let dir = self.dir.clone();
+        let d = self.daemon.insert(spawn_daemon(ns, cfg, &dir, &[])?);
+        wait_for_socket(d, &dir)
+    }
+
+    /// Starts one more vswitch daemon (a host of the overlay lab) in `ns` with topology `cfg`,
+    /// state dir `dir` (its socket `dir/vswitch.sock`, its log `dir/daemon.log`) and the extra
+    /// arguments `args`, and waits (at most 15 s) for its control socket.
+    pub(crate) fn start_host_daemon(
+        &mut self,
+        ns: &str,
+        cfg: &std::path::Path,
+        dir: &std::path::Path,
+        args: &[&str],
+    ) -> Result<()> {
+        let child = spawn_daemon(ns, cfg, dir, args)?;
+        self.daemons.push(child);
+        match self.daemons.last_mut() {
+            Some(d) => wait_for_socket(d, dir),
+            None => bail!("the daemon was not recorded"),
         }
-        Ok(())
     }
 
     /// The daemon's pid (`ip netns exec` execs it, so it is the child's).
     pub(crate) fn daemon_pid(&self) -> Option<u32> {
         self.daemon.as_ref().map(Child::id)
+    }
+}
+
+/// `vswitch daemon --config cfg --state-dir dir args...` in `ns`, its stderr to
+/// `dir/daemon.log`, in its own process group (Ctrl-C reaches only the bench).
+fn spawn_daemon(
+    ns: &str,
+    cfg: &std::path::Path,
+    dir: &std::path::Path,
+    args: &[&str],
+) -> Result<Child> {
+    let exe = crate::harness::vswitch_binary()?;
+    std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
+    let log = std::fs::File::create(dir.join("daemon.log"))?;
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(&exe)
+        .arg("daemon")
+        .arg("--config")
+        .arg(cfg)
+        .arg("--state-dir")
+        .arg(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .context("cannot start the vswitch daemon")
+}
+
+/// Waits (at most 15 s) until the daemon `d` with state dir `dir` opens its control socket;
+/// fails with its log if it exits first.
+fn wait_for_socket(d: &mut Child, dir: &std::path::Path) -> Result<()> {
+    let log = || std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !dir.join("vswitch.sock").exists() {
+        check_stop()?;
+        if let Ok(Some(st)) = d.try_wait() {
+            bail!("the daemon exited ({st}):\n{}", log());
+        }
+        if Instant::now() > deadline {
+            bail!("the daemon did not open its socket in 15 s:\n{}", log());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// SIGTERM to every daemon in `ds` at once (each removes the links it made, and leaves its
+/// cluster, then exits), SIGKILL to those still running 5 s later.
+fn stop_daemons(mut ds: Vec<Child>) {
+    for d in &ds {
+        let _ = Command::new("kill")
+            .args(["-TERM", &d.id().to_string()])
+            .status();
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && ds.iter_mut().any(|d| !matches!(d.try_wait(), Ok(Some(_)))) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for d in &mut ds {
+        let _ = d.kill();
+        let _ = d.wait();
     }
 }
 

@@ -220,7 +220,7 @@ pub fn pipeline(r: &PipelineReport, path: &Path) -> Result<()> {
 /// with and without offloads, the raw veth pair, Open vSwitch without and with TSO) side by
 /// side, median bars with min–max whiskers, each peer's bar labelled with vswitch's ratio.
 pub fn veth(r: &VethReport, path: &Path) -> Result<()> {
-    let root = SVGBackend::new(path, (2000, 500)).into_drawing_area();
+    let root = SVGBackend::new(path, (2500, 500)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let root = root
         .titled(
@@ -231,7 +231,7 @@ pub fn veth(r: &VethReport, path: &Path) -> Result<()> {
             ("sans-serif", 18),
         )
         .map_err(err)?;
-    let panels = root.split_evenly((1, 4));
+    let panels = root.split_evenly((1, 5));
     let tests = [
         ("udp_64B_pps", "64 B UDP (kpps received)", 1e-3),
         ("tcp_gbps", "TCP container → container (Gbit/s)", 1.0),
@@ -244,6 +244,11 @@ pub fn veth(r: &VethReport, path: &Path) -> Result<()> {
             "nat_udp_64B_pps",
             "64 B UDP through NAT (kpps arrived masqueraded)",
             1e-3,
+        ),
+        (
+            "overlay_tcp_gbps",
+            "TCP across two hosts over VXLAN (Gbit/s)",
+            1.0,
         ),
     ];
     for (panel, (test, title, scale)) in panels.iter().zip(tests) {

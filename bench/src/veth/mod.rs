@@ -10,6 +10,16 @@
 //!  Open vSwitch: oa ─┐
 //!                    ├─ ovs: ovsdb-server + ovs-vswitchd, br0 datapath_type=netdev
 //!                ob ─┘       (AF_PACKET ports on the host ends; only when OVS is installed)
+//!
+//!  overlay, vswitch (two hosts in a cluster, VXLAN between their uplinks):
+//!  c1 (10.77.0.x) ─ h1: daemon, up0 VTEP 198.51.100.11 ─┐
+//!                       mg0 198.51.100.21 ──────────────┤ ul: br0 198.51.100.254, etcd :2379
+//!                       mg0 198.51.100.22 ──────────────┤
+//!  c2 (10.77.0.y) ─ h2: daemon, up0 VTEP 198.51.100.12 ─┘
+//!  overlay, kernel (vxlan VNI 256 + br0 on each host, static flood entry to the other):
+//!  xc1 (10.78.0.1) ─ xh1: br0 [vc, vx0] eth0 198.51.100.11 ─┐
+//!                                                           ├─ xul: br0
+//!  xc2 (10.78.0.2) ─ xh2: br0 [vc, vx0] eth0 198.51.100.12 ─┘
 //! ```
 //!
 //! Containers are network namespaces. vswitch's are attached with the daemon's `connect`
@@ -32,7 +42,8 @@
 //! counted from the receiver's rx_packets), TCP Gbit/s with iperf3 container → container, TCP
 //! Gbit/s container → "internet" through NAT, and 64-byte UDP frames per second container →
 //! "internet" through NAT over `--nat-flows` source ports, counted as they arrive masqueraded by
-//! a drop rule in the internet namespace (which therefore answers nothing; see `udp.rs`). Every
+//! a drop rule in the internet namespace (which therefore answers nothing; see `udp.rs`), and
+//! TCP Gbit/s between containers on two hosts over a VXLAN overlay (`overlay.rs`). Every
 //! namespace is named `vsb<pid>-*`; the lab's `Drop` kills what it started and deletes them,
 //! also after an error or Ctrl-C.
 
@@ -46,12 +57,16 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod overlay;
 mod ovs;
+mod probe;
 mod sides;
 mod udp;
 
 use crate::lab::{Lab, have, in_ns, ip, is_root, sh, sweep_stale};
+use overlay::{Availability, OVERLAY};
 use ovs::ovs_available;
+use probe::{counters, mac, offloads, ping, ping_within, tcp_rate};
 use udp::{BLAST_MAX_FLOWS, Nat, Sink, Target, Tracker, Udp, udp_rate};
 pub use udp::{BlastArgs, blast};
 
@@ -70,6 +85,10 @@ pub struct VethArgs {
     /// Skip the Open vSwitch rows even when openvswitch-switch is installed.
     #[arg(long)]
     no_ovs: bool,
+    /// Skip the overlay rows (overlay_tcp_gbps: two hosts over VXLAN, vswitch's cluster with
+    /// etcd against the kernel's vxlan device and bridge).
+    #[arg(long)]
+    no_overlay: bool,
     /// UDP flows (source ports) of the NAT row, nat_udp_64B_pps (at most 256 without trafgen).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u16).range(1..=50000))]
     nat_flows: u16,
@@ -80,10 +99,10 @@ pub struct VethArgs {
 /// One measured figure.
 #[derive(Debug, Serialize)]
 pub struct Row {
-    /// `udp_64B_pps`, `tcp_gbps`, `nat_tcp_gbps` or `nat_udp_64B_pps`.
+    /// `udp_64B_pps`, `tcp_gbps`, `nat_tcp_gbps`, `nat_udp_64B_pps` or `overlay_tcp_gbps`.
     pub test: &'static str,
-    /// `vswitch`, `linux-bridge`, `linux-router+iptables` / `+nft`, `raw-veth`, `ovs-netdev`
-    /// or `ovs-netdev+tso`.
+    /// `vswitch`, `linux-bridge`, `linux-router+iptables` / `+nft`, `raw-veth`, `ovs-netdev`,
+    /// `ovs-netdev+tso` or `linux-vxlan+bridge`.
     pub system: String,
     /// Offloads on the lab's veths: `kernel defaults`, `off` (every link) or
     /// `off in containers` (Open vSwitch without TSO).
@@ -145,9 +164,11 @@ pub struct Report {
     pub nat_tool: String,
     /// `ovs-vswitchd --version`'s first line, or why Open vSwitch was not measured.
     pub ovs: String,
+    /// The etcd the overlay row's vswitch hosts share, or why that row was not measured.
+    pub overlay: String,
     /// Every figure.
     pub rows: Vec<Row>,
-    /// Rows that were not measured (Open vSwitch not installed or failing).
+    /// Rows that were not measured (Open vSwitch or etcd not installed, Open vSwitch failing).
     pub skipped: Vec<Skipped>,
     /// vswitch against each other row of the same test.
     pub ratios: Vec<Ratio>,
@@ -210,10 +231,13 @@ pub fn run(args: VethArgs) -> Result<()> {
     } else {
         ovs_available()
     };
+    let overlay = Availability::probe(args.no_overlay);
     sweep_stale();
     let machine = Machine::now();
     let mut lab = Lab::new()?;
-    let result = measure_all(&mut lab, &args, trafgen, nat_flows, nat_tool, &ovs);
+    let result = measure_all(
+        &mut lab, &args, trafgen, nat_flows, nat_tool, &ovs, &overlay,
+    );
     let prefix = lab.prefix.clone();
     drop(lab);
     let (rows, skipped, notes) = result?;
@@ -231,6 +255,7 @@ pub fn run(args: VethArgs) -> Result<()> {
             Ok(v) => v,
             Err(why) => format!("not measured: {why}"),
         },
+        overlay: overlay.describe(),
         rows,
         skipped,
         ratios,
@@ -276,8 +301,9 @@ fn print_table(r: &Report) {
         r.generator, r.nat_udp_flows
     );
     println!("Open vSwitch: {}", r.ovs);
+    println!("Overlay: {}", r.overlay);
     println!(
-        "{:<15} {:<24} {:<18} {:>28}  {:>12}",
+        "{:<16} {:<24} {:<18} {:>28}  {:>12}",
         "test", "system", "offloads", "median (min–max)", "vs vswitch"
     );
     for row in &r.rows {
@@ -297,7 +323,7 @@ fn print_table(r: &Report) {
             format!("  (offered {:.0} kpps)", o / 1e3)
         });
         println!(
-            "{:<15} {:<24} {:<18} {:>21} {:<6}  {:>12}{offered}",
+            "{:<16} {:<24} {:<18} {:>21} {:<6}  {:>12}{offered}",
             row.test,
             row.system,
             row.offloads,
@@ -307,122 +333,12 @@ fn print_table(r: &Report) {
         );
     }
     for k in &r.skipped {
-        println!("{:<15} {:<24} skipped: {}", k.test, k.system, k.reason);
+        println!("{:<16} {:<24} skipped: {}", k.test, k.system, k.reason);
     }
     for n in &r.notes {
         println!("note: {n}");
     }
     println!("ratios are vswitch's median over the row's median (> 1: vswitch is faster)");
-}
-
-/// Turns the offloads vswitch turns off (tx checksum, sg, tso, gso, gro) off, or back on.
-fn offloads(ns: &str, dev: &str, on: bool) -> Result<()> {
-    let v = if on { "on" } else { "off" };
-    // Order matters when turning off (dependants first); ethtool applies them together.
-    in_ns(
-        ns,
-        &[
-            "ethtool", "-K", dev, "gro", v, "gso", v, "tso", v, "sg", v, "tx", v,
-        ],
-    )
-    .map(|_| ())
-}
-
-/// (rx_packets, tx_packets) of `dev` in `ns`.
-fn counters(ns: &str, dev: &str) -> Result<(u64, u64)> {
-    let out = ip(&["-n", ns, "-s", "-j", "link", "show", dev])?;
-    let v: serde_json::Value = serde_json::from_str(&out)?;
-    let s = &v[0]["stats64"];
-    let get = |dir: &str| s[dir]["packets"].as_u64().context("no packet counters");
-    Ok((get("rx")?, get("tx")?))
-}
-
-fn mac(ns: &str, dev: &str) -> Result<String> {
-    let out = ip(&["-n", ns, "-j", "link", "show", dev])?;
-    let v: serde_json::Value = serde_json::from_str(&out)?;
-    v[0]["address"]
-        .as_str()
-        .map(str::to_string)
-        .context("no MAC address")
-}
-
-/// A ping that warms FDBs and ARP caches and proves the path works.
-fn ping(ns: &str, dst: &str) -> Result<()> {
-    if !have("ping") {
-        return Ok(());
-    }
-    in_ns(ns, &["ping", "-c", "2", "-i", "0.2", "-W", "2", dst])
-        .map(|_| ())
-        .with_context(|| format!("no path from {ns} to {dst}"))
-}
-
-/// Pings `dst` from `ns` until one reply comes, for at most `secs`.
-fn ping_within(ns: &str, dst: &str, secs: f64) -> Result<()> {
-    if !have("ping") {
-        return Ok(());
-    }
-    let deadline = Instant::now() + Duration::from_secs_f64(secs);
-    loop {
-        check_stop()?;
-        let r = in_ns(ns, &["ping", "-c", "1", "-W", "1", dst]);
-        if r.is_ok() || Instant::now() > deadline {
-            return r
-                .map(|_| ())
-                .with_context(|| format!("no path from {ns} to {dst} in {secs} s"));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-static PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(5201);
-
-/// TCP Gbit/s from `src` to `dst_ip` (an iperf3 server started in `dst`).
-fn tcp_rate(lab: &mut Lab, src: &str, dst: &str, dst_ip: &str, secs: u32) -> Result<f64> {
-    let port = PORT
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        .to_string();
-    let server = lab.spawn(dst, &["iperf3", "-s", "-1", "-p", &port], None)?;
-    let out = format!("iperf3-{port}.json");
-    let t = secs.to_string();
-    let mut result = Err(anyhow::anyhow!("iperf3 did not run"));
-    // The server needs a moment to listen: retry a refused connection a few times.
-    for _ in 0..5 {
-        sleep_checked(0.2)?;
-        let client = lab.spawn(
-            src,
-            &[
-                "iperf3",
-                "-c",
-                dst_ip,
-                "-p",
-                &port,
-                "-t",
-                &t,
-                "-i",
-                "0",
-                "-J",
-                "--connect-timeout",
-                "2000",
-            ],
-            Some(&out),
-        )?;
-        let ok = lab.wait(client, f64::from(secs) + 15.0)?;
-        let text = std::fs::read_to_string(lab.dir.join(&out)).unwrap_or_default();
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-        if let Some(bps) = v["end"]["sum_received"]["bits_per_second"].as_f64() {
-            result = Ok(bps / 1e9);
-            break;
-        }
-        let err = v["error"].as_str().unwrap_or("no output").to_string();
-        result = Err(anyhow::anyhow!(
-            "iperf3 {src} → {dst_ip}: {err} (exit ok: {ok})"
-        ));
-        if !err.contains("refused") {
-            break;
-        }
-    }
-    let _ = lab.wait(server, 2.0);
-    result
 }
 
 /// Rows, skipped rows and notes.
@@ -435,13 +351,14 @@ fn measure_all(
     nat_flows: u16,
     nat_tool: &str,
     ovs_found: &std::result::Result<String, String>,
+    overlay: &Availability,
 ) -> Result<Measured> {
     let reps = args.reps;
     let secs = args.seconds;
     let tcp_secs = secs.ceil().max(1.0) as u32;
     let nat_system = format!("linux-router+{nat_tool}");
     // (test, system, offloads) in run order: vswitch, the raw pair, the kernel with its
-    // defaults, then with offloads off, then Open vSwitch without and with TSO.
+    // defaults, then with offloads off, the overlays, then Open vSwitch without and with TSO.
     let mut plan: Vec<(&'static str, String, &'static str)> = vec![
         (UDP, VSWITCH.into(), DEFAULTS),
         (TCP, VSWITCH.into(), DEFAULTS),
@@ -464,6 +381,7 @@ fn measure_all(
         (TCP, OVS_TSO, DEFAULTS),
     ];
     let mut skipped = Vec::new();
+    overlay.plan(&mut plan, &mut skipped);
     match ovs_found {
         Ok(_) => plan.extend(ovs_plan.map(|(t, s, o)| (t, s.to_string(), o))),
         Err(why) => skipped.extend(ovs_plan.map(|(test, system, _)| Skipped {
@@ -487,15 +405,24 @@ fn measure_all(
             Ok(_) => Some(lab.build_ovs()?),
             Err(_) => None,
         };
-        Ok::<_, anyhow::Error>((v, r, k, o, sinks))
+        let ov = match &overlay.vswitch {
+            Ok(_) => Some(lab.build_overlay_vswitch()?),
+            Err(_) => None,
+        };
+        let ok = match &overlay.kernel {
+            Ok(()) => Some(lab.build_overlay_kernel()?),
+            Err(_) => None,
+        };
+        Ok::<_, anyhow::Error>((v, r, k, o, sinks, (ov, ok)))
     })();
-    let ((a, b, inet), (ra, rb), (ba, bb, binet, br), mut ovs, (sink, bsink)) = match built {
-        Ok(x) => x,
-        Err(e) => {
-            bar.finish_and_clear();
-            return Err(e);
-        }
-    };
+    let ((a, b, inet), (ra, rb), (ba, bb, binet, br), mut ovs, (sink, bsink), (ov, ok)) =
+        match built {
+            Ok(x) => x,
+            Err(e) => {
+                bar.finish_and_clear();
+                return Err(e);
+            }
+        };
     bar.inc(1);
     let mut rows = Vec::new();
     let mut notes = Vec::new();
@@ -544,10 +471,17 @@ fn measure_all(
                 }
                 kernel_off = true;
             }
-            let (src, dst, far): (&str, &str, Option<&str>) = match system.as_str() {
-                VSWITCH => (&a, &b, Some(&inet)),
-                RAW => (&ra, &rb, None),
-                OVS | OVS_TSO => match &ovs {
+            // The overlay rows run on labs of their own (two hosts each).
+            let pair = match (test, system.as_str()) {
+                (OVERLAY, VSWITCH) => Some(ov.as_ref().context("no vswitch overlay lab")?),
+                (OVERLAY, _) => Some(ok.as_ref().context("no kernel overlay lab")?),
+                _ => None,
+            };
+            let (src, dst, far): (&str, &str, Option<&str>) = match (pair, system.as_str()) {
+                (Some(p), _) => (&p.src, &p.dst, None),
+                (None, VSWITCH) => (&a, &b, Some(&inet)),
+                (None, RAW) => (&ra, &rb, None),
+                (None, OVS | OVS_TSO) => match &ovs {
                     Some(o) => (&o.oa, &o.ob, None),
                     None => bail!("the Open vSwitch side was not built"),
                 },
@@ -555,6 +489,9 @@ fn measure_all(
             };
             let (src, dst) = (src.to_string(), dst.to_string());
             let far = far.map(str::to_string);
+            // The overlay rows' retransmissions, per repetition, for their note.
+            let mut retransmits: Vec<Option<u64>> = Vec::new();
+            let drops_before = pair.and_then(overlay::Pair::drops);
             let measured = (|| -> Result<(Vec<f64>, Vec<Udp>)> {
                 if let Some(o) = ovs.as_mut().filter(|_| is_ovs) {
                     let tso = system == OVS_TSO;
@@ -614,6 +551,12 @@ fn measure_all(
                             udps.push(u);
                         }
                         TCP => values.push(tcp_rate(lab, &src, &dst, "172.17.0.3", tcp_secs)?),
+                        OVERLAY => {
+                            let ip = &pair.context("no overlay lab")?.dst_ip;
+                            let t = probe::tcp_run(lab, &src, &dst, ip, tcp_secs)?;
+                            values.push(t.gbps);
+                            retransmits.push(t.retransmits);
+                        }
                         _ => {
                             let far = far.context("no internet peer")?;
                             values.push(tcp_rate(lab, &src, far, INET_IP, tcp_secs)?);
@@ -644,7 +587,7 @@ fn measure_all(
                 system: system.clone(),
                 offloads: off,
                 value: Stat::of(&values),
-                unit: if test == TCP || test == NAT {
+                unit: if [TCP, NAT, OVERLAY].contains(&test) {
                     "Gbit/s"
                 } else {
                     "pps"
@@ -656,6 +599,10 @@ fn measure_all(
             });
             if test == NAT_UDP {
                 notes.push(udp::nat_note(system, off, nat_flows, &udps));
+            }
+            if test == OVERLAY {
+                let after = pair.and_then(overlay::Pair::drops);
+                notes.push(overlay::note(system, &retransmits, drops_before, after));
             }
         }
         if let Some(o) = ovs.as_mut() {
@@ -671,9 +618,9 @@ fn measure_all(
 }
 
 /// Print order: per test, vswitch, the kernel with its defaults, with offloads off, the raw
-/// pair, Open vSwitch without and with TSO.
+/// pair, Open vSwitch without and with TSO (the overlay test: vswitch, then the kernel's).
 fn order(r: &Row) -> usize {
-    let t = [UDP, TCP, NAT, NAT_UDP]
+    let t = [UDP, TCP, NAT, NAT_UDP, OVERLAY]
         .iter()
         .position(|x| *x == r.test)
         .unwrap_or(9);
