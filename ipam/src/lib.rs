@@ -13,8 +13,8 @@
 pub mod store;
 
 pub use store::{
-    Ipv6Config, Ipv6Spec, Lease, LeaseMeta, NetworkRecord, NetworkSpec, Publish, PublishTarget,
-    Released, Store, StoreError,
+    Ipv6Config, Ipv6Spec, Lease, LeaseMeta, MacvlanConfig, NetworkRecord, NetworkSpec, Publish,
+    PublishTarget, Released, Store, StoreError,
 };
 
 use ipnet::{Ipv4Net, Ipv6Net};
