@@ -354,9 +354,38 @@ fn macvlan_containers_are_hosts_of_the_lan_without_nat() {
     );
     assert!(e.contains("--subnet"), "{e}");
 
+    // A restart: the network comes back from the state (promiscuous uplink, parent port), a
+    // container connected again is reached from the LAN again.
+    lab.stop_daemon();
+    assert_eq!(
+        promiscuity(&sw, "up0"),
+        0,
+        "the stopped daemon's sockets let go"
+    );
+    lab.start_daemon();
+    assert!(
+        promiscuity(&sw, "up0") > 0,
+        "promiscuous again after the restart"
+    );
+    let again = lab.json(&["network", "inspect", "lan"]);
+    assert_eq!(again[0]["Driver"], "macvlan", "{again}");
+    let path = format!("/run/netns/{c1}");
+    lab.cli(&[
+        "network",
+        "connect",
+        "lan",
+        "--netns",
+        &path,
+        "--name",
+        "c1",
+        "--ip",
+        "192.168.50.128",
+    ]);
+    ping(&lab, &host, "192.168.50.128");
+    ping(&lab, &c1, ROUTER);
+
     // The last macvlan network gone, the uplink is not promiscuous any more.
     lab.cli(&["network", "disconnect", "lan", "c1"]);
-    lab.cli(&["network", "disconnect", "lan", "c2"]);
     lab.cli(&["network", "rm", "lan"]);
     assert_eq!(promiscuity(&sw, "up0"), 0, "promiscuous mode released");
 }
