@@ -263,6 +263,29 @@ fn macvlan_containers_are_hosts_of_the_lan_without_nat() {
         "the peer's source"
     );
 
+    // Anti-spoofing as on any network: c2 sending from an address not its own gets nowhere.
+    lab.exec_ok(
+        &c2,
+        &["ip", "addr", "add", "192.168.50.200/24", "dev", "eth0"],
+    );
+    let spoofed = lab.exec(
+        &c2,
+        &[
+            "ping",
+            "-c",
+            "2",
+            "-W",
+            "1",
+            "-I",
+            "192.168.50.200",
+            LAN_HOST,
+        ],
+    );
+    assert!(!spoofed.status.success(), "a spoofed source passed");
+    // Nothing to publish through: the containers have LAN addresses of their own.
+    let e = cli_err(&lab, &["port", "publish", "lan", "c1", "8080:80"]);
+    assert!(e.contains("macvlan network"), "{e}");
+
     // inspect, ls, fdb show.
     let inspect = lab.cli(&["network", "inspect", "lan"]);
     eprintln!("vswitch network inspect lan\n{inspect}");
