@@ -565,6 +565,24 @@ fn macvlan_vlans_on_a_trunk_are_separate_lans() {
         "VLAN 10 saw c20's frames: {seen10}"
     );
 
+    // `vswitch upgrade` keeps the links: the new daemon re-attaches c10 and c20 on their
+    // VLANs, with no reconnect.
+    lab.cli(&["upgrade"]);
+    let mut d = lab.daemon.take().unwrap();
+    let stopped =
+        testkit::lab::wait_until(Duration::from_secs(10), || d.try_wait().unwrap().is_some());
+    assert!(stopped, "the daemon did not stop for the upgrade");
+    lab.start_daemon();
+    for (ns, vid) in [(&c10, 10), (&c20, 20)] {
+        lab.exec_ok(ns, &["ip", "neigh", "flush", "all"]);
+        ping(&lab, ns, "192.168.77.1");
+        let neigh = lab.exec_ok(ns, &["ip", "neigh", "show", "192.168.77.1"]);
+        assert!(
+            neigh.contains(&peer_mac(vid)),
+            "after the upgrade, VLAN {vid}: {neigh}"
+        );
+    }
+
     // Private mode: both containers reach the LAN, not each other.
     let (p1, b1) = connect(&mut lab, "p1", "p30", &[]);
     let (p2, b2) = connect(&mut lab, "p2", "p30", &[]);
@@ -572,4 +590,39 @@ fn macvlan_vlans_on_a_trunk_are_separate_lans() {
     ping(&lab, &p2, "192.168.78.1");
     ping_fails(&lab, &p1, b2["ip"].as_str().unwrap());
     ping_fails(&lab, &p2, b1["ip"].as_str().unwrap());
+}
+
+/// Throughput and latency between a LAN host and a macvlan container, untagged (`cargo test
+/// -p vswitch --test macvlan -- --ignored --nocapture`: a measurement, not a check).
+#[test]
+#[ignore]
+fn macvlan_throughput_from_the_lan() {
+    if skip() {
+        return;
+    }
+    let mut lab = lan_lab();
+    let host = lab.ns("host");
+    lab.cli(&[
+        "network",
+        "create",
+        "--driver",
+        "macvlan",
+        "lan",
+        "--subnet",
+        "192.168.50.0/24",
+        "--ip-range",
+        "192.168.50.128/25",
+    ]);
+    let (c1, _) = connect(&mut lab, "c1", "lan", &[]);
+    let dir = lab.dir.clone();
+    lab.spawn(&c1, &dir, &["iperf3", "-s", "-p", "5201"]);
+    std::thread::sleep(Duration::from_secs(1));
+    let rtt = lab.exec_ok(
+        &host,
+        &["ping", "-c", "20", "-i", "0.05", "-q", "192.168.50.128"],
+    );
+    eprintln!("LAN host -> c1 ping: {}", rtt.lines().last().unwrap_or(""));
+    let up = lab.iperf_gbps(&host, &["-c", "192.168.50.128", "-p", "5201"]);
+    let down = lab.iperf_gbps(&host, &["-c", "192.168.50.128", "-p", "5201", "-R"]);
+    eprintln!("LAN host -> c1 TCP {up:.2} Gbit/s, c1 -> LAN host {down:.2} Gbit/s");
 }
