@@ -625,4 +625,14 @@ fn macvlan_throughput_from_the_lan() {
     let up = lab.iperf_gbps(&host, &["-c", "192.168.50.128", "-p", "5201"]);
     let down = lab.iperf_gbps(&host, &["-c", "192.168.50.128", "-p", "5201", "-R"]);
     eprintln!("LAN host -> c1 TCP {up:.2} Gbit/s, c1 -> LAN host {down:.2} Gbit/s");
+    // The same LAN host from a container of a bridge network, through the gateway and NAT.
+    let (b1, _) = connect(&mut lab, "b1", "bridge", &["--ip", "172.17.0.2"]);
+    lab.spawn(&host, &dir, &["iperf3", "-s", "-p", "5202"]);
+    std::thread::sleep(Duration::from_secs(1));
+    let nat_up = lab.iperf_gbps(&b1, &["-c", LAN_HOST, "-p", "5202"]);
+    let nat_down = lab.iperf_gbps(&b1, &["-c", LAN_HOST, "-p", "5202", "-R"]);
+    eprintln!(
+        "bridge-network container -> LAN host (NAT) TCP {nat_up:.2} Gbit/s, LAN host -> it \
+         {nat_down:.2} Gbit/s"
+    );
 }
