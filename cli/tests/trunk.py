@@ -27,6 +27,15 @@ def open_socket(ifname):
     return s
 
 
+def send(sock, frame):
+    # A frame the other side cannot take (a super-frame longer than its MTU) is dropped, as a
+    # switch drops it: the trunk keeps going.
+    try:
+        sock.send(frame)
+    except OSError:
+        pass
+
+
 def main():
     trunk = open_socket(sys.argv[1])
     access = {}
@@ -53,10 +62,10 @@ def main():
                     data = data[:12] + data[16:]
                 out = access.get(vid)
                 if out is not None:
-                    out.send(data)
+                    send(out, data)
             else:
                 vid = vid_of[s.fileno()]
-                trunk.send(data[:12] + struct.pack("!HH", 0x8100, vid) + data[12:])
+                send(trunk, data[:12] + struct.pack("!HH", 0x8100, vid) + data[12:])
 
 
 if __name__ == "__main__":
