@@ -534,6 +534,8 @@ fn macvlan_vlans_on_a_trunk_are_separate_lans() {
         ],
     );
     let fdb = lab.cli(&["fdb", "show"]);
+    eprintln!("vswitch fdb show\n{fdb}");
+    eprintln!("vswitch network ls\n{}", lab.cli(&["network", "ls"]));
     assert!(
         fdb.lines()
             .any(|l| l.contains(a10["mac"].as_str().unwrap()) && l.contains("vlan 10")),
