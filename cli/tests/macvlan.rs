@@ -638,3 +638,26 @@ fn macvlan_throughput_from_the_lan() {
          {nat_down:.2} Gbit/s"
     );
 }
+
+#[test]
+fn a_macvlan_network_of_the_topology_file_is_registered() {
+    if skip() {
+        return;
+    }
+    let mut lab = new_lab();
+    let sw = lab.netns("sw");
+    let peer = lab.netns("peer");
+    wire(&sw, "up0", &peer, "eth0");
+    ip(&["-n", &peer, "addr", "add", "192.168.77.1/24", "dev", "eth0"]);
+    lab.config = topology("10.99.0.2", "10.99.0.0/24")
+        + "\n[[network]]\nname = \"lan\"\ndriver = \"macvlan\"\nsubnet = \"192.168.77.0/24\"\n\
+           gateway = \"192.168.77.1\"\nmacvlan_mode = \"private\"\n";
+    lab.start_daemon();
+    let v = lab.json(&["network", "inspect", "lan"]);
+    assert_eq!(v[0]["Driver"], "macvlan", "{v}");
+    assert_eq!(v[0]["Options"]["vswitch.macvlan_mode"], "private", "{v}");
+    assert!(promiscuity(&sw, "up0") > 0, "the uplink is promiscuous");
+    let (c1, a1) = connect(&mut lab, "c1", "lan", &[]);
+    assert_eq!(a1["gateway"], "192.168.77.1", "{a1}");
+    ping(&lab, &c1, "192.168.77.1");
+}
