@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 mod capture;
 mod events;
+mod lan;
 mod mapping;
 mod table;
 mod top;
@@ -280,9 +281,23 @@ enum NetworkAction {
         #[arg(long = "label", value_name = "KEY=VALUE")]
         labels: Vec<String>,
         /// `overlay`: one network across every host of the cluster (the daemons run with
-        /// `--cluster`), carried between hosts in VXLAN; `vswitch` (the default): this host's.
+        /// `--cluster`), carried between hosts in VXLAN; `macvlan`: bridged onto the uplink's
+        /// LAN (--subnet is the LAN's, --gateway its router; no NAT, no DNS of vswitch's);
+        /// `vswitch` (the default): this host's.
         #[arg(long, short = 'd')]
         driver: Option<String>,
+        /// A macvlan network's 802.1Q VLAN id on the uplink (1-4094): its frames leave tagged,
+        /// only frames with the tag reach it.
+        #[arg(long)]
+        vlan: Option<String>,
+        /// A macvlan network's mode: `bridge` (default: its containers reach each other) or
+        /// `private` (each reaches the LAN only).
+        #[arg(long, value_name = "bridge|private")]
+        macvlan_mode: Option<String>,
+        /// An address of the subnet never handed out, NAME=IP (repeatable; the LAN's other
+        /// routers and hosts on a macvlan network).
+        #[arg(long = "aux-address", value_name = "NAME=IP")]
+        aux_addresses: Vec<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -480,6 +495,9 @@ fn main() -> ExitCode {
                     labels,
                     ipv6,
                     driver,
+                    vlan,
+                    macvlan_mode,
+                    aux_addresses,
                     client: c,
                 },
         } => {
@@ -487,6 +505,13 @@ fn main() -> ExitCode {
             let families = split_families(&subnet, &gateway);
             labels.and_then(|labels| {
                 let (subnet, subnet6, gateway, gateway6) = families?;
+                let lan = lan::macvlan_flags(
+                    driver.as_deref(),
+                    vlan.as_deref(),
+                    macvlan_mode.as_deref(),
+                    ipv6 || subnet6.is_some() || gateway6.is_some(),
+                )?;
+                let aux_addresses = lan::parse_aux(&aux_addresses)?;
                 let req = Request::NetworkCreate {
                     name,
                     subnet,
@@ -501,6 +526,9 @@ fn main() -> ExitCode {
                     subnet6,
                     gateway6,
                     driver,
+                    vlan: lan.vlan,
+                    macvlan_mode: lan.mode,
+                    aux_addresses,
                 };
                 client(&c, &req, |v| {
                     println!("{}", v["Id"].as_str().unwrap_or("?"))

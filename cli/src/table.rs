@@ -161,14 +161,24 @@ pub fn print_stats(v: &Value) {
 /// `vswitch fdb show`, like `bridge fdb`.
 pub fn print_fdb(v: &Value) {
     for r in v.as_array().into_iter().flatten() {
-        println!(
-            "{} dev {} network {} age {:.1}s",
-            s(&r["mac"]),
-            s(&r["port"]),
-            s(&r["network"]),
-            r["age_secs"].as_f64().unwrap_or(0.0)
-        );
+        println!("{}", fdb_line(r));
     }
+}
+
+/// One FDB row as `bridge fdb` writes it: `vlan N` after the network on a macvlan network's
+/// VLAN.
+fn fdb_line(r: &Value) -> String {
+    let vlan = match r["vlan"].as_u64() {
+        Some(v) => format!(" vlan {v}"),
+        None => String::new(),
+    };
+    format!(
+        "{} dev {} network {}{vlan} age {:.1}s",
+        s(&r["mac"]),
+        s(&r["port"]),
+        s(&r["network"]),
+        r["age_secs"].as_f64().unwrap_or(0.0)
+    )
 }
 
 /// `vswitch overlay`: per overlay network, its VNI and flood list, then one line per remote
@@ -378,5 +388,27 @@ pub fn print_published(v: &Value) {
 pub fn print_unpublished(v: &Value) {
     for p in rows(v, "unpublished") {
         println!("unpublished {}/{}", p["host_port"], s(&p["proto"]));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn fdb_rows_show_their_vlan_when_they_have_one() {
+        let row = serde_json::json!({"mac": "02:00:00:00:00:01", "port": "parent.20",
+            "network": "v20", "vlan": 20, "age_secs": 1.25});
+        assert_eq!(
+            fdb_line(&row),
+            "02:00:00:00:00:01 dev parent.20 network v20 vlan 20 age 1.2s"
+        );
+        let row = serde_json::json!({"mac": "02:00:00:00:00:01", "port": "vsw3",
+            "network": "bridge", "age_secs": 0.0});
+        assert_eq!(
+            fdb_line(&row),
+            "02:00:00:00:00:01 dev vsw3 network bridge age 0.0s"
+        );
     }
 }

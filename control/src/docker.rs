@@ -92,6 +92,13 @@ pub struct IpamConfig {
     pub ip_range: Option<String>,
     /// The subnet.
     pub subnet: String,
+    /// Addresses never handed out, by name (Docker's `--aux-address`); left out when none.
+    #[serde(
+        rename = "AuxiliaryAddresses",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub aux_addresses: BTreeMap<String, String>,
 }
 
 #[cfg(test)]
@@ -120,6 +127,7 @@ mod tests {
                     gateway: "172.18.0.1".into(),
                     ip_range: None,
                     subnet: "172.18.0.0/16".into(),
+                    aux_addresses: BTreeMap::new(),
                 }],
                 driver: "default".into(),
                 options: BTreeMap::new(),

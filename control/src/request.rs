@@ -127,10 +127,21 @@ pub enum Request {
         #[serde(default)]
         gateway6: Option<std::net::Ipv6Addr>,
         /// `overlay`: a network shared by every daemon of the cluster (`vswitch daemon
-        /// --cluster`), carried between hosts in VXLAN; default (`vswitch`, `bridge`): this
-        /// host's alone.
+        /// --cluster`), carried between hosts in VXLAN; `macvlan`: bridged onto the uplink's
+        /// LAN (its `subnet` and `gateway` are the LAN's, no NAT, no DNS of vswitch's);
+        /// default (`vswitch`, `bridge`): this host's alone.
         #[serde(default)]
         driver: Option<String>,
+        /// A macvlan network's 802.1Q VLAN id on the uplink (1-4094; driver `macvlan` only).
+        #[serde(default)]
+        vlan: Option<u16>,
+        /// A macvlan network's mode: `bridge` (default: its containers reach each other) or
+        /// `private` (they reach the LAN only); driver `macvlan` only.
+        #[serde(default)]
+        macvlan_mode: Option<String>,
+        /// Addresses of the subnet never handed out, by name (Docker's `--aux-address`).
+        #[serde(default)]
+        aux_addresses: std::collections::BTreeMap<String, Ipv4Addr>,
     },
     /// List networks.
     NetworkLs,

@@ -155,6 +155,7 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         requests: Default::default(),
         cluster,
         uplink_mtu: topo.uplink.map_or(topo.bridge.mtu, |u| u.mtu),
+        dns_upstream: upstream.clone(),
     });
     restore(&daemon, upstream);
     crate::cluster::start(&daemon)?;
@@ -300,6 +301,7 @@ fn restore(daemon: &Daemon, upstream: Vec<IpAddr>) {
     handlers::reattach(daemon);
     handlers::ensure_host_ports(daemon);
     handlers::activate_published(daemon);
+    handlers::uplink_promiscuous(daemon);
     if let Some(g) = &daemon.gateway {
         for (proto, host_port, p) in daemon.store.published().unwrap_or_default() {
             if let Err(e) = g.publish(gateway_published(proto, p.host_ip, host_port)) {

@@ -136,6 +136,9 @@ pub(crate) struct Daemon {
     pub(crate) cluster: Option<Box<crate::cluster::ClusterLink>>,
     /// The uplink's MTU (an overlay network's links get it less the VXLAN encapsulation).
     pub(crate) uplink_mtu: u16,
+    /// The resolvers the DNS forwards to: a macvlan network's containers get their IPv4 ones
+    /// (vswitch answers no DNS on the LAN).
+    pub(crate) dns_upstream: Vec<IpAddr>,
 }
 
 /// Counts a served control client; the count drops when the client's thread ends, however.
@@ -167,7 +170,33 @@ pub(crate) fn def_of(n: &NetworkRecord) -> NetworkDef {
         anti_spoofing: n.anti_spoofing,
         ipv6: n.ipv6.map(|v| (v.subnet, v.gateway)),
         vni: n.vni,
-        macvlan: None,
+        macvlan: n.macvlan.map(|m| switch::config::Macvlan {
+            mode: if m.private {
+                switch::config::MacvlanMode::Private
+            } else {
+                switch::config::MacvlanMode::Bridge
+            },
+            vlan: m.vlan,
+        }),
+    }
+}
+
+/// The resolvers a container of network `n` is given: none on the built-in `bridge` (Docker's
+/// copies the host's), the daemon's upstream ones on a macvlan network (vswitch has no address
+/// on the LAN to answer from), else the gateway's embedded DNS.
+pub(crate) fn resolvers_for(d: &Daemon, n: &NetworkRecord) -> Vec<Ipv4Addr> {
+    if n.builtin {
+        Vec::new()
+    } else if n.macvlan.is_some() {
+        d.dns_upstream
+            .iter()
+            .filter_map(|a| match a {
+                IpAddr::V4(v4) if !v4.is_loopback() => Some(*v4),
+                _ => None,
+            })
+            .collect()
+    } else {
+        vec![n.gateway]
     }
 }
 
@@ -202,7 +231,18 @@ pub(crate) fn register_config_networks(store: &Store, config: &Config) -> Result
             continue;
         };
         let want6 = n.subnet6;
+        let macvlan =
+            (n.driver == switch::config::NetworkDriver::Macvlan).then_some(ipam::MacvlanConfig {
+                vlan: n.vlan,
+                private: n.macvlan_mode == switch::config::MacvlanMode::Private,
+            });
         match store.network(&n.name)? {
+            Some(rec) if !rec.builtin && rec.macvlan != macvlan => bail!(
+                "network {:?} is {} in the topology file but {} in the state: make them agree, or remove it with `vswitch network rm`",
+                n.name,
+                macvlan_text(macvlan),
+                macvlan_text(rec.macvlan),
+            ),
             Some(rec) if !rec.builtin && rec.ipv6.map(|v| v.subnet) != want6 => bail!(
                 "network {:?} has IPv6 prefix {} in the topology file but {} in the state: make them agree, or remove it with `vswitch network rm`",
                 n.name,
@@ -230,6 +270,7 @@ pub(crate) fn register_config_networks(store: &Store, config: &Config) -> Result
                     subnet: Some(subnet),
                     gateway: n.gateway6,
                 });
+                spec.macvlan = macvlan;
                 store.create_network(spec).with_context(|| {
                     format!("registering network {:?} of the topology file", n.name)
                 })?;
@@ -237,6 +278,19 @@ pub(crate) fn register_config_networks(store: &Store, config: &Config) -> Result
         }
     }
     Ok(())
+}
+
+/// A network's driver and VLAN, for messages.
+fn macvlan_text(m: Option<ipam::MacvlanConfig>) -> String {
+    match m {
+        None => "a bridge network".to_string(),
+        Some(m) => format!(
+            "a macvlan network ({}, {})",
+            m.vlan
+                .map_or("untagged".to_string(), |v| format!("VLAN {v}")),
+            if m.private { "private" } else { "bridge" }
+        ),
+    }
 }
 
 /// Gives every worker the whole DNS table of `network`, from its leases (user-defined networks

@@ -63,6 +63,11 @@ pub trait PortIo: Send {
     fn rx_bad_offload(&mut self) -> u64 {
         0
     }
+    /// Receives frames for every MAC (`on`: the interface in promiscuous mode while the port
+    /// holds it) or only the interface's own again; ports that have no such mode ignore it.
+    fn set_promiscuous(&mut self, _on: bool) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// How often the loop collects the ports' kernel drop counters (of the ports read since).
@@ -265,6 +270,18 @@ impl Engine {
         // Level-triggered sources may already hold frames: read once without waiting.
         self.hot.push(idx);
         Ok(())
+    }
+
+    /// Puts `port`'s interface in promiscuous mode (`on`) or takes it out (see
+    /// [`PortIo::set_promiscuous`]); a port without I/O in this loop is left alone.
+    ///
+    /// # Errors
+    /// What the port's backend says.
+    pub fn set_promiscuous(&mut self, port: PortId, on: bool) -> std::io::Result<()> {
+        match self.ports.get_mut(usize::from(port.0)) {
+            Some(Some(io)) => io.set_promiscuous(on),
+            _ => Ok(()),
+        }
     }
 
     /// Stops serving `port`; returns its backend (dropping it closes the descriptor).

@@ -113,6 +113,8 @@ pub struct AfPacketPort {
     truncated_reported: u64,
     /// Reused for a frame whose VLAN tag the kernel stripped, with the tag back in.
     retagged: Vec<u8>,
+    /// Whether the socket holds the interface in promiscuous mode.
+    promiscuous: bool,
 }
 
 enum Socket {
@@ -208,6 +210,7 @@ impl AfPacketPort {
             headers: Vec::with_capacity(64),
             truncated_reported: 0,
             retagged: Vec::new(),
+            promiscuous: false,
         }
     }
 
@@ -220,6 +223,18 @@ impl AfPacketPort {
 }
 
 impl PortIo for AfPacketPort {
+    fn set_promiscuous(&mut self, on: bool) -> std::io::Result<()> {
+        if self.promiscuous == on {
+            return Ok(());
+        }
+        match &self.sock {
+            Socket::Ring(s) => s.set_promiscuous(on),
+            Socket::Queue(s) => s.set_promiscuous(on),
+        }?;
+        self.promiscuous = on;
+        Ok(())
+    }
+
     fn fd(&self) -> BorrowedFd<'_> {
         match &self.sock {
             Socket::Ring(s) => s.as_fd(),

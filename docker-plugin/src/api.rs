@@ -27,6 +27,8 @@ pub struct IpamData {
     pub pool: String,
     /// The gateway with the pool's length, `10.77.0.1/24`.
     pub gateway: String,
+    /// `--aux-address` reservations, by name (`192.168.50.3/24`).
+    pub aux_addresses: std::collections::BTreeMap<String, String>,
 }
 
 /// `NetworkDriver.CreateNetwork`.

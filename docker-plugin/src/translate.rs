@@ -82,6 +82,17 @@ const ANTI_SPOOFING: &str = "vswitch.anti_spoofing";
 /// `-o vswitch.overlay=true`: the network spans the cluster's hosts (the daemon runs with
 /// `--cluster`); Docker's own `overlay` driver needs swarm mode, this one does not.
 const OVERLAY: &str = "vswitch.overlay";
+/// `-o vswitch.driver=macvlan`: the network is bridged onto the uplink's LAN (no NAT); the
+/// pool is the LAN's subnet and the gateway its router.
+const DRIVER: &str = "vswitch.driver";
+/// `-o vswitch.vlan=N`: a macvlan network's 802.1Q VLAN on the uplink (vswitch has one
+/// uplink, so Docker's `-o parent=eth0.N` becomes this).
+const VLAN: &str = "vswitch.vlan";
+/// `-o vswitch.macvlan_mode=bridge|private` (or Docker's macvlan driver's `macvlan_mode`).
+const MACVLAN_MODE: &str = "vswitch.macvlan_mode";
+const DOCKER_MACVLAN_MODE: &str = "macvlan_mode";
+/// Docker's macvlan `parent`: refused with a pointer to `vswitch.vlan`.
+const PARENT: &str = "parent";
 
 /// The `network create` request for Docker's `CreateNetwork`.
 pub fn network_create(req: &api::CreateNetwork) -> Result<Request> {
@@ -136,6 +147,9 @@ pub fn network_create(req: &api::CreateNetwork) -> Result<Request> {
     let mut icc = true;
     let mut anti_spoofing = true;
     let mut overlay = false;
+    let mut driver: Option<String> = None;
+    let mut vlan = None;
+    let mut macvlan_mode = None;
     for (k, v) in &generic {
         match k.as_str() {
             MTU => {
@@ -146,15 +160,73 @@ pub fn network_create(req: &api::CreateNetwork) -> Result<Request> {
             ICC => icc = flag(&options, &generic, ICC)?,
             ANTI_SPOOFING => anti_spoofing = flag(&options, &generic, ANTI_SPOOFING)?,
             OVERLAY => overlay = flag(&options, &generic, OVERLAY)?,
+            DRIVER => match v.as_str() {
+                "macvlan" | "overlay" | "vswitch" => driver = Some(v.clone()),
+                other => {
+                    return Err(invalid(format!(
+                        "option {DRIVER}={other:?}: give macvlan, overlay or vswitch"
+                    )));
+                }
+            },
+            VLAN => {
+                vlan = Some(
+                    v.trim()
+                        .parse::<u16>()
+                        .ok()
+                        .filter(|n| (1..=4094).contains(n))
+                        .ok_or_else(|| {
+                            invalid(format!(
+                                "option {VLAN}={v:?}: give one VLAN id 1-4094 (stacked tags, \
+                                 QinQ, are not supported)"
+                            ))
+                        })?,
+                )
+            }
+            MACVLAN_MODE | DOCKER_MACVLAN_MODE => match v.as_str() {
+                "bridge" | "private" => macvlan_mode = Some(v.clone()),
+                other => {
+                    return Err(invalid(format!(
+                        "option {k}={other:?}: give bridge or private (vswitch's macvlan \
+                         networks have no vepa or passthru mode)"
+                    )));
+                }
+            },
+            PARENT => {
+                return Err(invalid(format!(
+                    "option {PARENT}={v:?}: vswitch bridges macvlan networks onto its one \
+                     uplink: give -o {DRIVER}=macvlan, and -o {VLAN}=N for a VLAN"
+                )));
+            }
             // Set by Docker itself for --internal / --ipv6 on some versions.
             api::INTERNAL | api::ENABLE_IPV6 => {}
             other => {
                 return Err(invalid(format!(
-                    "unknown option {other:?}: the vswitch driver takes -o {MTU}=N, -o {ICC}=true|false, -o {ANTI_SPOOFING}=true|false, -o {OVERLAY}=true|false"
+                    "unknown option {other:?}: the vswitch driver takes -o {MTU}=N, -o {ICC}=true|false, -o {ANTI_SPOOFING}=true|false, -o {OVERLAY}=true|false, -o {DRIVER}=macvlan, -o {VLAN}=N, -o {MACVLAN_MODE}=bridge|private"
                 )));
             }
         }
     }
+    let driver = match (overlay, driver) {
+        (true, Some(d)) if d != "overlay" => {
+            return Err(invalid(format!(
+                "option {OVERLAY}=true and {DRIVER}={d}: give one"
+            )));
+        }
+        (true, _) => Some("overlay".to_string()),
+        (false, Some(d)) if d == "vswitch" => None,
+        (false, d) => d,
+    };
+    let macvlan = driver.as_deref() == Some("macvlan");
+    if !macvlan && (vlan.is_some() || macvlan_mode.is_some()) {
+        return Err(invalid(format!(
+            "options {VLAN} and {MACVLAN_MODE} need -o {DRIVER}=macvlan"
+        )));
+    }
+    let aux_addresses = pool
+        .aux_addresses
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), addr_of("aux address", v)?)))
+        .collect::<Result<BTreeMap<_, _>>>()?;
     let labels = BTreeMap::from([("docker.network_id".to_string(), req.network_id.clone())]);
     Ok(Request::NetworkCreate {
         name,
@@ -169,7 +241,10 @@ pub fn network_create(req: &api::CreateNetwork) -> Result<Request> {
         ipv6,
         subnet6,
         gateway6,
-        driver: overlay.then(|| "overlay".to_string()),
+        driver,
+        vlan,
+        macvlan_mode,
+        aux_addresses,
     })
 }
 
@@ -279,6 +354,91 @@ pub(crate) mod tests {
                 {"Proto": 6, "IP": "", "Port": 80, "HostIP": "::", "HostPort": 8080, "HostPortEnd": 8080}
             ]
         })
+    }
+
+    fn create(generic: Value, aux: Value) -> Result<Request> {
+        let req: api::CreateNetwork = serde_json::from_value(json!({
+            "NetworkID": "ab".repeat(32),
+            "Options": {"com.docker.network.generic": generic},
+            "IPv4Data": [{"Pool": "192.168.50.0/24", "Gateway": "192.168.50.1/24",
+                "AuxAddresses": aux}],
+        }))
+        .expect("request");
+        network_create(&req)
+    }
+
+    #[test]
+    fn macvlan_options_become_a_macvlan_network() {
+        let r = create(
+            json!({"vswitch.driver": "macvlan", "vswitch.vlan": "20", "macvlan_mode": "private"}),
+            json!({"router2": "192.168.50.3/24"}),
+        )
+        .expect("macvlan");
+        let Request::NetworkCreate {
+            driver,
+            vlan,
+            macvlan_mode,
+            aux_addresses,
+            subnet,
+            gateway,
+            ..
+        } = r
+        else {
+            panic!("{r:?}")
+        };
+        assert_eq!(driver.as_deref(), Some("macvlan"));
+        assert_eq!(vlan, Some(20));
+        assert_eq!(macvlan_mode.as_deref(), Some("private"));
+        assert_eq!(aux_addresses["router2"], Ipv4Addr::new(192, 168, 50, 3));
+        assert_eq!(subnet, Some("192.168.50.0/24".parse().unwrap()));
+        assert_eq!(gateway, Some(Ipv4Addr::new(192, 168, 50, 1)));
+        let r = create(
+            json!({"vswitch.driver": "macvlan", "vswitch.macvlan_mode": "bridge"}),
+            json!({}),
+        )
+        .expect("untagged");
+        assert!(matches!(
+            r,
+            Request::NetworkCreate { vlan: None, ref macvlan_mode, .. }
+                if macvlan_mode.as_deref() == Some("bridge")
+        ));
+        for (generic, why) in [
+            (
+                json!({"vswitch.vlan": "20"}),
+                "need -o vswitch.driver=macvlan",
+            ),
+            (
+                json!({"macvlan_mode": "private"}),
+                "need -o vswitch.driver=macvlan",
+            ),
+            (
+                json!({"vswitch.driver": "macvlan", "vswitch.vlan": "20.30"}),
+                "QinQ",
+            ),
+            (
+                json!({"vswitch.driver": "macvlan", "vswitch.vlan": "4095"}),
+                "1-4094",
+            ),
+            (
+                json!({"vswitch.driver": "macvlan", "macvlan_mode": "vepa"}),
+                "bridge or private",
+            ),
+            (json!({"parent": "eth0.20"}), "vswitch.vlan=N"),
+            (json!({"vswitch.driver": "ipvlan"}), "macvlan, overlay"),
+            (
+                json!({"vswitch.driver": "macvlan", "vswitch.overlay": "true"}),
+                "give one",
+            ),
+        ] {
+            let e = create(generic, json!({})).expect_err("refused");
+            assert!(e.to_string().contains(why), "{e} lacks {why:?}");
+        }
+        let e = create(
+            json!({"vswitch.driver": "macvlan"}),
+            json!({"x": "not-an-address"}),
+        )
+        .expect_err("bad aux");
+        assert!(e.to_string().contains("aux address"), "{e}");
     }
 
     #[test]

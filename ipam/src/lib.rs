@@ -13,8 +13,8 @@
 pub mod store;
 
 pub use store::{
-    Ipv6Config, Ipv6Spec, Lease, LeaseMeta, NetworkRecord, NetworkSpec, Publish, PublishTarget,
-    Released, Store, StoreError,
+    Ipv6Config, Ipv6Spec, Lease, LeaseMeta, MacvlanConfig, NetworkRecord, NetworkSpec, Publish,
+    PublishTarget, Released, Store, StoreError,
 };
 
 use ipnet::{Ipv4Net, Ipv6Net};
@@ -30,8 +30,8 @@ pub enum IpamError {
     /// The requested address is outside the subnet.
     #[error("{0} is outside the network's subnet {1}")]
     OutsideSubnet(Ipv4Addr, Ipv4Net),
-    /// The requested address is reserved (network, broadcast, gateway).
-    #[error("{0} is reserved in {1} (network, broadcast or gateway address)")]
+    /// The requested address is reserved (network, broadcast, gateway, aux address).
+    #[error("{0} is reserved in {1} (network, broadcast, gateway or aux address)")]
     Reserved(Ipv4Addr, Ipv4Net),
     /// The requested address is already leased.
     #[error("{0} is already in use on this network")]

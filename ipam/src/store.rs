@@ -17,7 +17,8 @@
 //!   addresses, is what IPv6 allocation scans, see `v6`)
 //!
 //! Invariants (checked by [`Store::verify`], kept by every write):
-//! - network subnets never overlap; a gateway lies inside its subnet and is neither the network
+//! - network subnets never overlap (but those of macvlan networks on different VLANs may:
+//!   they are separate LANs); a gateway lies inside its subnet and is neither the network
 //!   nor the broadcast address; an `ip_range` lies inside its subnet; prefixes are at most /30;
 //! - IPv6 subnets (of dual-stack networks) never overlap, have a prefix of /64 to /124 with host
 //!   bits clear; an IPv6 gateway lies inside its subnet and is not prefix:: (subnet-router
@@ -51,7 +52,7 @@ mod v6;
 
 pub use error::StoreError;
 pub use leases::{Lease, LeaseMeta, Released, format_mac, local_mac};
-pub use networks::{NetworkRecord, NetworkSpec, default_pools};
+pub use networks::{MacvlanConfig, NetworkRecord, NetworkSpec, default_pools};
 pub use publish::{Publish, PublishTarget};
 pub use v6::{
     DEFAULT_V6_POOL, Ipv6Config, Ipv6Spec, V6_MAX_PROBES, V6_PREFIX_LENS, default_v6_pools,
@@ -59,7 +60,7 @@ pub use v6::{
 
 use derived::{FREE, LEASE_BY_MAC, PUBLISHED_BY_CONTAINER};
 use leases::reserved;
-use networks::overlaps;
+use networks::clash;
 use publish::all_published;
 use redb::{
     Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
@@ -240,7 +241,10 @@ impl Store {
             {
                 return bad(format!("network {:?} has ip range {r}", a.name));
             }
-            if let Some(b) = nets[i + 1..].iter().find(|b| overlaps(a.subnet, b.subnet)) {
+            if let Some(b) = nets[i + 1..]
+                .iter()
+                .find(|b| clash((a.subnet, a.macvlan), (b.subnet, b.macvlan)))
+            {
                 return bad(format!("networks {:?} and {:?} overlap", a.name, b.name));
             }
             let Some(a6) = a.ipv6 else { continue };

@@ -351,6 +351,9 @@ impl Pipeline {
             Some(p) => {
                 p.offloads = offloads;
                 self.gateway.invalidate_flows();
+                if self.topo.uplink.is_some_and(|u| u.port == port) {
+                    self.parent_offloads();
+                }
                 true
             }
             None => false,

@@ -333,3 +333,64 @@ fn the_parent_port_is_the_lan_s_multicast_router_port() {
     );
     assert_eq!(r.send(A2, from_a2.clone()), [(UP, tagged(from_a2, 10, 0))]);
 }
+
+/// A TCP super-frame (TSO) from `src` to `dst` (MACs and addresses of the LAN's subnet), with
+/// its offload state: the TCP checksum partial, `payload` in 1448-byte segments.
+fn super_frame(src: u8, dst: u8, payload: &[u8]) -> (Vec<u8>, packet::offload::Offload) {
+    use packet::offload::{Checksum, Gso, Offload};
+    let b = etherparse::PacketBuilder::ethernet2(mac(src).0, mac(dst).0)
+        .ipv4(ip(src).octets(), ip(dst).octets(), 64)
+        .tcp(40000, 80, 1, 64240)
+        .ack(1);
+    let mut f = Vec::new();
+    b.write(&mut f, payload).unwrap();
+    let o = Offload {
+        checksum: Checksum::Partial {
+            start: 34,
+            offset: 16,
+        },
+        gso: Gso::Tcp {
+            mss: 1448,
+            ipv6: false,
+            ecn: false,
+        },
+    };
+    (testkit::frames::make_partial(f), o)
+}
+
+#[test]
+fn a_super_frame_leaves_the_untagged_lan_whole_and_a_vlan_segmented() {
+    use packet::offload::Capabilities;
+    let mut r = Rig::new();
+    // The uplink takes offloads (a virtio-net header): the untagged parent port does too.
+    assert!(r.p.set_port_offloads(UP, Capabilities::ALL));
+    // The LAN host is learnt on the uplink, untagged and on VLAN 20.
+    let hello = build::udp(mac(10), mac(20), ip(10), ip(20), 1, 2, b"x");
+    r.send(UP, hello.clone());
+    r.send(UP, tagged(hello, 20, 0));
+    let payload: Vec<u8> = (0..10_000).map(|i| (i * 7) as u8).collect();
+    let (f, o) = super_frame(20, 10, &payload);
+    let mut out = Vec::new();
+    r.now += 1000;
+    r.p.process(
+        r.now,
+        &mut vec![Packet::with_offload(L1, f.clone(), o)],
+        &mut out,
+    );
+    assert_eq!(out.len(), 1, "one super-frame out of the uplink");
+    assert_eq!(out[0].port, UP);
+    assert_eq!(out[0].offload, o);
+    assert_eq!(out[0].data, f, "bridged: the bytes as they came");
+    // On VLAN 20 the tag goes in, so the pipeline segments first: each segment tagged.
+    let (f, o) = super_frame(20, 10, &payload);
+    let mut out = Vec::new();
+    r.now += 1000;
+    r.p.process(r.now, &mut vec![Packet::with_offload(B1, f, o)], &mut out);
+    assert_eq!(out.len(), 7, "10000 bytes in 1448-byte segments");
+    for pkt in &out {
+        assert_eq!(pkt.port, UP);
+        assert!(pkt.offload.is_plain());
+        assert_eq!(&pkt.data[12..16], &[0x81, 0x00, 0, 20], "tagged VLAN 20");
+        assert!(pkt.data.len() <= 1518);
+    }
+}

@@ -221,11 +221,7 @@ pub(crate) fn connect_held(d: &Daemon, args: ConnectArgs) -> Result<Container> {
         ip6: lease.ip6,
         prefix_len6: rec.ipv6.map(|n| n.subnet.prefix_len()),
         gateway6,
-        dns: if rec.builtin {
-            Vec::new()
-        } else {
-            vec![rec.gateway]
-        },
+        dns: crate::state::resolvers_for(d, &rec),
         port_id,
         netns_identity,
     };
@@ -450,8 +446,7 @@ pub(crate) fn reattach(d: &Daemon) {
                         .map(|n| n.gateway),
                     dns: rec
                         .as_ref()
-                        .filter(|r| !r.builtin)
-                        .map(|r| vec![r.gateway])
+                        .map(|r| crate::state::resolvers_for(d, r))
                         .unwrap_or_default(),
                     port_id,
                     netns_identity: super::lifecycle::identity(&lease.netns),

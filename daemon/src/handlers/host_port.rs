@@ -68,8 +68,14 @@ pub(crate) fn ensure(d: &Daemon, network: &str) {
     // An overlay network has none: its addresses are the cluster's, and one host port per
     // host would take one each and answer to the same name on every host. Hosts reach overlay
     // containers through published ports, as with Docker's overlay driver.
+    //
+    // Nor has a macvlan network: its subnet is the LAN's, so a host port would take one of the
+    // LAN's addresses (someone else's, perhaps) and add a connected route to the LAN's subnet
+    // beside the host's own route to it (through its NIC, usually on that very LAN), which it
+    // would fight. The host reaches macvlan containers as Docker's macvlan's are reached: from
+    // another machine of the LAN, or through the host's own macvlan of the NIC.
     let rec = match d.store.network(network) {
-        Ok(Some(rec)) if !rec.internal && rec.vni.is_none() => rec,
+        Ok(Some(rec)) if !rec.internal && rec.vni.is_none() && rec.macvlan.is_none() => rec,
         _ => return,
     };
     let Some(ip) = host_address(rec.subnet, rec.gateway) else {

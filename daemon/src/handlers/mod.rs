@@ -13,7 +13,7 @@ pub(crate) mod usage;
 pub(crate) use container::reattach;
 pub(crate) use host_port::{ensure as ensure_host_port, ensure_all as ensure_host_ports};
 pub(crate) use lifecycle::start as watch_containers;
-pub(crate) use network::rm_held as remove_network_held;
+pub(crate) use network::{rm_held as remove_network_held, uplink_promiscuous};
 pub(crate) use port::{activate_all as activate_published, dnat_on_uplink};
 
 use crate::state::Daemon;
@@ -86,15 +86,11 @@ pub(crate) fn run(d: &Daemon, req: Request) -> Result<serde_json::Value> {
             subnet6,
             gateway6,
             driver,
+            vlan,
+            macvlan_mode,
+            aux_addresses,
         } => {
-            let overlay = match driver.as_deref() {
-                None | Some("vswitch" | "bridge" | "local") => false,
-                Some("overlay") => true,
-                Some(other) => anyhow::bail!(
-                    "unknown driver {other:?}: give overlay (a network across the cluster's \
-                     hosts) or leave --driver out (this host's network)"
-                ),
-            };
+            let kind = network::Kind::of(driver.as_deref(), vlan, macvlan_mode.as_deref())?;
             let mut spec = ipam::NetworkSpec::new(name);
             spec.ipv6 =
                 (ipv6 || subnet6.is_some() || gateway6.is_some()).then_some(ipam::Ipv6Spec {
@@ -109,7 +105,8 @@ pub(crate) fn run(d: &Daemon, req: Request) -> Result<serde_json::Value> {
             spec.anti_spoofing = anti_spoofing;
             spec.mtu = mtu;
             spec.labels = labels;
-            serde_json::to_value(network::create(d, spec, overlay)?)?
+            spec.aux_addresses = aux_addresses;
+            serde_json::to_value(network::create(d, spec, kind)?)?
         }
         Request::NetworkLs => network::ls(d)?,
         Request::NetworkInspect { names } => serde_json::to_value(network::inspect(d, &names)?)?,

@@ -28,6 +28,17 @@ pub(crate) struct PublishArgs {
 pub(super) fn publish(d: &Daemon, args: PublishArgs) -> Result<Value> {
     let _guard = lock(&d.changes);
     let proto: PortProto = args.proto.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+    // A macvlan network's containers are hosts of the LAN with addresses of their own: there
+    // is no NAT in front of them to publish through.
+    if let Ok(Some(n)) = d.store.network(&args.network)
+        && n.macvlan.is_some()
+    {
+        anyhow::bail!(
+            "network {:?} is a macvlan network: its containers are on the LAN with their own \
+             addresses, reach them there (there is no NAT to publish a port through)",
+            args.network
+        );
+    }
     let first = args.host_port;
     let last = args.host_port_last.unwrap_or(first);
     let target = PublishTarget {

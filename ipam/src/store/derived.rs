@@ -44,6 +44,7 @@ fn free_runs(net: &NetworkRecord, leased: impl IntoIterator<Item = u32>) -> Vec<
     let (first, last) = bounds(net);
     let mut blocked: Vec<u32> = [net.subnet.network(), net.subnet.broadcast(), net.gateway]
         .into_iter()
+        .chain(net.aux_addresses.values().copied())
         .map(u32::from)
         .chain(leased)
         .filter(|a| (first..=last).contains(a))

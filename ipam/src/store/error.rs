@@ -69,6 +69,42 @@ pub enum StoreError {
         /// That network's subnet.
         other_subnet: Ipv4Net,
     },
+    /// A macvlan network without a subnet (it is the LAN's: vswitch cannot pick it).
+    #[error(
+        "network {0:?}: a macvlan network needs --subnet (the LAN's subnet, with --gateway its \
+         router)"
+    )]
+    MacvlanNeedsSubnet(String),
+    /// A macvlan network asked to be dual-stack or an overlay.
+    #[error("network {0:?}: a macvlan network is IPv4 only and local (no --ipv6, no overlay)")]
+    MacvlanIpv4Only(String),
+    /// A VLAN id out of 802.1Q's range.
+    #[error("vlan {0} is out of range: give 1 to 4094")]
+    BadVlan(u16),
+    /// A second macvlan network on one VLAN (or on the untagged LAN).
+    #[error(
+        "macvlan network {other:?} is on {} of the uplink already: each macvlan network needs \
+         its own --vlan",
+        match vlan { Some(v) => format!("VLAN {v}"), None => "the untagged LAN".to_string() }
+    )]
+    DuplicateVlan {
+        /// The VLAN (None: untagged).
+        vlan: Option<u16>,
+        /// The network on it.
+        other: String,
+    },
+    /// An auxiliary address outside the subnet (or its network or broadcast address).
+    #[error(
+        "aux address {name}={ip} is not a host address of {subnet}: give NAME=IP inside the subnet"
+    )]
+    BadAuxAddress {
+        /// Its name.
+        name: String,
+        /// The address.
+        ip: Ipv4Addr,
+        /// The subnet.
+        subnet: Ipv4Net,
+    },
     /// A CIDR with host bits set.
     #[error("{given} has host bits set: did you mean {suggested}?")]
     HostBits {

@@ -86,9 +86,13 @@ fn check_ifname(name: &str) -> Result<(), StoreError> {
     }
 }
 
-/// Network, broadcast and gateway addresses are never leased (prefixes are at most /30).
+/// Network, broadcast, gateway and auxiliary addresses are never leased (prefixes are at most
+/// /30).
 pub(super) fn reserved(net: &NetworkRecord, ip: Ipv4Addr) -> bool {
-    ip == net.gateway || ip == net.subnet.network() || ip == net.subnet.broadcast()
+    ip == net.gateway
+        || ip == net.subnet.network()
+        || ip == net.subnet.broadcast()
+        || net.aux_addresses.values().any(|&a| a == ip)
 }
 
 fn network_leases(
@@ -352,6 +356,46 @@ mod tests {
             ip("10.0.0.4")
         );
         assert_eq!(s.verify().unwrap(), 5);
+    }
+
+    #[test]
+    fn aux_addresses_and_the_lan_router_are_never_handed_out() {
+        let t = tmp();
+        let s = Store::open(&t.path).unwrap();
+        let mut sp = spec("lan", Some("192.168.50.0/29"));
+        sp.macvlan = Some(crate::MacvlanConfig::default());
+        sp.aux_addresses
+            .insert("router2".into(), ip("192.168.50.3"));
+        sp.aux_addresses
+            .insert("printer".into(), ip("192.168.50.5"));
+        s.create_network(sp).unwrap();
+        let got: Vec<_> = (0..3)
+            .map(|i| s.allocate("lan", &format!("c{i}"), None, meta()).unwrap().0)
+            .collect();
+        assert_eq!(
+            got,
+            [ip("192.168.50.2"), ip("192.168.50.4"), ip("192.168.50.6")]
+        );
+        assert!(matches!(
+            s.allocate("lan", "c9", None, meta()),
+            Err(StoreError::Address(IpamError::Exhausted(_)))
+        ));
+        // Nor asked for: they are someone else's on the LAN.
+        for taken in ["192.168.50.1", "192.168.50.3", "192.168.50.5"] {
+            s.release("lan", "c0", true).unwrap();
+            assert!(
+                s.allocate("lan", "c0", Some(ip(taken)), meta()).is_err(),
+                "{taken}"
+            );
+        }
+        // Reopening rebuilds the free runs with them still out.
+        drop(s);
+        let s = Store::open(&t.path).unwrap();
+        assert_eq!(
+            s.allocate("lan", "c0", None, meta()).unwrap().0,
+            ip("192.168.50.2")
+        );
+        s.verify().unwrap();
     }
 
     #[test]

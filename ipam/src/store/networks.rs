@@ -54,6 +54,43 @@ pub struct NetworkRecord {
     /// written before this field existed reads).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vni: Option<u32>,
+    /// A macvlan network's link to the uplink's LAN (its `subnet` and `gateway` are the LAN's);
+    /// None: a network behind vswitch's gateway (as every record written before this field
+    /// existed reads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub macvlan: Option<MacvlanConfig>,
+    /// Addresses of the subnet never handed out, by name (Docker's `--aux-address`): the LAN's
+    /// other routers and hosts on a macvlan network.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub aux_addresses: BTreeMap<String, Ipv4Addr>,
+}
+
+/// A macvlan network's VLAN and mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MacvlanConfig {
+    /// Its 802.1Q VLAN id on the uplink (1..=4094); None: the untagged LAN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    /// Private mode: its containers reach the LAN only, never each other.
+    #[serde(default)]
+    pub private: bool,
+}
+
+/// Whether `a` and `b` may have overlapping subnets: macvlan networks on different VLANs are
+/// separate LANs. A bridge network never overlaps another (vswitch routes to its subnet).
+fn separate_lans(a: Option<MacvlanConfig>, b: Option<MacvlanConfig>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a.vlan != b.vlan,
+        _ => false,
+    }
+}
+
+/// Whether networks `a` and `b` clash: overlapping subnets on one LAN.
+pub(super) fn clash(
+    a: (Ipv4Net, Option<MacvlanConfig>),
+    b: (Ipv4Net, Option<MacvlanConfig>),
+) -> bool {
+    overlaps(a.0, b.0) && !separate_lans(a.1, b.1)
 }
 
 /// What `network create` asks for. Build with [`NetworkSpec::new`] (icc defaults to true).
@@ -81,6 +118,11 @@ pub struct NetworkSpec {
     pub ipv6: Option<Ipv6Spec>,
     /// An overlay network's VNI (allocated by the cluster store); None: a local network.
     pub vni: Option<u32>,
+    /// Make it a macvlan network (bridged onto the uplink's LAN); needs a `subnet`, is IPv4
+    /// only, one per VLAN.
+    pub macvlan: Option<MacvlanConfig>,
+    /// Addresses of the subnet never handed out, by name.
+    pub aux_addresses: BTreeMap<String, Ipv4Addr>,
 }
 
 impl NetworkSpec {
@@ -99,6 +141,8 @@ impl NetworkSpec {
             labels: BTreeMap::new(),
             ipv6: None,
             vni: None,
+            macvlan: None,
+            aux_addresses: BTreeMap::new(),
         }
     }
 }
@@ -180,15 +224,41 @@ impl Store {
         if let Some(v6) = &spec.ipv6 {
             v6::check_spec(v6)?;
         }
+        if let Some(m) = spec.macvlan {
+            if spec.subnet.is_none() {
+                return Err(StoreError::MacvlanNeedsSubnet(spec.name));
+            }
+            if spec.ipv6.is_some() || spec.vni.is_some() {
+                return Err(StoreError::MacvlanIpv4Only(spec.name));
+            }
+            if let Some(v) = m.vlan
+                && !(1..=4094).contains(&v)
+            {
+                return Err(StoreError::BadVlan(v));
+            }
+        }
         self.write(|txn| {
             let mut nets = txn.open_table(NETWORKS)?;
             if read_network(&nets, &spec.name)?.is_some() {
                 return Err(StoreError::DuplicateNetwork(spec.name.clone()));
             }
             let existing = all_networks(&nets)?;
+            if let Some(m) = spec.macvlan
+                && let Some(o) = existing
+                    .iter()
+                    .find(|o| o.macvlan.is_some_and(|om| om.vlan == m.vlan))
+            {
+                return Err(StoreError::DuplicateVlan {
+                    vlan: m.vlan,
+                    other: o.name.clone(),
+                });
+            }
             let subnet = match spec.subnet {
                 Some(s) => {
-                    if let Some(o) = existing.iter().find(|o| overlaps(s, o.subnet)) {
+                    if let Some(o) = existing
+                        .iter()
+                        .find(|o| clash((s, spec.macvlan), (o.subnet, o.macvlan)))
+                    {
                         return Err(StoreError::Overlap {
                             subnet: s,
                             other: o.name.clone(),
@@ -308,6 +378,19 @@ fn build_record(
     {
         return Err(StoreError::RangeOutside { range, subnet });
     }
+    for (name, &ip) in &spec.aux_addresses {
+        if name.is_empty()
+            || !subnet.contains(&ip)
+            || ip == subnet.network()
+            || ip == subnet.broadcast()
+        {
+            return Err(StoreError::BadAuxAddress {
+                name: name.clone(),
+                ip,
+                subnet,
+            });
+        }
+    }
     let mut meta = txn.open_table(META)?;
     let seq = meta.get("network_seq")?.map(|v| v.value()).unwrap_or(0);
     meta.insert("network_seq", seq + 1)?;
@@ -326,6 +409,8 @@ fn build_record(
         builtin,
         ipv6,
         vni: spec.vni,
+        macvlan: spec.macvlan,
+        aux_addresses: spec.aux_addresses.clone(),
     })
 }
 
@@ -498,5 +583,93 @@ mod tests {
         s.remove_network("opts").unwrap();
         let r2 = s.create_network(spec("opts", Some("10.9.0.0/16"))).unwrap();
         assert_ne!(r.id, r2.id);
+    }
+
+    fn lan(name: &str, subnet: &str, vlan: Option<u16>) -> NetworkSpec {
+        let mut sp = spec(name, Some(subnet));
+        sp.macvlan = Some(MacvlanConfig {
+            vlan,
+            private: false,
+        });
+        sp
+    }
+
+    #[test]
+    fn macvlan_networks_on_different_vlans_may_share_a_subnet_and_one_vlan_has_one() {
+        let t = tmp();
+        let s = Store::open(&t.path).unwrap();
+        let v10 = s
+            .create_network(lan("v10", "192.168.77.0/24", Some(10)))
+            .unwrap();
+        assert_eq!(v10.macvlan.unwrap().vlan, Some(10));
+        // Another VLAN: a separate LAN, the same subnet is fine.
+        s.create_network(lan("v20", "192.168.77.0/24", Some(20)))
+            .unwrap();
+        s.create_network(lan("untagged", "192.168.77.0/25", None))
+            .unwrap();
+        // One network per VLAN (and one untagged).
+        let e = s
+            .create_network(lan("again", "10.5.0.0/24", Some(10)))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "macvlan network \"v10\" is on VLAN 10 of the uplink already: each macvlan network \
+             needs its own --vlan"
+        );
+        let e = s
+            .create_network(lan("again", "10.5.0.0/24", None))
+            .unwrap_err();
+        assert!(e.to_string().contains("the untagged LAN"), "{e}");
+        // A bridge network never overlaps one.
+        assert!(matches!(
+            s.create_network(spec("br", Some("192.168.77.0/24"))),
+            Err(StoreError::Overlap { .. })
+        ));
+        // Nor does a macvlan network overlap a bridge network.
+        s.create_network(spec("br", Some("10.6.0.0/16"))).unwrap();
+        assert!(matches!(
+            s.create_network(lan("v30", "10.6.1.0/24", Some(30))),
+            Err(StoreError::Overlap { .. })
+        ));
+        let mut nosub = lan("nosub", "10.7.0.0/24", Some(40));
+        nosub.subnet = None;
+        assert!(matches!(
+            s.create_network(nosub),
+            Err(StoreError::MacvlanNeedsSubnet(_))
+        ));
+        let mut six = lan("six", "10.7.0.0/24", Some(40));
+        six.ipv6 = Some(Ipv6Spec::default());
+        assert!(matches!(
+            s.create_network(six),
+            Err(StoreError::MacvlanIpv4Only(_))
+        ));
+        assert!(matches!(
+            s.create_network(lan("bad", "10.7.0.0/24", Some(4095))),
+            Err(StoreError::BadVlan(4095))
+        ));
+        s.verify().unwrap();
+        // Reopened, the records still are what they were.
+        drop(s);
+        let s = Store::open(&t.path).unwrap();
+        assert_eq!(s.network("v10").unwrap(), Some(v10));
+    }
+
+    #[test]
+    fn aux_addresses_are_kept_and_checked() {
+        let t = tmp();
+        let s = Store::open(&t.path).unwrap();
+        let mut sp = lan("lan", "192.168.50.0/24", None);
+        sp.aux_addresses
+            .insert("router2".into(), ip("192.168.50.3"));
+        let r = s.create_network(sp.clone()).unwrap();
+        assert_eq!(r.aux_addresses["router2"], ip("192.168.50.3"));
+        assert_eq!(r.gateway, ip("192.168.50.1"));
+        s.remove_network("lan").unwrap();
+        for bad in ["10.0.0.1", "192.168.50.0", "192.168.50.255"] {
+            let mut b = sp.clone();
+            b.aux_addresses.insert("x".into(), ip(bad));
+            let e = s.create_network(b).unwrap_err();
+            assert!(matches!(e, StoreError::BadAuxAddress { .. }), "{bad}: {e}");
+        }
     }
 }

@@ -63,8 +63,31 @@ impl Pipeline {
         // is never queried (a router port, see `crate::multicast`).
         self.multicast.add_router_port(port, network);
         self.parents.add(network, port, m);
+        self.parent_offloads();
         self.gateway.invalidate_flows();
         Ok(())
+    }
+
+    /// Gives the untagged macvlan network's parent port the uplink's offloads: what is sent to
+    /// it leaves through the uplink byte for byte, so a container's super-frame goes out whole
+    /// where the uplink takes it (instead of segmented in software). A parent port on a VLAN
+    /// keeps none: its frames get a tag on the way out, and the pipeline finishes them first.
+    pub(super) fn parent_offloads(&mut self) {
+        let Some(up) = self.topo.uplink else { return };
+        let Some(caps) = self
+            .topo
+            .ports
+            .get(usize::from(up.port.0))
+            .map(|p| p.offloads)
+        else {
+            return;
+        };
+        let Some((parent, _)) = self.parents.on_vlan(None).and_then(|n| self.parents.of(n)) else {
+            return;
+        };
+        if let Some(p) = self.topo.ports.get_mut(usize::from(parent.0)) {
+            p.offloads = caps;
+        }
     }
 
     /// Removes `network`'s parent port when it is the network's last; whether the network may

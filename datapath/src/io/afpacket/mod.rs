@@ -217,6 +217,25 @@ fn setsockopt<T>(
     Ok(())
 }
 
+/// Makes the interface `ifindex` promiscuous for as long as socket `fd` lives (`on`), or stops
+/// this socket's hold on it: a PACKET_MR_PROMISC membership, which the kernel counts per device
+/// and drops when the socket closes, so a daemon that dies leaves no NIC promiscuous. A NIC
+/// delivers frames for other MACs (a macvlan network's containers') only so.
+fn set_promiscuous(fd: &OwnedFd, ifindex: u32, on: bool) -> std::io::Result<()> {
+    let mreq = libc::packet_mreq {
+        mr_ifindex: ifindex as libc::c_int,
+        mr_type: libc::PACKET_MR_PROMISC as libc::c_ushort,
+        mr_alen: 0,
+        mr_address: [0; 8],
+    };
+    let opt = if on {
+        libc::PACKET_ADD_MEMBERSHIP
+    } else {
+        libc::PACKET_DROP_MEMBERSHIP
+    };
+    setsockopt(fd, libc::SOL_PACKET, opt, &mreq)
+}
+
 /// PACKET_IGNORE_OUTGOING where the kernel has it (≥ 4.20); older kernels are covered by the
 /// `sll_pkttype` check on receive.
 fn ignore_outgoing(fd: &OwnedFd) -> std::io::Result<()> {

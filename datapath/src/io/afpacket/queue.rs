@@ -124,6 +124,15 @@ impl AfPacketQueue {
         self.ifindex
     }
 
+    /// Holds the interface in promiscuous mode while the socket lives (`on`), or lets it go
+    /// (call each once: the kernel counts the holds).
+    ///
+    /// # Errors
+    /// EPERM without CAP_NET_RAW.
+    pub fn set_promiscuous(&self, on: bool) -> std::io::Result<()> {
+        super::set_promiscuous(&self.fd, self.ifindex, on)
+    }
+
     /// Software counters since open.
     pub fn stats(&self) -> QueueStats {
         self.stats
