@@ -594,51 +594,6 @@ fn macvlan_vlans_on_a_trunk_are_separate_lans() {
     ping_fails(&lab, &p2, b1["ip"].as_str().unwrap());
 }
 
-/// Throughput and latency between a LAN host and a macvlan container, untagged (`cargo test
-/// -p vswitch --test macvlan -- --ignored --nocapture`: a measurement, not a check).
-#[test]
-#[ignore]
-fn macvlan_throughput_from_the_lan() {
-    if skip() {
-        return;
-    }
-    let mut lab = lan_lab();
-    let host = lab.ns("host");
-    lab.cli(&[
-        "network",
-        "create",
-        "--driver",
-        "macvlan",
-        "lan",
-        "--subnet",
-        "192.168.50.0/24",
-        "--ip-range",
-        "192.168.50.128/25",
-    ]);
-    let (c1, _) = connect(&mut lab, "c1", "lan", &[]);
-    let dir = lab.dir.clone();
-    lab.spawn(&c1, &dir, &["iperf3", "-s", "-p", "5201"]);
-    std::thread::sleep(Duration::from_secs(1));
-    let rtt = lab.exec_ok(
-        &host,
-        &["ping", "-c", "20", "-i", "0.05", "-q", "192.168.50.128"],
-    );
-    eprintln!("LAN host -> c1 ping: {}", rtt.lines().last().unwrap_or(""));
-    let up = lab.iperf_gbps(&host, &["-c", "192.168.50.128", "-p", "5201"]);
-    let down = lab.iperf_gbps(&host, &["-c", "192.168.50.128", "-p", "5201", "-R"]);
-    eprintln!("LAN host -> c1 TCP {up:.2} Gbit/s, c1 -> LAN host {down:.2} Gbit/s");
-    // The same LAN host from a container of a bridge network, through the gateway and NAT.
-    let (b1, _) = connect(&mut lab, "b1", "bridge", &["--ip", "172.17.0.2"]);
-    lab.spawn(&host, &dir, &["iperf3", "-s", "-p", "5202"]);
-    std::thread::sleep(Duration::from_secs(1));
-    let nat_up = lab.iperf_gbps(&b1, &["-c", LAN_HOST, "-p", "5202"]);
-    let nat_down = lab.iperf_gbps(&b1, &["-c", LAN_HOST, "-p", "5202", "-R"]);
-    eprintln!(
-        "bridge-network container -> LAN host (NAT) TCP {nat_up:.2} Gbit/s, LAN host -> it \
-         {nat_down:.2} Gbit/s"
-    );
-}
-
 #[test]
 fn a_macvlan_network_of_the_topology_file_is_registered() {
     if skip() {
