@@ -52,6 +52,21 @@ pub(crate) fn host_address(subnet: Ipv4Net, gateway: Ipv4Addr) -> Option<Ipv4Add
     Some(Ipv4Addr::from(pick))
 }
 
+/// Whether the host has an address in `subnet` on the uplink's NIC.
+fn host_on_lan(d: &Daemon, subnet: ipnet::Ipv4Net) -> bool {
+    let nic = d.engines.first().and_then(|e| {
+        e.call(|e| {
+            let topo = e.pipeline().topology();
+            topo.uplink
+                .and_then(|u| topo.ports.get(usize::from(u.port.0)))
+                .map(|p| p.name.clone())
+        })
+        .flatten()
+    });
+    nic.and_then(|n| datapath::io::macvlan::ipv4_addresses(&n).ok())
+        .is_some_and(|addrs| addrs.iter().any(|a| subnet.contains(a)))
+}
+
 /// `network`'s host port, when it has one.
 pub(crate) fn of(d: &Daemon, network: &str) -> Option<Container> {
     lock(&d.containers)
@@ -68,17 +83,27 @@ pub(crate) fn ensure(d: &Daemon, network: &str) {
     // An overlay network has none: its addresses are the cluster's, and one host port per
     // host would take one each and answer to the same name on every host. Hosts reach overlay
     // containers through published ports, as with Docker's overlay driver.
-    //
-    // Nor has a macvlan network: its subnet is the LAN's, so a host port would take one of the
-    // LAN's addresses (someone else's, perhaps) and add a connected route to the LAN's subnet
-    // beside the host's own route to it (through its NIC, usually on that very LAN), which it
-    // would fight. The host reaches macvlan containers as Docker's macvlan's are reached: from
-    // another machine of the LAN, or through the host's own macvlan of the NIC.
     let rec = match d.store.network(network) {
-        Ok(Some(rec)) if !rec.internal && rec.vni.is_none() && rec.macvlan.is_none() => rec,
+        Ok(Some(rec)) if !rec.internal && rec.vni.is_none() => rec,
         _ => return,
     };
-    let Some(ip) = host_address(rec.subnet, rec.gateway) else {
+    // A macvlan network's host port is how the host reaches its macvlan containers (which a
+    // kernel macvlan's host cannot): an address of the network's range (vswitch's part of the
+    // LAN), bridged by vswitch to the containers and onto the LAN. Not when the host is on that
+    // LAN already through the uplink's NIC: two connected routes to the subnet would fight.
+    let pool = match rec.macvlan {
+        Some(_) if host_on_lan(d, rec.subnet) => {
+            tracing::info!(
+                network,
+                subnet = %rec.subnet,
+                "no host port: the host is on this LAN through the uplink's NIC already"
+            );
+            return;
+        }
+        Some(_) => rec.ip_range.unwrap_or(rec.subnet),
+        None => rec.subnet,
+    };
+    let Some(ip) = host_address(pool, rec.gateway) else {
         tracing::info!(network, subnet = %rec.subnet, "subnet too small for a host port");
         return;
     };
