@@ -11,7 +11,7 @@
 //! DNS names. While etcd is unreachable nothing here changes: local traffic, and traffic to the
 //! endpoints known last, flow on; the view that comes after the reconnection is applied whole.
 
-use crate::state::{Daemon, def_of, lock};
+use crate::state::{Daemon, lock};
 use ::cluster::{ClusterView, EndpointRecord};
 use anyhow::{Context, Result, bail};
 use ipam::{NetworkRecord, NetworkSpec};
@@ -479,17 +479,7 @@ fn create_here(d: &Daemon, rec: &::cluster::NetworkRecord) -> Result<()> {
     spec.vni = Some(rec.vni);
     spec.mtu = Some(overlay_mtu(d));
     let local = d.store.create_network(spec)?;
-    let def = def_of(&local);
-    let added = d.call_all(move |e| {
-        e.pipeline_mut()
-            .add_network(&def)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    });
-    if let Some(Err(e)) = added.as_ref().and_then(|v| v.iter().find(|r| r.is_err())) {
-        let _ = d.store.remove_network(&local.name);
-        bail!("the datapath refused it: {e}");
-    }
+    crate::handlers::add_network_to_loops(d, &local)?;
     crate::state::refresh_dns(d, &local.name);
     crate::handlers::ensure_host_port(d, &local.name);
     tracing::info!(network = %local.name, vni = rec.vni, "overlay network joined");

@@ -34,6 +34,7 @@ use serde::Serialize;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 mod overlay;
+mod own_ports;
 mod parent;
 
 /// Conntrack size from which `process` warms the caches for a whole batch first (below it the

@@ -13,7 +13,9 @@ pub(crate) mod usage;
 pub(crate) use container::reattach;
 pub(crate) use host_port::{ensure as ensure_host_port, ensure_all as ensure_host_ports};
 pub(crate) use lifecycle::start as watch_containers;
-pub(crate) use network::{rm_held as remove_network_held, uplink_promiscuous};
+pub(crate) use network::{
+    add_to_loops as add_network_to_loops, rm_held as remove_network_held, uplink_promiscuous,
+};
 pub(crate) use port::{activate_all as activate_published, dnat_on_uplink};
 
 use crate::state::Daemon;

@@ -128,17 +128,7 @@ pub(super) fn create(d: &Daemon, mut spec: NetworkSpec, kind: Kind) -> Result<Ne
             d.store.create_network(spec)?
         }
     };
-    let def = def_of(&rec);
-    let added = d.call_all(move |e| {
-        e.pipeline_mut()
-            .add_network(&def)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    });
-    if let Some(Err(e)) = added.as_ref().and_then(|v| v.iter().find(|r| r.is_err())) {
-        let _ = d.store.remove_network(&rec.name);
-        bail!("the datapath refused the network: {e}");
-    }
+    add_to_loops(d, &rec)?;
     refresh_dns(d, &rec.name);
     super::host_port::ensure(d, &rec.name);
     if rec.macvlan.is_some() {
@@ -152,6 +142,23 @@ pub(super) fn create(d: &Daemon, mut spec: NetworkSpec, kind: Kind) -> Result<Ne
 /// each packet loop's socket's (PACKET_MR_PROMISC): the kernel drops it when the daemon stops,
 /// however it stops. A failure is logged: the network still works on a NIC that floods (a veth,
 /// a bridge port), and the log says why a real NIC's containers get nothing.
+/// Adds the stored network `rec` to every packet loop; when one refuses it, it leaves the store
+/// again and the loop's reason is the error.
+pub(crate) fn add_to_loops(d: &Daemon, rec: &NetworkRecord) -> Result<()> {
+    let def = def_of(rec);
+    let added = d.call_all(move |e| {
+        e.pipeline_mut()
+            .add_network(&def)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+    if let Some(Err(e)) = added.as_ref().and_then(|v| v.iter().find(|r| r.is_err())) {
+        let _ = d.store.remove_network(&rec.name);
+        bail!("the datapath refused the network: {e}");
+    }
+    Ok(())
+}
+
 pub(crate) fn uplink_promiscuous(d: &Daemon) {
     let want = d
         .store

@@ -8,8 +8,8 @@
 //! each copy leaves on the uplink as a frame the pipeline originates, counted in `tx_*` there.
 
 use super::{Packet, Pipeline};
-use crate::config::{ConfigError, NetworkId, PortAddress, PortId, PortKind};
-use crate::counters::{DropReason, PortCounters};
+use crate::config::{ConfigError, NetworkId, PortId, PortKind};
+use crate::counters::DropReason;
 use crate::overlay::wire::{self, Decapsulated, OUTER_IP_OVERHEAD, Outer};
 use crate::overlay::{Overlay, OverlayRow, Targets};
 use crate::pipeline::NANOS_PER_SEC;
@@ -46,26 +46,11 @@ impl Pipeline {
                 second: name,
             });
         }
-        let port = self
-            .topo
-            .add_port(
-                &format!("vxlan-{vni}"),
-                PortKind::Overlay,
-                network,
-                PortAddress::default(),
-            )
-            .map_err(|_| ConfigError::TooMany("ports"))?;
-        let slot = usize::from(port.0);
-        match self.counters.ports.get_mut(slot) {
-            Some(c) => *c = PortCounters::default(),
-            None => self.counters.ports.push(PortCounters::default()),
-        }
-        self.bridge.add_port(port);
+        let port = self.add_own_port(&format!("vxlan-{vni}"), PortKind::Overlay, network)?;
         // Not queried: the other hosts' gateways query their own containers. Never snooped
         // either, so every multicast frame reaches the other hosts.
         self.multicast.add_port(port, network, false);
         self.overlay.add(network, vni, port, peers);
-        self.gateway.invalidate_flows();
         Ok(())
     }
 
@@ -75,17 +60,11 @@ impl Pipeline {
         let Some(port) = self.overlay.port(network) else {
             return true;
         };
-        if self.topo.networks[usize::from(network.0)]
-            .ports
-            .iter()
-            .any(|&p| p != port)
-        {
+        if !self.only_port(network, port) {
             return false;
         }
         self.overlay.remove(network);
-        self.topo.remove_port(port);
-        self.multicast.remove_port(port, network);
-        self.bridge.flush_port(port);
+        self.remove_own_port(network, port);
         true
     }
 

@@ -7,8 +7,8 @@
 //! What leaves through a parent port is counted in `tx_*` there and on the uplink.
 
 use super::{Packet, Pipeline};
-use crate::config::{ConfigError, Macvlan, NetworkId, PortAddress, PortId, PortKind};
-use crate::counters::{DropReason, PortCounters};
+use crate::config::{ConfigError, Macvlan, NetworkId, PortId, PortKind};
+use crate::counters::DropReason;
 use crate::vlan::{self, Tag};
 use packet::offload::Offload;
 use packet::{ETHERTYPE_ARP, MacAddr};
@@ -45,26 +45,12 @@ impl Pipeline {
             Some(v) => format!("parent.{v}"),
             None => "parent".to_string(),
         };
-        let port = self
-            .topo
-            .add_port(
-                &port_name,
-                PortKind::Parent,
-                network,
-                PortAddress::default(),
-            )
-            .map_err(|_| ConfigError::TooMany("ports"))?;
-        match self.counters.ports.get_mut(usize::from(port.0)) {
-            Some(c) => *c = PortCounters::default(),
-            None => self.counters.ports.push(PortCounters::default()),
-        }
-        self.bridge.add_port(port);
+        let port = self.add_own_port(&port_name, PortKind::Parent, network)?;
         // The LAN's multicast routers are behind it: it gets every group and the reports, and
         // is never queried (a router port, see `crate::multicast`).
         self.multicast.add_router_port(port, network);
         self.parents.add(network, port, m);
         self.parent_offloads();
-        self.gateway.invalidate_flows();
         Ok(())
     }
 
@@ -96,17 +82,11 @@ impl Pipeline {
         let Some((port, _)) = self.parents.of(network) else {
             return true;
         };
-        if self.topo.networks[usize::from(network.0)]
-            .ports
-            .iter()
-            .any(|&p| p != port)
-        {
+        if !self.only_port(network, port) {
             return false;
         }
         self.parents.remove(network);
-        self.topo.remove_port(port);
-        self.multicast.remove_port(port, network);
-        self.bridge.flush_port(port);
+        self.remove_own_port(network, port);
         true
     }
 
