@@ -154,23 +154,42 @@ impl Pipeline {
                 continue;
             }
             let dst = packet::dst_mac(&pkt.data).unwrap_or(MacAddr::ZERO);
-            let (vni, vteps) = match self.overlay.targets(network, dst, now) {
-                Some((vni, Targets::One(v))) => (vni, vec![v]),
-                Some((vni, Targets::Flood(peers))) => (vni, peers.to_vec()),
-                None => continue,
-            };
-            for vtep in vteps {
-                let outer = Outer {
-                    src_mac: up.mac,
-                    dst_mac: MacAddr::ZERO,
-                    src_ip: up.address,
-                    dst_ip: vtep,
-                    ip_id: self.overlay.next_ip_id(),
-                };
-                let frame = wire::encapsulate(&pkt.data, vni, &outer);
-                self.send_outer(now, vtep, frame, output);
+            match self.overlay.targets(network, dst, now) {
+                Some((vni, Targets::One(vtep))) => {
+                    self.encapsulate_to(now, vni, vtep, &pkt.data, output);
+                }
+                Some((vni, Targets::Flood(peers))) => {
+                    // Head-end replication: a copy per VTEP. The list is copied out of the
+                    // table first: sending borrows the pipeline mutably.
+                    #[allow(clippy::unnecessary_to_owned)]
+                    for vtep in peers.to_vec() {
+                        self.encapsulate_to(now, vni, vtep, &pkt.data, output);
+                    }
+                }
+                None => {}
             }
         }
+    }
+
+    /// `inner` in VXLAN for `vni`, sent toward `vtep`.
+    fn encapsulate_to(
+        &mut self,
+        now: u64,
+        vni: u32,
+        vtep: Ipv4Addr,
+        inner: &[u8],
+        output: &mut Vec<Packet>,
+    ) {
+        let Some(up) = self.topo.uplink else { return };
+        let outer = Outer {
+            src_mac: up.mac,
+            dst_mac: MacAddr::ZERO,
+            src_ip: up.address,
+            dst_ip: vtep,
+            ip_id: self.overlay.next_ip_id(),
+        };
+        let frame = wire::encapsulate(inner, vni, &outer);
+        self.send_outer(now, vtep, frame, output);
     }
 
     /// Sends one encapsulated frame toward `vtep` on the uplink: to its next hop's MAC, or held
