@@ -132,12 +132,15 @@ thread_local! {
 const QUEUE_RCVBUF: usize = 1 << 20;
 
 impl AfPacketPort {
-    /// Ring sizes per port: 4 blocks of 256 KiB is room for ~500 full-size frames, enough to
-    /// ride out a scheduling hiccup.
+    /// Ring sizes per port: 16 blocks of 256 KiB (4 MiB) is room for ~2,000 full-size frames.
+    /// Only the few ports that carry most traffic (the uplink, the file's ports) have a ring,
+    /// and the uplink's traffic can be all full-size frames: an overlay's VXLAN arrives one
+    /// segment per frame (no GRO reaches a packet socket). With 4 blocks, `bench veth`'s
+    /// overlay row lost 27,084 frames at the full ring (1.43 Gbit/s); with 16, 1,154 (1.73).
     pub fn ring_config() -> RingConfig {
         RingConfig {
             block_size: 1 << 18,
-            block_count: 4,
+            block_count: 16,
             frame_size: 2048,
             block_timeout_ms: 1,
             fanout_group: None,
