@@ -137,11 +137,6 @@ pub(super) fn create(d: &Daemon, mut spec: NetworkSpec, kind: Kind) -> Result<Ne
     inspect_one(d, &rec)
 }
 
-/// Holds the uplink's NIC in promiscuous mode while there is a macvlan network (a NIC delivers
-/// frames for its containers' MACs only so), and lets it go when the last one goes. The hold is
-/// each packet loop's socket's (PACKET_MR_PROMISC): the kernel drops it when the daemon stops,
-/// however it stops. A failure is logged: the network still works on a NIC that floods (a veth,
-/// a bridge port), and the log says why a real NIC's containers get nothing.
 /// Adds the stored network `rec` to every packet loop; when one refuses it, it leaves the store
 /// again and the loop's reason is the error.
 pub(crate) fn add_to_loops(d: &Daemon, rec: &NetworkRecord) -> Result<()> {
@@ -159,6 +154,11 @@ pub(crate) fn add_to_loops(d: &Daemon, rec: &NetworkRecord) -> Result<()> {
     Ok(())
 }
 
+/// Holds the uplink's NIC in promiscuous mode while there is a macvlan network (a NIC delivers
+/// frames for its containers' MACs only so), and lets it go when the last one goes. The hold is
+/// each packet loop's socket's (PACKET_MR_PROMISC): the kernel drops it when the daemon stops,
+/// however it stops. A failure is logged: the network still works on a NIC that floods (a veth,
+/// a bridge port), and the log says why a real NIC's containers get nothing.
 pub(crate) fn uplink_promiscuous(d: &Daemon) {
     let want = d
         .store
