@@ -322,60 +322,45 @@ fn macvlan_containers_are_hosts_of_the_lan_without_nat() {
         "{fdb}"
     );
 
-    // One macvlan network per VLAN: the untagged LAN is taken; flags checked first.
-    let e = cli_err(
-        &lab,
-        &[
-            "network",
-            "create",
-            "--driver",
-            "macvlan",
-            "lan2",
-            "--subnet",
-            "10.9.0.0/24",
-        ],
-    );
-    assert!(e.contains("the untagged LAN"), "{e}");
-    let e = cli_err(&lab, &["network", "create", "x", "--vlan", "20"]);
-    assert!(e.contains("--vlan needs --driver macvlan"), "{e}");
-    let e = cli_err(
-        &lab,
-        &[
-            "network",
-            "create",
-            "--driver",
-            "macvlan",
-            "x",
-            "--subnet",
-            "10.9.0.0/24",
-            "--vlan",
-            "20.30",
-        ],
-    );
-    assert!(e.contains("QinQ"), "{e}");
-    let e = cli_err(
-        &lab,
-        &[
-            "network",
-            "create",
-            "--driver",
-            "macvlan",
-            "x",
-            "--subnet",
-            "10.9.0.0/24",
-            "--vlan",
-            "9",
-            "--ipv6",
-        ],
-    );
-    assert!(e.contains("IPv6"), "{e}");
-    let e = cli_err(
-        &lab,
-        &[
-            "network", "create", "--driver", "macvlan", "x", "--vlan", "9",
-        ],
-    );
-    assert!(e.contains("--subnet"), "{e}");
+    // One macvlan network per VLAN: the untagged LAN is taken; flags checked first. Each
+    // `network create NAME ...` refused, with what its error must say.
+    let refused: [(&[&str], &str); 5] = [
+        (
+            &["--driver", "macvlan", "lan2", "--subnet", "10.9.0.0/24"],
+            "the untagged LAN",
+        ),
+        (&["x", "--vlan", "20"], "--vlan needs --driver macvlan"),
+        (
+            &[
+                "--driver",
+                "macvlan",
+                "x",
+                "--subnet",
+                "10.9.0.0/24",
+                "--vlan",
+                "20.30",
+            ],
+            "QinQ",
+        ),
+        (
+            &[
+                "--driver",
+                "macvlan",
+                "x",
+                "--subnet",
+                "10.9.0.0/24",
+                "--vlan",
+                "9",
+                "--ipv6",
+            ],
+            "IPv6",
+        ),
+        (&["--driver", "macvlan", "x", "--vlan", "9"], "--subnet"),
+    ];
+    for (args, why) in refused {
+        let e = cli_err(&lab, &[&["network", "create"][..], args].concat());
+        assert!(e.contains(why), "{args:?}: {e}");
+    }
 
     // A restart: the network comes back from the state (promiscuous uplink, parent port), a
     // container connected again is reached from the LAN again.
